@@ -1,0 +1,59 @@
+//! Client-side pacing, shared by every clone of a [`crate::Client`].
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter as Gcra};
+use tokio::time::Instant;
+
+/// Paces requests to at most `rps` per second, evenly spaced (no bursts, so
+/// a server that allows `rps` per second never throttles us), and holds all
+/// callers back when the server asks for a pause with `Retry-After`.
+pub(crate) struct Pacer {
+    gcra: Option<DefaultDirectRateLimiter>,
+    paused_until: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    /// `rps <= 0` disables pacing.
+    pub(crate) fn new(rps: f64) -> Result<Self, String> {
+        let gcra = if rps > 0.0 && rps.is_finite() {
+            let period = Duration::from_secs_f64(1.0 / rps);
+            let quota = Quota::with_period(period)
+                .ok_or_else(|| format!("rate limit {rps} requests/second is too high"))?
+                .allow_burst(NonZeroU32::MIN);
+            Some(Gcra::direct(quota))
+        } else {
+            None
+        };
+        Ok(Pacer {
+            gcra,
+            paused_until: Mutex::new(None),
+        })
+    }
+
+    /// Waits for this caller's turn.
+    pub(crate) async fn acquire(&self) {
+        loop {
+            let pause = self.paused_until.lock().ok().and_then(|p| *p);
+            match pause {
+                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                _ => break,
+            }
+        }
+        if let Some(gcra) = &self.gcra {
+            gcra.until_ready().await;
+        }
+    }
+
+    /// Holds every caller back for `d` (the server's `Retry-After`).
+    pub(crate) fn pause_for(&self, d: Duration) {
+        let until = Instant::now() + d;
+        if let Ok(mut p) = self.paused_until.lock()
+            && p.is_none_or(|cur| cur < until)
+        {
+            *p = Some(until);
+        }
+    }
+}

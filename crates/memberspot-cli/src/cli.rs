@@ -1,0 +1,344 @@
+//! Command-line grammar. Each subcommand's behaviour lives in `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "memberspot",
+    version,
+    about = "Work with a Memberspot school from the terminal, scripts and AI agents",
+    long_about = "Work with a Memberspot school from the terminal, scripts and AI agents.\n\n\
+        With no API key configured, every command talks to an embedded sandbox school \
+        that runs offline, so you can try everything safely. Set MEMBERSPOT_API_KEY (or \
+        --api-key, or a config file) to work with your real school.",
+    after_help = "Examples:\n  memberspot users list\n  memberspot users grant anna@example.com --offer OFFER_ID\n  memberspot tools list\n  memberspot tools call find_user_by_email --arg email=anna@example.com\n  memberspot sandbox serve --port 8080"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command understands.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Memberspot API key (Settings > Integrations > API Keys). Without one, the embedded sandbox is used.
+    #[arg(
+        long,
+        global = true,
+        env = "MEMBERSPOT_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// API base URL [default: https://api.memberspot.de/v1]
+    #[arg(long, global = true, env = "MEMBERSPOT_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Config file [default: <config dir>/memberspot/config.toml]
+    #[arg(long, global = true, env = "MEMBERSPOT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where local state lives (the embedded sandbox school) [default: <data dir>/memberspot]
+    #[arg(long, global = true, env = "MEMBERSPOT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Requests per second sent to Memberspot (0 = no pacing) [default: 4]
+    #[arg(long, global = true, env = "MEMBERSPOT_RATE_LIMIT")]
+    pub rate_limit: Option<f64>,
+    /// Seconds to wait for one answer [default: 30]
+    #[arg(long, global = true, env = "MEMBERSPOT_TIMEOUT")]
+    pub timeout: Option<f64>,
+    /// Use the embedded sandbox school even when an API key is configured
+    #[arg(long, global = true)]
+    pub sandbox: bool,
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v, -vv); MEMBERSPOT_LOG takes a filter
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The typed tools shared with MCP and REST: list, describe, call
+    #[command(subcommand)]
+    Tools(ToolsCommand),
+    /// Members: list, find, grant (one or from CSV), revoke, restore, expire, delete
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Offers (products that unlock courses)
+    #[command(subcommand)]
+    Offers(OffersCommand),
+    /// A member's course progress
+    Progress(ProgressArgs),
+    /// Create a one-hour passwordless login token for a member (by uid or e-mail)
+    LoginLink(LoginLinkArgs),
+    /// Custom member property definitions
+    #[command(subcommand)]
+    Properties(PropertiesCommand),
+    /// Exam results
+    #[command(subcommand)]
+    Exams(ExamsCommand),
+    /// Check that the API key is accepted
+    Check,
+    /// Run the local Memberspot emulator
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Print shell completions (bash, zsh, fish, powershell, elvish)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ToolsCommand {
+    /// List every tool with its class (read, write, destructive)
+    List,
+    /// Show a tool's description, arguments and annotations
+    Describe { name: String },
+    /// Call a tool with JSON arguments and print its JSON result
+    #[command(
+        after_help = "Arguments come from --json, --args-file and --arg, merged in that order.\n\
+        An --arg value is read as JSON when it parses (numbers, true/false, [..], {..}), else as text.\n\n\
+        Examples:\n  memberspot tools call list_users --arg page_length=5\n  \
+        memberspot tools call delete_users --json '{\"emails\":[\"a@example.com\"]}' --yes"
+    )]
+    Call {
+        name: String,
+        /// Arguments as a JSON object
+        #[arg(long = "json", value_name = "OBJECT", id = "json_args")]
+        json_args: Option<String>,
+        /// Read arguments from a JSON file ("-" for stdin)
+        #[arg(long, value_name = "FILE")]
+        args_file: Option<PathBuf>,
+        /// One argument as key=value (repeatable)
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+        /// Do not ask before destructive tools
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ActiveFilter {
+    True,
+    False,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// List members (one page, or --all)
+    List {
+        /// Only members holding this offer
+        #[arg(long)]
+        offer: Option<String>,
+        /// Only members with access to this course
+        #[arg(long)]
+        course: Option<String>,
+        /// Only members with (true) or without (false) active access
+        #[arg(long, value_enum)]
+        active: Option<ActiveFilter>,
+        /// Follow every page
+        #[arg(long)]
+        all: bool,
+        /// Stop after this many members (with --all)
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Members per request, 1-100
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        page_length: Option<u32>,
+        /// Continue after this cursor (printed by the previous page)
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one member by e-mail
+    Find { email: String },
+    /// Grant an offer to one member, or to every row of a CSV file
+    #[command(
+        after_help = "CSV columns (header required; ',' or ';'): email, first_name, last_name, offer_id, order_id.\n\
+        German headers (E-Mail, Vorname, Nachname, Zugang, Bestellung) work too. Rows that fail are written\n\
+        to a retry file you can pass back to --csv."
+    )]
+    Grant(GrantArgs),
+    /// Revoke access (keeps progress; reversible with `restore`)
+    Revoke(AccessTarget),
+    /// Restore revoked access
+    Restore(AccessTarget),
+    /// Remove access completely and DELETE the related course progress
+    RemoveAccess {
+        #[command(flatten)]
+        target: AccessTarget,
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Set or clear the date an offer ends for a member
+    Expire {
+        email: String,
+        #[arg(long)]
+        offer: String,
+        /// End of access, ISO-8601 (2026-12-31 or 2026-12-31T23:59:59Z)
+        #[arg(long, conflicts_with = "clear", required_unless_present = "clear")]
+        at: Option<String>,
+        /// Remove the end date
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Delete members permanently, with all their data
+    Delete {
+        #[arg(required = true)]
+        emails: Vec<String>,
+        /// Do not ask for confirmation
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Set custom property values on a member
+    SetProperty {
+        email: String,
+        /// PROPERTY_ID=VALUE (repeatable)
+        #[arg(long = "set", required = true, value_name = "ID=VALUE")]
+        values: Vec<String>,
+    },
+    /// Unlock one chapter of a course for a member
+    UnlockChapter {
+        email: String,
+        #[arg(long)]
+        course: String,
+        #[arg(long)]
+        chapter: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// The member's e-mail (omit with --csv)
+    #[arg(required_unless_present = "csv", conflicts_with = "csv")]
+    pub email: Option<String>,
+    /// Offer id to grant (with --csv: the default for rows without one)
+    #[arg(long)]
+    pub offer: Option<String>,
+    /// First name for a new member
+    #[arg(long)]
+    pub first: Option<String>,
+    /// Last name for a new member
+    #[arg(long)]
+    pub last: Option<String>,
+    /// Order id to tie the access to
+    #[arg(long)]
+    pub order: Option<String>,
+    /// Grant every row of this CSV file
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Check the file and show what would be granted, without granting
+    #[arg(long, requires = "csv")]
+    pub dry_run: bool,
+    /// Grants in flight at once (pacing still applies)
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Where to write rows that failed [default: <FILE>.failed.csv]
+    #[arg(long, value_name = "FILE", requires = "csv")]
+    pub failed_out: Option<PathBuf>,
+}
+
+/// Which access to change: one offer, or everything from one order.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false, id = "which")]
+pub struct AccessTarget {
+    pub email: String,
+    /// The offer id
+    #[arg(long, group = "which")]
+    pub offer: Option<String>,
+    /// An order id: applies to every offer granted with it
+    #[arg(long, group = "which")]
+    pub order: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffersCommand {
+    /// List every offer
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PropertiesCommand {
+    /// List custom property definitions
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExamsCommand {
+    /// List the results of one exam
+    Results { exam_id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ProgressArgs {
+    pub email: String,
+    /// Only this course
+    #[arg(long)]
+    pub course: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginLinkArgs {
+    /// The member's uid, or their e-mail address
+    pub member: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Serve the emulated Memberspot API over HTTP until Ctrl-C
+    Serve(SandboxServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxServeArgs {
+    /// Port to listen on (0 = any free port)
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Address to bind
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// API key clients must send in X-API-KEY
+    #[arg(long, default_value = "sk_sandbox_demo_key")]
+    pub api_key: String,
+    /// Seed of the generated school (same seed, same school)
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Number of members to generate
+    #[arg(long, default_value_t = 50)]
+    pub users: usize,
+    /// Number of offers to generate
+    #[arg(long, default_value_t = 4)]
+    pub offers: usize,
+    /// Number of courses to generate
+    #[arg(long, default_value_t = 3)]
+    pub courses: usize,
+    /// Requests per second allowed per API key (0 = unlimited)
+    #[arg(long, default_value_t = 4.0)]
+    pub rate_limit: f64,
+    /// Keep the school in this JSON file across restarts
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Added latency per request, in milliseconds
+    #[arg(long, default_value_t = 0)]
+    pub fault_latency_ms: u64,
+    /// Share of requests answered with a 5xx (0-1)
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_error_rate: f64,
+    /// Share of requests that start a burst of 429 answers (0-1)
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_429_rate: f64,
+    /// Length of each 429 burst
+    #[arg(long, default_value_t = 3)]
+    pub fault_429_burst: u32,
+    /// Share of requests that hang, then time out (0-1)
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_timeout_rate: f64,
+    /// How long a hanging request hangs, in milliseconds
+    #[arg(long, default_value_t = 30_000)]
+    pub fault_timeout_ms: u64,
+}

@@ -1,0 +1,131 @@
+//! The optional config file. Flags and environment variables override it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// `config.toml`:
+///
+/// ```toml
+/// [memberspot]
+/// base_url = "https://api.memberspot.de/v1"
+/// api_key = "..."            # or: api_key_file = "/run/secrets/memberspot"
+/// rate_limit = 4             # requests per second
+/// timeout_secs = 30
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub memberspot: MemberspotSection,
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberspotSection {
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub rate_limit: Option<f64>,
+    pub timeout_secs: Option<f64>,
+}
+
+impl std::fmt::Debug for MemberspotSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemberspotSection")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key_file", &self.api_key_file)
+            .field("rate_limit", &self.rate_limit)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl ConfigFile {
+    /// Loads `explicit`, or the default file if it exists. An explicit path
+    /// that does not exist is an error; a missing default file is not.
+    pub fn load(explicit: Option<&Path>) -> anyhow::Result<(Self, Option<PathBuf>)> {
+        let (path, must_exist) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => match dirs::config_dir() {
+                Some(d) => (d.join("memberspot").join("config.toml"), false),
+                None => return Ok((Self::default(), None)),
+            },
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                return Ok((Self::default(), None));
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read config file {}", path.display()));
+            }
+        };
+        let cfg: ConfigFile = toml::from_str(&text)
+            .with_context(|| format!("config file {} is invalid", path.display()))?;
+        cfg.check()
+            .with_context(|| format!("config file {}", path.display()))?;
+        Ok((cfg, Some(path)))
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let m = &self.memberspot;
+        if m.api_key.is_some() && m.api_key_file.is_some() {
+            bail!("`memberspot.api_key` and `memberspot.api_key_file` are both set; keep one");
+        }
+        if let Some(r) = m.rate_limit
+            && !(r >= 0.0 && r.is_finite())
+        {
+            bail!("`memberspot.rate_limit` must be a number >= 0, got {r}");
+        }
+        if let Some(t) = m.timeout_secs
+            && !(t > 0.0 && t.is_finite())
+        {
+            bail!("`memberspot.timeout_secs` must be a number > 0, got {t}");
+        }
+        Ok(())
+    }
+
+    /// The API key from the file, reading `api_key_file` if given.
+    pub fn api_key(&self) -> anyhow::Result<Option<String>> {
+        if let Some(k) = &self.memberspot.api_key {
+            return Ok(Some(k.clone()));
+        }
+        match &self.memberspot.api_key_file {
+            Some(p) => {
+                let k = std::fs::read_to_string(p).with_context(|| {
+                    format!("cannot read `memberspot.api_key_file` {}", p.display())
+                })?;
+                Ok(Some(k.trim().to_string()))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err =
+            toml::from_str::<ConfigFile>("[memberspot]\napi_kye = \"x\"\n").expect_err("typo");
+        assert!(err.to_string().contains("api_kye"), "{err}");
+        let err = toml::from_str::<ConfigFile>("[memberspot]\nrate_limit = \"fast\"\n")
+            .expect_err("type");
+        assert!(err.to_string().contains("rate_limit"), "{err}");
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let cfg: ConfigFile =
+            toml::from_str("[memberspot]\napi_key = \"sk_secret_123\"\n").expect("parses");
+        assert!(!format!("{cfg:?}").contains("sk_secret_123"));
+    }
+}

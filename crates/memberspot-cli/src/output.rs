@@ -1,0 +1,96 @@
+//! How results reach people (tables, progress bars, prompts on stderr) and
+//! scripts (`--json` on stdout, exit codes).
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::bail;
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use indicatif::{ProgressBar, ProgressStyle};
+use memberspot_tools::ToolError;
+use serde::Serialize;
+
+/// Exit code for bad arguments or usage, as clap uses.
+pub const EXIT_USAGE: u8 = 2;
+
+pub fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+pub fn table(headers: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(headers.iter().copied());
+    t
+}
+
+pub fn print_table(t: &Table) {
+    println!("{t}");
+}
+
+/// Asks before something irreversible. Off a terminal, `--yes` is required.
+pub fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("{question} Refusing without confirmation: pass --yes to run this non-interactively");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(
+        answer.trim().to_lowercase().as_str(),
+        "y" | "yes" | "j" | "ja"
+    ) {
+        Ok(())
+    } else {
+        bail!("cancelled; nothing was changed")
+    }
+}
+
+/// A progress bar on stderr (hidden automatically when stderr is not a terminal).
+pub fn progress(len: Option<u64>, what: &str) -> ProgressBar {
+    let bar = match len {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template(
+                "{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {msg} {pos} ({per_sec})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// Prints an error (as JSON on stderr with `--json`) and picks the exit code.
+pub fn report_error(err: &anyhow::Error, json: bool) -> ExitCode {
+    let tool_err = err.downcast_ref::<ToolError>();
+    let usage = tool_err.is_some_and(|e| {
+        matches!(
+            e,
+            ToolError::InvalidArguments { .. } | ToolError::UnknownTool { .. }
+        )
+    });
+    if json {
+        let body = match tool_err {
+            Some(e) => e.to_json(),
+            None => serde_json::json!({ "code": "error", "message": format!("{err:#}") }),
+        };
+        eprintln!("{}", serde_json::json!({ "error": body }));
+    } else {
+        eprintln!("error: {err:#}");
+    }
+    ExitCode::from(if usage { EXIT_USAGE } else { 1 })
+}

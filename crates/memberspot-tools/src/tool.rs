@@ -1,0 +1,80 @@
+use std::future::Future;
+
+use memberspot_api::{ApiError, Client};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::ToolError;
+
+/// Behaviour hints, true to the semantics (they drive persona scopes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Annotations {
+    /// Changes nothing in the school.
+    pub read_only: bool,
+    /// May delete data that no other call can bring back (members, progress).
+    pub destructive: bool,
+    /// Repeating the call with the same arguments has no further effect.
+    pub idempotent: bool,
+    /// Reaches beyond the school's data (e.g. may e-mail a member).
+    pub open_world: bool,
+}
+
+/// Coarse permission class of a tool, used by persona scopes.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolClass {
+    Read,
+    Write,
+    Destructive,
+}
+
+impl Annotations {
+    pub const fn class(&self) -> ToolClass {
+        if self.read_only {
+            ToolClass::Read
+        } else if self.destructive {
+            ToolClass::Destructive
+        } else {
+            ToolClass::Write
+        }
+    }
+}
+
+/// Everything a surface needs to present a tool.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolDescriptor {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub input_schema: serde_json::Value,
+    pub output_schema: serde_json::Value,
+    pub annotations: Annotations,
+    pub class: ToolClass,
+}
+
+/// A typed tool. Implementations live in [`crate::tools`], one per action.
+pub trait Tool: Send + Sync + 'static {
+    /// Arguments; unknown fields are rejected, field docs become the schema.
+    type Input: DeserializeOwned + JsonSchema + Send;
+    /// Result; always a JSON object (MCP structured content requires one).
+    type Output: Serialize + JsonSchema + Send;
+
+    const NAME: &'static str;
+    const TITLE: &'static str;
+    /// Written for a language model: what, when, side effects, what it destroys, limits.
+    const DESCRIPTION: &'static str;
+    const ANNOTATIONS: Annotations;
+
+    /// Checks that span several fields, after decoding.
+    fn check(_input: &Self::Input) -> Result<(), ToolError> {
+        Ok(())
+    }
+
+    fn run(
+        client: &Client,
+        input: Self::Input,
+    ) -> impl Future<Output = Result<Self::Output, ApiError>> + Send;
+}

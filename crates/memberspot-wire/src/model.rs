@@ -1,0 +1,365 @@
+//! Resources returned by the API.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::lenient::{self, PostRef};
+use crate::{Extra, Timestamp};
+
+/// A member of the school.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    /// Stable user id (used by the login-token call).
+    #[serde(deserialize_with = "lenient::string", alias = "id")]
+    pub uid: String,
+    /// E-mail address, unique within the school.
+    pub email: String,
+    /// First name.
+    #[serde(
+        default,
+        alias = "firstName",
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub firstname: Option<String>,
+    /// Last name (the API calls the last name `name`).
+    #[serde(
+        default,
+        alias = "lastname",
+        alias = "lastName",
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub name: Option<String>,
+    /// When the member was created.
+    #[serde(
+        default,
+        alias = "created_at",
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub created_at: Option<Timestamp>,
+    /// Offers the member holds, active or not.
+    #[serde(default, alias = "userOffers", deserialize_with = "lenient::vec")]
+    pub offers: Vec<OfferHolding>,
+    /// Custom user property values, by property id.
+    #[serde(
+        default,
+        alias = "custom_properties",
+        alias = "customUserProperties",
+        deserialize_with = "custom_properties"
+    )]
+    pub custom_properties: BTreeMap<String, Value>,
+    /// Fields this version does not know, kept verbatim.
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub extra: Extra,
+}
+
+impl User {
+    pub fn holding(&self, offer_id: &str) -> Option<&OfferHolding> {
+        self.offers.iter().find(|h| h.offer_id == offer_id)
+    }
+}
+
+/// Custom properties arrive as a map `{id: value}` or as a list of
+/// `{id|propertyId, value}` objects; both become a map.
+fn custom_properties<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Value>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::Object(map)) => map.into_iter().collect(),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .filter_map(|item| {
+                let id = item
+                    .get("id")
+                    .or_else(|| item.get("propertyId"))?
+                    .as_str()?
+                    .to_string();
+                Some((id, item.get("value").cloned().unwrap_or(Value::Null)))
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    })
+}
+
+/// An offer as held by a member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferHolding {
+    /// The offer's id.
+    #[serde(alias = "offer_id", alias = "id", deserialize_with = "lenient::string")]
+    pub offer_id: String,
+    /// Whether the holding currently grants access (false when revoked or expired).
+    #[serde(default = "yes", deserialize_with = "lenient_bool")]
+    pub active: bool,
+    /// Order id the offer was granted under, if any.
+    #[serde(
+        default,
+        alias = "order_id",
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub order_id: Option<String>,
+    /// When the holding expires, if it does.
+    #[serde(
+        default,
+        alias = "expires_at",
+        alias = "expirationDate",
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expires_at: Option<Timestamp>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub extra: Extra,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Bool(b) => b,
+        Value::String(s) => !matches!(s.as_str(), "false" | "0" | "inactive"),
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        _ => true,
+    })
+}
+
+/// A product that grants access to courses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Offer {
+    /// The offer id (the Zugangs-ID).
+    #[serde(deserialize_with = "lenient::string", alias = "_id")]
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Courses the offer grants access to.
+    #[serde(
+        default,
+        alias = "courses",
+        alias = "course_ids",
+        deserialize_with = "lenient::vec"
+    )]
+    pub course_ids: Vec<String>,
+    /// Priority used by Memberspot for ordering offers.
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub priority: Option<f64>,
+    /// Last modification.
+    #[serde(
+        default,
+        alias = "updated_at",
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub updated_at: Option<Timestamp>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub extra: Extra,
+}
+
+/// Short user block embedded in progress answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRef {
+    #[serde(deserialize_with = "lenient::string", alias = "id")]
+    pub uid: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub firstname: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub name: Option<String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub extra: Extra,
+}
+
+/// A member's progress in one course.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CourseProgress {
+    /// The course.
+    #[serde(alias = "course_id", deserialize_with = "lenient::string")]
+    pub course_id: String,
+    /// Posts (lessons) the member has started but not completed.
+    #[serde(default, alias = "active_posts", deserialize_with = "lenient::vec")]
+    pub active_posts: Vec<PostRef>,
+    /// Posts the member has completed.
+    #[serde(default, alias = "completed_posts", deserialize_with = "lenient::vec")]
+    pub completed_posts: Vec<PostRef>,
+    /// The member, when the answer includes it.
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub user: Option<UserRef>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub extra: Extra,
+}
+
+/// Definition of a school-defined extra profile field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomUserProperty {
+    /// Id used when setting values.
+    #[serde(deserialize_with = "lenient::string", alias = "propertyId")]
+    pub id: String,
+    /// Label shown in the dashboard.
+    #[serde(default, alias = "label")]
+    pub name: String,
+    /// Value type, e.g. `text`.
+    #[serde(
+        default,
+        rename = "type",
+        alias = "kind",
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kind: Option<String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub extra: Extra,
+}
+
+/// One member's submission of an exam.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExamResult {
+    #[serde(
+        default,
+        alias = "userId",
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub uid: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub email: Option<String>,
+    /// Points scored.
+    #[serde(
+        default,
+        alias = "points",
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub score: Option<f64>,
+    /// Maximum points.
+    #[serde(
+        default,
+        alias = "maxPoints",
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_score: Option<f64>,
+    /// Whether the submission passed.
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub passed: Option<bool>,
+    #[serde(
+        default,
+        alias = "createdAt",
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub submitted_at: Option<Timestamp>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub extra: Extra,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn user_decodes_aliases_and_keeps_unknown_fields() {
+        let u: User = serde_json::from_value(json!({
+            "uid": 42, "email": "a@b.de", "firstName": "Ada", "lastname": "L",
+            "createdAt": {"_seconds": 1, "_nanoseconds": 0},
+            "userOffers": [{"offer_id": "o1", "active": "false"}, 17, {"offerId": "o2"}],
+            "customProperties": [{"propertyId": "p1", "value": "x"}],
+            "progress": {"c1": 50}
+        }))
+        .expect("decodes");
+        assert_eq!(u.uid, "42");
+        assert_eq!(u.firstname.as_deref(), Some("Ada"));
+        assert_eq!(u.name.as_deref(), Some("L"));
+        assert_eq!(
+            u.offers.len(),
+            2,
+            "the malformed holding is skipped, not fatal"
+        );
+        assert!(!u.offers[0].active);
+        assert!(u.offers[1].active);
+        assert_eq!(u.custom_properties.get("p1"), Some(&json!("x")));
+        assert_eq!(u.extra.get("progress"), Some(&json!({"c1": 50})));
+    }
+
+    #[test]
+    fn odd_optional_field_does_not_fail_the_user() {
+        let u: User = serde_json::from_value(json!({
+            "uid": "u", "email": "a@b.de", "firstname": 7, "createdAt": "not a date"
+        }))
+        .expect("decodes");
+        assert_eq!(u.firstname, None);
+        assert_eq!(u.created_at, None);
+    }
+
+    #[test]
+    fn canonical_user_serialisation() {
+        let u: User = serde_json::from_value(json!({
+            "uid": "u1", "email": "a@b.de", "firstname": "A", "name": "B",
+            "offers": [{"offerId": "o", "active": true, "orderId": "x"}]
+        }))
+        .expect("decodes");
+        let v = serde_json::to_value(&u).expect("encodes");
+        assert_eq!(
+            v,
+            json!({"uid": "u1", "email": "a@b.de", "firstname": "A", "name": "B",
+                   "offers": [{"offerId": "o", "active": true, "orderId": "x"}],
+                   "customProperties": {}})
+        );
+    }
+
+    #[test]
+    fn progress_accepts_ids_or_objects() {
+        let p: CourseProgress = serde_json::from_value(json!({
+            "courseId": "c", "activePosts": ["p1"], "completedPosts": [{"id": "p2"}, {"postId": "p3"}]
+        }))
+        .expect("decodes");
+        assert_eq!(p.active_posts, vec![PostRef("p1".into())]);
+        assert_eq!(
+            p.completed_posts,
+            vec![PostRef("p2".into()), PostRef("p3".into())]
+        );
+    }
+}
