@@ -107,8 +107,8 @@ pub enum ToolsCommand {
     )]
     Call {
         name: String,
-        /// Arguments as a JSON object
-        #[arg(long = "json", value_name = "OBJECT", id = "json_args")]
+        /// Arguments as a JSON object (may also be written `--json OBJECT`)
+        #[arg(long = "input", value_name = "OBJECT")]
         json_args: Option<String>,
         /// Read arguments from a JSON file ("-" for stdin)
         #[arg(long, value_name = "FILE")]
@@ -120,6 +120,85 @@ pub enum ToolsCommand {
         #[arg(long, short)]
         yes: bool,
     },
+}
+
+/// `tools call NAME --json '{..}'` passes arguments, while `--json` alone is
+/// the global output flag. clap cannot give one long name both meanings, so
+/// after `tools call` a `--json` followed by a value becomes `--input`.
+pub fn normalize_args<I: IntoIterator<Item = std::ffi::OsString>>(
+    args: I,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let Some(call_at) = args
+        .windows(2)
+        .position(|w| w[0] == "tools" && w[1] == "call")
+    else {
+        return args;
+    };
+    for i in call_at + 2..args.len() {
+        let Some(text) = args[i].to_str() else {
+            continue;
+        };
+        if let Some(value) = text.strip_prefix("--json=") {
+            args[i] = format!("--input={value}").into();
+        } else if text == "--json"
+            && args
+                .get(i + 1)
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with("--"))
+        {
+            args[i] = "--input".into();
+        }
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn json_after_tools_call_carries_arguments() {
+        let norm = |v: &[&str]| -> Vec<String> {
+            normalize_args(v.iter().map(std::ffi::OsString::from))
+                .iter()
+                .map(|s| s.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            norm(&["m", "tools", "call", "x", "--json", "{}"]),
+            ["m", "tools", "call", "x", "--input", "{}"]
+        );
+        assert_eq!(
+            norm(&["m", "-v", "tools", "call", "x", "--json={}"]),
+            ["m", "-v", "tools", "call", "x", "--input={}"]
+        );
+        assert_eq!(
+            norm(&["m", "tools", "call", "x", "--json", "--yes"]),
+            ["m", "tools", "call", "x", "--json", "--yes"]
+        );
+        assert_eq!(
+            norm(&["m", "users", "list", "--json"]),
+            ["m", "users", "list", "--json"]
+        );
+        let cli = Cli::try_parse_from(normalize_args(
+            ["m", "tools", "call", "x", "--json", "{\"a\":1}"].map(Into::into),
+        ))
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Tools(ToolsCommand::Call {
+                json_args: Some(_),
+                ..
+            })
+        ));
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

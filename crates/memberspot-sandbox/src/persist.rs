@@ -11,6 +11,8 @@ use crate::school::School;
 
 const FORMAT: &str = "memberspot-sandbox-state";
 const VERSION: u32 = 1;
+/// About ±100 years; also the limit of `/_sandbox/clock`.
+pub const MAX_CLOCK_OFFSET_MS: u64 = 3_200_000_000_000;
 
 /// What is written.
 #[derive(Serialize)]
@@ -81,6 +83,9 @@ pub fn load(path: &Path) -> Result<Option<StateIn>, SandboxError> {
     if state.version != VERSION {
         return Err(bad(path, format!("unsupported version {}", state.version)));
     }
+    if state.clock_offset_ms.unsigned_abs() > MAX_CLOCK_OFFSET_MS {
+        return Err(bad(path, "clockOffsetMs is out of range"));
+    }
     state.school.rebuild_index().map_err(|m| bad(path, m))?;
     Ok(Some(state))
 }
@@ -106,6 +111,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SandboxError> {
         source,
     };
     let result = (|| {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;

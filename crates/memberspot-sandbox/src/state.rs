@@ -70,14 +70,33 @@ impl SandboxState {
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         config.validate()?;
         let size = clamp_size(config.size);
-        let (school, seed, size, offset) = match &config.state_file {
-            Some(path) => match persist::load(path)? {
-                Some(state) => (state.school, state.seed, state.size, state.clock_offset_ms),
-                None => (seed::seed_school(config.seed, &size), config.seed, size, 0),
-            },
-            None => (seed::seed_school(config.seed, &size), config.seed, size, 0),
+        let loaded = match &config.state_file {
+            Some(path) => persist::load(path)?,
+            None => None,
         };
-        let users = school.users.len();
+        let (school, seed, size, offset, ids) = match loaded {
+            // The seeded id sequence may already be used up by the loaded school.
+            Some(state) => {
+                let ids = StdRng::from_rng(&mut rand::rng());
+                (
+                    state.school,
+                    state.seed,
+                    state.size,
+                    state.clock_offset_ms,
+                    ids,
+                )
+            }
+            None => {
+                let ids = id_rng(config.seed, size.users);
+                (
+                    seed::seed_school(config.seed, &size),
+                    config.seed,
+                    size,
+                    0,
+                    ids,
+                )
+            }
+        };
         let (shutdown, _) = watch::channel(false);
         let state = SandboxState {
             inner: Arc::new(Inner {
@@ -89,16 +108,14 @@ impl SandboxState {
                 faults: Mutex::new(FaultInjector::new(config.faults, seed)),
                 log: Mutex::new(RequestLog::default()),
                 counters: Counters::default(),
-                ids: Mutex::new(id_rng(seed, users)),
+                ids: Mutex::new(ids),
                 dirty: AtomicBool::new(false),
                 shutdown,
                 state_file: config.state_file,
             }),
         };
-        if let Some(path) = &state.inner.state_file {
-            if !path.exists() {
-                persist::write_atomic(path, &state.snapshot()?)?;
-            }
+        if let Some(path) = state.inner.state_file.as_ref().filter(|p| !p.exists()) {
+            persist::write_atomic(path, &state.snapshot()?)?;
         }
         Ok(state)
     }
@@ -109,7 +126,10 @@ impl SandboxState {
 
     /// The sandbox clock: wall clock plus the offset set via `/_sandbox/clock`.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + Duration::milliseconds(self.inner.clock_offset_ms.load(Ordering::Relaxed))
+        let wall = Utc::now();
+        Duration::try_milliseconds(self.inner.clock_offset_ms.load(Ordering::Relaxed))
+            .and_then(|offset| wall.checked_add_signed(offset))
+            .unwrap_or(wall)
     }
 
     pub(crate) fn advance_clock(&self, millis: i64) {

@@ -140,7 +140,7 @@ struct ClockBody {
 fn post_clock(state: &SandboxState, incoming: &Incoming) -> Result<Value, ApiError> {
     let body: ClockBody = typed_body(incoming, &["advanceSeconds", "now"])?;
     // About ±100 years: far enough for any test, small enough for chrono.
-    const LIMIT_MS: f64 = 3.2e12;
+    const LIMIT_MS: f64 = crate::persist::MAX_CLOCK_OFFSET_MS as f64;
     let millis = match (body.advance_seconds, body.now) {
         (Some(secs), None) => secs * 1000.0,
         (None, Some(now)) => {

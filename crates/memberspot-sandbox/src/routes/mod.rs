@@ -222,7 +222,9 @@ fn key_matches(headers: &HeaderMap, expected: &str) -> bool {
 
 /// The parsed request, shared by the API and admin pipelines.
 pub(crate) struct Incoming {
+    /// HEAD is served as GET; see `original_method` for the log.
     pub method: Method,
+    pub original_method: Method,
     pub path: String,
     pub raw_query: Option<String>,
     pub headers: HeaderMap,
@@ -250,6 +252,7 @@ async fn dispatch(State(state): State<SandboxState>, req: Request) -> Response {
         } else {
             parts.method.clone()
         },
+        original_method: parts.method,
         path: parts.uri.path().to_string(),
         raw_query: parts.uri.query().map(str::to_string),
         headers: parts.headers,
@@ -274,7 +277,7 @@ async fn dispatch(State(state): State<SandboxState>, req: Request) -> Response {
         Area::Other => incoming.no_route().into_response(),
     };
     tracing::debug!(
-        method = %parts.method,
+        method = %incoming.original_method,
         path = %incoming.path,
         status = response.status().as_u16(),
         ms = started.elapsed().as_millis() as u64,
@@ -289,7 +292,7 @@ fn log(state: &SandboxState, incoming: &Incoming, status: StatusCode) {
         Err(_) => Value::Null,
     };
     let entry = LoggedRequest {
-        method: incoming.method.to_string(),
+        method: incoming.original_method.to_string(),
         path: incoming.path.clone(),
         query: incoming.raw_query.clone(),
         body,

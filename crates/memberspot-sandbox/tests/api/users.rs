@@ -51,8 +51,18 @@ async fn list_shape_and_defaults() {
         for key in ["uid", "email", "createdAt", "offers", "customProperties"] {
             assert!(k.contains(&key.to_string()), "{key} in {k:?}");
         }
-        assert!(k.iter().all(|k| ["uid", "email", "firstname", "name", "createdAt", "offers", "customProperties"]
-            .contains(&k.as_str())));
+        assert!(k.iter().all(|k| {
+            [
+                "uid",
+                "email",
+                "firstname",
+                "name",
+                "createdAt",
+                "offers",
+                "customProperties",
+            ]
+            .contains(&k.as_str())
+        }));
         for h in u["offers"].as_array().unwrap() {
             assert!(h["offerId"].is_string() && h["active"].is_boolean());
         }
@@ -70,16 +80,32 @@ async fn pagination_covers_everyone_once_and_survives_a_delete() {
     sorted.sort();
     assert_eq!(all, sorted, "ordered by uid");
     assert_eq!(walk(&api, 100, "").await, all);
-    assert_eq!(walk(&api, 50, "").await, all, "an exact multiple ends without an empty page");
+    assert_eq!(
+        walk(&api, 50, "").await,
+        all,
+        "an exact multiple ends without an empty page"
+    );
 
     // Delete the cursor user between two pages: the next page is unaffected.
     let page1 = api.get("/v1/users/list?pageLength=5").await.body;
     let cursor = str_of(&page1["nextPage"]);
     let email = str_of(&page1["users"][4]["email"]);
-    let r = api.delete("/v1/users/delete-users", json!({"emails": [email]})).await;
+    let r = api
+        .delete("/v1/users/delete-users", json!({"emails": [email]}))
+        .await;
     assert_eq!(r.body["deletedCount"], 1);
-    let page2 = api.get(&format!("/v1/users/list?pageLength=5&lastLoadedId={cursor}")).await.body;
-    let got: Vec<String> = page2["users"].as_array().unwrap().iter().map(|u| str_of(&u["uid"])).collect();
+    let page2 = api
+        .get(&format!(
+            "/v1/users/list?pageLength=5&lastLoadedId={cursor}"
+        ))
+        .await
+        .body;
+    let got: Vec<String> = page2["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| str_of(&u["uid"]))
+        .collect();
     assert_eq!(got, all[5..10]);
 }
 
@@ -94,7 +120,10 @@ async fn page_length_validation() {
     ] {
         let r = api.get(&format!("/v1/users/list?pageLength={q}")).await;
         assert_eq!(r.status, 400, "{q}");
-        assert_eq!(r.body, json!({"statusCode": 400, "message": [msg], "error": "Bad Request"}));
+        assert_eq!(
+            r.body,
+            json!({"statusCode": 400, "message": [msg], "error": "Bad Request"})
+        );
     }
     let r = api.get("/v1/users/list?pageLength=100").await;
     assert_eq!(r.body["users"].as_array().unwrap().len(), 50);
@@ -112,7 +141,12 @@ async fn filters_and_booleans_as_strings() {
     assert_eq!(active.len() + inactive.len(), holders.len());
     let state = api.state().await;
     for uid in &active {
-        let user = state["users"].as_array().unwrap().iter().find(|u| &u["uid"] == uid).unwrap();
+        let user = state["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| &u["uid"] == uid)
+            .unwrap();
         assert_eq!(holding(user, &offer).unwrap()["active"], true);
     }
 
@@ -134,12 +168,17 @@ async fn filters_and_booleans_as_strings() {
 #[tokio::test]
 async fn find_by_mail_decodes_and_ignores_case() {
     let api = start().await;
-    let plus = api.users_where(|u| u["email"].as_str().unwrap().contains('+')).await;
+    let plus = api
+        .users_where(|u| u["email"].as_str().unwrap().contains('+'))
+        .await;
     let email = str_of(&plus[0]["email"]);
     for path in [
         format!("/v1/users/find-by-mail/{}", encode(&email)),
         format!("/v1/users/find-by-mail/{}", email.replace('@', "%40")),
-        format!("/v1/users/find-by-mail/{}", email.to_uppercase().replace('+', "%2B")),
+        format!(
+            "/v1/users/find-by-mail/{}",
+            email.to_uppercase().replace('+', "%2B")
+        ),
         format!("/v1/users/find-by-mail/%20{}%20", encode(&email)),
     ] {
         let r = api.get(&path).await;
@@ -148,7 +187,10 @@ async fn find_by_mail_decodes_and_ignores_case() {
         assert_eq!(r.body["uid"], plus[0]["uid"]);
     }
     let r = api.get("/v1/users/find-by-mail/nobody%40example.com").await;
-    assert_eq!(r.body, json!({"statusCode": 404, "message": "User not found", "error": "Not Found"}));
+    assert_eq!(
+        r.body,
+        json!({"statusCode": 404, "message": "User not found", "error": "Not Found"})
+    );
     let r = api.get("/v1/users/find-by-mail/not-an-email").await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["message"], json!(["email must be an email"]));
@@ -171,7 +213,10 @@ async fn grant_creates_then_reactivates() {
     assert_eq!(r.body["name"], "Kunde");
     assert_eq!(r.body["uid"].as_str().unwrap().len(), 20);
     assert!(r.body["createdAt"].is_string());
-    assert_eq!(r.body["offers"], json!([{"offerId": offer, "active": true, "orderId": "DS24-999"}]));
+    assert_eq!(
+        r.body["offers"],
+        json!([{"offerId": offer, "active": true, "orderId": "DS24-999"}])
+    );
     let uid = r.body["uid"].clone();
 
     let found = api.user("neu.kunde+test@example.com").await;
@@ -179,31 +224,61 @@ async fn grant_creates_then_reactivates() {
 
     // Revoke, then grant again without an order id: active again, order kept.
     let r = api
-        .post("/v1/users/set-offer-state", json!({"email": "neu.kunde+test@example.com", "offerId": offer, "active": false}))
+        .post(
+            "/v1/users/set-offer-state",
+            json!({"email": "neu.kunde+test@example.com", "offerId": offer, "active": false}),
+        )
         .await;
     assert_eq!(holding(&r.body, &offer).unwrap()["active"], false);
     let r = api
-        .post("/v1/users/grant-user-offer-by-mail", json!({"email": "NEU.KUNDE+TEST@EXAMPLE.COM", "grantOffer": offer}))
+        .post(
+            "/v1/users/grant-user-offer-by-mail",
+            json!({"email": "NEU.KUNDE+TEST@EXAMPLE.COM", "grantOffer": offer}),
+        )
         .await;
     assert_eq!(r.status, 201);
     assert_eq!(r.body["uid"], uid);
-    assert_eq!(r.body["offers"], json!([{"offerId": offer, "active": true, "orderId": "DS24-999"}]));
+    assert_eq!(
+        r.body["offers"],
+        json!([{"offerId": offer, "active": true, "orderId": "DS24-999"}])
+    );
 }
 
 #[tokio::test]
 async fn grant_errors() {
     let api = start().await;
-    let r = api.post("/v1/users/grant-user-offer-by-mail", json!({"email": "x@example.com", "grantOffer": "nope"})).await;
-    assert_eq!(r.body, json!({"statusCode": 404, "message": "Offer not found", "error": "Not Found"}));
     let r = api
-        .post("/v1/users/grant-user-offer-by-mail", json!({"email": "bad", "grantOffer": 7, "firstname": 1, "orderId": false}))
+        .post(
+            "/v1/users/grant-user-offer-by-mail",
+            json!({"email": "x@example.com", "grantOffer": "nope"}),
+        )
+        .await;
+    assert_eq!(
+        r.body,
+        json!({"statusCode": 404, "message": "Offer not found", "error": "Not Found"})
+    );
+    let r = api
+        .post(
+            "/v1/users/grant-user-offer-by-mail",
+            json!({"email": "bad", "grantOffer": 7, "firstname": 1, "orderId": false}),
+        )
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(
         r.body["message"],
-        json!(["email must be an email", "grantOffer must be a string", "firstname must be a string", "orderId must be a string"])
+        json!([
+            "email must be an email",
+            "grantOffer must be a string",
+            "firstname must be a string",
+            "orderId must be a string"
+        ])
     );
-    let r = api.post("/v1/users/grant-user-offer-by-mail", json!({"email": "a@b.de", "grantOffer": ""})).await;
+    let r = api
+        .post(
+            "/v1/users/grant-user-offer-by-mail",
+            json!({"email": "a@b.de", "grantOffer": ""}),
+        )
+        .await;
     assert_eq!(r.body["message"], json!(["grantOffer should not be empty"]));
 }
 
@@ -211,12 +286,25 @@ async fn grant_errors() {
 async fn active_with_progress(api: &Api) -> (String, String, String) {
     let offers = api.get("/v1/offers").await.body;
     let users = api
-        .users_where(|u| u["offers"].as_array().unwrap().len() == 1 && u["offers"][0]["active"] == true)
+        .users_where(|u| {
+            u["offers"].as_array().unwrap().len() == 1 && u["offers"][0]["active"] == true
+        })
         .await;
     for u in users {
         let offer = str_of(&u["offers"][0]["offerId"]);
-        let courses = offers.as_array().unwrap().iter().find(|o| o["id"] == offer.as_str()).unwrap()["courseIds"].clone();
-        if let Some(c) = courses.as_array().unwrap().iter().find(|c| u["progress"].get(c.as_str().unwrap()).is_some()) {
+        let courses = offers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["id"] == offer.as_str())
+            .unwrap()["courseIds"]
+            .clone();
+        if let Some(c) = courses
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| u["progress"].get(c.as_str().unwrap()).is_some())
+        {
             return (str_of(&u["email"]), offer, str_of(c));
         }
     }
@@ -230,25 +318,59 @@ async fn revoke_keeps_progress_and_omitted_active_removes_it() {
     let progress_path = format!("/v1/users/course-progress/{course}/{}", encode(&email));
     let before = api.get(&progress_path).await.body;
 
-    let r = api.post("/v1/users/set-offer-state", json!({"email": email, "offerId": offer, "active": "false"})).await;
+    let r = api
+        .post(
+            "/v1/users/set-offer-state",
+            json!({"email": email, "offerId": offer, "active": "false"}),
+        )
+        .await;
     assert_eq!(r.status, 201);
     assert_eq!(holding(&r.body, &offer).unwrap()["active"], false);
-    assert_eq!(api.get(&progress_path).await.body, before, "revoking keeps progress");
+    assert_eq!(
+        api.get(&progress_path).await.body,
+        before,
+        "revoking keeps progress"
+    );
 
-    let r = api.post("/v1/users/set-offer-state", json!({"email": email, "offerId": offer, "active": true})).await;
+    let r = api
+        .post(
+            "/v1/users/set-offer-state",
+            json!({"email": email, "offerId": offer, "active": true}),
+        )
+        .await;
     assert_eq!(holding(&r.body, &offer).unwrap()["active"], true);
 
-    let r = api.post("/v1/users/set-offer-state", json!({"email": email, "offerId": offer, "active": null})).await;
+    let r = api
+        .post(
+            "/v1/users/set-offer-state",
+            json!({"email": email, "offerId": offer, "active": null}),
+        )
+        .await;
     assert_eq!(r.status, 201);
     assert!(holding(&r.body, &offer).is_none());
     let gone = api.get(&progress_path).await;
     assert_eq!(gone.status, 404, "progress deleted with the holding");
 
-    let r = api.post("/v1/users/set-offer-state", json!({"email": email, "offerId": offer})).await;
+    let r = api
+        .post(
+            "/v1/users/set-offer-state",
+            json!({"email": email, "offerId": offer}),
+        )
+        .await;
     assert_eq!(r.body["message"], "User does not hold this offer");
-    let r = api.post("/v1/users/set-offer-state", json!({"email": "ghost@example.com", "offerId": offer})).await;
+    let r = api
+        .post(
+            "/v1/users/set-offer-state",
+            json!({"email": "ghost@example.com", "offerId": offer}),
+        )
+        .await;
     assert_eq!(r.body["message"], "User not found");
-    let r = api.post("/v1/users/set-offer-state", json!({"email": email, "offerId": offer, "active": "maybe"})).await;
+    let r = api
+        .post(
+            "/v1/users/set-offer-state",
+            json!({"email": email, "offerId": offer, "active": "maybe"}),
+        )
+        .await;
     assert_eq!(r.body["message"], json!(["active must be a boolean value"]));
 }
 
@@ -262,19 +384,59 @@ async fn order_holdings_switch_together() {
         })
         .await;
     let user = &shared[0];
-    let (email, order) = (str_of(&user["email"]), str_of(&user["offers"][0]["orderId"]));
+    let (email, order) = (
+        str_of(&user["email"]),
+        str_of(&user["offers"][0]["orderId"]),
+    );
 
-    let r = api.post("/v1/users/set-order-state", json!({"email": email, "orderId": order, "active": false})).await;
+    let r = api
+        .post(
+            "/v1/users/set-order-state",
+            json!({"email": email, "orderId": order, "active": false}),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    assert!(r.body["offers"].as_array().unwrap().iter().all(|h| h["active"] == false));
-    let r = api.post("/v1/users/set-order-state", json!({"email": email, "orderId": order, "active": true})).await;
-    assert!(r.body["offers"].as_array().unwrap().iter().all(|h| h["active"] == true));
-    let r = api.post("/v1/users/set-order-state", json!({"email": email, "orderId": order})).await;
+    assert!(
+        r.body["offers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["active"] == false)
+    );
+    let r = api
+        .post(
+            "/v1/users/set-order-state",
+            json!({"email": email, "orderId": order, "active": true}),
+        )
+        .await;
+    assert!(
+        r.body["offers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["active"] == true)
+    );
+    let r = api
+        .post(
+            "/v1/users/set-order-state",
+            json!({"email": email, "orderId": order}),
+        )
+        .await;
     assert_eq!(r.body["offers"], json!([]));
-    let r = api.post("/v1/users/set-order-state", json!({"email": email, "orderId": order})).await;
+    let r = api
+        .post(
+            "/v1/users/set-order-state",
+            json!({"email": email, "orderId": order}),
+        )
+        .await;
     assert_eq!(r.status, 404);
-    let r = api.post("/v1/users/set-order-state", json!({"email": email})).await;
-    assert_eq!(r.body["message"], json!(["orderId should not be empty", "orderId must be a string"]));
+    let r = api
+        .post("/v1/users/set-order-state", json!({"email": email}))
+        .await;
+    assert_eq!(
+        r.body["message"],
+        json!(["orderId should not be empty", "orderId must be a string"])
+    );
 }
 
 #[tokio::test]
@@ -283,31 +445,74 @@ async fn expiry_via_clock_advance() {
     let (email, offer, _) = active_with_progress(&api).await;
     let in_an_hour = (chrono_now(&api).await + 3600.0) as i64;
     let expires = chrono_iso(in_an_hour);
-    let r = api.post("/v1/users/set-offer-expires", json!({"email": email, "offerId": offer, "expiresAt": expires})).await;
+    let r = api
+        .post(
+            "/v1/users/set-offer-expires",
+            json!({"email": email, "offerId": offer, "expiresAt": expires}),
+        )
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(holding(&r.body, &offer).unwrap()["active"], true);
     assert!(holding(&r.body, &offer).unwrap()["expiresAt"].is_string());
 
-    let r = api.post("/_sandbox/clock", json!({"advanceSeconds": 7200})).await;
+    let r = api
+        .post("/_sandbox/clock", json!({"advanceSeconds": 7200}))
+        .await;
     assert_eq!(r.status, 200);
     let user = api.user(&email).await;
-    assert_eq!(holding(&user, &offer).unwrap()["active"], false, "expired holdings read as inactive");
-    let inactive = api.get(&format!("/v1/users/list?pageLength=100&offerId={offer}&active=false")).await.body;
-    assert!(inactive["users"].as_array().unwrap().iter().any(|u| u["email"] == email.as_str()));
+    assert_eq!(
+        holding(&user, &offer).unwrap()["active"],
+        false,
+        "expired holdings read as inactive"
+    );
+    let inactive = api
+        .get(&format!(
+            "/v1/users/list?pageLength=100&offerId={offer}&active=false"
+        ))
+        .await
+        .body;
+    assert!(
+        inactive["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["email"] == email.as_str())
+    );
 
     // Clearing the expiry restores access; a bad date is a 400.
-    let r = api.post("/v1/users/set-offer-expires", json!({"email": email, "offerId": offer})).await;
+    let r = api
+        .post(
+            "/v1/users/set-offer-expires",
+            json!({"email": email, "offerId": offer}),
+        )
+        .await;
     assert_eq!(holding(&r.body, &offer).unwrap()["active"], true);
     assert!(holding(&r.body, &offer).unwrap().get("expiresAt").is_none());
-    let r = api.post("/v1/users/set-offer-expires", json!({"email": email, "offerId": offer, "expiresAt": "soon"})).await;
-    assert_eq!(r.body["message"], json!(["expiresAt must be a valid ISO 8601 date string"]));
-    let r = api.post("/v1/users/set-offer-expires", json!({"email": email, "offerId": "nope", "expiresAt": null})).await;
+    let r = api
+        .post(
+            "/v1/users/set-offer-expires",
+            json!({"email": email, "offerId": offer, "expiresAt": "soon"}),
+        )
+        .await;
+    assert_eq!(
+        r.body["message"],
+        json!(["expiresAt must be a valid ISO 8601 date string"])
+    );
+    let r = api
+        .post(
+            "/v1/users/set-offer-expires",
+            json!({"email": email, "offerId": "nope", "expiresAt": null}),
+        )
+        .await;
     assert_eq!(r.status, 404);
 }
 
 async fn chrono_now(api: &Api) -> f64 {
     let now = str_of(&api.get("/_sandbox/clock").await.body["now"]);
-    memberspot_wire::Timestamp::parse(&now).unwrap().0.timestamp() as f64
+    memberspot_wire::Timestamp::parse(&now)
+        .unwrap()
+        .0
+        .timestamp() as f64
 }
 
 fn chrono_iso(secs: i64) -> String {
@@ -322,18 +527,38 @@ async fn delete_users_both_methods() {
     let a = str_of(&users["users"][0]["email"]);
     let b = str_of(&users["users"][1]["email"]);
     let r = api
-        .delete("/v1/users/delete-users", json!({"emails": [a.to_uppercase(), "nobody@example.com", 42, "nonsense", a]}))
+        .delete(
+            "/v1/users/delete-users",
+            json!({"emails": [a.to_uppercase(), "nobody@example.com", 42, "nonsense", a]}),
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, json!({"deleted": [a], "deletedCount": 1}));
-    assert_eq!(api.get(&format!("/v1/users/find-by-mail/{}", encode(&a))).await.status, 404);
+    assert_eq!(
+        api.get(&format!("/v1/users/find-by-mail/{}", encode(&a)))
+            .await
+            .status,
+        404
+    );
 
-    let r = api.post("/v1/users/delete-users", json!({"emails": [b]})).await;
-    assert_eq!((r.status, r.body.clone()), (201, json!({"deleted": [b], "deletedCount": 1})));
+    let r = api
+        .post("/v1/users/delete-users", json!({"emails": [b]}))
+        .await;
+    assert_eq!(
+        (r.status, r.body.clone()),
+        (201, json!({"deleted": [b], "deletedCount": 1}))
+    );
 
-    let r = api.delete("/v1/users/delete-users", json!({"emails": []})).await;
-    assert_eq!(r.body["message"], json!(["emails must contain at least 1 elements"]));
-    let r = api.delete("/v1/users/delete-users", json!({"emails": "a@b.de"})).await;
+    let r = api
+        .delete("/v1/users/delete-users", json!({"emails": []}))
+        .await;
+    assert_eq!(
+        r.body["message"],
+        json!(["emails must contain at least 1 elements"])
+    );
+    let r = api
+        .delete("/v1/users/delete-users", json!({"emails": "a@b.de"}))
+        .await;
     assert_eq!(r.body["message"], json!(["emails must be an array"]));
     let r = api.delete("/v1/users/delete-users", json!({})).await;
     assert_eq!(r.status, 400);
@@ -349,7 +574,13 @@ async fn login_token() {
     let token = str_of(&r.body["token"]);
     assert_eq!(token.len(), 48);
     assert!(token.chars().all(|c| c.is_ascii_alphanumeric()));
-    assert_ne!(api.get(&format!("/v1/users/login-token/{uid}")).await.body["token"], token.as_str());
+    assert_ne!(
+        api.get(&format!("/v1/users/login-token/{uid}")).await.body["token"],
+        token.as_str()
+    );
     let r = api.get("/v1/users/login-token/unknownUid").await;
-    assert_eq!(r.body, json!({"statusCode": 404, "message": "User not found", "error": "Not Found"}));
+    assert_eq!(
+        r.body,
+        json!({"statusCode": 404, "message": "User not found", "error": "Not Found"})
+    );
 }

@@ -1,0 +1,689 @@
+//! The client against the sandbox, over real HTTP. The sandbox's request
+//! log lets us check the raw paths and bodies the client sends against the
+//! reference (literal strings here, not the shared wire types).
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use memberspot_api::actions::*;
+use memberspot_api::{ApiError, ApiKey, Client, RetryPolicy, users_stream};
+use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
+use serde_json::{Value, json};
+
+const KEY: &str = "sk_test_3f9c2a7e5b1d4c8a9e0f6b2d7c1a5e3f";
+
+async fn sandbox(rate_limit: f64, faults: Faults) -> Sandbox {
+    let config = SandboxConfig {
+        api_key: KEY.into(),
+        seed: 7,
+        size: SeedSize {
+            users: 30,
+            offers: 4,
+            courses: 3,
+        },
+        rate_limit,
+        faults,
+        state_file: None,
+    };
+    Sandbox::start_local(config).await.expect("sandbox starts")
+}
+
+fn client(sb: &Sandbox) -> Client {
+    Client::builder(sb.base_url())
+        .api_key(ApiKey::new(KEY))
+        .rate_limit(0.0)
+        .retry(RetryPolicy {
+            max_retries: 6,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(50),
+        })
+        .build()
+        .expect("client builds")
+}
+
+async fn admin(sb: &Sandbox, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", sb.root_url()))
+        .header("X-API-KEY", KEY);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("admin request");
+    assert!(
+        resp.status().is_success(),
+        "admin {path}: {}",
+        resp.status()
+    );
+    resp.json().await.expect("admin json")
+}
+
+async fn state(sb: &Sandbox) -> Value {
+    admin(sb, reqwest::Method::GET, "/_sandbox/state", None).await
+}
+
+async fn last_request(sb: &Sandbox) -> Value {
+    let log = admin(sb, reqwest::Method::GET, "/_sandbox/requests?limit=1", None).await;
+    let entries = log
+        .as_array()
+        .cloned()
+        .or_else(|| log["requests"].as_array().cloned())
+        .expect("request log list");
+    entries.last().cloned().expect("one request logged")
+}
+
+/// A member with at least one holding and progress, and an offer they do not hold.
+fn pick(state: &Value) -> (String, String, String) {
+    let users = state["users"].as_array().expect("users");
+    let user = users
+        .iter()
+        .find(|u| u["offers"].as_array().is_some_and(|o| !o.is_empty()))
+        .expect("a member with an offer");
+    let email = user["email"].as_str().expect("email").to_string();
+    let held = user["offers"][0]["offerId"]
+        .as_str()
+        .expect("offer")
+        .to_string();
+    let other = state["offers"]
+        .as_array()
+        .expect("offers")
+        .iter()
+        .filter_map(|o| o["id"].as_str())
+        .find(|id| {
+            *id != held
+                && !user["offers"]
+                    .as_array()
+                    .is_some_and(|hs| hs.iter().any(|h| h["offerId"] == *id))
+        })
+        .expect("an offer not held")
+        .to_string();
+    (email, held, other)
+}
+
+#[tokio::test]
+async fn every_endpoint_succeeds_and_sends_what_the_reference_says() {
+    let sb = sandbox(0.0, Faults::default()).await;
+    let c = client(&sb);
+    let st = state(&sb).await;
+    let (email, held, other) = pick(&st);
+    let course = st["courses"][0]["id"].as_str().expect("course").to_string();
+    let chapter = st["courses"][0]["chapters"][0]["id"]
+        .as_str()
+        .expect("chapter")
+        .to_string();
+    let exam = st["exams"][0]["id"].as_str().expect("exam").to_string();
+    let prop = st["customProperties"][0]["id"]
+        .as_str()
+        .expect("property")
+        .to_string();
+
+    // List users with every filter.
+    let page = c
+        .execute(
+            &ListUsers::new()
+                .page_length(5)
+                .active(true)
+                .offer(held.clone()),
+        )
+        .await
+        .expect("list");
+    assert!(page.users.len() <= 5);
+    let r = last_request(&sb).await;
+    assert_eq!(r["method"], "GET");
+    assert_eq!(r["path"], "/v1/users/list");
+    let q = r["query"].as_str().expect("query");
+    for part in ["pageLength=5", "active=true", &format!("offerId={held}")] {
+        assert!(q.contains(part), "{q} lacks {part}");
+    }
+
+    let plus = "Max.Mustermann+kurs@Example.com";
+    let granted = c
+        .execute(
+            &GrantUserOfferByEmail::new(plus, other.clone())
+                .first_name("Max")
+                .last_name("Mustermann")
+                .order_id("DS24-1"),
+        )
+        .await
+        .expect("grant");
+    let user = granted
+        .user()
+        .expect("grant answers with the member")
+        .clone();
+    assert_eq!(
+        user.email,
+        plus.to_lowercase(),
+        "e-mails are stored lower-cased"
+    );
+    assert_eq!(
+        user.name.as_deref(),
+        Some("Mustermann"),
+        "`name` is the last name"
+    );
+    let r = last_request(&sb).await;
+    assert_eq!(
+        (r["method"].as_str(), r["path"].as_str()),
+        (Some("POST"), Some("/v1/users/grant-user-offer-by-mail"))
+    );
+    assert_eq!(
+        r["body"],
+        json!({"email": plus, "grantOffer": other, "firstname": "Max", "name": "Mustermann", "orderId": "DS24-1"})
+    );
+
+    let found = c.execute(&FindUserByEmail::new(plus)).await.expect("find");
+    assert_eq!(found.uid, user.uid);
+    assert_eq!(
+        last_request(&sb).await["path"],
+        "/v1/users/find-by-mail/Max.Mustermann%2Bkurs%40Example.com"
+    );
+
+    c.execute(&SetUserOfferState::new(plus, other.clone(), Some(false)))
+        .await
+        .expect("revoke");
+    assert_eq!(
+        last_request(&sb).await["body"],
+        json!({"email": plus, "offerId": other, "active": false})
+    );
+    c.execute(&SetOrderState::new(plus, "DS24-1", Some(true)))
+        .await
+        .expect("order");
+    let r = last_request(&sb).await;
+    assert_eq!(
+        (r["path"].as_str(), &r["body"]),
+        (
+            Some("/v1/users/set-order-state"),
+            &json!({"email": plus, "orderId": "DS24-1", "active": true})
+        )
+    );
+
+    let when = memberspot_wire::Timestamp::parse("2030-01-31T00:00:00Z");
+    c.execute(&SetOfferExpiration::new(plus, other.clone(), when))
+        .await
+        .expect("expires");
+    let r = last_request(&sb).await;
+    assert_eq!(r["path"], "/v1/users/set-offer-expires");
+    assert_eq!(
+        r["body"],
+        json!({"email": plus, "offerId": other, "expiresAt": "2030-01-31T00:00:00.000Z"})
+    );
+
+    let progress = c
+        .execute(&ListUserCourseProgress::new(&email))
+        .await
+        .expect("progress list");
+    assert_eq!(
+        last_request(&sb).await["path"],
+        format!(
+            "/v1/users/course-progress/list/{}",
+            email.replace('@', "%40")
+        )
+    );
+    let first_course = progress
+        .progress
+        .first()
+        .map(|p| p.course_id.clone())
+        .expect("the member has a course");
+    let one = c
+        .execute(&GetUserCourseProgress::new(first_course.clone(), &email))
+        .await
+        .expect("progress one");
+    assert_eq!(
+        one.user.as_ref().map(|u| u.email.as_str()),
+        Some(email.as_str())
+    );
+    assert_eq!(
+        last_request(&sb).await["path"],
+        format!(
+            "/v1/users/course-progress/{first_course}/{}",
+            email.replace('@', "%40")
+        )
+    );
+
+    let token = c
+        .execute(&CreateLoginToken::new(user.uid.clone()))
+        .await
+        .expect("token");
+    assert!(token.token.len() >= 20);
+    assert_eq!(
+        last_request(&sb).await["path"],
+        format!("/v1/users/login-token/{}", user.uid)
+    );
+
+    let offers = c.execute(&ListOffers).await.expect("offers");
+    assert_eq!(offers.0.len(), 4);
+    assert_eq!(last_request(&sb).await["path"], "/v1/offers");
+
+    let props = c
+        .execute(&ListCustomUserProperties)
+        .await
+        .expect("properties");
+    assert!(!props.0.is_empty());
+    assert_eq!(
+        last_request(&sb).await["path"],
+        "/v1/custom-user-properties/list"
+    );
+
+    let set = c
+        .execute(&SetCustomUserProperties::new(
+            plus,
+            [(prop.clone(), "ACME GmbH")],
+        ))
+        .await
+        .expect("set props");
+    assert_eq!(
+        set.user().and_then(|u| u.custom_properties.get(&prop)),
+        Some(&json!("ACME GmbH"))
+    );
+    let r = last_request(&sb).await;
+    assert_eq!(r["path"], "/v1/users/set-custom-user-properties");
+    assert_eq!(
+        r["body"],
+        json!({"email": plus, "properties": [{"id": prop, "value": "ACME GmbH"}]})
+    );
+
+    c.execute(&EnableChapterAccess::new(
+        plus,
+        course.clone(),
+        chapter.clone(),
+    ))
+    .await
+    .expect("chapter");
+    let r = last_request(&sb).await;
+    assert_eq!(r["path"], "/v1/chapters/chapter-access/enable");
+    assert_eq!(
+        r["body"],
+        json!({"email": plus, "courseId": course, "chapterId": chapter})
+    );
+
+    let results = c
+        .execute(&ListExamResults::new(exam.clone()))
+        .await
+        .expect("exam results");
+    let _ = results.0.len();
+    assert_eq!(
+        last_request(&sb).await["path"],
+        format!("/v1/exams/{exam}/results")
+    );
+
+    c.execute(&CheckApiKey).await.expect("key check");
+    assert_eq!(last_request(&sb).await["path"], "/api-auth");
+
+    let deleted = c
+        .execute(&DeleteUsers::new([plus, "nobody@example.com"]))
+        .await
+        .expect("delete");
+    assert_eq!(deleted.deleted.as_deref(), Some(&[plus.to_lowercase()][..]));
+    let r = last_request(&sb).await;
+    assert_eq!(
+        (r["method"].as_str(), r["path"].as_str()),
+        (Some("DELETE"), Some("/v1/users/delete-users"))
+    );
+    assert_eq!(r["body"], json!({"emails": [plus, "nobody@example.com"]}));
+
+    let again = c
+        .execute(&DeleteUsersPost(DeleteUsers::new([email.as_str()])))
+        .await
+        .expect("delete post");
+    assert_eq!(again.deleted_count, Some(1));
+    assert_eq!(last_request(&sb).await["method"], "POST");
+    sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn errors_are_typed_and_never_contain_the_key() {
+    let sb = sandbox(0.0, Faults::default()).await;
+    let bad = Client::builder(sb.base_url())
+        .api_key(ApiKey::new("sk_wrong_key_0123456789abcdef"))
+        .rate_limit(0.0)
+        .build()
+        .expect("builds");
+    let e = bad.execute(&ListOffers).await.expect_err("401");
+    assert!(matches!(e, ApiError::Unauthorized { .. }), "{e:?}");
+    assert!(!format!("{e} {e:?}").contains("sk_wrong_key"));
+
+    let c = client(&sb);
+    let e = c
+        .execute(&FindUserByEmail::new("nobody@example.com"))
+        .await
+        .expect_err("404");
+    assert!(matches!(e, ApiError::NotFound { .. }), "{e:?}");
+    let e = c
+        .execute(&GrantUserOfferByEmail::new("not-an-email", "x"))
+        .await
+        .expect_err("400");
+    match &e {
+        ApiError::Validation { field, .. } => assert_eq!(field.as_deref(), Some("email"), "{e}"),
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+    let e = c
+        .execute(&GrantUserOfferByEmail::new(
+            "new@example.com",
+            "no-such-offer",
+        ))
+        .await
+        .expect_err("404 offer");
+    assert!(matches!(e, ApiError::NotFound { .. }), "{e:?}");
+    for text in [format!("{e}"), format!("{e:?}"), format!("{c:?}")] {
+        assert!(!text.contains(KEY), "{text}");
+    }
+    sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn throttled_requests_are_retried_after_retry_after() {
+    // The sandbox allows 5 requests/s; an unpaced client sends 12 at once.
+    let sb = sandbox(5.0, Faults::default()).await;
+    let c = client(&sb);
+    let calls = (0..12).map(|_| {
+        let c = c.clone();
+        async move { c.execute(&ListOffers).await }
+    });
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        c.stats().rate_limited > 0,
+        "the burst must have been throttled: {:?}",
+        c.stats()
+    );
+    sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn paced_client_is_not_throttled() {
+    let sb = sandbox(20.0, Faults::default()).await;
+    let c = Client::builder(sb.base_url())
+        .api_key(ApiKey::new(KEY))
+        .rate_limit(20.0)
+        .build()
+        .expect("builds");
+    let calls = (0..30).map(|_| {
+        let c = c.clone();
+        async move { c.execute(&ListOffers).await }
+    });
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(c.stats().rate_limited, 0, "{:?}", c.stats());
+    sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn server_errors_and_429_bursts_are_retried_for_safe_actions() {
+    let faults = Faults {
+        error_rate: 0.3,
+        rate_limit_rate: 0.1,
+        rate_limit_burst: 2,
+        seed: Some(3),
+        ..Faults::default()
+    };
+    let sb = sandbox(0.0, faults).await;
+    let c = client(&sb);
+    for i in 0..20 {
+        c.execute(&GrantUserOfferByEmail::new(
+            format!("retry{i}@example.com"),
+            first_offer(&sb).await,
+        ))
+        .await
+        .expect("retried to success");
+    }
+    let s = c.stats();
+    assert!(s.server_errors > 0 && s.retries > 0, "{s:?}");
+    sb.shutdown().await.expect("shutdown");
+}
+
+async fn first_offer(sb: &Sandbox) -> String {
+    state(sb).await["offers"][0]["id"]
+        .as_str()
+        .expect("offer")
+        .to_string()
+}
+
+#[tokio::test]
+async fn persistent_failures_surface_as_typed_errors() {
+    let sb = sandbox(
+        0.0,
+        Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let e = client(&sb)
+        .execute(&ListOffers)
+        .await
+        .expect_err("always 5xx");
+    assert!(matches!(e, ApiError::Upstream { .. }), "{e:?}");
+    assert!(e.is_transient());
+    sb.shutdown().await.expect("shutdown");
+
+    let sb = sandbox(
+        0.0,
+        Faults {
+            timeout_rate: 1.0,
+            timeout_ms: 5_000,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let c = Client::builder(sb.base_url())
+        .api_key(ApiKey::new(KEY))
+        .rate_limit(0.0)
+        .timeout(Duration::from_millis(150))
+        .retry(RetryPolicy {
+            max_retries: 1,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(5),
+        })
+        .build()
+        .expect("builds");
+    let e = c.execute(&ListOffers).await.expect_err("times out");
+    assert!(matches!(e, ApiError::Timeout { .. }), "{e:?}");
+    assert_eq!(c.stats().timeouts, 2, "one attempt and one retry");
+    sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn pagination_streams_every_member_once() {
+    let sb = sandbox(0.0, Faults::default()).await;
+    let c = client(&sb);
+    let all: Vec<_> = users_stream(&c, ListUsers::new().page_length(7), None)
+        .try_collect()
+        .await
+        .expect("stream");
+    assert_eq!(all.len(), 30);
+    let mut uids: Vec<_> = all.iter().map(|u| u.uid.clone()).collect();
+    uids.dedup();
+    assert_eq!(uids.len(), 30, "no duplicates across pages");
+    let capped: Vec<_> = users_stream(&c, ListUsers::new().page_length(7), Some(12))
+        .try_collect()
+        .await
+        .expect("capped");
+    assert_eq!(capped.len(), 12);
+    assert_eq!(
+        c.stats().requests,
+        5 + 2,
+        "30 members in pages of 7, then 2 pages for 12"
+    );
+    sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn holding_semantics() {
+    let sb = sandbox(0.0, Faults::default()).await;
+    let c = client(&sb);
+    let st = state(&sb).await;
+    let offer = st["offers"][0].clone();
+    let offer_id = offer["id"].as_str().expect("id").to_string();
+    let course = offer["courseIds"][0].as_str().expect("course").to_string();
+    let post = st["courses"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["id"] == course.as_str()))
+        .map(|c| {
+            c["chapters"][0]["posts"][0]["id"]
+                .as_str()
+                .expect("post")
+                .to_string()
+        })
+        .expect("course in state");
+    let email = "semantics@example.com";
+    c.execute(&GrantUserOfferByEmail::new(email, offer_id.clone()).order_id("ORD-9"))
+        .await
+        .expect("grant");
+    admin(
+        &sb,
+        reqwest::Method::POST,
+        "/_sandbox/progress",
+        Some(json!({"email": email, "courseId": course, "postId": post, "completed": true})),
+    )
+    .await;
+
+    // Revoke keeps progress.
+    let u = c
+        .execute(&SetUserOfferState::new(
+            email,
+            offer_id.clone(),
+            Some(false),
+        ))
+        .await
+        .expect("revoke");
+    assert_eq!(
+        u.user()
+            .and_then(|u| u.holding(&offer_id))
+            .map(|h| h.active),
+        Some(false)
+    );
+    let p = c
+        .execute(&GetUserCourseProgress::new(course.clone(), email))
+        .await
+        .expect("progress kept");
+    assert_eq!(p.completed_posts.len(), 1);
+
+    // Order-based holdings switch together.
+    let second = st["offers"][1]["id"].as_str().expect("id").to_string();
+    c.execute(&GrantUserOfferByEmail::new(email, second.clone()).order_id("ORD-9"))
+        .await
+        .expect("grant 2");
+    let u = c
+        .execute(&SetOrderState::new(email, "ORD-9", Some(true)))
+        .await
+        .expect("order on");
+    let user = u.user().expect("member");
+    assert!(
+        user.holding(&offer_id).is_some_and(|h| h.active)
+            && user.holding(&second).is_some_and(|h| h.active)
+    );
+    let u = c
+        .execute(&SetOrderState::new(email, "ORD-9", Some(false)))
+        .await
+        .expect("order off");
+    let user = u.user().expect("member");
+    assert!(
+        !user.holding(&offer_id).is_some_and(|h| h.active)
+            && !user.holding(&second).is_some_and(|h| h.active)
+    );
+
+    // Expiry: once the date passes the holding is inactive.
+    c.execute(&SetUserOfferState::new(email, offer_id.clone(), Some(true)))
+        .await
+        .expect("restore");
+    let soon = memberspot_wire::Timestamp(chrono::Utc::now() + chrono::Duration::hours(1));
+    c.execute(&SetOfferExpiration::new(
+        email,
+        offer_id.clone(),
+        Some(soon),
+    ))
+    .await
+    .expect("expire");
+    assert!(
+        c.execute(&FindUserByEmail::new(email))
+            .await
+            .expect("find")
+            .holding(&offer_id)
+            .is_some_and(|h| h.active)
+    );
+    admin(
+        &sb,
+        reqwest::Method::POST,
+        "/_sandbox/clock",
+        Some(json!({"advanceSeconds": 7200})),
+    )
+    .await;
+    assert!(
+        !c.execute(&FindUserByEmail::new(email))
+            .await
+            .expect("find")
+            .holding(&offer_id)
+            .is_some_and(|h| h.active)
+    );
+
+    // Omitted `active` removes the holding and its progress.
+    c.execute(&SetUserOfferState::new(email, offer_id.clone(), None))
+        .await
+        .expect("remove");
+    let user = c.execute(&FindUserByEmail::new(email)).await.expect("find");
+    assert!(user.holding(&offer_id).is_none());
+    let gone = c
+        .execute(&GetUserCourseProgress::new(course.clone(), email))
+        .await;
+    match gone {
+        Err(ApiError::NotFound { .. }) => {}
+        Ok(p) => assert!(
+            p.completed_posts.is_empty(),
+            "progress must be deleted: {p:?}"
+        ),
+        Err(e) => panic!("unexpected {e:?}"),
+    }
+    sb.shutdown().await.expect("shutdown");
+}
+
+/// Collects every log line written while it is the default subscriber.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_key_never_reaches_the_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let sb = sandbox(
+        3.0,
+        Faults {
+            error_rate: 0.3,
+            seed: Some(1),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let c = client(&sb);
+    let _ = c.execute(&ListOffers).await;
+    let _ = c.execute(&FindUserByEmail::new("nobody@example.com")).await;
+    let _ = futures::future::join_all((0..6).map(|_| c.execute(&ListOffers))).await;
+    let bad = Client::builder(sb.base_url())
+        .api_key(ApiKey::new(format!("{KEY}x")))
+        .build()
+        .expect("builds");
+    let _ = bad.execute(&ListOffers).await;
+    sb.shutdown().await.expect("shutdown");
+
+    let logs = String::from_utf8_lossy(&captured.0.lock().expect("lock")).to_string();
+    assert!(
+        logs.contains("retrying") || logs.contains("answer"),
+        "the capture must have seen client logs"
+    );
+    assert!(!logs.contains(KEY), "the API key leaked into the logs");
+}

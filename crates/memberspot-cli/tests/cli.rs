@@ -1,0 +1,495 @@
+//! The `memberspot` binary end to end: spawned as a process, pointed at a
+//! sandbox over real HTTP (or at its own embedded sandbox).
+
+use std::path::Path;
+use std::process::Output;
+
+use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
+use serde_json::{Value, json};
+
+const KEY: &str = "sk_cli_test_8d1f0c3b9a7e4d2c6b5a";
+
+async fn sandbox(rate_limit: f64, faults: Faults) -> Sandbox {
+    Sandbox::start_local(SandboxConfig {
+        api_key: KEY.into(),
+        seed: 11,
+        size: SeedSize {
+            users: 25,
+            offers: 4,
+            courses: 3,
+        },
+        rate_limit,
+        faults,
+        state_file: None,
+    })
+    .await
+    .expect("sandbox starts")
+}
+
+fn cmd(data_dir: &Path) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_memberspot"));
+    for var in [
+        "MEMBERSPOT_API_KEY",
+        "MEMBERSPOT_BASE_URL",
+        "MEMBERSPOT_CONFIG",
+        "MEMBERSPOT_RATE_LIMIT",
+        "MEMBERSPOT_TIMEOUT",
+        "MEMBERSPOT_LOG",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("MEMBERSPOT_DATA_DIR", data_dir)
+        .env("XDG_CONFIG_HOME", data_dir.join("config"))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+async fn run(sb: Option<&Sandbox>, data_dir: &Path, args: &[&str]) -> Output {
+    let mut c = cmd(data_dir);
+    if let Some(sb) = sb {
+        c.env("MEMBERSPOT_BASE_URL", sb.base_url())
+            .env("MEMBERSPOT_API_KEY", KEY)
+            .env("MEMBERSPOT_RATE_LIMIT", "0");
+    }
+    c.args(args).output().await.expect("binary runs")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn state(sb: &Sandbox) -> Value {
+    reqwest_get(&format!("{}/_sandbox/state", sb.root_url())).await
+}
+
+async fn reqwest_get(url: &str) -> Value {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .header("X-API-KEY", KEY)
+        .send()
+        .await
+        .expect("admin request");
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    resp.json().await.expect("admin json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_list_json_has_all_sixteen_tools() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(None, dir.path(), &["tools", "list", "--json"]).await;
+    assert_ok(&out, "tools list");
+    let tools = stdout_json(&out);
+    let tools = tools.as_array().expect("array");
+    assert_eq!(tools.len(), 16);
+    for t in tools {
+        for key in ["name", "description", "input_schema", "annotations"] {
+            assert!(t.get(key).is_some(), "{key} missing in {t}");
+        }
+    }
+    let out = run(
+        None,
+        dir.path(),
+        &["tools", "describe", "set_user_offer_state"],
+    )
+    .await;
+    assert_ok(&out, "describe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("destructive") && text.contains("state"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_tool_can_be_called_through_the_cli() {
+    let sb = sandbox(0.0, Faults::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = state(&sb).await;
+    let offer = st["offers"][0]["id"].as_str().expect("offer").to_string();
+    let course = st["courses"][0]["id"].as_str().expect("course").to_string();
+    let chapter = st["courses"][0]["chapters"][0]["id"]
+        .as_str()
+        .expect("chapter")
+        .to_string();
+    let exam = st["exams"][0]["id"].as_str().expect("exam").to_string();
+    let prop = st["customProperties"][0]["id"]
+        .as_str()
+        .expect("prop")
+        .to_string();
+    let email = "cli.tester@example.com";
+
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &[
+            "tools",
+            "call",
+            "grant_user_offer_by_email",
+            "--arg",
+            &format!("email={email}"),
+            "--arg",
+            &format!("offer_id={offer}"),
+            "--arg",
+            "order_id=ORD-CLI",
+        ],
+    )
+    .await;
+    assert_ok(&out, "grant");
+    let uid = stdout_json(&out)["user"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+
+    let calls: Vec<(&str, Value, &str)> = vec![
+        ("list_users", json!({"page_length": 5}), "users"),
+        ("find_user_by_email", json!({"email": email}), "uid"),
+        ("list_offers", json!({}), "offers"),
+        ("list_custom_user_properties", json!({}), "properties"),
+        (
+            "set_custom_user_properties",
+            json!({"email": email, "properties": [{"id": prop, "value": "x"}]}),
+            "user",
+        ),
+        (
+            "enable_chapter_access",
+            json!({"email": email, "course_id": course, "chapter_id": chapter}),
+            "enabled",
+        ),
+        (
+            "list_user_course_progress",
+            json!({"email": email}),
+            "progress",
+        ),
+        (
+            "get_user_course_progress",
+            json!({"email": email, "course_id": course}),
+            "courseId",
+        ),
+        ("create_login_token", json!({"uid": uid}), "token"),
+        ("list_exam_results", json!({"exam_id": exam}), "results"),
+        (
+            "set_offer_expiration",
+            json!({"email": email, "offer_id": offer, "expires_at": "2031-01-01"}),
+            "user",
+        ),
+        (
+            "set_user_offer_state",
+            json!({"email": email, "offer_id": offer, "state": "inactive"}),
+            "user",
+        ),
+        (
+            "set_order_state",
+            json!({"email": email, "order_id": "ORD-CLI", "state": "active"}),
+            "user",
+        ),
+        (
+            "delete_users_post",
+            json!({"emails": ["nobody@example.com"]}),
+            "result",
+        ),
+        ("delete_users", json!({"emails": [email]}), "result"),
+    ];
+    for (tool, args, key) in calls {
+        let args = args.to_string();
+        let out = run(
+            Some(&sb),
+            dir.path(),
+            &["tools", "call", tool, "--json", &args, "--yes"],
+        )
+        .await;
+        assert_ok(&out, tool);
+        let v = stdout_json(&out);
+        assert!(v.get(key).is_some(), "{tool}: `{key}` missing in {v}");
+    }
+    let after = state(&sb).await;
+    assert!(
+        !after["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .any(|u| u["email"] == email),
+        "deleted through the CLI"
+    );
+    sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_names_the_field_and_destructive_needs_yes() {
+    let sb = sandbox(0.0, Faults::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &["tools", "call", "find_user_by_email", "--arg", "email=nope"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("email") && err.contains("not a valid e-mail"),
+        "{err}"
+    );
+
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &[
+            "--json",
+            "tools",
+            "call",
+            "list_users",
+            "--arg",
+            "page_length=500",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let err: Value = serde_json::from_slice(&out.stderr).expect("json error on stderr");
+    assert_eq!(err["error"]["field"], "page_length");
+    assert_eq!(err["error"]["code"], "invalid_arguments");
+
+    let victim = state(&sb).await["users"][0]["email"]
+        .as_str()
+        .expect("email")
+        .to_string();
+    let out = run(Some(&sb), dir.path(), &["users", "delete", &victim]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    assert!(
+        state(&sb).await["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .any(|u| u["email"] == victim.as_str()),
+        "nothing deleted"
+    );
+
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &["users", "find", "nobody@example.com"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sandbox_works_offline_and_keeps_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(None, dir.path(), &["users", "list"]).await;
+    assert_ok(&out, "users list");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sandbox"),
+        "the sandbox must be labelled"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("@example."));
+
+    let offers = run(None, dir.path(), &["offers", "list", "--json"]).await;
+    assert_ok(&offers, "offers");
+    let offer = stdout_json(&offers)[0]["id"]
+        .as_str()
+        .expect("offer")
+        .to_string();
+    let out = run(
+        None,
+        dir.path(),
+        &[
+            "users",
+            "grant",
+            "new.member@example.com",
+            "--offer",
+            &offer,
+            "--first",
+            "Neu",
+        ],
+    )
+    .await;
+    assert_ok(&out, "grant");
+    let out = run(
+        None,
+        dir.path(),
+        &["users", "find", "new.member@example.com", "--json"],
+    )
+    .await;
+    assert_ok(&out, "find after restart");
+    assert_eq!(
+        stdout_json(&out)[0]["firstname"],
+        "Neu",
+        "the grant survived between invocations"
+    );
+    let out = run(None, dir.path(), &["users", "list", "--all", "--json"]).await;
+    assert_ok(&out, "list all");
+    assert_eq!(stdout_json(&out).as_array().map(Vec::len), Some(51));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_bulk_grant_with_faults_loses_no_row() {
+    let faults = Faults {
+        error_rate: 0.1,
+        timeout_rate: 0.05,
+        timeout_ms: 2_000,
+        seed: Some(5),
+        ..Faults::default()
+    };
+    let sb = sandbox(0.0, faults).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let offer = state(&sb).await["offers"][1]["id"]
+        .as_str()
+        .expect("offer")
+        .to_string();
+    let mut csv = String::from("email;first_name;last_name;offer_id;order_id\n");
+    for i in 0..60 {
+        csv.push_str(&format!(
+            "bulk{i}@example.com;Vor{i};Nach{i};{offer};ORD-{i}\n"
+        ));
+    }
+    csv.push_str("broken-address;X;Y;;\n");
+    csv.push_str("bulk3@example.com;Dup;Licate;;\n");
+    let path = dir.path().join("grants.csv");
+    std::fs::write(&path, csv).expect("write csv");
+    let path_s = path.to_string_lossy().to_string();
+
+    let dry = run(
+        Some(&sb),
+        dir.path(),
+        &["--json", "users", "grant", "--csv", &path_s, "--dry-run"],
+    )
+    .await;
+    let report = stdout_json(&dry);
+    assert_eq!(report["summary"]["would_grant"], 60);
+    assert!(
+        !state(&sb).await["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .any(|u| u["email"] == "bulk0@example.com"),
+        "dry run wrote nothing"
+    );
+
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &[
+            "--json",
+            "--timeout",
+            "0.5",
+            "users",
+            "grant",
+            "--csv",
+            &path_s,
+            "--offer",
+            &offer,
+        ],
+    )
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "bad rows make the run fail: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout_json(&out);
+    assert_eq!(report["summary"]["granted"], 60, "{}", report["summary"]);
+    assert_eq!(report["summary"]["invalid"], 1);
+    assert_eq!(report["summary"]["duplicate"], 1);
+    let rows = report["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 62, "every row is reported");
+    let bad = rows
+        .iter()
+        .find(|r| r["status"] == "invalid")
+        .expect("invalid row");
+    assert_eq!(bad["line"], 62);
+
+    let st = state(&sb).await;
+    for i in 0..60 {
+        let email = format!("bulk{i}@example.com");
+        let user = st["users"]
+            .as_array()
+            .expect("users")
+            .iter()
+            .find(|u| u["email"] == email.as_str());
+        let holds = user.and_then(|u| u["offers"].as_array()).is_some_and(|hs| {
+            hs.iter().any(|h| {
+                h["offerId"] == offer.as_str() && h["orderId"] == format!("ORD-{i}").as_str()
+            })
+        });
+        assert!(holds, "{email} was not granted");
+    }
+    let retry = std::fs::read_to_string(dir.path().join("grants.failed.csv")).expect("retry file");
+    assert!(
+        retry.contains("broken-address") && retry.contains("duplicate of line"),
+        "{retry}"
+    );
+    sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_never_appears_in_output() {
+    let sb = sandbox(
+        0.0,
+        Faults {
+            error_rate: 0.2,
+            seed: Some(2),
+            ..Faults::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut all = Vec::new();
+    for args in [
+        vec!["-vv", "users", "list"],
+        vec![
+            "-vv",
+            "--json",
+            "tools",
+            "call",
+            "find_user_by_email",
+            "--arg",
+            "email=nobody@example.com",
+        ],
+        vec!["-vv", "check"],
+        vec!["-vv", "offers", "list", "--json"],
+    ] {
+        let out = run(Some(&sb), dir.path(), &args).await;
+        all.extend(out.stdout);
+        all.extend(out.stderr);
+    }
+    let mut bad = cmd(dir.path());
+    let out = bad
+        .env("MEMBERSPOT_BASE_URL", sb.base_url())
+        .env("MEMBERSPOT_API_KEY", format!("{KEY}-wrong"))
+        .args(["-vv", "check"])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    all.extend(out.stdout);
+    all.extend(out.stderr);
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.contains("DEBUG") || text.contains("INFO"),
+        "verbose logs were captured"
+    );
+    assert!(!text.contains(KEY), "the API key leaked into CLI output");
+    sb.shutdown().await.expect("shutdown");
+}
