@@ -24,6 +24,7 @@ pub struct Cli {
 
 /// Options every command understands.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
     /// Memberspot API key (Settings > Integrations > API Keys). Without one, the embedded sandbox is used.
     #[arg(
@@ -161,6 +162,27 @@ mod tests {
     #[test]
     fn grammar_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn access_commands_need_an_email_and_exactly_one_target() {
+        let parse = |v: &[&str]| Cli::try_parse_from(v.iter().copied());
+        assert!(parse(&["m", "users", "revoke", "a@b.de", "--offer", "o"]).is_ok());
+        assert!(parse(&["m", "users", "revoke", "a@b.de", "--order", "x"]).is_ok());
+        assert!(
+            parse(&["m", "users", "revoke", "--offer", "o"]).is_err(),
+            "e-mail missing"
+        );
+        assert!(
+            parse(&["m", "users", "revoke", "a@b.de"]).is_err(),
+            "target missing"
+        );
+        assert!(
+            parse(&[
+                "m", "users", "revoke", "a@b.de", "--offer", "o", "--order", "x"
+            ])
+            .is_err()
+        );
     }
 
     #[test]
@@ -324,14 +346,15 @@ pub struct GrantArgs {
 
 /// Which access to change: one offer, or everything from one order.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false, id = "which")]
+#[group(skip)]
 pub struct AccessTarget {
+    /// The member's e-mail
     pub email: String,
     /// The offer id
-    #[arg(long, group = "which")]
+    #[arg(long, required_unless_present = "order", conflicts_with = "order")]
     pub offer: Option<String>,
     /// An order id: applies to every offer granted with it
-    #[arg(long, group = "which")]
+    #[arg(long)]
     pub order: Option<String>,
 }
 
