@@ -687,3 +687,359 @@ async fn the_key_never_reaches_the_logs() {
     );
     assert!(!logs.contains(KEY), "the API key leaked into the logs");
 }
+
+/// Ids the matrix needs, read from the sandbox's admin state.
+struct Ids {
+    email: String,
+    uid: String,
+    offer: String,
+    order: String,
+    course: String,
+    chapter: String,
+    exam: String,
+    prop: String,
+}
+
+async fn ids(sb: &Sandbox) -> Ids {
+    let st = state(sb).await;
+    let user = st["users"]
+        .as_array()
+        .and_then(|us| {
+            us.iter().find(|u| {
+                u["offers"]
+                    .as_array()
+                    .is_some_and(|hs| hs.iter().any(|h| h["orderId"].is_string()))
+            })
+        })
+        .expect("a member with an order");
+    let holding = user["offers"]
+        .as_array()
+        .and_then(|hs| hs.iter().find(|h| h["orderId"].is_string()))
+        .expect("holding");
+    let offer = holding["offerId"].as_str().expect("offer").to_string();
+    let course = st["offers"]
+        .as_array()
+        .and_then(|os| os.iter().find(|o| o["id"] == offer.as_str()))
+        .and_then(|o| o["courseIds"][0].as_str())
+        .expect("course of the offer")
+        .to_string();
+    let chapter = st["courses"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["id"] == course.as_str()))
+        .and_then(|c| c["chapters"][0]["id"].as_str())
+        .expect("chapter")
+        .to_string();
+    Ids {
+        email: user["email"].as_str().expect("email").to_string(),
+        uid: user["uid"].as_str().expect("uid").to_string(),
+        order: holding["orderId"].as_str().expect("order").to_string(),
+        offer,
+        course,
+        chapter,
+        exam: st["exams"][0]["id"].as_str().expect("exam").to_string(),
+        prop: st["customProperties"][0]["id"]
+            .as_str()
+            .expect("prop")
+            .to_string(),
+    }
+}
+
+/// Every action once; deletes last so the others find their member.
+async fn every_action(c: &Client, i: &Ids) -> Vec<(&'static str, Result<(), ApiError>)> {
+    fn done<T>(r: Result<T, ApiError>) -> Result<(), ApiError> {
+        r.map(|_| ())
+    }
+    vec![
+        ("list_users", done(c.execute(&ListUsers::new()).await)),
+        (
+            "find_user_by_email",
+            done(c.execute(&FindUserByEmail::new(&i.email)).await),
+        ),
+        (
+            "grant_user_offer_by_email",
+            done(
+                c.execute(&GrantUserOfferByEmail::new(&i.email, &i.offer))
+                    .await,
+            ),
+        ),
+        (
+            "set_user_offer_state",
+            done(
+                c.execute(&SetUserOfferState::new(&i.email, &i.offer, Some(true)))
+                    .await,
+            ),
+        ),
+        (
+            "set_order_state",
+            done(
+                c.execute(&SetOrderState::new(&i.email, &i.order, Some(true)))
+                    .await,
+            ),
+        ),
+        (
+            "set_offer_expiration",
+            done(
+                c.execute(&SetOfferExpiration::new(&i.email, &i.offer, None))
+                    .await,
+            ),
+        ),
+        (
+            "list_user_course_progress",
+            done(c.execute(&ListUserCourseProgress::new(&i.email)).await),
+        ),
+        (
+            "get_user_course_progress",
+            done(
+                c.execute(&GetUserCourseProgress::new(&i.course, &i.email))
+                    .await,
+            ),
+        ),
+        (
+            "create_login_token",
+            done(c.execute(&CreateLoginToken::new(&i.uid)).await),
+        ),
+        ("list_offers", done(c.execute(&ListOffers).await)),
+        (
+            "list_custom_user_properties",
+            done(c.execute(&ListCustomUserProperties).await),
+        ),
+        (
+            "set_custom_user_properties",
+            done(
+                c.execute(&SetCustomUserProperties::new(
+                    &i.email,
+                    [(i.prop.as_str(), "v")],
+                ))
+                .await,
+            ),
+        ),
+        (
+            "enable_chapter_access",
+            done(
+                c.execute(&EnableChapterAccess::new(&i.email, &i.course, &i.chapter))
+                    .await,
+            ),
+        ),
+        (
+            "list_exam_results",
+            done(c.execute(&ListExamResults::new(&i.exam)).await),
+        ),
+        ("check_api_key", done(c.execute(&CheckApiKey).await)),
+        (
+            "delete_users_post",
+            done(
+                c.execute(&DeleteUsersPost(DeleteUsers::new(["nobody@example.com"])))
+                    .await,
+            ),
+        ),
+        (
+            "delete_users",
+            done(c.execute(&DeleteUsers::new([i.email.as_str()])).await),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_action_succeeds_is_refused_without_the_key_and_survives_429_and_5xx() {
+    // Success, and 401 with a wrong key.
+    let sb = sandbox(0.0, Faults::default()).await;
+    let i = ids(&sb).await;
+    let bad = Client::builder(sb.base_url())
+        .api_key(ApiKey::new("sk_wrong"))
+        .rate_limit(0.0)
+        .build()
+        .expect("builds");
+    for (name, r) in every_action(&bad, &i).await {
+        assert!(
+            matches!(r, Err(ApiError::Unauthorized { .. })),
+            "{name}: {r:?}"
+        );
+    }
+    let results = every_action(&client(&sb), &i).await;
+    assert_eq!(results.len(), 17);
+    for (name, r) in results {
+        assert!(r.is_ok(), "{name}: {r:?}");
+    }
+    sb.shutdown().await.expect("shutdown");
+
+    // 429 bursts and 5xx on a share of requests: every action is retried to success.
+    for faults in [
+        Faults {
+            rate_limit_rate: 0.4,
+            rate_limit_burst: 2,
+            seed: Some(21),
+            ..Faults::default()
+        },
+        Faults {
+            error_rate: 0.4,
+            seed: Some(22),
+            ..Faults::default()
+        },
+    ] {
+        let sb = sandbox(0.0, faults.clone()).await;
+        let i = ids(&sb).await;
+        let c = client(&sb);
+        for (name, r) in every_action(&c, &i).await {
+            assert!(r.is_ok(), "{name} under {faults:?}: {r:?}");
+        }
+        let s = c.stats();
+        assert!(
+            s.retries > 0 && (s.rate_limited > 0 || s.server_errors > 0),
+            "{faults:?}: {s:?}"
+        );
+        sb.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test]
+async fn every_action_with_a_missing_thing_is_404_and_with_bad_input_is_400() {
+    let sb = sandbox(0.0, Faults::default()).await;
+    let i = ids(&sb).await;
+    let c = client(&sb);
+    let nobody = "nobody@example.com";
+    let not_found: Vec<(&str, Result<(), ApiError>)> = vec![
+        (
+            "find_user_by_email",
+            c.execute(&FindUserByEmail::new(nobody)).await.map(|_| ()),
+        ),
+        (
+            "grant_user_offer_by_email",
+            c.execute(&GrantUserOfferByEmail::new(nobody, "no-offer"))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "set_user_offer_state",
+            c.execute(&SetUserOfferState::new(nobody, &i.offer, Some(false)))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "set_order_state",
+            c.execute(&SetOrderState::new(&i.email, "no-order", Some(false)))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "set_offer_expiration",
+            c.execute(&SetOfferExpiration::new(nobody, &i.offer, None))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "list_user_course_progress",
+            c.execute(&ListUserCourseProgress::new(nobody))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "get_user_course_progress",
+            c.execute(&GetUserCourseProgress::new("no-course", &i.email))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "create_login_token",
+            c.execute(&CreateLoginToken::new("no-uid"))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "set_custom_user_properties",
+            c.execute(&SetCustomUserProperties::new(&i.email, [("no-prop", "v")]))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "enable_chapter_access",
+            c.execute(&EnableChapterAccess::new(&i.email, &i.course, "no-chapter"))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "list_exam_results",
+            c.execute(&ListExamResults::new("no-exam"))
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (name, r) in not_found {
+        assert!(matches!(r, Err(ApiError::NotFound { .. })), "{name}: {r:?}");
+    }
+    let bad = "not-an-email";
+    let invalid: Vec<(&str, Result<(), ApiError>)> = vec![
+        (
+            "list_users",
+            c.execute(&ListUsers::new().page_length(1000))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "find_user_by_email",
+            c.execute(&FindUserByEmail::new(bad)).await.map(|_| ()),
+        ),
+        (
+            "grant_user_offer_by_email",
+            c.execute(&GrantUserOfferByEmail::new(bad, &i.offer))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "set_user_offer_state",
+            c.execute(&SetUserOfferState::new(bad, &i.offer, Some(true)))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "set_order_state",
+            c.execute(&SetOrderState::new(bad, &i.order, Some(true)))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "set_offer_expiration",
+            c.execute(&SetOfferExpiration::new(bad, &i.offer, None))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "set_custom_user_properties",
+            c.execute(&SetCustomUserProperties::new(bad, [(i.prop.as_str(), "v")]))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "enable_chapter_access",
+            c.execute(&EnableChapterAccess::new(bad, &i.course, &i.chapter))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "delete_users",
+            c.execute(&DeleteUsers::new(Vec::<String>::new()))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "delete_users_post",
+            c.execute(&DeleteUsersPost(DeleteUsers::new(Vec::<String>::new())))
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "list_user_course_progress",
+            c.execute(&ListUserCourseProgress::new(&i.email).page_length(0))
+                .await
+                .map(|_| ()),
+        ),
+    ];
+    for (name, r) in invalid {
+        match r {
+            Err(ApiError::Validation { field, .. }) => {
+                assert!(field.is_some(), "{name}: the field must be named")
+            }
+            other => panic!("{name}: expected a validation error, got {other:?}"),
+        }
+    }
+    sb.shutdown().await.expect("shutdown");
+}
