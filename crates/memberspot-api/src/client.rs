@@ -341,12 +341,14 @@ struct Answer {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, ApiError> {
-    // Some write endpoints may answer with an empty body: decode it as null.
-    let body: &[u8] = if body.iter().all(|b| b.is_ascii_whitespace()) {
-        b"null"
-    } else {
-        body
-    };
+    // Some write endpoints may answer with an empty body: decode it as null,
+    // or as an empty object for result types that are objects.
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        if let Ok(v) = serde_json::from_slice::<T>(b"null") {
+            return Ok(v);
+        }
+        return decode(status, b"{}");
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| ApiError::Decode {
         status,
@@ -455,6 +457,16 @@ mod tests {
             httpdate("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(std::time::UNIX_EPOCH + Duration::from_secs(784_111_777))
         );
+    }
+
+    #[test]
+    fn empty_bodies_decode_as_null_or_empty_object() {
+        let r: memberspot_wire::DeleteUsersResult = decode(200, b"").expect("empty object");
+        assert_eq!(r.deleted_count, None);
+        let v: serde_json::Value = decode(201, b" ").expect("null");
+        assert!(v.is_null());
+        let e = decode::<memberspot_wire::User>(200, br#"{"uid": 1}"#).expect_err("no email");
+        assert!(matches!(e, ApiError::Decode { .. }), "{e:?}");
     }
 
     #[test]

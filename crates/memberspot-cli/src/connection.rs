@@ -75,7 +75,12 @@ pub async fn open(global: &Global) -> anyhow::Result<Session> {
                  or unset the base URL to use the embedded sandbox"
             );
         }
-        return open_embedded(global, &file, rate_limit, timeout).await;
+        let why = if api_key.is_some() {
+            "--sandbox given"
+        } else {
+            "no API key configured"
+        };
+        return open_embedded(global, &file, rate_limit, timeout, why).await;
     }
     let base_url = global
         .base_url
@@ -99,6 +104,7 @@ async fn open_embedded(
     file: &ConfigFile,
     rate_limit: f64,
     timeout: f64,
+    why: &str,
 ) -> anyhow::Result<Session> {
     let dir = data_dir(global, file).join("sandbox");
     std::fs::create_dir_all(&dir)
@@ -114,7 +120,7 @@ async fn open_embedded(
         .await
         .context("starting the embedded sandbox")?;
     eprintln!(
-        "sandbox: using the embedded sandbox school (no API key configured; data in {}). \
+        "sandbox: using the embedded sandbox school ({why}; data in {}). \
          Set MEMBERSPOT_API_KEY to work with your school.",
         state_file.display()
     );
