@@ -122,6 +122,7 @@ async fn bulk_grant_with_faults() -> Result<(), Box<dyn std::error::Error>> {
                 catalogue
                     .call(c, "grant_user_offer_by_email", row.to_args())
                     .await
+                    .map_err(Into::into)
             }
         },
         |_| {},

@@ -52,6 +52,15 @@ pub struct Global {
     /// Use the embedded sandbox school even when an API key is configured
     #[arg(long, global = true)]
     pub sandbox: bool,
+    /// Act on this stored connection (see `memberspot connections list`)
+    #[arg(long, global = true, env = "MEMBERSPOT_CONNECTION")]
+    pub connection: Option<String>,
+    /// Database URL: postgres://… to share state between hub instances [default: SQLite in the data directory]
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Why you make this call; recorded in the audit log with each tool call
+    #[arg(long, global = true, value_name = "TEXT")]
+    pub reason: Option<String>,
     /// Print machine-readable JSON on stdout
     #[arg(long, global = true)]
     pub json: bool,
@@ -83,6 +92,24 @@ pub enum Command {
     Exams(ExamsCommand),
     /// Check that the API key is accepted
     Check,
+    /// Run the hub: REST API, MCP over streamable HTTP at /mcp, health and metrics
+    Serve(ServeArgs),
+    /// Serve MCP over stdio for a desktop agent, as one persona
+    Mcp(McpArgs),
+    /// Memberspot schools the hub can act on (API keys encrypted at rest)
+    #[command(subcommand)]
+    Connections(ConnectionsCommand),
+    /// AI agents and automations, each with its own token, scopes and limits
+    #[command(subcommand)]
+    Personas(PersonasCommand),
+    /// The audit record of every tool call
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Mint a new admin token for the REST admin routes (replaces the old one)
+    AdminToken,
+    /// Re-encrypt every stored API key under a new master key
+    #[command(subcommand)]
+    MasterKey(MasterKeyCommand),
     /// Run the local Memberspot emulator
     #[command(subcommand)]
     Sandbox(SandboxCommand),
@@ -90,6 +117,178 @@ pub enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on
+    #[arg(long, default_value = "127.0.0.1:8787", env = "MEMBERSPOT_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// Seconds a request may take before it is answered 503
+    #[arg(long, default_value_t = 60)]
+    pub request_timeout: u64,
+    /// Log format on stderr
+    #[arg(
+        long,
+        value_enum,
+        default_value = "human",
+        env = "MEMBERSPOT_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Also accept these Host headers on /mcp (needed when not bound to loopback)
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Act as this persona
+    #[arg(long, env = "MEMBERSPOT_PERSONA", conflicts_with = "token")]
+    pub persona: Option<String>,
+    /// Act as the persona owning this token
+    #[arg(long, env = "MEMBERSPOT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Add a school; the API key comes from --api-key / MEMBERSPOT_API_KEY, --api-key-stdin, or a prompt
+    Add {
+        name: String,
+        #[arg(long = "url", default_value = "https://api.memberspot.de/v1")]
+        url: String,
+        /// Read the API key from standard input
+        #[arg(long)]
+        api_key_stdin: bool,
+        /// Requests per second sent to this school
+        #[arg(long = "rps", default_value_t = 4.0)]
+        rps: f64,
+    },
+    /// List connections (never their keys)
+    List,
+    /// Check a connection's key against Memberspot
+    Test { name: String },
+    /// Replace a connection's API key (read like `add`)
+    RotateKey {
+        name: String,
+        #[arg(long)]
+        api_key_stdin: bool,
+    },
+    /// Remove a connection (refused while a persona uses it)
+    Remove {
+        name: String,
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PersonasCommand {
+    /// Create a persona and print its token (shown once)
+    Create {
+        name: String,
+        /// Connection it acts on
+        #[arg(long = "on", default_value = "sandbox")]
+        on: String,
+        /// read, write, destructive, all, or tool names (comma-separated)
+        #[arg(long, value_delimiter = ',', default_value = "read")]
+        scopes: Vec<String>,
+        /// Only these offers may be granted, revoked or given an end date
+        #[arg(long = "offers", value_delimiter = ',')]
+        offers: Option<Vec<String>>,
+        /// Calls per minute allowed
+        #[arg(long = "per-minute")]
+        per_minute: Option<u32>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List personas
+    List,
+    /// Show one persona
+    Show { name: String },
+    /// Add scopes to a persona (or replace them with --replace)
+    GrantScope {
+        name: String,
+        #[arg(value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Revoke a persona: its next call is refused
+    Revoke { name: String },
+    /// Replace a persona's token and print the new one (the old stops working)
+    RotateToken { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// The latest records
+    Tail {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+        /// Keep printing new records
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Records matching filters
+    Search(AuditFilterArgs),
+    /// Write records as JSON lines or CSV
+    Export {
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+    /// Re-compute the hash chain; fails if a record was edited or deleted
+    Verify,
+    /// Delete records older than the retention period
+    Purge {
+        /// Keep this many days
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct AuditFilterArgs {
+    #[arg(long)]
+    pub persona: Option<String>,
+    #[arg(long)]
+    pub tool: Option<String>,
+    /// ok, tool_error, denied or invalid
+    #[arg(long, value_parser = ["ok", "tool_error", "denied", "invalid"])]
+    pub outcome: Option<String>,
+    /// cli, mcp-stdio, mcp-http, rest, flow
+    #[arg(long)]
+    pub surface: Option<String>,
+    /// RFC 3339 time, a date, or a duration like 2h or 7d
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MasterKeyCommand {
+    /// Generate a new master key, re-encrypt every stored key, and write it to the key file
+    Rotate {
+        #[arg(long, short)]
+        yes: bool,
     },
 }
 

@@ -21,6 +21,9 @@ pub struct ConfigFile {
     pub memberspot: MemberspotSection,
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// `postgres://…` to share the hub's state between instances.
+    #[serde(default)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Default, Deserialize)]

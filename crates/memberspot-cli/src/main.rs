@@ -12,7 +12,14 @@ mod output;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse_from(cli::normalize_args(std::env::args_os()));
-    init_tracing(cli.global.verbose);
+    let json_logs =
+        matches!(&cli.command, cli::Command::Serve(a) if a.log_format == cli::LogFormat::Json);
+    let verbose = match &cli.command {
+        // A server says what it does unless asked to be quiet.
+        cli::Command::Serve(_) => cli.global.verbose.max(1),
+        _ => cli.global.verbose,
+    };
+    init_tracing(verbose, json_logs);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,8 +37,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr only, so stdout stays clean for `--json` and pipes.
-fn init_tracing(verbose: u8) {
+/// Logs go to stderr only, so stdout stays clean for `--json`, pipes and MCP over stdio.
+fn init_tracing(verbose: u8, json: bool) {
     let default = match verbose {
         0 => "warn",
         1 => "info,memberspot=debug",
@@ -39,9 +46,13 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MEMBERSPOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -94,3 +94,22 @@ pub fn report_error(err: &anyhow::Error, json: bool) -> ExitCode {
     }
     ExitCode::from(if usage { EXIT_USAGE } else { 1 })
 }
+
+/// Writes a file only its owner can read (tokens, keys), replacing any old one.
+pub fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(path, text)?;
+    Ok(())
+}

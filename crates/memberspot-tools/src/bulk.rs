@@ -285,6 +285,22 @@ fn invalid(line: u64, email: &str, offer: &str, field: &str, message: String) ->
     }
 }
 
+/// Why one grant failed: a stable code and a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowError {
+    pub code: String,
+    pub message: String,
+}
+
+impl From<ToolError> for RowError {
+    fn from(e: ToolError) -> Self {
+        RowError {
+            code: e.code().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Sends every row through `grant` with up to `concurrency` in flight,
 /// calling `on_done` as each finishes. Outcomes come back in file order.
 pub async fn run_grants<F, Fut>(
@@ -296,7 +312,7 @@ pub async fn run_grants<F, Fut>(
 ) -> Vec<RowOutcome>
 where
     F: Fn(GrantRow) -> Fut,
-    Fut: Future<Output = Result<Value, ToolError>>,
+    Fut: Future<Output = Result<Value, RowError>>,
 {
     let grant = &grant;
     let mut outcomes: Vec<RowOutcome> = futures::stream::iter(rows)
@@ -312,8 +328,8 @@ where
                             .map(str::to_string),
                     },
                     Err(e) => RowStatus::Failed {
-                        code: e.code().to_string(),
-                        message: e.to_string(),
+                        code: e.code,
+                        message: e.message,
                     },
                 }
             };

@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::output::print_json;
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let client = &ctx.session.client;
+    let client = &ctx.session.client().await?;
     client.execute(&CheckApiKey).await?;
     if ctx.json {
         print_json(

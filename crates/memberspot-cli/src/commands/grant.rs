@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use memberspot_tools::ToolError;
-use memberspot_tools::bulk::{self, RowStatus, Summary};
+use memberspot_tools::bulk::{self, RowError, RowStatus, Summary};
 use serde_json::json;
 
 use super::Ctx;
@@ -63,13 +63,15 @@ async fn from_csv(ctx: &Ctx, path: &Path, args: &GrantArgs) -> anyhow::Result<Ex
         usize::from(args.concurrency),
         args.dry_run,
         |row| async move {
-            ctx.catalogue
-                .call(
-                    &ctx.session.client,
-                    "grant_user_offer_by_email",
-                    row.to_args(),
-                )
+            ctx.call("grant_user_offer_by_email", row.to_args())
                 .await
+                .map_err(|e| match e.downcast::<ToolError>() {
+                    Ok(t) => RowError::from(t),
+                    Err(other) => RowError {
+                        code: "error".into(),
+                        message: format!("{other:#}"),
+                    },
+                })
         },
         |outcome| {
             bar.inc(1);

@@ -1,39 +1,58 @@
 //! One file per command family. Commands hold no business logic: they turn
-//! arguments into tool calls (the same path MCP and REST use) and render.
+//! arguments into tool calls through the hub (the same path MCP and REST
+//! use, so every call is audited) or into hub admin operations, and render.
 
+mod audit;
 mod check;
+mod connections;
 mod grant;
 mod login_link;
+mod mcp;
+mod personas;
 mod progress;
 mod sandbox;
 mod school;
+mod serve;
 mod tools;
 mod users;
 
 use std::process::ExitCode;
 
 use clap::CommandFactory;
+use memberspot_hub::{CallContext, HubError, Surface};
 use memberspot_tools::Catalogue;
 use serde_json::Value;
 
 use crate::cli::{Cli, Command, Global};
 use crate::connection::{self, Session};
 
-/// What every command gets: the connection, the catalogue and output mode.
+/// What every tool command gets: the connection, the catalogue and output mode.
 pub struct Ctx {
     pub session: Session,
     pub catalogue: Catalogue,
     pub json: bool,
+    pub reason: Option<String>,
 }
 
 impl Ctx {
-    /// Calls a tool by name; a failure keeps its [`memberspot_tools::ToolError`]
-    /// so the exit code and JSON error can be derived from it.
+    /// Calls a tool through the hub (audited, surface `cli`). A tool failure
+    /// stays a [`memberspot_tools::ToolError`] so the exit code and the JSON
+    /// error can be derived from it.
     pub async fn call(&self, tool: &str, args: Value) -> anyhow::Result<Value> {
-        Ok(self
-            .catalogue
-            .call(&self.session.client, tool, args)
-            .await?)
+        let mut cx = CallContext::new(Surface::Cli);
+        cx.prompt = self.reason.clone();
+        cx.end_user = std::env::var("USER").ok();
+        let s = &self.session;
+        match s
+            .hub
+            .call_on(&s.principal, &cx, tool, args, s.client.clone())
+            .await
+            .result
+        {
+            Ok(v) => Ok(v),
+            Err(HubError::Tool(e)) => Err(e.into()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -54,6 +73,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tools(crate::cli::ToolsCommand::Describe { name }) => {
             tools::describe(&name, global.json)
         }
+        Command::Serve(args) => serve::run(args, &global).await,
+        Command::Mcp(args) => mcp::run(args, &global).await,
+        Command::Connections(cmd) => connections::run(cmd, &global).await,
+        Command::Personas(cmd) => personas::run(cmd, &global).await,
+        Command::Audit(cmd) => audit::run(cmd, &global).await,
+        Command::AdminToken => personas::admin_token(&global).await,
+        Command::MasterKey(cmd) => connections::master_key(cmd, &global).await,
         command => with_session(&global, command).await,
     }
 }
@@ -64,6 +90,7 @@ async fn with_session(global: &Global, command: Command) -> anyhow::Result<ExitC
         session,
         catalogue: Catalogue::standard(),
         json: global.json,
+        reason: global.reason.clone(),
     };
     let result = dispatch(&ctx, command).await;
     // Persist the embedded school even when the command failed half-way.
@@ -85,6 +112,6 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::Progress(args) => progress::run(ctx, args).await,
         Command::LoginLink(args) => login_link::run(ctx, args).await,
         Command::Check => check::run(ctx).await,
-        Command::Completions { .. } | Command::Sandbox(_) => Ok(ExitCode::SUCCESS),
+        _ => Ok(ExitCode::SUCCESS),
     }
 }

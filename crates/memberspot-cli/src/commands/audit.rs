@@ -1,0 +1,159 @@
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+use memberspot_hub::admin::{audit_csv, audit_jsonl};
+use memberspot_hub::store::{AuditFilter, AuditRecord};
+
+use crate::cli::{AuditCommand, AuditFilterArgs, ExportFormat, Global};
+use crate::connection::open_hub;
+use crate::output::{confirm, print_json, print_table, table};
+
+/// `--since`: RFC 3339, a date, or a duration back from now (`30m`, `2h`, `7d`).
+fn parse_since(v: &str) -> anyhow::Result<i64> {
+    let v = v.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_millis())
+            .unwrap_or_default());
+    }
+    let (num, unit) = v.split_at(v.len().saturating_sub(1));
+    let n: i64 = num.parse().map_err(|_| {
+        anyhow::anyhow!("--since `{v}`: use an RFC 3339 time, a date or a duration like 2h")
+    })?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("--since `{v}`: the unit must be s, m, h or d"),
+    };
+    Ok(chrono::Utc::now().timestamp_millis() - secs * 1000)
+}
+
+fn filter(a: &AuditFilterArgs) -> anyhow::Result<AuditFilter> {
+    Ok(AuditFilter {
+        persona: a.persona.clone(),
+        tool: a.tool.clone(),
+        outcome: a.outcome.clone(),
+        surface: a.surface.clone(),
+        since_ms: a.since.as_deref().map(parse_since).transpose()?,
+        until_ms: None,
+        after_seq: None,
+        limit: Some(a.limit),
+        newest_first: false,
+    })
+}
+
+fn render(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(records);
+    }
+    let mut t = table(&[
+        "seq",
+        "time",
+        "surface",
+        "persona",
+        "tool",
+        "outcome",
+        "ms",
+        "prompt / error",
+    ]);
+    for r in records {
+        let time = chrono::DateTime::from_timestamp_millis(r.at)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        let note = r
+            .error
+            .clone()
+            .or_else(|| r.prompt.clone())
+            .unwrap_or_default();
+        let note: String = note.chars().take(80).collect();
+        t.add_row(vec![
+            r.seq.to_string(),
+            time,
+            r.surface.clone(),
+            r.persona.clone().unwrap_or_else(|| "(operator)".into()),
+            r.tool.clone(),
+            r.outcome.clone(),
+            r.latency_ms.to_string(),
+            note,
+        ]);
+    }
+    print_table(&t);
+    Ok(())
+}
+
+pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode> {
+    let (hub, sandbox, _) = open_hub(global).await?;
+    let json = global.json;
+    let result = async {
+        match cmd {
+            AuditCommand::Tail { lines, follow } => {
+                let mut latest = hub
+                    .audit(&AuditFilter { limit: Some(lines), newest_first: true, ..AuditFilter::default() })
+                    .await?;
+                latest.reverse();
+                render(&latest, json)?;
+                // Sequence numbers start at 1, so 0 means "from the beginning".
+                let mut after = latest.last().map_or(0, |r| r.seq);
+                if follow {
+                    loop {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => break,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        let filter = AuditFilter { after_seq: Some(after), limit: Some(1000), ..AuditFilter::default() };
+                        let new = hub.audit(&filter).await?;
+                        if let Some(last) = new.last() {
+                            after = last.seq;
+                            render(&new, json)?;
+                        }
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            AuditCommand::Search(args) => {
+                render(&hub.audit(&filter(&args)?).await?, json)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            AuditCommand::Export { filter: args, format } => {
+                let mut f = filter(&args)?;
+                f.limit = Some(args.limit.max(10_000));
+                let records = hub.audit(&f).await?;
+                let text = match format {
+                    ExportFormat::Jsonl => audit_jsonl(&records)?,
+                    ExportFormat::Csv => audit_csv(&records)?,
+                };
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            AuditCommand::Verify => {
+                let v = hub.store().verify_audit().await?;
+                if json {
+                    print_json(&serde_json::json!({ "records": v.records, "ok": v.ok, "first_bad_seq": v.first_bad_seq, "problem": v.problem }))?;
+                } else if v.ok {
+                    println!("ok: {} audit records, hash chain intact", v.records);
+                } else {
+                    println!("TAMPERED: {}", v.problem.clone().unwrap_or_default());
+                }
+                Ok(if v.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+            AuditCommand::Purge { days, yes } => {
+                confirm(&format!("Delete audit records older than {days} days?"), yes)?;
+                let before = chrono::Utc::now().timestamp_millis() - i64::from(days) * 86_400_000;
+                let n = hub.store().purge_audit_before(before).await?;
+                println!("deleted {n} audit record(s) older than {days} days; the remaining chain still verifies");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+    .await;
+    hub.store().close().await;
+    sandbox.shutdown().await?;
+    result
+}

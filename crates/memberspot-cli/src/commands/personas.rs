@@ -1,0 +1,133 @@
+use std::process::ExitCode;
+
+use memberspot_hub::admin::{PersonaSpec, PersonaView};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::cli::{Global, PersonasCommand};
+use crate::connection::open_hub;
+use crate::output::{print_json, print_table, table};
+
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCode> {
+    let (hub, sandbox, _) = open_hub(global).await?;
+    let json = global.json;
+    let result = async {
+        match cmd {
+            PersonasCommand::Create { name, on, scopes, offers, per_minute, description } => {
+                let t = hub
+                    .create_persona(PersonaSpec {
+                        name,
+                        description,
+                        connection: Some(on),
+                        scopes,
+                        offer_ids: offers,
+                        calls_per_minute: per_minute,
+                    })
+                    .await?;
+                if json {
+                    let mut v = serde_json::to_value(PersonaView::from(&t.persona))?;
+                    v["token"] = json!(t.token.expose_secret());
+                    print_json(&v)?;
+                } else {
+                    println!("persona `{}` created on `{}` with scopes {}", t.persona.name, t.persona.connection, t.persona.scopes.join(", "));
+                    println!();
+                    println!("  token: {}", t.token.expose_secret());
+                    println!();
+                    println!("The token is shown only now. Give it to the agent, e.g.:");
+                    println!("  MEMBERSPOT_TOKEN=<token> memberspot mcp            (stdio, desktop agents)");
+                    println!("  Authorization: Bearer <token>  on http://HOST/mcp  (streamable HTTP) or /v1/tools/...");
+                }
+            }
+            PersonasCommand::List => {
+                let ps: Vec<PersonaView> = hub.store().list_personas().await?.iter().map(PersonaView::from).collect();
+                if json {
+                    print_json(&ps)?;
+                } else {
+                    let mut t = table(&["name", "connection", "scopes", "offers", "per minute", "token", "state"]);
+                    for p in &ps {
+                        t.add_row(vec![
+                            p.name.clone(),
+                            p.connection.clone(),
+                            p.scopes.join(", "),
+                            p.offer_ids.as_ref().map(|o| o.join(", ")).unwrap_or_else(|| "any".into()),
+                            p.calls_per_minute.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                            format!("{}…", p.token_prefix),
+                            p.revoked_at.map(|r| format!("revoked {}", when(r))).unwrap_or_else(|| "active".into()),
+                        ]);
+                    }
+                    print_table(&t);
+                }
+            }
+            PersonasCommand::Show { name } => {
+                let p = hub.persona_any(&name).await?;
+                let view = PersonaView::from(&p);
+                if json {
+                    print_json(&view)?;
+                } else {
+                    let tools: Vec<&str> = hub.tools_for(&memberspot_hub::Principal::Persona(p.clone())).iter().map(|d| d.name).collect();
+                    println!("name:        {}", view.name);
+                    println!("description: {}", view.description);
+                    println!("connection:  {}", view.connection);
+                    println!("scopes:      {}", view.scopes.join(", "));
+                    println!("offers:      {}", view.offer_ids.map(|o| o.join(", ")).unwrap_or_else(|| "any".into()));
+                    println!("per minute:  {}", view.calls_per_minute.map(|n| n.to_string()).unwrap_or_else(|| "no limit".into()));
+                    println!("token:       {}…", view.token_prefix);
+                    println!("created:     {}", when(view.created_at));
+                    println!("state:       {}", view.revoked_at.map(|r| format!("revoked {}", when(r))).unwrap_or_else(|| "active".into()));
+                    println!("tools:       {}", tools.join(", "));
+                }
+            }
+            PersonasCommand::GrantScope { name, scopes, replace } => {
+                let p = hub.set_persona_scopes(&name, &scopes, !replace, None, None).await?;
+                println!("persona `{}` now has scopes {}", p.name, p.scopes.join(", "));
+            }
+            PersonasCommand::Revoke { name } => {
+                let changed = hub.revoke_persona(&name).await?;
+                if changed {
+                    println!("persona `{name}` revoked: its next call is refused; other personas and the school's key are untouched");
+                } else {
+                    println!("persona `{name}` was already revoked");
+                }
+            }
+            PersonasCommand::RotateToken { name } => {
+                let t = hub.rotate_persona_token(&name).await?;
+                if json {
+                    print_json(&json!({ "name": t.persona.name, "token": t.token.expose_secret() }))?;
+                } else {
+                    println!("new token for `{}` (the old one no longer works):\n\n  {}\n", t.persona.name, t.token.expose_secret());
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    hub.store().close().await;
+    sandbox.shutdown().await?;
+    result.map(|_| ExitCode::SUCCESS)
+}
+
+pub async fn admin_token(global: &Global) -> anyhow::Result<ExitCode> {
+    let (hub, sandbox, _) = open_hub(global).await?;
+    let token = hub.issue_admin_token().await;
+    hub.store().close().await;
+    sandbox.shutdown().await?;
+    let token = token?;
+    if global.json {
+        print_json(&json!({ "admin_token": token.expose_secret() }))?;
+    } else {
+        println!(
+            "admin token (replaces any earlier one; shown only now):\n\n  {}\n",
+            token.expose_secret()
+        );
+        println!(
+            "Use it as `Authorization: Bearer <token>` on /v1/personas, /v1/connections and /v1/audit."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,92 @@
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Global, ServeArgs};
+use crate::connection::{hub_settings, open_hub};
+
+pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let (hub, sandbox, file) = open_hub(global).await?;
+    let settings = hub_settings(global, &file);
+
+    // First start: an admin token for the REST admin routes, in a file only the owner can read.
+    if !hub.has_admin_token().await? {
+        let token = hub.issue_admin_token().await?;
+        let path = settings.data_dir.join("admin.token");
+        crate::output::write_private(&path, token.expose_secret())?;
+        eprintln!(
+            "admin token written to {} (for /v1/personas, /v1/connections, /v1/audit)",
+            path.display()
+        );
+    }
+    if hub.store().list_personas().await?.is_empty() {
+        eprintln!("no personas yet: create one for your agent with");
+        eprintln!("  memberspot personas create my-agent --scopes read");
+    }
+
+    let cancel = CancellationToken::new();
+    let app = memberspot_hub::server::app(
+        hub.clone(),
+        Duration::from_secs(args.request_timeout),
+        &args.allowed_hosts,
+        cancel.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    eprintln!("memberspot hub listening on http://{addr}");
+    eprintln!("  REST    http://{addr}/v1/tools        (OpenAPI: http://{addr}/openapi.json)");
+    eprintln!(
+        "  MCP     http://{addr}/mcp             (streamable HTTP, Authorization: Bearer <persona token>)"
+    );
+    eprintln!("  health  http://{addr}/healthz  /readyz  /metrics");
+    eprintln!(
+        "  store   {}",
+        if settings.database_url.is_some() {
+            "PostgreSQL/custom URL"
+        } else {
+            "SQLite in the data directory"
+        }
+    );
+
+    let shutdown = {
+        let cancel = cancel.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: finishing in-flight calls");
+            cancel.cancel();
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("HTTP server")?;
+    hub.store().close().await;
+    sandbox.shutdown().await?;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

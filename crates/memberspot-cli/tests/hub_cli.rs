@@ -1,0 +1,468 @@
+//! The hub through the `memberspot` binary: personas, `memberspot mcp`
+//! over a real child-process stdio transport, `memberspot serve`, the audit
+//! commands, connections with encrypted keys.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, RequestMetaObject};
+use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
+use serde_json::{Value, json};
+use tokio::io::AsyncBufReadExt;
+
+const SCHOOL_KEY: &str = "sk_live_cli_school_key_71c4e0a9b3d2f58e";
+
+fn cmd(dir: &Path) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_memberspot"));
+    for var in [
+        "MEMBERSPOT_API_KEY",
+        "MEMBERSPOT_BASE_URL",
+        "MEMBERSPOT_CONFIG",
+        "MEMBERSPOT_RATE_LIMIT",
+        "MEMBERSPOT_CONNECTION",
+        "MEMBERSPOT_PERSONA",
+        "MEMBERSPOT_TOKEN",
+        "MEMBERSPOT_MASTER_KEY",
+        "DATABASE_URL",
+        "MEMBERSPOT_LOG",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("MEMBERSPOT_DATA_DIR", dir)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .kill_on_drop(true);
+    c
+}
+
+async fn run(dir: &Path, args: &[&str]) -> Output {
+    cmd(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("runs")
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json_of(out: &Output, what: &str) -> Value {
+    serde_json::from_str(&ok(out, what)).unwrap_or_else(|e| panic!("{what}: not JSON: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personas_mcp_stdio_and_audit_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+
+    let created = json_of(
+        &run(
+            d,
+            &["personas", "create", "helper", "--scopes", "read", "--json"],
+        )
+        .await,
+        "create",
+    );
+    assert_eq!(created["name"], "helper");
+    let token = created["token"].as_str().expect("token").to_string();
+    assert!(token.starts_with("msh_"));
+    let listed = ok(&run(d, &["personas", "list"]).await, "list");
+    assert!(
+        listed.contains("helper") && !listed.contains(&token),
+        "{listed}"
+    );
+    let bad = run(d, &["personas", "create", "x", "--scopes", "reed"]).await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("reed"));
+
+    // MCP over stdio with the official SDK's client, the binary as a child process.
+    let exe = env!("CARGO_BIN_EXE_memberspot");
+    // Keep the stderr pipe open for the child's lifetime: a closed stderr would fail its notices.
+    let (child, _stderr) =
+        TokioChildProcess::builder(tokio::process::Command::new(exe).configure(|c| {
+            c.arg("mcp")
+                .env("MEMBERSPOT_DATA_DIR", d)
+                .env("MEMBERSPOT_TOKEN", &token)
+                .env_remove("MEMBERSPOT_API_KEY");
+        }))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let client = ().serve(child).await.expect("MCP handshake over stdio");
+    let tools = client.list_all_tools().await.expect("tools");
+    assert_eq!(tools.len(), 7, "read scope only");
+    let mut params = CallToolRequestParams::new("list_offers");
+    params.meta = Some(RequestMetaObject::from(
+        json!({"prompt": "what can I sell?"})
+            .as_object()
+            .cloned()
+            .expect("object"),
+    ));
+    let r = client.call_tool(params).await.expect("call");
+    assert_ne!(r.is_error, Some(true));
+    assert!(
+        r.structured_content
+            .as_ref()
+            .is_some_and(|v| v["offers"].is_array())
+    );
+    let refused = client
+        .call_tool(
+            CallToolRequestParams::new("delete_users").with_arguments(
+                json!({"emails": ["a@b.de"]})
+                    .as_object()
+                    .cloned()
+                    .expect("object"),
+            ),
+        )
+        .await
+        .expect("result");
+    assert_eq!(refused.is_error, Some(true));
+    let _ = client.cancel().await;
+
+    // CLI calls are audited too, with the reason.
+    ok(
+        &run(d, &["--reason", "weekly check", "offers", "list"]).await,
+        "offers",
+    );
+    let records = json_of(
+        &run(d, &["audit", "search", "--json", "--limit", "100"]).await,
+        "audit",
+    );
+    let records = records.as_array().expect("records");
+    let surfaces: Vec<(&str, &str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["surface"].as_str().unwrap_or(""),
+                r["tool"].as_str().unwrap_or(""),
+                r["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        surfaces,
+        vec![
+            ("mcp-stdio", "list_offers", "ok"),
+            ("mcp-stdio", "delete_users", "denied"),
+            ("cli", "list_offers", "ok")
+        ]
+    );
+    assert_eq!(records[0]["prompt"], "what can I sell?");
+    assert_eq!(records[0]["persona"], "helper");
+    assert_eq!(records[2]["prompt"], "weekly check");
+    let denied = json_of(
+        &run(d, &["audit", "search", "--outcome", "denied", "--json"]).await,
+        "search",
+    );
+    assert_eq!(denied.as_array().map(Vec::len), Some(1));
+    let export = ok(
+        &run(d, &["audit", "export", "--format", "csv"]).await,
+        "export",
+    );
+    assert_eq!(export.lines().count(), 4, "header + 3 records");
+
+    // Revoked: the next MCP session is refused.
+    ok(&run(d, &["personas", "revoke", "helper"]).await, "revoke");
+    let out = cmd(d)
+        .args(["mcp", "--token", &token])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"));
+
+    // The chain verifies; an edited row is detected.
+    ok(&run(d, &["audit", "verify"]).await, "verify");
+    {
+        use sqlx::Connection;
+        let mut c =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", d.join("hub.db").display()))
+                .await
+                .expect("db");
+        sqlx::query("UPDATE audit_log SET prompt = 'something else' WHERE seq = (SELECT MIN(seq) FROM audit_log)")
+            .execute(&mut c)
+            .await
+            .expect("tamper");
+    }
+    let out = run(d, &["audit", "verify"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("TAMPERED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_without_a_persona_is_the_local_read_only_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = env!("CARGO_BIN_EXE_memberspot");
+    let (child, stderr) =
+        TokioChildProcess::builder(tokio::process::Command::new(exe).configure(|c| {
+            c.arg("mcp")
+                .env("MEMBERSPOT_DATA_DIR", dir.path())
+                .env_remove("MEMBERSPOT_TOKEN")
+                .env_remove("MEMBERSPOT_PERSONA");
+        }))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let client = ().serve(child).await.expect("handshake");
+    let tools = client.list_all_tools().await.expect("tools");
+    assert!(
+        tools
+            .iter()
+            .all(|t| t.annotations.as_ref().and_then(|a| a.read_only_hint) == Some(true))
+    );
+    let users = client
+        .call_tool(CallToolRequestParams::new("list_users"))
+        .await
+        .expect("call");
+    assert!(
+        users
+            .structured_content
+            .as_ref()
+            .is_some_and(|v| v["users"].as_array().is_some_and(|u| !u.is_empty()))
+    );
+    let _ = client.cancel().await;
+    let mut err = String::new();
+    if let Some(mut s) = stderr {
+        use tokio::io::AsyncReadExt;
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut err)).await;
+    }
+    assert!(err.contains("local read-only default persona"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_keep_keys_encrypted_and_serve_answers_rest() {
+    let sandbox = Sandbox::start_local(SandboxConfig {
+        api_key: SCHOOL_KEY.into(),
+        seed: 4,
+        size: SeedSize {
+            users: 10,
+            offers: 3,
+            courses: 2,
+        },
+        rate_limit: 0.0,
+        faults: Faults::default(),
+        state_file: None,
+    })
+    .await
+    .expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+
+    let mut add = cmd(d)
+        .args([
+            "connections",
+            "add",
+            "school",
+            "--url",
+            &sandbox.base_url(),
+            "--api-key-stdin",
+            "--rps",
+            "0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = add.stdin.take().expect("stdin");
+        stdin.write_all(SCHOOL_KEY.as_bytes()).await.expect("write");
+    }
+    let out = add.wait_with_output().await.expect("add");
+    let mut seen = ok(&out, "connections add");
+    seen.push_str(&ok(&run(d, &["connections", "list"]).await, "list"));
+    seen.push_str(&ok(
+        &run(d, &["connections", "test", "school"]).await,
+        "test",
+    ));
+    let created = json_of(
+        &run(
+            d,
+            &[
+                "personas",
+                "create",
+                "ops",
+                "--on",
+                "school",
+                "--scopes",
+                "read,write",
+                "--json",
+            ],
+        )
+        .await,
+        "create",
+    );
+    let token = created["token"].as_str().expect("token").to_string();
+    let key_file = std::fs::read_to_string(d.join("master.key")).expect("key file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(d.join("master.key"))
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
+
+    // serve: prints where it listens, answers REST with the persona token, stops on SIGTERM.
+    let mut server = cmd(d)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = tokio::io::BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let mut addr = None;
+    let mut banner = String::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+    {
+        banner.push_str(&line);
+        banner.push('\n');
+        if let Some(rest) = line.strip_prefix("memberspot hub listening on ") {
+            addr = Some(rest.trim().to_string());
+            break;
+        }
+    }
+    let addr = addr.unwrap_or_else(|| panic!("no listening line in:\n{banner}"));
+    assert!(banner.contains("admin token written to"), "{banner}");
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{addr}/v1/tools/list_users/call"))
+        .bearer_auth(&token)
+        .json(&json!({"arguments": {"page_length": 3}, "prompt": "who signed up?"}))
+        .send()
+        .await
+        .expect("call");
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["result"]["users"].as_array().map(Vec::len), Some(3));
+    seen.push_str(&body.to_string());
+    let health = http
+        .get(format!("{addr}/healthz"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status().as_u16(), 200);
+    #[cfg(unix)]
+    {
+        let pid = server.id().expect("pid");
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let status = tokio::time::timeout(Duration::from_secs(20), server.wait())
+            .await
+            .expect("stops")
+            .expect("status");
+        assert!(status.success(), "graceful shutdown exits 0");
+    }
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await
+    {
+        banner.push_str(&line);
+    }
+    seen.push_str(&banner);
+
+    // The key never shows, and the database file has no plaintext copy of it.
+    assert!(
+        !seen.contains(SCHOOL_KEY),
+        "the school's key leaked into CLI output or logs"
+    );
+    assert!(!seen.contains(key_file.trim()), "the master key leaked");
+    let mut raw = std::fs::read(d.join("hub.db")).expect("db");
+    if let Ok(wal) = std::fs::read(d.join("hub.db-wal")) {
+        raw.extend(wal);
+    }
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(
+        !raw.contains(SCHOOL_KEY),
+        "plaintext API key in the database file"
+    );
+    assert!(
+        !raw.contains(&token),
+        "plaintext persona token in the database file"
+    );
+    sandbox.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_on_postgresql() {
+    use sqlx::Connection;
+    let admin = std::env::var("MEMBERSPOT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("cli_{}", uuid_like());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL must run for this test: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create db");
+    let url = format!(
+        "{}/{name}",
+        admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let pg = |args: &[&str]| {
+        let mut c = cmd(d);
+        c.env("DATABASE_URL", &url).args(args).stdin(Stdio::null());
+        c
+    };
+    let out = pg(&["personas", "create", "pg-bot", "--json"])
+        .output()
+        .await
+        .expect("runs");
+    assert!(json_of(&out, "create")["token"].is_string());
+    let out = pg(&["--reason", "pg check", "offers", "list"])
+        .output()
+        .await
+        .expect("runs");
+    ok(&out, "offers");
+    let out = pg(&["audit", "search", "--json"])
+        .output()
+        .await
+        .expect("runs");
+    let records = json_of(&out, "audit");
+    assert_eq!(records.as_array().map(Vec::len), Some(1));
+    assert_eq!(records[0]["prompt"], "pg check");
+    ok(
+        &pg(&["audit", "verify"]).output().await.expect("runs"),
+        "verify",
+    );
+    assert!(
+        !d.join("hub.db").exists(),
+        "nothing written to SQLite when DATABASE_URL is set"
+    );
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await;
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}

@@ -1,0 +1,371 @@
+//! Operations on connections, personas and the audit log, shared by the
+//! CLI and the REST admin endpoints so both behave the same.
+
+use memberspot_api::actions::CheckApiKey;
+use memberspot_api::{ApiKey, Client};
+use memberspot_store::{AuditFilter, AuditRecord, Connection, NewConnection, NewPersona, Persona};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use crate::scopes::Scopes;
+use crate::secrets::{CHECK_META_KEY, MasterKey};
+use crate::{EMBEDDED_BASE_URL, Hub, HubError, tokens};
+
+/// A connection as shown to people: never the key, only a hint.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionView {
+    pub name: String,
+    pub base_url: String,
+    pub key_hint: String,
+    pub rate_limit: f64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl From<&Connection> for ConnectionView {
+    fn from(c: &Connection) -> Self {
+        ConnectionView {
+            name: c.name.clone(),
+            base_url: c.base_url.clone(),
+            key_hint: c.key_hint.clone(),
+            rate_limit: c.rate_limit,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// A persona as shown to people: never the token or its hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct PersonaView {
+    pub name: String,
+    pub description: String,
+    pub connection: String,
+    pub scopes: Vec<String>,
+    pub offer_ids: Option<Vec<String>>,
+    pub calls_per_minute: Option<u32>,
+    pub token_prefix: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl From<&Persona> for PersonaView {
+    fn from(p: &Persona) -> Self {
+        PersonaView {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            connection: p.connection.clone(),
+            scopes: p.scopes.clone(),
+            offer_ids: p.offer_ids.clone(),
+            calls_per_minute: p.calls_per_minute,
+            token_prefix: p.token_prefix.clone(),
+            created_at: p.created_at,
+            revoked_at: p.revoked_at,
+        }
+    }
+}
+
+/// What creating a persona (or rotating its token) returns: the token, once.
+pub struct IssuedToken {
+    pub persona: Persona,
+    pub token: SecretString,
+}
+
+/// Options of a new persona.
+#[derive(Debug, Clone, Default)]
+pub struct PersonaSpec {
+    pub name: String,
+    pub description: String,
+    pub connection: Option<String>,
+    pub scopes: Vec<String>,
+    pub offer_ids: Option<Vec<String>>,
+    pub calls_per_minute: Option<u32>,
+}
+
+fn valid_name(kind: &str, name: &str) -> Result<(), HubError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(HubError::Denied(format!(
+            "{kind} name `{name}` must be 1-64 characters of letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+impl Hub {
+    pub async fn create_persona(&self, spec: PersonaSpec) -> Result<IssuedToken, HubError> {
+        valid_name("persona", &spec.name)?;
+        let scopes = if spec.scopes.is_empty() {
+            Scopes::read_only()
+        } else {
+            Scopes::parse(&spec.scopes, self.catalogue()).map_err(HubError::Denied)?
+        };
+        if let Some(n) = spec.calls_per_minute
+            && n == 0
+        {
+            return Err(HubError::Denied(
+                "calls per minute must be at least 1".into(),
+            ));
+        }
+        let connection = spec
+            .connection
+            .unwrap_or_else(|| crate::SANDBOX_CONNECTION.to_string());
+        if self.store().get_connection(&connection).await?.is_none() {
+            return Err(HubError::NotFound(format!(
+                "no connection named `{connection}`; see `memberspot connections list`"
+            )));
+        }
+        let token = tokens::mint();
+        let persona = self
+            .store()
+            .insert_persona(&NewPersona {
+                name: spec.name,
+                description: spec.description,
+                connection,
+                scopes: scopes.to_strings(),
+                offer_ids: spec.offer_ids,
+                calls_per_minute: spec.calls_per_minute,
+                token_hash: token.hash,
+                token_prefix: token.display_prefix,
+            })
+            .await?;
+        Ok(IssuedToken {
+            persona,
+            token: token.secret,
+        })
+    }
+
+    pub async fn rotate_persona_token(&self, name: &str) -> Result<IssuedToken, HubError> {
+        let token = tokens::mint();
+        self.store()
+            .set_persona_token(name, &token.hash, &token.display_prefix)
+            .await?;
+        let persona = self.persona_any(name).await?;
+        Ok(IssuedToken {
+            persona,
+            token: token.secret,
+        })
+    }
+
+    /// Replaces (or with `add`, extends) a persona's scopes.
+    pub async fn set_persona_scopes(
+        &self,
+        name: &str,
+        scopes: &[String],
+        add: bool,
+        offer_ids: Option<Vec<String>>,
+        calls_per_minute: Option<u32>,
+    ) -> Result<Persona, HubError> {
+        let current = self.persona_any(name).await?;
+        let mut wanted: Vec<String> = if add {
+            current.scopes.clone()
+        } else {
+            Vec::new()
+        };
+        wanted.extend(scopes.iter().cloned());
+        let parsed = Scopes::parse(&wanted, self.catalogue()).map_err(HubError::Denied)?;
+        let offers = offer_ids.or(current.offer_ids.clone());
+        let limit = calls_per_minute.or(current.calls_per_minute);
+        Ok(self
+            .store()
+            .update_persona_scopes(name, &parsed.to_strings(), offers.as_deref(), limit)
+            .await?)
+    }
+
+    pub async fn revoke_persona(&self, name: &str) -> Result<bool, HubError> {
+        self.persona_any(name).await?;
+        Ok(self.store().revoke_persona(name).await?)
+    }
+
+    /// A persona by name, revoked or not.
+    pub async fn persona_any(&self, name: &str) -> Result<Persona, HubError> {
+        self.store()
+            .get_persona(name)
+            .await?
+            .ok_or_else(|| HubError::NotFound(format!("no persona named `{name}`")))
+    }
+
+    pub async fn add_connection(
+        &self,
+        name: &str,
+        base_url: &str,
+        api_key: &SecretString,
+        rate_limit: f64,
+    ) -> Result<ConnectionView, HubError> {
+        valid_name("connection", name)?;
+        check_connection_settings(base_url, api_key, rate_limit)?;
+        let key = api_key.expose_secret().trim();
+        let c = self
+            .store()
+            .insert_connection(&NewConnection {
+                name: name.to_string(),
+                base_url: base_url.trim().to_string(),
+                sealed_key: self.master_key().seal(key),
+                key_hint: ApiKey::new(key).hint(),
+                rate_limit,
+            })
+            .await?;
+        Ok(ConnectionView::from(&c))
+    }
+
+    pub async fn rotate_connection_key(
+        &self,
+        name: &str,
+        api_key: &SecretString,
+    ) -> Result<(), HubError> {
+        let key = api_key.expose_secret().trim();
+        if key.is_empty() {
+            return Err(HubError::Denied("the new API key is empty".into()));
+        }
+        let conn = self.connection(name).await?;
+        if conn.base_url == EMBEDDED_BASE_URL {
+            return Err(HubError::Denied(
+                "the built-in sandbox connection has no key to rotate".into(),
+            ));
+        }
+        Ok(self
+            .store()
+            .update_connection_key(name, &self.master_key().seal(key), &ApiKey::new(key).hint())
+            .await?)
+    }
+
+    pub async fn connection(&self, name: &str) -> Result<Connection, HubError> {
+        self.store()
+            .get_connection(name)
+            .await?
+            .ok_or_else(|| HubError::NotFound(format!("no connection named `{name}`")))
+    }
+
+    /// Checks the connection's key against Memberspot's key-check route.
+    pub async fn test_connection(&self, name: &str) -> Result<(), HubError> {
+        let client: Client = self.client_for(name).await?;
+        client
+            .execute(&CheckApiKey)
+            .await
+            .map_err(|e| HubError::Tool(e.into()))?;
+        Ok(())
+    }
+
+    /// Re-encrypts every stored API key under `new_key` in one transaction,
+    /// then updates the check value. The caller stores the new key.
+    pub async fn rotate_master_key(&self, new_key: &MasterKey) -> Result<usize, HubError> {
+        let old = self.master_key();
+        // Keys and check value change in one transaction: a crash leaves either all old or all new.
+        let n = self
+            .store()
+            .reseal_all_connections_and_set_meta(
+                |sealed| {
+                    let plain = old.open(sealed).map_err(|e| e.to_string())?;
+                    Ok(new_key.seal(plain.expose_secret()))
+                },
+                CHECK_META_KEY,
+                &new_key.check_value(),
+            )
+            .await?;
+        Ok(n)
+    }
+
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, HubError> {
+        Ok(self.store().query_audit(filter).await?)
+    }
+}
+
+fn check_connection_settings(
+    base_url: &str,
+    api_key: &SecretString,
+    rate_limit: f64,
+) -> Result<(), HubError> {
+    if api_key.expose_secret().trim().is_empty() {
+        return Err(HubError::Denied("the API key is empty".into()));
+    }
+    if !(rate_limit >= 0.0 && rate_limit.is_finite()) {
+        return Err(HubError::Denied(format!(
+            "rate limit must be a number >= 0, got {rate_limit}"
+        )));
+    }
+    // Building a client validates the URL and the key's header syntax.
+    Client::builder(base_url.trim())
+        .api_key(ApiKey::new(api_key.expose_secret().trim()))
+        .build()
+        .map(|_| ())
+        .map_err(|e| HubError::Denied(e.to_string()))
+}
+
+/// Audit records as CSV (one row per record; JSON columns as text).
+pub fn audit_csv(records: &[AuditRecord]) -> Result<String, HubError> {
+    let mut w = String::new();
+    w.push_str("seq,id,at,request_id,surface,connection,persona,end_user,prompt,tool,arguments,outcome,upstream_status,latency_ms,error,hash\n");
+    for r in records {
+        let fields = [
+            r.seq.to_string(),
+            r.id.clone(),
+            chrono::DateTime::from_timestamp_millis(r.at)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            r.request_id.clone(),
+            r.surface.clone(),
+            r.connection.clone().unwrap_or_default(),
+            r.persona.clone().unwrap_or_default(),
+            r.end_user.clone().unwrap_or_default(),
+            r.prompt.clone().unwrap_or_default(),
+            r.tool.clone(),
+            r.arguments.to_string(),
+            r.outcome.clone(),
+            r.upstream_status.map(|s| s.to_string()).unwrap_or_default(),
+            r.latency_ms.to_string(),
+            r.error.clone().unwrap_or_default(),
+            r.hash.clone(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        w.push_str(&line.join(","));
+        w.push('\n');
+    }
+    Ok(w)
+}
+
+fn csv_field(f: &str) -> String {
+    if f.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f.to_string()
+    }
+}
+
+/// Audit records as JSON lines.
+pub fn audit_jsonl(records: &[AuditRecord]) -> Result<String, HubError> {
+    let mut out = String::new();
+    for r in records {
+        out.push_str(&serde_json::to_string(r).map_err(|e| HubError::Unavailable(e.to_string()))?);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Meta key of the admin token's hash.
+const ADMIN_TOKEN_META: &str = "admin_token_hash";
+
+impl Hub {
+    /// Mints a new admin token (replacing any previous one) and returns it once.
+    pub async fn issue_admin_token(&self) -> Result<SecretString, HubError> {
+        let t = tokens::mint();
+        self.store().set_meta(ADMIN_TOKEN_META, &t.hash).await?;
+        Ok(t.secret)
+    }
+
+    pub async fn has_admin_token(&self) -> Result<bool, HubError> {
+        Ok(self.store().get_meta(ADMIN_TOKEN_META).await?.is_some())
+    }
+
+    /// Constant-time check of a presented admin token.
+    pub async fn check_admin_token(&self, token: &str) -> Result<bool, HubError> {
+        Ok(match self.store().get_meta(ADMIN_TOKEN_META).await? {
+            Some(hash) => tokens::verify(token, &hash),
+            None => false,
+        })
+    }
+}

@@ -1,0 +1,64 @@
+use memberspot_store::StoreError;
+use memberspot_tools::ToolError;
+use serde_json::{Value, json};
+
+use crate::secrets::SecretError;
+
+/// Why a hub operation failed. Messages never contain secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(
+        "the master key does not match the one this database was set up with; set MEMBERSPOT_MASTER_KEY or restore the key file"
+    )]
+    WrongMasterKey,
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl HubError {
+    /// The audit outcome of a failed call.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            HubError::Denied(_) | HubError::Unauthenticated(_) => "denied",
+            HubError::Tool(ToolError::InvalidArguments { .. } | ToolError::UnknownTool { .. }) => {
+                "invalid"
+            }
+            _ => "tool_error",
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HubError::Unauthenticated(_) => "unauthenticated",
+            HubError::Denied(_) => "denied",
+            HubError::Tool(e) => e.code(),
+            HubError::NotFound(_) => "not_found",
+            HubError::Unavailable(_) => "unavailable",
+            HubError::WrongMasterKey | HubError::Secret(_) => "secret",
+            HubError::Store(_) => "store",
+        }
+    }
+
+    /// `{code, message, field?, ...}`, the error shape of every surface.
+    pub fn to_json(&self) -> Value {
+        match self {
+            HubError::Tool(e) => e.to_json(),
+            other => {
+                json!({ "code": other.code(), "message": other.to_string(), "retryable": false })
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! The HTTP server of `memberspot serve`: the REST API (documented by the
+//! OpenAPI document at `/openapi.json`), health and metrics, and MCP over
+//! streamable HTTP at `/mcp`.
+
+mod admin;
+mod auth;
+mod body;
+mod error;
+mod ops;
+mod tools;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use error::HttpError;
+
+use crate::Hub;
+
+/// Request bodies above this are refused with 413.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Memberspot Hub",
+        description = "Personas (AI agents and automations) call Memberspot tools; every call is scoped and audited. \
+            Tool routes take a persona token, admin routes the admin token, both as `Authorization: Bearer <token>`."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "tools", description = "The tool catalogue, filtered by the persona's scopes"),
+        (name = "admin", description = "Personas, connections and the audit log (admin token)"),
+        (name = "operations", description = "Health, readiness and metrics")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer =
+            || SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        components.add_security_scheme("persona", bearer());
+        components.add_security_scheme("admin", bearer());
+    }
+}
+
+/// The REST routes and their OpenAPI document, generated from the same handlers.
+pub fn rest(hub: Hub) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(tools::routes())
+        .merge(admin::routes())
+        .merge(ops::routes())
+        .split_for_parts();
+    (router.with_state(hub), api)
+}
+
+/// The whole HTTP application, without MCP (the server adds `/mcp`).
+pub fn app(hub: Hub, request_timeout: Duration) -> Router {
+    let (router, api) = rest(hub);
+    let api_json = api.to_pretty_json().unwrap_or_else(|_| "{}".to_string());
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let body = api_json.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
+            }),
+        )
+        .fallback(|uri: axum::http::Uri| async move {
+            HttpError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route {}", uri.path()),
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+}
+
+/// The OpenAPI document as JSON (also served at `/openapi.json`).
+pub fn openapi_json(hub: Hub) -> String {
+    rest(hub).1.to_pretty_json().unwrap_or_default()
+}

@@ -1,0 +1,404 @@
+//! The gateway every surface calls through: authenticate, check scopes and
+//! limits, run the tool on the persona's connection, audit the call.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use memberspot_api::{ApiKey, Client};
+use memberspot_store::{AuditRecord, Connection, NewAuditRecord, NewConnection, Persona, Store};
+use memberspot_tools::{Catalogue, ToolDescriptor, ToolError};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::limits::PersonaLimiter;
+use crate::metrics::Metrics;
+use crate::scopes::Scopes;
+use crate::secrets::{CHECK_META_KEY, MasterKey};
+use crate::tokens;
+use crate::{HubError, Surface};
+
+/// Base URL stored for the built-in connection to the embedded sandbox; the
+/// running process supplies the real address.
+pub const EMBEDDED_BASE_URL: &str = "embedded:sandbox";
+/// Name of the built-in sandbox connection.
+pub const SANDBOX_CONNECTION: &str = "sandbox";
+/// Responses larger than this are stored in the audit log as a preview.
+const AUDIT_RESPONSE_CAP: usize = 16 * 1024;
+
+/// Where the embedded sandbox of this process listens.
+#[derive(Clone)]
+pub struct EmbeddedSandbox {
+    pub base_url: String,
+    pub api_key: ApiKey,
+}
+
+/// Who is calling.
+// One value per request: its size does not matter, and boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// A persona, authenticated by its token on every call.
+    Persona(Persona),
+    /// The local operator (CLI on the hub's machine) acting on a connection
+    /// with every scope.
+    Operator { connection: String },
+}
+
+impl Principal {
+    pub fn persona_name(&self) -> Option<&str> {
+        match self {
+            Principal::Persona(p) => Some(&p.name),
+            Principal::Operator { .. } => None,
+        }
+    }
+
+    pub fn connection(&self) -> &str {
+        match self {
+            Principal::Persona(p) => &p.connection,
+            Principal::Operator { connection } => connection,
+        }
+    }
+}
+
+/// What the caller says about the call, recorded in the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    pub surface: Surface,
+    pub request_id: String,
+    /// The prompt or reason behind the call, when the caller sends one.
+    pub prompt: Option<String>,
+    /// The human on whose behalf the agent acts, when known.
+    pub end_user: Option<String>,
+}
+
+impl CallContext {
+    pub fn new(surface: Surface) -> Self {
+        CallContext {
+            surface,
+            request_id: uuid::Uuid::now_v7().to_string(),
+            prompt: None,
+            end_user: None,
+        }
+    }
+}
+
+/// The result of an audited call.
+#[derive(Debug)]
+pub struct CallOutcome {
+    pub result: Result<Value, HubError>,
+    /// The audit record, when it could be written.
+    pub audit: Option<AuditRecord>,
+}
+
+/// Cheap to clone; one per process.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    key: MasterKey,
+    catalogue: Catalogue,
+    embedded: Option<EmbeddedSandbox>,
+    clients: Mutex<HashMap<String, (i64, Client)>>,
+    limiter: PersonaLimiter,
+    client_timeout: Duration,
+    metrics: Metrics,
+}
+
+impl Hub {
+    /// Opens the hub on `store`: checks the master key against the stored
+    /// check value (setting it on first use) and creates the built-in
+    /// sandbox connection once.
+    pub async fn open(
+        store: Store,
+        key: MasterKey,
+        embedded: Option<EmbeddedSandbox>,
+    ) -> Result<Hub, HubError> {
+        match store.get_meta(CHECK_META_KEY).await? {
+            Some(check) if !key.matches_check(&check) => return Err(HubError::WrongMasterKey),
+            Some(_) => {}
+            None => store.set_meta(CHECK_META_KEY, &key.check_value()).await?,
+        }
+        if store
+            .get_meta("sandbox_connection_created")
+            .await?
+            .is_none()
+        {
+            if store.get_connection(SANDBOX_CONNECTION).await?.is_none() {
+                let sealed = key.seal("embedded");
+                store
+                    .insert_connection(&NewConnection {
+                        name: SANDBOX_CONNECTION.into(),
+                        base_url: EMBEDDED_BASE_URL.into(),
+                        sealed_key: sealed,
+                        key_hint: "…".into(),
+                        rate_limit: 4.0,
+                    })
+                    .await?;
+            }
+            store.set_meta("sandbox_connection_created", "1").await?;
+        }
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                store,
+                key,
+                catalogue: Catalogue::standard(),
+                embedded,
+                clients: Mutex::new(HashMap::new()),
+                limiter: PersonaLimiter::default(),
+                client_timeout: Duration::from_secs(30),
+                metrics: Metrics::default(),
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.inner.catalogue
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn master_key(&self) -> &MasterKey {
+        &self.inner.key
+    }
+
+    /// Looks a bearer token up. Done on every call, so a revocation takes
+    /// effect on the next call without a restart.
+    pub async fn authenticate(&self, token: &str) -> Result<Persona, HubError> {
+        let token = token.trim();
+        if !tokens::looks_like_token(token) {
+            return Err(HubError::Unauthenticated(
+                "the token is not a Memberspot Hub persona token".into(),
+            ));
+        }
+        let hash = tokens::hash(token);
+        let persona = self
+            .inner
+            .store
+            .get_persona_by_token_hash(&hash)
+            .await?
+            .filter(|p| tokens::verify(token, &p.token_hash))
+            .ok_or_else(|| HubError::Unauthenticated("unknown or rotated token".into()))?;
+        if persona.revoked_at.is_some() {
+            return Err(HubError::Unauthenticated(format!(
+                "persona `{}` has been revoked",
+                persona.name
+            )));
+        }
+        Ok(persona)
+    }
+
+    /// Re-reads a persona by name (stdio MCP, flows): revocation applies on the next call.
+    pub async fn persona(&self, name: &str) -> Result<Persona, HubError> {
+        let p = self
+            .inner
+            .store
+            .get_persona(name)
+            .await?
+            .ok_or_else(|| HubError::Unauthenticated(format!("no persona named `{name}`")))?;
+        if p.revoked_at.is_some() {
+            return Err(HubError::Unauthenticated(format!(
+                "persona `{name}` has been revoked"
+            )));
+        }
+        Ok(p)
+    }
+
+    pub fn scopes_of(&self, p: &Persona) -> Scopes {
+        Scopes::parse(&p.scopes, &self.inner.catalogue)
+            .unwrap_or_default()
+            .with_offers(p.offer_ids.clone())
+    }
+
+    /// The tools a principal may see.
+    pub fn tools_for(&self, who: &Principal) -> Vec<&ToolDescriptor> {
+        match who {
+            Principal::Operator { .. } => self.inner.catalogue.descriptors().collect(),
+            Principal::Persona(p) => {
+                let scopes = self.scopes_of(p);
+                self.inner
+                    .catalogue
+                    .descriptors()
+                    .filter(|d| scopes.allows(d))
+                    .collect()
+            }
+        }
+    }
+
+    /// Calls a tool and writes exactly one audit record, whatever happens.
+    pub async fn call(
+        &self,
+        who: &Principal,
+        ctx: &CallContext,
+        tool: &str,
+        args: Value,
+    ) -> CallOutcome {
+        self.call_on(who, ctx, tool, args, None).await
+    }
+
+    /// As [`Hub::call`], on `client` instead of the principal's stored
+    /// connection (the CLI with a key from the environment).
+    pub async fn call_on(
+        &self,
+        who: &Principal,
+        ctx: &CallContext,
+        tool: &str,
+        args: Value,
+        client: Option<Client>,
+    ) -> CallOutcome {
+        let started = Instant::now();
+        let (result, upstream_status) = self.run(who, tool, args.clone(), client).await;
+        let (outcome, response, error) = match &result {
+            Ok(v) => ("ok", Some(cap(v)), None),
+            Err(e) => (e.outcome(), None, Some(e.to_string())),
+        };
+        let record = NewAuditRecord {
+            at: chrono::Utc::now().timestamp_millis(),
+            request_id: ctx.request_id.clone(),
+            surface: ctx.surface.as_str().to_string(),
+            connection: Some(who.connection().to_string()),
+            persona: who.persona_name().map(str::to_string),
+            end_user: ctx.end_user.clone(),
+            prompt: ctx.prompt.clone(),
+            tool: tool.to_string(),
+            arguments: args,
+            outcome: outcome.to_string(),
+            response,
+            error,
+            upstream_status: upstream_status.or_else(|| result.as_ref().ok().map(|_| 200)),
+            latency_ms: started.elapsed().as_millis() as u64,
+        };
+        self.inner.metrics.record_call(
+            tool,
+            outcome,
+            ctx.surface.as_str(),
+            started.elapsed().as_secs_f64(),
+        );
+        let audit = match self.inner.store.append_audit(&record).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(tool, error = %e, "could not write the audit record");
+                None
+            }
+        };
+        CallOutcome { result, audit }
+    }
+
+    async fn run(
+        &self,
+        who: &Principal,
+        tool: &str,
+        args: Value,
+        client: Option<Client>,
+    ) -> (Result<Value, HubError>, Option<u16>) {
+        let Some(entry) = self.inner.catalogue.get(tool) else {
+            return (
+                Err(HubError::Tool(ToolError::UnknownTool {
+                    name: tool.to_string(),
+                })),
+                None,
+            );
+        };
+        if let Principal::Persona(p) = who {
+            if let Err(msg) = self.scopes_of(p).check_call(&entry.descriptor, &args) {
+                return (Err(HubError::Denied(msg)), None);
+            }
+            if let Some(limit) = p.calls_per_minute
+                && let Err(wait) = self.inner.limiter.try_take(&p.id, limit)
+            {
+                return (
+                    Err(HubError::Denied(format!(
+                        "persona `{}` exceeded its limit of {limit} calls per minute; try again in {:.0}s",
+                        p.name,
+                        wait.as_secs_f64().ceil()
+                    ))),
+                    None,
+                );
+            }
+        }
+        if let Err(e) = entry.validate(args.clone()) {
+            return (Err(HubError::Tool(e)), None);
+        }
+        let client = match client {
+            Some(c) => c,
+            None => match self.client_for(who.connection()).await {
+                Ok(c) => c,
+                Err(e) => return (Err(e), None),
+            },
+        };
+        let throttled_before = client.stats().rate_limited;
+        let result = entry.call(&client, args).await;
+        self.inner.metrics.record_upstream_429(
+            who.connection(),
+            client.stats().rate_limited.saturating_sub(throttled_before),
+        );
+        match result {
+            Ok(v) => (Ok(v), Some(200)),
+            Err(e) => {
+                let status = match &e {
+                    ToolError::Api(api) => api.status(),
+                    _ => None,
+                };
+                (Err(HubError::Tool(e)), status)
+            }
+        }
+    }
+
+    /// The client of a connection, rebuilt when the connection changed.
+    pub async fn client_for(&self, name: &str) -> Result<Client, HubError> {
+        let conn = self
+            .inner
+            .store
+            .get_connection(name)
+            .await?
+            .ok_or_else(|| HubError::NotFound(format!("no connection named `{name}`")))?;
+        if let Ok(cache) = self.inner.clients.lock()
+            && let Some((updated, client)) = cache.get(name)
+            && *updated == conn.updated_at
+        {
+            return Ok(client.clone());
+        }
+        let client = self.build_client(&conn)?;
+        if let Ok(mut cache) = self.inner.clients.lock() {
+            cache.insert(name.to_string(), (conn.updated_at, client.clone()));
+        }
+        Ok(client)
+    }
+
+    fn build_client(&self, conn: &Connection) -> Result<Client, HubError> {
+        let (base_url, key) = if conn.base_url == EMBEDDED_BASE_URL {
+            let e = self.inner.embedded.as_ref().ok_or_else(|| {
+                HubError::Unavailable("the embedded sandbox is not running in this process".into())
+            })?;
+            (e.base_url.clone(), e.api_key.clone())
+        } else {
+            let key = self.inner.key.open(&conn.sealed_key)?;
+            (conn.base_url.clone(), ApiKey::new(key.expose_secret()))
+        };
+        Client::builder(base_url)
+            .api_key(key)
+            .rate_limit(conn.rate_limit)
+            .timeout(self.inner.client_timeout)
+            .build()
+            .map_err(|e| HubError::Unavailable(format!("connection `{}`: {e}", conn.name)))
+    }
+}
+
+/// Caps a response for the audit log.
+fn cap(v: &Value) -> Value {
+    let text = v.to_string();
+    if text.len() <= AUDIT_RESPONSE_CAP {
+        return v.clone();
+    }
+    let preview: String = text.chars().take(4096).collect();
+    json!({ "truncated": true, "bytes": text.len(), "preview": preview })
+}

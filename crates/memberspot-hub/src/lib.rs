@@ -1,0 +1,46 @@
+//! Memberspot Hub: personas (AI agents) call the Memberspot tools over MCP
+//! and REST, on connections whose API keys are encrypted at rest, within
+//! their scopes and limits, with an audit record of every call.
+
+pub mod admin;
+pub mod bootstrap;
+mod error;
+pub mod http;
+mod hub;
+pub mod limits;
+pub mod mcp;
+pub mod metrics;
+pub mod scopes;
+pub mod secrets;
+pub mod server;
+pub mod tokens;
+
+pub use error::HubError;
+pub use hub::{
+    CallContext, CallOutcome, EMBEDDED_BASE_URL, EmbeddedSandbox, Hub, Principal,
+    SANDBOX_CONNECTION,
+};
+pub use memberspot_store as store;
+
+/// Where a call came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Surface {
+    #[default]
+    Cli,
+    McpStdio,
+    McpHttp,
+    Rest,
+    Flow,
+}
+
+impl Surface {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Surface::Cli => "cli",
+            Surface::McpStdio => "mcp-stdio",
+            Surface::McpHttp => "mcp-http",
+            Surface::Rest => "rest",
+            Surface::Flow => "flow",
+        }
+    }
+}

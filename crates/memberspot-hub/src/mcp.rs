@@ -1,0 +1,265 @@
+//! The MCP server (official Rust SDK, `rmcp`): the catalogue's tools,
+//! filtered by the persona's scopes, over stdio and streamable HTTP.
+//!
+//! Identity is resolved on every request: over HTTP from the bearer token
+//! (checked by [`bearer_auth`] before rmcp sees the request), over stdio by
+//! re-reading the configured persona, so a revocation applies to the next
+//! call. MCP sessions are only a transport detail: a session carries no
+//! identity of its own.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use memberspot_store::Persona;
+use memberspot_tools::ToolDescriptor;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::{CallContext, Hub, HubError, Principal, Surface};
+
+/// Text content longer than this is shortened (the full result is in structuredContent).
+const TEXT_LIMIT: usize = 4000;
+const INSTRUCTIONS: &str = "Tools for one Memberspot school (online courses): members, offers (access \
+products), course progress, login tokens. Destructive tools delete data for good; prefer reversible ones. \
+Send the user's request as `_meta.prompt` and who they are as `_meta.end_user`: both are recorded in the \
+audit log with every call.";
+
+/// How a stdio server knows who it is.
+// One value per process: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum StdioIdentity {
+    /// A stored persona, re-read on every call.
+    Persona(String),
+    /// The persona owning this token, re-authenticated on every call.
+    Token(Arc<str>),
+    /// An in-memory persona (the read-only local default on a fresh install).
+    Fixed(Persona),
+}
+
+#[derive(Clone)]
+pub struct McpServer {
+    hub: Hub,
+    stdio: Option<StdioIdentity>,
+}
+
+impl McpServer {
+    pub fn stdio(hub: Hub, identity: StdioIdentity) -> Self {
+        McpServer {
+            hub,
+            stdio: Some(identity),
+        }
+    }
+
+    fn http(hub: Hub) -> Self {
+        McpServer { hub, stdio: None }
+    }
+
+    async fn principal(&self, ctx: &RequestContext<RoleServer>) -> Result<Principal, HubError> {
+        if let Some(parts) = ctx.extensions.get::<axum::http::request::Parts>() {
+            return parts
+                .extensions
+                .get::<Persona>()
+                .cloned()
+                .map(Principal::Persona)
+                .ok_or_else(|| HubError::Unauthenticated("no persona on this request".into()));
+        }
+        match &self.stdio {
+            Some(StdioIdentity::Persona(name)) => {
+                Ok(Principal::Persona(self.hub.persona(name).await?))
+            }
+            Some(StdioIdentity::Token(t)) => {
+                Ok(Principal::Persona(self.hub.authenticate(t).await?))
+            }
+            Some(StdioIdentity::Fixed(p)) => Ok(Principal::Persona(p.clone())),
+            None => Err(HubError::Unauthenticated("no identity".into())),
+        }
+    }
+
+    fn surface(&self) -> Surface {
+        if self.stdio.is_some() {
+            Surface::McpStdio
+        } else {
+            Surface::McpHttp
+        }
+    }
+}
+
+fn to_tool(d: &ToolDescriptor) -> Tool {
+    let input: JsonObject = d.input_schema.as_object().cloned().unwrap_or_default();
+    let output: JsonObject = d.output_schema.as_object().cloned().unwrap_or_default();
+    let a = d.annotations;
+    Tool::new(d.name, d.description, Arc::new(input))
+        .with_title(d.title)
+        .with_raw_output_schema(Arc::new(output))
+        .with_annotations(
+            ToolAnnotations::new()
+                .read_only(a.read_only)
+                .destructive(a.destructive)
+                .idempotent(a.idempotent)
+                .open_world(a.open_world),
+        )
+}
+
+/// `_meta` values may be strings or objects; we record text.
+fn meta_text(ctx: &RequestContext<RoleServer>, key: &str) -> Option<String> {
+    match ctx.meta.get(key)? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn short_text(v: &Value) -> String {
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    if text.len() <= TEXT_LIMIT {
+        return text;
+    }
+    let cut: String = text.chars().take(TEXT_LIMIT).collect();
+    format!("{cut}\n… (shortened; the full result is in structuredContent)")
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new("memberspot-hub", env!("CARGO_PKG_VERSION"))
+                    .with_title("Memberspot Hub"),
+            )
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let who = self
+            .principal(&ctx)
+            .await
+            .map_err(|e| McpError::invalid_request(e.to_string(), None))?;
+        // Sixteen tools fit one page: no cursor is needed.
+        Ok(ListToolsResult::with_all_items(
+            self.hub.tools_for(&who).into_iter().map(to_tool).collect(),
+        ))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.hub
+            .catalogue()
+            .get(name)
+            .map(|e| to_tool(&e.descriptor))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let who = match self.principal(&ctx).await {
+            Ok(w) => w,
+            Err(e) => return Ok(error_result(&e).into()),
+        };
+        let mut call = CallContext::new(self.surface());
+        call.prompt = meta_text(&ctx, "prompt");
+        call.end_user = meta_text(&ctx, "end_user");
+        let args = request
+            .arguments
+            .map(Value::Object)
+            .unwrap_or(Value::Object(Default::default()));
+        let outcome = self
+            .hub
+            .call(&who, &call, request.name.as_ref(), args)
+            .await;
+        Ok(match outcome.result {
+            Ok(v) => {
+                let mut r = CallToolResult::structured(v.clone());
+                r.content = vec![ContentBlock::text(short_text(&v))];
+                r.into()
+            }
+            Err(e) => error_result(&e).into(),
+        })
+    }
+}
+
+/// A tool error the model can read and act on, never a broken session.
+fn error_result(e: &HubError) -> CallToolResult {
+    let mut r = CallToolResult::structured_error(json!({ "error": e.to_json() }));
+    r.content = vec![ContentBlock::text(e.to_string())];
+    r
+}
+
+/// Serves MCP over stdin/stdout until the client closes the stream.
+pub async fn serve_stdio(server: McpServer) -> anyhow::Result<()> {
+    use rmcp::ServiceExt;
+    let running = server.serve(rmcp::transport::stdio()).await?;
+    running.waiting().await?;
+    Ok(())
+}
+
+/// Authenticates the bearer token of each MCP HTTP request.
+async fn bearer_auth(State(hub): State<Hub>, mut req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .map(str::to_string);
+    let result = match token {
+        Some(t) => hub.authenticate(&t).await,
+        None => Err(HubError::Unauthenticated(
+            "send `Authorization: Bearer <persona token>`".into(),
+        )),
+    };
+    match result {
+        Ok(persona) => {
+            req.extensions_mut().insert(persona);
+            next.run(req).await
+        }
+        Err(e) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "error": { "code": "unauthenticated", "message": e.to_string() } })),
+        )
+            .into_response(),
+    }
+}
+
+/// `/mcp`: MCP over streamable HTTP, behind bearer authentication.
+/// `extra_hosts` adds accepted Host headers beyond loopback.
+pub fn http_router(hub: Hub, extra_hosts: &[String], cancel: CancellationToken) -> Router {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect();
+    hosts.extend(extra_hosts.iter().cloned());
+    let config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(cancel.child_token())
+        .with_allowed_hosts(hosts);
+    let factory_hub = hub.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(McpServer::http(factory_hub.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .route_service("/mcp", service)
+        .route_layer(middleware::from_fn_with_state(hub, bearer_auth))
+}

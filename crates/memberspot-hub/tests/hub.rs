@@ -1,0 +1,765 @@
+//! The hub end to end over real transports (HTTP REST, MCP streamable HTTP
+//! with the official SDK's client, MCP over an in-process stdio pipe),
+//! against the sandbox, on SQLite and on PostgreSQL.
+
+use std::time::Duration;
+
+use memberspot_api::ApiKey;
+use memberspot_hub::admin::PersonaSpec;
+use memberspot_hub::secrets::MasterKey;
+use memberspot_hub::store::Store;
+use memberspot_hub::{EmbeddedSandbox, Hub};
+use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, RequestMetaObject};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const SCHOOL_KEY: &str = "sk_live_school_key_5f2b9e1c7a3d4e6f8091";
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+struct World {
+    sandbox: Sandbox,
+    hub: Hub,
+    base: String,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+    db_file: Option<std::path::PathBuf>,
+    pg: Option<(String, String)>,
+    reader: String,
+    support: String,
+    admin: String,
+    trial_offer: String,
+    other_offer: String,
+    email: String,
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("MEMBERSPOT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+async fn fresh_pg() -> (String, String) {
+    use sqlx::Connection;
+    let admin = pg_admin_url();
+    let name = format!("hub_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL must be running for these tests ({admin}): {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("bad MEMBERSPOT_TEST_PG"),
+    };
+    (url, name)
+}
+
+async fn drop_pg(name: &str) {
+    use sqlx::Connection;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
+async fn world(backend: Backend) -> World {
+    let sandbox = Sandbox::start_local(SandboxConfig {
+        api_key: SCHOOL_KEY.into(),
+        seed: 3,
+        size: SeedSize {
+            users: 20,
+            offers: 4,
+            courses: 3,
+        },
+        rate_limit: 0.0,
+        faults: Faults::default(),
+        state_file: None,
+    })
+    .await
+    .expect("sandbox");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, db_file, pg) = match backend {
+        Backend::Sqlite => {
+            let f = dir.path().join("hub.db");
+            (format!("sqlite://{}", f.display()), Some(f), None)
+        }
+        Backend::Postgres => {
+            let (url, name) = fresh_pg().await;
+            (url.clone(), None, Some((url, name)))
+        }
+    };
+    let store = Store::open(&url).await.expect("store");
+    let embedded = EmbeddedSandbox {
+        base_url: sandbox.base_url(),
+        api_key: ApiKey::new(sandbox.api_key()),
+    };
+    let hub = Hub::open(store, MasterKey::generate(), Some(embedded))
+        .await
+        .expect("hub");
+    hub.add_connection(
+        "school",
+        &sandbox.base_url(),
+        &SecretString::from(SCHOOL_KEY.to_string()),
+        0.0,
+    )
+    .await
+    .expect("connection");
+
+    let state: Value = reqwest::Client::new()
+        .get(format!("{}/_sandbox/state", sandbox.root_url()))
+        .header("X-API-KEY", SCHOOL_KEY)
+        .send()
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json");
+    let trial_offer = state["offers"][0]["id"]
+        .as_str()
+        .expect("offer")
+        .to_string();
+    let other_offer = state["offers"][1]["id"]
+        .as_str()
+        .expect("offer")
+        .to_string();
+    let email = state["users"][0]["email"]
+        .as_str()
+        .expect("email")
+        .to_string();
+
+    let reader = hub
+        .create_persona(PersonaSpec {
+            name: "reader".into(),
+            connection: Some("school".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("reader");
+    let support = hub
+        .create_persona(PersonaSpec {
+            name: "support".into(),
+            connection: Some("school".into()),
+            scopes: vec!["read".into(), "write".into()],
+            offer_ids: Some(vec![trial_offer.clone()]),
+            ..Default::default()
+        })
+        .await
+        .expect("support");
+    let admin = hub.issue_admin_token().await.expect("admin token");
+
+    let cancel = CancellationToken::new();
+    let app =
+        memberspot_hub::server::app(hub.clone(), Duration::from_secs(30), &[], cancel.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
+            .await;
+    });
+    World {
+        sandbox,
+        hub,
+        base: format!("http://{addr}"),
+        cancel,
+        _dir: dir,
+        db_file,
+        pg,
+        reader: reader.token.expose_secret().to_string(),
+        support: support.token.expose_secret().to_string(),
+        admin: admin.expose_secret().to_string(),
+        trial_offer,
+        other_offer,
+        email,
+    }
+}
+
+impl World {
+    async fn close(self) {
+        self.cancel.cancel();
+        self.hub.store().close().await;
+        let _ = self.sandbox.shutdown().await;
+        if let Some((_, name)) = &self.pg {
+            drop_pg(name).await;
+        }
+    }
+
+    async fn rest(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value, String) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        )
+    }
+
+    async fn call(
+        &self,
+        token: &str,
+        tool: &str,
+        args: Value,
+        prompt: &str,
+    ) -> (u16, Value, String) {
+        self.rest(
+            reqwest::Method::POST,
+            &format!("/v1/tools/{tool}/call"),
+            token,
+            Some(json!({ "arguments": args, "prompt": prompt, "end_user": "kim@agency.example" })),
+        )
+        .await
+    }
+
+    async fn audit(&self) -> Vec<Value> {
+        let (status, v, _) = self
+            .rest(
+                reqwest::Method::GET,
+                "/v1/audit?limit=10000",
+                &self.admin,
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v.as_array().cloned().expect("records")
+    }
+}
+
+async fn rest_story(backend: Backend) {
+    let w = world(backend).await;
+    let mut transcript = String::new();
+
+    // Scope filtering.
+    let (s, tools, t) = w
+        .rest(reqwest::Method::GET, "/v1/tools", &w.reader, None)
+        .await;
+    transcript.push_str(&t);
+    assert_eq!(s, 200);
+    let names: Vec<&str> = tools
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 7, "read tools only: {names:?}");
+    assert!(!names.contains(&"delete_users"));
+    let (s, _, _) = w
+        .rest(
+            reqwest::Method::GET,
+            "/v1/tools/delete_users",
+            &w.reader,
+            None,
+        )
+        .await;
+    assert_eq!(s, 403);
+
+    // Allowed, denied, invalid, out-of-offer.
+    let (s, v, t) = w
+        .call(&w.reader, "list_offers", json!({}), "which offers exist?")
+        .await;
+    transcript.push_str(&t);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["result"]["offers"].as_array().map(Vec::len), Some(4));
+    let (s, v, t) = w
+        .call(
+            &w.reader,
+            "grant_user_offer_by_email",
+            json!({"email": "x@example.com", "offer_id": w.trial_offer}),
+            "grant",
+        )
+        .await;
+    transcript.push_str(&t);
+    assert_eq!(s, 403, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("may not call")),
+        "{v}"
+    );
+    let (s, v, _) = w
+        .call(
+            &w.reader,
+            "find_user_by_email",
+            json!({"email": "not-an-email"}),
+            "typo",
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(v["error"]["field"], "email");
+    let (s, v, t) = w
+        .call(
+            &w.support,
+            "grant_user_offer_by_email",
+            json!({"email": "trial@example.com", "offer_id": w.trial_offer}),
+            "start a trial",
+        )
+        .await;
+    transcript.push_str(&t);
+    assert_eq!(s, 200, "{v}");
+    let (s, v, _) = w
+        .call(
+            &w.support,
+            "grant_user_offer_by_email",
+            json!({"email": "trial@example.com", "offer_id": w.other_offer}),
+            "upsell",
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v, _) = w
+        .call(
+            &w.support,
+            "find_user_by_email",
+            json!({"email": "nobody@example.com"}),
+            "lookup",
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(v["error"]["code"], "not_found");
+
+    // Bad bodies and tokens.
+    let (s, v, _) = w
+        .rest(
+            reqwest::Method::POST,
+            "/v1/tools/list_offers/call",
+            &w.reader,
+            Some(json!({"args": {}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _, _) = w
+        .rest(
+            reqwest::Method::GET,
+            "/v1/tools",
+            "msh_not_a_real_token_000000000000000000000000",
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+
+    // One audit record per call, with persona, prompt and outcome.
+    let records = w.audit().await;
+    let outcomes: Vec<(&str, &str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["persona"].as_str().unwrap_or(""),
+                r["tool"].as_str().unwrap_or(""),
+                r["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("reader", "list_offers", "ok"),
+            ("reader", "grant_user_offer_by_email", "denied"),
+            ("reader", "find_user_by_email", "invalid"),
+            ("support", "grant_user_offer_by_email", "ok"),
+            ("support", "grant_user_offer_by_email", "denied"),
+            ("support", "find_user_by_email", "tool_error"),
+        ]
+    );
+    assert_eq!(records[0]["prompt"], "which offers exist?");
+    assert_eq!(records[0]["end_user"], "kim@agency.example");
+    assert_eq!(records[0]["surface"], "rest");
+    assert_eq!(records[0]["connection"], "school");
+
+    // Revocation applies to the next call; others keep working.
+    let (s, _, _) = w
+        .rest(
+            reqwest::Method::POST,
+            "/v1/personas/reader/revoke",
+            &w.admin,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _, _) = w
+        .call(&w.reader, "list_offers", json!({}), "after revoke")
+        .await;
+    assert_eq!(s, 401);
+    let (s, _, _) = w
+        .call(&w.support, "list_offers", json!({}), "still fine")
+        .await;
+    assert_eq!(s, 200);
+
+    // The chain verifies; editing a row breaks it.
+    let (_, v, _) = w
+        .rest(reqwest::Method::GET, "/v1/audit/verify", &w.admin, None)
+        .await;
+    assert_eq!(v["ok"], true, "{v}");
+    tamper(&w).await;
+    let (_, v, _) = w
+        .rest(reqwest::Method::GET, "/v1/audit/verify", &w.admin, None)
+        .await;
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["first_bad_seq"], records[1]["seq"]);
+
+    // Secrets: never in responses or audit rows; never in plaintext in the database file.
+    let (_, export, text) = w
+        .rest(
+            reqwest::Method::GET,
+            "/v1/audit/export?format=jsonl",
+            &w.admin,
+            None,
+        )
+        .await;
+    let _ = export;
+    transcript.push_str(&text);
+    let (_, _, conns) = w
+        .rest(reqwest::Method::GET, "/v1/connections", &w.admin, None)
+        .await;
+    transcript.push_str(&conns);
+    for secret in [
+        SCHOOL_KEY,
+        w.reader.as_str(),
+        w.support.as_str(),
+        w.admin.as_str(),
+    ] {
+        assert!(
+            !transcript.contains(secret),
+            "a secret leaked into an HTTP response or the audit log"
+        );
+    }
+    if let Some(f) = &w.db_file {
+        w.hub.store().close().await;
+        let mut bytes = std::fs::read(f).expect("db file");
+        for ext in ["-wal", "-shm"] {
+            if let Ok(more) = std::fs::read(format!("{}{ext}", f.display())) {
+                bytes.extend(more);
+            }
+        }
+        let raw = String::from_utf8_lossy(&bytes);
+        for secret in [
+            SCHOOL_KEY,
+            w.reader.as_str(),
+            w.support.as_str(),
+            w.admin.as_str(),
+        ] {
+            assert!(
+                !raw.contains(secret),
+                "a secret is stored in plaintext in the database file"
+            );
+        }
+    }
+    w.close().await;
+}
+
+async fn tamper(w: &World) {
+    match (&w.db_file, &w.pg) {
+        (Some(f), _) => {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", f.display()))
+                .await
+                .expect("sqlite");
+            sqlx::query("UPDATE audit_log SET arguments = '{\"email\":\"someone-else@example.com\"}' WHERE seq = (SELECT MIN(seq) + 1 FROM audit_log)")
+                .execute(&mut c)
+                .await
+                .expect("tamper");
+        }
+        (_, Some((url, _))) => {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(url).await.expect("pg");
+            sqlx::query("UPDATE audit_log SET arguments = '{\"email\":\"someone-else@example.com\"}' WHERE seq = (SELECT MIN(seq) + 1 FROM audit_log)")
+                .execute(&mut c)
+                .await
+                .expect("tamper");
+        }
+        _ => unreachable!("a world has one database"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_scopes_revocation_audit_and_secrets_sqlite() {
+    rest_story(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_scopes_revocation_audit_and_secrets_postgres() {
+    rest_story(Backend::Postgres).await;
+}
+
+async fn mcp_http_story(backend: Backend) {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let w = world(backend).await;
+    let client = ()
+        .serve(StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", w.base))
+                .auth_header(w.reader.clone()),
+        ))
+        .await
+        .expect("MCP client connects");
+    let tools = client.list_all_tools().await.expect("tools");
+    assert_eq!(tools.len(), 7, "read tools only");
+    let list_users = tools
+        .iter()
+        .find(|t| t.name == "list_users")
+        .expect("list_users");
+    assert_eq!(
+        list_users
+            .annotations
+            .as_ref()
+            .and_then(|a| a.read_only_hint),
+        Some(true)
+    );
+    assert!(list_users.output_schema.is_some());
+
+    let mut params = CallToolRequestParams::new("find_user_by_email").with_arguments(
+        json!({"email": w.email})
+            .as_object()
+            .cloned()
+            .expect("object"),
+    );
+    params.meta = Some(RequestMetaObject::from(
+        json!({"prompt": "Is this member active?", "end_user": "support@school.example"})
+            .as_object()
+            .cloned()
+            .expect("object"),
+    ));
+    let r = client.call_tool(params).await.expect("call");
+    assert_ne!(r.is_error, Some(true));
+    assert_eq!(
+        r.structured_content
+            .as_ref()
+            .and_then(|v| v["email"].as_str()),
+        Some(w.email.as_str())
+    );
+
+    let denied = client
+        .call_tool(
+            CallToolRequestParams::new("delete_users").with_arguments(
+                json!({"emails": [w.email]})
+                    .as_object()
+                    .cloned()
+                    .expect("object"),
+            ),
+        )
+        .await
+        .expect("a refusal is a result, not a broken session");
+    assert_eq!(denied.is_error, Some(true));
+    let invalid = client
+        .call_tool(
+            CallToolRequestParams::new("find_user_by_email")
+                .with_arguments(json!({"email": 5}).as_object().cloned().expect("object")),
+        )
+        .await
+        .expect("invalid arguments are a result");
+    assert_eq!(invalid.is_error, Some(true));
+    let _ = client.cancel().await;
+
+    // No token: 401.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/mcp", w.base))
+        .header("Accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 401);
+
+    let records = w.audit().await;
+    let mine: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["surface"] == "mcp-http")
+        .collect();
+    assert_eq!(mine.len(), 3, "one record per call: {records:#?}");
+    assert_eq!(mine[0]["prompt"], "Is this member active?");
+    assert_eq!(mine[0]["end_user"], "support@school.example");
+    assert_eq!(mine[0]["persona"], "reader");
+    assert_eq!(mine[1]["outcome"], "denied");
+    assert_eq!(mine[2]["outcome"], "invalid");
+
+    // Revocation applies to the next MCP call.
+    w.hub.revoke_persona("reader").await.expect("revoke");
+    let client = ()
+        .serve(StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", w.base))
+                .auth_header(w.reader.clone()),
+        ))
+        .await;
+    assert!(client.is_err(), "a revoked token cannot open a session");
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_http_scopes_meta_and_audit_sqlite() {
+    mcp_http_story(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_http_scopes_meta_and_audit_postgres() {
+    mcp_http_story(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_stdio_persona_is_reread_on_every_call() {
+    use memberspot_hub::mcp::{McpServer, StdioIdentity};
+    let w = world(Backend::Sqlite).await;
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    let server = McpServer::stdio(w.hub.clone(), StdioIdentity::Persona("support".into()));
+    tokio::spawn(async move {
+        if let Ok(running) = server.serve(server_io).await {
+            let _ = running.waiting().await;
+        }
+    });
+    let client = ().serve(client_io).await.expect("client");
+    let tools = client.list_all_tools().await.expect("tools");
+    assert_eq!(tools.len(), 7 + 5, "read and write tools");
+    let ok = client
+        .call_tool(CallToolRequestParams::new("list_offers"))
+        .await
+        .expect("call");
+    assert_ne!(ok.is_error, Some(true));
+    w.hub.revoke_persona("support").await.expect("revoke");
+    let refused = client
+        .call_tool(CallToolRequestParams::new("list_offers"))
+        .await
+        .expect("result");
+    assert_eq!(refused.is_error, Some(true), "revoked on the next call");
+    let records = w.audit().await;
+    let stdio: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["surface"] == "mcp-stdio")
+        .collect();
+    assert_eq!(
+        stdio.len(),
+        1,
+        "the refused call could not be attributed to a live persona"
+    );
+    let _ = client.cancel().await;
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_documents_exactly_the_routes_that_answer() {
+    let w = world(Backend::Sqlite).await;
+    let doc: Value = reqwest::get(format!("{}/openapi.json", w.base))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, ops) in paths {
+        for method in ops.as_object().expect("ops").keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    // Every documented route answers (anything but 404/405 from the router).
+    for (method, path) in &documented {
+        let concrete = if path.starts_with("/v1/tools") {
+            path.replace("{name}", "list_offers")
+        } else {
+            path.replace("{name}", "reader")
+        };
+        let token = if path.starts_with("/v1/tools") {
+            w.support.as_str()
+        } else {
+            w.admin.as_str()
+        };
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = reqwest::Client::new()
+            .request(m, format!("{}{concrete}", w.base))
+            .bearer_auth(token);
+        if method == "POST" || method == "PUT" {
+            req = req.json(&json!({}));
+        }
+        let status = req.send().await.expect("send").status().as_u16();
+        assert!(
+            status != 405,
+            "{method} {path} is documented but not routed"
+        );
+        let body_404_is_routing = status == 404 && !path.contains("{name}");
+        assert!(
+            !body_404_is_routing,
+            "{method} {path} is documented but answers 404"
+        );
+    }
+    // Every route the server answers is documented (the REST routes; /mcp and /openapi.json are not REST operations).
+    let expected = [
+        ("DELETE", "/v1/connections/{name}"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/readyz"),
+        ("GET", "/v1/audit"),
+        ("GET", "/v1/audit/export"),
+        ("GET", "/v1/audit/verify"),
+        ("GET", "/v1/connections"),
+        ("GET", "/v1/personas"),
+        ("GET", "/v1/personas/{name}"),
+        ("GET", "/v1/tools"),
+        ("GET", "/v1/tools/{name}"),
+        ("POST", "/v1/connections"),
+        ("POST", "/v1/connections/{name}/test"),
+        ("POST", "/v1/personas"),
+        ("POST", "/v1/personas/{name}/revoke"),
+        ("POST", "/v1/personas/{name}/rotate-token"),
+        ("POST", "/v1/tools/{name}/call"),
+        ("PUT", "/v1/personas/{name}/scopes"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, expected);
+    let (s, _, _) = w
+        .rest(reqwest::Method::GET, "/v1/nope", &w.admin, None)
+        .await;
+    assert_eq!(s, 404);
+    let (s, _, _) = w
+        .call(&w.support, "list_offers", json!({}), "metrics")
+        .await;
+    assert_eq!(s, 200);
+    let metrics = reqwest::get(format!("{}/metrics", w.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "memberspot_hub_tool_calls_total{tool=\"list_offers\",outcome=\"ok\",surface=\"rest\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("memberspot_hub_tool_call_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    w.close().await;
+}

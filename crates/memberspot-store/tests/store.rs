@@ -1,0 +1,880 @@
+//! Integration tests of memberspot-store on both backends.
+//!
+//! SQLite runs in a temporary directory. PostgreSQL runs against a local server
+//! (`postgres://postgres@127.0.0.1:5432/postgres`, or `MEMBERSPOT_TEST_PG`): every test
+//! creates its own database `t_<random>` and drops it afterwards, so tests run in parallel
+//! and repeatedly. An unreachable PostgreSQL fails the PostgreSQL tests; it never skips them.
+
+#![allow(clippy::unwrap_used)] // tests may panic
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use memberspot_store::{
+    AuditFilter, AuditRecord, Backend, NewAuditRecord, NewConnection, NewPersona, Store,
+    StoreError, ZERO_HASH, audit_hash,
+};
+use serde_json::json;
+use sqlx::{Connection as _, Executor as _};
+
+const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+// ------------------------------------------------------------------ harness
+
+/// How a test reaches the database behind the store's back (for tampering).
+#[derive(Clone)]
+enum Raw {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Raw {
+    async fn exec(&self, sql: &str) -> u64 {
+        match self {
+            Raw::Sqlite(path) => {
+                let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+                let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+                let n = c.execute(sql).await.unwrap().rows_affected();
+                c.close().await.unwrap();
+                n
+            }
+            Raw::Postgres(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                let n = c.execute(sql).await.unwrap().rows_affected();
+                c.close().await.unwrap();
+                n
+            }
+        }
+    }
+}
+
+fn admin_pg_url() -> String {
+    std::env::var("MEMBERSPOT_TEST_PG").unwrap_or_else(|_| DEFAULT_PG.to_owned())
+}
+
+/// `admin` with its database name replaced by `db`.
+fn pg_url_for(admin: &str, db: &str) -> String {
+    let (base, query) = match admin.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (admin, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{db}?{q}"),
+        None => format!("{server}/{db}"),
+    }
+}
+
+async fn admin_connection(admin: &str) -> sqlx::PgConnection {
+    match sqlx::PgConnection::connect(admin).await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "PostgreSQL is not reachable at {admin}: {e}\n\
+             The PostgreSQL tests need a local server with trust auth: start it with \
+             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, \
+             or point MEMBERSPOT_TEST_PG at another server."
+        ),
+    }
+}
+
+/// Runs `test` against a fresh PostgreSQL database (its URL is the argument) and drops the
+/// database afterwards, also when the test panics.
+async fn with_pg_db<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admin = admin_pg_url();
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = admin_connection(&admin).await;
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let outcome = tokio::spawn(test(pg_url_for(&admin, &name))).await;
+    conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// A fresh SQLite file in a temporary directory; the directory lives as long as the guard.
+fn sqlite_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    (dir, path)
+}
+
+fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+// ------------------------------------------------------------------ fixtures
+
+fn new_connection(name: &str, sealed: &str) -> NewConnection {
+    NewConnection {
+        name: name.to_owned(),
+        base_url: format!("https://{name}.example.test/api"),
+        sealed_key: sealed.to_owned(),
+        key_hint: "…abcd".to_owned(),
+        rate_limit: 5.0,
+    }
+}
+
+fn new_persona(name: &str, connection: &str, token_hash: &str) -> NewPersona {
+    NewPersona {
+        name: name.to_owned(),
+        description: format!("{name} does things"),
+        connection: connection.to_owned(),
+        scopes: vec!["users:read".to_owned(), "courses:read".to_owned()],
+        offer_ids: None,
+        calls_per_minute: None,
+        token_hash: token_hash.to_owned(),
+        token_prefix: format!("msp_{}", &name[..name.len().min(4)]),
+    }
+}
+
+fn record(i: i64, persona: &str, tool: &str, outcome: &str) -> NewAuditRecord {
+    NewAuditRecord {
+        at: i * 1000,
+        request_id: format!("req-{i}"),
+        surface: if i % 2 == 0 { "mcp" } else { "http" }.to_owned(),
+        connection: Some("acme".to_owned()),
+        persona: Some(persona.to_owned()),
+        end_user: (i % 3 == 0).then(|| "user@example.test".to_owned()),
+        prompt: Some(format!("please do thing {i} — ünïcödé \"quoted\"")),
+        tool: tool.to_owned(),
+        arguments: json!({"z": i, "a": {"nested": [1, 2.5, null, "x"]}, "email": "a@b.test"}),
+        outcome: outcome.to_owned(),
+        response: (outcome == "ok").then(|| json!({"items": [{"id": i}], "total": 1})),
+        error: (outcome != "ok").then(|| "upstream said no".to_owned()),
+        upstream_status: Some(if outcome == "ok" { 200 } else { 403 }),
+        latency_ms: 10 + i as u64,
+    }
+}
+
+fn assert_chained(records: &[AuditRecord]) {
+    for pair in records.windows(2) {
+        assert!(pair[0].seq < pair[1].seq, "seq ascending");
+        assert_eq!(pair[1].prev_hash, pair[0].hash, "record {}", pair[1].seq);
+    }
+    for r in records {
+        assert_eq!(audit_hash(&r.prev_hash, r), r.hash, "record {}", r.seq);
+    }
+}
+
+async fn all_audit(store: &Store) -> Vec<AuditRecord> {
+    store
+        .query_audit(&AuditFilter {
+            limit: Some(10_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+// ------------------------------------------------------------------ the story
+
+/// Everything a hub does with its store, in order, on one backend.
+async fn story(url: String, raw: Raw, backend: Backend) {
+    // Migrations are idempotent: open, close, open again.
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.backend(), backend);
+    store.close().await;
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.backend(), backend);
+    if let Raw::Sqlite(path) = &raw {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+        let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        c.close().await.unwrap();
+    }
+
+    // ---- meta
+    assert_eq!(store.get_meta("master_key_check").await.unwrap(), None);
+    store.set_meta("master_key_check", "v1").await.unwrap();
+    store.set_meta("master_key_check", "v2").await.unwrap();
+    assert_eq!(
+        store.get_meta("master_key_check").await.unwrap().as_deref(),
+        Some("v2")
+    );
+    assert!(matches!(
+        store.set_meta("store.audit_head", "1 x").await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    // ---- connections
+    let acme = store
+        .insert_connection(&new_connection("acme", "SEALED-acme-1"))
+        .await
+        .unwrap();
+    assert_eq!(acme.name, "acme");
+    assert_eq!(acme.created_at, acme.updated_at);
+    let beta = store
+        .insert_connection(&new_connection("beta", "SEALED-beta-1"))
+        .await
+        .unwrap();
+    match store
+        .insert_connection(&new_connection("acme", "SEALED-other"))
+        .await
+    {
+        Err(StoreError::Conflict(m)) => {
+            assert!(m.contains("acme"), "{m}");
+            assert!(!m.contains("SEALED"), "{m}");
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    let mut nan = new_connection("gamma", "SEALED-g");
+    nan.rate_limit = f64::NAN;
+    assert!(matches!(
+        store.insert_connection(&nan).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let names: Vec<String> = store
+        .list_connections()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["acme", "beta"]);
+    assert_eq!(
+        store.get_connection("acme").await.unwrap(),
+        Some(acme.clone())
+    );
+    assert_eq!(store.get_connection("nope").await.unwrap(), None);
+    let dbg = format!("{acme:?}");
+    assert!(!dbg.contains("SEALED"), "Debug leaks the sealed key: {dbg}");
+
+    store
+        .update_connection_key("acme", "SEALED-acme-2", "…wxyz")
+        .await
+        .unwrap();
+    let acme2 = store.get_connection("acme").await.unwrap().unwrap();
+    assert_eq!(acme2.sealed_key, "SEALED-acme-2");
+    assert_eq!(acme2.key_hint, "…wxyz");
+    assert!(acme2.updated_at >= acme.updated_at);
+    assert!(matches!(
+        store.update_connection_key("nope", "x", "y").await,
+        Err(StoreError::NotFound(m)) if m.contains("nope")
+    ));
+
+    store
+        .update_connection_settings("acme", Some("https://new.example.test"), None)
+        .await
+        .unwrap();
+    let c = store.get_connection("acme").await.unwrap().unwrap();
+    assert_eq!(c.base_url, "https://new.example.test");
+    assert_eq!(c.rate_limit, 5.0);
+    store
+        .update_connection_settings("acme", None, Some(2.5))
+        .await
+        .unwrap();
+    let c = store.get_connection("acme").await.unwrap().unwrap();
+    assert_eq!(c.base_url, "https://new.example.test");
+    assert_eq!(c.rate_limit, 2.5);
+    assert!(matches!(
+        store
+            .update_connection_settings("nope", None, Some(1.0))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .update_connection_settings("acme", None, Some(f64::INFINITY))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    // ---- personas
+    let p1 = store
+        .insert_persona(&new_persona("support-bot", "acme", "hash-1"))
+        .await
+        .unwrap();
+    assert_eq!(p1.connection, "acme");
+    assert_eq!(p1.revoked_at, None);
+    let mut np2 = new_persona("sales-bot", "acme", "hash-2");
+    np2.offer_ids = Some(vec!["offer-1".into(), "offer-2".into()]);
+    np2.calls_per_minute = Some(30);
+    let p2 = store.insert_persona(&np2).await.unwrap();
+    assert_eq!(p2.offer_ids.as_deref().map(<[String]>::len), Some(2));
+    let p3 = store
+        .insert_persona(&new_persona("beta-bot", "beta", "hash-3"))
+        .await
+        .unwrap();
+    match store
+        .insert_persona(&new_persona("ghost", "no-such-school", "hash-4"))
+        .await
+    {
+        Err(StoreError::NotFound(m)) => assert!(m.contains("no-such-school"), "{m}"),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert!(matches!(
+        store
+            .insert_persona(&new_persona("support-bot", "beta", "hash-5"))
+            .await,
+        Err(StoreError::Conflict(m)) if m.contains("support-bot")
+    ));
+    match store
+        .insert_persona(&new_persona("copycat", "beta", "hash-1"))
+        .await
+    {
+        Err(StoreError::Conflict(m)) => assert!(!m.contains("hash-1"), "{m}"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    let dbg = format!("{p1:?}");
+    assert!(!dbg.contains("hash-1"), "Debug leaks the token hash: {dbg}");
+
+    let listed = store.list_personas().await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["beta-bot", "sales-bot", "support-bot"]);
+    assert_eq!(
+        store.get_persona("sales-bot").await.unwrap(),
+        Some(p2.clone())
+    );
+    assert_eq!(store.get_persona("nope").await.unwrap(), None);
+    assert_eq!(
+        store.get_persona_by_token_hash("hash-3").await.unwrap(),
+        Some(p3.clone())
+    );
+    assert_eq!(
+        store.get_persona_by_token_hash("hash-x").await.unwrap(),
+        None
+    );
+
+    let updated = store
+        .update_persona_scopes("sales-bot", &["offers:read".to_owned()], None, Some(60))
+        .await
+        .unwrap();
+    assert_eq!(updated.scopes, ["offers:read"]);
+    assert_eq!(updated.offer_ids, None);
+    assert_eq!(updated.calls_per_minute, Some(60));
+    assert_eq!(store.get_persona("sales-bot").await.unwrap(), Some(updated));
+    let ids = ["offer-9".to_owned()];
+    let updated = store
+        .update_persona_scopes("sales-bot", &[], Some(&ids), None)
+        .await
+        .unwrap();
+    assert!(updated.scopes.is_empty());
+    assert_eq!(updated.offer_ids.as_deref(), Some(&ids[..]));
+    assert_eq!(updated.calls_per_minute, None);
+    assert!(matches!(
+        store.update_persona_scopes("nope", &[], None, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // Rotation: the old token stops resolving, the new one resolves.
+    store
+        .set_persona_token("support-bot", "hash-1b", "msp_new")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_persona_by_token_hash("hash-1").await.unwrap(),
+        None
+    );
+    let rotated = store
+        .get_persona_by_token_hash("hash-1b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rotated.name, "support-bot");
+    assert_eq!(rotated.token_prefix, "msp_new");
+    assert!(matches!(
+        store.set_persona_token("support-bot", "hash-3", "x").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.set_persona_token("nope", "hash-9", "x").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // ---- delete refused while an active persona uses the connection
+    match store.delete_connection("acme").await {
+        Err(StoreError::Conflict(m)) => {
+            assert!(m.contains("sales-bot") && m.contains("support-bot"), "{m}")
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert!(store.revoke_persona("support-bot").await.unwrap());
+    assert!(!store.revoke_persona("support-bot").await.unwrap());
+    assert!(matches!(
+        store.revoke_persona("nope").await,
+        Err(StoreError::NotFound(_))
+    ));
+    let revoked = store
+        .get_persona_by_token_hash("hash-1b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        revoked.revoked_at.is_some(),
+        "revoked personas are still found"
+    );
+    assert!(matches!(
+        store.set_persona_token("support-bot", "hash-1c", "x").await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.delete_connection("acme").await,
+        Err(StoreError::Conflict(m)) if m.contains("sales-bot") && !m.contains("support-bot")
+    ));
+    assert!(store.revoke_persona("sales-bot").await.unwrap());
+    assert!(store.delete_connection("acme").await.unwrap());
+    assert!(!store.delete_connection("acme").await.unwrap());
+    assert_eq!(store.get_connection("acme").await.unwrap(), None);
+    // The revoked personas went with their connection.
+    assert_eq!(store.get_persona("support-bot").await.unwrap(), None);
+    let names: Vec<String> = store
+        .list_personas()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["beta-bot"]);
+
+    // ---- reseal_all: one transaction, all or nothing
+    store
+        .insert_connection(&new_connection("delta", "SEALED-delta-1"))
+        .await
+        .unwrap();
+    let n = store
+        .reseal_all_connections(|old| Ok(format!("{old}+rotated")))
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let keys: Vec<String> = store
+        .list_connections()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.sealed_key)
+        .collect();
+    assert_eq!(keys, ["SEALED-beta-1+rotated", "SEALED-delta-1+rotated"]);
+    let failed = store
+        .reseal_all_connections(|old| {
+            if old.starts_with("SEALED-delta") {
+                Err("wrong master key".to_owned())
+            } else {
+                Ok("CHANGED".to_owned())
+            }
+        })
+        .await;
+    match failed {
+        Err(StoreError::Reseal {
+            connection,
+            message,
+        }) => {
+            assert_eq!(connection, "delta");
+            assert_eq!(message, "wrong master key");
+        }
+        other => panic!("expected Reseal error, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .get_connection("beta")
+            .await
+            .unwrap()
+            .unwrap()
+            .sealed_key,
+        "SEALED-beta-1+rotated",
+        "a failed reseal changes nothing"
+    );
+    assert_eq!(beta.name, "beta");
+    // The variant for master-key rotation also moves the check value, atomically.
+    let n = store
+        .reseal_all_connections_and_set_meta(
+            |old| Ok(old.replace("+rotated", "+v3")),
+            "master_key_check",
+            "v3",
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(
+        store.get_meta("master_key_check").await.unwrap().as_deref(),
+        Some("v3")
+    );
+    assert_eq!(
+        store
+            .get_connection("beta")
+            .await
+            .unwrap()
+            .unwrap()
+            .sealed_key,
+        "SEALED-beta-1+v3"
+    );
+    assert!(
+        store
+            .reseal_all_connections_and_set_meta(|_| Err("no".into()), "master_key_check", "v4")
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store.get_meta("master_key_check").await.unwrap().as_deref(),
+        Some("v3"),
+        "a failed reseal leaves the check value alone"
+    );
+
+    // ---- audit: append, query, verify
+    let v = store.verify_audit().await.unwrap();
+    assert!(v.ok && v.records == 0, "{v:?}");
+    let mut appended = Vec::new();
+    for i in 1..=10 {
+        let persona = if i <= 6 { "support-bot" } else { "sales-bot" };
+        let tool = if i % 2 == 0 {
+            "list_users"
+        } else {
+            "get_course"
+        };
+        let outcome = if i == 4 || i == 9 { "error" } else { "ok" };
+        let rec = store
+            .append_audit(&record(i, persona, tool, outcome))
+            .await
+            .unwrap();
+        assert_eq!(rec.at, i * 1000);
+        assert_eq!(uuid::Uuid::parse_str(&rec.id).unwrap().get_version_num(), 7);
+        appended.push(rec);
+    }
+    assert_eq!(appended[0].prev_hash, ZERO_HASH);
+    assert_chained(&appended);
+    let all = all_audit(&store).await;
+    assert_eq!(all, appended, "read back exactly what was appended");
+    let v = store.verify_audit().await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.records, 10);
+
+    let q = |f: AuditFilter| {
+        let store = store.clone();
+        async move { store.query_audit(&f).await.unwrap() }
+    };
+    let seqs = |rs: Vec<AuditRecord>| rs.into_iter().map(|r| r.at / 1000).collect::<Vec<_>>();
+    let by_persona = q(AuditFilter {
+        persona: Some("sales-bot".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(seqs(by_persona), [7, 8, 9, 10]);
+    let by_tool = q(AuditFilter {
+        tool: Some("list_users".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(seqs(by_tool), [2, 4, 6, 8, 10]);
+    let errors = q(AuditFilter {
+        outcome: Some("error".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(seqs(errors), [4, 9]);
+    let mcp_sales = q(AuditFilter {
+        surface: Some("mcp".into()),
+        persona: Some("sales-bot".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(seqs(mcp_sales), [8, 10]);
+    let window = q(AuditFilter {
+        since_ms: Some(3000),
+        until_ms: Some(6000),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(seqs(window), [3, 4, 5], "since inclusive, until exclusive");
+    let page = q(AuditFilter {
+        after_seq: Some(appended[4].seq),
+        limit: Some(3),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(seqs(page), [6, 7, 8]);
+    let newest = q(AuditFilter {
+        newest_first: true,
+        limit: Some(2),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(seqs(newest), [10, 9]);
+    let none = q(AuditFilter {
+        persona: Some("nobody".into()),
+        ..Default::default()
+    })
+    .await;
+    assert!(none.is_empty());
+
+    // ---- purge keeps the rest verifiable
+    assert_eq!(store.purge_audit_before(0).await.unwrap(), 0);
+    assert_eq!(store.purge_audit_before(3500).await.unwrap(), 3);
+    let kept = all_audit(&store).await;
+    assert_eq!(kept.len(), 7);
+    assert_eq!(kept[0].prev_hash, appended[2].hash);
+    let v = store.verify_audit().await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.records, 7);
+    let more = store
+        .append_audit(&record(11, "beta-bot", "get_course", "ok"))
+        .await
+        .unwrap();
+    assert_eq!(more.prev_hash, appended[9].hash);
+    assert!(store.verify_audit().await.unwrap().ok);
+    // seq values after a purge are never reused.
+    assert!(more.seq > appended[9].seq);
+
+    // ---- tamper: edit one row's arguments
+    let victim = appended[4].seq; // at = 5000
+    let original_args = memberspot_store::canonical_json(&appended[4].arguments);
+    let n = raw
+        .exec(&format!(
+            r#"UPDATE audit_log SET arguments = '{{"z":5,"email":"evil@b.test"}}' WHERE seq = {victim}"#
+        ))
+        .await;
+    assert_eq!(n, 1);
+    let v = store.verify_audit().await.unwrap();
+    assert!(!v.ok);
+    assert_eq!(v.first_bad_seq, Some(victim));
+    let problem = v.problem.unwrap();
+    assert!(
+        problem.contains(&format!("record {victim}")) && problem.contains("edited"),
+        "{problem}"
+    );
+    assert_eq!(v.records, 8, "every record is counted");
+    raw.exec(&format!(
+        "UPDATE audit_log SET arguments = '{original_args}' WHERE seq = {victim}"
+    ))
+    .await;
+    assert!(store.verify_audit().await.unwrap().ok, "restored");
+
+    // ---- tamper: delete the newest row (only the recorded chain head reveals it)
+    raw.exec(&format!("DELETE FROM audit_log WHERE seq = {}", more.seq))
+        .await;
+    let v = store.verify_audit().await.unwrap();
+    assert!(!v.ok);
+    assert_eq!(v.first_bad_seq, Some(more.seq));
+    assert!(v.problem.unwrap().contains("deleted"));
+    // The next append still chains onto the deleted record, so the gap stays visible.
+    let after_gap = store
+        .append_audit(&record(12, "beta-bot", "get_course", "ok"))
+        .await
+        .unwrap();
+    assert_eq!(after_gap.prev_hash, more.hash);
+    let v = store.verify_audit().await.unwrap();
+    assert_eq!(v.first_bad_seq, Some(after_gap.seq));
+    let problem = v.problem.unwrap();
+    assert!(
+        problem.contains(&format!(
+            "record {}: previous hash does not match record {}",
+            after_gap.seq, appended[9].seq
+        )) && problem.contains("deleted"),
+        "{problem}"
+    );
+
+    // ---- tamper: delete a middle row -> the first break is reported
+    let gone = appended[6].seq; // at = 7000
+    raw.exec(&format!("DELETE FROM audit_log WHERE seq = {gone}"))
+        .await;
+    let v = store.verify_audit().await.unwrap();
+    assert!(!v.ok);
+    assert_eq!(v.first_bad_seq, Some(appended[7].seq));
+    let problem = v.problem.unwrap();
+    assert_eq!(
+        problem,
+        format!(
+            "record {}: previous hash does not match record {} (a record was deleted)",
+            appended[7].seq, appended[5].seq
+        )
+    );
+
+    // ---- purging everything leaves an empty, valid chain that continues from the anchor
+    let remaining = all_audit(&store).await.len() as u64;
+    assert_eq!(store.purge_audit_before(i64::MAX).await.unwrap(), remaining);
+    let v = store.verify_audit().await.unwrap();
+    assert!(v.ok && v.records == 0, "{v:?}");
+    let fresh = store
+        .append_audit(&record(13, "beta-bot", "get_course", "ok"))
+        .await
+        .unwrap();
+    assert_eq!(fresh.prev_hash, after_gap.hash);
+    let v = store.verify_audit().await.unwrap();
+    assert!(v.ok && v.records == 1, "{v:?}");
+
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_sqlite() {
+    let (_dir, path) = sqlite_db();
+    story(
+        sqlite_url(&path),
+        Raw::Sqlite(path.clone()),
+        Backend::Sqlite,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn story_postgres() {
+    with_pg_db(|url| async move {
+        story(url.clone(), Raw::Postgres(url), Backend::Postgres).await;
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------ concurrency
+
+/// `stores.len() * tasks_per_store` tasks append 50 records each, all at once.
+async fn concurrent_appends(stores: Vec<Store>, tasks_per_store: usize) {
+    let mut handles = Vec::new();
+    for (s, store) in stores.iter().enumerate() {
+        for t in 0..tasks_per_store {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                for i in 0..50 {
+                    let mut r = record(i, &format!("bot-{s}-{t}"), "list_users", "ok");
+                    r.request_id = format!("req-{s}-{t}-{i}");
+                    store.append_audit(&r).await.unwrap();
+                }
+            }));
+        }
+    }
+    let all = async {
+        for h in handles {
+            h.await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), all)
+        .await
+        .expect("concurrent appends did not finish in time");
+
+    let expected = (stores.len() * tasks_per_store * 50) as u64;
+    let v = stores[0].verify_audit().await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.records, expected);
+    let records = all_audit(&stores[0]).await;
+    assert_eq!(records.len() as u64, expected);
+    assert_eq!(records[0].prev_hash, ZERO_HASH);
+    assert_chained(&records);
+    for s in &stores {
+        s.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_sqlite() {
+    let (_dir, path) = sqlite_db();
+    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    concurrent_appends(vec![store], 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_postgres() {
+    with_pg_db(|url| async move {
+        let store = Store::open(&url).await.unwrap();
+        concurrent_appends(vec![store], 4).await;
+    })
+    .await;
+}
+
+/// Two independent stores (separate pools, as two hub processes would have) on one SQLite
+/// file: only the file lock serializes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_one_sqlite_file() {
+    let (_dir, path) = sqlite_db();
+    let url = sqlite_url(&path);
+    let (a, b) = tokio::join!(Store::open(&url), Store::open(path.to_str().unwrap()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    concurrent_appends(vec![a, b], 2).await;
+}
+
+/// Two independent stores on one PostgreSQL database, opened at the same moment (the
+/// migrations must not collide) and appending concurrently: the chain must not fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_one_postgres_database() {
+    with_pg_db(|url| async move {
+        let (a, b) = tokio::join!(Store::open(&url), Store::open(&url));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        concurrent_appends(vec![a, b], 2).await;
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------ odds and ends
+
+/// The store keeps what it is given: a plaintext key the caller sealed never reaches the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_file_holds_no_plaintext_key() {
+    let (dir, path) = sqlite_db();
+    let plaintext = "msk_live_Plaintext_Never_Given_7f3a9c";
+    // A stand-in for the caller's sealing: hex of the bytes, reversed.
+    let sealed: String = format!(
+        "v1:{}",
+        hex::encode(plaintext.bytes().rev().collect::<Vec<_>>())
+    );
+    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    store
+        .insert_connection(&new_connection("acme", &sealed))
+        .await
+        .unwrap();
+    store
+        .insert_persona(&new_persona("bot", "acme", "hash-bot"))
+        .await
+        .unwrap();
+    store
+        .append_audit(&record(1, "bot", "list_users", "ok"))
+        .await
+        .unwrap();
+    store.close().await;
+
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        contains(sealed.as_bytes()),
+        "positive control: the sealed key is there"
+    );
+    assert!(
+        !contains(plaintext.as_bytes()),
+        "plaintext key found in the SQLite file"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_bare_path_creates_file_and_parent_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested dir").join("hub #1.db");
+    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    store.set_meta("k", "v").await.unwrap();
+    store.close().await;
+    assert!(path.is_file());
+    // Reopen through the URL form: same file, same data.
+    let store = Store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    assert_eq!(store.get_meta("k").await.unwrap().as_deref(), Some("v"));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_a_clear_error() {
+    // Port 1 on loopback: nothing listens there.
+    let err = Store::open("postgres://someone:hunter2@127.0.0.1:1/hub")
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Open(_)), "{msg}");
+    assert!(msg.contains("127.0.0.1:1"), "{msg}");
+    assert!(!msg.contains("hunter2"), "password leaked: {msg}");
+}
