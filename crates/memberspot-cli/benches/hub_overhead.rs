@@ -1,0 +1,317 @@
+//! What the hub adds to a tool call, and what `memberspot serve` costs idle.
+//!
+//! Run: `cargo bench -p memberspot-cli --bench hub_overhead`
+//! (PostgreSQL on localhost is used when reachable; MEMBERSPOT_TEST_PG overrides.)
+//!
+//! Every figure compares paths measured in the same run: a direct client
+//! call to the sandbox, the same tool through the hub's REST API and
+//! through MCP over streamable HTTP (auditing on), at concurrency 1 and 32.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memberspot_api::actions::ListOffers;
+use memberspot_api::{ApiKey, Client};
+use memberspot_hub::admin::PersonaSpec;
+use memberspot_hub::secrets::MasterKey;
+use memberspot_hub::store::Store;
+use memberspot_hub::{EmbeddedSandbox, Hub};
+use memberspot_sandbox::{Sandbox, SandboxConfig, SeedSize};
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+const KEY: &str = "sk_bench_hub_key_000000000000";
+
+#[derive(Clone, Copy)]
+struct Stats {
+    median_ms: f64,
+    p99_ms: f64,
+    per_sec: f64,
+}
+
+fn stats(mut lat: Vec<Duration>, wall: Duration) -> Stats {
+    lat.sort();
+    let at = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
+    Stats {
+        median_ms: at(0.5),
+        p99_ms: at(0.99),
+        per_sec: lat.len() as f64 / wall.as_secs_f64(),
+    }
+}
+
+/// Runs `total` calls of `f` with `concurrency` workers; returns latency stats.
+async fn measure<F, Fut>(total: usize, concurrency: usize, f: F) -> Result<Stats, BoxError>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), BoxError>> + Send,
+{
+    let f = Arc::new(f);
+    // Warm-up: connections, caches, prepared statements.
+    for _ in 0..20 {
+        f().await?;
+    }
+    let start = Instant::now();
+    let per = total / concurrency;
+    let mut handles = Vec::new();
+    for _ in 0..concurrency {
+        let f = f.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per);
+            for _ in 0..per {
+                let t = Instant::now();
+                f().await?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, BoxError>(lat)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for h in handles {
+        all.extend(h.await??);
+    }
+    Ok(stats(all, start.elapsed()))
+}
+
+async fn pg_url() -> Option<(String, String)> {
+    use sqlx::Connection;
+    let admin = std::env::var("MEMBERSPOT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+    let name = format!("bench_{}", std::process::id());
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&mut conn)
+        .await
+        .ok()?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .ok()?;
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string())?;
+    Some((format!("{base}/{name}"), name))
+}
+
+async fn overhead(label: &str, store_url: &str, sandbox: &Sandbox) -> Result<(), BoxError> {
+    let store = Store::open(store_url).await?;
+    let embedded = EmbeddedSandbox {
+        base_url: sandbox.base_url(),
+        api_key: ApiKey::new(sandbox.api_key()),
+    };
+    let hub = Hub::open(store, MasterKey::generate(), Some(embedded)).await?;
+    hub.add_connection(
+        "school",
+        &sandbox.base_url(),
+        &SecretString::from(KEY.to_string()),
+        0.0,
+    )
+    .await?;
+    let persona = hub
+        .create_persona(PersonaSpec {
+            name: "bench".into(),
+            connection: Some("school".into()),
+            ..Default::default()
+        })
+        .await?;
+    let token = persona.token.expose_secret().to_string();
+    let cancel = CancellationToken::new();
+    let app =
+        memberspot_hub::server::app(hub.clone(), Duration::from_secs(30), &[], cancel.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
+            .await;
+    });
+
+    let direct = Client::builder(sandbox.base_url())
+        .api_key(ApiKey::new(KEY))
+        .rate_limit(0.0)
+        .build()?;
+    let http = reqwest::Client::new();
+    let mcp = Arc::new(
+        ().serve(StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))
+                .auth_header(token.clone()),
+        ))
+        .await?,
+    );
+
+    for (concurrency, total) in [(1usize, 1000usize), (32, 3200)] {
+        let c = direct.clone();
+        let d = measure(total, concurrency, move || {
+            let c = c.clone();
+            async move {
+                c.execute(&ListOffers).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let (h, b, t) = (http.clone(), base.clone(), token.clone());
+        let r = measure(total, concurrency, move || {
+            let (h, b, t) = (h.clone(), b.clone(), t.clone());
+            async move {
+                let resp = h
+                    .post(format!("{b}/v1/tools/list_offers/call"))
+                    .bearer_auth(&t)
+                    .json(&serde_json::json!({"arguments": {}}))
+                    .send()
+                    .await?;
+                if !resp.status().is_success() {
+                    return Err(format!("REST status {}", resp.status()).into());
+                }
+                resp.bytes().await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let m = mcp.clone();
+        let mc = measure(total, concurrency, move || {
+            let m = m.clone();
+            async move {
+                let res = m
+                    .call_tool(CallToolRequestParams::new("list_offers"))
+                    .await?;
+                if res.is_error == Some(true) {
+                    return Err("MCP tool error".into());
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        println!(
+            "hub overhead [{label}] c={concurrency}: direct median {:.3} ms p99 {:.3} ms {:.0}/s | REST median {:.3} (+{:.3}) p99 {:.3} (+{:.3}) {:.0}/s ratio {:.2} | MCP median {:.3} (+{:.3}) p99 {:.3} (+{:.3}) {:.0}/s ratio {:.2}",
+            d.median_ms,
+            d.p99_ms,
+            d.per_sec,
+            r.median_ms,
+            r.median_ms - d.median_ms,
+            r.p99_ms,
+            r.p99_ms - d.p99_ms,
+            r.per_sec,
+            r.per_sec / d.per_sec,
+            mc.median_ms,
+            mc.median_ms - d.median_ms,
+            mc.p99_ms,
+            mc.p99_ms - d.p99_ms,
+            mc.per_sec,
+            mc.per_sec / d.per_sec,
+        );
+    }
+    let audited = hub.store().verify_audit().await?;
+    println!(
+        "hub overhead [{label}]: {} audit records written, chain ok = {}",
+        audited.records, audited.ok
+    );
+    if let Ok(m) = Arc::try_unwrap(mcp) {
+        let _ = m.cancel().await;
+    }
+    cancel.cancel();
+    hub.store().close().await;
+    Ok(())
+}
+
+/// Resident memory of an idle `memberspot serve`, read from /proc.
+async fn idle_rss() -> Result<(), BoxError> {
+    let dir = tempfile::tempdir()?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_memberspot"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("MEMBERSPOT_DATA_DIR", dir.path())
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
+    let mut addr = None;
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
+    {
+        if let Some(a) = line.strip_prefix("memberspot hub listening on ") {
+            addr = Some(a.trim().to_string());
+            break;
+        }
+    }
+    let addr = addr.ok_or("serve did not start")?;
+    // One request so the server is fully warmed, then let it settle.
+    reqwest::get(format!("{addr}/healthz")).await?;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pid = child.id().ok_or("no pid")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or("no VmRSS")?;
+    println!(
+        "idle RSS of `memberspot serve` (SQLite, embedded sandbox running): {:.1} MB",
+        kb / 1024.0
+    );
+    child.kill().await?;
+    Ok(())
+}
+
+fn main() -> Result<(), BoxError> {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let sandbox = Sandbox::start_local(SandboxConfig {
+            api_key: KEY.into(),
+            seed: 1,
+            size: SeedSize {
+                users: 50,
+                offers: 4,
+                courses: 3,
+            },
+            rate_limit: 0.0,
+            ..SandboxConfig::default()
+        })
+        .await?;
+        if wants("sqlite") {
+            let dir = tempfile::tempdir()?;
+            overhead(
+                "SQLite",
+                &format!("sqlite://{}", dir.path().join("hub.db").display()),
+                &sandbox,
+            )
+            .await?;
+        }
+        if wants("postgres") {
+            match pg_url().await {
+                Some((url, name)) => {
+                    overhead("PostgreSQL", &url, &sandbox).await?;
+                    if let Ok(mut c) = <sqlx::PgConnection as sqlx::Connection>::connect(
+                        &std::env::var("MEMBERSPOT_TEST_PG").unwrap_or_else(|_| {
+                            "postgres://postgres@127.0.0.1:5432/postgres".into()
+                        }),
+                    )
+                    .await
+                    {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut c)
+                                .await;
+                    }
+                }
+                None => println!("hub overhead [PostgreSQL]: skipped, PostgreSQL not reachable"),
+            }
+        }
+        if wants("rss") {
+            idle_rss().await?;
+        }
+        sandbox.shutdown().await?;
+        Ok(())
+    })
+}
