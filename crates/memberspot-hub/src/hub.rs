@@ -11,6 +11,7 @@ use memberspot_tools::{Catalogue, ToolDescriptor, ToolError};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
+use crate::audit_writer::AuditWriter;
 use crate::limits::PersonaLimiter;
 use crate::metrics::Metrics;
 use crate::scopes::Scopes;
@@ -106,6 +107,7 @@ struct Inner {
     limiter: PersonaLimiter,
     client_timeout: Duration,
     metrics: Metrics,
+    audit: AuditWriter,
 }
 
 impl Hub {
@@ -141,6 +143,7 @@ impl Hub {
             }
             store.set_meta("sandbox_connection_created", "1").await?;
         }
+        let audit = AuditWriter::spawn(store.clone());
         Ok(Hub {
             inner: Arc::new(Inner {
                 store,
@@ -151,6 +154,7 @@ impl Hub {
                 limiter: PersonaLimiter::default(),
                 client_timeout: Duration::from_secs(30),
                 metrics: Metrics::default(),
+                audit,
             }),
         })
     }
@@ -283,7 +287,7 @@ impl Hub {
             ctx.surface.as_str(),
             started.elapsed().as_secs_f64(),
         );
-        let audit = match self.inner.store.append_audit(&record).await {
+        let audit = match self.inner.audit.append(record).await {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::error!(tool, error = %e, "could not write the audit record");

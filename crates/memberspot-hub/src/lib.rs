@@ -3,6 +3,7 @@
 //! their scopes and limits, with an audit record of every call.
 
 pub mod admin;
+mod audit_writer;
 pub mod bootstrap;
 mod error;
 pub mod http;

@@ -763,3 +763,44 @@ async fn openapi_documents_exactly_the_routes_that_answer() {
     );
     w.close().await;
 }
+
+async fn concurrent_calls_story(backend: Backend) {
+    use memberspot_hub::{CallContext, Principal, Surface};
+    let w = world(backend).await;
+    let persona = w.hub.authenticate(&w.support).await.expect("persona");
+    let calls = (0..64).map(|i| {
+        let hub = w.hub.clone();
+        let who = Principal::Persona(persona.clone());
+        async move {
+            let mut cx = CallContext::new(Surface::Rest);
+            cx.prompt = Some(format!("call {i}"));
+            hub.call(&who, &cx, "list_offers", json!({})).await
+        }
+    });
+    let outcomes = futures::future::join_all(calls).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.result.is_ok() && o.audit.is_some())
+    );
+    let mut seqs: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|o| o.audit.as_ref().map(|a| a.seq))
+        .collect();
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 64, "one distinct record per call");
+    let v = w.hub.store().verify_audit().await.expect("verify");
+    assert!(v.ok && v.records == 64, "{v:?}");
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_commits_and_keep_the_chain_sqlite() {
+    concurrent_calls_story(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_commits_and_keep_the_chain_postgres() {
+    concurrent_calls_story(Backend::Postgres).await;
+}

@@ -122,12 +122,17 @@ impl Store {
         let _ = conn.close().await;
         migrated?;
 
+        let synchronous = sqlite_synchronous()?;
         let pool_options = match target.backend {
             Backend::Sqlite => {
                 AnyPoolOptions::new()
                     .max_connections(5)
-                    .after_connect(|conn, _meta| {
+                    .after_connect(move |conn, _meta| {
                         Box::pin(async move {
+                            // NORMAL under WAL: a crash never corrupts the database, but a
+                            // power loss may drop the last commits; FULL syncs every commit.
+                            conn.execute(format!("PRAGMA synchronous = {synchronous}").as_str())
+                                .await?;
                             // Per-connection settings (sqlx's defaults already match; stated here
                             // because the store's correctness depends on them).
                             conn.execute("PRAGMA foreign_keys = ON").await?;
@@ -622,86 +627,110 @@ impl Store {
 
     /// Appends a record to the chain and returns it with its seq, id and hashes.
     pub async fn append_audit(&self, r: &NewAuditRecord) -> Result<AuditRecord, StoreError> {
-        let latency_ms = i64::try_from(r.latency_ms)
-            .map_err(|_| StoreError::Invalid("latency_ms is out of range".into()))?;
-        let id = uuid::Uuid::now_v7().to_string();
-        // Stored exactly as hashed, so verification never depends on a JSON round trip.
-        let arguments = canonical_json(&r.arguments);
-        let response = r.response.as_ref().map(canonical_json);
+        let mut out = self.append_audit_batch(std::slice::from_ref(r)).await?;
+        out.pop()
+            .ok_or_else(|| StoreError::Corrupt("an append returned no record".into()))
+    }
 
+    /// Appends records to the chain in order, in one transaction (group
+    /// commit: one lock and one commit for many concurrent calls).
+    pub async fn append_audit_batch(
+        &self,
+        records: &[NewAuditRecord],
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_audit_write().await?;
-        let prev_hash = match chain_pos(&mut *tx, AUDIT_HEAD_KEY).await? {
+        let mut prev_hash = match chain_pos(&mut *tx, AUDIT_HEAD_KEY).await? {
             Some(head) => head.hash,
             None => ZERO_HASH.to_owned(),
         };
-        let hash = HashInput {
-            id: &id,
-            at: r.at,
-            request_id: &r.request_id,
-            surface: &r.surface,
-            connection: r.connection.as_deref(),
-            persona: r.persona.as_deref(),
-            end_user: r.end_user.as_deref(),
-            prompt: r.prompt.as_deref(),
-            tool: &r.tool,
-            arguments: &arguments,
-            outcome: &r.outcome,
-            response: response.as_deref(),
-            error: r.error.as_deref(),
-            upstream_status: r.upstream_status.map(i64::from),
-            latency_ms,
-            prev_hash: &prev_hash,
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let latency_ms = i64::try_from(r.latency_ms)
+                .map_err(|_| StoreError::Invalid("latency_ms is out of range".into()))?;
+            let id = uuid::Uuid::now_v7().to_string();
+            // Stored exactly as hashed, so verification never depends on a JSON round trip.
+            let arguments = canonical_json(&r.arguments);
+            let response = r.response.as_ref().map(canonical_json);
+            let hash = HashInput {
+                id: &id,
+                at: r.at,
+                request_id: &r.request_id,
+                surface: &r.surface,
+                connection: r.connection.as_deref(),
+                persona: r.persona.as_deref(),
+                end_user: r.end_user.as_deref(),
+                prompt: r.prompt.as_deref(),
+                tool: &r.tool,
+                arguments: &arguments,
+                outcome: &r.outcome,
+                response: response.as_deref(),
+                error: r.error.as_deref(),
+                upstream_status: r.upstream_status.map(i64::from),
+                latency_ms,
+                prev_hash: &prev_hash,
+            }
+            .hash_after(&prev_hash);
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO audit_log (id, at, request_id, surface, connection, persona, end_user, \
+                 prompt, tool, arguments, outcome, response, error, upstream_status, latency_ms, \
+                 prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 RETURNING seq",
+            )
+            .bind(&id)
+            .bind(r.at)
+            .bind(&r.request_id)
+            .bind(&r.surface)
+            .bind(r.connection.as_deref())
+            .bind(r.persona.as_deref())
+            .bind(r.end_user.as_deref())
+            .bind(r.prompt.as_deref())
+            .bind(&r.tool)
+            .bind(&arguments)
+            .bind(&r.outcome)
+            .bind(response.as_deref())
+            .bind(r.error.as_deref())
+            .bind(r.upstream_status.map(i64::from))
+            .bind(latency_ms)
+            .bind(&prev_hash)
+            .bind(&hash)
+            .fetch_one(&mut *tx)
+            .await?;
+            out.push(AuditRecord {
+                seq,
+                id,
+                at: r.at,
+                request_id: r.request_id.clone(),
+                surface: r.surface.clone(),
+                connection: r.connection.clone(),
+                persona: r.persona.clone(),
+                end_user: r.end_user.clone(),
+                prompt: r.prompt.clone(),
+                tool: r.tool.clone(),
+                arguments: r.arguments.clone(),
+                outcome: r.outcome.clone(),
+                response: r.response.clone(),
+                error: r.error.clone(),
+                upstream_status: r.upstream_status,
+                latency_ms: r.latency_ms,
+                prev_hash: std::mem::take(&mut prev_hash),
+                hash: hash.clone(),
+            });
+            prev_hash = hash;
         }
-        .hash_after(&prev_hash);
-        let seq: i64 = sqlx::query_scalar(
-            "INSERT INTO audit_log (id, at, request_id, surface, connection, persona, end_user, \
-             prompt, tool, arguments, outcome, response, error, upstream_status, latency_ms, \
-             prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-             RETURNING seq",
-        )
-        .bind(&id)
-        .bind(r.at)
-        .bind(&r.request_id)
-        .bind(&r.surface)
-        .bind(r.connection.as_deref())
-        .bind(r.persona.as_deref())
-        .bind(r.end_user.as_deref())
-        .bind(r.prompt.as_deref())
-        .bind(&r.tool)
-        .bind(&arguments)
-        .bind(&r.outcome)
-        .bind(response.as_deref())
-        .bind(r.error.as_deref())
-        .bind(r.upstream_status.map(i64::from))
-        .bind(latency_ms)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .fetch_one(&mut *tx)
-        .await?;
-        put_meta(&mut *tx, AUDIT_HEAD_KEY, &format!("{seq} {hash}")).await?;
+        if let Some(last) = out.last() {
+            put_meta(
+                &mut *tx,
+                AUDIT_HEAD_KEY,
+                &format!("{} {}", last.seq, last.hash),
+            )
+            .await?;
+        }
         tx.commit().await?;
-
-        Ok(AuditRecord {
-            seq,
-            id,
-            at: r.at,
-            request_id: r.request_id.clone(),
-            surface: r.surface.clone(),
-            connection: r.connection.clone(),
-            persona: r.persona.clone(),
-            end_user: r.end_user.clone(),
-            prompt: r.prompt.clone(),
-            tool: r.tool.clone(),
-            arguments: r.arguments.clone(),
-            outcome: r.outcome.clone(),
-            response: r.response.clone(),
-            error: r.error.clone(),
-            upstream_status: r.upstream_status,
-            latency_ms: r.latency_ms,
-            prev_hash,
-            hash,
-        })
+        Ok(out)
     }
 
     /// Records matching every set condition of `f`, by seq ascending (descending with
@@ -1429,6 +1458,23 @@ fn public_futures_are_send() {
         let _ = s.purge_audit_before(0).await;
         s.close().await;
     });
+}
+
+/// Environment variable choosing SQLite's `synchronous` setting.
+pub const SQLITE_SYNCHRONOUS_ENV: &str = "MEMBERSPOT_SQLITE_SYNCHRONOUS";
+
+/// `NORMAL` (default) or `FULL`, from [`SQLITE_SYNCHRONOUS_ENV`].
+fn sqlite_synchronous() -> Result<&'static str, StoreError> {
+    match std::env::var(SQLITE_SYNCHRONOUS_ENV) {
+        Err(_) => Ok("NORMAL"),
+        Ok(v) => match v.trim().to_ascii_uppercase().as_str() {
+            "" | "NORMAL" => Ok("NORMAL"),
+            "FULL" => Ok("FULL"),
+            other => Err(StoreError::Invalid(format!(
+                "{SQLITE_SYNCHRONOUS_ENV} must be NORMAL or FULL, got `{other}`"
+            ))),
+        },
+    }
 }
 
 #[cfg(test)]
