@@ -250,9 +250,9 @@ pub enum AuditCommand {
     Verify,
     /// Delete records older than the retention period
     Purge {
-        /// Keep this many days
-        #[arg(long, default_value_t = 90)]
-        days: u32,
+        /// Keep this many days [default: the configured audit_retention_days]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        days: Option<u32>,
         #[arg(long, short)]
         yes: bool,
     },

@@ -24,6 +24,9 @@ pub struct ConfigFile {
     /// `postgres://…` to share the hub's state between instances.
     #[serde(default)]
     pub database_url: Option<String>,
+    /// Keep audit records this many days (they contain personal data); unset keeps them.
+    #[serde(default)]
+    pub audit_retention_days: Option<u32>,
 }
 
 #[derive(Default, Deserialize)]
@@ -77,6 +80,9 @@ impl ConfigFile {
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        if self.audit_retention_days == Some(0) {
+            bail!("`audit_retention_days` must be at least 1 (leave it out to keep records)");
+        }
         let m = &self.memberspot;
         if m.api_key.is_some() && m.api_key_file.is_some() {
             bail!("`memberspot.api_key` and `memberspot.api_key_file` are both set; keep one");
@@ -92,6 +98,17 @@ impl ConfigFile {
             bail!("`memberspot.timeout_secs` must be a number > 0, got {t}");
         }
         Ok(())
+    }
+
+    /// Audit retention: `MEMBERSPOT_AUDIT_RETENTION_DAYS`, else the file's setting.
+    pub fn retention_days(&self) -> anyhow::Result<Option<u32>> {
+        match std::env::var("MEMBERSPOT_AUDIT_RETENTION_DAYS") {
+            Ok(v) if !v.trim().is_empty() => match v.trim().parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(Some(n)),
+                _ => bail!("MEMBERSPOT_AUDIT_RETENTION_DAYS must be a whole number of days >= 1, got `{v}`"),
+            },
+            _ => Ok(self.audit_retention_days),
+        }
     }
 
     /// The API key from the file, reading `api_key_file` if given.

@@ -89,7 +89,7 @@ fn render(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
 }
 
 pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode> {
-    let (hub, sandbox, _) = open_hub(global).await?;
+    let (hub, sandbox, file) = open_hub(global).await?;
     let json = global.json;
     let result = async {
         match cmd {
@@ -144,6 +144,9 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
                 Ok(if v.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }
             AuditCommand::Purge { days, yes } => {
+                let Some(days) = days.or(file.retention_days()?) else {
+                    bail!("give --days, or set audit_retention_days in the config file");
+                };
                 confirm(&format!("Delete audit records older than {days} days?"), yes)?;
                 let before = chrono::Utc::now().timestamp_millis() - i64::from(days) * 86_400_000;
                 let n = hub.store().purge_audit_before(before).await?;

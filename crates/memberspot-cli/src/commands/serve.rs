@@ -28,6 +28,10 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     }
 
     let cancel = CancellationToken::new();
+    if let Some(days) = file.retention_days()? {
+        eprintln!("  audit records are kept {days} days (purged hourly)");
+        spawn_retention(hub.clone(), days, cancel.clone());
+    }
     let app = memberspot_hub::server::app(
         hub.clone(),
         Duration::from_secs(args.request_timeout),
@@ -69,6 +73,24 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     sandbox.shutdown().await?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Deletes audit records past the retention period, hourly.
+fn spawn_retention(hub: memberspot_hub::Hub, days: u32, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            let before = chrono::Utc::now().timestamp_millis() - i64::from(days) * 86_400_000;
+            match hub.store().purge_audit_before(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, days, "audit retention"),
+                Err(e) => tracing::warn!(error = %e, "audit retention failed; will retry"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            }
+        }
+    });
 }
 
 async fn wait_for_signal() {
