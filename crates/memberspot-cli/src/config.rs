@@ -105,7 +105,9 @@ impl ConfigFile {
         match std::env::var("MEMBERSPOT_AUDIT_RETENTION_DAYS") {
             Ok(v) if !v.trim().is_empty() => match v.trim().parse::<u32>() {
                 Ok(n) if n >= 1 => Ok(Some(n)),
-                _ => bail!("MEMBERSPOT_AUDIT_RETENTION_DAYS must be a whole number of days >= 1, got `{v}`"),
+                _ => bail!(
+                    "MEMBERSPOT_AUDIT_RETENTION_DAYS must be a whole number of days >= 1, got `{v}`"
+                ),
             },
             _ => Ok(self.audit_retention_days),
         }

@@ -804,3 +804,148 @@ async fn concurrent_calls_share_commits_and_keep_the_chain_sqlite() {
 async fn concurrent_calls_share_commits_and_keep_the_chain_postgres() {
     concurrent_calls_story(Backend::Postgres).await;
 }
+
+/// Arguments for every tool against the world's sandbox school; deletes last.
+async fn every_tool_call(w: &World, email: &str) -> Vec<(&'static str, Value)> {
+    let state: Value = reqwest::Client::new()
+        .get(format!("{}/_sandbox/state", w.sandbox.root_url()))
+        .header("X-API-KEY", SCHOOL_KEY)
+        .send()
+        .await
+        .expect("state")
+        .json()
+        .await
+        .expect("json");
+    let course = state["courses"][0]["id"]
+        .as_str()
+        .expect("course")
+        .to_string();
+    let chapter = state["courses"][0]["chapters"][0]["id"]
+        .as_str()
+        .expect("chapter")
+        .to_string();
+    let exam = state["exams"][0]["id"].as_str().expect("exam").to_string();
+    let prop = state["customProperties"][0]["id"]
+        .as_str()
+        .expect("prop")
+        .to_string();
+    let offer = w.trial_offer.clone();
+    vec![
+        (
+            "grant_user_offer_by_email",
+            json!({"email": email, "offer_id": offer, "order_id": format!("O-{email}")}),
+        ),
+        ("list_users", json!({"page_length": 5})),
+        ("find_user_by_email", json!({"email": email})),
+        ("list_offers", json!({})),
+        ("list_custom_user_properties", json!({})),
+        (
+            "set_custom_user_properties",
+            json!({"email": email, "properties": [{"id": prop, "value": "v"}]}),
+        ),
+        (
+            "enable_chapter_access",
+            json!({"email": email, "course_id": course, "chapter_id": chapter}),
+        ),
+        ("list_user_course_progress", json!({"email": email})),
+        (
+            "get_user_course_progress",
+            json!({"email": email, "course_id": course}),
+        ),
+        ("list_exam_results", json!({"exam_id": exam})),
+        (
+            "set_offer_expiration",
+            json!({"email": email, "offer_id": offer, "expires_at": "2031-01-01"}),
+        ),
+        (
+            "set_user_offer_state",
+            json!({"email": email, "offer_id": offer, "state": "inactive"}),
+        ),
+        (
+            "set_order_state",
+            json!({"email": email, "order_id": format!("O-{email}"), "state": "active"}),
+        ),
+        (
+            "delete_users_post",
+            json!({"emails": ["nobody@example.com"]}),
+        ),
+        ("create_login_token", json!({"uid": "placeholder"})),
+        ("delete_users", json!({"emails": [email]})),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persona_with_every_scope_can_call_every_tool_over_rest_and_mcp() {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let w = world(Backend::Sqlite).await;
+    let all = w
+        .hub
+        .create_persona(PersonaSpec {
+            name: "all".into(),
+            connection: Some("school".into()),
+            scopes: vec!["all".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("persona");
+    let token = all.token.expose_secret().to_string();
+
+    // REST
+    let mut uid = String::new();
+    for (tool, mut args) in every_tool_call(&w, "rest.every@example.com").await {
+        if tool == "create_login_token" {
+            args = json!({"uid": uid});
+        }
+        let (s, v, _) = w.call(&token, tool, args, "every tool").await;
+        assert_eq!(s, 200, "{tool}: {v}");
+        if tool == "grant_user_offer_by_email" {
+            uid = v["result"]["user"]["uid"]
+                .as_str()
+                .expect("uid")
+                .to_string();
+        }
+    }
+
+    // MCP over streamable HTTP
+    let client = ()
+        .serve(StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", w.base))
+                .auth_header(token.clone()),
+        ))
+        .await
+        .expect("connect");
+    assert_eq!(client.list_all_tools().await.expect("tools").len(), 16);
+    let mut uid = String::new();
+    for (tool, mut args) in every_tool_call(&w, "mcp.every@example.com").await {
+        if tool == "create_login_token" {
+            args = json!({"uid": uid});
+        }
+        let r = client
+            .call_tool(
+                CallToolRequestParams::new(tool)
+                    .with_arguments(args.as_object().cloned().expect("object")),
+            )
+            .await
+            .expect("call");
+        assert_ne!(r.is_error, Some(true), "{tool}: {:?}", r.content);
+        if tool == "grant_user_offer_by_email" {
+            uid = r
+                .structured_content
+                .as_ref()
+                .and_then(|v| v["user"]["uid"].as_str())
+                .expect("uid")
+                .to_string();
+        }
+    }
+    let _ = client.cancel().await;
+    let records = w.audit().await;
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["persona"] == "all" && r["outcome"] == "ok")
+            .count(),
+        32
+    );
+    w.close().await;
+}
