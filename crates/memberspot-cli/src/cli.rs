@@ -191,12 +191,9 @@ pub enum ConnectionsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PersonasCommand {
-    /// Create a persona and print its token (shown once)
+    /// Create a persona and print its token (shown once); `--connection C` picks the school [default: sandbox]
     Create {
         name: String,
-        /// Connection it acts on
-        #[arg(long = "on", default_value = "sandbox")]
-        on: String,
         /// read, write, destructive, all, or tool names (comma-separated)
         #[arg(long, value_delimiter = ',', default_value = "read")]
         scopes: Vec<String>,

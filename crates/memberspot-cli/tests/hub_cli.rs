@@ -295,7 +295,7 @@ async fn connections_keep_keys_encrypted_and_serve_answers_rest() {
                 "personas",
                 "create",
                 "ops",
-                "--on",
+                "--connection",
                 "school",
                 "--scopes",
                 "read,write",

@@ -4,6 +4,8 @@ use memberspot_hub::admin::{PersonaSpec, PersonaView};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use memberspot_hub::SANDBOX_CONNECTION;
+
 use crate::cli::{Global, PersonasCommand};
 use crate::connection::open_hub;
 use crate::output::{print_json, print_table, table};
@@ -19,12 +21,12 @@ pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCo
     let json = global.json;
     let result = async {
         match cmd {
-            PersonasCommand::Create { name, on, scopes, offers, per_minute, description } => {
+            PersonasCommand::Create { name, scopes, offers, per_minute, description } => {
                 let t = hub
                     .create_persona(PersonaSpec {
                         name,
                         description,
-                        connection: Some(on),
+                        connection: Some(global.connection.clone().unwrap_or_else(|| SANDBOX_CONNECTION.to_string())),
                         scopes,
                         offer_ids: offers,
                         calls_per_minute: per_minute,
