@@ -984,11 +984,24 @@ fn migrator(backend: Backend) -> Migrator {
     }
 }
 
+/// sqlx's Any driver types a NULL argument differently from a value, and a
+/// PostgreSQL statement keeps the parameter types it was first prepared with:
+/// a cached statement first run with NULL then rejects a value ("incorrect
+/// binary data format"). Unnamed statements are typed by each call's own
+/// arguments.
+fn without_statement_cache(url: &str) -> String {
+    if url.contains("statement-cache-capacity=") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}statement-cache-capacity=0")
+}
+
 fn resolve_target(url: &str) -> Result<Target, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Target {
             backend: Backend::Postgres,
-            url: url.to_owned(),
+            url: without_statement_cache(url),
             display: redact_url(url),
         });
     }
