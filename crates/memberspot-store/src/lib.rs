@@ -10,6 +10,7 @@
 //! write transactions start with `BEGIN IMMEDIATE` (the file's write lock, waited for up to the
 //! busy timeout), PostgreSQL ones take a transaction-scoped advisory lock.
 
+mod args;
 mod error;
 mod hash;
 mod model;
@@ -319,16 +320,17 @@ impl Store {
         if let Some(r) = rate_limit {
             check_rate_limit(r)?;
         }
-        let res = sqlx::query(
-            "UPDATE connections SET base_url = COALESCE($1, base_url), \
-             rate_limit = COALESCE($2, rate_limit), updated_at = $3 WHERE name = $4",
-        )
-        .bind(base_url)
-        .bind(rate_limit)
-        .bind(now_ms())
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
+        let now = now_ms();
+        let mut a = args::Args::default();
+        let sql = format!(
+            "UPDATE connections SET base_url = COALESCE({}, base_url), \
+             rate_limit = COALESCE({}, rate_limit), updated_at = {} WHERE name = {}",
+            a.opt_text(base_url),
+            a.opt_float(rate_limit),
+            a.int(now),
+            a.text(name)
+        );
+        let res = a.bind(sqlx::query(&sql)).execute(&self.pool).await?;
         if res.rows_affected() == 0 {
             return Err(connection_not_found(name));
         }
@@ -452,25 +454,25 @@ impl Store {
         let offer_ids = p.offer_ids.as_deref().map(to_json_list).transpose()?;
         // One statement: the connection is resolved and the row inserted atomically, and the
         // foreign key catches a connection deleted concurrently.
-        let res = sqlx::query(
+        let mut a = args::Args::default();
+        let sql = format!(
             "INSERT INTO personas (id, name, description, connection_id, scopes, offer_ids, \
              calls_per_minute, token_hash, token_prefix, created_at, updated_at) \
-             SELECT $1, $2, $3, c.id, $4, $5, $6, $7, $8, $9, $10 \
-             FROM connections c WHERE c.name = $11",
-        )
-        .bind(&id)
-        .bind(&p.name)
-        .bind(&p.description)
-        .bind(&scopes)
-        .bind(&offer_ids)
-        .bind(p.calls_per_minute.map(i64::from))
-        .bind(&p.token_hash)
-        .bind(&p.token_prefix)
-        .bind(now)
-        .bind(now)
-        .bind(&p.connection)
-        .execute(&self.pool)
-        .await;
+             SELECT {}, {}, {}, c.id, {}, {}, {}, {}, {}, {}, {} \
+             FROM connections c WHERE c.name = {}",
+            a.text(&id),
+            a.text(&p.name),
+            a.text(&p.description),
+            a.text(&scopes),
+            a.opt_text(offer_ids.as_deref()),
+            a.opt_int(p.calls_per_minute.map(i64::from)),
+            a.text(&p.token_hash),
+            a.text(&p.token_prefix),
+            a.int(now),
+            a.int(now),
+            a.text(&p.connection)
+        );
+        let res = a.bind(sqlx::query(&sql)).execute(&self.pool).await;
         match res {
             Ok(r) if r.rows_affected() == 0 => Err(connection_not_found(&p.connection)),
             Ok(_) => Ok(Persona {
@@ -538,17 +540,18 @@ impl Store {
         let scopes = to_json_list(scopes)?;
         let offer_ids = offer_ids.map(to_json_list).transpose()?;
         let mut tx = self.begin_write().await?;
-        let res = sqlx::query(
-            "UPDATE personas SET scopes = $1, offer_ids = $2, calls_per_minute = $3, \
-             updated_at = $4 WHERE name = $5",
-        )
-        .bind(&scopes)
-        .bind(&offer_ids)
-        .bind(calls_per_minute.map(i64::from))
-        .bind(now_ms())
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+        let now = now_ms();
+        let mut a = args::Args::default();
+        let sql = format!(
+            "UPDATE personas SET scopes = {}, offer_ids = {}, calls_per_minute = {}, \
+             updated_at = {} WHERE name = {}",
+            a.text(&scopes),
+            a.opt_text(offer_ids.as_deref()),
+            a.opt_int(calls_per_minute.map(i64::from)),
+            a.int(now),
+            a.text(name)
+        );
+        let res = a.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
         if res.rows_affected() == 0 {
             return Err(persona_not_found(name));
         }
@@ -673,32 +676,36 @@ impl Store {
                 prev_hash: &prev_hash,
             }
             .hash_after(&prev_hash);
-            let seq: i64 = sqlx::query_scalar(
+            let upstream_status = r.upstream_status.map(i64::from);
+            let mut a = args::Args::default();
+            let sql = format!(
                 "INSERT INTO audit_log (id, at, request_id, surface, connection, persona, end_user, \
                  prompt, tool, arguments, outcome, response, error, upstream_status, latency_ms, \
                  prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}) \
                  RETURNING seq",
-            )
-            .bind(&id)
-            .bind(r.at)
-            .bind(&r.request_id)
-            .bind(&r.surface)
-            .bind(r.connection.as_deref())
-            .bind(r.persona.as_deref())
-            .bind(r.end_user.as_deref())
-            .bind(r.prompt.as_deref())
-            .bind(&r.tool)
-            .bind(&arguments)
-            .bind(&r.outcome)
-            .bind(response.as_deref())
-            .bind(r.error.as_deref())
-            .bind(r.upstream_status.map(i64::from))
-            .bind(latency_ms)
-            .bind(&prev_hash)
-            .bind(&hash)
-            .fetch_one(&mut *tx)
-            .await?;
+                a.text(&id),
+                a.int(r.at),
+                a.text(&r.request_id),
+                a.text(&r.surface),
+                a.opt_text(r.connection.as_deref()),
+                a.opt_text(r.persona.as_deref()),
+                a.opt_text(r.end_user.as_deref()),
+                a.opt_text(r.prompt.as_deref()),
+                a.text(&r.tool),
+                a.text(&arguments),
+                a.text(&r.outcome),
+                a.opt_text(response.as_deref()),
+                a.opt_text(r.error.as_deref()),
+                a.opt_int(upstream_status),
+                a.int(latency_ms),
+                a.text(&prev_hash),
+                a.text(&hash)
+            );
+            let seq: i64 = a
+                .bind_scalar(sqlx::query_scalar(&sql))
+                .fetch_one(&mut *tx)
+                .await?;
             out.push(AuditRecord {
                 seq,
                 id,
@@ -984,24 +991,11 @@ fn migrator(backend: Backend) -> Migrator {
     }
 }
 
-/// sqlx's Any driver types a NULL argument differently from a value, and a
-/// PostgreSQL statement keeps the parameter types it was first prepared with:
-/// a cached statement first run with NULL then rejects a value ("incorrect
-/// binary data format"). Unnamed statements are typed by each call's own
-/// arguments.
-fn without_statement_cache(url: &str) -> String {
-    if url.contains("statement-cache-capacity=") {
-        return url.to_owned();
-    }
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}statement-cache-capacity=0")
-}
-
 fn resolve_target(url: &str) -> Result<Target, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Target {
             backend: Backend::Postgres,
-            url: without_statement_cache(url),
+            url: url.to_owned(),
             display: redact_url(url),
         });
     }

@@ -884,3 +884,47 @@ async fn unreachable_postgres_is_a_clear_error() {
     assert!(msg.contains("127.0.0.1:1"), "{msg}");
     assert!(!msg.contains("hunter2"), "password leaked: {msg}");
 }
+
+/// Regression: optional values that are sometimes absent and sometimes present
+/// must work on every pooled PostgreSQL connection (the Any driver types a
+/// bound NULL differently from a value; cached statements kept that type).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_and_present_optionals_alternate_on_postgres() {
+    with_pg_db(|url| async move {
+        let store = Store::open(&url).await.unwrap();
+        store
+            .insert_connection(&new_connection("alt", "v1:sealed"))
+            .await
+            .unwrap();
+        store
+            .insert_persona(&new_persona("p", "alt", "hash-alt"))
+            .await
+            .unwrap();
+        for i in 0..40 {
+            let (url_arg, rate) = if i % 2 == 0 {
+                (Some("https://x.example.test/v1"), None)
+            } else {
+                (None, Some(3.0))
+            };
+            store
+                .update_connection_settings("alt", url_arg, rate)
+                .await
+                .unwrap();
+            let limit = (i % 3 != 0).then_some(10);
+            let offers = (i % 2 == 0).then(|| vec!["o1".to_string()]);
+            store
+                .update_persona_scopes("p", &["read".into()], offers.as_deref(), limit)
+                .await
+                .unwrap();
+            let mut r = record(i, "p", "list_users", "ok");
+            if i % 2 == 0 {
+                r.upstream_status = None;
+                r.prompt = None;
+            }
+            store.append_audit(&r).await.unwrap();
+        }
+        assert!(store.verify_audit().await.unwrap().ok);
+        store.close().await;
+    })
+    .await;
+}
