@@ -109,6 +109,17 @@ pub async fn open_hub(global: &Global) -> anyhow::Result<(Hub, Sandbox, ConfigFi
     Ok((hub, sandbox, file))
 }
 
+/// Closes what [`open_hub`] opened: the store's connections, then the
+/// embedded sandbox (saving its school).
+pub async fn close_hub(hub: &Hub, sandbox: Sandbox) -> anyhow::Result<()> {
+    hub.store().close().await;
+    sandbox
+        .shutdown()
+        .await
+        .context("saving the sandbox school")?;
+    Ok(())
+}
+
 pub async fn open(global: &Global) -> anyhow::Result<Session> {
     let (file, _) = ConfigFile::load(global.config.as_deref())?;
     let rate_limit = global

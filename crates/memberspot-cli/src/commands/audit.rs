@@ -6,7 +6,7 @@ use memberspot_hub::admin::{audit_csv, audit_jsonl};
 use memberspot_hub::store::{AuditFilter, AuditRecord};
 
 use crate::cli::{AuditCommand, AuditFilterArgs, ExportFormat, Global};
-use crate::connection::open_hub;
+use crate::connection::{close_hub, open_hub};
 use crate::output::{confirm, print_json, print_table, table};
 
 /// `--since`: RFC 3339, a date, or a duration back from now (`30m`, `2h`, `7d`).
@@ -156,7 +156,6 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
         }
     }
     .await;
-    hub.store().close().await;
-    sandbox.shutdown().await?;
+    close_hub(&hub, sandbox).await?;
     result
 }

@@ -7,7 +7,7 @@ use memberspot_hub::secrets::MasterKey;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::cli::{ConnectionsCommand, Global, MasterKeyCommand};
-use crate::connection::open_hub;
+use crate::connection::{close_hub, open_hub};
 use crate::output::{confirm, print_json, print_table, table};
 
 /// The API key for `add` / `rotate-key`: the global flag or environment,
@@ -85,8 +85,7 @@ pub async fn run(cmd: ConnectionsCommand, global: &Global) -> anyhow::Result<Exi
         anyhow::Ok(())
     }
     .await;
-    hub.store().close().await;
-    sandbox.shutdown().await?;
+    close_hub(&hub, sandbox).await?;
     result.map(|_| ExitCode::SUCCESS)
 }
 
@@ -125,7 +124,6 @@ pub async fn master_key(cmd: MasterKeyCommand, global: &Global) -> anyhow::Resul
         anyhow::Ok(())
     }
     .await;
-    hub.store().close().await;
-    sandbox.shutdown().await?;
+    close_hub(&hub, sandbox).await?;
     result.map(|_| ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use memberspot_hub::mcp::{McpServer, StdioIdentity, serve_stdio};
 use memberspot_hub::store::Persona;
 
 use crate::cli::{Global, McpArgs};
-use crate::connection::open_hub;
+use crate::connection::{close_hub, open_hub};
 
 /// The persona used when none is given: read-only, on the sandbox, in memory.
 fn local_default() -> Persona {
@@ -62,8 +62,7 @@ pub async fn run(args: McpArgs, global: &Global) -> anyhow::Result<ExitCode> {
         }
     };
     let result = serve_stdio(McpServer::stdio(hub.clone(), identity)).await;
-    hub.store().close().await;
-    sandbox.shutdown().await?;
+    close_hub(&hub, sandbox).await?;
     result?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use memberspot_hub::SANDBOX_CONNECTION;
 
 use crate::cli::{Global, PersonasCommand};
-use crate::connection::open_hub;
+use crate::connection::{close_hub, open_hub};
 use crate::output::{print_json, print_table, table};
 
 fn when(ms: i64) -> String {
@@ -109,16 +109,14 @@ pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCo
         anyhow::Ok(())
     }
     .await;
-    hub.store().close().await;
-    sandbox.shutdown().await?;
+    close_hub(&hub, sandbox).await?;
     result.map(|_| ExitCode::SUCCESS)
 }
 
 pub async fn admin_token(global: &Global) -> anyhow::Result<ExitCode> {
     let (hub, sandbox, _) = open_hub(global).await?;
     let token = hub.issue_admin_token().await;
-    hub.store().close().await;
-    sandbox.shutdown().await?;
+    close_hub(&hub, sandbox).await?;
     let token = token?;
     if global.json {
         print_json(&json!({ "admin_token": token.expose_secret() }))?;

@@ -6,7 +6,7 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Global, ServeArgs};
-use crate::connection::{hub_settings, open_hub};
+use crate::connection::{close_hub, hub_settings, open_hub};
 
 pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let (hub, sandbox, file) = open_hub(global).await?;
@@ -69,8 +69,7 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server")?;
-    hub.store().close().await;
-    sandbox.shutdown().await?;
+    close_hub(&hub, sandbox).await?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }
