@@ -58,6 +58,9 @@ pub struct Global {
     /// Database URL: postgres://… to share state between hub instances [default: SQLite in the data directory]
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Act as this persona: its connection, scopes and limits apply, and calls are audited under its name
+    #[arg(long, global = true, env = "MEMBERSPOT_PERSONA")]
+    pub persona: Option<String>,
     /// Why you make this call; recorded in the audit log with each tool call
     #[arg(long, global = true, value_name = "TEXT")]
     pub reason: Option<String>,
@@ -149,10 +152,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Args)]
 pub struct McpArgs {
-    /// Act as this persona
-    #[arg(long, env = "MEMBERSPOT_PERSONA", conflicts_with = "token")]
-    pub persona: Option<String>,
-    /// Act as the persona owning this token
+    /// Act as the persona owning this token (or give the persona's name with --persona)
     #[arg(long, env = "MEMBERSPOT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }

@@ -143,6 +143,21 @@ pub async fn open(global: &Global) -> anyhow::Result<Session> {
     .filter(|k| !k.trim().is_empty());
     let settings = hub_settings(global, &file);
 
+    if let Some(name) = &global.persona {
+        if global.api_key.is_some() || global.connection.is_some() {
+            bail!("--persona acts on the persona's own connection: drop --api-key/--connection");
+        }
+        let (sandbox, embedded) = start_embedded(global, &file).await?;
+        let (hub, _) = bootstrap::open(&settings, Some(embedded)).await?;
+        let persona = hub.persona(name).await?;
+        return Ok(Session {
+            hub,
+            principal: Principal::Persona(persona),
+            client: None,
+            sandbox: Some(sandbox),
+        });
+    }
+
     if let (Some(key), false) = (&api_key, global.sandbox) {
         let base_url = global
             .base_url

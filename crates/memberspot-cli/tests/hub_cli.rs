@@ -466,3 +466,71 @@ fn uuid_like() -> String {
             .unwrap_or(0)
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_as_a_persona_is_scoped_revocable_and_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    ok(&run(d, &["personas", "create", "reader"]).await, "create");
+    ok(
+        &run(
+            d,
+            &[
+                "--persona",
+                "reader",
+                "--reason",
+                "look around",
+                "offers",
+                "list",
+            ],
+        )
+        .await,
+        "allowed",
+    );
+    let denied = run(
+        d,
+        &[
+            "--persona",
+            "reader",
+            "users",
+            "delete",
+            "someone@example.com",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("may not call"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    let records = json_of(
+        &run(d, &["audit", "search", "--persona", "reader", "--json"]).await,
+        "audit",
+    );
+    let seen: Vec<(&str, &str, &str)> = records
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            (
+                r["surface"].as_str().unwrap_or(""),
+                r["tool"].as_str().unwrap_or(""),
+                r["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("cli", "list_offers", "ok"),
+            ("cli", "delete_users", "denied")
+        ]
+    );
+    assert_eq!(records[0]["prompt"], "look around");
+    ok(&run(d, &["personas", "revoke", "reader"]).await, "revoke");
+    let refused = run(d, &["--persona", "reader", "offers", "list"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("revoked"));
+}

@@ -31,8 +31,11 @@ fn local_default() -> Persona {
 }
 
 pub async fn run(args: McpArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    if global.persona.is_some() && args.token.is_some() {
+        anyhow::bail!("give --persona or --token, not both");
+    }
     let (hub, sandbox, _) = open_hub(global).await?;
-    let identity = match (&args.persona, &args.token) {
+    let identity = match (&global.persona, &args.token) {
         (Some(name), _) => {
             let p = hub.persona(name).await?;
             eprintln!(

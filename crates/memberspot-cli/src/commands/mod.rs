@@ -19,7 +19,7 @@ mod users;
 use std::process::ExitCode;
 
 use clap::CommandFactory;
-use memberspot_hub::{CallContext, HubError, Surface};
+use memberspot_hub::{CallContext, HubError, Principal, Surface};
 use memberspot_tools::Catalogue;
 use serde_json::Value;
 
@@ -43,9 +43,14 @@ impl Ctx {
         cx.prompt = self.reason.clone();
         cx.end_user = std::env::var("USER").ok();
         let s = &self.session;
+        // A persona is re-read on every call, so a revocation applies mid-run.
+        let principal = match &s.principal {
+            Principal::Persona(p) => Principal::Persona(s.hub.persona(&p.name).await?),
+            operator => operator.clone(),
+        };
         match s
             .hub
-            .call_on(&s.principal, &cx, tool, args, s.client.clone())
+            .call_on(&principal, &cx, tool, args, s.client.clone())
             .await
             .result
         {
