@@ -59,6 +59,9 @@ pub struct Global {
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Act as this persona: its connection, scopes and limits apply, and calls are audited under its name
+    /// Rules file for webhooks, access rules and the poller [default: <data dir>/rules.toml if present]
+    #[arg(long, global = true, env = "MEMBERSPOT_RULES", value_name = "FILE")]
+    pub rules: Option<PathBuf>,
     #[arg(long, global = true, env = "MEMBERSPOT_PERSONA")]
     pub persona: Option<String>,
     /// Why you make this call; recorded in the audit log with each tool call
@@ -108,6 +111,12 @@ pub enum Command {
     /// The audit record of every tool call
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Webhook and poller events: list, show, replay, dead letters
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// The rules file: validate it, or dry-run it over the stored events
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Mint a new admin token for the REST admin routes (replaces the old one)
     AdminToken,
     /// Re-encrypt every stored API key under a new master key
@@ -253,6 +262,69 @@ pub enum AuditCommand {
         #[arg(long, short)]
         yes: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Stored events, newest first
+    List(EventFilterArgs),
+    /// One event: its delivery, processing history, tool calls and their audit records
+    Show {
+        id: String,
+        /// Also print the raw body as received
+        #[arg(long)]
+        body: bool,
+    },
+    /// Queue events again (dead, unmatched, done, ...); a running `memberspot serve` processes them
+    Replay {
+        /// Event ids
+        #[arg(required_unless_present = "all_dead")]
+        ids: Vec<String>,
+        /// Every dead-lettered event
+        #[arg(long, conflicts_with = "ids")]
+        all_dead: bool,
+    },
+    /// Dead-lettered events (gave up after the last attempt)
+    Dead {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct EventFilterArgs {
+    /// pending, processing, retry, done, unmatched, ignored, rejected, dead (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    pub status: Vec<String>,
+    /// Only events no rule matched (same as --status unmatched)
+    #[arg(long)]
+    pub unmatched: bool,
+    /// Webhook source name (or poll:<connection> for poller events)
+    #[arg(long)]
+    pub source: Option<String>,
+    /// purchase, refund, chargeback, member_created, offer_granted, ...
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub email: Option<String>,
+    #[arg(long = "order")]
+    pub order_id: Option<String>,
+    /// RFC 3339 time, or a duration ago such as 2h, 3d
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Check a rules file; errors name the line and column
+    Validate {
+        /// The file [default: --rules, else <data dir>/rules.toml]
+        file: Option<PathBuf>,
+    },
+    /// Show what each stored event would do under the rules (nothing is written)
+    DryRun(EventFilterArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

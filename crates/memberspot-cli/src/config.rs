@@ -27,6 +27,9 @@ pub struct ConfigFile {
     /// Keep audit records this many days (they contain personal data); unset keeps them.
     #[serde(default)]
     pub audit_retention_days: Option<u32>,
+    /// Webhook sources, access rules and the poller (see docs/events.md).
+    #[serde(default)]
+    pub rules_file: Option<PathBuf>,
 }
 
 #[derive(Default, Deserialize)]

@@ -32,6 +32,10 @@ pub enum Surface {
     McpHttp,
     Rest,
     Flow,
+    /// Access rules acting on webhook events.
+    Events,
+    /// The change-detection poller.
+    Poller,
 }
 
 impl Surface {
@@ -42,6 +46,8 @@ impl Surface {
             Surface::McpHttp => "mcp-http",
             Surface::Rest => "rest",
             Surface::Flow => "flow",
+            Surface::Events => "events",
+            Surface::Poller => "poller",
         }
     }
 }

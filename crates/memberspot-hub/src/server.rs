@@ -14,7 +14,24 @@ pub fn app(
     extra_hosts: &[String],
     cancel: CancellationToken,
 ) -> Router {
+    app_with(hub, request_timeout, extra_hosts, cancel, Vec::new(), None)
+}
+
+/// [`app`] plus documented REST routes from other parts of the product (merged into the
+/// OpenAPI document) and undocumented ones with their own limits (the webhook receivers).
+pub fn app_with(
+    hub: Hub,
+    request_timeout: Duration,
+    extra_hosts: &[String],
+    cancel: CancellationToken,
+    extra_rest: Vec<(Router, utoipa::openapi::OpenApi)>,
+    raw: Option<Router>,
+) -> Router {
     let mcp = crate::mcp::http_router(hub.clone(), extra_hosts, cancel);
-    // MCP first: the REST app's fallback answers every other path.
-    mcp.merge(crate::http::app(hub, request_timeout))
+    // MCP and the receivers first: the REST app's fallback answers every other path.
+    let front = match raw {
+        Some(r) => mcp.merge(r),
+        None => mcp,
+    };
+    front.merge(crate::http::app_with(hub, request_timeout, extra_rest))
 }

@@ -12,6 +12,7 @@
 
 mod args;
 mod error;
+mod events;
 mod hash;
 mod model;
 
@@ -24,6 +25,10 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor, Row, Transaction};
 
 pub use error::StoreError;
+pub use events::{
+    Delivery, EventAction, EventFilter, EventFinish, EventLogEntry, EventStatus, Inserted,
+    MAX_EVENT_LIMIT, NewDelivery, NewEvent, OrderAccess, StatusCounts, StoredEvent,
+};
 pub use hash::{ZERO_HASH, audit_hash, canonical_json};
 pub use model::{
     AuditFilter, AuditRecord, AuditVerification, Backend, Connection, NewAuditRecord,
@@ -52,16 +57,30 @@ const VERIFY_PAGE: i64 = 1000;
 /// How long SQLite waits for another writer (other connection or process) to finish.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5000;
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "events",
+        include_str!("../migrations/sqlite/0002_events.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "events",
+        include_str!("../migrations/postgres/0002_events.sql"),
+    ),
+];
 
 const CONNECTION_COLUMNS: &str =
     "id, name, base_url, sealed_key, key_hint, rate_limit, created_at, updated_at";
@@ -751,6 +770,7 @@ impl Store {
         let mut args: Vec<Arg<'_>> = Vec::new();
         let texts = [
             ("persona =", &f.persona),
+            ("request_id =", &f.request_id),
             ("tool =", &f.tool),
             ("outcome =", &f.outcome),
             ("surface =", &f.surface),

@@ -206,6 +206,8 @@ pub struct AuditRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
     pub persona: Option<String>,
+    /// The calls of one request (e.g. the tool calls an event caused).
+    pub request_id: Option<String>,
     pub tool: Option<String>,
     pub outcome: Option<String>,
     pub surface: Option<String>,

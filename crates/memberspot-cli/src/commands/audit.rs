@@ -10,7 +10,7 @@ use crate::connection::{close_hub, open_hub};
 use crate::output::{confirm, print_json, print_table, table};
 
 /// `--since`: RFC 3339, a date, or a duration back from now (`30m`, `2h`, `7d`).
-fn parse_since(v: &str) -> anyhow::Result<i64> {
+pub(crate) fn parse_since(v: &str) -> anyhow::Result<i64> {
     let v = v.trim();
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
         return Ok(t.timestamp_millis());
@@ -38,6 +38,7 @@ fn parse_since(v: &str) -> anyhow::Result<i64> {
 fn filter(a: &AuditFilterArgs) -> anyhow::Result<AuditFilter> {
     Ok(AuditFilter {
         persona: a.persona.clone(),
+        request_id: None,
         tool: a.tool.clone(),
         outcome: a.outcome.clone(),
         surface: a.surface.clone(),

@@ -5,6 +5,7 @@
 mod audit;
 mod check;
 mod connections;
+mod events;
 mod grant;
 mod login_link;
 mod mcp;
@@ -83,6 +84,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Connections(cmd) => connections::run(cmd, &global).await,
         Command::Personas(cmd) => personas::run(cmd, &global).await,
         Command::Audit(cmd) => audit::run(cmd, &global).await,
+        Command::Events(cmd) => events::run(cmd, &global).await,
+        Command::Rules(cmd) => events::rules(cmd, &global).await,
         Command::AdminToken => personas::admin_token(&global).await,
         Command::MasterKey(cmd) => connections::master_key(cmd, &global).await,
         command => with_session(&global, command).await,

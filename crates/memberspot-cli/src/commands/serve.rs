@@ -32,11 +32,19 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         eprintln!("  audit records are kept {days} days (purged hourly)");
         spawn_retention(hub.clone(), days, cancel.clone());
     }
-    let app = memberspot_hub::server::app(
+    let (rules, rules_file) = crate::commands::events::load_rules(global, &file)?;
+    for w in &rules.warnings {
+        eprintln!("warning: {w}");
+    }
+    let events = memberspot_events::Events::start(hub.clone(), rules).await?;
+    let workers = events.spawn(cancel.clone());
+    let app = memberspot_hub::server::app_with(
         hub.clone(),
         Duration::from_secs(args.request_timeout),
         &args.allowed_hosts,
         cancel.clone(),
+        vec![memberspot_events::rest::routes(events.clone())],
+        Some(memberspot_events::receiver::router(events.clone())),
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -48,6 +56,31 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         "  MCP     http://{addr}/mcp             (streamable HTTP, Authorization: Bearer <persona token>)"
     );
     eprintln!("  health  http://{addr}/healthz  /readyz  /metrics");
+    match &rules_file {
+        Some(path) => {
+            let cfg = events.config();
+            eprintln!(
+                "  events  {} source(s), {} rule(s) from {}{}",
+                cfg.sources.len(),
+                cfg.rules.len(),
+                path.display(),
+                if cfg.poller.is_some() {
+                    "; poller on"
+                } else {
+                    ""
+                }
+            );
+            for s in cfg.sources.values() {
+                eprintln!(
+                    "          POST http://{addr}/hooks/{}  ({})",
+                    s.name, s.provider
+                );
+            }
+        }
+        None => {
+            eprintln!("  events  no rules file (see docs/events.md); webhook receivers are off")
+        }
+    }
     eprintln!(
         "  store   {}",
         if settings.database_url.is_some() {
@@ -69,6 +102,10 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server")?;
+    for w in workers {
+        // Workers stop at the next step boundary; an interrupted event is re-checked on start.
+        let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
+    }
     close_hub(&hub, sandbox).await?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)

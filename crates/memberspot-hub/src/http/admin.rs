@@ -269,6 +269,8 @@ async fn test_connection(
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     persona: Option<String>,
+    /// The calls of one request (an event's tool calls share its action's request id)
+    request_id: Option<String>,
     tool: Option<String>,
     /// ok, tool_error, denied or invalid
     outcome: Option<String>,
@@ -316,6 +318,7 @@ fn filter(q: &AuditQuery) -> Result<AuditFilter, HttpError> {
     }
     Ok(AuditFilter {
         persona: q.persona.clone(),
+        request_id: q.request_id.clone(),
         tool: q.tool.clone(),
         outcome: q.outcome.clone(),
         surface: q.surface.clone(),

@@ -2,7 +2,7 @@
 //! token for admin routes. The persona is re-read on every request, so a
 //! revocation applies to the next call.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use memberspot_store::Persona;
@@ -57,10 +57,16 @@ impl FromRequestParts<Hub> for PersonaAuth {
 /// A request carrying the admin token.
 pub struct AdminAuth;
 
-impl FromRequestParts<Hub> for AdminAuth {
+/// Any router whose state can give the hub (the events routes too).
+impl<S> FromRequestParts<S> for AdminAuth
+where
+    Hub: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let hub = Hub::from_ref(state);
         let token = bearer(parts)?;
         if hub.check_admin_token(token).await? {
             Ok(AdminAuth)

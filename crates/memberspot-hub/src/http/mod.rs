@@ -3,7 +3,7 @@
 //! streamable HTTP at `/mcp`.
 
 mod admin;
-mod auth;
+pub mod auth;
 mod body;
 mod error;
 mod ops;
@@ -65,7 +65,21 @@ pub fn rest(hub: Hub) -> (Router, utoipa::openapi::OpenApi) {
 
 /// The whole HTTP application, without MCP (the server adds `/mcp`).
 pub fn app(hub: Hub, request_timeout: Duration) -> Router {
-    let (router, api) = rest(hub);
+    app_with(hub, request_timeout, Vec::new())
+}
+
+/// [`app`] plus routes from other parts of the product (e.g. events), each with its
+/// OpenAPI document, which is merged into `/openapi.json`.
+pub fn app_with(
+    hub: Hub,
+    request_timeout: Duration,
+    extra: Vec<(Router, utoipa::openapi::OpenApi)>,
+) -> Router {
+    let (mut router, mut api) = rest(hub);
+    for (r, doc) in extra {
+        router = router.merge(r);
+        api.merge(doc);
+    }
     let api_json = api.to_pretty_json().unwrap_or_else(|_| "{}".to_string());
     router
         .route(

@@ -1,0 +1,708 @@
+//! The rules file: webhook sources, access rules, processing and poller settings.
+//!
+//! ```toml
+//! [sources.ds24]                      # receiver URL: POST /hooks/ds24
+//! provider = "digistore24"
+//! secret_env = "DS24_IPN_PASSPHRASE"  # or secret_file = "…", or secret = "…"
+//! connection = "sandbox"              # the school the rules act on
+//!
+//! [[rules]]
+//! source = "ds24"
+//! product = "12345"                   # the provider's product id; "*" = any
+//! offer = "offer_abc"                 # the Memberspot offer to grant
+//! access_days = 365                   # optional fixed term
+//! ```
+//!
+//! Errors carry the file's line and column so `memberspot rules validate` can point at
+//! them; all problems are reported at once, not only the first.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use memberspot_webhooks::Provider;
+use secrecy::SecretString;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::poller::PollerConfig;
+
+/// Largest body a receiver accepts unless the source says otherwise.
+pub const DEFAULT_MAX_BODY: usize = 256 * 1024;
+/// Where PayPal IPN messages are verified.
+pub const PAYPAL_POSTBACK_URL: &str = "https://ipnpb.paypal.com/cgi-bin/webscr";
+/// Event kinds that end an order's access unless a rule says otherwise.
+pub const DEFAULT_REVOKE_ON: [&str; 3] = ["refund", "chargeback", "end_of_term"];
+const REVOCABLE: [&str; 3] = ["refund", "chargeback", "end_of_term"];
+
+/// One problem in the file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Everything wrong with a rules file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, for messages (`<inline>` when parsed from a string).
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A webhook source: one receiver URL, one provider, one secret, one persona.
+#[derive(Clone)]
+pub struct Source {
+    pub name: String,
+    pub provider: Provider,
+    /// `None` when not configured (or its variable/file is missing): the receiver fails closed.
+    pub secret: Option<SecretString>,
+    /// Where the secret should come from, for messages (`env DS24_PASS`, `file …`, `inline`).
+    pub secret_origin: String,
+    /// The connection (school) the rules act on.
+    pub connection: String,
+    /// The persona the actions run as.
+    pub persona: String,
+    /// Signature age window for Stripe and COPE.
+    pub tolerance: Duration,
+    pub max_body: usize,
+    /// PayPal only: where IPN messages are posted back for verification.
+    pub postback_url: String,
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_origin", &self.secret_origin)
+            .field("connection", &self.connection)
+            .field("persona", &self.persona)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a source's product to an offer, with its access semantics.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rule {
+    /// 1-based position in the file, for messages.
+    pub index: usize,
+    pub line: usize,
+    pub source: String,
+    /// Provider product id, or `*` for any.
+    pub product: String,
+    pub offer: String,
+    /// Fixed-term access: the holding expires this many days after the purchase.
+    pub access_days: Option<u32>,
+    /// Subscription semantics: missed payments suspend (after `grace_days`), later
+    /// payments lift the suspension.
+    pub subscription: bool,
+    pub grace_days: u32,
+    /// Event kinds that end access (subset of refund, chargeback, end_of_term).
+    pub revoke_on: Vec<String>,
+    /// Act on the provider's test purchases too.
+    pub include_test: bool,
+}
+
+impl Rule {
+    pub fn revokes(&self, kind: &str) -> bool {
+        self.revoke_on.iter().any(|k| k == kind)
+    }
+}
+
+/// How the queue is worked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Processing {
+    /// Attempts before an event is dead-lettered.
+    pub max_attempts: u32,
+    /// Events processed at once by one hub.
+    pub concurrency: usize,
+    /// First retry delay; doubles per attempt up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Processing {
+    fn default() -> Self {
+        Processing {
+            max_attempts: 8,
+            concurrency: 4,
+            base_backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The whole, validated rules file.
+#[derive(Debug, Clone, Default)]
+pub struct EventsConfig {
+    pub sources: BTreeMap<String, Source>,
+    pub rules: Vec<Rule>,
+    pub processing: Processing,
+    pub poller: Option<PollerConfig>,
+    /// Problems that do not stop the hub (e.g. a secret variable that is not set).
+    pub warnings: Vec<String>,
+}
+
+impl EventsConfig {
+    /// Reads and validates a rules file.
+    pub fn load(path: &Path) -> Result<EventsConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                message: format!("cannot read the rules file: {e}"),
+            }],
+        })?;
+        Self::parse(&text, &file, path.parent())
+    }
+
+    /// Parses and validates rules text. `base` resolves relative `secret_file` paths.
+    pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<EventsConfig, ConfigError> {
+        let at = |span: std::ops::Range<usize>, message: String| {
+            let (line, column) = line_col(text, span.start);
+            Problem {
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            problems: vec![match e.span() {
+                Some(span) => at(span, e.message().to_owned()),
+                None => Problem {
+                    line: 0,
+                    column: 0,
+                    message: e.message().to_owned(),
+                },
+            }],
+        })?;
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        let mut sources = BTreeMap::new();
+        for (name, raw_source) in &raw.sources {
+            let span = raw_source.span();
+            let s = raw_source.get_ref();
+            if !valid_name(name) {
+                problems.push(at(
+                    span.clone(),
+                    format!(
+                        "source name `{name}` must be 1-64 letters, digits, `-` or `_` (it becomes the URL /hooks/{name})"
+                    ),
+                ));
+            }
+            let provider = match s.provider.get_ref().parse::<Provider>() {
+                Ok(p) => p,
+                Err(_) => {
+                    problems.push(at(
+                        s.provider.span(),
+                        format!(
+                            "source `{name}`: unknown provider `{}`; expected one of {}",
+                            s.provider.get_ref(),
+                            Provider::ALL.map(|p| p.as_str()).join(", ")
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            let given = [
+                s.secret.is_some(),
+                s.secret_env.is_some(),
+                s.secret_file.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if given > 1 {
+                problems.push(at(
+                    span.clone(),
+                    format!(
+                        "source `{name}`: set only one of `secret`, `secret_env`, `secret_file`"
+                    ),
+                ));
+            }
+            let (secret, origin) = resolve_secret(s, base, &mut warnings, name);
+            if given == 0 && provider != Provider::PaypalIpn {
+                warnings.push(format!(
+                    "source `{name}`: no secret configured; its receiver rejects every delivery until one is set (`secret_env`, `secret_file` or `secret`)"
+                ));
+            }
+            if let Some(url) = &s.postback_url
+                && !(url.get_ref().starts_with("http://") || url.get_ref().starts_with("https://"))
+            {
+                problems.push(at(
+                    url.span(),
+                    format!("source `{name}`: `postback_url` must be an http(s) URL"),
+                ));
+            }
+            if s.postback_url.is_some() && provider != Provider::PaypalIpn {
+                warnings.push(format!(
+                    "source `{name}`: `postback_url` only applies to PayPal IPN sources"
+                ));
+            }
+            if s.max_body_kb == Some(0) {
+                problems.push(at(
+                    span.clone(),
+                    format!("source `{name}`: `max_body_kb` must be at least 1"),
+                ));
+            }
+            sources.insert(
+                name.clone(),
+                Source {
+                    name: name.clone(),
+                    provider,
+                    secret,
+                    secret_origin: origin,
+                    connection: s.connection.clone().unwrap_or_else(|| "sandbox".into()),
+                    persona: s.persona.clone().unwrap_or_else(|| format!("hook-{name}")),
+                    tolerance: Duration::from_secs(s.tolerance_secs.unwrap_or(300)),
+                    max_body: s
+                        .max_body_kb
+                        .map_or(DEFAULT_MAX_BODY, |kb| (kb as usize).saturating_mul(1024)),
+                    postback_url: s
+                        .postback_url
+                        .as_ref()
+                        .map_or_else(|| PAYPAL_POSTBACK_URL.to_owned(), |u| u.get_ref().clone()),
+                },
+            );
+        }
+
+        let mut rules = Vec::new();
+        let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for (i, spanned) in raw.rules.iter().enumerate() {
+            let index = i + 1;
+            let r = spanned.get_ref();
+            let (line, _) = line_col(text, spanned.span().start);
+            let source = r.source.get_ref().clone();
+            if !raw.sources.contains_key(&source) {
+                let known: Vec<&str> = raw.sources.keys().map(String::as_str).collect();
+                problems.push(at(
+                    r.source.span(),
+                    format!(
+                        "rule {index}: unknown source `{source}`{}",
+                        if known.is_empty() {
+                            " (no [sources.NAME] table is defined)".to_owned()
+                        } else {
+                            format!("; defined sources: {}", known.join(", "))
+                        }
+                    ),
+                ));
+            }
+            let product = r.product.get_ref().trim().to_owned();
+            if product.is_empty() {
+                problems.push(at(
+                    r.product.span(),
+                    format!(
+                        "rule {index}: `product` must not be empty (use \"*\" for any product)"
+                    ),
+                ));
+            }
+            let offer = r.offer.get_ref().trim().to_owned();
+            if offer.is_empty() {
+                problems.push(at(
+                    r.offer.span(),
+                    format!("rule {index}: `offer` must not be empty"),
+                ));
+            }
+            if let Some(d) = &r.access_days
+                && *d.get_ref() == 0
+            {
+                problems.push(at(
+                    d.span(),
+                    format!("rule {index}: `access_days` must be at least 1 (leave it out for unlimited access)"),
+                ));
+            }
+            let revoke_on = match &r.revoke_on {
+                None => DEFAULT_REVOKE_ON.map(str::to_owned).to_vec(),
+                Some(list) => {
+                    for k in list.get_ref() {
+                        if !REVOCABLE.contains(&k.as_str()) {
+                            problems.push(at(
+                                list.span(),
+                                format!(
+                                    "rule {index}: `revoke_on` has `{k}`; allowed: {}",
+                                    REVOCABLE.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                    list.get_ref().clone()
+                }
+            };
+            if r.grace_days.is_some() && !r.subscription.unwrap_or(false) {
+                problems.push(at(
+                    spanned.span(),
+                    format!("rule {index}: `grace_days` needs `subscription = true`"),
+                ));
+            }
+            if let Some(first) = seen.insert((source.clone(), product.clone()), index) {
+                problems.push(at(
+                    r.product.span(),
+                    format!(
+                        "rule {index}: source `{source}` product `{product}` is already mapped by rule {first}"
+                    ),
+                ));
+            }
+            rules.push(Rule {
+                index,
+                line,
+                source,
+                product,
+                offer,
+                access_days: r.access_days.as_ref().map(|d| *d.get_ref()),
+                subscription: r.subscription.unwrap_or(false),
+                grace_days: r.grace_days.unwrap_or(0),
+                revoke_on,
+                include_test: r.include_test.unwrap_or(true),
+            });
+        }
+
+        let mut processing = Processing::default();
+        if let Some(p) = &raw.processing {
+            if let Some(n) = &p.max_attempts {
+                if *n.get_ref() == 0 {
+                    problems.push(at(
+                        n.span(),
+                        "`processing.max_attempts` must be at least 1".into(),
+                    ));
+                }
+                processing.max_attempts = *n.get_ref();
+            }
+            if let Some(n) = &p.concurrency {
+                if *n.get_ref() == 0 || *n.get_ref() > 64 {
+                    problems.push(at(
+                        n.span(),
+                        "`processing.concurrency` must be 1 to 64".into(),
+                    ));
+                }
+                processing.concurrency = *n.get_ref() as usize;
+            }
+            if let Some(s) = p.base_backoff_secs {
+                processing.base_backoff = Duration::from_secs_f64(s.max(0.01));
+            }
+            if let Some(s) = p.max_backoff_secs {
+                processing.max_backoff = Duration::from_secs_f64(s.max(0.01));
+            }
+        }
+
+        let poller = match &raw.poller {
+            None => None,
+            Some(p) if p.get_ref().enabled == Some(false) => None,
+            Some(spanned) => {
+                let p = spanned.get_ref();
+                let mut cfg = PollerConfig::default();
+                if let Some(c) = &p.connection {
+                    cfg.connection = c.clone();
+                }
+                if let Some(n) = &p.persona {
+                    cfg.persona = n.clone();
+                }
+                if let Some(s) = &p.interval_secs {
+                    if *s.get_ref() < 10 {
+                        problems.push(at(
+                            s.span(),
+                            "`poller.interval_secs` must be at least 10".into(),
+                        ));
+                    }
+                    cfg.interval = Duration::from_secs(*s.get_ref());
+                }
+                if let Some(s) = &p.rate_share {
+                    let v = *s.get_ref();
+                    if !(v > 0.0 && v <= 1.0) {
+                        problems.push(at(
+                            s.span(),
+                            format!("`poller.rate_share` must be above 0 and at most 1, got {v}"),
+                        ));
+                    }
+                    cfg.rate_share = v;
+                }
+                cfg.courses = p.courses.clone().unwrap_or_default();
+                Some(cfg)
+            }
+        };
+
+        if problems.is_empty() {
+            Ok(EventsConfig {
+                sources,
+                rules,
+                processing,
+                poller,
+                warnings,
+            })
+        } else {
+            problems.sort_by_key(|p| (p.line, p.column));
+            Err(ConfigError {
+                file: file.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// The rule for a source's product: an exact product match, else the source's `*` rule.
+    pub fn rule_for(&self, source: &str, product: Option<&str>) -> Option<&Rule> {
+        let product = product.map(str::trim).unwrap_or_default();
+        self.rules
+            .iter()
+            .find(|r| r.source == source && !product.is_empty() && r.product == product)
+            .or_else(|| {
+                self.rules
+                    .iter()
+                    .find(|r| r.source == source && r.product == "*")
+            })
+    }
+
+    /// The offers a source's rules may grant (for its persona's description).
+    pub fn offers_of(&self, source: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|r| r.source == source)
+            .map(|r| r.offer.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+fn resolve_secret(
+    s: &RawSource,
+    base: Option<&Path>,
+    warnings: &mut Vec<String>,
+    name: &str,
+) -> (Option<SecretString>, String) {
+    let non_empty = |v: String| {
+        let v = v.trim().to_owned();
+        (!v.is_empty()).then(|| SecretString::from(v))
+    };
+    if let Some(v) = &s.secret {
+        return (non_empty(v.clone()), "inline".into());
+    }
+    if let Some(var) = &s.secret_env {
+        let var = var.get_ref();
+        let value = std::env::var(var).ok().and_then(non_empty);
+        if value.is_none() {
+            warnings.push(format!(
+                "source `{name}`: environment variable {var} is not set; its receiver rejects every delivery"
+            ));
+        }
+        return (value, format!("env {var}"));
+    }
+    if let Some(file) = &s.secret_file {
+        let path = match base {
+            Some(b) if file.get_ref().is_relative() => b.join(file.get_ref()),
+            _ => file.get_ref().clone(),
+        };
+        let value = match std::fs::read_to_string(&path) {
+            Ok(t) => non_empty(t),
+            Err(e) => {
+                warnings.push(format!(
+                    "source `{name}`: cannot read secret file {}: {e}; its receiver rejects every delivery",
+                    path.display()
+                ));
+                None
+            }
+        };
+        return (value, format!("file {}", path.display()));
+    }
+    (None, "none".into())
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    sources: BTreeMap<String, Spanned<RawSource>>,
+    #[serde(default)]
+    rules: Vec<Spanned<RawRule>>,
+    processing: Option<RawProcessing>,
+    poller: Option<Spanned<RawPoller>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    provider: Spanned<String>,
+    secret: Option<String>,
+    secret_env: Option<Spanned<String>>,
+    secret_file: Option<Spanned<PathBuf>>,
+    connection: Option<String>,
+    persona: Option<String>,
+    tolerance_secs: Option<u64>,
+    max_body_kb: Option<u64>,
+    postback_url: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    source: Spanned<String>,
+    product: Spanned<String>,
+    offer: Spanned<String>,
+    access_days: Option<Spanned<u32>>,
+    subscription: Option<bool>,
+    grace_days: Option<u32>,
+    revoke_on: Option<Spanned<Vec<String>>>,
+    include_test: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProcessing {
+    max_attempts: Option<Spanned<u32>>,
+    concurrency: Option<Spanned<u32>>,
+    base_backoff_secs: Option<f64>,
+    max_backoff_secs: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPoller {
+    enabled: Option<bool>,
+    connection: Option<String>,
+    persona: Option<String>,
+    interval_secs: Option<Spanned<u64>>,
+    rate_share: Option<Spanned<f64>>,
+    courses: Option<Vec<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const GOOD: &str = r#"
+[sources.ds24]
+provider = "digistore24"
+secret = "pass"
+
+[sources.shop]
+provider = "stripe"
+secret = "whsec_x"
+
+[[rules]]
+source = "ds24"
+product = "12345"
+offer = "offer_a"
+access_days = 30
+
+[[rules]]
+source = "ds24"
+product = "*"
+offer = "offer_b"
+subscription = true
+grace_days = 3
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = EventsConfig::parse(GOOD, "rules.toml", None).unwrap();
+        assert_eq!(c.sources.len(), 2);
+        assert_eq!(c.sources["ds24"].persona, "hook-ds24");
+        assert_eq!(c.sources["ds24"].connection, "sandbox");
+        assert_eq!(c.rule_for("ds24", Some("12345")).unwrap().offer, "offer_a");
+        assert_eq!(c.rule_for("ds24", Some("999")).unwrap().offer, "offer_b");
+        assert!(c.rule_for("shop", Some("12345")).is_none());
+        assert_eq!(
+            c.rules[0].revoke_on,
+            DEFAULT_REVOKE_ON.map(str::to_owned).to_vec()
+        );
+        assert_eq!(c.rules[0].line, 10);
+    }
+
+    #[test]
+    fn problems_name_line_and_field() {
+        let text = "[sources.a]\nprovider = \"stripe\"\nsecret = \"x\"\n\n[[rules]]\nsource = \"b\"\nproduct = \"\"\noffer = \"o\"\nrevoke_on = [\"refund\", \"payday\"]\n";
+        let e = EventsConfig::parse(text, "r.toml", None).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("r.toml:6:10: rule 1: unknown source `b`; defined sources: a"),
+            "{s}"
+        );
+        assert!(
+            s.contains("r.toml:7:11: rule 1: `product` must not be empty"),
+            "{s}"
+        );
+        assert!(
+            s.contains("r.toml:9:13: rule 1: `revoke_on` has `payday`"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn syntax_and_unknown_keys_have_lines() {
+        let e = EventsConfig::parse(
+            "[sources.a]\nprovider = \"stripe\"\nsecert = \"x\"\n",
+            "r",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.problems[0].line, 3, "{e}");
+        assert!(e.to_string().contains("secert"), "{e}");
+        let e = EventsConfig::parse("[sources.a\n", "r", None).unwrap_err();
+        assert_eq!(e.problems[0].line, 1, "{e}");
+        let e =
+            EventsConfig::parse("[sources.a]\nprovider = \"paypall\"\n", "r", None).unwrap_err();
+        assert!(e.to_string().contains("unknown provider `paypall`"), "{e}");
+    }
+
+    #[test]
+    fn missing_secret_is_a_warning_and_fails_closed() {
+        let c = EventsConfig::parse(
+            "[sources.a]\nprovider = \"stripe\"\nsecret_env = \"MEMBERSPOT_TEST_UNSET_VAR_X\"\n",
+            "r",
+            None,
+        )
+        .unwrap();
+        assert!(c.sources["a"].secret.is_none());
+        assert!(
+            c.warnings[0].contains("MEMBERSPOT_TEST_UNSET_VAR_X"),
+            "{:?}",
+            c.warnings
+        );
+        assert!(!format!("{:?}", c.sources["a"]).contains("secret\": Some"));
+    }
+
+    #[test]
+    fn duplicate_mapping_is_refused() {
+        let text = "[sources.a]\nprovider = \"stripe\"\nsecret = \"x\"\n[[rules]]\nsource = \"a\"\nproduct = \"p\"\noffer = \"o\"\n[[rules]]\nsource = \"a\"\nproduct = \"p\"\noffer = \"o2\"\n";
+        let e = EventsConfig::parse(text, "r", None).unwrap_err();
+        assert!(e.to_string().contains("already mapped by rule 1"), "{e}");
+    }
+}

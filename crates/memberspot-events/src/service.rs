@@ -1,0 +1,383 @@
+//! [`Events`]: the running events subsystem of one hub process — its configuration, the
+//! personas it acts as, the wake-up signal between receivers and workers, and the
+//! read/replay operations the CLI and REST use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use chrono::{DateTime, Utc};
+use memberspot_hub::admin::PersonaSpec;
+use memberspot_hub::store::{
+    Delivery, EventAction, EventFilter, EventLogEntry, EventStatus, StoredEvent,
+};
+use memberspot_hub::{Hub, HubError};
+use memberspot_store::AuditFilter;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::{self, EventFacts};
+use crate::config::EventsConfig;
+
+/// The tools a source persona may call: exactly what the access rules need.
+pub const SOURCE_TOOLS: [&str; 5] = [
+    "grant_user_offer_by_email",
+    "set_order_state",
+    "set_user_offer_state",
+    "set_offer_expiration",
+    "find_user_by_email",
+];
+
+/// Where "now" comes from (tests pin it to a vector's clock).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Cheap to clone; one per process.
+#[derive(Clone)]
+pub struct Events {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hub: Hub,
+    config: EventsConfig,
+    notify: Notify,
+    clock: Clock,
+    http: reqwest::Client,
+    worker_id: String,
+}
+
+impl FromRef<Events> for Hub {
+    fn from_ref(events: &Events) -> Hub {
+        events.inner.hub.clone()
+    }
+}
+
+impl Events {
+    /// Sets the events subsystem up on `hub`: creates each source's persona (and the
+    /// poller's) when missing. Workers start with [`Events::spawn`].
+    pub async fn start(hub: Hub, config: EventsConfig) -> Result<Events, HubError> {
+        Self::start_with_clock(hub, config, Arc::new(Utc::now)).await
+    }
+
+    pub async fn start_with_clock(
+        hub: Hub,
+        config: EventsConfig,
+        clock: Clock,
+    ) -> Result<Events, HubError> {
+        ensure_personas(&hub, &config).await?;
+        Self::build(hub, config, clock)
+    }
+
+    /// For reading, replaying and dry runs: creates no personas and starts nothing.
+    pub fn offline(hub: Hub, config: EventsConfig) -> Result<Events, HubError> {
+        Self::build(hub, config, Arc::new(Utc::now))
+    }
+
+    fn build(hub: Hub, config: EventsConfig, clock: Clock) -> Result<Events, HubError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .map_err(|e| HubError::Unavailable(format!("HTTP client: {e}")))?;
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hub".into());
+        Ok(Events {
+            inner: Arc::new(Inner {
+                hub,
+                config,
+                notify: Notify::new(),
+                clock,
+                http,
+                worker_id: format!(
+                    "{host}:{}:{}",
+                    std::process::id(),
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                ),
+            }),
+        })
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    pub fn config(&self) -> &EventsConfig {
+        &self.inner.config
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.inner.clock)()
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// This process's worker identity (lease owner in the queue).
+    pub fn worker_id(&self) -> &str {
+        &self.inner.worker_id
+    }
+
+    /// Wakes the local workers: new events were stored.
+    pub(crate) fn wake(&self) {
+        self.inner.notify.notify_waiters();
+    }
+
+    pub(crate) async fn woken(&self) {
+        self.inner.notify.notified().await;
+    }
+
+    /// Starts the queue workers, the grace-period sweeper and the poller (if configured).
+    pub fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+        let mut handles = vec![
+            tokio::spawn(crate::worker::run(self.clone(), cancel.clone())),
+            tokio::spawn(crate::worker::sweep_grace_periods(
+                self.clone(),
+                cancel.clone(),
+            )),
+        ];
+        if let Some(cfg) = &self.inner.config.poller {
+            let poller = crate::poller::Poller::new(self.inner.hub.clone(), cfg.clone());
+            handles.push(tokio::spawn(poller.run(cancel)));
+        }
+        handles
+    }
+
+    // ---------------------------------------------------------------- reading
+
+    /// An event with its delivery, processing history, tool calls and their audit records.
+    pub async fn show(&self, id: &str) -> Result<EventDetail, HubError> {
+        let store = self.inner.hub.store();
+        let event = store
+            .get_event(id)
+            .await?
+            .ok_or_else(|| HubError::NotFound(format!("no event with id `{id}`")))?;
+        let delivery = match &event.delivery_id {
+            Some(d) => store.get_delivery(d).await?,
+            None => None,
+        };
+        let history = store.event_log(id).await?;
+        let actions = store.event_actions(id).await?;
+        let mut audit = Vec::new();
+        for a in &actions {
+            let records = store
+                .query_audit(&AuditFilter {
+                    request_id: Some(a.request_id.clone()),
+                    limit: Some(10),
+                    ..Default::default()
+                })
+                .await?;
+            audit.extend(records.into_iter().map(|r| {
+                serde_json::json!({
+                    "seq": r.seq, "at": r.at, "request_id": r.request_id, "persona": r.persona,
+                    "tool": r.tool, "outcome": r.outcome, "error": r.error,
+                })
+            }));
+        }
+        let body = delivery
+            .as_ref()
+            .and_then(|d| d.body.as_ref())
+            .map(|b| String::from_utf8_lossy(b).into_owned());
+        Ok(EventDetail {
+            event,
+            delivery,
+            body,
+            history,
+            actions,
+            audit,
+        })
+    }
+
+    pub async fn list(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, HubError> {
+        Ok(self.inner.hub.store().list_events(filter).await?)
+    }
+
+    /// Queues a finished or dead event again; its tool calls are re-checked from scratch.
+    pub async fn replay(&self, id: &str, by: &str) -> Result<StoredEvent, HubError> {
+        let store = self.inner.hub.store();
+        let event = store.replay_event(id, by).await?;
+        store.clear_actions(id).await?;
+        self.wake();
+        Ok(event)
+    }
+
+    /// What each stored event would do under this configuration's rules, replaying them in
+    /// arrival order from a blank order state (nothing is written).
+    pub async fn dry_run(&self, filter: &EventFilter) -> Result<Vec<DryRunLine>, HubError> {
+        let mut filter = filter.clone();
+        filter.oldest_first = true;
+        let events = self.inner.hub.store().list_events(&filter).await?;
+        let mut orders: std::collections::HashMap<(String, String), (String, Option<String>)> =
+            Default::default();
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let line = |rule: Option<usize>, note: String, actions: Vec<String>| DryRunLine {
+                event_id: e.id.clone(),
+                received_at: e.received_at,
+                source: e.source.clone(),
+                kind: e.kind.clone(),
+                order_id: e.order_id.clone(),
+                product_id: e.product_id.clone(),
+                rule,
+                actions,
+                note,
+            };
+            let Some(rule) = self
+                .inner
+                .config
+                .rule_for(&e.source, e.product_id.as_deref())
+            else {
+                out.push(line(
+                    None,
+                    "no rule matches: nothing would change".into(),
+                    vec![],
+                ));
+                continue;
+            };
+            if e.test && !rule.include_test {
+                out.push(line(
+                    Some(rule.index),
+                    "test event ignored (include_test = false)".into(),
+                    vec![],
+                ));
+                continue;
+            }
+            let facts = facts_of(&e);
+            let key = (
+                e.source.clone(),
+                e.order_id.clone().unwrap_or_else(|| e.id.clone()),
+            );
+            let (current, email) = orders
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| (access::state::NONE.to_owned(), None));
+            let d = access::decide(&current, email.as_deref(), &facts, rule, self.now());
+            orders.insert(key, (d.state.to_owned(), facts.email.clone().or(email)));
+            let actions = d
+                .actions
+                .iter()
+                .map(|a| format!("{} {}", a.tool, a.args))
+                .collect();
+            out.push(line(Some(rule.index), d.note, actions));
+        }
+        Ok(out)
+    }
+}
+
+/// Everything known about one event.
+#[derive(Debug, Serialize)]
+pub struct EventDetail {
+    pub event: StoredEvent,
+    pub delivery: Option<Delivery>,
+    /// The raw body as text (lossy for non-UTF-8 bodies).
+    pub body: Option<String>,
+    pub history: Vec<EventLogEntry>,
+    pub actions: Vec<EventAction>,
+    /// The audit records of the tool calls.
+    pub audit: Vec<serde_json::Value>,
+}
+
+/// One line of a dry run.
+#[derive(Debug, Serialize)]
+pub struct DryRunLine {
+    pub event_id: String,
+    pub received_at: i64,
+    pub source: String,
+    pub kind: String,
+    pub order_id: Option<String>,
+    pub product_id: Option<String>,
+    pub rule: Option<usize>,
+    pub actions: Vec<String>,
+    pub note: String,
+}
+
+/// The decision inputs of a stored event.
+pub(crate) fn facts_of(e: &StoredEvent) -> EventFacts {
+    let s = |k: &str| e.data.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    EventFacts {
+        kind: e.kind.clone(),
+        email: e.email.clone(),
+        first_name: s("first_name"),
+        last_name: s("last_name"),
+        order_id: e.order_id.clone(),
+        access_until: s("access_until"),
+    }
+}
+
+/// Statuses that end an event's life (used by listings).
+pub const FINAL_STATUSES: [EventStatus; 5] = [
+    EventStatus::Done,
+    EventStatus::Unmatched,
+    EventStatus::Ignored,
+    EventStatus::Rejected,
+    EventStatus::Dead,
+];
+
+/// Creates each source's persona (and the poller's) when missing.
+async fn ensure_personas(hub: &Hub, config: &EventsConfig) -> Result<(), HubError> {
+    for source in config.sources.values() {
+        let offers = config.offers_of(&source.name);
+        ensure_persona(
+                hub,
+                &source.persona,
+                &source.connection,
+                SOURCE_TOOLS.map(str::to_owned).to_vec(),
+                format!(
+                    "Acts on {} webhooks received at /hooks/{} (offers {}); created by the events subsystem",
+                    source.provider,
+                    source.name,
+                    if offers.is_empty() { "none yet".to_owned() } else { offers.join(", ") }
+                ),
+            )
+            .await?;
+    }
+    if let Some(p) = &config.poller {
+        ensure_persona(
+            hub,
+            &p.persona,
+            &p.connection,
+            vec!["read".into()],
+            "Reads the school for change detection; created by the events subsystem".into(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn ensure_persona(
+    hub: &Hub,
+    name: &str,
+    connection: &str,
+    scopes: Vec<String>,
+    description: String,
+) -> Result<(), HubError> {
+    match hub.store().get_persona(name).await? {
+        Some(p) if p.revoked_at.is_some() => {
+            tracing::warn!(
+                persona = name,
+                "persona is revoked: the events acting as it will fail until it is re-created"
+            );
+        }
+        Some(_) => {}
+        None => {
+            // The token is never needed: the hub acts as this persona internally.
+            let created = hub
+                .create_persona(PersonaSpec {
+                    name: name.to_owned(),
+                    description,
+                    connection: Some(connection.to_owned()),
+                    scopes,
+                    offer_ids: None,
+                    calls_per_minute: None,
+                })
+                .await;
+            match created {
+                Ok(_) => tracing::info!(persona = name, connection, "created persona for events"),
+                // Another instance created it at the same moment.
+                Err(HubError::Store(memberspot_store::StoreError::Conflict(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}

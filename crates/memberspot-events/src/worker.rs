@@ -1,0 +1,578 @@
+//! Queue workers: claim due events, apply the access rules through the tool catalogue,
+//! retry with back-off, dead-letter after the last attempt.
+//!
+//! Exactly-once in effect on top of at-least-once delivery:
+//! - the store's unique `dedupe_key` turns redeliveries into counters, never new work;
+//! - one worker at a time per order (`Store::lock_order`), decisions from stored state;
+//! - every tool call is recorded as `started` before it is made; a step found `started`
+//!   after a crash is checked against the school before anything is sent again.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use memberspot_hub::store::{EventFinish, EventStatus, OrderAccess, StoredEvent};
+use memberspot_hub::{CallContext, HubError, Principal, Surface};
+use memberspot_tools::ToolError;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::access::{self, Action, state};
+use crate::config::Source;
+use crate::service::{Events, facts_of};
+
+/// How long a claimed event (and its order) stays reserved for one worker.
+const LEASE: Duration = Duration::from_secs(60);
+/// How often idle workers look for work other instances stored.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// Retry delay when another worker holds the event's order.
+const ORDER_BUSY_DELAY_MS: i64 = 200;
+
+/// Works the queue until cancelled.
+pub async fn run(events: Events, cancel: CancellationToken) {
+    let concurrency = events.config().processing.concurrency;
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let lease_until = ms(events.now()) + LEASE.as_millis() as i64;
+        let claimed = events
+            .hub()
+            .store()
+            .claim_events(events.worker_id(), concurrency as u32, lease_until)
+            .await;
+        match claimed {
+            Ok(batch) if !batch.is_empty() => {
+                futures::stream::iter(batch)
+                    .for_each_concurrent(concurrency, |e| {
+                        let events = events.clone();
+                        async move { process(&events, e).await }
+                    })
+                    .await;
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "claiming events failed; retrying"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = events.woken() => {}
+            _ = tokio::time::sleep(IDLE_POLL) => {}
+        }
+    }
+}
+
+/// Processes one claimed event and records how it ended.
+pub async fn process(events: &Events, e: StoredEvent) {
+    let store = events.hub().store();
+    let worker = events.worker_id().to_owned();
+    match store.start_attempt(&e.id, &worker).await {
+        Ok(true) => {}
+        Ok(false) => return, // lease lost to another worker
+        Err(err) => {
+            tracing::warn!(event = %e.id, error = %err, "could not start an attempt");
+            return;
+        }
+    }
+    let attempt = e.attempts + 1;
+    let outcome = handle(events, &e, &worker).await;
+    let finish = match outcome {
+        Handled::Done(note) => EventFinish {
+            status: EventStatus::Done,
+            error: None,
+            next_attempt_at: None,
+            detail: note,
+        },
+        Handled::Final(status, note) => EventFinish {
+            status,
+            error: None,
+            next_attempt_at: None,
+            detail: note,
+        },
+        Handled::Deferred => {
+            let due = ms(events.now()) + ORDER_BUSY_DELAY_MS;
+            // Not an attempt: deferring also takes back the count.
+            if let Err(err) = store.defer_event(&e.id, &worker, due).await {
+                tracing::warn!(event = %e.id, error = %err, "could not defer an event");
+            }
+            return;
+        }
+        Handled::Failed { error, retryable } => {
+            let max = events.config().processing.max_attempts as i64;
+            if retryable && attempt < max {
+                let delay = backoff(events, attempt);
+                tracing::warn!(event = %e.id, attempt, error = %error, retry_in_ms = delay.as_millis() as u64, "event failed; will retry");
+                EventFinish {
+                    status: EventStatus::Retry,
+                    detail: format!("failed: {error}; retry in {}s", delay.as_secs()),
+                    error: Some(error),
+                    next_attempt_at: Some(ms(events.now()) + delay.as_millis() as i64),
+                }
+            } else {
+                let why = if retryable {
+                    format!("gave up after {attempt} attempts")
+                } else {
+                    "not retryable".to_owned()
+                };
+                tracing::error!(event = %e.id, attempt, error = %error, "event dead-lettered ({why})");
+                EventFinish {
+                    status: EventStatus::Dead,
+                    detail: format!("dead ({why}): {error}"),
+                    error: Some(error),
+                    next_attempt_at: None,
+                }
+            }
+        }
+    };
+    match store.finish_event(&e.id, &worker, &finish).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(event = %e.id, "lease lost before finishing; another worker will redo the checks")
+        }
+        Err(err) => {
+            tracing::warn!(event = %e.id, error = %err, "could not record the outcome; the lease will expire and the event is re-checked")
+        }
+    }
+}
+
+enum Handled {
+    Done(String),
+    Final(EventStatus, String),
+    Deferred,
+    Failed { error: String, retryable: bool },
+}
+
+async fn handle(events: &Events, e: &StoredEvent, worker: &str) -> Handled {
+    let Some(source) = events.config().sources.get(&e.source).cloned() else {
+        return Handled::Final(
+            EventStatus::Unmatched,
+            format!("source `{}` is no longer configured", e.source),
+        );
+    };
+    if let Some(h) = check_postback(events, e, &source).await {
+        return h;
+    }
+    let Some(rule) = events
+        .config()
+        .rule_for(&e.source, e.product_id.as_deref())
+        .cloned()
+    else {
+        return Handled::Final(
+            EventStatus::Unmatched,
+            format!(
+                "no rule for source `{}` product `{}`: nothing changed",
+                e.source,
+                e.product_id.as_deref().unwrap_or("-")
+            ),
+        );
+    };
+    if e.test && !rule.include_test {
+        return Handled::Final(
+            EventStatus::Ignored,
+            format!("test event; rule {} has include_test = false", rule.index),
+        );
+    }
+    let facts = facts_of(e);
+    // Events without an order still get a key of their own, so the decision logic is one.
+    let order_key = e
+        .order_id
+        .clone()
+        .unwrap_or_else(|| format!("event:{}", e.id));
+    let store = events.hub().store();
+    let lease_until = ms(events.now()) + LEASE.as_millis() as i64;
+    match store
+        .lock_order(&e.source, &order_key, worker, lease_until)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Handled::Deferred,
+        Err(err) => return failed_store(err),
+    }
+    let result = decide_and_act(events, e, &source, &rule, &facts, &order_key).await;
+    if let Err(err) = store.unlock_order(&e.source, &order_key, worker).await {
+        tracing::warn!(error = %err, "could not unlock an order; its lease will expire");
+    }
+    result
+}
+
+async fn decide_and_act(
+    events: &Events,
+    e: &StoredEvent,
+    source: &Source,
+    rule: &crate::config::Rule,
+    facts: &access::EventFacts,
+    order_key: &str,
+) -> Handled {
+    let store = events.hub().store();
+    let current = match store.get_order(&e.source, order_key).await {
+        Ok(o) => o,
+        Err(err) => return failed_store(err),
+    };
+    let (state_now, stored_email) = current
+        .as_ref()
+        .map_or((state::NONE.to_owned(), None), |o| {
+            (o.state.clone(), o.email.clone())
+        });
+    let decision = access::decide(
+        &state_now,
+        stored_email.as_deref(),
+        facts,
+        rule,
+        events.now(),
+    );
+    // The decided state is written before acting: a late purchase processed while this
+    // event retries already sees the order as ended.
+    let order = OrderAccess {
+        source: e.source.clone(),
+        order_id: order_key.to_owned(),
+        state: decision.state.to_owned(),
+        offer_id: Some(rule.offer.clone()),
+        email: facts.email.clone().or(stored_email),
+        reason: Some(e.kind.clone()),
+        paid_until: decision.deadline,
+        updated_at: ms(events.now()),
+    };
+    if let Err(err) = store.put_order(&order).await {
+        return failed_store(err);
+    }
+    let who = match events.hub().persona(&source.persona).await {
+        Ok(p) => Principal::Persona(p),
+        Err(err) => {
+            return Handled::Failed {
+                error: format!("persona `{}`: {err}", source.persona),
+                retryable: false,
+            };
+        }
+    };
+    for (step, action) in decision.actions.iter().enumerate() {
+        let prompt = format!(
+            "{} {} event {} (rule {})",
+            e.source, e.kind, e.id, rule.index
+        );
+        if let Err(h) = run_step(events, &who, e, step as i64, action, &prompt).await {
+            return h;
+        }
+    }
+    Handled::Done(decision.note)
+}
+
+/// Runs one step once: skipped when an earlier attempt completed it, checked against the
+/// school when an earlier attempt may have sent it.
+async fn run_step(
+    events: &Events,
+    who: &Principal,
+    e: &StoredEvent,
+    step: i64,
+    action: &Action,
+    prompt: &str,
+) -> Result<(), Handled> {
+    let store = events.hub().store();
+    let mut ctx = CallContext::new(Surface::Events);
+    ctx.prompt = Some(prompt.to_owned());
+    let earlier = store
+        .begin_action(&e.id, step, action.tool, &action.args, &ctx.request_id)
+        .await
+        .map_err(failed_store)?;
+    let earlier_state = earlier.as_ref().map(|a| a.state.as_str());
+    if matches!(earlier_state, Some("ok" | "skipped")) {
+        return Ok(());
+    }
+    // The previous attempt died mid-call: did the call take effect?
+    if earlier_state == Some("started") && already_applied(events, who, action).await {
+        store
+            .finish_action(
+                &e.id,
+                step,
+                "ok",
+                Some("confirmed after a restart"),
+                &ctx.request_id,
+            )
+            .await
+            .map_err(failed_store)?;
+        return Ok(());
+    }
+    let outcome = events
+        .hub()
+        .call(who, &ctx, action.tool, action.args.clone())
+        .await;
+    match outcome.result {
+        Ok(_) => {
+            store
+                .finish_action(&e.id, step, "ok", None, &ctx.request_id)
+                .await
+                .map_err(failed_store)?;
+            Ok(())
+        }
+        Err(err) if is_not_found(&err) && is_revocation(action) => {
+            // Nothing to take away (the grant never reached the school): the goal holds.
+            store
+                .finish_action(
+                    &e.id,
+                    step,
+                    "skipped",
+                    Some(&err.to_string()),
+                    &ctx.request_id,
+                )
+                .await
+                .map_err(failed_store)?;
+            Ok(())
+        }
+        Err(err) => {
+            let retryable = match &err {
+                HubError::Tool(t) => t.retryable(),
+                HubError::Unavailable(_) | HubError::Store(_) => true,
+                _ => false,
+            };
+            let _ = store
+                .finish_action(
+                    &e.id,
+                    step,
+                    "failed",
+                    Some(&err.to_string()),
+                    &ctx.request_id,
+                )
+                .await;
+            Err(Handled::Failed {
+                error: format!("{}: {err}", action.tool),
+                retryable,
+            })
+        }
+    }
+}
+
+/// Reads the member and checks whether `action` already holds.
+async fn already_applied(events: &Events, who: &Principal, action: &Action) -> bool {
+    let Some(email) = action.args.get("email").and_then(Value::as_str) else {
+        return false;
+    };
+    let mut ctx = CallContext::new(Surface::Events);
+    ctx.prompt = Some(format!(
+        "check whether an interrupted {} took effect",
+        action.tool
+    ));
+    let user = match events
+        .hub()
+        .call(who, &ctx, "find_user_by_email", json!({"email": email}))
+        .await
+        .result
+    {
+        Ok(u) => u,
+        Err(_) => return false,
+    };
+    let offers = user
+        .get("offers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let arg = |k: &str| action.args.get(k).and_then(Value::as_str);
+    let holding = |pred: &dyn Fn(&Value) -> bool| {
+        offers
+            .iter()
+            .filter(|h| pred(h))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let field = |h: &Value, k: &str| h.get(k).and_then(Value::as_str).map(str::to_owned);
+    let active = |h: &Value| h.get("active").and_then(Value::as_bool).unwrap_or(true);
+    match action.tool {
+        "grant_user_offer_by_email" => {
+            let offer = arg("offer_id");
+            let order = arg("order_id");
+            !holding(&|h| {
+                field(h, "offerId").as_deref() == offer
+                    && (order.is_none() || field(h, "orderId").as_deref() == order)
+                    && active(h)
+            })
+            .is_empty()
+        }
+        "set_order_state" | "set_user_offer_state" => {
+            let want = arg("state") == Some("active");
+            let matching = if action.tool == "set_order_state" {
+                holding(&|h| field(h, "orderId").as_deref() == arg("order_id"))
+            } else {
+                holding(&|h| field(h, "offerId").as_deref() == arg("offer_id"))
+            };
+            !matching.is_empty() && matching.iter().all(|h| active(h) == want)
+        }
+        "set_offer_expiration" => {
+            let want = arg("expires_at").and_then(parse_time);
+            holding(&|h| field(h, "offerId").as_deref() == arg("offer_id"))
+                .iter()
+                .any(|h| field(h, "expiresAt").as_deref().and_then(parse_time) == want)
+        }
+        _ => false,
+    }
+}
+
+fn parse_time(s: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.timestamp())
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|d| d.and_utc().timestamp())
+        })
+}
+
+fn is_not_found(e: &HubError) -> bool {
+    matches!(e, HubError::Tool(ToolError::Api(api)) if api.status() == Some(404))
+}
+
+fn is_revocation(a: &Action) -> bool {
+    matches!(a.tool, "set_order_state" | "set_user_offer_state")
+        && a.args.get("state").and_then(Value::as_str) == Some("inactive")
+}
+
+/// PayPal IPN: authenticity is confirmed by posting the message back, after the
+/// acknowledgement. `None` when the event needs no post-back or it said VERIFIED.
+async fn check_postback(events: &Events, e: &StoredEvent, source: &Source) -> Option<Handled> {
+    let delivery_id = e.delivery_id.as_deref()?;
+    let store = events.hub().store();
+    let delivery = match store.get_delivery(delivery_id).await {
+        Ok(Some(d)) if d.verification == "postback" => d,
+        Ok(_) => return None,
+        Err(err) => return Some(failed_store(err)),
+    };
+    let body = delivery.body.unwrap_or_default();
+    let answer = events
+        .http()
+        .post(&source.postback_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("user-agent", "memberspot-hub-ipn")
+        .body(memberspot_webhooks::paypal::postback_body(&body))
+        .send()
+        .await;
+    let (status, text) = match answer {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.text().await.unwrap_or_default())
+        }
+        Err(err) => {
+            return Some(Handled::Failed {
+                error: format!("PayPal post-back to {} failed: {err}", source.postback_url),
+                retryable: true,
+            });
+        }
+    };
+    match memberspot_webhooks::paypal::interpret_postback_answer(status, &text) {
+        Ok(()) => None,
+        Err(memberspot_webhooks::VerifyError::PaypalSaysInvalid) => Some(Handled::Final(
+            EventStatus::Rejected,
+            "PayPal answered INVALID to the post-back: not a genuine IPN; nothing changed".into(),
+        )),
+        Err(err) => Some(Handled::Failed {
+            error: format!("PayPal post-back: {err} (HTTP {status})"),
+            retryable: true,
+        }),
+    }
+}
+
+/// Suspends orders whose grace period after a missed payment has run out.
+pub async fn sweep_grace_periods(events: Events, cancel: CancellationToken) {
+    loop {
+        if let Err(e) = sweep_once(&events).await {
+            tracing::warn!(error = %e, "grace-period sweep failed; will retry");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+/// One sweep; returns how many orders were suspended.
+pub async fn sweep_once(events: &Events) -> Result<usize, HubError> {
+    let store = events.hub().store();
+    let now = ms(events.now());
+    let mut suspended = 0;
+    for o in store.orders_in_state(state::GRACE).await? {
+        if o.paid_until.is_none_or(|d| d > now) {
+            continue;
+        }
+        let Some(source) = events.config().sources.get(&o.source).cloned() else {
+            continue;
+        };
+        let worker = events.worker_id();
+        if !store
+            .lock_order(
+                &o.source,
+                &o.order_id,
+                worker,
+                now + LEASE.as_millis() as i64,
+            )
+            .await?
+        {
+            continue;
+        }
+        let result = suspend(events, &source, &o).await;
+        store.unlock_order(&o.source, &o.order_id, worker).await?;
+        if result? {
+            suspended += 1;
+        }
+    }
+    Ok(suspended)
+}
+
+async fn suspend(events: &Events, source: &Source, o: &OrderAccess) -> Result<bool, HubError> {
+    let store = events.hub().store();
+    // Re-read under the lock: a payment may have arrived meanwhile.
+    let Some(current) = store.get_order(&o.source, &o.order_id).await? else {
+        return Ok(false);
+    };
+    if current.state != state::GRACE {
+        return Ok(false);
+    }
+    let (Some(email), Some(offer)) = (&current.email, &current.offer_id) else {
+        return Ok(false);
+    };
+    let who = Principal::Persona(events.hub().persona(&source.persona).await?);
+    let action = access::suspend_after_grace(email, &current.order_id, offer);
+    let mut ctx = CallContext::new(Surface::Events);
+    ctx.prompt = Some(format!(
+        "grace period of order {} ended without payment",
+        current.order_id
+    ));
+    match events
+        .hub()
+        .call(&who, &ctx, action.tool, action.args)
+        .await
+        .result
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(e),
+    }
+    store
+        .put_order(&OrderAccess {
+            state: state::SUSPENDED.into(),
+            reason: Some("grace_period_over".into()),
+            updated_at: ms(events.now()),
+            ..current
+        })
+        .await?;
+    Ok(true)
+}
+
+fn backoff(events: &Events, attempt: i64) -> Duration {
+    let p = &events.config().processing;
+    let exp = p
+        .base_backoff
+        .saturating_mul(1u32 << (attempt.clamp(1, 20) - 1) as u32)
+        .min(p.max_backoff);
+    // ±20 % jitter so retries of a burst do not arrive together.
+    let jitter = 0.8 + rand::random::<f64>() * 0.4;
+    exp.mul_f64(jitter)
+}
+
+fn failed_store(err: memberspot_store::StoreError) -> Handled {
+    Handled::Failed {
+        error: format!("store: {err}"),
+        retryable: true,
+    }
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
