@@ -471,6 +471,14 @@ impl EventsConfig {
             })
     }
 
+    /// The rule that granted `offer` for a source: refunds and cancellations often carry no
+    /// product id, so they are matched through the order's stored offer.
+    pub fn rule_for_offer(&self, source: &str, offer: &str) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .find(|r| r.source == source && r.offer == offer)
+    }
+
     /// The offers a source's rules may grant (for its persona's description).
     pub fn offers_of(&self, source: &str) -> Vec<String> {
         let mut v: Vec<String> = self

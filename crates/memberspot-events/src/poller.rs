@@ -52,6 +52,8 @@ const PAGE_LENGTH: u64 = 100;
 const PROGRESS_CONCURRENCY: usize = 4;
 /// `run` never spins faster than this, whatever the configuration says.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// How far the school's clock may be ahead of ours when judging an expiry.
+const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 /// Snapshot key prefixes.
 const USER_PREFIX: &str = "user:";
 const COURSE_PREFIX: &str = "course:";
@@ -464,7 +466,11 @@ fn member_snap(user: &User, now_ms: i64) -> MemberSnap {
         let snap = HoldingSnap {
             active: h.active,
             expires_at,
-            expired: expires_at.is_some_and(|e| e <= now_ms),
+            // The API judges expiry by its own clock: an end date that is only just
+            // ahead of ours on a holding the API already reports inactive is an expiry,
+            // not a revocation.
+            expired: expires_at
+                .is_some_and(|e| e <= now_ms || (!h.active && e <= now_ms + CLOCK_SKEW_MS)),
             order_id: h.order_id.clone().filter(|o| !o.is_empty()),
         };
         // The same offer listed twice (granted under two orders): the one granting
@@ -1441,6 +1447,30 @@ mod tests {
             serde_json::to_string(&a).expect("json"),
             r#"{"email":"a@x.de","offers":{"o1":{"active":true,"orderId":"DS24-1"},"o2":{"active":true,"expiresAt":1767225600001}}}"#
         );
+    }
+
+    #[test]
+    fn expiry_is_judged_with_some_tolerance_for_the_school_clock() {
+        let user = |active: bool, expires_in_ms: i64| -> User {
+            serde_json::from_value(json!({
+                "uid": "u1",
+                "email": "a@x.de",
+                "offers": [{"offerId": "o1", "active": active, "expiresAt": T0 + expires_in_ms}],
+            }))
+            .expect("user")
+        };
+        let expired = |u: &User| member_snap(u, T0).offers["o1"].expired;
+        assert!(expired(&user(false, -1)));
+        assert!(expired(&user(true, 0)), "an API reporting the stored flag");
+        assert!(
+            expired(&user(false, 60_000)),
+            "the school's clock is a minute ahead"
+        );
+        assert!(
+            !expired(&user(true, 60_000)),
+            "still granted: not yet expired"
+        );
+        assert!(!expired(&user(false, 3_600_000)), "revoked, ends later");
     }
 
     #[test]

@@ -192,11 +192,11 @@ impl Events {
         Ok(self.inner.hub.store().list_events(filter).await?)
     }
 
-    /// Queues a finished or dead event again; its tool calls are re-checked from scratch.
+    /// Queues an event again. Tool calls it already planned are resumed (those that
+    /// succeeded are not repeated); an event that planned none is decided afresh under the
+    /// current rules (e.g. an unmatched event after its product was mapped).
     pub async fn replay(&self, id: &str, by: &str) -> Result<StoredEvent, HubError> {
-        let store = self.inner.hub.store();
-        let event = store.replay_event(id, by).await?;
-        store.clear_actions(id).await?;
+        let event = self.inner.hub.store().replay_event(id, by).await?;
         self.wake();
         Ok(event)
     }
@@ -207,8 +207,9 @@ impl Events {
         let mut filter = filter.clone();
         filter.oldest_first = true;
         let events = self.inner.hub.store().list_events(&filter).await?;
-        let mut orders: std::collections::HashMap<(String, String), (String, Option<String>)> =
-            Default::default();
+        // Simulated order state: (state, email, offer).
+        type Sim = (String, Option<String>, Option<String>);
+        let mut orders: std::collections::HashMap<(String, String), Sim> = Default::default();
         let mut out = Vec::with_capacity(events.len());
         for e in events {
             let line = |rule: Option<usize>, note: String, actions: Vec<String>| DryRunLine {
@@ -222,11 +223,16 @@ impl Events {
                 actions,
                 note,
             };
-            let Some(rule) = self
-                .inner
-                .config
+            let key = (
+                e.source.clone(),
+                e.order_id.clone().unwrap_or_else(|| e.id.clone()),
+            );
+            let config = &self.inner.config;
+            let known_offer = orders.get(&key).and_then(|o| o.2.clone());
+            let rule = config
                 .rule_for(&e.source, e.product_id.as_deref())
-            else {
+                .or_else(|| known_offer.and_then(|o| config.rule_for_offer(&e.source, &o)));
+            let Some(rule) = rule else {
                 out.push(line(
                     None,
                     "no rule matches: nothing would change".into(),
@@ -243,16 +249,13 @@ impl Events {
                 continue;
             }
             let facts = facts_of(&e);
-            let key = (
-                e.source.clone(),
-                e.order_id.clone().unwrap_or_else(|| e.id.clone()),
-            );
-            let (current, email) = orders
+            let (current, email, _) = orders
                 .get(&key)
                 .cloned()
-                .unwrap_or_else(|| (access::state::NONE.to_owned(), None));
+                .unwrap_or_else(|| (access::state::NONE.to_owned(), None, None));
             let d = access::decide(&current, email.as_deref(), &facts, rule, self.now());
-            orders.insert(key, (d.state.to_owned(), facts.email.clone().or(email)));
+            let email = facts.email.clone().or(email);
+            orders.insert(key, (d.state.to_owned(), email, Some(rule.offer.clone())));
             let actions = d
                 .actions
                 .iter()

@@ -17,7 +17,7 @@ use memberspot_tools::ToolError;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::access::{self, Action, state};
+use crate::access::{self, state};
 use crate::config::Source;
 use crate::service::{Events, facts_of};
 
@@ -152,11 +152,14 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str) -> Handled {
     if let Some(h) = check_postback(events, e, &source).await {
         return h;
     }
-    let Some(rule) = events
-        .config()
-        .rule_for(&e.source, e.product_id.as_deref())
-        .cloned()
-    else {
+    let rule = match events.config().rule_for(&e.source, e.product_id.as_deref()) {
+        Some(r) => Some(r.clone()),
+        None => match rule_via_order(events, e).await {
+            Ok(r) => r,
+            Err(err) => return failed_store(err),
+        },
+    };
+    let Some(rule) = rule else {
         return Handled::Final(
             EventStatus::Unmatched,
             format!(
@@ -195,6 +198,20 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str) -> Handled {
     result
 }
 
+/// The rule of the offer this event's order was granted under, if the order is known.
+async fn rule_via_order(
+    events: &Events,
+    e: &StoredEvent,
+) -> Result<Option<crate::config::Rule>, memberspot_store::StoreError> {
+    let Some(order) = &e.order_id else {
+        return Ok(None);
+    };
+    let stored = events.hub().store().get_order(&e.source, order).await?;
+    Ok(stored
+        .and_then(|o| o.offer_id)
+        .and_then(|offer| events.config().rule_for_offer(&e.source, &offer).cloned()))
+}
+
 async fn decide_and_act(
     events: &Events,
     e: &StoredEvent,
@@ -204,36 +221,68 @@ async fn decide_and_act(
     order_key: &str,
 ) -> Handled {
     let store = events.hub().store();
-    let current = match store.get_order(&e.source, order_key).await {
-        Ok(o) => o,
+    let planned = match store.event_actions(&e.id).await {
+        Ok(p) => p,
         Err(err) => return failed_store(err),
     };
-    let (state_now, stored_email) = current
-        .as_ref()
-        .map_or((state::NONE.to_owned(), None), |o| {
-            (o.state.clone(), o.email.clone())
-        });
-    let decision = access::decide(
-        &state_now,
-        stored_email.as_deref(),
-        facts,
-        rule,
-        events.now(),
-    );
-    // The decided state is written before acting: a late purchase processed while this
-    // event retries already sees the order as ended.
-    let order = OrderAccess {
-        source: e.source.clone(),
-        order_id: order_key.to_owned(),
-        state: decision.state.to_owned(),
-        offer_id: Some(rule.offer.clone()),
-        email: facts.email.clone().or(stored_email),
-        reason: Some(e.kind.clone()),
-        paid_until: decision.deadline,
-        updated_at: ms(events.now()),
+    // Decide once; later attempts resume the committed plan.
+    let (steps, note) = if planned.is_empty() {
+        let current = match store.get_order(&e.source, order_key).await {
+            Ok(o) => o,
+            Err(err) => return failed_store(err),
+        };
+        let (state_now, stored_email) = current
+            .as_ref()
+            .map_or((state::NONE.to_owned(), None), |o| {
+                (o.state.clone(), o.email.clone())
+            });
+        let decision = access::decide(
+            &state_now,
+            stored_email.as_deref(),
+            facts,
+            rule,
+            events.now(),
+        );
+        let order = OrderAccess {
+            source: e.source.clone(),
+            order_id: order_key.to_owned(),
+            state: decision.state.to_owned(),
+            offer_id: Some(rule.offer.clone()),
+            email: facts.email.clone().or(stored_email),
+            reason: Some(e.kind.clone()),
+            paid_until: decision.deadline,
+            updated_at: ms(events.now()),
+        };
+        // The order's new state and the calls that carry it out, atomically: a late
+        // purchase processed while this event retries already sees the order as ended.
+        let plan: Vec<(&str, &Value)> =
+            decision.actions.iter().map(|a| (a.tool, &a.args)).collect();
+        if let Err(err) = store.commit_decision(&order, &e.id, &plan).await {
+            return failed_store(err);
+        }
+        let steps = decision
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                (
+                    i as i64,
+                    a.tool.to_owned(),
+                    a.args.clone(),
+                    "planned".to_owned(),
+                )
+            })
+            .collect::<Vec<_>>();
+        (steps, decision.note)
+    } else {
+        let steps = planned
+            .into_iter()
+            .map(|a| (a.step, a.tool, a.arguments, a.state))
+            .collect();
+        (steps, "resumed the planned tool calls".to_owned())
     };
-    if let Err(err) = store.put_order(&order).await {
-        return failed_store(err);
+    if steps.iter().all(|(_, _, _, s)| s == "ok" || s == "skipped") {
+        return Handled::Done(note);
     }
     let who = match events.hub().persona(&source.persona).await {
         Ok(p) => Principal::Persona(p),
@@ -244,57 +293,56 @@ async fn decide_and_act(
             };
         }
     };
-    for (step, action) in decision.actions.iter().enumerate() {
-        let prompt = format!(
-            "{} {} event {} (rule {})",
-            e.source, e.kind, e.id, rule.index
-        );
-        if let Err(h) = run_step(events, &who, e, step as i64, action, &prompt).await {
+    let prompt = format!(
+        "{} {} event {} (rule {})",
+        e.source, e.kind, e.id, rule.index
+    );
+    for (step, tool, args, state) in &steps {
+        if let Err(h) = run_step(events, &who, e, *step, tool, args, state, &prompt).await {
             return h;
         }
     }
-    Handled::Done(decision.note)
+    Handled::Done(note)
 }
 
-/// Runs one step once: skipped when an earlier attempt completed it, checked against the
-/// school when an earlier attempt may have sent it.
+/// Runs one planned step: skipped when done, checked against the school when an earlier
+/// attempt may have sent it.
+#[allow(clippy::too_many_arguments)]
 async fn run_step(
     events: &Events,
     who: &Principal,
     e: &StoredEvent,
     step: i64,
-    action: &Action,
+    tool: &str,
+    args: &Value,
+    state: &str,
     prompt: &str,
 ) -> Result<(), Handled> {
     let store = events.hub().store();
     let mut ctx = CallContext::new(Surface::Events);
     ctx.prompt = Some(prompt.to_owned());
-    let earlier = store
-        .begin_action(&e.id, step, action.tool, &action.args, &ctx.request_id)
-        .await
-        .map_err(failed_store)?;
-    let earlier_state = earlier.as_ref().map(|a| a.state.as_str());
-    if matches!(earlier_state, Some("ok" | "skipped")) {
+    if matches!(state, "ok" | "skipped") {
         return Ok(());
     }
     // The previous attempt died mid-call: did the call take effect?
-    if earlier_state == Some("started") && already_applied(events, who, action).await {
+    if state == "started" && already_applied(events, who, tool, args).await {
         store
             .finish_action(
                 &e.id,
                 step,
                 "ok",
-                Some("confirmed after a restart"),
+                Some("confirmed after an interruption"),
                 &ctx.request_id,
             )
             .await
             .map_err(failed_store)?;
         return Ok(());
     }
-    let outcome = events
-        .hub()
-        .call(who, &ctx, action.tool, action.args.clone())
-        .await;
+    store
+        .start_action(&e.id, step, &ctx.request_id)
+        .await
+        .map_err(failed_store)?;
+    let outcome = events.hub().call(who, &ctx, tool, args.clone()).await;
     match outcome.result {
         Ok(_) => {
             store
@@ -303,7 +351,7 @@ async fn run_step(
                 .map_err(failed_store)?;
             Ok(())
         }
-        Err(err) if is_not_found(&err) && is_revocation(action) => {
+        Err(err) if is_not_found(&err) && is_revocation(tool, args) => {
             // Nothing to take away (the grant never reached the school): the goal holds.
             store
                 .finish_action(
@@ -333,7 +381,7 @@ async fn run_step(
                 )
                 .await;
             Err(Handled::Failed {
-                error: format!("{}: {err}", action.tool),
+                error: format!("{tool}: {err}"),
                 retryable,
             })
         }
@@ -341,15 +389,12 @@ async fn run_step(
 }
 
 /// Reads the member and checks whether `action` already holds.
-async fn already_applied(events: &Events, who: &Principal, action: &Action) -> bool {
-    let Some(email) = action.args.get("email").and_then(Value::as_str) else {
+async fn already_applied(events: &Events, who: &Principal, tool: &str, args: &Value) -> bool {
+    let Some(email) = args.get("email").and_then(Value::as_str) else {
         return false;
     };
     let mut ctx = CallContext::new(Surface::Events);
-    ctx.prompt = Some(format!(
-        "check whether an interrupted {} took effect",
-        action.tool
-    ));
+    ctx.prompt = Some(format!("check whether an interrupted {tool} took effect"));
     let user = match events
         .hub()
         .call(who, &ctx, "find_user_by_email", json!({"email": email}))
@@ -364,7 +409,7 @@ async fn already_applied(events: &Events, who: &Principal, action: &Action) -> b
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let arg = |k: &str| action.args.get(k).and_then(Value::as_str);
+    let arg = |k: &str| args.get(k).and_then(Value::as_str);
     let holding = |pred: &dyn Fn(&Value) -> bool| {
         offers
             .iter()
@@ -374,7 +419,7 @@ async fn already_applied(events: &Events, who: &Principal, action: &Action) -> b
     };
     let field = |h: &Value, k: &str| h.get(k).and_then(Value::as_str).map(str::to_owned);
     let active = |h: &Value| h.get("active").and_then(Value::as_bool).unwrap_or(true);
-    match action.tool {
+    match tool {
         "grant_user_offer_by_email" => {
             let offer = arg("offer_id");
             let order = arg("order_id");
@@ -387,7 +432,7 @@ async fn already_applied(events: &Events, who: &Principal, action: &Action) -> b
         }
         "set_order_state" | "set_user_offer_state" => {
             let want = arg("state") == Some("active");
-            let matching = if action.tool == "set_order_state" {
+            let matching = if tool == "set_order_state" {
                 holding(&|h| field(h, "orderId").as_deref() == arg("order_id"))
             } else {
                 holding(&|h| field(h, "offerId").as_deref() == arg("offer_id"))
@@ -420,9 +465,9 @@ fn is_not_found(e: &HubError) -> bool {
     matches!(e, HubError::Tool(ToolError::Api(api)) if api.status() == Some(404))
 }
 
-fn is_revocation(a: &Action) -> bool {
-    matches!(a.tool, "set_order_state" | "set_user_offer_state")
-        && a.args.get("state").and_then(Value::as_str) == Some("inactive")
+fn is_revocation(tool: &str, args: &Value) -> bool {
+    matches!(tool, "set_order_state" | "set_user_offer_state")
+        && args.get("state").and_then(Value::as_str) == Some("inactive")
 }
 
 /// PayPal IPN: authenticity is confirmed by posting the message back, after the

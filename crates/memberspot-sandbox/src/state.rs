@@ -27,6 +27,8 @@ pub(crate) struct Counters {
     pub requests: AtomicU64,
     pub rate_limited: AtomicU64,
     pub faults: AtomicU64,
+    /// Successful API calls per route (`"POST /users/grant-user-offer-by-mail"`).
+    pub succeeded: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl Counters {

@@ -14,7 +14,6 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::args::Args;
-use crate::error::is_unique_violation;
 use crate::model::Backend;
 use crate::{Store, StoreError, now_ms};
 
@@ -226,7 +225,7 @@ pub struct EventAction {
     pub arguments: serde_json::Value,
     /// The audit record's request id.
     pub request_id: String,
-    /// `started` (outcome unknown), `ok`, `failed` or `skipped`.
+    /// `planned`, `started` (sent; outcome unknown), `ok`, `failed` or `skipped`.
     pub state: String,
     pub detail: Option<String>,
     pub at: i64,
@@ -608,45 +607,54 @@ impl Store {
         rows.iter().map(action_from_row).collect()
     }
 
-    /// Records that step `step` of an event is about to call `tool`. If the step was
-    /// recorded before (an earlier attempt), returns that record instead and writes nothing:
-    /// the caller decides whether it ran (`ok`), must be checked (`started`) or retried.
-    pub async fn begin_action(
+    /// Commits a decision atomically: the order's new state and the tool calls that carry
+    /// it out (as `planned` steps). Later attempts resume these steps instead of deciding
+    /// again, so a retry never sees its own state change as "nothing to do".
+    pub async fn commit_decision(
+        &self,
+        order: &OrderAccess,
+        event_id: &str,
+        actions: &[(&str, &serde_json::Value)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        upsert_order(&mut tx, order).await?;
+        let now = now_ms();
+        for (step, (tool, args)) in actions.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO event_actions (event_id, step, tool, arguments, request_id, state, at) \
+                 VALUES ($1, $2, $3, $4, '', 'planned', $5)",
+            )
+            .bind(event_id)
+            .bind(step as i64)
+            .bind(*tool)
+            .bind(args.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a step as sent under `request_id` (its audit record's request id), before the
+    /// call is made: a step found `started` later was interrupted and must be checked.
+    pub async fn start_action(
         &self,
         event_id: &str,
         step: i64,
-        tool: &str,
-        arguments: &serde_json::Value,
         request_id: &str,
-    ) -> Result<Option<EventAction>, StoreError> {
-        let args_text = arguments.to_string();
-        let res = sqlx::query(
-            "INSERT INTO event_actions (event_id, step, tool, arguments, request_id, state, at) \
-             VALUES ($1, $2, $3, $4, $5, 'started', $6)",
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE event_actions SET state = 'started', request_id = $1, at = $2 \
+             WHERE event_id = $3 AND step = $4",
         )
-        .bind(event_id)
-        .bind(step)
-        .bind(tool)
-        .bind(&args_text)
         .bind(request_id)
         .bind(now_ms())
+        .bind(event_id)
+        .bind(step)
         .execute(&self.pool)
-        .await;
-        match res {
-            Ok(_) => Ok(None),
-            Err(e) if is_unique_violation(&e) => {
-                let row = sqlx::query(
-                    "SELECT event_id, step, tool, arguments, request_id, state, detail, at \
-                     FROM event_actions WHERE event_id = $1 AND step = $2",
-                )
-                .bind(event_id)
-                .bind(step)
-                .fetch_one(&self.pool)
-                .await?;
-                action_from_row(&row).map(Some)
-            }
-            Err(e) => Err(e.into()),
-        }
+        .await?;
+        Ok(())
     }
 
     /// Records how a step ended; a new `request_id` when it was re-run.
@@ -670,15 +678,6 @@ impl Store {
             a.int(step),
         );
         a.bind(sqlx::query(&sql)).execute(&self.pool).await?;
-        Ok(())
-    }
-
-    /// Forgets an event's recorded steps (replay re-runs them from the start).
-    pub async fn clear_actions(&self, event_id: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM event_actions WHERE event_id = $1")
-            .bind(event_id)
-            .execute(&self.pool)
-            .await?;
         Ok(())
     }
 
@@ -764,25 +763,11 @@ impl Store {
         rows.iter().map(order_from_row).collect()
     }
 
-    /// Writes an order's state (the row exists once [`Store::lock_order`] ran).
+    /// Writes an order's state.
     pub async fn put_order(&self, o: &OrderAccess) -> Result<(), StoreError> {
-        let mut a = Args::default();
-        let sql = format!(
-            "INSERT INTO order_access (source, order_id, state, offer_id, email, reason, \
-             paid_until, updated_at) VALUES ({}, {}, {}, {}, {}, {}, {}, {}) \
-             ON CONFLICT (source, order_id) DO UPDATE SET state = excluded.state, \
-             offer_id = excluded.offer_id, email = excluded.email, reason = excluded.reason, \
-             paid_until = excluded.paid_until, updated_at = excluded.updated_at",
-            a.text(&o.source),
-            a.text(&o.order_id),
-            a.text(&o.state),
-            a.opt_text(o.offer_id.as_deref()),
-            a.opt_text(o.email.as_deref()),
-            a.opt_text(o.reason.as_deref()),
-            a.opt_int(o.paid_until),
-            a.int(o.updated_at),
-        );
-        a.bind(sqlx::query(&sql)).execute(&self.pool).await?;
+        let mut tx = self.begin_write().await?;
+        upsert_order(&mut tx, o).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -895,6 +880,30 @@ async fn insert_event(
     .fetch_one(&mut **tx)
     .await?;
     Ok(Inserted::Duplicate(existing))
+}
+
+async fn upsert_order(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    o: &OrderAccess,
+) -> Result<(), StoreError> {
+    let mut a = Args::default();
+    let sql = format!(
+        "INSERT INTO order_access (source, order_id, state, offer_id, email, reason, \
+         paid_until, updated_at) VALUES ({}, {}, {}, {}, {}, {}, {}, {}) \
+         ON CONFLICT (source, order_id) DO UPDATE SET state = excluded.state, \
+         offer_id = excluded.offer_id, email = excluded.email, reason = excluded.reason, \
+         paid_until = excluded.paid_until, updated_at = excluded.updated_at",
+        a.text(&o.source),
+        a.text(&o.order_id),
+        a.text(&o.state),
+        a.opt_text(o.offer_id.as_deref()),
+        a.opt_text(o.email.as_deref()),
+        a.opt_text(o.reason.as_deref()),
+        a.opt_int(o.paid_until),
+        a.int(o.updated_at),
+    );
+    a.bind(sqlx::query(&sql)).execute(&mut **tx).await?;
+    Ok(())
 }
 
 async fn log_entry(

@@ -69,6 +69,7 @@ fn state_json(state: &SandboxState) -> Value {
         "requests": c.requests.load(Ordering::Relaxed),
         "rateLimited": c.rate_limited.load(Ordering::Relaxed),
         "faults": c.faults.load(Ordering::Relaxed),
+        "succeeded": *lock(&c.succeeded),
     });
     state.read(|s| {
         let offers: Vec<Offer> = s.offers.iter().map(School::offer_to_wire).collect();

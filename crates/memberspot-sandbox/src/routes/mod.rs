@@ -341,7 +341,13 @@ async fn api(state: &SandboxState, incoming: &Incoming, segs: &[&str]) -> Respon
     }
 
     match run(state, incoming, route, &raw_params) {
-        Ok(response) => response,
+        Ok(response) => {
+            // Successful calls per route, for tests and benchmarks that count effects
+            // (e.g. "every purchase granted exactly once").
+            let key = format!("{} /{}", incoming.method, route.pattern.join("/"));
+            *lock(&counters.succeeded).entry(key).or_insert(0) += 1;
+            response
+        }
         Err(err) => err.into_response(),
     }
 }

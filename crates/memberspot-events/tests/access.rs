@@ -1,0 +1,536 @@
+//! Access rules end to end: signed webhooks over HTTP → stored → workers → tools as the
+//! source's persona → the sandbox school. Effects are counted in the sandbox (successful
+//! calls per route), on SQLite and on PostgreSQL.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use common::{Backend, World};
+use memberspot_hub::store::{AuditFilter, EventFilter, EventStatus};
+use serde_json::{Value, json};
+
+const DS24_PASS: &str = "Mbr-IPN-passphrase-2026!";
+const GRANT: &str = "POST /v1/users/grant-user-offer-by-mail";
+const ORDER_STATE: &str = "POST /v1/users/set-order-state";
+
+async fn offers(w: &World) -> Vec<String> {
+    w.state().await["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn succeeded(w: &World, route: &str) -> u64 {
+    w.state().await["counters"]["succeeded"][route]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// The member's holding of `offer`, from the sandbox's state.
+async fn holding(w: &World, email: &str, offer: &str) -> Option<Value> {
+    let state = w.state().await;
+    let user = state["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"].as_str() == Some(email))?
+        .clone();
+    user["offers"]
+        .as_array()?
+        .iter()
+        .find(|h| h["offerId"].as_str() == Some(offer))
+        .cloned()
+}
+
+fn ds24_vector(name: &str) -> String {
+    common::vectors("digistore24.json")
+        .into_iter()
+        .find(|v| v["name"] == name)
+        .unwrap()["raw_body"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A Digistore24 IPN signed with the passphrase.
+fn ds24(event: &str, order: &str, product: &str, tx: &str, email: &str) -> String {
+    let params = vec![
+        ("event", event),
+        ("order_id", order),
+        ("product_id", product),
+        ("transaction_id", tx),
+        ("buyer_email", email),
+        ("buyer_first_name", "Test"),
+        ("buyer_last_name", "Käufer"),
+        ("amount", "19.00"),
+        ("currency", "EUR"),
+        ("api_mode", "live"),
+    ];
+    let sign = memberspot_webhooks::digistore24::compute_sha_sign(params.clone(), DS24_PASS, false);
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &params {
+        s.append_pair(k, v);
+    }
+    s.append_pair("sha_sign", &sign);
+    s.finish()
+}
+
+async fn post(base: &str, path: &str, body: &str, headers: &[(&str, String)]) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn ds24_story(backend: Backend) {
+    let w = common::world(backend, 5).await;
+    let offers = offers(&w).await;
+    let rules = format!(
+        r#"
+[sources.ds24]
+provider = "digistore24"
+secret = "{DS24_PASS}"
+connection = "school"
+
+[[rules]]
+source = "ds24"
+product = "598765"
+offer = "{}"
+
+[[rules]]
+source = "ds24"
+product = "777"
+offer = "{}"
+subscription = true
+"#,
+        offers[0], offers[1]
+    );
+    let served = common::serve(&w.hub, &rules, None, true).await;
+    let base = served.base.clone();
+    let form = [(
+        "content-type",
+        "application/x-www-form-urlencoded".to_owned(),
+    )];
+    let email = "jorg+kurs@example.de";
+
+    // A signed on_payment grants the mapped offer with the order id.
+    let payment = ds24_vector("lifecycle_on_payment");
+    assert_eq!(
+        post(&base, "/hooks/ds24", &payment, &form).await,
+        (200, "OK".into())
+    );
+    served.drain(20).await;
+    let h = holding(&w, email, &offers[0]).await.expect("granted");
+    assert_eq!(h["orderId"], "MBR7Q2XZ");
+    assert_eq!(h["active"], true);
+    assert_eq!(succeeded(&w, GRANT).await, 1);
+
+    // Redelivery changes nothing.
+    assert_eq!(post(&base, "/hooks/ds24", &payment, &form).await.0, 200);
+    served.drain(20).await;
+    assert_eq!(succeeded(&w, GRANT).await, 1);
+    let list = served
+        .events
+        .list(&EventFilter {
+            source: Some("ds24".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].redeliveries, 1);
+    assert_eq!(list[0].status, EventStatus::Done);
+
+    // The grant is audited as the source's persona and linked from the event.
+    let detail = served.events.show(&list[0].id).await.unwrap();
+    assert_eq!(detail.actions.len(), 1);
+    assert_eq!(detail.actions[0].tool, "grant_user_offer_by_email");
+    assert_eq!(detail.audit.len(), 1, "{:?}", detail.audit);
+    assert_eq!(detail.audit[0]["persona"], "hook-ds24");
+    let audit = w
+        .hub
+        .store()
+        .query_audit(&AuditFilter {
+            request_id: Some(detail.actions[0].request_id.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit[0].surface, "events");
+    assert!(audit[0].prompt.as_deref().unwrap().contains(&list[0].id));
+    assert_eq!(audit[0].arguments["order_id"], "MBR7Q2XZ");
+
+    // The refund revokes; its redelivery changes nothing.
+    let refund = ds24_vector("lifecycle_on_refund");
+    assert_eq!(post(&base, "/hooks/ds24", &refund, &form).await.0, 200);
+    assert_eq!(post(&base, "/hooks/ds24", &refund, &form).await.0, 200);
+    served.drain(20).await;
+    assert_eq!(
+        holding(&w, email, &offers[0]).await.unwrap()["active"],
+        false
+    );
+    assert_eq!(succeeded(&w, ORDER_STATE).await, 1);
+
+    // A late payment after the refund does not grant again.
+    let rebill = ds24_vector("lifecycle_on_payment_rebill");
+    assert_eq!(post(&base, "/hooks/ds24", &rebill, &form).await.0, 200);
+    served.drain(20).await;
+    assert_eq!(
+        holding(&w, email, &offers[0]).await.unwrap()["active"],
+        false
+    );
+    assert_eq!(succeeded(&w, GRANT).await, 1);
+    assert_eq!(succeeded(&w, ORDER_STATE).await, 1);
+
+    // Out of order: the refund arrives before the purchase it refunds.
+    let late = "late@example.de";
+    let r = ds24("on_refund", "ORD-LATE", "598765", "9002", late);
+    assert_eq!(post(&base, "/hooks/ds24", &r, &form).await.0, 200);
+    served.drain(20).await;
+    let p = ds24("on_payment", "ORD-LATE", "598765", "9001", late);
+    assert_eq!(post(&base, "/hooks/ds24", &p, &form).await.0, 200);
+    served.drain(20).await;
+    assert!(
+        holding(&w, late, &offers[0]).await.is_none(),
+        "never granted"
+    );
+    assert_eq!(succeeded(&w, GRANT).await, 1);
+
+    // Subscription: a missed payment suspends, a later payment lifts the suspension.
+    let sub = "abo@example.de";
+    for (event, tx) in [("on_payment", "1"), ("on_payment_missed", "1")] {
+        let body = ds24(event, "ORD-SUB", "777", tx, sub);
+        assert_eq!(post(&base, "/hooks/ds24", &body, &form).await.0, 200);
+        served.drain(20).await;
+    }
+    assert_eq!(holding(&w, sub, &offers[1]).await.unwrap()["active"], false);
+    let body = ds24("on_payment", "ORD-SUB", "777", "2", sub);
+    assert_eq!(post(&base, "/hooks/ds24", &body, &form).await.0, 200);
+    served.drain(20).await;
+    assert_eq!(holding(&w, sub, &offers[1]).await.unwrap()["active"], true);
+
+    // An unmapped product: stored, acknowledged, unmatched, no change.
+    let body = ds24("on_payment", "ORD-X", "000", "1", "x@example.de");
+    assert_eq!(
+        post(&base, "/hooks/ds24", &body, &form).await,
+        (200, "OK".into())
+    );
+    served.drain(20).await;
+    let unmatched = served
+        .events
+        .list(&EventFilter {
+            statuses: vec![EventStatus::Unmatched],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(unmatched.len(), 1);
+    assert!(holding(&w, "x@example.de", &offers[0]).await.is_none());
+
+    // The dry run replays the stored events through the rules without writing anything.
+    let before = w.state().await["counters"]["requests"].as_u64().unwrap();
+    let lines = served
+        .events
+        .dry_run(&EventFilter {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(lines.iter().any(|l| {
+        l.actions
+            .iter()
+            .any(|a| a.starts_with("grant_user_offer_by_email"))
+    }));
+    assert!(lines.iter().any(|l| l.note.contains("order has ended")));
+    assert_eq!(
+        w.state().await["counters"]["requests"].as_u64().unwrap(),
+        before,
+        "no API call"
+    );
+
+    served.stop().await;
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digistore24_story_sqlite() {
+    ds24_story(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digistore24_story_postgres() {
+    ds24_story(Backend::Postgres).await;
+}
+
+fn vector(file: &str, name: &str) -> Value {
+    common::vectors(file)
+        .into_iter()
+        .find(|v| v["name"] == name)
+        .unwrap()
+}
+
+fn vector_headers(v: &Value) -> Vec<(&'static str, String)> {
+    v["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, val)| {
+            let k: &'static str = Box::leak(k.clone().into_boxed_str());
+            (k, val.as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+async fn stripe_and_copecart(backend: Backend) {
+    let w = common::world(backend, 5).await;
+    let offers = offers(&w).await;
+    let stripe_secret = vector("stripe.json", "valid_checkout_session_completed")["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cc_secret = vector("copecart.json", "classic_valid_payment_made_first")["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rules = format!(
+        r#"
+[sources.stripe]
+provider = "stripe"
+secret = "{stripe_secret}"
+connection = "school"
+
+[sources.copecart]
+provider = "copecart"
+secret = "{cc_secret}"
+connection = "school"
+
+[[rules]]
+source = "stripe"
+product = "offer_basic"
+offer = "{o0}"
+
+[[rules]]
+source = "copecart"
+product = "cc-prod-4711"
+offer = "{o1}"
+access_days = 30
+"#,
+        o0 = offers[0],
+        o1 = offers[1]
+    );
+    // Stripe signatures are checked against the vectors' clock.
+    let now = vector("stripe.json", "valid_checkout_session_completed")["now"]
+        .as_i64()
+        .unwrap();
+    let clock = Arc::new(move || DateTime::<Utc>::from_timestamp(now, 0).unwrap());
+    let served = common::serve(&w.hub, &rules, Some(clock), true).await;
+    let base = served.base.clone();
+
+    for name in [
+        "valid_checkout_session_completed",
+        "valid_checkout_session_completed",
+    ] {
+        let v = vector("stripe.json", name);
+        let (status, _) = post(
+            &base,
+            "/hooks/stripe",
+            v["raw_body"].as_str().unwrap(),
+            &vector_headers(&v),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    served.drain(20).await;
+    let email = "jorg.muller@example.com";
+    let h = holding(&w, email, &offers[0])
+        .await
+        .expect("stripe purchase granted");
+    assert_eq!(h["orderId"], "pi_3MbrTest0001");
+    assert_eq!(h["active"], true);
+    assert_eq!(succeeded(&w, GRANT).await, 1);
+    for _ in 0..2 {
+        let v = vector("stripe.json", "valid_charge_refunded");
+        let (status, _) = post(
+            &base,
+            "/hooks/stripe",
+            v["raw_body"].as_str().unwrap(),
+            &vector_headers(&v),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    served.drain(20).await;
+    assert_eq!(
+        holding(&w, email, &offers[0]).await.unwrap()["active"],
+        false
+    );
+    assert_eq!(succeeded(&w, ORDER_STATE).await, 1);
+
+    for name in [
+        "classic_valid_payment_made_first",
+        "classic_valid_payment_made_first",
+    ] {
+        let v = vector("copecart.json", name);
+        let (status, text) = post(
+            &base,
+            "/hooks/copecart",
+            v["raw_body"].as_str().unwrap(),
+            &vector_headers(&v),
+        )
+        .await;
+        assert_eq!((status, text.as_str()), (200, "OK"));
+    }
+    served.drain(20).await;
+    let cc_email = "anna.schmidt@example.de";
+    let h = holding(&w, cc_email, &offers[1])
+        .await
+        .expect("copecart purchase granted");
+    assert_eq!(h["orderId"], "CC-ORD-8F3K2LQ");
+    assert!(
+        h["expiresAt"].is_string(),
+        "fixed-term access sets an expiration: {h}"
+    );
+    assert_eq!(succeeded(&w, GRANT).await, 2);
+    let v = vector("copecart.json", "classic_valid_payment_refunded");
+    for _ in 0..2 {
+        let (status, _) = post(
+            &base,
+            "/hooks/copecart",
+            v["raw_body"].as_str().unwrap(),
+            &vector_headers(&v),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    served.drain(20).await;
+    assert_eq!(
+        holding(&w, cc_email, &offers[1]).await.unwrap()["active"],
+        false
+    );
+    assert_eq!(succeeded(&w, ORDER_STATE).await, 2);
+    served.stop().await;
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_and_copecart_sqlite() {
+    stripe_and_copecart(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripe_and_copecart_postgres() {
+    stripe_and_copecart(Backend::Postgres).await;
+}
+
+/// Memberspot failing: the event retries with back-off, is dead-lettered after the last
+/// attempt, and a replay after the school recovers applies it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_dead_letters_and_replay() {
+    let w = common::world(Backend::Sqlite, 5).await;
+    let offers = offers(&w).await;
+    let rules = format!(
+        "[sources.ds24]\nprovider = \"digistore24\"\nsecret = \"{DS24_PASS}\"\nconnection = \"school\"\n\
+         [[rules]]\nsource = \"ds24\"\nproduct = \"1\"\noffer = \"{}\"\n\
+         [processing]\nmax_attempts = 3\nbase_backoff_secs = 0.05\n",
+        offers[0]
+    );
+    let served = common::serve(&w.hub, &rules, None, true).await;
+    let admin = |path: &str, body: Value| {
+        reqwest::Client::new()
+            .put(format!("{}{path}", w.sandbox.root_url()))
+            .header("X-API-KEY", common::SCHOOL_KEY)
+            .json(&body)
+            .send()
+    };
+    admin("/_sandbox/faults", json!({"errorRate": 1.0}))
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let form = [(
+        "content-type",
+        "application/x-www-form-urlencoded".to_owned(),
+    )];
+    let body = ds24("on_payment", "ORD-R", "1", "1", "retry@example.de");
+    assert_eq!(post(&served.base, "/hooks/ds24", &body, &form).await.0, 200);
+    served.drain(60).await;
+    let dead = served
+        .events
+        .list(&EventFilter {
+            statuses: vec![EventStatus::Dead],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let all = served.events.list(&EventFilter::default()).await.unwrap();
+    let hist = served.events.show(&all[0].id).await.unwrap().history;
+    assert_eq!(dead.len(), 1, "{hist:?}");
+    assert_eq!(dead[0].attempts, 3);
+    let detail = served.events.show(&dead[0].id).await.unwrap();
+    assert_eq!(
+        detail
+            .history
+            .iter()
+            .filter(|h| h.outcome == "retry")
+            .count(),
+        2
+    );
+    assert!(
+        detail
+            .history
+            .last()
+            .unwrap()
+            .detail
+            .contains("gave up after 3 attempts")
+    );
+
+    admin("/_sandbox/faults", json!({"errorRate": 0.0}))
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    // Over REST with the admin token, as an operator would.
+    let token = w.hub.issue_admin_token().await.unwrap();
+    use secrecy::ExposeSecret;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/events/{}/replay", served.base, dead[0].id))
+        .bearer_auth(token.expose_secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    served.drain(20).await;
+    let e = served.events.list(&EventFilter::default()).await.unwrap();
+    assert_eq!(e[0].status, EventStatus::Done);
+    assert_eq!(succeeded(&w, GRANT).await, 1);
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/events?status=done", served.base))
+        .bearer_auth(token.expose_secret())
+        .send()
+        .await
+        .unwrap();
+    let listed: Value = r.json().await.unwrap();
+    assert_eq!(listed["events"].as_array().unwrap().len(), 1);
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/events?status=nonsense", served.base))
+        .bearer_auth(token.expose_secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["field"], "status");
+    served.stop().await;
+    w.close().await;
+}
