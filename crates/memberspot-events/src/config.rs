@@ -137,6 +137,9 @@ pub struct Processing {
     /// First retry delay; doubles per attempt up to `max_backoff`.
     pub base_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long a claimed event (and its order) stays reserved for one worker; after a
+    /// crash, its events are taken up again once this has passed.
+    pub lease: Duration,
 }
 
 impl Default for Processing {
@@ -146,6 +149,7 @@ impl Default for Processing {
             concurrency: 4,
             base_backoff: Duration::from_secs(5),
             max_backoff: Duration::from_secs(3600),
+            lease: Duration::from_secs(60),
         }
     }
 }
@@ -403,6 +407,15 @@ impl EventsConfig {
             if let Some(s) = p.max_backoff_secs {
                 processing.max_backoff = Duration::from_secs_f64(s.max(0.01));
             }
+            if let Some(s) = &p.lease_secs {
+                if *s.get_ref() < 2 {
+                    problems.push(at(
+                        s.span(),
+                        "`processing.lease_secs` must be at least 2".into(),
+                    ));
+                }
+                processing.lease = Duration::from_secs(*s.get_ref());
+            }
         }
 
         let poller = match &raw.poller {
@@ -597,6 +610,7 @@ struct RawProcessing {
     concurrency: Option<Spanned<u32>>,
     base_backoff_secs: Option<f64>,
     max_backoff_secs: Option<f64>,
+    lease_secs: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

@@ -21,8 +21,6 @@ use crate::access::{self, state};
 use crate::config::Source;
 use crate::service::{Events, facts_of};
 
-/// How long a claimed event (and its order) stays reserved for one worker.
-const LEASE: Duration = Duration::from_secs(60);
 /// How often idle workers look for work other instances stored.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Retry delay when another worker holds the event's order.
@@ -35,7 +33,7 @@ pub async fn run(events: Events, cancel: CancellationToken) {
         if cancel.is_cancelled() {
             break;
         }
-        let lease_until = ms(events.now()) + LEASE.as_millis() as i64;
+        let lease_until = ms(events.now()) + lease_ms(&events);
         let claimed = events
             .hub()
             .store()
@@ -182,7 +180,7 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str) -> Handled {
         .clone()
         .unwrap_or_else(|| format!("event:{}", e.id));
     let store = events.hub().store();
-    let lease_until = ms(events.now()) + LEASE.as_millis() as i64;
+    let lease_until = ms(events.now()) + lease_ms(events);
     match store
         .lock_order(&e.source, &order_key, worker, lease_until)
         .await
@@ -541,12 +539,7 @@ pub async fn sweep_once(events: &Events) -> Result<usize, HubError> {
         };
         let worker = events.worker_id();
         if !store
-            .lock_order(
-                &o.source,
-                &o.order_id,
-                worker,
-                now + LEASE.as_millis() as i64,
-            )
+            .lock_order(&o.source, &o.order_id, worker, now + lease_ms(events))
             .await?
         {
             continue;
@@ -616,6 +609,10 @@ fn failed_store(err: memberspot_store::StoreError) -> Handled {
         error: format!("store: {err}"),
         retryable: true,
     }
+}
+
+fn lease_ms(events: &Events) -> i64 {
+    events.config().processing.lease.as_millis() as i64
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {

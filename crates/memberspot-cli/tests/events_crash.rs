@@ -1,0 +1,391 @@
+//! Crash safety of the events pipeline through the real binary: 500 signed Digistore24
+//! purchases are delivered while `memberspot serve` is killed with SIGKILL and restarted
+//! twice. Senders retry until acknowledged, as providers do. Afterwards every purchase was
+//! granted exactly once (counted by the sandbox), none lost. Also: two hub processes on one
+//! PostgreSQL database share the queue without processing anything twice.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
+use serde_json::Value;
+
+const SCHOOL_KEY: &str = "sk_live_crash_school_key_0c9a7e5d3b1f";
+const MASTER_KEY: &str = "101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f";
+const PASS: &str = "crash-test-passphrase";
+const GRANT: &str = "POST /v1/users/grant-user-offer-by-mail";
+
+fn cmd(dir: &Path, db: Option<&str>) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_memberspot"));
+    for var in [
+        "MEMBERSPOT_API_KEY",
+        "MEMBERSPOT_BASE_URL",
+        "MEMBERSPOT_CONFIG",
+        "MEMBERSPOT_CONNECTION",
+        "MEMBERSPOT_PERSONA",
+        "MEMBERSPOT_RULES",
+        "DATABASE_URL",
+    ] {
+        c.env_remove(var);
+    }
+    c.env("MEMBERSPOT_DATA_DIR", dir)
+        .env("MEMBERSPOT_MASTER_KEY", MASTER_KEY)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("MEMBERSPOT_LOG", "warn")
+        .kill_on_drop(true);
+    if let Some(url) = db {
+        c.env("DATABASE_URL", url);
+    }
+    c
+}
+
+async fn sandbox() -> Sandbox {
+    Sandbox::start_local(SandboxConfig {
+        api_key: SCHOOL_KEY.into(),
+        seed: 11,
+        size: SeedSize {
+            users: 5,
+            offers: 2,
+            courses: 2,
+        },
+        rate_limit: 0.0,
+        faults: Faults::default(),
+        state_file: None,
+    })
+    .await
+    .unwrap()
+}
+
+async fn sandbox_state(s: &Sandbox) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}/_sandbox/state", s.root_url()))
+        .header("X-API-KEY", SCHOOL_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Adds the `school` connection and writes the rules file; returns its path.
+async fn setup(dir: &Path, db: Option<&str>, sb: &Sandbox) -> PathBuf {
+    let mut c = cmd(dir, db);
+    c.args([
+        "connections",
+        "add",
+        "school",
+        "--url",
+        &sb.base_url(),
+        "--rps",
+        "0",
+        "--api-key-stdin",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(SCHOOL_KEY.as_bytes()).await.unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    // Two hubs share one database: the second `add` finds it there.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || stderr.contains("already exists"),
+        "connections add: {stderr}"
+    );
+    let offer = sandbox_state(sb).await["offers"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rules = dir.join("rules.toml");
+    std::fs::write(
+        &rules,
+        format!(
+            "[sources.ds24]\nprovider = \"digistore24\"\nsecret = \"{PASS}\"\nconnection = \"school\"\n\n\
+             [[rules]]\nsource = \"ds24\"\nproduct = \"1\"\noffer = \"{offer}\"\n\n\
+             [processing]\nlease_secs = 3\nbase_backoff_secs = 0.2\n"
+        ),
+    )
+    .unwrap();
+    rules
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_serve(
+    dir: &Path,
+    db: Option<&str>,
+    rules: &Path,
+    port: u16,
+) -> tokio::process::Child {
+    let mut c = cmd(dir, db);
+    c.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--rules"])
+        .arg(rules)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = c.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok()
+        {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "serve did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn purchase(i: usize) -> String {
+    let order = format!("ORD-{i:04}");
+    let email = format!("buyer{i:04}@example.de");
+    let tx = format!("{}", 100_000 + i);
+    let params = vec![
+        ("event", "on_payment"),
+        ("order_id", order.as_str()),
+        ("product_id", "1"),
+        ("transaction_id", tx.as_str()),
+        ("buyer_email", email.as_str()),
+        ("buyer_first_name", "Käufer"),
+        ("api_mode", "live"),
+    ];
+    let sign = memberspot_webhooks::digistore24::compute_sha_sign(params.clone(), PASS, false);
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &params {
+        s.append_pair(k, v);
+    }
+    s.append_pair("sha_sign", &sign);
+    s.finish()
+}
+
+/// Posts until the hub answers `OK` (a provider retries unacknowledged deliveries).
+async fn deliver(ports: &[u16], i: usize) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let body = purchase(i);
+    for attempt in 0.. {
+        let port = ports[(i + attempt) % ports.len()];
+        let r = http
+            .post(format!("http://127.0.0.1:{port}/hooks/ds24"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+            .await;
+        if let Ok(r) = r
+            && r.status() == 200
+            && r.text().await.unwrap_or_default() == "OK"
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every one of `n` events is done, reading the store through the CLI.
+async fn wait_done(dir: &Path, db: Option<&str>, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let out = cmd(dir, db)
+            .args(["events", "list", "--limit", "10000", "--json"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        if list.len() == n && list.iter().all(|e| e["status"] == "done") {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all done: {} events, statuses {:?}",
+            list.len(),
+            list.iter()
+                .filter(|e| e["status"] != "done")
+                .map(|e| e["status"].clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn assert_granted_once(sb: &Sandbox, n: usize) {
+    let state = sandbox_state(sb).await;
+    assert_eq!(
+        state["counters"]["succeeded"][GRANT].as_u64(),
+        Some(n as u64),
+        "each purchase granted exactly once"
+    );
+    let users = state["users"].as_array().unwrap();
+    for i in 0..n {
+        let email = format!("buyer{i:04}@example.de");
+        let u = users
+            .iter()
+            .find(|u| u["email"] == email.as_str())
+            .unwrap_or_else(|| panic!("{email} missing"));
+        let order = format!("ORD-{i:04}");
+        assert!(
+            u["offers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["orderId"] == order.as_str() && h["active"] == true)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_twice_during_500_deliveries_loses_nothing_and_grants_once() {
+    const N: usize = 500;
+    let sb = sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = setup(dir.path(), None, &sb).await;
+    let port = free_port();
+    let mut hub = start_serve(dir.path(), None, &rules, port).await;
+
+    let acked = Arc::new(AtomicUsize::new(0));
+    let senders = {
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            futures::stream::iter(0..N)
+                .for_each_concurrent(8, |i| {
+                    let acked = acked.clone();
+                    async move {
+                        deliver(&[port], i).await;
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+                .await;
+        })
+    };
+    for threshold in [150, 330] {
+        while acked.load(Ordering::SeqCst) < threshold {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        hub.start_kill().unwrap(); // SIGKILL
+        hub.wait().await.unwrap();
+        hub = start_serve(dir.path(), None, &rules, port).await;
+    }
+    senders.await.unwrap();
+    let events = wait_done(dir.path(), None, N).await;
+    assert_eq!(events.len(), N);
+    let redelivered = events
+        .iter()
+        .filter(|e| e["redeliveries"].as_i64() > Some(0))
+        .count();
+    let retried = events
+        .iter()
+        .filter(|e| e["attempts"].as_i64() > Some(1))
+        .count();
+    eprintln!(
+        "{redelivered} deliveries were redelivered, {retried} events took more than one attempt"
+    );
+    assert_granted_once(&sb, N).await;
+    hub.start_kill().unwrap();
+    let _ = hub.wait().await;
+    let _ = sb.shutdown().await;
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("MEMBERSPOT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hubs_on_one_postgres_share_the_queue() {
+    use sqlx::Connection;
+    const N: usize = 200;
+    let admin = pg_admin_url();
+    let name = format!("crash_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+
+    let sb = sandbox().await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let r1 = setup(d1.path(), Some(&url), &sb).await;
+    let r2 = setup(d2.path(), Some(&url), &sb).await;
+    let (p1, p2) = (free_port(), free_port());
+    let mut h1 = start_serve(d1.path(), Some(&url), &r1, p1).await;
+    let mut h2 = start_serve(d2.path(), Some(&url), &r2, p2).await;
+    {
+        use futures::StreamExt;
+        // Every delivery goes to both hubs: both store it, one processes it.
+        futures::stream::iter(0..N)
+            .for_each_concurrent(8, |i| async move {
+                deliver(&[p1], i).await;
+                deliver(&[p2], i).await;
+            })
+            .await;
+    }
+    let events = wait_done(d1.path(), Some(&url), N).await;
+    assert!(
+        events.iter().all(|e| e["redeliveries"] == 1),
+        "each stored once, seen twice"
+    );
+    assert_granted_once(&sb, N).await;
+    // Both instances took part.
+    let workers: std::collections::BTreeSet<String> = {
+        let mut set = std::collections::BTreeSet::new();
+        for e in events.iter().take(50) {
+            let out = cmd(d1.path(), Some(&url))
+                .args(["events", "show", e["id"].as_str().unwrap(), "--json"])
+                .output()
+                .await
+                .unwrap();
+            let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+            for h in d["history"].as_array().unwrap() {
+                set.insert(
+                    h["worker"]
+                        .as_str()
+                        .unwrap()
+                        .split(':')
+                        .nth(1)
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+        }
+        set
+    };
+    assert_eq!(
+        workers.len(),
+        2,
+        "both hub processes processed events: {workers:?}"
+    );
+    h1.start_kill().unwrap();
+    h2.start_kill().unwrap();
+    let _ = h1.wait().await;
+    let _ = h2.wait().await;
+    let _ = sb.shutdown().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
