@@ -58,10 +58,10 @@ pub struct Global {
     /// Database URL: postgres://… to share state between hub instances [default: SQLite in the data directory]
     #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Act as this persona: its connection, scopes and limits apply, and calls are audited under its name
     /// Rules file for webhooks, access rules and the poller [default: <data dir>/rules.toml if present]
     #[arg(long, global = true, env = "MEMBERSPOT_RULES", value_name = "FILE")]
     pub rules: Option<PathBuf>,
+    /// Act as this persona: its connection, scopes and limits apply, and calls are audited under its name
     #[arg(long, global = true, env = "MEMBERSPOT_PERSONA")]
     pub persona: Option<String>,
     /// Why you make this call; recorded in the audit log with each tool call

@@ -928,3 +928,177 @@ async fn absent_and_present_optionals_alternate_on_postgres() {
     })
     .await;
 }
+
+// ------------------------------------------------------------------ the event queue
+
+fn queued(i: usize) -> memberspot_store::NewEvent {
+    memberspot_store::NewEvent {
+        dedupe_key: format!("src:evt-{i}"),
+        source: "src".into(),
+        provider: "stripe".into(),
+        kind: "purchase".into(),
+        name: "checkout.session.completed".into(),
+        order_id: Some(format!("ord-{i}")),
+        product_id: Some("p".into()),
+        email: Some(format!("b{i}@example.de")),
+        test: false,
+        data: json!({"i": i}),
+        status: memberspot_store::EventStatus::Pending,
+    }
+}
+
+/// Several workers on several store handles claim concurrently: every event is claimed by
+/// exactly one of them, and redeliveries never queue twice.
+async fn queue_story(stores: Vec<Store>) {
+    use memberspot_store::{EventFinish, EventStatus, Inserted, NewDelivery};
+    const N: usize = 300;
+    let first = &stores[0];
+    let delivery = |i: usize| NewDelivery {
+        id: uuid::Uuid::now_v7().to_string(),
+        source: "src".into(),
+        provider: "stripe".into(),
+        received_at: i as i64,
+        headers: vec![("Stripe-Signature".into(), "t=1,v1=ab".into())],
+        body: Some(vec![0xff, b'{', b'}']),
+        body_bytes: 3,
+        verification: "verified".into(),
+        error: None,
+    };
+    for i in 0..N {
+        let got = first
+            .record_delivery(&delivery(i), &[queued(i)])
+            .await
+            .unwrap();
+        assert!(matches!(got[0], Inserted::New(_)));
+    }
+    // A redelivery is counted, not queued.
+    let again = first
+        .record_delivery(&delivery(0), &[queued(0)])
+        .await
+        .unwrap();
+    let Inserted::Duplicate(id0) = &again[0] else {
+        panic!("{again:?}")
+    };
+    let e0 = first.get_event(id0).await.unwrap().unwrap();
+    assert_eq!(e0.redeliveries, 1);
+    // Non-UTF-8 bodies come back byte for byte.
+    let d = first
+        .get_delivery(e0.delivery_id.as_deref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.body.as_deref(), Some(&[0xff, b'{', b'}'][..]));
+    assert_eq!(d.headers["stripe-signature"], "t=1,v1=ab");
+
+    let lease = chrono::Utc::now().timestamp_millis() + 60_000;
+    let mut tasks = Vec::new();
+    for (n, store) in stores.iter().cycle().take(6).enumerate() {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("w{n}");
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_events(&worker, 5, lease).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                for e in batch {
+                    assert!(store.start_attempt(&e.id, &worker).await.unwrap());
+                    let finish = EventFinish {
+                        status: EventStatus::Done,
+                        error: None,
+                        next_attempt_at: None,
+                        detail: "ok".into(),
+                    };
+                    assert!(store.finish_event(&e.id, &worker, &finish).await.unwrap());
+                    mine.push(e.id);
+                }
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let unique: std::collections::HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), N, "every event claimed once");
+    assert_eq!(unique.len(), N);
+    let counts = first.event_status_counts().await.unwrap();
+    assert_eq!(counts.get("done"), Some(&(N as i64)));
+
+    // An expired lease is taken over; the old holder can no longer finish.
+    let late = first
+        .record_delivery(&delivery(N), &[queued(N)])
+        .await
+        .unwrap();
+    let id = late[0].id().to_owned();
+    let past = chrono::Utc::now().timestamp_millis() - 1;
+    assert_eq!(
+        first
+            .claim_events("dead-worker", 1, past)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let taken = first.claim_events("new-worker", 1, lease).await.unwrap();
+    assert_eq!(taken[0].id, id);
+    let finish = EventFinish {
+        status: EventStatus::Done,
+        error: None,
+        next_attempt_at: None,
+        detail: "x".into(),
+    };
+    assert!(
+        !first
+            .finish_event(&id, "dead-worker", &finish)
+            .await
+            .unwrap()
+    );
+    assert!(
+        first
+            .finish_event(&id, "new-worker", &finish)
+            .await
+            .unwrap()
+    );
+    assert_eq!(first.event_log(&id).await.unwrap().len(), 1);
+    // Replay queues it again.
+    let replayed = first.replay_event(&id, "test").await.unwrap();
+    assert_eq!(replayed.status, EventStatus::Pending);
+    assert_eq!(replayed.attempts, 0);
+
+    // The order lock is exclusive until it expires.
+    assert!(first.lock_order("src", "o1", "a", lease).await.unwrap());
+    assert!(
+        !stores[stores.len() - 1]
+            .lock_order("src", "o1", "b", lease)
+            .await
+            .unwrap()
+    );
+    first.unlock_order("src", "o1", "a").await.unwrap();
+    assert!(first.lock_order("src", "o1", "b", lease).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_two_stores_one_sqlite_file() {
+    let (_dir, path) = sqlite_db();
+    let url = sqlite_url(&path);
+    let (a, b) = (
+        Store::open(&url).await.unwrap(),
+        Store::open(&url).await.unwrap(),
+    );
+    queue_story(vec![a, b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_two_stores_one_postgres_database() {
+    with_pg_db(|url| async move {
+        let (a, b) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
+        queue_story(vec![a, b]).await;
+    })
+    .await;
+}

@@ -1,4 +1,5 @@
-//! Crash safety of the events pipeline through the real binary: 500 signed Digistore24
+//! The events commands through the real binary: `rules validate`, `events …`, and crash
+//! safety: 500 signed Digistore24
 //! purchases are delivered while `memberspot serve` is killed with SIGKILL and restarted
 //! twice. Senders retry until acknowledged, as providers do. Afterwards every purchase was
 //! granted exactly once (counted by the sandbox), none lost. Also: two hub processes on one
@@ -388,4 +389,110 @@ async fn two_hubs_on_one_postgres_share_the_queue() {
         .execute(&mut conn)
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_validate_names_lines_and_events_commands_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = d.join("good.toml");
+    std::fs::write(
+        &good,
+        "[sources.ds24]\nprovider = \"digistore24\"\nsecret_env = \"MEMBERSPOT_TEST_UNSET_PASS\"\n\n\
+         [[rules]]\nsource = \"ds24\"\nproduct = \"1\"\noffer = \"o\"\n",
+    )
+    .unwrap();
+    let out = cmd(d, None)
+        .args(["rules", "validate"])
+        .arg(&good)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 source(s), 1 rule(s)"), "{stdout}");
+    assert!(stdout.contains("/hooks/ds24"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("MEMBERSPOT_TEST_UNSET_PASS is not set"),
+        "{stderr}"
+    );
+
+    let bad = d.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[sources.a]\nprovider = \"stripe\"\nsecret = \"x\"\n\n[[rules]]\nsource = \"b\"\nproduct = \"\"\noffer = \"o\"\naccess_days = 0\n",
+    )
+    .unwrap();
+    let out = cmd(d, None)
+        .args(["rules", "validate"])
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = bad.display().to_string();
+    assert!(
+        stderr.contains(&format!("{file}:6:10: rule 1: unknown source `b`")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{file}:7:11: rule 1: `product` must not be empty")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{file}:9:15: rule 1: `access_days` must be at least 1"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+    let out = cmd(d, None)
+        .args(["rules", "validate", "--json"])
+        .arg(&bad)
+        .output()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"][0]["line"], 6);
+
+    // A fresh hub: no events; unknown ids are clear errors.
+    let out = cmd(d, None)
+        .args(["events", "list", "--unmatched", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!([]));
+    let out = cmd(d, None)
+        .args(["events", "show", "nope"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no event with id `nope`"));
+    let out = cmd(d, None)
+        .args(["events", "list", "--status", "finished"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--status `finished`"));
+    let out = cmd(d, None)
+        .args(["events", "replay"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
 }
