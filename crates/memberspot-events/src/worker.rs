@@ -33,7 +33,7 @@ pub async fn run(events: Events, cancel: CancellationToken) {
         if cancel.is_cancelled() {
             break;
         }
-        let lease_until = ms(events.now()) + lease_ms(&events);
+        let lease_until = wall_ms() + lease_ms(&events);
         let claimed = events
             .hub()
             .store()
@@ -88,7 +88,7 @@ pub async fn process(events: &Events, e: StoredEvent) {
             detail: note,
         },
         Handled::Deferred => {
-            let due = ms(events.now()) + ORDER_BUSY_DELAY_MS;
+            let due = wall_ms() + ORDER_BUSY_DELAY_MS;
             // Not an attempt: deferring also takes back the count.
             if let Err(err) = store.defer_event(&e.id, &worker, due).await {
                 tracing::warn!(event = %e.id, error = %err, "could not defer an event");
@@ -104,7 +104,7 @@ pub async fn process(events: &Events, e: StoredEvent) {
                     status: EventStatus::Retry,
                     detail: format!("failed: {error}; retry in {}s", delay.as_secs()),
                     error: Some(error),
-                    next_attempt_at: Some(ms(events.now()) + delay.as_millis() as i64),
+                    next_attempt_at: Some(wall_ms() + delay.as_millis() as i64),
                 }
             } else {
                 let why = if retryable {
@@ -180,7 +180,7 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str) -> Handled {
         .clone()
         .unwrap_or_else(|| format!("event:{}", e.id));
     let store = events.hub().store();
-    let lease_until = ms(events.now()) + lease_ms(events);
+    let lease_until = wall_ms() + lease_ms(events);
     match store
         .lock_order(&e.source, &order_key, worker, lease_until)
         .await
@@ -539,7 +539,7 @@ pub async fn sweep_once(events: &Events) -> Result<usize, HubError> {
         };
         let worker = events.worker_id();
         if !store
-            .lock_order(&o.source, &o.order_id, worker, now + lease_ms(events))
+            .lock_order(&o.source, &o.order_id, worker, wall_ms() + lease_ms(events))
             .await?
         {
             continue;
@@ -613,6 +613,12 @@ fn failed_store(err: memberspot_store::StoreError) -> Handled {
 
 fn lease_ms(events: &Events) -> i64 {
     events.config().processing.lease.as_millis() as i64
+}
+
+/// Queue timing (leases, retry times) runs on the wall clock, as the store's claims do;
+/// [`Events::now`] is business time (decisions, grace periods) and can be pinned in tests.
+fn wall_ms() -> i64 {
+    Utc::now().timestamp_millis()
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {

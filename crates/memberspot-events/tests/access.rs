@@ -534,3 +534,83 @@ async fn retries_dead_letters_and_replay() {
     served.stop().await;
     w.close().await;
 }
+
+/// A missed payment with a grace period: access continues, is suspended when the grace
+/// period is over, and a later payment lifts the suspension.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_period_then_suspension_then_payment() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let w = common::world(Backend::Sqlite, 5).await;
+    let offers = offers(&w).await;
+    let rules = format!(
+        "[sources.ds24]\nprovider = \"digistore24\"\nsecret = \"{DS24_PASS}\"\nconnection = \"school\"\n\
+         [[rules]]\nsource = \"ds24\"\nproduct = \"777\"\noffer = \"{}\"\nsubscription = true\ngrace_days = 2\n",
+        offers[1]
+    );
+    let offset_ms = Arc::new(AtomicI64::new(0));
+    let clock = {
+        let offset = offset_ms.clone();
+        Arc::new(move || Utc::now() + chrono::Duration::milliseconds(offset.load(Ordering::SeqCst)))
+    };
+    let served = common::serve(&w.hub, &rules, Some(clock), true).await;
+    let form = [(
+        "content-type",
+        "application/x-www-form-urlencoded".to_owned(),
+    )];
+    let sub = "grace@example.de";
+    for (event, tx) in [("on_payment", "1"), ("on_payment_missed", "1")] {
+        let body = ds24(event, "ORD-G", "777", tx, sub);
+        assert_eq!(post(&served.base, "/hooks/ds24", &body, &form).await.0, 200);
+        served.drain(20).await;
+    }
+    let order = w
+        .hub
+        .store()
+        .get_order("ds24", "ORD-G")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(order.state, "grace");
+    assert_eq!(
+        holding(&w, sub, &offers[1]).await.unwrap()["active"],
+        true,
+        "access continues during the grace period"
+    );
+    assert_eq!(
+        memberspot_events::worker::sweep_once(&served.events)
+            .await
+            .unwrap(),
+        0,
+        "not yet due"
+    );
+
+    offset_ms.store(3 * 86_400_000, Ordering::SeqCst);
+    assert_eq!(
+        memberspot_events::worker::sweep_once(&served.events)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(holding(&w, sub, &offers[1]).await.unwrap()["active"], false);
+    assert_eq!(
+        w.hub
+            .store()
+            .get_order("ds24", "ORD-G")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "suspended"
+    );
+
+    let body = ds24("on_payment", "ORD-G", "777", "2", sub);
+    assert_eq!(post(&served.base, "/hooks/ds24", &body, &form).await.0, 200);
+    served.drain(20).await;
+    assert_eq!(
+        holding(&w, sub, &offers[1]).await.unwrap()["active"],
+        true,
+        "a later payment lifts the suspension"
+    );
+    served.stop().await;
+    w.close().await;
+}

@@ -863,7 +863,9 @@ async fn insert_event(
         a.text(&data),
         a.int(received_at),
         a.text(e.status.as_str()),
-        a.int(received_at),
+        // Due now by the store's clock (the one claims compare with), whatever the
+        // receiver's clock said about `received_at`.
+        a.int(now_ms()),
         a.opt_int(match e.status {
             EventStatus::Pending => None,
             _ => Some(received_at),
