@@ -542,6 +542,8 @@ impl DiffCtx<'_> {
             product_id: target.map(str::to_string),
             email: (!email.is_empty()).then(|| email.to_string()),
             test: false,
+            amount_minor: None,
+            currency: None,
             data,
             status: EventStatus::Done,
         }

@@ -280,6 +280,8 @@ fn new_event(source: &Source, e: &Event) -> NewEvent {
             .as_deref()
             .map(|m| m.trim().to_ascii_lowercase()),
         test: e.test,
+        amount_minor: e.amount_minor(),
+        currency: e.currency.as_deref().map(|c| c.trim().to_ascii_uppercase()),
         data: serde_json::to_value(e).unwrap_or_else(|_| json!({})),
         status,
     }

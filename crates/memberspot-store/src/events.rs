@@ -128,6 +128,9 @@ pub struct NewEvent {
     pub product_id: Option<String>,
     pub email: Option<String>,
     pub test: bool,
+    /// Amount in minor units (cents), when the event carries money.
+    pub amount_minor: Option<i64>,
+    pub currency: Option<String>,
     pub data: serde_json::Value,
     pub status: EventStatus,
 }
@@ -846,8 +849,8 @@ async fn insert_event(
     let sql = format!(
         "INSERT INTO events (id, dedupe_key, delivery_id, source, provider, kind, name, \
          order_id, product_id, email, test, data, received_at, redeliveries, status, attempts, \
-         next_attempt_at, finished_at) \
-         VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 0, {}, 0, {}, {}) \
+         next_attempt_at, finished_at, amount_minor, currency) \
+         VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 0, {}, 0, {}, {}, {}, {}) \
          ON CONFLICT (dedupe_key) DO NOTHING",
         a.text(&id),
         a.text(&e.dedupe_key),
@@ -870,6 +873,8 @@ async fn insert_event(
             EventStatus::Pending => None,
             _ => Some(received_at),
         }),
+        a.opt_int(e.amount_minor),
+        a.opt_text(e.currency.as_deref()),
     );
     let res = a.bind(sqlx::query(&sql)).execute(&mut **tx).await?;
     if res.rows_affected() > 0 {

@@ -13,6 +13,7 @@
 mod args;
 mod error;
 mod events;
+mod flows;
 mod hash;
 mod model;
 
@@ -29,6 +30,7 @@ pub use events::{
     Delivery, EventAction, EventFilter, EventFinish, EventLogEntry, EventStatus, Inserted,
     MAX_EVENT_LIMIT, NewDelivery, NewEvent, OrderAccess, StatusCounts, StoredEvent,
 };
+pub use flows::{AuditCount, EventCount, FlowRun, FlowStep, NewRun};
 pub use hash::{ZERO_HASH, audit_hash, canonical_json};
 pub use model::{
     AuditFilter, AuditRecord, AuditVerification, Backend, Connection, NewAuditRecord,
@@ -68,6 +70,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "events",
         include_str!("../migrations/sqlite/0002_events.sql"),
     ),
+    (
+        3,
+        "flows",
+        include_str!("../migrations/sqlite/0003_flows.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -79,6 +86,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "events",
         include_str!("../migrations/postgres/0002_events.sql"),
+    ),
+    (
+        3,
+        "flows",
+        include_str!("../migrations/postgres/0003_flows.sql"),
     ),
 ];
 

@@ -942,6 +942,8 @@ fn queued(i: usize) -> memberspot_store::NewEvent {
         product_id: Some("p".into()),
         email: Some(format!("b{i}@example.de")),
         test: false,
+        amount_minor: Some(4700),
+        currency: Some("EUR".into()),
         data: json!({"i": i}),
         status: memberspot_store::EventStatus::Pending,
     }

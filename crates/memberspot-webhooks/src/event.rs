@@ -111,6 +111,17 @@ impl Event {
         }
     }
 
+    /// The amount in minor units (cents). Stripe and ThriveCart send minor units already;
+    /// the others send decimals (`47.00`, also `47,00` or `47`). `None` when absent or
+    /// unreadable.
+    pub fn amount_minor(&self) -> Option<i64> {
+        let raw = self.amount.as_deref()?.trim();
+        match self.provider {
+            Provider::Stripe | Provider::ThriveCart => raw.parse::<i64>().ok(),
+            _ => decimal_to_minor(raw),
+        }
+    }
+
     /// Key for the UNIQUE constraint that makes redeliveries harmless: the
     /// provider event id when present, else
     /// `provider:order:event:transaction[:extra]` (transaction falls back to
@@ -137,6 +148,38 @@ impl Event {
         }
         key
     }
+}
+
+/// `"47.5"` → 4750; `"-3,20"` → -320; more than two decimals are cut, not rounded.
+fn decimal_to_minor(raw: &str) -> Option<i64> {
+    let (neg, digits) = match raw.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, raw),
+    };
+    let (whole, frac) = match digits.split_once(['.', ',']) {
+        Some((w, f)) => (w, f),
+        None => (digits, ""),
+    };
+    if whole.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let mut cents = String::from(frac);
+    if !cents.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    cents.truncate(2);
+    while cents.len() < 2 {
+        cents.push('0');
+    }
+    let v = whole
+        .checked_mul(100)?
+        .checked_add(cents.parse::<i64>().ok()?)?;
+    Some(if neg { -v } else { v })
 }
 
 /// Short hex SHA-256 of the raw body (for [`Event::dedupe_extra`]).
@@ -226,5 +269,30 @@ pub(crate) mod json {
             Value::Array(items) => items.iter().find_map(|child| find_key(child, keys)),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod amount_tests {
+    use super::*;
+
+    #[test]
+    fn amounts_in_minor_units() {
+        let mut e = Event::new(Provider::Digistore24, EventKind::Purchase, "on_payment");
+        for (raw, want) in [
+            ("47.00", Some(4700)),
+            ("47,5", Some(4750)),
+            ("47", Some(4700)),
+            ("-3.20", Some(-320)),
+            ("0.999", Some(99)),
+            ("x", None),
+            ("", None),
+        ] {
+            e.amount = Some(raw.into());
+            assert_eq!(e.amount_minor(), want, "{raw}");
+        }
+        let mut s = Event::new(Provider::Stripe, EventKind::Purchase, "invoice.paid");
+        s.amount = Some("4900".into());
+        assert_eq!(s.amount_minor(), Some(4900));
     }
 }
