@@ -48,6 +48,8 @@ pub struct EventQuery {
     until: Option<String>,
     /// Only events older than this sequence number (paging backwards)
     before_seq: Option<i64>,
+    /// Only events newer than this sequence number, oldest first (following the stream)
+    after_seq: Option<i64>,
     /// At most this many events (default 100, max 10000)
     limit: Option<u32>,
 }
@@ -84,7 +86,8 @@ impl EventQuery {
             since: parse_time("since", self.since.as_deref())?,
             until: parse_time("until", self.until.as_deref())?,
             before_seq: self.before_seq,
-            oldest_first: false,
+            after_seq: self.after_seq,
+            oldest_first: self.after_seq.is_some(),
             limit: self.limit,
         })
     }

@@ -1,7 +1,16 @@
 //! Flows for Memberspot Hub: work the hub does on its own, as personas.
 //!
+//! - [`config`]: `flows.toml` — the daily summary, delivery targets, user flows.
 //! - [`digest`]: the daily summary of a school's day, from the hub's records.
 //! - [`schedule`]: cron expressions in a time zone, and which fires are due.
+//! - [`template`]: minijinja templates over a run's context.
 
+pub mod config;
 pub mod digest;
+pub mod runner;
 pub mod schedule;
+pub mod service;
+pub mod template;
+
+pub use config::FlowsConfig;
+pub use service::Flows;

@@ -193,6 +193,8 @@ pub struct EventFilter {
     pub until: Option<i64>,
     /// Only events with seq below this (paging backwards).
     pub before_seq: Option<i64>,
+    /// Only events with seq above this (following the stream).
+    pub after_seq: Option<i64>,
     /// Oldest first instead of newest first.
     pub oldest_first: bool,
     pub limit: Option<u32>,
@@ -551,6 +553,9 @@ impl Store {
         }
         if let Some(v) = f.before_seq {
             clauses.push(format!("seq < {}", a.int(v)));
+        }
+        if let Some(v) = f.after_seq {
+            clauses.push(format!("seq > {}", a.int(v)));
         }
         let filter = if clauses.is_empty() {
             String::new()

@@ -1,0 +1,628 @@
+//! `flows.toml`: the daily summary, delivery targets and user flows.
+//!
+//! Validated as a whole; every problem names the file, line and column. Secrets (the Slack
+//! webhook URL, the SMTP password) come from environment variables or files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use memberspot_notify::{EmailTarget, Security, SlackTarget};
+use secrecy::SecretString;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::schedule::{Missed, Schedule};
+
+/// One problem, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Everything wrong with a flows file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where the daily summary goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    Slack,
+    Email,
+    Stdout,
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Option<Target> {
+        match s {
+            "slack" => Some(Target::Slack),
+            "email" => Some(Target::Email),
+            "stdout" => Some(Target::Stdout),
+            _ => None,
+        }
+    }
+}
+
+/// The built-in daily summary.
+#[derive(Debug, Clone)]
+pub struct DigestConfig {
+    pub enabled: bool,
+    /// The school's time zone: "yesterday" is a day there.
+    pub timezone: String,
+    pub schedule: Schedule,
+    pub missed: Missed,
+    /// The connection whose offer and course names are shown.
+    pub connection: String,
+    /// Targets; empty = every configured one.
+    pub to: Vec<Target>,
+    /// A model from the models file; none = the template summary.
+    pub model: Option<String>,
+    /// Replaces the built-in prompt.
+    pub prompt: Option<String>,
+}
+
+/// Delivery settings, shared by the digest and notify steps.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery {
+    pub slack: Option<SlackTarget>,
+    pub email: Option<EmailTarget>,
+}
+
+/// A step of a flow.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub line: usize,
+    pub action: Action,
+    /// Run once per item of this list (a template expression, e.g. `steps.list.output.items`).
+    pub for_each: Option<String>,
+    /// The loop variable's name (default `item`).
+    pub item: String,
+    pub attempts: u32,
+    pub backoff: Duration,
+    /// Continue with the next step when this one fails.
+    pub continue_on_error: bool,
+}
+
+/// What a step does. String values are templates (minijinja) over the run's context.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Tool { tool: String, args: toml::Value },
+    Model { model: String, prompt: String },
+    Notify { target: Target, subject: String, text: String },
+    Http { method: String, url: String, headers: BTreeMap<String, String>, body: Option<String>, json: Option<toml::Value> },
+    /// Renders a template; the output is parsed as JSON when it is JSON.
+    Transform { template: String },
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Tool { .. } => "tool",
+            Action::Model { .. } => "model",
+            Action::Notify { .. } => "notify",
+            Action::Http { .. } => "http",
+            Action::Transform { .. } => "transform",
+        }
+    }
+}
+
+/// What starts a flow.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    Cron { schedule: Box<Schedule>, missed: Missed },
+    /// Stored events of this kind (`course_completed`, `purchase`, …), optionally of one source.
+    Event { kind: String, source: Option<String> },
+    Manual,
+}
+
+/// A user flow.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub name: String,
+    pub description: String,
+    pub persona: String,
+    pub trigger: Trigger,
+    pub steps: Vec<Step>,
+    pub line: usize,
+}
+
+/// The whole, validated file.
+#[derive(Debug, Clone, Default)]
+pub struct FlowsConfig {
+    pub digest: Option<DigestConfig>,
+    pub delivery: Delivery,
+    pub flows: Vec<Flow>,
+    pub warnings: Vec<String>,
+}
+
+
+impl FlowsConfig {
+    pub fn load(path: &Path) -> Result<FlowsConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                message: format!("cannot read the flows file: {e}"),
+            }],
+        })?;
+        Self::parse(&text, &file, path.parent())
+    }
+
+    /// Parses and validates. `base` resolves relative paths (`password_file`, `prompt_file`).
+    pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<FlowsConfig, ConfigError> {
+        let at = |span: std::ops::Range<usize>, message: String| {
+            let (line, column) = line_col(text, span.start);
+            Problem { line, column, message }
+        };
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            problems: vec![match e.span() {
+                Some(span) => at(span, e.message().to_owned()),
+                None => Problem { line: 0, column: 0, message: e.message().to_owned() },
+            }],
+        })?;
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        let resolve = |p: &Path| match base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p.to_path_buf(),
+        };
+
+        // Delivery targets.
+        let mut delivery = Delivery::default();
+        if let Some(s) = &raw.delivery.slack {
+            let span = s.span();
+            let s = s.get_ref();
+            match secret_value("delivery.slack", "webhook_url", s.webhook_url.as_deref(), s.webhook_url_env.as_deref(), s.webhook_url_file.as_deref().map(resolve).as_deref()) {
+                Ok(Some(url)) => {
+                    let mut t = SlackTarget::new(url);
+                    if let Some(n) = s.max_attempts {
+                        t.max_attempts = n.max(1);
+                    }
+                    delivery.slack = Some(t);
+                }
+                Ok(None) => warnings.push("delivery.slack: the webhook URL is not set (webhook_url_env / webhook_url_file); Slack delivery is off".into()),
+                Err(m) => problems.push(at(span, m)),
+            }
+        }
+        if let Some(e) = &raw.delivery.email {
+            let span = e.span();
+            let e = e.get_ref();
+            let security = match e.security.as_deref().unwrap_or("starttls") {
+                "starttls" => Security::StartTls,
+                "tls" => Security::Tls,
+                "none" => Security::None,
+                other => {
+                    problems.push(at(span.clone(), format!("delivery.email.security: `{other}`; use starttls, tls or none")));
+                    Security::StartTls
+                }
+            };
+            if e.to.is_empty() {
+                problems.push(at(span.clone(), "delivery.email.to: give at least one recipient".into()));
+            }
+            let password = match secret_value("delivery.email", "password", e.password.as_deref(), e.password_env.as_deref(), e.password_file.as_deref().map(resolve).as_deref()) {
+                Ok(p) => p,
+                Err(m) => {
+                    problems.push(at(span.clone(), m));
+                    None
+                }
+            };
+            if e.username.is_some() && password.is_none() {
+                warnings.push("delivery.email: a username without a password; the server may refuse to send".into());
+            }
+            delivery.email = Some(EmailTarget {
+                host: e.host.clone(),
+                port: e.port.unwrap_or_else(|| security.default_port()),
+                security,
+                username: e.username.clone(),
+                password: password.map(SecretString::from),
+                from: e.from.clone(),
+                to: e.to.clone(),
+                timeout: Duration::from_secs(e.timeout_secs.unwrap_or(30)),
+            });
+        }
+
+        // The daily summary: on when a target is configured, unless switched off.
+        let d = raw.digest.as_ref().map(|d| d.get_ref());
+        let digest_span = raw.digest.as_ref().map_or(0..0, |d| d.span());
+        let enabled = match d.and_then(|d| d.enabled) {
+            Some(v) => v,
+            None => delivery.slack.is_some() || delivery.email.is_some(),
+        };
+        let timezone = raw
+            .timezone
+            .clone()
+            .or_else(|| d.and_then(|d| d.timezone.clone()))
+            .unwrap_or_else(|| "Europe/Berlin".into());
+        let cron = match d.and_then(|d| d.at.as_deref()) {
+            Some(hhmm) => match parse_hhmm(hhmm) {
+                Some((h, m)) => format!("{m} {h} * * *"),
+                None => {
+                    problems.push(at(digest_span.clone(), format!("digest.at: `{hhmm}` is not a time like 07:00")));
+                    "0 7 * * *".into()
+                }
+            },
+            None => d.and_then(|d| d.cron.clone()).unwrap_or_else(|| "0 7 * * *".into()),
+        };
+        let digest = match Schedule::parse(&cron, &timezone) {
+            Ok(schedule) => {
+                let mut to = Vec::new();
+                for t in d.map(|d| d.to.clone()).unwrap_or_default() {
+                    match Target::parse(&t) {
+                        Some(t) => to.push(t),
+                        None => problems.push(at(digest_span.clone(), format!("digest.to: `{t}`; use slack, email or stdout"))),
+                    }
+                }
+                for t in &to {
+                    if (*t == Target::Slack && delivery.slack.is_none()) || (*t == Target::Email && delivery.email.is_none()) {
+                        problems.push(at(digest_span.clone(), format!("digest.to names {t:?} but [delivery.{}] is not configured", format!("{t:?}").to_lowercase())));
+                    }
+                }
+                let prompt = match d.and_then(|d| d.prompt_file.as_ref()) {
+                    Some(p) => match std::fs::read_to_string(resolve(p)) {
+                        Ok(t) => Some(t),
+                        Err(e) => {
+                            problems.push(at(digest_span.clone(), format!("digest.prompt_file {}: {e}", p.display())));
+                            None
+                        }
+                    },
+                    None => d.and_then(|d| d.prompt.clone()),
+                };
+                Some(DigestConfig {
+                    enabled,
+                    timezone: timezone.clone(),
+                    schedule,
+                    missed: d.and_then(|d| d.missed).unwrap_or(Missed::CatchUp),
+                    connection: d.and_then(|d| d.connection.clone()).unwrap_or_else(|| "sandbox".into()),
+                    to,
+                    model: d.and_then(|d| d.model.clone()),
+                    prompt,
+                })
+            }
+            Err(m) => {
+                problems.push(at(digest_span.clone(), format!("digest: {m}")));
+                None
+            }
+        };
+
+        // User flows.
+        let mut flows = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for spanned in &raw.flows {
+            let f = spanned.get_ref();
+            let (line, _) = line_col(text, spanned.span().start);
+            let name = f.name.get_ref().clone();
+            if !valid_name(&name) {
+                problems.push(at(f.name.span(), format!("flow name `{name}` must be 1-64 letters, digits, `-` or `_`")));
+            }
+            if name == "digest" {
+                problems.push(at(f.name.span(), "`digest` is the built-in daily summary's name; choose another".into()));
+            }
+            if !names.insert(name.clone()) {
+                problems.push(at(f.name.span(), format!("flow `{name}` is defined twice")));
+            }
+            let trigger = match (&f.trigger.cron, &f.trigger.event, f.trigger.manual) {
+                (Some(c), None, None | Some(false)) => {
+                    let tz = f.trigger.timezone.clone().unwrap_or_else(|| timezone.clone());
+                    match Schedule::parse(c.get_ref(), &tz) {
+                        Ok(schedule) => Trigger::Cron { schedule: Box::new(schedule), missed: f.trigger.missed.unwrap_or_default() },
+                        Err(m) => {
+                            problems.push(at(c.span(), format!("flow `{name}`: {m}")));
+                            Trigger::Manual
+                        }
+                    }
+                }
+                (None, Some(kind), None | Some(false)) => Trigger::Event { kind: kind.clone(), source: f.trigger.source.clone() },
+                (None, None, _) => Trigger::Manual,
+                _ => {
+                    problems.push(at(spanned.span(), format!("flow `{name}`: give one trigger: cron, event or manual")));
+                    Trigger::Manual
+                }
+            };
+            let mut steps = Vec::new();
+            let mut step_names = std::collections::BTreeSet::new();
+            if f.steps.is_empty() {
+                problems.push(at(spanned.span(), format!("flow `{name}` has no steps")));
+            }
+            for (i, s) in f.steps.iter().enumerate() {
+                let st = s.get_ref();
+                let (sline, _) = line_col(text, s.span().start);
+                let step_name = st.name.clone().unwrap_or_else(|| format!("step{}", i + 1));
+                if !step_names.insert(step_name.clone()) {
+                    problems.push(at(s.span(), format!("flow `{name}`: step name `{step_name}` is used twice")));
+                }
+                let given = [st.tool.is_some(), st.model.is_some(), st.notify.is_some(), st.http.is_some(), st.transform.is_some()]
+                    .iter()
+                    .filter(|b| **b)
+                    .count();
+                if given != 1 {
+                    problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: give exactly one of tool, model, notify, http, transform")));
+                    continue;
+                }
+                let action = if let Some(tool) = &st.tool {
+                    Action::Tool { tool: tool.clone(), args: st.args.clone().unwrap_or(toml::Value::Table(Default::default())) }
+                } else if let Some(model) = &st.model {
+                    match &st.prompt {
+                        Some(p) => Action::Model { model: model.clone(), prompt: p.clone() },
+                        None => {
+                            problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: a model step needs `prompt`")));
+                            continue;
+                        }
+                    }
+                } else if let Some(n) = &st.notify {
+                    let target = match Target::parse(n) {
+                        Some(Target::Stdout) | None => {
+                            problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: notify = `{n}`; use slack or email")));
+                            continue;
+                        }
+                        Some(t) => t,
+                    };
+                    if (target == Target::Slack && raw.delivery.slack.is_none()) || (target == Target::Email && raw.delivery.email.is_none()) {
+                        problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: notify = `{n}` but [delivery.{n}] is not configured")));
+                    }
+                    Action::Notify {
+                        target,
+                        subject: st.subject.clone().unwrap_or_else(|| format!("Memberspot flow {name}")),
+                        text: st.text.clone().unwrap_or_default(),
+                    }
+                } else if let Some(h) = &st.http {
+                    let method = h.method.clone().unwrap_or_else(|| "POST".into()).to_ascii_uppercase();
+                    if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+                        problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: http.method `{method}`")));
+                    }
+                    if h.body.is_some() && h.json.is_some() {
+                        problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: http takes `body` or `json`, not both")));
+                    }
+                    Action::Http { method, url: h.url.clone(), headers: h.headers.clone().unwrap_or_default(), body: h.body.clone(), json: h.json.clone() }
+                } else {
+                    Action::Transform { template: st.transform.clone().unwrap_or_default() }
+                };
+                // Templates are checked now, so typos fail at validation, not at 7 am.
+                for t in templates_of(&action) {
+                    if let Err(e) = crate::template::check(&t) {
+                        problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: template: {e}")));
+                    }
+                }
+                steps.push(Step {
+                    name: step_name,
+                    line: sline,
+                    action,
+                    for_each: st.for_each.clone(),
+                    item: st.item.clone().unwrap_or_else(|| "item".into()),
+                    attempts: st.retry.as_ref().and_then(|r| r.attempts).unwrap_or(1).max(1),
+                    backoff: Duration::from_secs_f64(st.retry.as_ref().and_then(|r| r.backoff_secs).unwrap_or(2.0).max(0.0)),
+                    continue_on_error: st.continue_on_error.unwrap_or(false),
+                });
+            }
+            flows.push(Flow {
+                name,
+                description: f.description.clone().unwrap_or_default(),
+                persona: f.persona.clone().unwrap_or_else(|| "automation".into()),
+                trigger,
+                steps,
+                line,
+            });
+        }
+
+        if problems.is_empty() {
+            Ok(FlowsConfig { digest, delivery, flows, warnings })
+        } else {
+            problems.sort_by_key(|p| (p.line, p.column));
+            Err(ConfigError { file: file.to_owned(), problems })
+        }
+    }
+
+    pub fn flow(&self, name: &str) -> Option<&Flow> {
+        self.flows.iter().find(|f| f.name == name)
+    }
+}
+
+fn templates_of(a: &Action) -> Vec<String> {
+    match a {
+        Action::Tool { args, .. } => strings_in(args),
+        Action::Model { prompt, .. } => vec![prompt.clone()],
+        Action::Notify { subject, text, .. } => vec![subject.clone(), text.clone()],
+        Action::Http { url, headers, body, json, .. } => {
+            let mut v = vec![url.clone()];
+            v.extend(headers.values().cloned());
+            v.extend(body.clone());
+            if let Some(j) = json {
+                v.extend(strings_in(j));
+            }
+            v
+        }
+        Action::Transform { template } => vec![template.clone()],
+    }
+}
+
+fn strings_in(v: &toml::Value) -> Vec<String> {
+    match v {
+        toml::Value::String(s) => vec![s.clone()],
+        toml::Value::Array(a) => a.iter().flat_map(strings_in).collect(),
+        toml::Value::Table(t) => t.values().flat_map(strings_in).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A secret from (exactly one of) an inline value, an environment variable or a file.
+fn secret_value(
+    table: &str,
+    key: &str,
+    inline: Option<&str>,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<String>, String> {
+    let given = [inline.is_some(), env.is_some(), file.is_some()].iter().filter(|b| **b).count();
+    if given > 1 {
+        return Err(format!("{table}: set only one of `{key}`, `{key}_env`, `{key}_file`"));
+    }
+    let value = if let Some(v) = inline {
+        Some(v.to_owned())
+    } else if let Some(var) = env {
+        std::env::var(var).ok()
+    } else if let Some(path) = file {
+        Some(std::fs::read_to_string(path).map_err(|e| format!("{table}.{key}_file {}: {e}", path.display()))?)
+    } else {
+        None
+    };
+    Ok(value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()))
+}
+
+fn parse_hhmm(s: &str) -> Option<(u32, u32)> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some((h, m))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    timezone: Option<String>,
+    digest: Option<Spanned<RawDigest>>,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    flows: Vec<Spanned<RawFlow>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDigest {
+    enabled: Option<bool>,
+    timezone: Option<String>,
+    at: Option<String>,
+    cron: Option<String>,
+    missed: Option<Missed>,
+    connection: Option<String>,
+    #[serde(default)]
+    to: Vec<String>,
+    model: Option<String>,
+    prompt: Option<String>,
+    prompt_file: Option<PathBuf>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    slack: Option<Spanned<RawSlack>>,
+    email: Option<Spanned<RawEmail>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlack {
+    webhook_url: Option<String>,
+    webhook_url_env: Option<String>,
+    webhook_url_file: Option<PathBuf>,
+    max_attempts: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    host: String,
+    port: Option<u16>,
+    security: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    from: String,
+    #[serde(default)]
+    to: Vec<String>,
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFlow {
+    name: Spanned<String>,
+    description: Option<String>,
+    persona: Option<String>,
+    #[serde(default)]
+    trigger: RawTrigger,
+    #[serde(default)]
+    steps: Vec<Spanned<RawStep>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    cron: Option<Spanned<String>>,
+    timezone: Option<String>,
+    missed: Option<Missed>,
+    event: Option<String>,
+    source: Option<String>,
+    manual: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: Option<String>,
+    tool: Option<String>,
+    args: Option<toml::Value>,
+    model: Option<String>,
+    prompt: Option<String>,
+    notify: Option<String>,
+    subject: Option<String>,
+    text: Option<String>,
+    http: Option<RawHttp>,
+    transform: Option<String>,
+    for_each: Option<String>,
+    item: Option<String>,
+    retry: Option<RawRetry>,
+    continue_on_error: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    method: Option<String>,
+    url: String,
+    headers: Option<BTreeMap<String, String>>,
+    body: Option<String>,
+    json: Option<toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    attempts: Option<u32>,
+    backoff_secs: Option<f64>,
+}

@@ -1,0 +1,524 @@
+//! [`Flows`]: the running flows subsystem — the daily summary, the scheduler for cron and
+//! event triggers, and what the CLI and REST call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use memberspot_agent::config::ModelsConfig;
+use memberspot_agent::model::{ChatMessage, ChatRequest, Model};
+use memberspot_hub::admin::PersonaSpec;
+use memberspot_hub::store::{EventFilter, FlowStep, NewRun};
+use memberspot_hub::{CallContext, Hub, HubError, Principal};
+use memberspot_notify::Message;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{FlowsConfig, Target, Trigger};
+use crate::digest::{self, Digest, Names};
+use crate::schedule::{self, Schedule};
+
+/// The built-in prompt of the daily summary (`digest.prompt` / `prompt_file` replace it).
+pub const DEFAULT_DIGEST_PROMPT: &str = "You write the morning summary of an online course \
+school for its owner. Below is yesterday's activity as JSON: payments by provider and kind \
+(amounts in minor units), members and access changes, course completions, problems that need \
+attention, and tool calls by AI personas, with the day before for comparison. Write 3 to 5 \
+short sentences in plain language: lead with anything that needs attention (failed or dead \
+events, refused deliveries, chargebacks), then the notable numbers and changes against the day \
+before. Use only numbers from the data; do not invent any. No greeting, no markdown headings.";
+
+/// The persona the digest reads the school as.
+pub const DIGEST_PERSONA: &str = "digest";
+
+/// Cheap to clone; one per process.
+#[derive(Clone)]
+pub struct Flows {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hub: Hub,
+    config: FlowsConfig,
+    models: ModelsConfig,
+    http: reqwest::Client,
+    worker_id: String,
+}
+
+/// The outcome of one digest run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DigestRun {
+    pub run_id: Option<String>,
+    pub digest: Digest,
+    pub subject: String,
+    /// Per target: `Ok(detail)` or `Err(error)`.
+    pub deliveries: Vec<(Target, Result<String, String>)>,
+}
+
+impl Flows {
+    pub fn new(hub: Hub, config: FlowsConfig, models: ModelsConfig) -> Result<Flows, HubError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| HubError::Unavailable(format!("HTTP client: {e}")))?;
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hub".into());
+        Ok(Flows {
+            inner: Arc::new(Inner {
+                hub,
+                config,
+                models,
+                http,
+                worker_id: format!(
+                    "{host}:{}:{}",
+                    std::process::id(),
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                ),
+            }),
+        })
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    pub fn config(&self) -> &FlowsConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.inner.worker_id
+    }
+
+    /// Creates the personas flows act as when missing: `digest` (read) on the digest's
+    /// connection, and each flow's persona (read, on the sandbox connection; grant it more
+    /// with `memberspot personas grant-scope`).
+    pub async fn ensure_personas(&self) -> Result<(), HubError> {
+        let mut wanted: Vec<(String, String, Vec<String>)> = Vec::new();
+        if let Some(d) = &self.inner.config.digest {
+            wanted.push((DIGEST_PERSONA.into(), d.connection.clone(), vec!["read".into()]));
+        }
+        for f in &self.inner.config.flows {
+            wanted.push((f.persona.clone(), memberspot_hub::SANDBOX_CONNECTION.into(), vec!["read".into()]));
+        }
+        for (name, connection, scopes) in wanted {
+            if self.hub().store().get_persona(&name).await?.is_some() {
+                continue;
+            }
+            let created = self
+                .hub()
+                .create_persona(PersonaSpec {
+                    name: name.clone(),
+                    description: "Acts for flows; created by the flows subsystem".into(),
+                    connection: Some(connection),
+                    scopes,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(_) => tracing::info!(persona = %name, "created persona for flows"),
+                Err(HubError::Store(memberspot_hub::store::StoreError::Conflict(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks a model (by name in the models file, else its default) one question.
+    pub async fn ask_model(&self, name: &str, system: Option<&str>, prompt: &str) -> Result<String, String> {
+        let cfg = self
+            .inner
+            .models
+            .models
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("no model named `{name}` in {}", self.models_file()))?;
+        let model = Model::new(cfg).map_err(|e| e.to_string())?;
+        let req = ChatRequest {
+            system: system.map(str::to_owned),
+            messages: vec![ChatMessage::user(prompt)],
+            tools: Vec::new(),
+        };
+        let answer = model.complete(&req).await.map_err(|e| e.to_string())?;
+        answer
+            .text
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| format!("model `{name}` answered without text"))
+    }
+
+    fn models_file(&self) -> String {
+        if self.inner.models.file.is_empty() {
+            "the models file (models.toml)".into()
+        } else {
+            self.inner.models.file.clone()
+        }
+    }
+
+    // ---------------------------------------------------------------- digest
+
+    /// Offer and course names from the school, read as the digest persona (best effort:
+    /// ids are shown when the school cannot be read).
+    async fn names(&self, connection: &str) -> Names {
+        let mut names = Names::default();
+        let who = match self.hub().persona(DIGEST_PERSONA).await {
+            Ok(p) => Principal::Persona(p),
+            Err(_) => Principal::Operator {
+                connection: connection.to_owned(),
+            },
+        };
+        let mut ctx = CallContext::new(memberspot_hub::Surface::Flow);
+        ctx.prompt = Some("daily summary: offer names".into());
+        if let Ok(v) = self.hub().call(&who, &ctx, "list_offers", json!({})).await.result {
+            for o in v["offers"].as_array().into_iter().flatten() {
+                if let (Some(id), Some(name)) = (o["id"].as_str(), o["name"].as_str()) {
+                    names.offers.insert(id.to_owned(), name.to_owned());
+                }
+            }
+        }
+        names
+    }
+
+    /// Builds the digest of `date` (default: yesterday in the school's time zone),
+    /// summarises it with the configured model (falling back to the template summary),
+    /// and delivers it to `targets` (default: the configured ones). With `dry_run`, nothing
+    /// is sent and no run is recorded. `fire_key` makes a scheduled digest happen once.
+    pub async fn run_digest(
+        &self,
+        date: Option<NaiveDate>,
+        targets: &[Target],
+        dry_run: bool,
+        fire_key: Option<String>,
+    ) -> Result<Option<DigestRun>, HubError> {
+        let cfg = self.inner.config.digest.clone();
+        let tz: Tz = cfg
+            .as_ref()
+            .map(|d| d.schedule.timezone())
+            .unwrap_or(chrono_tz::Europe::Berlin);
+        let now = Utc::now();
+        let date = date.unwrap_or_else(|| yesterday(now, tz));
+        let store = self.hub().store();
+        let run = if dry_run {
+            None
+        } else {
+            let inserted = store
+                .insert_run(&NewRun {
+                    flow: "digest".into(),
+                    trigger: if fire_key.is_some() { "schedule" } else { "manual" }.into(),
+                    fire_key,
+                    dry_run,
+                    input: json!({"date": date.to_string(), "timezone": tz.name()}),
+                    worker: self.worker_id().to_owned(),
+                })
+                .await?;
+            match inserted {
+                Some(r) => Some(r),
+                None => return Ok(None), // another instance sent this one
+            }
+        };
+        let started = std::time::Instant::now();
+        let connection = cfg
+            .as_ref()
+            .map_or_else(|| memberspot_hub::SANDBOX_CONNECTION.to_owned(), |d| d.connection.clone());
+        let names = self.names(&connection).await;
+        let mut d = digest::build(store, date, tz, &names, now).await?;
+        self.step(run.as_ref().map(|r| r.id.as_str()), "collect", "digest", json!({"date": date.to_string()}), Ok(json!(d.numbers)), started).await;
+
+        if let Some(model) = cfg.as_ref().and_then(|c| c.model.clone()) {
+            let t = std::time::Instant::now();
+            let prompt = format!(
+                "{}\n\n{}",
+                cfg.as_ref().and_then(|c| c.prompt.clone()).unwrap_or_else(|| DEFAULT_DIGEST_PROMPT.to_owned()),
+                serde_json::to_string_pretty(&json!({
+                    "date": d.date, "timezone": d.timezone, "numbers": d.numbers, "day_before": d.previous,
+                    "payments": d.payments, "offers": d.offers, "completions": d.completions,
+                    "problems": d.problems, "tool_calls_by_persona": d.personas,
+                }))
+                .unwrap_or_default()
+            );
+            let answer = if dry_run {
+                Err("dry run: the model was not asked".to_owned())
+            } else {
+                self.ask_model(&model, None, &prompt).await
+            };
+            match &answer {
+                Ok(text) => d.summary = Some(text.trim().to_owned()),
+                Err(e) => {
+                    tracing::warn!(model = %model, error = %e, "digest model call failed; sending the template summary");
+                    d.summary_note = Some(format!("model `{model}` unavailable: {e}; template summary shown"));
+                }
+            }
+            self.step(run.as_ref().map(|r| r.id.as_str()), "summarise", "model", json!({"model": model}), answer.map(Value::String), t).await;
+        }
+
+        let msg = Message {
+            subject: d.subject(),
+            text: d.to_text(),
+            html: Some(d.to_html()),
+            slack_blocks: Some(d.to_slack_blocks()),
+        };
+        let targets: Vec<Target> = if !targets.is_empty() {
+            targets.to_vec()
+        } else if let Some(c) = cfg.as_ref().filter(|c| !c.to.is_empty()) {
+            c.to.clone()
+        } else {
+            let mut v = Vec::new();
+            if self.inner.config.delivery.slack.is_some() {
+                v.push(Target::Slack);
+            }
+            if self.inner.config.delivery.email.is_some() {
+                v.push(Target::Email);
+            }
+            v
+        };
+        let mut deliveries = Vec::new();
+        for target in targets {
+            let t = std::time::Instant::now();
+            let result = if dry_run && target != Target::Stdout {
+                Ok(format!("dry run: not sent to {target:?}"))
+            } else {
+                self.deliver_with_retry(target, &msg).await
+            };
+            self.step(run.as_ref().map(|r| r.id.as_str()), &format!("{target:?}").to_lowercase(), "notify", json!({"subject": msg.subject}), result.clone().map(Value::String), t).await;
+            deliveries.push((target, result));
+        }
+        if let Some(r) = &run {
+            let failed: Vec<String> = deliveries
+                .iter()
+                .filter_map(|(t, r)| r.as_ref().err().map(|e| format!("{t:?}: {e}")))
+                .collect();
+            let (status, error) = if failed.is_empty() {
+                ("ok", None)
+            } else {
+                ("failed", Some(failed.join("; ")))
+            };
+            store.finish_run(&r.id, status, error.as_deref()).await?;
+        }
+        Ok(Some(DigestRun {
+            run_id: run.map(|r| r.id),
+            subject: msg.subject,
+            digest: d,
+            deliveries,
+        }))
+    }
+
+    /// E-mail gets three tries (Slack retries inside its client, per Slack's answers).
+    async fn deliver_with_retry(&self, target: Target, msg: &Message) -> Result<String, String> {
+        let tries = if target == Target::Email { 3 } else { 1 };
+        let mut last = String::new();
+        for i in 0..tries {
+            match self.deliver(target, msg).await {
+                Ok(d) => return Ok(d),
+                Err(e) => last = e,
+            }
+            if i + 1 < tries {
+                tokio::time::sleep(Duration::from_secs(2 << i)).await;
+            }
+        }
+        Err(last)
+    }
+
+    async fn step(
+        &self,
+        run_id: Option<&str>,
+        name: &str,
+        kind: &str,
+        input: Value,
+        result: Result<Value, String>,
+        started: std::time::Instant,
+    ) {
+        let Some(run_id) = run_id else { return };
+        let ms = started.elapsed().as_millis() as i64;
+        let (output, error) = match result {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e)),
+        };
+        let s = FlowStep {
+            name: name.into(),
+            kind: kind.into(),
+            input: Some(input),
+            output,
+            error,
+            attempts: 1,
+            started_at: Utc::now().timestamp_millis() - ms,
+            duration_ms: ms,
+        };
+        if let Err(e) = self.hub().store().add_step(run_id, &s).await {
+            tracing::warn!(error = %e, "could not record a digest step");
+        }
+    }
+
+    // ---------------------------------------------------------------- scheduler
+
+    /// Starts the scheduler (digest and cron flows) and the event-trigger loop.
+    pub fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+        vec![
+            tokio::spawn(scheduler(self.clone(), cancel.clone())),
+            tokio::spawn(event_triggers(self.clone(), cancel)),
+        ]
+    }
+
+    /// Fires one scheduled occurrence (once across instances).
+    pub async fn fire(&self, name: &str, at: DateTime<Utc>) {
+        let key = schedule::fire_key(name, at);
+        let input = json!({"scheduled_for": at.to_rfc3339()});
+        if name == "digest" {
+            match self.run_digest(None, &[], false, Some(key)).await {
+                Ok(Some(r)) => tracing::info!(subject = %r.subject, "daily summary sent"),
+                Ok(None) => tracing::debug!("daily summary already sent by another instance"),
+                Err(e) => tracing::error!(error = %e, "daily summary failed"),
+            }
+            return;
+        }
+        match self.run_flow(name, "schedule", input, Some(key), false).await {
+            Ok(r) => tracing::info!(flow = name, status = %r.status, "scheduled flow ran"),
+            Err(crate::runner::RunError::AlreadyFired(_)) => {}
+            Err(e) => tracing::warn!(flow = name, error = %e, "scheduled flow did not run"),
+        }
+    }
+
+    /// The schedules this hub fires: `(name, schedule, missed policy)`.
+    pub fn schedules(&self) -> Vec<(String, Schedule, schedule::Missed)> {
+        let mut v = Vec::new();
+        if let Some(d) = self.inner.config.digest.as_ref().filter(|d| d.enabled) {
+            v.push(("digest".to_owned(), d.schedule.clone(), d.missed));
+        }
+        for f in &self.inner.config.flows {
+            if let Trigger::Cron { schedule, missed } = &f.trigger {
+                v.push((f.name.clone(), (**schedule).clone(), *missed));
+            }
+        }
+        v
+    }
+}
+
+/// Yesterday in `tz`, seen from `now`.
+pub fn yesterday(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
+    let today = now.with_timezone(&tz).date_naive();
+    today.pred_opt().unwrap_or(today)
+}
+
+async fn scheduler(flows: Flows, cancel: CancellationToken) {
+    let schedules = flows.schedules();
+    if schedules.is_empty() {
+        return;
+    }
+    let now = Utc::now();
+    let mut next: Vec<(String, Schedule, Option<DateTime<Utc>>)> = Vec::new();
+    for (name, s, missed) in schedules {
+        // A fire missed while the hub was down: caught up once, or skipped, per policy.
+        if let Some(at) = s.missed(now, missed) {
+            let fired = flows
+                .hub()
+                .store()
+                .run_fired(&schedule::fire_key(&name, at))
+                .await
+                .unwrap_or(true);
+            if !fired {
+                tracing::info!(flow = %name, at = %at, "running a fire missed while the hub was down");
+                flows.fire(&name, at).await;
+            }
+        }
+        let n = s.next_after(now);
+        next.push((name, s, n));
+    }
+    loop {
+        let now = Utc::now();
+        for (name, s, at) in next.iter_mut() {
+            while let Some(t) = *at {
+                if t > now {
+                    break;
+                }
+                flows.fire(name, t).await;
+                *at = s.next_after(t);
+            }
+        }
+        let wait = next
+            .iter()
+            .filter_map(|(_, _, at)| *at)
+            .min()
+            .map(|t| (t - Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(Duration::from_secs(60))
+            .min(Duration::from_secs(30));
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Runs event-triggered flows for new stored events of their kind, once per event.
+async fn event_triggers(flows: Flows, cancel: CancellationToken) {
+    let triggers: Vec<(String, String, Option<String>)> = flows
+        .config()
+        .flows
+        .iter()
+        .filter_map(|f| match &f.trigger {
+            Trigger::Event { kind, source } => Some((f.name.clone(), kind.clone(), source.clone())),
+            _ => None,
+        })
+        .collect();
+    if triggers.is_empty() {
+        return;
+    }
+    loop {
+        for (name, kind, source) in &triggers {
+            if let Err(e) = trigger_once(&flows, name, kind, source.as_deref()).await {
+                tracing::warn!(flow = %name, error = %e, "event trigger failed; will retry");
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// One pass for one event-triggered flow. The checkpoint starts at the newest event when
+/// the flow is first seen, so adding a flow does not replay history.
+pub async fn trigger_once(
+    flows: &Flows,
+    name: &str,
+    kind: &str,
+    source: Option<&str>,
+) -> Result<usize, HubError> {
+    let store = flows.hub().store();
+    let key = format!("flow.{name}.after_seq");
+    let after = match store.get_meta(&key).await? {
+        Some(v) => v.parse::<i64>().unwrap_or(0),
+        None => {
+            let newest = store
+                .list_events(&EventFilter { limit: Some(1), ..Default::default() })
+                .await?
+                .first()
+                .map_or(0, |e| e.seq);
+            store.set_meta(&key, &newest.to_string()).await?;
+            newest
+        }
+    };
+    let events = store
+        .list_events(&EventFilter {
+            kind: Some(kind.to_owned()),
+            source: source.map(str::to_owned),
+            after_seq: Some(after),
+            oldest_first: true,
+            limit: Some(100),
+            ..Default::default()
+        })
+        .await?;
+    let mut ran = 0;
+    for e in &events {
+        let input = json!({"event": e});
+        match flows.run_flow(name, "event", input, Some(format!("{name}#{}", e.id)), false).await {
+            Ok(_) => ran += 1,
+            Err(crate::runner::RunError::AlreadyFired(_)) => {}
+            Err(crate::runner::RunError::Busy(_)) => return Ok(ran), // retry the rest next pass
+            Err(err) => tracing::warn!(flow = name, event = %e.id, error = %err, "event-triggered run failed to start"),
+        }
+        store.set_meta(&key, &e.seq.to_string()).await?;
+    }
+    Ok(ran)
+}

@@ -1,0 +1,100 @@
+//! Templates (minijinja) over a run's context: `{{ event.email }}`,
+//! `{{ steps.find.output.firstname }}`, `{{ item.email | lower }}`.
+//!
+//! A value that is exactly one `{{ expression }}` keeps the expression's type (a list stays a
+//! list, a number a number), so tool arguments and loops get real JSON, not text.
+
+use minijinja::{Environment, UndefinedBehavior, Value as Jinja};
+use serde_json::Value;
+
+fn env() -> Environment<'static> {
+    let mut env = Environment::new();
+    // A typo (`steps.fnid`) is an error, not an empty string sent to a customer.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env
+}
+
+/// Checks that a template parses.
+pub fn check(template: &str) -> Result<(), String> {
+    let env = env();
+    match sole_expression(template) {
+        Some(expr) => env.compile_expression(expr).map(|_| ()).map_err(describe),
+        None => env.template_from_str(template).map(|_| ()).map_err(describe),
+    }
+}
+
+/// Renders a template to text.
+pub fn render(template: &str, ctx: &Value) -> Result<String, String> {
+    let env = env();
+    let t = env.template_from_str(template).map_err(describe)?;
+    t.render(Jinja::from_serialize(ctx)).map_err(describe)
+}
+
+/// Evaluates an expression (`steps.list.output.items`) to JSON.
+pub fn eval(expr: &str, ctx: &Value) -> Result<Value, String> {
+    let env = env();
+    let e = env.compile_expression(expr.trim()).map_err(describe)?;
+    let v = e.eval(Jinja::from_serialize(ctx)).map_err(describe)?;
+    serde_json::to_value(&v).map_err(|e| e.to_string())
+}
+
+/// Renders every string inside a TOML value; a string that is one `{{ expr }}` keeps the
+/// expression's JSON type.
+pub fn render_value(v: &toml::Value, ctx: &Value) -> Result<Value, String> {
+    Ok(match v {
+        toml::Value::String(s) => match sole_expression(s) {
+            Some(expr) => eval(expr, ctx)?,
+            None => Value::String(render(s, ctx)?),
+        },
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => Value::from(*f),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(|x| render_value(x, ctx)).collect::<Result<_, _>>()?),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, x)| Ok((k.clone(), render_value(x, ctx)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+/// `"{{ a.b }}"` → `Some("a.b")`; anything else → `None`.
+fn sole_expression(s: &str) -> Option<&str> {
+    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    (!inner.contains("{{") && !inner.contains("}}")).then(|| inner.trim())
+}
+
+fn describe(e: minijinja::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(detail) = e.detail()
+        && !s.contains(detail)
+    {
+        s.push_str(&format!(" ({detail})"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn renders_and_keeps_types() {
+        let ctx = json!({"event": {"email": "A@B.de"}, "steps": {"list": {"output": {"items": [1, 2]}}}});
+        assert_eq!(render("Hi {{ event.email | lower }}", &ctx).unwrap(), "Hi a@b.de");
+        let v: toml::Value = toml::from_str("a = \"{{ steps.list.output.items }}\"\nb = \"n={{ steps.list.output.items | length }}\"").unwrap();
+        assert_eq!(render_value(&v, &ctx).unwrap(), json!({"a": [1, 2], "b": "n=2"}));
+        assert_eq!(eval("steps.list.output.items", &ctx).unwrap(), json!([1, 2]));
+    }
+
+    #[test]
+    fn typos_are_errors() {
+        let ctx = json!({"event": {}});
+        assert!(render("{{ event.emial }}", &ctx).is_err());
+        assert!(check("{{ event.email ").is_err());
+        assert!(check("{% for x in y %}").is_err());
+    }
+}
