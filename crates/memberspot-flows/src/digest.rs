@@ -367,7 +367,7 @@ impl Problems {
         }
         if self.unmatched > 0 {
             out.push(format!(
-                "{} event(s) matched no rule (unknown product or event; memberspot events list --unmatched)",
+                "{} event(s) matched no rule (memberspot events list --unmatched)",
                 self.unmatched
             ));
         }
@@ -479,7 +479,7 @@ impl Digest {
             t.push_str("  nothing\n");
         }
         for p in problems {
-            t.push_str(&format!("  - {p}\n"));
+            t.push_str(&wrap(&p, "  - ", "    ", 78));
         }
         t.push_str(&format!(
             "\n{:<28}{:>10}{:>12}{:>10}\n",
@@ -718,6 +718,29 @@ impl Digest {
     }
 }
 
+/// Word-wraps `text` to `width` columns, the first line after `first`, the rest after `rest`.
+fn wrap(text: &str, first: &str, rest: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = first.to_owned();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = rest.to_owned();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
 fn kind_label(kind: &str) -> &str {
     PAYMENT_KINDS
         .iter()
@@ -780,6 +803,12 @@ mod tests {
         assert_eq!(delta(3, 1), "+2");
         assert_eq!(delta(1, 3), "-2");
         assert_eq!(delta(2, 2), "±0");
+    }
+
+    #[test]
+    fn wrapping() {
+        let w = wrap("one two three four", "  - ", "    ", 12);
+        assert_eq!(w, "  - one two\n    three\n    four\n");
     }
 
     #[test]

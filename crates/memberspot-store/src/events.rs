@@ -307,8 +307,17 @@ impl Store {
 
     /// Stores events that came from no delivery (the poller), in one transaction.
     pub async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<Inserted>, StoreError> {
+        self.insert_events_at(events, now_ms()).await
+    }
+
+    /// As [`Store::insert_events`], received at `received_at` (epoch ms): imports and tests.
+    pub async fn insert_events_at(
+        &self,
+        events: &[NewEvent],
+        received_at: i64,
+    ) -> Result<Vec<Inserted>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let now = now_ms();
+        let now = received_at;
         let mut out = Vec::with_capacity(events.len());
         for e in events {
             out.push(insert_event(&mut tx, None, e, now).await?);

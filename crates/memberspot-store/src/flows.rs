@@ -81,7 +81,8 @@ const RUN_COLUMNS: &str = "seq, id, flow, trigger, fire_key, dry_run, status, in
 impl Store {
     // ---------------------------------------------------------------- digest reads
 
-    /// Events received in `[since, until)`, grouped by source, provider, kind, status, test
+    /// Events received in `[since, until)` (PostgreSQL sums to NUMERIC, hence the cast),
+    /// grouped by source, provider, kind, status, test
     /// flag, currency and product, with counts and summed amounts.
     pub async fn event_counts(
         &self,
@@ -90,7 +91,7 @@ impl Store {
     ) -> Result<Vec<EventCount>, StoreError> {
         let rows = sqlx::query(
             "SELECT source, provider, kind, status, test, currency, product_id, COUNT(*) AS n, \
-             COALESCE(SUM(amount_minor), 0) AS amount FROM events \
+             CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS amount FROM events \
              WHERE received_at >= $1 AND received_at < $2 \
              GROUP BY source, provider, kind, status, test, currency, product_id \
              ORDER BY source, kind, product_id",
