@@ -61,6 +61,12 @@ pub struct Global {
     /// Rules file for webhooks, access rules and the poller [default: <data dir>/rules.toml if present]
     #[arg(long, global = true, env = "MEMBERSPOT_RULES", value_name = "FILE")]
     pub rules: Option<PathBuf>,
+    /// Flows file: the daily summary, delivery targets, flows [default: <data dir>/flows.toml if present]
+    #[arg(long, global = true, env = "MEMBERSPOT_FLOWS", value_name = "FILE")]
+    pub flows: Option<PathBuf>,
+    /// Models file for summaries and persona chat [default: <data dir>/models.toml if present]
+    #[arg(long, global = true, env = "MEMBERSPOT_MODELS", value_name = "FILE")]
+    pub models: Option<PathBuf>,
     /// Act as this persona: its connection, scopes and limits apply, and calls are audited under its name
     #[arg(long, global = true, env = "MEMBERSPOT_PERSONA")]
     pub persona: Option<String>,
@@ -117,6 +123,13 @@ pub enum Command {
     /// The rules file: validate it, or dry-run it over the stored events
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// The daily summary of a day: render it, or send it now
+    Digest(DigestArgs),
+    /// Flows: validate, list, run, history
+    #[command(subcommand)]
+    Flows(FlowsCommand),
+    /// Chat with a persona: its model, only the tools in its scope
+    Chat(crate::commands::chat::ChatArgs),
     /// Mint a new admin token for the REST admin routes (replaces the old one)
     AdminToken,
     /// Re-encrypt every stored API key under a new master key
@@ -314,6 +327,56 @@ pub struct EventFilterArgs {
     pub since: Option<String>,
     #[arg(long, default_value_t = 50)]
     pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// The day to summarise [default: yesterday in the digest's time zone]
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: Option<chrono::NaiveDate>,
+    /// Render and show, send nothing, record nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where to send it (repeatable) [default: the configured targets, else stdout]
+    #[arg(long, value_enum)]
+    pub to: Vec<DigestTarget>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DigestTarget {
+    Slack,
+    Email,
+    Stdout,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowsCommand {
+    /// Check the flows file; errors name the line and column
+    Validate {
+        /// The file [default: --flows, else <data dir>/flows.toml]
+        file: Option<PathBuf>,
+    },
+    /// The configured flows, their triggers and next scheduled runs
+    List,
+    /// Run a flow now
+    Run {
+        name: String,
+        /// Show what would be written without writing (read-only tools still run)
+        #[arg(long)]
+        dry_run: bool,
+        /// JSON available to templates as `input`
+        #[arg(long, value_name = "JSON")]
+        input: Option<String>,
+    },
+    /// Past runs, newest first
+    History {
+        /// Only this flow (`digest` for the daily summary)
+        name: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One run: every step's input, output, duration and error
+    Show { run: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -30,6 +30,12 @@ pub struct ConfigFile {
     /// Webhook sources, access rules and the poller (see docs/events.md).
     #[serde(default)]
     pub rules_file: Option<PathBuf>,
+    /// The daily summary, delivery targets and flows (see docs/flows.md).
+    #[serde(default)]
+    pub flows_file: Option<PathBuf>,
+    /// Language models for summaries and persona chat (see docs/flows.md).
+    #[serde(default)]
+    pub models_file: Option<PathBuf>,
 }
 
 #[derive(Default, Deserialize)]

@@ -108,12 +108,30 @@ pub struct Step {
 /// What a step does. String values are templates (minijinja) over the run's context.
 #[derive(Debug, Clone)]
 pub enum Action {
-    Tool { tool: String, args: toml::Value },
-    Model { model: String, prompt: String },
-    Notify { target: Target, subject: String, text: String },
-    Http { method: String, url: String, headers: BTreeMap<String, String>, body: Option<String>, json: Option<toml::Value> },
+    Tool {
+        tool: String,
+        args: toml::Value,
+    },
+    Model {
+        model: String,
+        prompt: String,
+    },
+    Notify {
+        target: Target,
+        subject: String,
+        text: String,
+    },
+    Http {
+        method: String,
+        url: String,
+        headers: BTreeMap<String, String>,
+        body: Option<String>,
+        json: Option<toml::Value>,
+    },
     /// Renders a template; the output is parsed as JSON when it is JSON.
-    Transform { template: String },
+    Transform {
+        template: String,
+    },
 }
 
 impl Action {
@@ -131,9 +149,15 @@ impl Action {
 /// What starts a flow.
 #[derive(Debug, Clone)]
 pub enum Trigger {
-    Cron { schedule: Box<Schedule>, missed: Missed },
+    Cron {
+        schedule: Box<Schedule>,
+        missed: Missed,
+    },
     /// Stored events of this kind (`course_completed`, `purchase`, …), optionally of one source.
-    Event { kind: String, source: Option<String> },
+    Event {
+        kind: String,
+        source: Option<String>,
+    },
     Manual,
 }
 
@@ -157,7 +181,6 @@ pub struct FlowsConfig {
     pub warnings: Vec<String>,
 }
 
-
 impl FlowsConfig {
     pub fn load(path: &Path) -> Result<FlowsConfig, ConfigError> {
         let file = path.display().to_string();
@@ -176,13 +199,21 @@ impl FlowsConfig {
     pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<FlowsConfig, ConfigError> {
         let at = |span: std::ops::Range<usize>, message: String| {
             let (line, column) = line_col(text, span.start);
-            Problem { line, column, message }
+            Problem {
+                line,
+                column,
+                message,
+            }
         };
         let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError {
             file: file.to_owned(),
             problems: vec![match e.span() {
                 Some(span) => at(span, e.message().to_owned()),
-                None => Problem { line: 0, column: 0, message: e.message().to_owned() },
+                None => Problem {
+                    line: 0,
+                    column: 0,
+                    message: e.message().to_owned(),
+                },
             }],
         })?;
         let mut problems = Vec::new();
@@ -217,14 +248,26 @@ impl FlowsConfig {
                 "tls" => Security::Tls,
                 "none" => Security::None,
                 other => {
-                    problems.push(at(span.clone(), format!("delivery.email.security: `{other}`; use starttls, tls or none")));
+                    problems.push(at(
+                        span.clone(),
+                        format!("delivery.email.security: `{other}`; use starttls, tls or none"),
+                    ));
                     Security::StartTls
                 }
             };
             if e.to.is_empty() {
-                problems.push(at(span.clone(), "delivery.email.to: give at least one recipient".into()));
+                problems.push(at(
+                    span.clone(),
+                    "delivery.email.to: give at least one recipient".into(),
+                ));
             }
-            let password = match secret_value("delivery.email", "password", e.password.as_deref(), e.password_env.as_deref(), e.password_file.as_deref().map(resolve).as_deref()) {
+            let password = match secret_value(
+                "delivery.email",
+                "password",
+                e.password.as_deref(),
+                e.password_env.as_deref(),
+                e.password_file.as_deref().map(resolve).as_deref(),
+            ) {
                 Ok(p) => p,
                 Err(m) => {
                     problems.push(at(span.clone(), m));
@@ -232,7 +275,10 @@ impl FlowsConfig {
                 }
             };
             if e.username.is_some() && password.is_none() {
-                warnings.push("delivery.email: a username without a password; the server may refuse to send".into());
+                warnings.push(
+                    "delivery.email: a username without a password; the server may refuse to send"
+                        .into(),
+                );
             }
             delivery.email = Some(EmailTarget {
                 host: e.host.clone(),
@@ -262,11 +308,16 @@ impl FlowsConfig {
             Some(hhmm) => match parse_hhmm(hhmm) {
                 Some((h, m)) => format!("{m} {h} * * *"),
                 None => {
-                    problems.push(at(digest_span.clone(), format!("digest.at: `{hhmm}` is not a time like 07:00")));
+                    problems.push(at(
+                        digest_span.clone(),
+                        format!("digest.at: `{hhmm}` is not a time like 07:00"),
+                    ));
                     "0 7 * * *".into()
                 }
             },
-            None => d.and_then(|d| d.cron.clone()).unwrap_or_else(|| "0 7 * * *".into()),
+            None => d
+                .and_then(|d| d.cron.clone())
+                .unwrap_or_else(|| "0 7 * * *".into()),
         };
         let digest = match Schedule::parse(&cron, &timezone) {
             Ok(schedule) => {
@@ -274,19 +325,33 @@ impl FlowsConfig {
                 for t in d.map(|d| d.to.clone()).unwrap_or_default() {
                     match Target::parse(&t) {
                         Some(t) => to.push(t),
-                        None => problems.push(at(digest_span.clone(), format!("digest.to: `{t}`; use slack, email or stdout"))),
+                        None => problems.push(at(
+                            digest_span.clone(),
+                            format!("digest.to: `{t}`; use slack, email or stdout"),
+                        )),
                     }
                 }
                 for t in &to {
-                    if (*t == Target::Slack && delivery.slack.is_none()) || (*t == Target::Email && delivery.email.is_none()) {
-                        problems.push(at(digest_span.clone(), format!("digest.to names {t:?} but [delivery.{}] is not configured", format!("{t:?}").to_lowercase())));
+                    if (*t == Target::Slack && delivery.slack.is_none())
+                        || (*t == Target::Email && delivery.email.is_none())
+                    {
+                        problems.push(at(
+                            digest_span.clone(),
+                            format!(
+                                "digest.to names {t:?} but [delivery.{}] is not configured",
+                                format!("{t:?}").to_lowercase()
+                            ),
+                        ));
                     }
                 }
                 let prompt = match d.and_then(|d| d.prompt_file.as_ref()) {
                     Some(p) => match std::fs::read_to_string(resolve(p)) {
                         Ok(t) => Some(t),
                         Err(e) => {
-                            problems.push(at(digest_span.clone(), format!("digest.prompt_file {}: {e}", p.display())));
+                            problems.push(at(
+                                digest_span.clone(),
+                                format!("digest.prompt_file {}: {e}", p.display()),
+                            ));
                             None
                         }
                     },
@@ -297,7 +362,9 @@ impl FlowsConfig {
                     timezone: timezone.clone(),
                     schedule,
                     missed: d.and_then(|d| d.missed).unwrap_or(Missed::CatchUp),
-                    connection: d.and_then(|d| d.connection.clone()).unwrap_or_else(|| "sandbox".into()),
+                    connection: d
+                        .and_then(|d| d.connection.clone())
+                        .unwrap_or_else(|| "sandbox".into()),
                     to,
                     model: d.and_then(|d| d.model.clone()),
                     prompt,
@@ -317,29 +384,48 @@ impl FlowsConfig {
             let (line, _) = line_col(text, spanned.span().start);
             let name = f.name.get_ref().clone();
             if !valid_name(&name) {
-                problems.push(at(f.name.span(), format!("flow name `{name}` must be 1-64 letters, digits, `-` or `_`")));
+                problems.push(at(
+                    f.name.span(),
+                    format!("flow name `{name}` must be 1-64 letters, digits, `-` or `_`"),
+                ));
             }
             if name == "digest" {
-                problems.push(at(f.name.span(), "`digest` is the built-in daily summary's name; choose another".into()));
+                problems.push(at(
+                    f.name.span(),
+                    "`digest` is the built-in daily summary's name; choose another".into(),
+                ));
             }
             if !names.insert(name.clone()) {
                 problems.push(at(f.name.span(), format!("flow `{name}` is defined twice")));
             }
             let trigger = match (&f.trigger.cron, &f.trigger.event, f.trigger.manual) {
                 (Some(c), None, None | Some(false)) => {
-                    let tz = f.trigger.timezone.clone().unwrap_or_else(|| timezone.clone());
+                    let tz = f
+                        .trigger
+                        .timezone
+                        .clone()
+                        .unwrap_or_else(|| timezone.clone());
                     match Schedule::parse(c.get_ref(), &tz) {
-                        Ok(schedule) => Trigger::Cron { schedule: Box::new(schedule), missed: f.trigger.missed.unwrap_or_default() },
+                        Ok(schedule) => Trigger::Cron {
+                            schedule: Box::new(schedule),
+                            missed: f.trigger.missed.unwrap_or_default(),
+                        },
                         Err(m) => {
                             problems.push(at(c.span(), format!("flow `{name}`: {m}")));
                             Trigger::Manual
                         }
                     }
                 }
-                (None, Some(kind), None | Some(false)) => Trigger::Event { kind: kind.clone(), source: f.trigger.source.clone() },
+                (None, Some(kind), None | Some(false)) => Trigger::Event {
+                    kind: kind.clone(),
+                    source: f.trigger.source.clone(),
+                },
                 (None, None, _) => Trigger::Manual,
                 _ => {
-                    problems.push(at(spanned.span(), format!("flow `{name}`: give one trigger: cron, event or manual")));
+                    problems.push(at(
+                        spanned.span(),
+                        format!("flow `{name}`: give one trigger: cron, event or manual"),
+                    ));
                     Trigger::Manual
                 }
             };
@@ -353,23 +439,46 @@ impl FlowsConfig {
                 let (sline, _) = line_col(text, s.span().start);
                 let step_name = st.name.clone().unwrap_or_else(|| format!("step{}", i + 1));
                 if !step_names.insert(step_name.clone()) {
-                    problems.push(at(s.span(), format!("flow `{name}`: step name `{step_name}` is used twice")));
+                    problems.push(at(
+                        s.span(),
+                        format!("flow `{name}`: step name `{step_name}` is used twice"),
+                    ));
                 }
-                let given = [st.tool.is_some(), st.model.is_some(), st.notify.is_some(), st.http.is_some(), st.transform.is_some()]
-                    .iter()
-                    .filter(|b| **b)
-                    .count();
+                let given = [
+                    st.tool.is_some(),
+                    st.model.is_some(),
+                    st.notify.is_some(),
+                    st.http.is_some(),
+                    st.transform.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count();
                 if given != 1 {
                     problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: give exactly one of tool, model, notify, http, transform")));
                     continue;
                 }
                 let action = if let Some(tool) = &st.tool {
-                    Action::Tool { tool: tool.clone(), args: st.args.clone().unwrap_or(toml::Value::Table(Default::default())) }
+                    Action::Tool {
+                        tool: tool.clone(),
+                        args: st
+                            .args
+                            .clone()
+                            .unwrap_or(toml::Value::Table(Default::default())),
+                    }
                 } else if let Some(model) = &st.model {
                     match &st.prompt {
-                        Some(p) => Action::Model { model: model.clone(), prompt: p.clone() },
+                        Some(p) => Action::Model {
+                            model: model.clone(),
+                            prompt: p.clone(),
+                        },
                         None => {
-                            problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: a model step needs `prompt`")));
+                            problems.push(at(
+                                s.span(),
+                                format!(
+                                    "flow `{name}` step `{step_name}`: a model step needs `prompt`"
+                                ),
+                            ));
                             continue;
                         }
                     }
@@ -381,30 +490,53 @@ impl FlowsConfig {
                         }
                         Some(t) => t,
                     };
-                    if (target == Target::Slack && raw.delivery.slack.is_none()) || (target == Target::Email && raw.delivery.email.is_none()) {
+                    if (target == Target::Slack && raw.delivery.slack.is_none())
+                        || (target == Target::Email && raw.delivery.email.is_none())
+                    {
                         problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: notify = `{n}` but [delivery.{n}] is not configured")));
                     }
                     Action::Notify {
                         target,
-                        subject: st.subject.clone().unwrap_or_else(|| format!("Memberspot flow {name}")),
+                        subject: st
+                            .subject
+                            .clone()
+                            .unwrap_or_else(|| format!("Memberspot flow {name}")),
                         text: st.text.clone().unwrap_or_default(),
                     }
                 } else if let Some(h) = &st.http {
-                    let method = h.method.clone().unwrap_or_else(|| "POST".into()).to_ascii_uppercase();
+                    let method = h
+                        .method
+                        .clone()
+                        .unwrap_or_else(|| "POST".into())
+                        .to_ascii_uppercase();
                     if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-                        problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: http.method `{method}`")));
+                        problems.push(at(
+                            s.span(),
+                            format!("flow `{name}` step `{step_name}`: http.method `{method}`"),
+                        ));
                     }
                     if h.body.is_some() && h.json.is_some() {
                         problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: http takes `body` or `json`, not both")));
                     }
-                    Action::Http { method, url: h.url.clone(), headers: h.headers.clone().unwrap_or_default(), body: h.body.clone(), json: h.json.clone() }
+                    Action::Http {
+                        method,
+                        url: h.url.clone(),
+                        headers: h.headers.clone().unwrap_or_default(),
+                        body: h.body.clone(),
+                        json: h.json.clone(),
+                    }
                 } else {
-                    Action::Transform { template: st.transform.clone().unwrap_or_default() }
+                    Action::Transform {
+                        template: st.transform.clone().unwrap_or_default(),
+                    }
                 };
                 // Templates are checked now, so typos fail at validation, not at 7 am.
                 for t in templates_of(&action) {
                     if let Err(e) = crate::template::check(&t) {
-                        problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: template: {e}")));
+                        problems.push(at(
+                            s.span(),
+                            format!("flow `{name}` step `{step_name}`: template: {e}"),
+                        ));
                     }
                 }
                 steps.push(Step {
@@ -413,8 +545,19 @@ impl FlowsConfig {
                     action,
                     for_each: st.for_each.clone(),
                     item: st.item.clone().unwrap_or_else(|| "item".into()),
-                    attempts: st.retry.as_ref().and_then(|r| r.attempts).unwrap_or(1).max(1),
-                    backoff: Duration::from_secs_f64(st.retry.as_ref().and_then(|r| r.backoff_secs).unwrap_or(2.0).max(0.0)),
+                    attempts: st
+                        .retry
+                        .as_ref()
+                        .and_then(|r| r.attempts)
+                        .unwrap_or(1)
+                        .max(1),
+                    backoff: Duration::from_secs_f64(
+                        st.retry
+                            .as_ref()
+                            .and_then(|r| r.backoff_secs)
+                            .unwrap_or(2.0)
+                            .max(0.0),
+                    ),
                     continue_on_error: st.continue_on_error.unwrap_or(false),
                 });
             }
@@ -429,10 +572,18 @@ impl FlowsConfig {
         }
 
         if problems.is_empty() {
-            Ok(FlowsConfig { digest, delivery, flows, warnings })
+            Ok(FlowsConfig {
+                digest,
+                delivery,
+                flows,
+                warnings,
+            })
         } else {
             problems.sort_by_key(|p| (p.line, p.column));
-            Err(ConfigError { file: file.to_owned(), problems })
+            Err(ConfigError {
+                file: file.to_owned(),
+                problems,
+            })
         }
     }
 
@@ -446,7 +597,13 @@ fn templates_of(a: &Action) -> Vec<String> {
         Action::Tool { args, .. } => strings_in(args),
         Action::Model { prompt, .. } => vec![prompt.clone()],
         Action::Notify { subject, text, .. } => vec![subject.clone(), text.clone()],
-        Action::Http { url, headers, body, json, .. } => {
+        Action::Http {
+            url,
+            headers,
+            body,
+            json,
+            ..
+        } => {
             let mut v = vec![url.clone()];
             v.extend(headers.values().cloned());
             v.extend(body.clone());
@@ -476,16 +633,24 @@ fn secret_value(
     env: Option<&str>,
     file: Option<&Path>,
 ) -> Result<Option<String>, String> {
-    let given = [inline.is_some(), env.is_some(), file.is_some()].iter().filter(|b| **b).count();
+    let given = [inline.is_some(), env.is_some(), file.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
     if given > 1 {
-        return Err(format!("{table}: set only one of `{key}`, `{key}_env`, `{key}_file`"));
+        return Err(format!(
+            "{table}: set only one of `{key}`, `{key}_env`, `{key}_file`"
+        ));
     }
     let value = if let Some(v) = inline {
         Some(v.to_owned())
     } else if let Some(var) = env {
         std::env::var(var).ok()
     } else if let Some(path) = file {
-        Some(std::fs::read_to_string(path).map_err(|e| format!("{table}.{key}_file {}: {e}", path.display()))?)
+        Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("{table}.{key}_file {}: {e}", path.display()))?,
+        )
     } else {
         None
     };
@@ -499,7 +664,11 @@ fn parse_hhmm(s: &str) -> Option<(u32, u32)> {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

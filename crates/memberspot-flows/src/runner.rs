@@ -46,7 +46,9 @@ pub struct StepReport {
 pub enum RunError {
     #[error("no flow named `{0}` in the flows file")]
     UnknownFlow(String),
-    #[error("flow `{0}` is already running (runs of one flow never overlap); try again when it has finished")]
+    #[error(
+        "flow `{0}` is already running (runs of one flow never overlap); try again when it has finished"
+    )]
     Busy(String),
     #[error("this fire of `{0}` already ran")]
     AlreadyFired(String),
@@ -76,7 +78,9 @@ impl Flows {
         if !store.try_lease(&lease, self.worker_id(), until).await? {
             return Err(RunError::Busy(name.to_owned()));
         }
-        let result = self.run_locked(&flow, trigger, input, fire_key, dry_run).await;
+        let result = self
+            .run_locked(&flow, trigger, input, fire_key, dry_run)
+            .await;
         if let Err(e) = store.release_lease(&lease, self.worker_id()).await {
             tracing::warn!(flow = name, error = %e, "could not release the flow's lease; it expires on its own");
         }
@@ -115,7 +119,9 @@ impl Flows {
         let mut reports = Vec::new();
         let mut failure = None;
         for step in &flow.steps {
-            let (outputs, error) = self.run_step(flow, step, &mut ctx, &run.id, dry_run, &mut reports).await;
+            let (outputs, error) = self
+                .run_step(flow, step, &mut ctx, &run.id, dry_run, &mut reports)
+                .await;
             ctx["steps"][&step.name] = json!({"output": outputs, "error": error});
             if let Some(e) = error
                 && !step.continue_on_error
@@ -125,7 +131,9 @@ impl Flows {
             }
         }
         let status = if failure.is_some() { "failed" } else { "ok" };
-        store.finish_run(&run.id, status, failure.as_deref()).await?;
+        store
+            .finish_run(&run.id, status, failure.as_deref())
+            .await?;
         if let Some(e) = &failure {
             tracing::warn!(flow = %flow.name, run = %run.id, error = %e, "flow run failed");
         }
@@ -157,25 +165,52 @@ impl Flows {
                 Ok(Value::Null) => Some(Vec::new()),
                 Ok(other) => {
                     let e = format!("for_each `{expr}` is not a list but {}", kind_of(&other));
-                    self.record(run_id, step, &step.name, None, None, Some(&e), 1, 0, reports).await;
+                    self.record(
+                        run_id,
+                        step,
+                        &step.name,
+                        None,
+                        None,
+                        Some(&e),
+                        1,
+                        0,
+                        reports,
+                    )
+                    .await;
                     return (Value::Null, Some(e));
                 }
                 Err(e) => {
                     let e = format!("for_each `{expr}`: {e}");
-                    self.record(run_id, step, &step.name, None, None, Some(&e), 1, 0, reports).await;
+                    self.record(
+                        run_id,
+                        step,
+                        &step.name,
+                        None,
+                        None,
+                        Some(&e),
+                        1,
+                        0,
+                        reports,
+                    )
+                    .await;
                     return (Value::Null, Some(e));
                 }
             },
         };
         match items {
-            None => self.attempt(flow, step, ctx, &step.name, run_id, dry_run, reports).await,
+            None => {
+                self.attempt(flow, step, ctx, &step.name, run_id, dry_run, reports)
+                    .await
+            }
             Some(items) => {
                 let mut outputs = Vec::with_capacity(items.len());
                 let mut first_error = None;
                 for (i, item) in items.into_iter().enumerate() {
                     ctx[&step.item] = item;
                     let label = format!("{}[{i}]", step.name);
-                    let (out, err) = self.attempt(flow, step, ctx, &label, run_id, dry_run, reports).await;
+                    let (out, err) = self
+                        .attempt(flow, step, ctx, &label, run_id, dry_run, reports)
+                        .await;
                     outputs.push(out);
                     if err.is_some() && first_error.is_none() {
                         first_error = err;
@@ -209,7 +244,18 @@ impl Flows {
             match self.execute(flow, step, ctx, run_id, dry_run).await {
                 Ok((input, output)) => {
                     let ms = started.elapsed().as_millis() as u64;
-                    self.record(run_id, step, label, Some(&input), Some(&output), None, attempt, ms, reports).await;
+                    self.record(
+                        run_id,
+                        step,
+                        label,
+                        Some(&input),
+                        Some(&output),
+                        None,
+                        attempt,
+                        ms,
+                        reports,
+                    )
+                    .await;
                     return (output, None);
                 }
                 Err((input, e)) => {
@@ -222,7 +268,18 @@ impl Flows {
         }
         let ms = started.elapsed().as_millis() as u64;
         let (input, error) = last;
-        self.record(run_id, step, label, input.as_ref(), None, Some(&error), step.attempts, ms, reports).await;
+        self.record(
+            run_id,
+            step,
+            label,
+            input.as_ref(),
+            None,
+            Some(&error),
+            step.attempts,
+            ms,
+            reports,
+        )
+        .await;
         (Value::Null, Some(error))
     }
 
@@ -283,16 +340,26 @@ impl Flows {
                     .ok_or_else(|| (Some(args.clone()), format!("unknown tool `{tool}`")))?;
                 let input = json!({"tool": tool, "arguments": args});
                 if dry_run && descriptor.class != ToolClass::Read {
-                    return Ok((input, json!({"dry_run": true, "would_call": tool, "arguments": args})));
+                    return Ok((
+                        input,
+                        json!({"dry_run": true, "would_call": tool, "arguments": args}),
+                    ));
                 }
-                let persona = self
-                    .hub()
-                    .persona(&flow.persona)
-                    .await
-                    .map_err(|e| (Some(input.clone()), format!("persona `{}`: {e}", flow.persona)))?;
+                let persona = self.hub().persona(&flow.persona).await.map_err(|e| {
+                    (
+                        Some(input.clone()),
+                        format!("persona `{}`: {e}", flow.persona),
+                    )
+                })?;
                 let mut call = CallContext::new(Surface::Flow);
-                call.prompt = Some(format!("flow {} step {} (run {run_id})", flow.name, step.name));
-                let out = self.hub().call(&Principal::Persona(persona), &call, tool, args).await;
+                call.prompt = Some(format!(
+                    "flow {} step {} (run {run_id})",
+                    flow.name, step.name
+                ));
+                let out = self
+                    .hub()
+                    .call(&Principal::Persona(persona), &call, tool, args)
+                    .await;
                 match out.result {
                     Ok(v) => Ok((input, v)),
                     Err(e) => Err((Some(input), format!("{tool}: {e}"))),
@@ -304,10 +371,17 @@ impl Flows {
                 if dry_run {
                     return Ok((input, json!({"dry_run": true, "would_ask": model})));
                 }
-                let text = self.ask_model(model, None, &prompt).await.map_err(|e| (Some(input.clone()), e))?;
+                let text = self
+                    .ask_model(model, None, &prompt)
+                    .await
+                    .map_err(|e| (Some(input.clone()), e))?;
                 Ok((input, Value::String(text)))
             }
-            Action::Notify { target, subject, text } => {
+            Action::Notify {
+                target,
+                subject,
+                text,
+            } => {
                 let subject = template::render(subject, ctx).map_err(fail(None))?;
                 let text = template::render(text, ctx).map_err(fail(None))?;
                 let input = json!({"to": target, "subject": subject, "text": text});
@@ -315,25 +389,45 @@ impl Flows {
                     return Ok((input, json!({"dry_run": true, "would_send": target})));
                 }
                 let msg = Message::new(subject, text);
-                let detail = self.deliver(*target, &msg).await.map_err(|e| (Some(input.clone()), e))?;
+                let detail = self
+                    .deliver(*target, &msg)
+                    .await
+                    .map_err(|e| (Some(input.clone()), e))?;
                 Ok((input, json!({"sent": target, "detail": detail})))
             }
-            Action::Http { method, url, headers, body, json: json_body } => {
+            Action::Http {
+                method,
+                url,
+                headers,
+                body,
+                json: json_body,
+            } => {
                 let url = template::render(url, ctx).map_err(fail(None))?;
                 let mut rendered_headers = serde_json::Map::new();
                 for (k, v) in headers {
-                    rendered_headers.insert(k.clone(), Value::String(template::render(v, ctx).map_err(fail(None))?));
+                    rendered_headers.insert(
+                        k.clone(),
+                        Value::String(template::render(v, ctx).map_err(fail(None))?),
+                    );
                 }
                 let payload = match (body, json_body) {
-                    (Some(b), _) => Some(Value::String(template::render(b, ctx).map_err(fail(None))?)),
+                    (Some(b), _) => {
+                        Some(Value::String(template::render(b, ctx).map_err(fail(None))?))
+                    }
                     (None, Some(j)) => Some(template::render_value(j, ctx).map_err(fail(None))?),
                     (None, None) => None,
                 };
                 let input = json!({"method": method, "url": url, "headers": rendered_headers, "body": payload});
                 if dry_run && method != "GET" {
-                    return Ok((input, json!({"dry_run": true, "would_send": method, "url": url})));
+                    return Ok((
+                        input,
+                        json!({"dry_run": true, "would_send": method, "url": url}),
+                    ));
                 }
-                let out = self.http_call(method, &url, &rendered_headers, payload.as_ref()).await.map_err(|e| (Some(input.clone()), e))?;
+                let out = self
+                    .http_call(method, &url, &rendered_headers, payload.as_ref())
+                    .await
+                    .map_err(|e| (Some(input.clone()), e))?;
                 Ok((input, out))
             }
             Action::Transform { template: t } => {
@@ -361,7 +455,10 @@ impl Flows {
             Some(v) => req.json(v),
             None => req,
         };
-        let resp = req.send().await.map_err(|e| format!("{method} {}: {e}", host_of(url)))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("{method} {}: {e}", host_of(url)))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| e.to_string())?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -376,15 +473,24 @@ impl Flows {
         let delivery = &self.config().delivery;
         match target {
             Target::Slack => {
-                let t = delivery.slack.as_ref().ok_or("Slack delivery is not configured ([delivery.slack])")?;
+                let t = delivery
+                    .slack
+                    .as_ref()
+                    .ok_or("Slack delivery is not configured ([delivery.slack])")?;
                 memberspot_notify::send_slack(self.http(), t, msg)
                     .await
                     .map(|d| d.detail)
                     .map_err(|e| e.to_string())
             }
             Target::Email => {
-                let t = delivery.email.as_ref().ok_or("e-mail delivery is not configured ([delivery.email])")?;
-                memberspot_notify::send_email(t, msg).await.map(|d| d.detail).map_err(|e| e.to_string())
+                let t = delivery
+                    .email
+                    .as_ref()
+                    .ok_or("e-mail delivery is not configured ([delivery.email])")?;
+                memberspot_notify::send_email(t, msg)
+                    .await
+                    .map(|d| d.detail)
+                    .map_err(|e| e.to_string())
             }
             Target::Stdout => {
                 println!("{}", msg.text);

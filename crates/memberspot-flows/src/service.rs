@@ -100,10 +100,18 @@ impl Flows {
     pub async fn ensure_personas(&self) -> Result<(), HubError> {
         let mut wanted: Vec<(String, String, Vec<String>)> = Vec::new();
         if let Some(d) = &self.inner.config.digest {
-            wanted.push((DIGEST_PERSONA.into(), d.connection.clone(), vec!["read".into()]));
+            wanted.push((
+                DIGEST_PERSONA.into(),
+                d.connection.clone(),
+                vec!["read".into()],
+            ));
         }
         for f in &self.inner.config.flows {
-            wanted.push((f.persona.clone(), memberspot_hub::SANDBOX_CONNECTION.into(), vec!["read".into()]));
+            wanted.push((
+                f.persona.clone(),
+                memberspot_hub::SANDBOX_CONNECTION.into(),
+                vec!["read".into()],
+            ));
         }
         for (name, connection, scopes) in wanted {
             if self.hub().store().get_persona(&name).await?.is_some() {
@@ -129,7 +137,12 @@ impl Flows {
     }
 
     /// Asks a model (by name in the models file, else its default) one question.
-    pub async fn ask_model(&self, name: &str, system: Option<&str>, prompt: &str) -> Result<String, String> {
+    pub async fn ask_model(
+        &self,
+        name: &str,
+        system: Option<&str>,
+        prompt: &str,
+    ) -> Result<String, String> {
         let cfg = self
             .inner
             .models
@@ -172,7 +185,12 @@ impl Flows {
         };
         let mut ctx = CallContext::new(memberspot_hub::Surface::Flow);
         ctx.prompt = Some("daily summary: offer names".into());
-        if let Ok(v) = self.hub().call(&who, &ctx, "list_offers", json!({})).await.result {
+        if let Ok(v) = self
+            .hub()
+            .call(&who, &ctx, "list_offers", json!({}))
+            .await
+            .result
+        {
             for o in v["offers"].as_array().into_iter().flatten() {
                 if let (Some(id), Some(name)) = (o["id"].as_str(), o["name"].as_str()) {
                     names.offers.insert(id.to_owned(), name.to_owned());
@@ -207,7 +225,12 @@ impl Flows {
             let inserted = store
                 .insert_run(&NewRun {
                     flow: "digest".into(),
-                    trigger: if fire_key.is_some() { "schedule" } else { "manual" }.into(),
+                    trigger: if fire_key.is_some() {
+                        "schedule"
+                    } else {
+                        "manual"
+                    }
+                    .into(),
                     fire_key,
                     dry_run,
                     input: json!({"date": date.to_string(), "timezone": tz.name()}),
@@ -220,12 +243,21 @@ impl Flows {
             }
         };
         let started = std::time::Instant::now();
-        let connection = cfg
-            .as_ref()
-            .map_or_else(|| memberspot_hub::SANDBOX_CONNECTION.to_owned(), |d| d.connection.clone());
+        let connection = cfg.as_ref().map_or_else(
+            || memberspot_hub::SANDBOX_CONNECTION.to_owned(),
+            |d| d.connection.clone(),
+        );
         let names = self.names(&connection).await;
         let mut d = digest::build(store, date, tz, &names, now).await?;
-        self.step(run.as_ref().map(|r| r.id.as_str()), "collect", "digest", json!({"date": date.to_string()}), Ok(json!(d.numbers)), started).await;
+        self.step(
+            run.as_ref().map(|r| r.id.as_str()),
+            "collect",
+            "digest",
+            json!({"date": date.to_string()}),
+            Ok(json!(d.numbers)),
+            started,
+        )
+        .await;
 
         if let Some(model) = cfg.as_ref().and_then(|c| c.model.clone()) {
             let t = std::time::Instant::now();
@@ -248,10 +280,20 @@ impl Flows {
                 Ok(text) => d.summary = Some(text.trim().to_owned()),
                 Err(e) => {
                     tracing::warn!(model = %model, error = %e, "digest model call failed; sending the template summary");
-                    d.summary_note = Some(format!("model `{model}` unavailable: {e}; template summary shown"));
+                    d.summary_note = Some(format!(
+                        "model `{model}` unavailable: {e}; template summary shown"
+                    ));
                 }
             }
-            self.step(run.as_ref().map(|r| r.id.as_str()), "summarise", "model", json!({"model": model}), answer.map(Value::String), t).await;
+            self.step(
+                run.as_ref().map(|r| r.id.as_str()),
+                "summarise",
+                "model",
+                json!({"model": model}),
+                answer.map(Value::String),
+                t,
+            )
+            .await;
         }
 
         let msg = Message {
@@ -282,7 +324,15 @@ impl Flows {
             } else {
                 self.deliver_with_retry(target, &msg).await
             };
-            self.step(run.as_ref().map(|r| r.id.as_str()), &format!("{target:?}").to_lowercase(), "notify", json!({"subject": msg.subject}), result.clone().map(Value::String), t).await;
+            self.step(
+                run.as_ref().map(|r| r.id.as_str()),
+                &format!("{target:?}").to_lowercase(),
+                "notify",
+                json!({"subject": msg.subject}),
+                result.clone().map(Value::String),
+                t,
+            )
+            .await;
             deliveries.push((target, result));
         }
         if let Some(r) = &run {
@@ -373,7 +423,10 @@ impl Flows {
             }
             return;
         }
-        match self.run_flow(name, "schedule", input, Some(key), false).await {
+        match self
+            .run_flow(name, "schedule", input, Some(key), false)
+            .await
+        {
             Ok(r) => tracing::info!(flow = name, status = %r.status, "scheduled flow ran"),
             Err(crate::runner::RunError::AlreadyFired(_)) => {}
             Err(e) => tracing::warn!(flow = name, error = %e, "scheduled flow did not run"),
@@ -491,7 +544,10 @@ pub async fn trigger_once(
         Some(v) => v.parse::<i64>().unwrap_or(0),
         None => {
             let newest = store
-                .list_events(&EventFilter { limit: Some(1), ..Default::default() })
+                .list_events(&EventFilter {
+                    limit: Some(1),
+                    ..Default::default()
+                })
                 .await?
                 .first()
                 .map_or(0, |e| e.seq);
@@ -512,11 +568,22 @@ pub async fn trigger_once(
     let mut ran = 0;
     for e in &events {
         let input = json!({"event": e});
-        match flows.run_flow(name, "event", input, Some(format!("{name}#{}", e.id)), false).await {
+        match flows
+            .run_flow(
+                name,
+                "event",
+                input,
+                Some(format!("{name}#{}", e.id)),
+                false,
+            )
+            .await
+        {
             Ok(_) => ran += 1,
             Err(crate::runner::RunError::AlreadyFired(_)) => {}
             Err(crate::runner::RunError::Busy(_)) => return Ok(ran), // retry the rest next pass
-            Err(err) => tracing::warn!(flow = name, event = %e.id, error = %err, "event-triggered run failed to start"),
+            Err(err) => {
+                tracing::warn!(flow = name, event = %e.id, error = %err, "event-triggered run failed to start")
+            }
         }
         store.set_meta(&key, &e.seq.to_string()).await?;
     }

@@ -19,7 +19,10 @@ pub fn check(template: &str) -> Result<(), String> {
     let env = env();
     match sole_expression(template) {
         Some(expr) => env.compile_expression(expr).map(|_| ()).map_err(describe),
-        None => env.template_from_str(template).map(|_| ()).map_err(describe),
+        None => env
+            .template_from_str(template)
+            .map(|_| ())
+            .map_err(describe),
     }
 }
 
@@ -50,7 +53,11 @@ pub fn render_value(v: &toml::Value, ctx: &Value) -> Result<Value, String> {
         toml::Value::Float(f) => Value::from(*f),
         toml::Value::Boolean(b) => Value::Bool(*b),
         toml::Value::Datetime(d) => Value::String(d.to_string()),
-        toml::Value::Array(a) => Value::Array(a.iter().map(|x| render_value(x, ctx)).collect::<Result<_, _>>()?),
+        toml::Value::Array(a) => Value::Array(
+            a.iter()
+                .map(|x| render_value(x, ctx))
+                .collect::<Result<_, _>>()?,
+        ),
         toml::Value::Table(t) => Value::Object(
             t.iter()
                 .map(|(k, x)| Ok((k.clone(), render_value(x, ctx)?)))
@@ -83,11 +90,21 @@ mod tests {
 
     #[test]
     fn renders_and_keeps_types() {
-        let ctx = json!({"event": {"email": "A@B.de"}, "steps": {"list": {"output": {"items": [1, 2]}}}});
-        assert_eq!(render("Hi {{ event.email | lower }}", &ctx).unwrap(), "Hi a@b.de");
+        let ctx =
+            json!({"event": {"email": "A@B.de"}, "steps": {"list": {"output": {"items": [1, 2]}}}});
+        assert_eq!(
+            render("Hi {{ event.email | lower }}", &ctx).unwrap(),
+            "Hi a@b.de"
+        );
         let v: toml::Value = toml::from_str("a = \"{{ steps.list.output.items }}\"\nb = \"n={{ steps.list.output.items | length }}\"").unwrap();
-        assert_eq!(render_value(&v, &ctx).unwrap(), json!({"a": [1, 2], "b": "n=2"}));
-        assert_eq!(eval("steps.list.output.items", &ctx).unwrap(), json!([1, 2]));
+        assert_eq!(
+            render_value(&v, &ctx).unwrap(),
+            json!({"a": [1, 2], "b": "n=2"})
+        );
+        assert_eq!(
+            eval("steps.list.output.items", &ctx).unwrap(),
+            json!([1, 2])
+        );
     }
 
     #[test]

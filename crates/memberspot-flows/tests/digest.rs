@@ -27,7 +27,11 @@ fn ev(
     *n += 1;
     NewEvent {
         dedupe_key: format!("k{n}"),
-        source: if provider == "poller" { "poll:school".into() } else { provider.into() },
+        source: if provider == "poller" {
+            "poll:school".into()
+        } else {
+            provider.into()
+        },
         provider: provider.into(),
         kind: kind.into(),
         name: kind.into(),
@@ -48,37 +52,168 @@ async fn seed(store: &Store) {
     let done = EventStatus::Done;
     // Inside the day, at both edges of the shortened day.
     let inside = [
-        ("2026-03-28T23:00:00Z", vec![
-            ev(&mut n, "digistore24", "purchase", Some("p1"), Some((4700, "EUR")), false, done),
-            ev(&mut n, "digistore24", "purchase", Some("p1"), Some((4700, "EUR")), false, done),
-        ]),
-        ("2026-03-29T12:00:00Z", vec![
-            ev(&mut n, "digistore24", "purchase", Some("p1"), Some((1900, "EUR")), true, done),
-            ev(&mut n, "stripe", "refund", None, Some((4900, "USD")), false, done),
-            ev(&mut n, "stripe", "chargeback", None, None, false, done),
-            ev(&mut n, "digistore24", "recurring_payment", Some("p1"), Some((4700, "EUR")), false, EventStatus::Dead),
-            ev(&mut n, "copecart", "purchase", Some("zz"), None, false, EventStatus::Unmatched),
-            ev(&mut n, "poller", "member_created", None, None, false, done),
-            ev(&mut n, "poller", "member_created", None, None, false, done),
-            ev(&mut n, "poller", "offer_granted", Some("offer_a"), None, false, done),
-            ev(&mut n, "poller", "offer_revoked", Some("offer_a"), None, false, done),
-            ev(&mut n, "poller", "offer_expired", Some("offer_b"), None, false, done),
-            ev(&mut n, "poller", "course_completed", Some("course_1"), None, false, done),
-            ev(&mut n, "poller", "progress_changed", Some("course_1"), None, false, done),
-        ]),
-        ("2026-03-29T21:59:59Z", vec![
-            ev(&mut n, "stripe", "purchase", Some("prod_x"), Some((4900, "EUR")), false, done),
-        ]),
+        (
+            "2026-03-28T23:00:00Z",
+            vec![
+                ev(
+                    &mut n,
+                    "digistore24",
+                    "purchase",
+                    Some("p1"),
+                    Some((4700, "EUR")),
+                    false,
+                    done,
+                ),
+                ev(
+                    &mut n,
+                    "digistore24",
+                    "purchase",
+                    Some("p1"),
+                    Some((4700, "EUR")),
+                    false,
+                    done,
+                ),
+            ],
+        ),
+        (
+            "2026-03-29T12:00:00Z",
+            vec![
+                ev(
+                    &mut n,
+                    "digistore24",
+                    "purchase",
+                    Some("p1"),
+                    Some((1900, "EUR")),
+                    true,
+                    done,
+                ),
+                ev(
+                    &mut n,
+                    "stripe",
+                    "refund",
+                    None,
+                    Some((4900, "USD")),
+                    false,
+                    done,
+                ),
+                ev(&mut n, "stripe", "chargeback", None, None, false, done),
+                ev(
+                    &mut n,
+                    "digistore24",
+                    "recurring_payment",
+                    Some("p1"),
+                    Some((4700, "EUR")),
+                    false,
+                    EventStatus::Dead,
+                ),
+                ev(
+                    &mut n,
+                    "copecart",
+                    "purchase",
+                    Some("zz"),
+                    None,
+                    false,
+                    EventStatus::Unmatched,
+                ),
+                ev(&mut n, "poller", "member_created", None, None, false, done),
+                ev(&mut n, "poller", "member_created", None, None, false, done),
+                ev(
+                    &mut n,
+                    "poller",
+                    "offer_granted",
+                    Some("offer_a"),
+                    None,
+                    false,
+                    done,
+                ),
+                ev(
+                    &mut n,
+                    "poller",
+                    "offer_revoked",
+                    Some("offer_a"),
+                    None,
+                    false,
+                    done,
+                ),
+                ev(
+                    &mut n,
+                    "poller",
+                    "offer_expired",
+                    Some("offer_b"),
+                    None,
+                    false,
+                    done,
+                ),
+                ev(
+                    &mut n,
+                    "poller",
+                    "course_completed",
+                    Some("course_1"),
+                    None,
+                    false,
+                    done,
+                ),
+                ev(
+                    &mut n,
+                    "poller",
+                    "progress_changed",
+                    Some("course_1"),
+                    None,
+                    false,
+                    done,
+                ),
+            ],
+        ),
+        (
+            "2026-03-29T21:59:59Z",
+            vec![ev(
+                &mut n,
+                "stripe",
+                "purchase",
+                Some("prod_x"),
+                Some((4900, "EUR")),
+                false,
+                done,
+            )],
+        ),
     ];
     // The day before (for the comparison) and the day after (must not count).
     let outside = [
-        ("2026-03-28T22:59:59Z", vec![
-            ev(&mut n, "digistore24", "purchase", Some("p1"), Some((4700, "EUR")), false, done),
-        ]),
-        ("2026-03-29T22:00:00Z", vec![
-            ev(&mut n, "digistore24", "purchase", Some("p1"), Some((4700, "EUR")), false, done),
-            ev(&mut n, "stripe", "refund", None, Some((100, "USD")), false, done),
-        ]),
+        (
+            "2026-03-28T22:59:59Z",
+            vec![ev(
+                &mut n,
+                "digistore24",
+                "purchase",
+                Some("p1"),
+                Some((4700, "EUR")),
+                false,
+                done,
+            )],
+        ),
+        (
+            "2026-03-29T22:00:00Z",
+            vec![
+                ev(
+                    &mut n,
+                    "digistore24",
+                    "purchase",
+                    Some("p1"),
+                    Some((4700, "EUR")),
+                    false,
+                    done,
+                ),
+                ev(
+                    &mut n,
+                    "stripe",
+                    "refund",
+                    None,
+                    Some((100, "USD")),
+                    false,
+                    done,
+                ),
+            ],
+        ),
     ];
     for (t, events) in inside.iter().chain(outside.iter()) {
         store.insert_events_at(events, at(t)).await.unwrap();
@@ -100,9 +235,24 @@ async fn seed(store: &Store) {
         latency_ms: 5,
     };
     for r in [
-        call("2026-03-29T08:00:00Z", Some("support"), "find_user_by_email", "ok"),
-        call("2026-03-29T08:01:00Z", Some("support"), "grant_user_offer_by_email", "tool_error"),
-        call("2026-03-29T08:02:00Z", Some("support"), "delete_users", "denied"),
+        call(
+            "2026-03-29T08:00:00Z",
+            Some("support"),
+            "find_user_by_email",
+            "ok",
+        ),
+        call(
+            "2026-03-29T08:01:00Z",
+            Some("support"),
+            "grant_user_offer_by_email",
+            "tool_error",
+        ),
+        call(
+            "2026-03-29T08:02:00Z",
+            Some("support"),
+            "delete_users",
+            "denied",
+        ),
         call("2026-03-29T09:00:00Z", None, "list_offers", "ok"),
         call("2026-03-29T22:30:00Z", Some("support"), "list_offers", "ok"),
     ] {
@@ -118,7 +268,9 @@ async fn numbers_are_right(store: &Store) {
     };
     let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
     let date = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
-    let d = digest::build(store, date, tz, &names, Utc::now()).await.unwrap();
+    let d = digest::build(store, date, tz, &names, Utc::now())
+        .await
+        .unwrap();
     assert_eq!((d.end - d.start).num_hours(), 23);
     let n = &d.numbers;
     // 2 Digistore24 + 1 Stripe + 1 unmatched CopeCart live purchase; the test one is not.
@@ -127,33 +279,63 @@ async fn numbers_are_right(store: &Store) {
     assert_eq!(n.refunds, 1);
     assert_eq!(n.chargebacks, 1);
     assert_eq!(n.new_members, 2);
-    assert_eq!((n.grants, n.revocations, n.expirations, n.completions), (1, 1, 1, 1));
+    assert_eq!(
+        (n.grants, n.revocations, n.expirations, n.completions),
+        (1, 1, 1, 1)
+    );
     assert_eq!(n.tool_calls, 4);
     // 1 dead event + 1 failed tool call.
     assert_eq!(n.problems, 2);
     assert_eq!(d.previous.purchases, 1, "the day before");
     assert_eq!(d.problems.dead, 1);
     assert_eq!(d.problems.unmatched, 1);
-    assert_eq!(d.problems.failed_calls.get("grant_user_offer_by_email"), Some(&1));
-    let ds24 = d.payments.iter().find(|p| p.provider == "digistore24" && p.kind == "purchase").unwrap();
+    assert_eq!(
+        d.problems.failed_calls.get("grant_user_offer_by_email"),
+        Some(&1)
+    );
+    let ds24 = d
+        .payments
+        .iter()
+        .find(|p| p.provider == "digistore24" && p.kind == "purchase")
+        .unwrap();
     assert_eq!((ds24.count, ds24.test), (3, 1));
-    assert_eq!(ds24.amounts.get("EUR"), Some(&9400), "test traffic is not summed");
+    assert_eq!(
+        ds24.amounts.get("EUR"),
+        Some(&9400),
+        "test traffic is not summed"
+    );
     let refund = d.payments.iter().find(|p| p.kind == "refund").unwrap();
     assert_eq!(refund.amounts.get("USD"), Some(&4900));
     let support = d.personas.iter().find(|p| p.persona == "support").unwrap();
     assert_eq!((support.calls, support.errors, support.denied), (3, 1, 1));
-    assert_eq!(d.offers.iter().find(|o| o.offer_id == "offer_a").unwrap().name, "Kurs <Fokus> & Flow");
-    assert_eq!(d.completions.get("course_1"), Some(&("Grundlagen".to_owned(), 1)));
+    assert_eq!(
+        d.offers
+            .iter()
+            .find(|o| o.offer_id == "offer_a")
+            .unwrap()
+            .name,
+        "Kurs <Fokus> & Flow"
+    );
+    assert_eq!(
+        d.completions.get("course_1"),
+        Some(&("Grundlagen".to_owned(), 1))
+    );
     assert!(d.has_test_traffic);
 
     // Every rendering says the same, escaped for its medium.
     let subject = d.subject();
-    assert_eq!(subject, "Memberspot – 29 Mar 2026: 4 purchases, 1 renewal, 1 refund, 1 chargeback, 2 new members, 1 completion, 2 problems");
+    assert_eq!(
+        subject,
+        "Memberspot – 29 Mar 2026: 4 purchases, 1 renewal, 1 refund, 1 chargeback, 2 new members, 1 completion, 2 problems"
+    );
     let text = d.to_text();
     assert!(text.contains("1 event(s) gave up after retrying"), "{text}");
     assert!(text.contains("94.00 EUR"), "{text}");
     assert!(text.contains("49.00 USD"), "{text}");
-    for line in text.lines().filter(|l| l.starts_with("  ") || l.starts_with("Purchases")) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("  ") || l.starts_with("Purchases"))
+    {
         assert!(line.chars().count() <= 78, "too wide: {line:?}");
     }
     let html = d.to_html();
@@ -167,7 +349,9 @@ async fn numbers_are_right(store: &Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_numbers_across_a_dst_change_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display())).await.unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()))
+        .await
+        .unwrap();
     numbers_are_right(&store).await;
 }
 
@@ -184,17 +368,37 @@ async fn digest_numbers_across_a_dst_change_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_long_day_counts_its_extra_hour() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display())).await.unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()))
+        .await
+        .unwrap();
     let mut n = 0;
     // 2026-10-25 Berlin: 2026-10-24T22:00Z .. 2026-10-25T23:00Z.
-    for t in ["2026-10-24T22:00:00Z", "2026-10-25T22:30:00Z", "2026-10-25T23:00:00Z"] {
-        let e = ev(&mut n, "stripe", "purchase", Some("p"), Some((100, "EUR")), false, EventStatus::Done);
+    for t in [
+        "2026-10-24T22:00:00Z",
+        "2026-10-25T22:30:00Z",
+        "2026-10-25T23:00:00Z",
+    ] {
+        let e = ev(
+            &mut n,
+            "stripe",
+            "purchase",
+            Some("p"),
+            Some((100, "EUR")),
+            false,
+            EventStatus::Done,
+        );
         store.insert_events_at(&[e], at(t)).await.unwrap();
     }
     let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
-    let d = digest::build(&store, NaiveDate::from_ymd_opt(2026, 10, 25).unwrap(), tz, &Names::default(), Utc::now())
-        .await
-        .unwrap();
+    let d = digest::build(
+        &store,
+        NaiveDate::from_ymd_opt(2026, 10, 25).unwrap(),
+        tz,
+        &Names::default(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     assert_eq!((d.end - d.start).num_hours(), 25);
     assert_eq!(d.numbers.purchases, 2);
 }

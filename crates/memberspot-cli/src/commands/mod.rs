@@ -3,9 +3,11 @@
 //! use, so every call is audited) or into hub admin operations, and render.
 
 mod audit;
+pub mod chat;
 mod check;
 mod connections;
 mod events;
+mod flows;
 mod grant;
 mod login_link;
 mod mcp;
@@ -86,6 +88,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => audit::run(cmd, &global).await,
         Command::Events(cmd) => events::run(cmd, &global).await,
         Command::Rules(cmd) => events::rules(cmd, &global).await,
+        Command::Digest(args) => flows::digest(args, &global).await,
+        Command::Flows(cmd) => flows::run(cmd, &global).await,
+        Command::Chat(args) => chat::run(args, &global).await,
         Command::AdminToken => personas::admin_token(&global).await,
         Command::MasterKey(cmd) => connections::master_key(cmd, &global).await,
         command => with_session(&global, command).await,

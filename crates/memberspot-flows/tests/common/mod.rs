@@ -64,5 +64,7 @@ pub async fn hub(url: &str, sandbox: &Sandbox) -> Hub {
         base_url: sandbox.base_url(),
         api_key: ApiKey::new(sandbox.api_key()),
     };
-    Hub::open(store, MasterKey::generate(), Some(embedded)).await.unwrap()
+    Hub::open(store, MasterKey::generate(), Some(embedded))
+        .await
+        .unwrap()
 }

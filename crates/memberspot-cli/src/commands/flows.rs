@@ -1,0 +1,272 @@
+//! `memberspot digest …` and `memberspot flows …`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use memberspot_agent::config::ModelsConfig;
+use memberspot_flows::config::{Target, Trigger};
+use memberspot_flows::{Flows, FlowsConfig};
+use memberspot_hub::Hub;
+
+use crate::cli::{DigestArgs, DigestTarget, FlowsCommand, Global};
+use crate::config::ConfigFile;
+use crate::connection::{close_hub, data_dir, open_hub};
+use crate::output::{print_json, print_table, table};
+
+/// An explicit path must exist; the default one is used when present.
+fn pick(
+    explicit: Option<PathBuf>,
+    default: PathBuf,
+    what: &str,
+) -> anyhow::Result<Option<PathBuf>> {
+    match explicit {
+        Some(p) if !p.exists() => bail!("the {what} file {} does not exist", p.display()),
+        Some(p) => Ok(Some(p)),
+        None => Ok(default.exists().then_some(default)),
+    }
+}
+
+/// The flows file: `--flows`, `MEMBERSPOT_FLOWS`, `flows_file`, else `<data dir>/flows.toml`.
+pub fn load_flows(
+    global: &Global,
+    file: &ConfigFile,
+) -> anyhow::Result<(FlowsConfig, Option<PathBuf>)> {
+    let explicit = global.flows.clone().or_else(|| file.flows_file.clone());
+    match pick(explicit, data_dir(global, file).join("flows.toml"), "flows")? {
+        None => Ok((FlowsConfig::default(), None)),
+        Some(p) => Ok((
+            FlowsConfig::load(&p).map_err(|e| anyhow::anyhow!("{e}"))?,
+            Some(p),
+        )),
+    }
+}
+
+/// The models file: `--models`, `MEMBERSPOT_MODELS`, `models_file`, else `<data dir>/models.toml`.
+pub fn load_models(global: &Global, file: &ConfigFile) -> anyhow::Result<ModelsConfig> {
+    let explicit = global.models.clone().or_else(|| file.models_file.clone());
+    match pick(
+        explicit,
+        ModelsConfig::default_path(&data_dir(global, file)),
+        "models",
+    )? {
+        None => Ok(ModelsConfig::default()),
+        Some(p) => ModelsConfig::load(&p).map_err(|e| anyhow::anyhow!("{e}")),
+    }
+}
+
+/// The flows subsystem on `hub`, with its personas in place.
+pub async fn open_flows(
+    hub: &Hub,
+    global: &Global,
+    file: &ConfigFile,
+) -> anyhow::Result<(Flows, Option<PathBuf>)> {
+    let (cfg, path) = load_flows(global, file)?;
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    let models = load_models(global, file)?;
+    let flows = Flows::new(hub.clone(), cfg, models)?;
+    flows.ensure_personas().await?;
+    Ok((flows, path))
+}
+
+pub async fn digest(args: DigestArgs, global: &Global) -> anyhow::Result<ExitCode> {
+    let (hub, sandbox, file) = open_hub(global).await?;
+    let result = async {
+        let (flows, _) = open_flows(&hub, global, &file).await?;
+        let mut targets: Vec<Target> = args
+            .to
+            .iter()
+            .map(|t| match t {
+                DigestTarget::Slack => Target::Slack,
+                DigestTarget::Email => Target::Email,
+                DigestTarget::Stdout => Target::Stdout,
+            })
+            .collect();
+        let configured = flows.config().delivery.slack.is_some() || flows.config().delivery.email.is_some();
+        if targets.is_empty() && (!configured || args.dry_run) {
+            // Nothing to send to (or a dry run): show it.
+            targets.push(Target::Stdout);
+        }
+        let quiet_stdout = global.json;
+        let targets: Vec<Target> = if quiet_stdout {
+            targets.into_iter().filter(|t| *t != Target::Stdout).collect()
+        } else {
+            targets
+        };
+        let run = flows
+            .run_digest(args.date, &targets, args.dry_run, None)
+            .await?
+            .context("the digest was not produced")?;
+        if global.json {
+            print_json(&serde_json::json!({
+                "run_id": run.run_id, "subject": run.subject, "digest": run.digest,
+                "deliveries": run.deliveries.iter().map(|(t, r)| serde_json::json!({
+                    "target": t, "ok": r.is_ok(), "detail": r.as_ref().ok(), "error": r.as_ref().err(),
+                })).collect::<Vec<_>>(),
+            }))?;
+        }
+        let mut failed = false;
+        for (t, r) in &run.deliveries {
+            match r {
+                Ok(d) if *t != Target::Stdout => eprintln!("sent to {t:?}: {d}"),
+                Ok(_) => {}
+                Err(e) => {
+                    failed = true;
+                    eprintln!("error: delivery to {t:?} failed: {e}");
+                }
+            }
+        }
+        if let Some(note) = &run.digest.summary_note {
+            eprintln!("note: {note}");
+        }
+        Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    }
+    .await;
+    close_hub(&hub, sandbox).await?;
+    result
+}
+
+pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode> {
+    if let FlowsCommand::Validate { file: explicit } = &cmd {
+        let (file, _) = ConfigFile::load(global.config.as_deref())?;
+        let path = match explicit.clone() {
+            Some(p) => p,
+            None => global
+                .flows
+                .clone()
+                .or_else(|| file.flows_file.clone())
+                .unwrap_or_else(|| data_dir(global, &file).join("flows.toml")),
+        };
+        return match FlowsConfig::load(&path) {
+            Ok(cfg) => {
+                if global.json {
+                    print_json(&serde_json::json!({
+                        "ok": true, "file": path.display().to_string(),
+                        "digest": cfg.digest.as_ref().map(|d| d.enabled), "flows": cfg.flows.iter().map(|f| &f.name).collect::<Vec<_>>(),
+                        "warnings": cfg.warnings,
+                    }))?;
+                } else {
+                    println!(
+                        "{}: ok — {} flow(s); daily summary {}",
+                        path.display(),
+                        cfg.flows.len(),
+                        match &cfg.digest {
+                            Some(d) if d.enabled =>
+                                format!("on ({} {})", d.schedule.expr(), d.timezone),
+                            _ => "off".into(),
+                        }
+                    );
+                    for w in &cfg.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                if global.json {
+                    print_json(&serde_json::json!({"ok": false, "file": e.file,
+                        "problems": e.problems.iter().map(|p| serde_json::json!({"line": p.line, "column": p.column, "message": p.message})).collect::<Vec<_>>()}))?;
+                } else {
+                    eprintln!("{e}");
+                    eprintln!("{} problem(s)", e.problems.len());
+                }
+                Ok(ExitCode::from(1))
+            }
+        };
+    }
+    let (hub, sandbox, file) = open_hub(global).await?;
+    let result = async {
+        let (flows, _) = open_flows(&hub, global, &file).await?;
+        match cmd {
+            // Handled before the hub is opened.
+            FlowsCommand::Validate { .. } => {}
+            FlowsCommand::List => {
+                let now = chrono::Utc::now();
+                let mut rows = Vec::new();
+                if let Some(d) = &flows.config().digest {
+                    rows.push(("digest".to_owned(), format!("cron {} {}", d.schedule.expr(), d.timezone),
+                        if d.enabled { d.schedule.next_after(now).map(|t| t.to_rfc3339()).unwrap_or_default() } else { "off".into() }, "digest".to_owned()));
+                }
+                for f in &flows.config().flows {
+                    let (trigger, next) = match &f.trigger {
+                        Trigger::Cron { schedule, .. } => (format!("cron {} {}", schedule.expr(), schedule.timezone().name()),
+                            schedule.next_after(now).map(|t| t.to_rfc3339()).unwrap_or_default()),
+                        Trigger::Event { kind, source } => (format!("event {kind}{}", source.as_deref().map(|s| format!(" from {s}")).unwrap_or_default()), "on event".into()),
+                        Trigger::Manual => ("manual".into(), "-".into()),
+                    };
+                    rows.push((f.name.clone(), trigger, next, f.persona.clone()));
+                }
+                if global.json {
+                    print_json(&rows.iter().map(|(n, t, x, p)| serde_json::json!({"name": n, "trigger": t, "next": x, "persona": p})).collect::<Vec<_>>())?;
+                } else {
+                    let mut t = table(&["flow", "trigger", "next run", "persona"]);
+                    for (n, tr, x, p) in rows {
+                        t.add_row(vec![n, tr, x, p]);
+                    }
+                    print_table(&t);
+                }
+            }
+            FlowsCommand::Run { name, dry_run, input } => {
+                let input: serde_json::Value = match input {
+                    Some(t) => serde_json::from_str(&t).context("--input must be JSON")?,
+                    None => serde_json::json!({}),
+                };
+                let report = flows.run_flow(&name, "manual", input, None, dry_run).await?;
+                if global.json {
+                    print_json(&report)?;
+                } else {
+                    for s in &report.steps {
+                        let what = match (&s.error, &s.output) {
+                            (Some(e), _) => format!("FAILED: {e}"),
+                            (None, Some(o)) => o.to_string().chars().take(100).collect(),
+                            _ => String::new(),
+                        };
+                        println!("{:<24} {:<10} {:>6} ms  {what}", s.name, s.kind, s.duration_ms);
+                    }
+                    println!("run {} {}{}", report.run_id, report.status, if report.dry_run { " (dry run: nothing was written)" } else { "" });
+                }
+                if report.status != "ok" {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            FlowsCommand::History { name, limit } => {
+                let runs = hub.store().list_runs(name.as_deref(), limit).await?;
+                if global.json {
+                    print_json(&runs)?;
+                } else {
+                    let mut t = table(&["started", "run", "flow", "trigger", "status", "error"]);
+                    for r in runs {
+                        t.add_row(vec![
+                            chrono::DateTime::from_timestamp_millis(r.started_at).map(|x| x.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
+                            r.id, r.flow, format!("{}{}", r.trigger, if r.dry_run { " (dry)" } else { "" }), r.status,
+                            r.error.unwrap_or_default().chars().take(60).collect(),
+                        ]);
+                    }
+                    print_table(&t);
+                }
+            }
+            FlowsCommand::Show { run } => {
+                let r = hub.store().get_run(&run).await?.with_context(|| format!("no run with id `{run}`"))?;
+                let steps = hub.store().run_steps(&run).await?;
+                if global.json {
+                    print_json(&serde_json::json!({"run": r, "steps": steps}))?;
+                } else {
+                    println!("run      {}\nflow     {}\ntrigger  {}\nstatus   {}{}", r.id, r.flow, r.trigger, r.status,
+                        r.error.map(|e| format!("\nerror    {e}")).unwrap_or_default());
+                    for s in steps {
+                        println!("\n{} ({}, {} ms, {} attempt(s))", s.name, s.kind, s.duration_ms, s.attempts);
+                        if let Some(i) = s.input { println!("  input   {i}"); }
+                        if let Some(o) = s.output { println!("  output  {}", o.to_string().chars().take(400).collect::<String>()); }
+                        if let Some(e) = s.error { println!("  error   {e}"); }
+                    }
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+    .await;
+    close_hub(&hub, sandbox).await?;
+    result
+}

@@ -1,0 +1,404 @@
+//! The daily summary delivered for real: a local SMTP server (a real SMTP conversation,
+//! the message parsed), an HTTP receiver standing in for Slack, and a local
+//! OpenAI-compatible server standing in for the model — with the model, and with the model
+//! failing (template summary, failure noted). Also: a flow run end to end.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+#[path = "../../memberspot-notify/tests/it/smtp_server.rs"]
+mod smtp_server;
+
+use std::sync::{Arc, Mutex};
+
+use axum::routing::post;
+use memberspot_agent::config::ModelsConfig;
+use memberspot_flows::config::Target;
+use memberspot_flows::{Flows, FlowsConfig};
+use memberspot_hub::store::{EventStatus, NewEvent};
+use serde_json::{Value, json};
+
+type Seen = Arc<Mutex<Vec<Value>>>;
+
+/// Serves `route` on loopback, recording JSON bodies; answers each with `answer(n)`.
+async fn stand_in(route: &'static str, answer: fn(usize) -> (u16, Value)) -> (String, Seen) {
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let app = axum::Router::new().route(
+        route,
+        post({
+            let seen = seen.clone();
+            move |body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let n = {
+                        let mut s = seen.lock().unwrap();
+                        s.push(v);
+                        s.len()
+                    };
+                    let (status, body) = answer(n);
+                    let (content_type, text) = match body {
+                        Value::String(s) => ("text/plain", s),
+                        other => ("application/json", other.to_string()),
+                    };
+                    (
+                        axum::http::StatusCode::from_u16(status).unwrap(),
+                        [(axum::http::header::CONTENT_TYPE, content_type)],
+                        text,
+                    )
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}"), seen)
+}
+
+fn chat_answer(_: usize) -> (u16, Value) {
+    (
+        200,
+        json!({
+            "id": "c1", "object": "chat.completion", "created": 1, "model": "summary-model",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "Yesterday: 1 purchase and one dead event that needs a look."}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22}
+        }),
+    )
+}
+
+fn broken_model(_: usize) -> (u16, Value) {
+    (500, json!({"error": {"message": "overloaded"}}))
+}
+
+fn slack_ok(_: usize) -> (u16, Value) {
+    (200, Value::String("ok".into()))
+}
+
+/// A 500 first (Slack retries it), then ok.
+fn slack_flaky(n: usize) -> (u16, Value) {
+    if n == 1 {
+        (500, Value::String("rollup_error".into()))
+    } else {
+        (200, Value::String("ok".into()))
+    }
+}
+
+fn flows_toml(smtp_port: u16, slack: &str, model: bool) -> String {
+    format!(
+        r#"
+timezone = "Europe/Berlin"
+
+[digest]
+at = "07:00"
+{model_line}
+
+[delivery.slack]
+webhook_url = "{slack}/services/T000/B000/XXXX"
+
+[delivery.email]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+from = "Memberspot Hub <hub@example.com>"
+to = ["owner@example.com", "team@example.com"]
+"#,
+        model_line = if model { "model = \"summary\"" } else { "" }
+    )
+}
+
+fn models_toml(base: &str) -> ModelsConfig {
+    ModelsConfig::parse(
+        &format!("[models.summary]\nprovider = \"openai\"\nbase_url = \"{base}/v1\"\nmodel = \"summary-model\"\ntimeout_secs = 5\n"),
+        "models.toml",
+    )
+    .unwrap()
+}
+
+async fn seed_yesterday(flows: &Flows) {
+    let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    let day = memberspot_flows::service::yesterday(chrono::Utc::now(), tz);
+    let (start, _) = memberspot_flows::digest::day_window(day, tz);
+    let at = start.timestamp_millis() + 3_600_000;
+    let mk = |key: &str, kind: &str, status: EventStatus| NewEvent {
+        dedupe_key: key.into(),
+        source: "ds24".into(),
+        provider: "digistore24".into(),
+        kind: kind.into(),
+        name: kind.into(),
+        order_id: Some(key.into()),
+        product_id: Some("p1".into()),
+        email: Some("buyer@example.de".into()),
+        test: false,
+        amount_minor: Some(4700),
+        currency: Some("EUR".into()),
+        data: json!({}),
+        status,
+    };
+    flows
+        .hub()
+        .store()
+        .insert_events_at(
+            &[
+                mk("a", "purchase", EventStatus::Done),
+                mk("b", "refund", EventStatus::Dead),
+            ],
+            at,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_summary_arrives_by_email_and_slack_with_and_without_a_model() {
+    let sandbox = common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = common::hub(
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+        &sandbox,
+    )
+    .await;
+    let smtp = smtp_server::SmtpServer::start(smtp_server::Behaviour::default()).await;
+    let (slack, slack_seen) = stand_in("/services/T000/B000/XXXX", slack_flaky).await;
+    let (model, model_seen) = stand_in("/v1/chat/completions", chat_answer).await;
+
+    let cfg = FlowsConfig::parse(&flows_toml(smtp.port, &slack, true), "flows.toml", None).unwrap();
+    assert!(
+        cfg.digest.as_ref().unwrap().enabled,
+        "on by default once a target is configured"
+    );
+    let flows = Flows::new(hub.clone(), cfg, models_toml(&model)).unwrap();
+    flows.ensure_personas().await.unwrap();
+    seed_yesterday(&flows).await;
+
+    let run = flows
+        .run_digest(None, &[], false, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        run.deliveries.iter().all(|(_, r)| r.is_ok()),
+        "{:?}",
+        run.deliveries
+    );
+    assert_eq!(run.deliveries.len(), 2);
+    assert!(
+        run.digest
+            .summary
+            .as_deref()
+            .unwrap_or_else(|| panic!("{:?}", run.digest.summary_note))
+            .contains("one dead event")
+    );
+
+    // The model saw the numbers.
+    let asked = model_seen.lock().unwrap()[0].clone();
+    assert_eq!(asked["model"], "summary-model");
+    assert!(
+        asked.to_string().contains("\\\"purchases\\\": 1"),
+        "{asked}"
+    );
+
+    // E-mail: a real SMTP conversation; both recipients; multipart text + HTML.
+    let sessions = smtp.sessions();
+    let s = sessions.last().unwrap();
+    assert_eq!(s.rcpt_to.len(), 2, "{:?}", s.rcpt_to);
+    let raw = s.data.clone().unwrap();
+    let mail = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    assert_eq!(mail.subject().unwrap(), run.subject);
+    assert!(run.subject.contains("1 purchase"), "{}", run.subject);
+    let text = mail.body_text(0).unwrap();
+    assert!(text.contains("one dead event"), "{text}");
+    assert!(text.contains("NEEDS ATTENTION"));
+    let html = mail.body_html(0).unwrap();
+    assert!(html.contains("<table"), "{html}");
+
+    // Slack: retried after the 500; blocks plus the fallback text.
+    let posted = slack_seen.lock().unwrap().clone();
+    assert_eq!(posted.len(), 2, "one retry after 500");
+    let last = posted.last().unwrap();
+    assert!(last["text"].as_str().unwrap().contains("Memberspot"));
+    assert!(last["blocks"].as_array().unwrap().len() >= 3);
+
+    // The run is on record with its steps.
+    let history = hub.store().list_runs(Some("digest"), 10).await.unwrap();
+    assert_eq!(history[0].status, "ok");
+    let steps = hub.store().run_steps(&history[0].id).await.unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["collect", "summarise", "slack", "email"]);
+
+    // The model failing: the template summary is sent, and the failure is noted.
+    let (broken, _) = stand_in("/v1/chat/completions", broken_model).await;
+    let (slack2, slack2_seen) = stand_in("/services/T000/B000/XXXX", slack_ok).await;
+    let cfg =
+        FlowsConfig::parse(&flows_toml(smtp.port, &slack2, true), "flows.toml", None).unwrap();
+    let flows = Flows::new(hub.clone(), cfg, models_toml(&broken)).unwrap();
+    let run = flows
+        .run_digest(None, &[Target::Slack], false, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(run.deliveries[0].1.is_ok());
+    assert!(run.digest.summary.is_none());
+    assert!(
+        run.digest
+            .summary_note
+            .as_deref()
+            .unwrap()
+            .contains("template summary shown")
+    );
+    let posted = slack2_seen.lock().unwrap()[0].clone();
+    assert!(
+        posted.to_string().contains("1 purchase(s)"),
+        "template summary: {posted}"
+    );
+
+    // Without a model at all: the template summary, no note.
+    let cfg =
+        FlowsConfig::parse(&flows_toml(smtp.port, &slack2, false), "flows.toml", None).unwrap();
+    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
+    let run = flows
+        .run_digest(None, &[Target::Email], false, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(run.deliveries[0].1.is_ok());
+    assert!(run.digest.summary_note.is_none());
+
+    // A scheduled fire happens once, whoever fires it.
+    let key = memberspot_flows::schedule::fire_key("digest", chrono::Utc::now());
+    assert!(
+        flows
+            .run_digest(None, &[Target::Email], false, Some(key.clone()))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        flows
+            .run_digest(None, &[Target::Email], false, Some(key))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    hub.store().close().await;
+    let _ = sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_runs_its_steps_and_dry_run_writes_nothing() {
+    let sandbox = common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = common::hub(
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+        &sandbox,
+    )
+    .await;
+    let (crm, crm_seen) = stand_in("/api/contacts", |_| (201, json!({"id": "c-1"}))).await;
+    let toml = format!(
+        r#"
+[[flows]]
+name = "offers-to-crm"
+persona = "crm-sync"
+trigger.manual = true
+
+[[flows.steps]]
+name = "offers"
+tool = "list_offers"
+
+[[flows.steps]]
+name = "shape"
+transform = '{{{{ steps.offers.output.offers | map(attribute="id") | list | tojson }}}}'
+
+[[flows.steps]]
+name = "push"
+for_each = "steps.shape.output"
+item = "offer"
+http = {{ method = "POST", url = "{crm}/api/contacts", json = {{ offer = "{{{{ offer }}}}", source = "memberspot" }} }}
+
+[[flows.steps]]
+name = "grant"
+tool = "grant_user_offer_by_email"
+args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}" }}
+"#
+    );
+    let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
+    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
+    flows.ensure_personas().await.unwrap();
+
+    // Dry run: reads run, writes and posts do not.
+    let report = flows
+        .run_flow("offers-to-crm", "manual", json!({}), None, true)
+        .await
+        .unwrap();
+    assert_eq!(report.status, "ok", "{report:?}");
+    assert!(
+        crm_seen.lock().unwrap().is_empty(),
+        "nothing posted in a dry run"
+    );
+    let grant = report.steps.iter().find(|s| s.name == "grant").unwrap();
+    assert_eq!(
+        grant.output.as_ref().unwrap()["would_call"],
+        "grant_user_offer_by_email"
+    );
+
+    // For real: the persona only has `read`, so the grant is refused — and audited.
+    let report = flows
+        .run_flow("offers-to-crm", "manual", json!({}), None, false)
+        .await
+        .unwrap();
+    assert_eq!(report.status, "failed");
+    assert!(
+        report.error.as_deref().unwrap().contains("grant"),
+        "{report:?}"
+    );
+    let posts = crm_seen.lock().unwrap().clone();
+    assert_eq!(posts.len(), 3, "one POST per offer");
+    assert_eq!(posts[0]["source"], "memberspot");
+    let denied = hub
+        .store()
+        .query_audit(&memberspot_hub::store::AuditFilter {
+            persona: Some("crm-sync".into()),
+            outcome: Some("denied".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1);
+    assert!(
+        denied[0]
+            .prompt
+            .as_deref()
+            .unwrap()
+            .contains("flow offers-to-crm step grant")
+    );
+
+    // With write scope it completes.
+    hub.set_persona_scopes("crm-sync", &["write".to_owned()], true, None, None)
+        .await
+        .unwrap();
+    let report = flows
+        .run_flow("offers-to-crm", "manual", json!({}), None, false)
+        .await
+        .unwrap();
+    assert_eq!(report.status, "ok", "{report:?}");
+    let runs = hub
+        .store()
+        .list_runs(Some("offers-to-crm"), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(),
+        ["ok", "failed", "ok"]
+    );
+    let steps = hub.store().run_steps(&runs[0].id).await.unwrap();
+    assert_eq!(
+        steps.iter().filter(|s| s.name.starts_with("push[")).count(),
+        3
+    );
+    hub.store().close().await;
+    let _ = sandbox.shutdown().await;
+}
