@@ -128,6 +128,9 @@ pub enum Command {
     /// Flows: validate, list, run, history
     #[command(subcommand)]
     Flows(FlowsCommand),
+    /// Sync records from another app (CSV, JSON URL, paginated API) into the school
+    #[command(subcommand)]
+    Sync(SyncCommand),
     /// Chat with a persona: its model, only the tools in its scope
     Chat(crate::commands::chat::ChatArgs),
     /// Mint a new admin token for the REST admin routes (replaces the old one)
@@ -377,6 +380,22 @@ pub enum FlowsCommand {
     },
     /// One run: every step's input, output, duration and error
     Show { run: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// The syncs in the flows file
+    List,
+    /// Run a sync: read the records, write only the differences, report per record
+    Run {
+        name: String,
+        /// Show the plan (created/updated/unchanged/failed per record) without writing
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the per-record report as CSV to this file
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

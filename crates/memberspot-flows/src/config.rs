@@ -178,6 +178,9 @@ pub struct FlowsConfig {
     pub digest: Option<DigestConfig>,
     pub delivery: Delivery,
     pub flows: Vec<Flow>,
+    pub syncs: Vec<crate::sync::SyncSpec>,
+    /// The flows file's directory: relative paths (sync CSV files) start here.
+    pub base: Option<PathBuf>,
     pub warnings: Vec<String>,
 }
 
@@ -571,11 +574,56 @@ impl FlowsConfig {
             });
         }
 
+        let mut syncs = Vec::new();
+        for spanned in &raw.syncs {
+            let sy = spanned.get_ref();
+            if !valid_name(&sy.name) {
+                problems.push(at(
+                    spanned.span(),
+                    format!(
+                        "sync name `{}` must be 1-64 letters, digits, `-` or `_`",
+                        sy.name
+                    ),
+                ));
+            }
+            if sy.source.csv.is_none() && sy.source.url.is_none() {
+                problems.push(at(
+                    spanned.span(),
+                    format!("sync `{}`: source needs `csv` (a file) or `url`", sy.name),
+                ));
+            }
+            let m = &sy.map;
+            let mut templates = vec![("email", m.email.clone()), ("offer", m.offer.clone())];
+            for (k, v) in [
+                ("first_name", &m.first_name),
+                ("last_name", &m.last_name),
+                ("order_id", &m.order_id),
+                ("expires_at", &m.expires_at),
+                ("active", &m.active),
+            ] {
+                if let Some(v) = v {
+                    templates.push((k, v.clone()));
+                }
+            }
+            templates.extend(m.properties.values().map(|v| ("properties", v.clone())));
+            for (k, t) in templates {
+                if let Err(e) = crate::template::check(&t) {
+                    problems.push(at(
+                        spanned.span(),
+                        format!("sync `{}` map.{k}: {e}", sy.name),
+                    ));
+                }
+            }
+            syncs.push(sy.clone());
+        }
+
         if problems.is_empty() {
             Ok(FlowsConfig {
                 digest,
                 delivery,
                 flows,
+                syncs,
+                base: base.map(Path::to_path_buf),
                 warnings,
             })
         } else {
@@ -585,6 +633,10 @@ impl FlowsConfig {
                 problems,
             })
         }
+    }
+
+    pub fn sync(&self, name: &str) -> Option<&crate::sync::SyncSpec> {
+        self.syncs.iter().find(|s| s.name == name)
     }
 
     pub fn flow(&self, name: &str) -> Option<&Flow> {
@@ -687,6 +739,8 @@ struct RawFile {
     delivery: RawDelivery,
     #[serde(default)]
     flows: Vec<Spanned<RawFlow>>,
+    #[serde(default)]
+    syncs: Vec<Spanned<crate::sync::SyncSpec>>,
 }
 
 #[derive(Deserialize)]

@@ -4,12 +4,15 @@
 //! - [`digest`]: the daily summary of a school's day, from the hub's records.
 //! - [`schedule`]: cron expressions in a time zone, and which fires are due.
 //! - [`template`]: minijinja templates over a run's context.
+//! - [`sync`]: records from another app into the school, writing only differences.
 
 pub mod config;
 pub mod digest;
+pub mod rest;
 pub mod runner;
 pub mod schedule;
 pub mod service;
+pub mod sync;
 pub mod template;
 
 pub use config::FlowsConfig;

@@ -113,6 +113,22 @@ impl Flows {
                 vec!["read".into()],
             ));
         }
+        for s in &self.inner.config.syncs {
+            // Exactly the tools a sync uses: read the school, change access and properties.
+            let tools = [
+                "list_offers",
+                "list_users",
+                "grant_user_offer_by_email",
+                "set_user_offer_state",
+                "set_offer_expiration",
+                "set_custom_user_properties",
+            ];
+            wanted.push((
+                s.persona.clone(),
+                memberspot_hub::SANDBOX_CONNECTION.into(),
+                tools.map(str::to_owned).to_vec(),
+            ));
+        }
         for (name, connection, scopes) in wanted {
             if self.hub().store().get_persona(&name).await?.is_some() {
                 continue;
@@ -399,6 +415,29 @@ impl Flows {
         if let Err(e) = self.hub().store().add_step(run_id, &s).await {
             tracing::warn!(error = %e, "could not record a digest step");
         }
+    }
+
+    /// Runs the sync `name` (plans only, with `dry_run`).
+    pub async fn run_sync(
+        &self,
+        name: &str,
+        dry_run: bool,
+        progress: &(dyn Fn(usize, usize) + Send + Sync),
+    ) -> Result<crate::sync::SyncReport, String> {
+        let spec = self
+            .inner
+            .config
+            .sync(name)
+            .ok_or_else(|| format!("no sync named `{name}` in the flows file"))?;
+        crate::sync::run(
+            self.hub(),
+            self.http(),
+            spec,
+            self.inner.config.base.as_deref(),
+            dry_run,
+            progress,
+        )
+        .await
     }
 
     // ---------------------------------------------------------------- scheduler

@@ -270,3 +270,109 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
     close_hub(&hub, sandbox).await?;
     result
 }
+
+pub async fn sync(cmd: crate::cli::SyncCommand, global: &Global) -> anyhow::Result<ExitCode> {
+    use crate::cli::SyncCommand;
+    let (hub, sandbox, file) = open_hub(global).await?;
+    let result = async {
+        let (flows, path) = open_flows(&hub, global, &file).await?;
+        match cmd {
+            SyncCommand::List => {
+                let syncs = &flows.config().syncs;
+                if global.json {
+                    print_json(syncs)?;
+                } else if syncs.is_empty() {
+                    println!(
+                        "no syncs in {}",
+                        path.map_or_else(
+                            || "the flows file (none found)".to_owned(),
+                            |p| p.display().to_string()
+                        )
+                    );
+                } else {
+                    let mut t = table(&["sync", "source", "persona"]);
+                    for s in syncs {
+                        let source = s
+                            .source
+                            .csv
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .or_else(|| s.source.url.clone())
+                            .unwrap_or_default();
+                        t.add_row(vec![s.name.clone(), source, s.persona.clone()]);
+                    }
+                    print_table(&t);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            SyncCommand::Run {
+                name,
+                dry_run,
+                report,
+            } => {
+                let bar = crate::output::progress(None, &format!("sync {name}"));
+                let tick = {
+                    let bar = bar.clone();
+                    move |done: usize, total: usize| {
+                        bar.set_length(total as u64);
+                        bar.set_position(done as u64);
+                    }
+                };
+                let r = flows
+                    .run_sync(&name, dry_run, &tick)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e));
+                bar.finish_and_clear();
+                let r = r?;
+                if let Some(out) = report {
+                    let mut w = csv::Writer::from_path(&out)
+                        .with_context(|| format!("cannot write {}", out.display()))?;
+                    w.write_record(["line", "email", "offer", "outcome", "changes", "reason"])?;
+                    for row in &r.rows {
+                        w.write_record([
+                            row.line.to_string(),
+                            row.email.clone().unwrap_or_default(),
+                            row.offer.clone().unwrap_or_default(),
+                            format!("{:?}", row.outcome).to_lowercase(),
+                            row.changes.join(" | "),
+                            row.reason.clone().unwrap_or_default(),
+                        ])?;
+                    }
+                    w.flush()?;
+                }
+                if global.json {
+                    print_json(&r)?;
+                } else {
+                    for row in r.rows.iter().filter(|x| x.reason.is_some()) {
+                        println!(
+                            "line {:>5}: {}",
+                            row.line,
+                            row.reason.as_deref().unwrap_or_default()
+                        );
+                    }
+                    println!(
+                        "{}{} created, {} updated, {} unchanged, {} failed ({} API calls)",
+                        if dry_run {
+                            "dry run (nothing written): would have "
+                        } else {
+                            ""
+                        },
+                        r.created,
+                        r.updated,
+                        r.unchanged,
+                        r.failed,
+                        r.api_calls
+                    );
+                }
+                Ok(if r.failed > 0 {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                })
+            }
+        }
+    }
+    .await;
+    close_hub(&hub, sandbox).await?;
+    result
+}

@@ -90,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rules(cmd) => events::rules(cmd, &global).await,
         Command::Digest(args) => flows::digest(args, &global).await,
         Command::Flows(cmd) => flows::run(cmd, &global).await,
+        Command::Sync(cmd) => flows::sync(cmd, &global).await,
         Command::Chat(args) => chat::run(args, &global).await,
         Command::AdminToken => personas::admin_token(&global).await,
         Command::MasterKey(cmd) => connections::master_key(cmd, &global).await,

@@ -37,13 +37,21 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {w}");
     }
     let events = memberspot_events::Events::start(hub.clone(), rules).await?;
-    let workers = events.spawn(cancel.clone());
+    let mut workers = events.spawn(cancel.clone());
+    let (flows, flows_file) = crate::commands::flows::open_flows(&hub, global, &file).await?;
+    workers.extend(flows.spawn(cancel.clone()));
+    let models = crate::commands::flows::load_models(global, &file)?;
+    let chat = memberspot_agent::rest::AgentState::new(hub.clone(), models);
     let app = memberspot_hub::server::app_with(
         hub.clone(),
         Duration::from_secs(args.request_timeout),
         &args.allowed_hosts,
         cancel.clone(),
-        vec![memberspot_events::rest::routes(events.clone())],
+        vec![
+            memberspot_events::rest::routes(events.clone()),
+            memberspot_flows::rest::routes(flows.clone()),
+            memberspot_agent::rest::routes(chat),
+        ],
         Some(memberspot_events::receiver::router(events.clone())),
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -80,6 +88,26 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         None => {
             eprintln!("  events  no rules file (see docs/events.md); webhook receivers are off")
         }
+    }
+    match &flows_file {
+        Some(path) => eprintln!(
+            "  flows   {} flow(s) from {}; daily summary {}",
+            flows.config().flows.len(),
+            path.display(),
+            match &flows.config().digest {
+                Some(d) if d.enabled => format!(
+                    "{} {} (next {})",
+                    d.schedule.expr(),
+                    d.timezone,
+                    d.schedule
+                        .next_after(chrono::Utc::now())
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default()
+                ),
+                _ => "off (configure [delivery.slack] or [delivery.email])".into(),
+            }
+        ),
+        None => eprintln!("  flows   no flows file (see docs/flows.md); the daily summary is off"),
     }
     eprintln!(
         "  store   {}",

@@ -1,0 +1,213 @@
+//! Sync from another app into the sandbox school: a CSV with bad rows imports the good
+//! ones, reports the bad ones with line numbers, and a second run changes nothing; a
+//! paginated JSON API source; dry run plans without writing.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use memberspot_agent::config::ModelsConfig;
+use memberspot_flows::sync::RowOutcome;
+use memberspot_flows::{Flows, FlowsConfig};
+use serde_json::{Value, json};
+
+async fn offers(sandbox: &memberspot_sandbox::Sandbox) -> Vec<String> {
+    let state: Value = reqwest::Client::new()
+        .get(format!("{}/_sandbox/state", sandbox.root_url()))
+        .header("X-API-KEY", common::SCHOOL_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    state["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_sync_reports_bad_rows_and_is_idempotent() {
+    let sandbox = common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = common::hub(
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+        &sandbox,
+    )
+    .await;
+    let o = offers(&sandbox).await;
+    let csv = format!(
+        "E-Mail,Zugang,Vorname,Bis\n\
+         anna@firma.de,{o0},Anna,2027-06-30\n\
+         ,{o0},NoMail,\n\
+         bernd@firma.de,offer_does_not_exist,Bernd,\n\
+         anna@firma.de,{o0},Anna again,\n\
+         carla@firma.de,{o1},Carla,\n\
+         not-an-email,{o1},X,\n",
+        o0 = o[0],
+        o1 = o[1]
+    );
+    std::fs::write(dir.path().join("seats.csv"), csv).unwrap();
+    let toml = r#"
+[[syncs]]
+name = "b2b-seats"
+persona = "seat-sync"
+source.csv = "seats.csv"
+
+[syncs.map]
+email = "{{ row['E-Mail'] }}"
+offer = "{{ row.Zugang }}"
+first_name = "{{ row.Vorname }}"
+expires_at = "{{ row.Bis }}"
+"#;
+    let cfg = FlowsConfig::parse(
+        toml,
+        &dir.path().join("flows.toml").display().to_string(),
+        Some(dir.path()),
+    )
+    .unwrap();
+    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
+    flows.ensure_personas().await.unwrap();
+
+    // A dry run plans, writes nothing.
+    let plan = flows.run_sync("b2b-seats", true, &|_, _| {}).await.unwrap();
+    assert_eq!((plan.created, plan.failed), (2, 4), "{plan:#?}");
+    assert!(
+        hub.store()
+            .query_audit(&Default::default())
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.tool.starts_with("list_"))
+    );
+
+    let progress = std::sync::Mutex::new(Vec::new());
+    let report = flows
+        .run_sync("b2b-seats", false, &|done, total| {
+            progress.lock().unwrap().push((done, total))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.created,
+            report.updated,
+            report.unchanged,
+            report.failed
+        ),
+        (2, 0, 0, 4),
+        "{report:#?}"
+    );
+    let by_line = |l: usize| report.rows.iter().find(|r| r.line == l).unwrap();
+    assert_eq!(by_line(2).outcome, RowOutcome::Created);
+    assert_eq!(by_line(3).reason.as_deref(), Some("email: missing"));
+    assert!(
+        by_line(4)
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("offer `offer_does_not_exist` does not exist")
+    );
+    assert_eq!(
+        by_line(5).reason.as_deref(),
+        Some("duplicate of line 2 (same e-mail and offer)")
+    );
+    assert_eq!(by_line(6).outcome, RowOutcome::Created);
+    assert!(
+        by_line(7)
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("not an e-mail address")
+    );
+    assert_eq!(progress.lock().unwrap().last(), Some(&(2, 2)));
+    // Anna got the offer with its expiration.
+    assert!(
+        by_line(2)
+            .changes
+            .iter()
+            .any(|c| c.starts_with("set_offer_expiration"))
+    );
+
+    // The same file again: nothing to do.
+    let again = flows
+        .run_sync("b2b-seats", false, &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.created, again.updated, again.unchanged, again.failed),
+        (0, 0, 2, 4),
+        "{again:#?}"
+    );
+    let writes = hub
+        .store()
+        .query_audit(&memberspot_hub::store::AuditFilter {
+            persona: Some("seat-sync".into()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| !r.tool.starts_with("list_"))
+        .count();
+    assert_eq!(writes, 3, "2 grants + 1 expiration, all in the first run");
+    hub.store().close().await;
+    let _ = sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_api_with_pagination() {
+    use axum::extract::Query;
+    use axum::routing::get;
+    let sandbox = common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = common::hub(
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+        &sandbox,
+    )
+    .await;
+    let o = offers(&sandbox).await;
+    let offer = o[2].clone();
+    let app = axum::Router::new().route(
+        "/crm/contacts",
+        get(move |Query(q): Query<std::collections::HashMap<String, String>>| {
+            let offer = offer.clone();
+            async move {
+                let page: usize = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+                let items: Vec<Value> = (0..3)
+                    .map(|i| json!({"contact": {"mail": format!("crm{}@example.de", page * 3 + i)}, "plan": offer, "seat_active": if page * 3 + i == 4 { "no" } else { "yes" }}))
+                    .collect();
+                let next = if page < 1 { json!((page + 1).to_string()) } else { Value::Null };
+                axum::Json(json!({"data": {"contacts": items}, "paging": {"next_cursor": next}}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let toml = format!(
+        r#"
+[[syncs]]
+name = "crm"
+source = {{ url = "http://{addr}/crm/contacts", items = "data.contacts", cursor = "paging.next_cursor", cursor_param = "cursor" }}
+map = {{ email = "{{{{ row.contact.mail }}}}", offer = "{{{{ row.plan }}}}", active = "{{{{ row.seat_active }}}}" }}
+"#
+    );
+    let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
+    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
+    flows.ensure_personas().await.unwrap();
+    let report = flows.run_sync("crm", false, &|_, _| {}).await.unwrap();
+    // 6 contacts over 2 pages; contact 4 is inactive and was never granted: unchanged.
+    assert_eq!(report.rows.len(), 6, "{report:#?}");
+    assert_eq!((report.created, report.unchanged), (5, 1));
+    let again = flows.run_sync("crm", false, &|_, _| {}).await.unwrap();
+    assert_eq!(again.unchanged, 6);
+    hub.store().close().await;
+    let _ = sandbox.shutdown().await;
+}
