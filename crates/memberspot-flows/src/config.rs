@@ -167,6 +167,8 @@ pub struct Flow {
     pub name: String,
     pub description: String,
     pub persona: String,
+    /// The school the persona acts on (where it is created when missing).
+    pub connection: String,
     pub trigger: Trigger,
     pub steps: Vec<Step>,
     pub line: usize,
@@ -568,6 +570,10 @@ impl FlowsConfig {
                 name,
                 description: f.description.clone().unwrap_or_default(),
                 persona: f.persona.clone().unwrap_or_else(|| "automation".into()),
+                connection: f
+                    .connection
+                    .clone()
+                    .unwrap_or_else(|| memberspot_hub::SANDBOX_CONNECTION.into()),
                 trigger,
                 steps,
                 line,
@@ -797,6 +803,7 @@ struct RawFlow {
     name: Spanned<String>,
     description: Option<String>,
     persona: Option<String>,
+    connection: Option<String>,
     #[serde(default)]
     trigger: RawTrigger,
     #[serde(default)]

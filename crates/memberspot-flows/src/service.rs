@@ -95,8 +95,8 @@ impl Flows {
     }
 
     /// Creates the personas flows act as when missing: `digest` (read) on the digest's
-    /// connection, and each flow's persona (read, on the sandbox connection; grant it more
-    /// with `memberspot personas grant-scope`).
+    /// connection, each flow's persona (read, on the flow's connection; grant it more with
+    /// `memberspot personas grant-scope`), and each sync's (exactly the tools a sync uses).
     pub async fn ensure_personas(&self) -> Result<(), HubError> {
         let mut wanted: Vec<(String, String, Vec<String>)> = Vec::new();
         if let Some(d) = &self.inner.config.digest {

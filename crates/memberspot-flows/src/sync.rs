@@ -65,6 +65,9 @@ pub struct SyncSpec {
     pub name: String,
     #[serde(default = "default_persona")]
     pub persona: String,
+    /// The school written to (the persona is created on it).
+    #[serde(default = "default_connection")]
+    pub connection: String,
     pub source: SourceSpec,
     pub map: Mapping,
     /// Writes in flight at once (the connection's rate limit paces them).
@@ -73,6 +76,10 @@ pub struct SyncSpec {
 
 fn default_persona() -> String {
     "sync".into()
+}
+
+fn default_connection() -> String {
+    memberspot_hub::SANDBOX_CONNECTION.into()
 }
 
 /// What happened (or would happen) to one record.
