@@ -261,6 +261,8 @@ async fn idle_rss() -> Result<(), BoxError> {
 }
 
 fn main() -> Result<(), BoxError> {
+    // rmcp's HTTP client (reqwest 0.13) takes its TLS crypto from an installed provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -45,6 +45,12 @@ fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// rmcp's HTTP client uses reqwest 0.13, which (built together with the rest of the
+/// workspace) takes its TLS crypto from rustls with an explicitly installed provider.
+fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 async fn fresh_pg() -> (String, String) {
     use sqlx::Connection;
     let admin = pg_admin_url();
@@ -73,6 +79,7 @@ async fn drop_pg(name: &str) {
 }
 
 async fn world(backend: Backend) -> World {
+    install_tls_provider();
     let sandbox = Sandbox::start_local(SandboxConfig {
         api_key: SCHOOL_KEY.into(),
         seed: 3,
