@@ -386,6 +386,8 @@ pub enum FlowsCommand {
 pub enum SyncCommand {
     /// The syncs in the flows file
     List,
+    /// Export members with their offers to a file or another app (only changes since the last run)
+    Export { name: String },
     /// Run a sync: read the records, write only the differences, report per record
     Run {
         name: String,

@@ -181,6 +181,7 @@ pub struct FlowsConfig {
     pub delivery: Delivery,
     pub flows: Vec<Flow>,
     pub syncs: Vec<crate::sync::SyncSpec>,
+    pub exports: Vec<crate::export::ExportSpec>,
     /// The flows file's directory: relative paths (sync CSV files) start here.
     pub base: Option<PathBuf>,
     pub warnings: Vec<String>,
@@ -623,12 +624,33 @@ impl FlowsConfig {
             syncs.push(sy.clone());
         }
 
+        let mut exports = Vec::new();
+        for spanned in &raw.exports {
+            let ex = spanned.get_ref();
+            if ex.file.is_some() == ex.url.is_some() {
+                problems.push(at(
+                    spanned.span(),
+                    format!("export `{}`: give exactly one of `file` and `url`", ex.name),
+                ));
+            }
+            if let Some(f) = &ex.format
+                && !["csv", "json"].contains(&f.as_str())
+            {
+                problems.push(at(
+                    spanned.span(),
+                    format!("export `{}`: format `{f}`; use csv or json", ex.name),
+                ));
+            }
+            exports.push(ex.clone());
+        }
+
         if problems.is_empty() {
             Ok(FlowsConfig {
                 digest,
                 delivery,
                 flows,
                 syncs,
+                exports,
                 base: base.map(Path::to_path_buf),
                 warnings,
             })
@@ -747,6 +769,8 @@ struct RawFile {
     flows: Vec<Spanned<RawFlow>>,
     #[serde(default)]
     syncs: Vec<Spanned<crate::sync::SyncSpec>>,
+    #[serde(default)]
+    exports: Vec<Spanned<crate::export::ExportSpec>>,
 }
 
 #[derive(Deserialize)]

@@ -5,9 +5,11 @@
 //! - [`schedule`]: cron expressions in a time zone, and which fires are due.
 //! - [`template`]: minijinja templates over a run's context.
 //! - [`sync`]: records from another app into the school, writing only differences.
+//! - [`export`]: members and their access out to a file or another app, incrementally.
 
 pub mod config;
 pub mod digest;
+pub mod export;
 pub mod rest;
 pub mod runner;
 pub mod schedule;

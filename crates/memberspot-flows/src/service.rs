@@ -129,6 +129,9 @@ impl Flows {
                 tools.map(str::to_owned).to_vec(),
             ));
         }
+        for e in &self.inner.config.exports {
+            wanted.push((e.persona.clone(), e.connection.clone(), vec!["read".into()]));
+        }
         for (name, connection, scopes) in wanted {
             if self.hub().store().get_persona(&name).await?.is_some() {
                 continue;
@@ -436,6 +439,24 @@ impl Flows {
             self.inner.config.base.as_deref(),
             dry_run,
             progress,
+        )
+        .await
+    }
+
+    /// Runs the export `name`.
+    pub async fn run_export(&self, name: &str) -> Result<crate::export::ExportReport, String> {
+        let spec = self
+            .inner
+            .config
+            .exports
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| format!("no export named `{name}` in the flows file"))?;
+        crate::export::run(
+            self.hub(),
+            self.http(),
+            spec,
+            self.inner.config.base.as_deref(),
         )
         .await
     }

@@ -211,3 +211,73 @@ map = {{ email = "{{{{ row.contact.mail }}}}", offer = "{{{{ row.plan }}}}", act
     hub.store().close().await;
     let _ = sandbox.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_is_full_first_then_incremental_from_the_event_store() {
+    use memberspot_hub::store::{EventStatus, NewEvent};
+    let sandbox = common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = common::hub(
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+        &sandbox,
+    )
+    .await;
+    let toml = "[[exports]]\nname = \"crm\"\nfile = \"members.csv\"\n";
+    let cfg = FlowsConfig::parse(toml, "flows.toml", Some(dir.path())).unwrap();
+    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
+    flows.ensure_personas().await.unwrap();
+
+    let first = flows.run_export("crm").await.unwrap();
+    assert_eq!(first.mode, "full");
+    assert_eq!(first.members, 10, "every member of the sandbox school");
+    let text = std::fs::read_to_string(dir.path().join("members.csv")).unwrap();
+    assert!(
+        text.starts_with("email,first_name,last_name,deleted,offer_id,active,expires_at,progress")
+    );
+
+    // Nothing changed: an empty incremental export.
+    let none = flows.run_export("crm").await.unwrap();
+    assert_eq!((none.mode.as_str(), none.members), ("incremental", 0));
+
+    // A member changes (as the poller or a webhook would record it): only they are exported.
+    let o = offers(&sandbox).await;
+    let who = memberspot_hub::Principal::Operator {
+        connection: "sandbox".into(),
+    };
+    let ctx = memberspot_hub::CallContext::new(memberspot_hub::Surface::Cli);
+    hub.call(
+        &who,
+        &ctx,
+        "grant_user_offer_by_email",
+        json!({"email": "neu@example.de", "offer_id": o[0]}),
+    )
+    .await
+    .result
+    .unwrap();
+    let event = NewEvent {
+        dedupe_key: "poll:sandbox:x:member_created".into(),
+        source: "poll:sandbox".into(),
+        provider: "poller".into(),
+        kind: "member_created".into(),
+        name: "member_created".into(),
+        order_id: None,
+        product_id: None,
+        email: Some("neu@example.de".into()),
+        test: false,
+        amount_minor: None,
+        currency: None,
+        data: json!({}),
+        status: EventStatus::Done,
+    };
+    hub.store().insert_events(&[event]).await.unwrap();
+    let inc = flows.run_export("crm").await.unwrap();
+    assert_eq!((inc.mode.as_str(), inc.members), ("incremental", 1));
+    let text = std::fs::read_to_string(dir.path().join("members.csv")).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.contains(&format!("neu@example.de,,,,{},true", o[0])),
+        "{text}"
+    );
+    hub.store().close().await;
+    let _ = sandbox.shutdown().await;
+}

@@ -1,0 +1,335 @@
+//! Cross-tool sync, export direction: members with their offers (and progress in chosen
+//! courses) to a CSV or JSON file, or POSTed as JSON to another app's endpoint.
+//!
+//! Incremental: the first run exports every member; later runs export only the members the
+//! event store saw change since the previous run (poller observations, webhook purchases
+//! and refunds, Memberspot's own events), from a checkpoint kept in the store. The
+//! checkpoint moves only after the export was written or accepted, so nothing is skipped.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use memberspot_hub::store::EventFilter;
+use memberspot_hub::{CallContext, Hub, Principal, Surface};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// One `[[exports]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSpec {
+    pub name: String,
+    /// Read-only persona the school is read as (created with `read` when missing).
+    #[serde(default = "default_persona")]
+    pub persona: String,
+    #[serde(default = "default_connection")]
+    pub connection: String,
+    /// Write to this file (relative to the flows file)…
+    pub file: Option<PathBuf>,
+    /// …or POST the records as a JSON array to this URL.
+    pub url: Option<String>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `csv` or `json` (files only; URLs get JSON). Default: by the file's extension.
+    pub format: Option<String>,
+    /// Course ids whose progress is added (one call per member and course).
+    #[serde(default)]
+    pub courses: Vec<String>,
+    /// Only changes since the previous run (default true); false exports everyone each time.
+    pub incremental: Option<bool>,
+}
+
+fn default_persona() -> String {
+    "export".into()
+}
+
+fn default_connection() -> String {
+    memberspot_hub::SANDBOX_CONNECTION.into()
+}
+
+/// What an export did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    pub export: String,
+    /// `full` or `incremental`.
+    pub mode: String,
+    pub members: usize,
+    /// Where it went (file path or URL host).
+    pub target: String,
+    pub api_calls: usize,
+    /// The event store position the next incremental run starts after.
+    pub checkpoint: i64,
+}
+
+/// Runs an export.
+pub async fn run(
+    hub: &Hub,
+    http: &reqwest::Client,
+    spec: &ExportSpec,
+    base: Option<&std::path::Path>,
+) -> Result<ExportReport, String> {
+    let who = Principal::Persona(
+        hub.persona(&spec.persona)
+            .await
+            .map_err(|e| format!("persona `{}`: {e}", spec.persona))?,
+    );
+    let mut calls = 0usize;
+    let store = hub.store();
+    let key = format!("export.{}.after_seq", spec.name);
+    let previous = store
+        .get_meta(&key)
+        .await
+        .map_err(|e| e.to_string())?
+        .and_then(|v| v.parse::<i64>().ok());
+    // The newest event now: the next run starts after it.
+    let newest = store
+        .list_events(&EventFilter {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .first()
+        .map_or(0, |e| e.seq);
+    let incremental = spec.incremental.unwrap_or(true) && previous.is_some();
+    let mut ctx = CallContext::new(Surface::Flow);
+    ctx.prompt = Some(format!("export {}", spec.name));
+
+    let mut members: Vec<Value> = Vec::new();
+    if incremental {
+        let changed = changed_emails(hub, previous.unwrap_or(0), newest).await?;
+        for email in changed {
+            calls += 1;
+            match hub
+                .call(&who, &ctx, "find_user_by_email", json!({"email": email}))
+                .await
+                .result
+            {
+                Ok(u) => members.push(u),
+                // Deleted since: exported as such, so the other app can follow.
+                Err(e) if e.to_string().contains("not found") || e.code() == "not_found" => {
+                    members.push(json!({"email": email, "deleted": true}))
+                }
+                Err(e) => return Err(format!("find_user_by_email {email}: {e}")),
+            }
+        }
+    } else {
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut args = json!({"page_length": 100});
+            if let Some(c) = &cursor {
+                args["cursor"] = json!(c);
+            }
+            calls += 1;
+            let page = hub
+                .call(&who, &ctx, "list_users", args)
+                .await
+                .result
+                .map_err(|e| format!("list_users: {e}"))?;
+            members.extend(page["users"].as_array().cloned().unwrap_or_default());
+            cursor = page["next_cursor"].as_str().map(str::to_owned);
+            if cursor.is_none() {
+                break;
+            }
+        }
+    }
+    for m in members.iter_mut().filter(|m| m["deleted"] != true) {
+        let email = m["email"].as_str().unwrap_or_default().to_owned();
+        let mut progress = serde_json::Map::new();
+        for course in &spec.courses {
+            calls += 1;
+            if let Ok(p) = hub
+                .call(
+                    &who,
+                    &ctx,
+                    "get_user_course_progress",
+                    json!({"email": email, "course_id": course}),
+                )
+                .await
+                .result
+            {
+                progress.insert(course.clone(), p);
+            }
+        }
+        if !spec.courses.is_empty() {
+            m["progress"] = Value::Object(progress);
+        }
+    }
+
+    let target = write(http, spec, base, &members).await?;
+    store
+        .set_meta(&key, &newest.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ExportReport {
+        export: spec.name.clone(),
+        mode: if incremental { "incremental" } else { "full" }.into(),
+        members: members.len(),
+        target,
+        api_calls: calls,
+        checkpoint: newest,
+    })
+}
+
+/// E-mails of members any stored event after `after` (up to `upto`) was about.
+async fn changed_emails(hub: &Hub, after: i64, upto: i64) -> Result<BTreeSet<String>, String> {
+    let mut out = BTreeSet::new();
+    let mut cursor = after;
+    loop {
+        let page = hub
+            .store()
+            .list_events(&EventFilter {
+                after_seq: Some(cursor),
+                oldest_first: true,
+                limit: Some(1000),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = page.last().map(|e| e.seq) else {
+            break;
+        };
+        for e in page.iter().filter(|e| e.seq <= upto) {
+            if let Some(m) = &e.email {
+                out.insert(m.to_ascii_lowercase());
+            }
+        }
+        if last >= upto {
+            break;
+        }
+        cursor = last;
+    }
+    Ok(out)
+}
+
+/// One flat row per member and offer, for CSV.
+fn csv_rows(members: &[Value]) -> Vec<[String; 8]> {
+    let s = |v: &Value| match v {
+        Value::String(x) => x.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut rows = Vec::new();
+    for m in members {
+        let base = [
+            s(&m["email"]),
+            s(&m["firstname"]),
+            s(&m["name"]),
+            if m["deleted"] == true {
+                "yes".into()
+            } else {
+                String::new()
+            },
+        ];
+        let offers = m["offers"].as_array().cloned().unwrap_or_default();
+        let progress = m.get("progress").map(Value::to_string).unwrap_or_default();
+        if offers.is_empty() {
+            rows.push([
+                base[0].clone(),
+                base[1].clone(),
+                base[2].clone(),
+                base[3].clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                progress.clone(),
+            ]);
+        }
+        for o in offers {
+            rows.push([
+                base[0].clone(),
+                base[1].clone(),
+                base[2].clone(),
+                base[3].clone(),
+                s(&o["offerId"]),
+                s(&o["active"]),
+                s(&o["expiresAt"]),
+                progress.clone(),
+            ]);
+        }
+    }
+    rows
+}
+
+async fn write(
+    http: &reqwest::Client,
+    spec: &ExportSpec,
+    base: Option<&std::path::Path>,
+    members: &[Value],
+) -> Result<String, String> {
+    match (&spec.file, &spec.url) {
+        (Some(path), None) => {
+            let path = match base {
+                Some(b) if path.is_relative() => b.join(path),
+                _ => path.clone(),
+            };
+            let format = spec.format.clone().unwrap_or_else(|| {
+                if path.extension().is_some_and(|e| e == "json") {
+                    "json"
+                } else {
+                    "csv"
+                }
+                .into()
+            });
+            // Written next to the target and renamed: a reader never sees half a file.
+            let tmp = path.with_extension("partial");
+            match format.as_str() {
+                "json" => {
+                    let text = serde_json::to_string_pretty(members).map_err(|e| e.to_string())?;
+                    std::fs::write(&tmp, text)
+                        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+                }
+                "csv" => {
+                    let mut w = csv::Writer::from_path(&tmp)
+                        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+                    w.write_record([
+                        "email",
+                        "first_name",
+                        "last_name",
+                        "deleted",
+                        "offer_id",
+                        "active",
+                        "expires_at",
+                        "progress",
+                    ])
+                    .map_err(|e| e.to_string())?;
+                    for r in csv_rows(members) {
+                        w.write_record(&r).map_err(|e| e.to_string())?;
+                    }
+                    w.flush().map_err(|e| e.to_string())?;
+                }
+                other => {
+                    return Err(format!(
+                        "export `{}`: format `{other}`; use csv or json",
+                        spec.name
+                    ));
+                }
+            }
+            std::fs::rename(&tmp, &path)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(path.display().to_string())
+        }
+        (None, Some(url)) => {
+            let mut req = http.post(url).json(members);
+            for (k, v) in &spec.headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            let host = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            let resp = req.send().await.map_err(|e| format!("POST {host}: {e}"))?;
+            if !resp.status().is_success() {
+                return Err(format!(
+                    "POST {host} answered {}; the checkpoint was not moved",
+                    resp.status()
+                ));
+            }
+            Ok(host)
+        }
+        _ => Err(format!(
+            "export `{}`: give exactly one of `file` and `url`",
+            spec.name
+        )),
+    }
+}
