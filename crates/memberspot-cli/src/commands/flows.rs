@@ -305,6 +305,21 @@ pub async fn sync(cmd: crate::cli::SyncCommand, global: &Global) -> anyhow::Resu
                 }
                 Ok(ExitCode::SUCCESS)
             }
+            SyncCommand::Export { name } => {
+                let r = flows
+                    .run_export(&name)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                if global.json {
+                    print_json(&r)?;
+                } else {
+                    println!(
+                        "{} export: {} member(s) to {} ({} API calls)",
+                        r.mode, r.members, r.target, r.api_calls
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             SyncCommand::Run {
                 name,
                 dry_run,
