@@ -31,7 +31,6 @@
 //! are reported at once, each with its line and column.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -46,34 +45,8 @@ pub const FILE_NAME: &str = "models.toml";
 /// Upper bound for `max_tool_calls`, so a typo cannot unbound a turn.
 pub const MAX_TOOL_CALLS_LIMIT: usize = 64;
 
-/// One problem in the file, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-/// Everything wrong with a models file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
+use memberspot_hub::config_file::line_col;
+pub use memberspot_hub::config_file::{ConfigError, Problem};
 
 /// A persona's chat settings.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -132,17 +105,11 @@ impl ModelsConfig {
     /// Reads and validates a models file.
     pub fn load(path: &Path) -> Result<ModelsConfig, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            problems: vec![Problem {
-                line: 0,
-                column: 0,
-                message: format!(
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::whole_file(&file, format!(
                     "cannot read the models file ({e}); it needs a [models.NAME] table with provider and model, \
                      and [personas.NAME] model = \"NAME\" (or default_model = \"NAME\")"
-                ),
-            }],
-        })?;
+                )))?;
         Self::parse(&text, &file)
     }
 
@@ -156,17 +123,8 @@ impl ModelsConfig {
                 message,
             }
         };
-        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError {
-            file: file.to_owned(),
-            problems: vec![match e.span() {
-                Some(span) => at(span, e.message().to_owned()),
-                None => Problem {
-                    line: 0,
-                    column: 0,
-                    message: e.message().to_owned(),
-                },
-            }],
-        })?;
+        let raw: RawFile =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let mut models = BTreeMap::new();
@@ -342,13 +300,6 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

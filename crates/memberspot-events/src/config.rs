@@ -36,35 +36,8 @@ pub const PAYPAL_POSTBACK_URL: &str = "https://ipnpb.paypal.com/cgi-bin/webscr";
 pub const DEFAULT_REVOKE_ON: [&str; 3] = ["refund", "chargeback", "end_of_term"];
 const REVOCABLE: [&str; 3] = ["refund", "chargeback", "end_of_term"];
 
-/// One problem in the file, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-/// Everything wrong with a rules file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file, for messages (`<inline>` when parsed from a string).
-    pub file: String,
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
+use memberspot_hub::config_file::line_col;
+pub use memberspot_hub::config_file::{ConfigError, Problem};
 
 /// A webhook source: one receiver URL, one provider, one secret, one persona.
 #[derive(Clone)]
@@ -169,13 +142,8 @@ impl EventsConfig {
     /// Reads and validates a rules file.
     pub fn load(path: &Path) -> Result<EventsConfig, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            problems: vec![Problem {
-                line: 0,
-                column: 0,
-                message: format!("cannot read the rules file: {e}"),
-            }],
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::whole_file(&file, format!("cannot read the rules file: {e}"))
         })?;
         Self::parse(&text, &file, path.parent())
     }
@@ -190,17 +158,8 @@ impl EventsConfig {
                 message,
             }
         };
-        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError {
-            file: file.to_owned(),
-            problems: vec![match e.span() {
-                Some(span) => at(span, e.message().to_owned()),
-                None => Problem {
-                    line: 0,
-                    column: 0,
-                    message: e.message().to_owned(),
-                },
-            }],
-        })?;
+        let raw: RawFile =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let mut sources = BTreeMap::new();
@@ -555,14 +514,6 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-}
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 #[derive(Deserialize)]

@@ -83,33 +83,14 @@ impl EventQuery {
             kind: self.kind.clone(),
             email: self.email.clone(),
             order_id: self.order_id.clone(),
-            since: parse_time("since", self.since.as_deref())?,
-            until: parse_time("until", self.until.as_deref())?,
+            since: memberspot_hub::http::query_time("since", self.since.as_deref())?,
+            until: memberspot_hub::http::query_time("until", self.until.as_deref())?,
             before_seq: self.before_seq,
             after_seq: self.after_seq,
             oldest_first: self.after_seq.is_some(),
             limit: self.limit,
         })
     }
-}
-
-fn parse_time(field: &str, v: Option<&str>) -> Result<Option<i64>, HttpError> {
-    let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(Some(ms));
-    }
-    chrono::DateTime::parse_from_rfc3339(v)
-        .map(|t| Some(t.timestamp_millis()))
-        .map_err(|_| {
-            HttpError::field(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                field,
-                format!("`{v}` is not an RFC 3339 time or epoch milliseconds"),
-            )
-        })
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "events", security(("admin" = [])), params(EventQuery),

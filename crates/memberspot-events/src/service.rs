@@ -80,7 +80,6 @@ impl Events {
             .timeout(Duration::from_secs(20))
             .build()
             .map_err(|e| HubError::Unavailable(format!("HTTP client: {e}")))?;
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hub".into());
         Ok(Events {
             inner: Arc::new(Inner {
                 hub,
@@ -88,11 +87,7 @@ impl Events {
                 notify: Notify::new(),
                 clock,
                 http,
-                worker_id: format!(
-                    "{host}:{}:{}",
-                    std::process::id(),
-                    &uuid::Uuid::new_v4().simple().to_string()[..8]
-                ),
+                worker_id: memberspot_hub::worker_id(),
             }),
         })
     }

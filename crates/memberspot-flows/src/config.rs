@@ -4,7 +4,6 @@
 //! webhook URL, the SMTP password) come from environment variables or files.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,34 +14,8 @@ use toml::Spanned;
 
 use crate::schedule::{Missed, Schedule};
 
-/// One problem, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-/// Everything wrong with a flows file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
+use memberspot_hub::config_file::line_col;
+pub use memberspot_hub::config_file::{ConfigError, Problem};
 
 /// Where the daily summary goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -190,13 +163,8 @@ pub struct FlowsConfig {
 impl FlowsConfig {
     pub fn load(path: &Path) -> Result<FlowsConfig, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            problems: vec![Problem {
-                line: 0,
-                column: 0,
-                message: format!("cannot read the flows file: {e}"),
-            }],
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::whole_file(&file, format!("cannot read the flows file: {e}"))
         })?;
         Self::parse(&text, &file, path.parent())
     }
@@ -211,17 +179,8 @@ impl FlowsConfig {
                 message,
             }
         };
-        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError {
-            file: file.to_owned(),
-            problems: vec![match e.span() {
-                Some(span) => at(span, e.message().to_owned()),
-                None => Problem {
-                    line: 0,
-                    column: 0,
-                    message: e.message().to_owned(),
-                },
-            }],
-        })?;
+        let raw: RawFile =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let resolve = |p: &Path| match base {
@@ -749,13 +708,6 @@ fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 #[derive(Deserialize)]

@@ -62,18 +62,13 @@ impl Flows {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| HubError::Unavailable(format!("HTTP client: {e}")))?;
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hub".into());
         Ok(Flows {
             inner: Arc::new(Inner {
                 hub,
                 config,
                 models,
                 http,
-                worker_id: format!(
-                    "{host}:{}:{}",
-                    std::process::id(),
-                    &uuid::Uuid::new_v4().simple().to_string()[..8]
-                ),
+                worker_id: memberspot_hub::worker_id(),
             }),
         })
     }

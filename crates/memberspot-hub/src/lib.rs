@@ -5,6 +5,7 @@
 pub mod admin;
 mod audit_writer;
 pub mod bootstrap;
+pub mod config_file;
 mod error;
 pub mod http;
 mod hub;
@@ -22,6 +23,14 @@ pub use hub::{
     SANDBOX_CONNECTION,
 };
 pub use memberspot_store as store;
+
+/// This process's name in leases and run records (`host:pid:random`), so a stale lease
+/// can be told from a live one.
+pub fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hub".into());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &random[..8])
+}
 
 /// Where a call came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -287,22 +287,7 @@ pub struct AuditQuery {
 }
 
 fn parse_time(field: &str, v: &Option<String>) -> Result<Option<i64>, HttpError> {
-    let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    if let Ok(ms) = v.parse::<i64>() {
-        return Ok(Some(ms));
-    }
-    chrono::DateTime::parse_from_rfc3339(v)
-        .map(|t| Some(t.timestamp_millis()))
-        .map_err(|_| {
-            HttpError::field(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                field,
-                format!("`{v}` is not an RFC 3339 time or epoch milliseconds"),
-            )
-        })
+    super::query_time(field, v.as_deref())
 }
 
 fn filter(q: &AuditQuery) -> Result<AuditFilter, HttpError> {

@@ -53,6 +53,26 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// A time in a query string: RFC 3339 or epoch milliseconds; an error names the field.
+pub fn query_time(field: &str, v: Option<&str>) -> Result<Option<i64>, HttpError> {
+    let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| Some(t.timestamp_millis()))
+        .map_err(|_| {
+            HttpError::field(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_query",
+                field,
+                format!("`{v}` is not an RFC 3339 time or epoch milliseconds"),
+            )
+        })
+}
+
 /// The REST routes and their OpenAPI document, generated from the same handlers.
 pub fn rest(hub: Hub) -> (Router, utoipa::openapi::OpenApi) {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())

@@ -1,0 +1,81 @@
+//! Problems in the hub's TOML files (rules, flows, models), each with its line and column,
+//! reported all at once.
+
+use std::fmt;
+
+/// One problem in a file, with where it is (1-based; 0 when the file could not be read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Everything wrong with one file; displayed as `file:line:column: message` lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, for messages.
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    /// A file-level problem (unreadable file).
+    pub fn whole_file(file: &str, message: String) -> ConfigError {
+        ConfigError {
+            file: file.to_owned(),
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                message,
+            }],
+        }
+    }
+
+    /// A TOML syntax or type error, placed where the parser found it.
+    pub fn from_toml(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+        let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+        ConfigError {
+            file: file.to_owned(),
+            problems: vec![Problem {
+                line,
+                column,
+                message: e.message().to_owned(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// 1-based line and column of a byte offset in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("äb\ncd", 3), (1, 3), "columns count characters");
+    }
+}
