@@ -114,7 +114,11 @@ async fn bench_digest() {
 }
 
 async fn bench_sync() {
-    const ROWS: usize = 10_000;
+    // Overridable for quick looks (`MEMBERSPOT_BENCH_ROWS=500`); the recorded figure uses 10,000.
+    let rows: usize = std::env::var("MEMBERSPOT_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     const L: f64 = 50.0;
     let sandbox = Sandbox::start_local(SandboxConfig {
         api_key: KEY.into(),
@@ -161,7 +165,7 @@ async fn bench_sync() {
         .expect("json");
     let offer = state["offers"][0]["id"].as_str().expect("offer").to_owned();
     let mut csv = String::from("email,offer,first\n");
-    for i in 0..ROWS {
+    for i in 0..rows {
         csv.push_str(&format!("seat{i}@firma.example,{offer},Seat{i}\n"));
     }
     std::fs::write(dir.path().join("seats.csv"), csv).expect("csv");
@@ -188,7 +192,7 @@ async fn bench_sync() {
         .await
         .expect("json");
     println!(
-        "sync: {ROWS} rows at L={L}: {} created, {} failed, {} API calls in {secs:.1}s; ideal {ideal:.1}s; time/ideal = {:.3} (target <= 1.1); 429s from the school: {}",
+        "sync: {rows} rows at L={L}: {} created, {} failed, {} API calls in {secs:.1}s; ideal {ideal:.1}s; time/ideal = {:.3} (target <= 1.1); 429s from the school: {}",
         report.created,
         report.failed,
         report.api_calls,

@@ -102,11 +102,7 @@ impl Flows {
             ));
         }
         for f in &self.inner.config.flows {
-            wanted.push((
-                f.persona.clone(),
-                memberspot_hub::SANDBOX_CONNECTION.into(),
-                vec!["read".into()],
-            ));
+            wanted.push((f.persona.clone(), f.connection.clone(), vec!["read".into()]));
         }
         for s in &self.inner.config.syncs {
             // Exactly the tools a sync uses: read the school, change access and properties.
@@ -120,7 +116,7 @@ impl Flows {
             ];
             wanted.push((
                 s.persona.clone(),
-                memberspot_hub::SANDBOX_CONNECTION.into(),
+                s.connection.clone(),
                 tools.map(str::to_owned).to_vec(),
             ));
         }

@@ -55,6 +55,7 @@ async fn csv_sync_reports_bad_rows_and_is_idempotent() {
 [[syncs]]
 name = "b2b-seats"
 persona = "seat-sync"
+connection = "school"
 source.csv = "seats.csv"
 
 [syncs.map]
@@ -69,8 +70,21 @@ expires_at = "{{ row.Bis }}"
         Some(dir.path()),
     )
     .unwrap();
+    hub.add_connection(
+        "school",
+        &sandbox.base_url(),
+        &secrecy::SecretString::from(common::SCHOOL_KEY.to_owned()),
+        0.0,
+    )
+    .await
+    .unwrap();
     let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
     flows.ensure_personas().await.unwrap();
+    let persona = hub.store().get_persona("seat-sync").await.unwrap().unwrap();
+    assert_eq!(
+        persona.connection, "school",
+        "the sync's persona acts on the sync's school"
+    );
 
     // A dry run plans, writes nothing.
     let plan = flows.run_sync("b2b-seats", true, &|_, _| {}).await.unwrap();
