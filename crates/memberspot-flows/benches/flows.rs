@@ -11,12 +11,11 @@ use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
 use memberspot_agent::config::ModelsConfig;
-use memberspot_api::ApiKey;
 use memberspot_flows::digest::{self, Names};
 use memberspot_flows::{Flows, FlowsConfig};
+use memberspot_hub::Hub;
 use memberspot_hub::secrets::MasterKey;
 use memberspot_hub::store::{EventStatus, NewEvent, Store};
-use memberspot_hub::{EmbeddedSandbox, Hub};
 use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
 use serde_json::json;
 
@@ -120,42 +119,38 @@ async fn bench_sync() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     const L: f64 = 50.0;
-    let sandbox = Sandbox::start_local(SandboxConfig {
-        api_key: KEY.into(),
-        seed: 9,
-        size: SeedSize {
-            users: 50,
-            offers: 4,
-            courses: 3,
-        },
-        rate_limit: L,
-        faults: Faults::default(),
-        state_file: None,
-    })
-    .await
-    .expect("sandbox");
+    // The school runs in a child process (this binary again), so the peak memory measured
+    // here is the hub's and the sync's alone.
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .env(CHILD, "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("child");
+    let mut root = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut root,
+    )
+    .expect("root url");
+    let root = root.trim().to_owned();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()))
         .await
         .expect("store");
-    let embedded = EmbeddedSandbox {
-        base_url: sandbox.base_url(),
-        api_key: ApiKey::new(sandbox.api_key()),
-    };
-    let hub = Hub::open(store, MasterKey::generate(), Some(embedded))
+    let hub = Hub::open(store, MasterKey::generate(), None)
         .await
         .expect("hub");
-    // The built-in sandbox connection paces at 4 rps; this school allows 50.
     hub.add_connection(
         "school",
-        &sandbox.base_url(),
+        &format!("{root}/v1"),
         &secrecy::SecretString::from(KEY.to_owned()),
         L,
     )
     .await
     .expect("connection");
     let state: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/_sandbox/state", sandbox.root_url()))
+        .get(format!("{root}/_sandbox/state"))
         .header("X-API-KEY", KEY)
         .send()
         .await
@@ -183,7 +178,7 @@ async fn bench_sync() {
     let secs = t.elapsed().as_secs_f64();
     let ideal = (report.api_calls as f64 - 1.0) / L;
     let counters: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/_sandbox/state", sandbox.root_url()))
+        .get(format!("{root}/_sandbox/state"))
         .header("X-API-KEY", KEY)
         .send()
         .await
@@ -200,7 +195,7 @@ async fn bench_sync() {
         counters["counters"]["rateLimited"]
     );
     println!(
-        "sync: peak RSS {:.1} MB (before the sync {rss_before:.1} MB; includes the in-process sandbox school) (target < 100 MB)",
+        "sync: peak RSS {:.1} MB (before the sync {rss_before:.1} MB; hub and sync; the school runs in a child process) (target < 100 MB)",
         peak_rss_mb()
     );
     let t = Instant::now();
@@ -216,11 +211,46 @@ async fn bench_sync() {
         t.elapsed().as_secs_f64()
     );
     hub.store().close().await;
+    drop(child.stdin.take());
+    let _ = child.wait();
+}
+
+/// Set in the child process that serves the school.
+const CHILD: &str = "FLOWS_BENCH_SANDBOX_CHILD";
+
+/// The child: serves a school allowing 50 requests/s, prints its root URL, stops when
+/// stdin closes.
+async fn serve_school() {
+    let sandbox = Sandbox::start_local(SandboxConfig {
+        api_key: KEY.into(),
+        seed: 9,
+        size: SeedSize {
+            users: 50,
+            offers: 4,
+            courses: 3,
+        },
+        rate_limit: 50.0,
+        faults: Faults::default(),
+        state_file: None,
+    })
+    .await
+    .expect("sandbox");
+    println!("{}", sandbox.root_url());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    })
+    .await;
     let _ = sandbox.shutdown().await;
 }
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os(CHILD).is_some() {
+        serve_school().await;
+        return;
+    }
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
