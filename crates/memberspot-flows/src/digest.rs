@@ -483,7 +483,14 @@ impl Digest {
         }
         t.push_str(&format!(
             "\n{:<28}{:>10}{:>12}{:>10}\n",
-            "", "today", "day before", "change"
+            "",
+            self.date.format("%-d %b").to_string(),
+            self.date
+                .pred_opt()
+                .unwrap_or(self.date)
+                .format("%-d %b")
+                .to_string(),
+            "change"
         ));
         for (label, now, before) in self.headline() {
             t.push_str(&format!(
@@ -592,7 +599,7 @@ impl Digest {
         }
         h.push_str("</ul></td></tr>");
         h.push_str("<tr><td style=\"padding:8px 20px\"><table width=\"100%\" cellpadding=\"4\" cellspacing=\"0\" style=\"border-collapse:collapse;font-size:14px\">\
-            <tr style=\"background:#eee\"><th align=\"left\"></th><th align=\"right\">today</th><th align=\"right\">day before</th><th align=\"right\">change</th></tr>");
+            <tr style=\"background:#eee\"><th align=\"left\"></th><th align=\"right\">this day</th><th align=\"right\">day before</th><th align=\"right\">change</th></tr>");
         for (label, now, before) in self.headline() {
             h.push_str(&format!(
                 "<tr><td>{label}</td><td align=\"right\">{now}</td><td align=\"right\">{before}</td><td align=\"right\">{}</td></tr>",
