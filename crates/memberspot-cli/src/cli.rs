@@ -380,6 +380,12 @@ pub enum FlowsCommand {
     },
     /// One run: every step's input, output, duration and error
     Show { run: String },
+    /// Run a flow again with the input of an earlier run (e.g. a failed event-triggered run)
+    Rerun {
+        run: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

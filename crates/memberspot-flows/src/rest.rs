@@ -99,7 +99,7 @@ async fn run_flow(
         )
         .await
         .map_err(|e| match e {
-            RunError::UnknownFlow(_) => {
+            RunError::UnknownFlow(_) | RunError::UnknownRun(_) => {
                 HttpError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
             RunError::Busy(_) | RunError::AlreadyFired(_) => {

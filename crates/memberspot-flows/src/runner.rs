@@ -46,6 +46,8 @@ pub struct StepReport {
 pub enum RunError {
     #[error("no flow named `{0}` in the flows file")]
     UnknownFlow(String),
+    #[error("no run with id `{0}`")]
+    UnknownRun(String),
     #[error(
         "flow `{0}` is already running (runs of one flow never overlap); try again when it has finished"
     )]
@@ -57,6 +59,18 @@ pub enum RunError {
 }
 
 impl Flows {
+    /// Runs the flow of an earlier run again, with that run's input (trigger `rerun`).
+    pub async fn rerun(&self, run_id: &str, dry_run: bool) -> Result<RunReport, RunError> {
+        let run = self
+            .hub()
+            .store()
+            .get_run(run_id)
+            .await?
+            .ok_or_else(|| RunError::UnknownRun(run_id.to_owned()))?;
+        self.run_flow(&run.flow, "rerun", run.input, None, dry_run)
+            .await
+    }
+
     /// Runs `flow` once. `fire_key` makes a scheduled or event-triggered run happen once
     /// across instances; runs of one flow never overlap.
     pub async fn run_flow(

@@ -351,6 +351,7 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
         .await
         .unwrap();
     assert_eq!(report.status, "failed");
+    let failed_run = report.run_id.clone();
     assert!(
         report.error.as_deref().unwrap().contains("grant"),
         "{report:?}"
@@ -380,10 +381,8 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
     hub.set_persona_scopes("crm-sync", &["write".to_owned()], true, None, None)
         .await
         .unwrap();
-    let report = flows
-        .run_flow("offers-to-crm", "manual", json!({}), None, false)
-        .await
-        .unwrap();
+    // The failed run is re-run with its input.
+    let report = flows.rerun(&failed_run, false).await.unwrap();
     assert_eq!(report.status, "ok", "{report:?}");
     let runs = hub
         .store()
@@ -394,6 +393,7 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
         runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(),
         ["ok", "failed", "ok"]
     );
+    assert_eq!(runs[0].trigger, "rerun");
     let steps = hub.store().run_steps(&runs[0].id).await.unwrap();
     assert_eq!(
         steps.iter().filter(|s| s.name.starts_with("push[")).count(),

@@ -208,25 +208,20 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                     print_table(&t);
                 }
             }
+            FlowsCommand::Rerun { run, dry_run } => {
+                let report = flows.rerun(&run, dry_run).await?;
+                print_report(&report, global.json)?;
+                if report.status != "ok" {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
             FlowsCommand::Run { name, dry_run, input } => {
                 let input: serde_json::Value = match input {
                     Some(t) => serde_json::from_str(&t).context("--input must be JSON")?,
                     None => serde_json::json!({}),
                 };
                 let report = flows.run_flow(&name, "manual", input, None, dry_run).await?;
-                if global.json {
-                    print_json(&report)?;
-                } else {
-                    for s in &report.steps {
-                        let what = match (&s.error, &s.output) {
-                            (Some(e), _) => format!("FAILED: {e}"),
-                            (None, Some(o)) => o.to_string().chars().take(100).collect(),
-                            _ => String::new(),
-                        };
-                        println!("{:<24} {:<10} {:>6} ms  {what}", s.name, s.kind, s.duration_ms);
-                    }
-                    println!("run {} {}{}", report.run_id, report.status, if report.dry_run { " (dry run: nothing was written)" } else { "" });
-                }
+                print_report(&report, global.json)?;
                 if report.status != "ok" {
                     return Ok(ExitCode::FAILURE);
                 }
@@ -269,6 +264,34 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
     .await;
     close_hub(&hub, sandbox).await?;
     result
+}
+
+fn print_report(report: &memberspot_flows::runner::RunReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(report);
+    }
+    for s in &report.steps {
+        let what = match (&s.error, &s.output) {
+            (Some(e), _) => format!("FAILED: {e}"),
+            (None, Some(o)) => o.to_string().chars().take(100).collect(),
+            _ => String::new(),
+        };
+        println!(
+            "{:<24} {:<10} {:>6} ms  {what}",
+            s.name, s.kind, s.duration_ms
+        );
+    }
+    println!(
+        "run {} {}{}",
+        report.run_id,
+        report.status,
+        if report.dry_run {
+            " (dry run: nothing was written)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 pub async fn sync(cmd: crate::cli::SyncCommand, global: &Global) -> anyhow::Result<ExitCode> {
