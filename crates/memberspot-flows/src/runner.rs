@@ -431,7 +431,23 @@ impl Flows {
                     (None, Some(j)) => Some(template::render_value(j, ctx).map_err(fail(None))?),
                     (None, None) => None,
                 };
-                let input = json!({"method": method, "url": url, "headers": rendered_headers, "body": payload});
+                // The run history shows the request, but never credentials in its headers.
+                let shown: serde_json::Map<String, Value> = rendered_headers
+                    .iter()
+                    .map(|(k, v)| {
+                        let secret = CREDENTIAL_HEADERS.iter().any(|c| k.eq_ignore_ascii_case(c));
+                        (
+                            k.clone(),
+                            if secret {
+                                json!("<redacted>")
+                            } else {
+                                v.clone()
+                            },
+                        )
+                    })
+                    .collect();
+                let input =
+                    json!({"method": method, "url": url, "headers": shown, "body": payload});
                 if dry_run && method != "GET" {
                     return Ok((
                         input,
@@ -513,6 +529,16 @@ impl Flows {
         }
     }
 }
+
+/// Header names whose values are credentials: kept out of the run history.
+const CREDENTIAL_HEADERS: [&str; 6] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+];
 
 /// Only the host, for messages: URLs can carry tokens.
 fn host_of(url: &str) -> String {

@@ -317,7 +317,7 @@ transform = '{{{{ steps.offers.output.offers | map(attribute="id") | list | tojs
 name = "push"
 for_each = "steps.shape.output"
 item = "offer"
-http = {{ method = "POST", url = "{crm}/api/contacts", json = {{ offer = "{{{{ offer }}}}", source = "memberspot" }} }}
+http = {{ method = "POST", url = "{crm}/api/contacts", headers = {{ Authorization = "Bearer crm-secret-token" }}, json = {{ offer = "{{{{ offer }}}}", source = "memberspot" }} }}
 
 [[flows.steps]]
 name = "grant"
@@ -395,6 +395,12 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
     );
     assert_eq!(runs[0].trigger, "rerun");
     let steps = hub.store().run_steps(&runs[0].id).await.unwrap();
+    let recorded = serde_json::to_string(&steps).unwrap();
+    assert!(
+        !recorded.contains("crm-secret-token"),
+        "credentials stay out of the run history"
+    );
+    assert!(recorded.contains("<redacted>"));
     assert_eq!(
         steps.iter().filter(|s| s.name.starts_with("push[")).count(),
         3
