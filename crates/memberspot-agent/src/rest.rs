@@ -16,15 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use memberspot_hub::http::HttpError;
-use memberspot_hub::http::auth::bearer;
+use memberspot_hub::http::auth::PersonaAuth;
+use memberspot_hub::http::body::ApiJson;
 use memberspot_hub::store::Persona;
 use memberspot_hub::{Hub, Surface};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -169,21 +167,6 @@ pub fn routes(state: AgentState) -> (axum::Router, utoipa::openapi::OpenApi) {
 }
 
 /// A request authenticated as the persona named in the path.
-struct ChatAuth(Persona);
-
-impl FromRequestParts<AgentState> for ChatAuth {
-    type Rejection = HttpError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AgentState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        let persona = state.hub.authenticate(token).await?;
-        Ok(ChatAuth(persona))
-    }
-}
-
 fn same_persona(path: &str, p: &Persona) -> Result<(), HttpError> {
     if path == p.name {
         Ok(())
@@ -200,46 +183,6 @@ fn same_persona(path: &str, p: &Persona) -> Result<(), HttpError> {
 }
 
 /// A JSON body whose errors use the hub's shape and name the field.
-struct Body<T>(T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
-    type Rejection = HttpError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            let status = e.status();
-            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "too_large"
-            } else {
-                "invalid_body"
-            };
-            HttpError::new(status, code, e.body_text())
-        })?;
-        let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(de).map(Body).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.inner().to_string();
-            let message = format!("request body: {inner}");
-            // serde names a missing or unknown top-level field in backticks.
-            let field = if path == "." {
-                backticked(&inner)
-            } else {
-                Some(path)
-            };
-            match field {
-                Some(f) => HttpError::field(StatusCode::BAD_REQUEST, "invalid_body", &f, message),
-                None => HttpError::new(StatusCode::BAD_REQUEST, "invalid_body", message),
-            }
-        })
-    }
-}
-
-fn backticked(message: &str) -> Option<String> {
-    let start = message.find('`')? + 1;
-    let len = message[start..].find('`')?;
-    Some(message[start..start + len].to_string())
-}
-
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -373,9 +316,9 @@ fn chat_error(e: ChatError) -> HttpError {
     ))]
 async fn chat(
     State(state): State<AgentState>,
-    ChatAuth(persona): ChatAuth,
+    PersonaAuth(persona): PersonaAuth,
     Path(name): Path<String>,
-    Body(body): Body<ChatBody>,
+    ApiJson(body): ApiJson<ChatBody>,
 ) -> Result<Json<ChatReply>, HttpError> {
     same_persona(&name, &persona)?;
     let Some((last, earlier)) = body.messages.split_last() else {
@@ -447,9 +390,9 @@ async fn chat(
     ))]
 async fn confirm(
     State(state): State<AgentState>,
-    ChatAuth(persona): ChatAuth,
+    PersonaAuth(persona): PersonaAuth,
     Path(name): Path<String>,
-    Body(body): Body<ConfirmBody>,
+    ApiJson(body): ApiJson<ConfirmBody>,
 ) -> Result<Json<ChatReply>, HttpError> {
     same_persona(&name, &persona)?;
     let Some(mut parked) = state.take(&body.id, &persona.name) else {

@@ -45,12 +45,16 @@ pub fn bearer(parts: &Parts) -> Result<&str, HttpError> {
 /// A request authenticated as a persona.
 pub struct PersonaAuth(pub Persona);
 
-impl FromRequestParts<Hub> for PersonaAuth {
+impl<S> FromRequestParts<S> for PersonaAuth
+where
+    Hub: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, hub: &Hub) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token = bearer(parts)?;
-        Ok(PersonaAuth(hub.authenticate(token).await?))
+        Ok(PersonaAuth(Hub::from_ref(state).authenticate(token).await?))
     }
 }
 

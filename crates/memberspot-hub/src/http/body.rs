@@ -35,12 +35,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             .map(ApiJson)
             .map_err(|e| {
                 let path = e.path().to_string();
-                let message = format!("request body: {}", e.inner());
-                if path == "." {
-                    HttpError::new(StatusCode::BAD_REQUEST, "invalid_body", message)
+                let inner = e.inner().to_string();
+                let message = format!("request body: {inner}");
+                // serde names a missing or unknown top-level field in backticks.
+                let field = if path == "." {
+                    backticked(&inner)
                 } else {
-                    HttpError::field(StatusCode::BAD_REQUEST, "invalid_body", &path, message)
+                    Some(path)
+                };
+                match field {
+                    Some(f) => {
+                        HttpError::field(StatusCode::BAD_REQUEST, "invalid_body", &f, message)
+                    }
+                    None => HttpError::new(StatusCode::BAD_REQUEST, "invalid_body", message),
                 }
             })
     }
+}
+
+fn backticked(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
 }

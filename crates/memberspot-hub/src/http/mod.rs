@@ -4,7 +4,7 @@
 
 mod admin;
 pub mod auth;
-mod body;
+pub mod body;
 mod error;
 mod ops;
 mod tools;
