@@ -3,9 +3,14 @@
 //! Run: `cargo bench -p memberspot-cli --bench hub_overhead`
 //! (PostgreSQL on localhost is used when reachable; MEMBERSPOT_TEST_PG overrides.)
 //!
-//! Every figure compares paths measured in the same run: a direct client
-//! call to the sandbox, the same tool through the hub's REST API and
-//! through MCP over streamable HTTP (auditing on), at concurrency 1 and 32.
+//! Every figure compares paths measured in the same run, at concurrency 1 and
+//! 32: a direct client call to the sandbox (the reference); a bare relay (an
+//! HTTP endpoint making the same client call, nothing else: the floor of any
+//! gateway); the same tool through the hub's REST API, through MCP over
+//! streamable HTTP with the official SDK's client, and through MCP from a plain
+//! HTTP client (the hub's MCP endpoint without the client library's cost). The
+//! hub audits every call. Paths are measured in interleaved rounds and the
+//! median round is reported.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +37,14 @@ struct Stats {
     median_ms: f64,
     p99_ms: f64,
     per_sec: f64,
+}
+
+/// Rounds of measurements per concurrency level.
+const ROUNDS: usize = 3;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn stats(mut lat: Vec<Duration>, wall: Duration) -> Stats {
@@ -124,7 +137,7 @@ async fn overhead(label: &str, store_url: &str, sandbox: &Sandbox) -> Result<(),
     let base = format!("http://{}", listener.local_addr()?);
     let stop = cancel.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
+        let _ = axum::serve(memberspot_hub::server::low_latency(listener), app)
             .with_graceful_shutdown(async move { stop.cancelled_owned().await })
             .await;
     });
@@ -134,6 +147,7 @@ async fn overhead(label: &str, store_url: &str, sandbox: &Sandbox) -> Result<(),
         .rate_limit(0.0)
         .build()?;
     let http = reqwest::Client::new();
+    let relay = start_relay(direct.clone(), cancel.clone()).await?;
     let mcp = Arc::new(
         ().serve(StreamableHttpClientTransport::from_config(
             StreamableHttpClientTransportConfig::with_uri(format!("{base}/mcp"))
@@ -142,66 +156,90 @@ async fn overhead(label: &str, store_url: &str, sandbox: &Sandbox) -> Result<(),
         .await?,
     );
 
+    let raw_mcp = Arc::new(RawMcp::connect(&http, &base, &token).await?);
+
+    // Paths, in the order each round measures them; the first is the reference.
+    const PATHS: [&str; 5] = ["direct", "relay", "REST", "MCP", "MCP-plain"];
     for (concurrency, total) in [(1usize, 1000usize), (32, 3200)] {
-        let c = direct.clone();
-        let d = measure(total, concurrency, move || {
-            let c = c.clone();
-            async move {
-                c.execute(&ListOffers).await?;
-                Ok(())
-            }
-        })
-        .await?;
-        let (h, b, t) = (http.clone(), base.clone(), token.clone());
-        let r = measure(total, concurrency, move || {
-            let (h, b, t) = (h.clone(), b.clone(), t.clone());
-            async move {
-                let resp = h
-                    .post(format!("{b}/v1/tools/list_offers/call"))
-                    .bearer_auth(&t)
-                    .json(&serde_json::json!({"arguments": {}}))
-                    .send()
-                    .await?;
-                if !resp.status().is_success() {
-                    return Err(format!("REST status {}", resp.status()).into());
+        // Every round measures every path once, so a slow phase of the machine hits all
+        // of them; differences and ratios are taken within a round, and the median round
+        // is reported.
+        let mut rounds: Vec<[Stats; 5]> = Vec::with_capacity(ROUNDS);
+        for _ in 0..ROUNDS {
+            let c = direct.clone();
+            let d = measure(total, concurrency, move || {
+                let c = c.clone();
+                async move {
+                    c.execute(&ListOffers).await?;
+                    Ok(())
                 }
-                resp.bytes().await?;
-                Ok(())
-            }
-        })
-        .await?;
-        let m = mcp.clone();
-        let mc = measure(total, concurrency, move || {
-            let m = m.clone();
-            async move {
-                let res = m
-                    .call_tool(CallToolRequestParams::new("list_offers"))
-                    .await?;
-                if res.is_error == Some(true) {
-                    return Err("MCP tool error".into());
+            })
+            .await?;
+            let (h, u) = (http.clone(), relay.clone());
+            let rl = measure(total, concurrency, move || {
+                let (h, u) = (h.clone(), u.clone());
+                async move {
+                    let resp = h.post(&u).json(&serde_json::json!({})).send().await?;
+                    if !resp.status().is_success() {
+                        return Err(format!("relay status {}", resp.status()).into());
+                    }
+                    resp.bytes().await?;
+                    Ok(())
                 }
-                Ok(())
-            }
-        })
-        .await?;
-        println!(
-            "hub overhead [{label}] c={concurrency}: direct median {:.3} ms p99 {:.3} ms {:.0}/s | REST median {:.3} (+{:.3}) p99 {:.3} (+{:.3}) {:.0}/s ratio {:.2} | MCP median {:.3} (+{:.3}) p99 {:.3} (+{:.3}) {:.0}/s ratio {:.2}",
-            d.median_ms,
-            d.p99_ms,
-            d.per_sec,
-            r.median_ms,
-            r.median_ms - d.median_ms,
-            r.p99_ms,
-            r.p99_ms - d.p99_ms,
-            r.per_sec,
-            r.per_sec / d.per_sec,
-            mc.median_ms,
-            mc.median_ms - d.median_ms,
-            mc.p99_ms,
-            mc.p99_ms - d.p99_ms,
-            mc.per_sec,
-            mc.per_sec / d.per_sec,
-        );
+            })
+            .await?;
+            let (h, b, t) = (http.clone(), base.clone(), token.clone());
+            let r = measure(total, concurrency, move || {
+                let (h, b, t) = (h.clone(), b.clone(), t.clone());
+                async move {
+                    let resp = h
+                        .post(format!("{b}/v1/tools/list_offers/call"))
+                        .bearer_auth(&t)
+                        .json(&serde_json::json!({"arguments": {}}))
+                        .send()
+                        .await?;
+                    if !resp.status().is_success() {
+                        return Err(format!("REST status {}", resp.status()).into());
+                    }
+                    resp.bytes().await?;
+                    Ok(())
+                }
+            })
+            .await?;
+            let m = mcp.clone();
+            let mc = measure(total, concurrency, move || {
+                let m = m.clone();
+                async move {
+                    let res = m
+                        .call_tool(CallToolRequestParams::new("list_offers"))
+                        .await?;
+                    if res.is_error == Some(true) {
+                        return Err("MCP tool error".into());
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+            let raw = raw_mcp.clone();
+            let mr = measure(total, concurrency, move || {
+                let raw = raw.clone();
+                async move { raw.call_list_offers().await }
+            })
+            .await?;
+            rounds.push([d, rl, r, mc, mr]);
+        }
+        for (i, path) in PATHS.iter().enumerate() {
+            let of = |f: &dyn Fn(&[Stats; 5]) -> f64| median(rounds.iter().map(f).collect());
+            println!(
+                "hub overhead [{label}] c={concurrency} {path:<9}: median {:.3} ms (+{:.3}) p99 {:.3} ms (+{:.3}) {:.0}/s ratio {:.2}",
+                of(&|r| r[i].median_ms),
+                of(&|r| r[i].median_ms - r[0].median_ms),
+                of(&|r| r[i].p99_ms),
+                of(&|r| r[i].p99_ms - r[0].p99_ms),
+                of(&|r| r[i].per_sec),
+                of(&|r| r[i].per_sec / r[0].per_sec),
+            );
+        }
     }
     let audited = hub.store().verify_audit().await?;
     println!(
@@ -214,6 +252,123 @@ async fn overhead(label: &str, store_url: &str, sandbox: &Sandbox) -> Result<(),
     cancel.cancel();
     hub.store().close().await;
     Ok(())
+}
+
+/// A bare relay: an HTTP endpoint that makes the same client call to the
+/// sandbox and returns its JSON, with no authentication, scopes or audit. Any
+/// gateway pays at least this (a second HTTP exchange per call); the hub's
+/// figures are best read against it.
+async fn start_relay(client: Client, cancel: CancellationToken) -> Result<String, BoxError> {
+    let app = axum::Router::new().route(
+        "/relay",
+        axum::routing::post(move || {
+            let client = client.clone();
+            async move {
+                match client.execute(&ListOffers).await {
+                    Ok(offers) => Ok(axum::Json(offers)),
+                    Err(e) => Err((axum::http::StatusCode::BAD_GATEWAY, e.to_string())),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/relay", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(memberspot_hub::server::low_latency(listener), app)
+            .with_graceful_shutdown(async move { cancel.cancelled_owned().await })
+            .await;
+    });
+    Ok(url)
+}
+
+/// MCP over streamable HTTP from a plain HTTP client: one session, then each
+/// `tools/call` is a POST whose answer is read whole. It separates what the
+/// hub's MCP endpoint costs from what an MCP client library adds.
+struct RawMcp {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    session: Option<String>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl RawMcp {
+    async fn connect(http: &reqwest::Client, base: &str, token: &str) -> Result<Self, BoxError> {
+        let url = format!("{base}/mcp");
+        let init = http
+            .post(&url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&serde_json::json!({
+                "jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-06-18",
+                    "capabilities": {},
+                    "clientInfo": {"name": "hub-overhead-bench", "version": "1"}
+                }
+            }))
+            .send()
+            .await?;
+        if !init.status().is_success() {
+            return Err(format!("MCP initialize: status {}", init.status()).into());
+        }
+        let session = init
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        init.bytes().await?;
+        let raw = RawMcp {
+            http: http.clone(),
+            url,
+            token: token.to_string(),
+            session,
+            next_id: 1.into(),
+        };
+        let initialized = raw
+            .post(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .send()
+            .await?;
+        if !initialized.status().is_success() {
+            return Err(format!("MCP initialized: status {}", initialized.status()).into());
+        }
+        Ok(raw)
+    }
+
+    fn post(&self, body: serde_json::Value) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&body);
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s);
+        }
+        req
+    }
+
+    async fn call_list_offers(&self) -> Result<(), BoxError> {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let resp = self
+            .post(serde_json::json!({
+                "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "list_offers", "arguments": {}}
+            }))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            return Err(format!("MCP tools/call: status {}", resp.status()).into());
+        }
+        let body = resp.text().await?;
+        if !body.contains("\"structuredContent\"") || body.contains("\"isError\":true") {
+            return Err(format!("MCP tools/call did not succeed: {body:.200}").into());
+        }
+        Ok(())
+    }
 }
 
 /// Resident memory of an idle `memberspot serve`, read from /proc.

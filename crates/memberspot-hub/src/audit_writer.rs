@@ -1,15 +1,15 @@
 //! Group commit for the audit log. Calls hand their record to one writer
-//! task and wait for it to be stored; the writer appends everything queued
-//! at that moment in one transaction. Under load many calls share one lock
-//! and one commit; alone, a call pays one transaction as before. Every call
+//! task and wait for it to be stored; the writer appends what is queued at
+//! that moment in as few statements as the store allows (each one statement
+//! and commit for many calls). Alone, a call pays one statement. Every call
 //! still returns only after its record is durable.
 
-use memberspot_store::{AuditRecord, NewAuditRecord, Store};
+use memberspot_store::{AuditRecord, NewAuditRecord, PinnedConnection, Store, audit_chunk_len};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::HubError;
 
-/// Records per transaction at most.
+/// Records taken from the queue at once.
 const BATCH: usize = 256;
 
 type Reply = oneshot::Sender<Result<AuditRecord, String>>;
@@ -24,22 +24,18 @@ impl AuditWriter {
     pub(crate) fn spawn(store: Store) -> Self {
         let (queue, mut rx) = mpsc::channel::<(NewAuditRecord, Reply)>(4 * BATCH);
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            while rx.recv_many(&mut batch, BATCH).await > 0 {
-                let (records, replies): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut batch).into_iter().unzip();
-                match store.append_audit_batch(&records).await {
-                    Ok(stored) => {
-                        for (reply, record) in replies.into_iter().zip(stored) {
-                            let _ = reply.send(Ok(record));
-                        }
-                    }
-                    Err(e) => {
-                        let message = e.to_string();
-                        for reply in replies {
-                            let _ = reply.send(Err(message.clone()));
-                        }
-                    }
+            let mut conn = store.pinned();
+            let mut queued = Vec::with_capacity(BATCH);
+            while conn.idle(rx.recv_many(&mut queued, BATCH)).await > 0 {
+                let (mut records, mut replies): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut queued).into_iter().unzip();
+                while !records.is_empty() {
+                    let take = audit_chunk_len(records.len());
+                    let rest_records = records.split_off(take);
+                    let rest_replies = replies.split_off(take);
+                    append(&mut conn, records, replies).await;
+                    records = rest_records;
+                    replies = rest_replies;
                 }
             }
         });
@@ -56,5 +52,22 @@ impl AuditWriter {
         rx.await
             .map_err(|_| HubError::Unavailable("the audit writer has stopped".into()))?
             .map_err(|m| HubError::Unavailable(format!("audit log: {m}")))
+    }
+}
+
+/// Appends one statement's worth of records and answers their callers.
+async fn append(conn: &mut PinnedConnection, records: Vec<NewAuditRecord>, replies: Vec<Reply>) {
+    match conn.append_audit_batch(records).await {
+        Ok(stored) => {
+            for (reply, record) in replies.into_iter().zip(stored) {
+                let _ = reply.send(Ok(record));
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(message.clone()));
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::audit_writer::AuditWriter;
+use crate::directory::{Directory, Freshness};
 use crate::limits::PersonaLimiter;
 use crate::metrics::Metrics;
 use crate::scopes::Scopes;
@@ -108,6 +109,7 @@ struct Inner {
     client_timeout: Duration,
     metrics: Metrics,
     audit: AuditWriter,
+    directory: Directory,
 }
 
 impl Hub {
@@ -144,6 +146,7 @@ impl Hub {
             store.set_meta("sandbox_connection_created", "1").await?;
         }
         let audit = AuditWriter::spawn(store.clone());
+        let directory = Directory::spawn(store.clone());
         Ok(Hub {
             inner: Arc::new(Inner {
                 store,
@@ -155,6 +158,7 @@ impl Hub {
                 client_timeout: Duration::from_secs(30),
                 metrics: Metrics::default(),
                 audit,
+                directory,
             }),
         })
     }
@@ -175,8 +179,8 @@ impl Hub {
         &self.inner.key
     }
 
-    /// Looks a bearer token up. Done on every call, so a revocation takes
-    /// effect on the next call without a restart.
+    /// Looks a bearer token up. Checked against the directory version on every
+    /// call, so a revocation takes effect on the next call without a restart.
     pub async fn authenticate(&self, token: &str) -> Result<Persona, HubError> {
         let token = token.trim();
         if !tokens::looks_like_token(token) {
@@ -187,8 +191,8 @@ impl Hub {
         let hash = tokens::hash(token);
         let persona = self
             .inner
-            .store
-            .get_persona_by_token_hash(&hash)
+            .directory
+            .persona_by_token_hash(&hash)
             .await?
             .filter(|p| tokens::verify(token, &p.token_hash))
             .ok_or_else(|| HubError::Unauthenticated("unknown or rotated token".into()))?;
@@ -205,8 +209,8 @@ impl Hub {
     pub async fn persona(&self, name: &str) -> Result<Persona, HubError> {
         let p = self
             .inner
-            .store
-            .get_persona(name)
+            .directory
+            .persona(name)
             .await?
             .ok_or_else(|| HubError::Unauthenticated(format!("no persona named `{name}`")))?;
         if p.revoked_at.is_some() {
@@ -334,7 +338,7 @@ impl Hub {
         }
         let client = match client {
             Some(c) => c,
-            None => match self.client_for(who.connection()).await {
+            None => match self.client_of(who).await {
                 Ok(c) => c,
                 Err(e) => return (Err(e), None),
             },
@@ -359,10 +363,25 @@ impl Hub {
 
     /// The client of a connection, rebuilt when the connection changed.
     pub async fn client_for(&self, name: &str) -> Result<Client, HubError> {
+        self.client_at(name, Freshness::Check).await
+    }
+
+    /// The client `who` calls through. A persona was authenticated for this
+    /// call, by a directory check that started after the call arrived, so the
+    /// directory as of the latest check is fresh enough: one check per call.
+    async fn client_of(&self, who: &Principal) -> Result<Client, HubError> {
+        let freshness = match who {
+            Principal::Persona(_) => Freshness::LatestCheck,
+            Principal::Operator { .. } => Freshness::Check,
+        };
+        self.client_at(who.connection(), freshness).await
+    }
+
+    async fn client_at(&self, name: &str, freshness: Freshness) -> Result<Client, HubError> {
         let conn = self
             .inner
-            .store
-            .get_connection(name)
+            .directory
+            .connection(name, freshness)
             .await?
             .ok_or_else(|| HubError::NotFound(format!("no connection named `{name}`")))?;
         if let Ok(cache) = self.inner.clients.lock()
@@ -399,10 +418,58 @@ impl Hub {
 
 /// Caps a response for the audit log.
 fn cap(v: &Value) -> Value {
-    let text = v.to_string();
-    if text.len() <= AUDIT_RESPONSE_CAP {
+    let bytes = json_len(v);
+    if bytes <= AUDIT_RESPONSE_CAP {
         return v.clone();
     }
-    let preview: String = text.chars().take(4096).collect();
-    json!({ "truncated": true, "bytes": text.len(), "preview": preview })
+    let preview: String = v.to_string().chars().take(4096).collect();
+    json!({ "truncated": true, "bytes": bytes, "preview": preview })
+}
+
+/// The length of `v` as compact JSON, without building the text.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a Value to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, v);
+    count.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_len_is_the_compact_text_length() {
+        for v in [
+            json!(null),
+            json!({"a": [1, 2.5, "ü\"x"], "b": {"c": true}}),
+            json!("x".repeat(5000)),
+        ] {
+            assert_eq!(json_len(&v), v.to_string().len());
+        }
+    }
+
+    #[test]
+    fn large_responses_are_stored_as_a_preview() {
+        let small = json!({"items": [1, 2, 3]});
+        assert_eq!(cap(&small), small);
+        let big = json!({"blob": "y".repeat(AUDIT_RESPONSE_CAP)});
+        let capped = cap(&big);
+        assert_eq!(capped["truncated"], true);
+        assert_eq!(capped["bytes"], big.to_string().len());
+        assert_eq!(
+            capped["preview"].as_str().map(|p| p.chars().count()),
+            Some(4096)
+        );
+    }
 }

@@ -6,6 +6,7 @@ pub mod admin;
 mod audit_writer;
 pub mod bootstrap;
 pub mod config_file;
+mod directory;
 mod error;
 pub mod http;
 mod hub;

@@ -186,8 +186,9 @@ impl ServerHandler for McpServer {
             .await;
         Ok(match outcome.result {
             Ok(v) => {
-                let mut r = CallToolResult::structured(v.clone());
-                r.content = vec![ContentBlock::text(short_text(&v))];
+                let text = short_text(&v);
+                let mut r = CallToolResult::structured(v);
+                r.content = vec![ContentBlock::text(text)];
                 r.into()
             }
             Err(e) => error_result(&e).into(),

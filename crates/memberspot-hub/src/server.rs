@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::{ListenerExt, TapIo};
 use tokio_util::sync::CancellationToken;
 
 use crate::Hub;
@@ -34,4 +35,18 @@ pub fn app_with(
         None => mcp,
     };
     front.merge(crate::http::app_with(hub, request_timeout, extra_rest))
+}
+
+/// `listener` with Nagle's algorithm off on every accepted connection. An MCP
+/// answer is streamed in several small writes; with Nagle on, the last one
+/// waits for the client's delayed ACK (about 40 ms per call).
+pub fn low_latency(
+    listener: tokio::net::TcpListener,
+) -> TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    fn no_delay(tcp: &mut tokio::net::TcpStream) {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    }
+    listener.tap_io(no_delay as fn(&mut tokio::net::TcpStream))
 }

@@ -956,3 +956,96 @@ async fn a_persona_with_every_scope_can_call_every_tool_over_rest_and_mcp() {
     );
     w.close().await;
 }
+
+/// The hub keeps personas and connections in memory; a change made by another process
+/// (the CLI next to `serve`, another instance) through its own store must still apply
+/// to the very next call, without a restart.
+async fn changes_from_another_process_apply_to_the_next_call(backend: Backend) {
+    let w = world(backend).await;
+    let url = match (&w.db_file, &w.pg) {
+        (Some(f), _) => format!("sqlite://{}", f.display()),
+        (None, Some((url, _))) => url.clone(),
+        (None, None) => unreachable!("a world has a database"),
+    };
+    let elsewhere = Store::open(&url).await.expect("second store");
+    let grant_other = json!({"email": "other@example.com", "offer_id": w.other_offer});
+
+    // Warm the hub's cache for both personas.
+    let (s, _, _) = w.call(&w.reader, "list_offers", json!({}), "warm").await;
+    assert_eq!(s, 200);
+    let (s, v, _) = w
+        .call(
+            &w.support,
+            "grant_user_offer_by_email",
+            grant_other.clone(),
+            "outside",
+        )
+        .await;
+    assert_eq!(
+        s, 403,
+        "the support persona may grant only the trial offer: {v}"
+    );
+
+    // Widened elsewhere: the next call may grant any offer.
+    elsewhere
+        .update_persona_scopes("support", &["read".into(), "write".into()], None, None)
+        .await
+        .expect("widen");
+    let (s, v, _) = w
+        .call(
+            &w.support,
+            "grant_user_offer_by_email",
+            grant_other,
+            "now allowed",
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    // Revoked elsewhere: the next call is refused; the other persona keeps working.
+    assert!(elsewhere.revoke_persona("reader").await.expect("revoke"));
+    let (s, v, _) = w.call(&w.reader, "list_offers", json!({}), "revoked").await;
+    assert_eq!(s, 401, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("revoked"),
+        "{v}"
+    );
+    let (s, _, _) = w
+        .call(&w.support, "list_offers", json!({}), "still fine")
+        .await;
+    assert_eq!(s, 200);
+
+    // The calls are all audited, the refused one included, and the chain holds.
+    let outcomes: Vec<String> = w
+        .audit()
+        .await
+        .iter()
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["persona"].as_str().unwrap_or("-"),
+                r["outcome"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["reader:ok", "support:denied", "support:ok", "support:ok"],
+        "a refused token never reaches a tool, so it has no tool-call record"
+    );
+    assert!(elsewhere.verify_audit().await.expect("verify").ok);
+    elsewhere.close().await;
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_from_another_process_apply_to_the_next_call_sqlite() {
+    changes_from_another_process_apply_to_the_next_call(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_from_another_process_apply_to_the_next_call_postgres() {
+    changes_from_another_process_apply_to_the_next_call(Backend::Postgres).await;
+}

@@ -9,7 +9,7 @@
 
 use sqlx::Any;
 use sqlx::any::AnyArguments;
-use sqlx::query::{Query, QueryScalar};
+use sqlx::query::Query;
 
 enum Arg<'a> {
     Text(&'a str),
@@ -52,23 +52,6 @@ impl<'a> Args<'a> {
         self,
         mut q: Query<'q, Any, AnyArguments<'q>>,
     ) -> Query<'q, Any, AnyArguments<'q>>
-    where
-        'a: 'q,
-    {
-        for a in self.list {
-            q = match a {
-                Arg::Text(v) => q.bind(v),
-                Arg::Int(v) => q.bind(v),
-                Arg::Float(v) => q.bind(v),
-            };
-        }
-        q
-    }
-
-    pub(crate) fn bind_scalar<'q, O>(
-        self,
-        mut q: QueryScalar<'q, Any, O, AnyArguments<'q>>,
-    ) -> QueryScalar<'q, Any, O, AnyArguments<'q>>
     where
         'a: 'q,
     {

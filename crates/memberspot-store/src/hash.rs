@@ -11,7 +11,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::AuditRecord;
+use crate::{AuditRecord, NewAuditRecord};
 
 /// `prev_hash` of the very first record of a chain that was never purged.
 pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -154,10 +154,49 @@ impl HashInput<'_> {
 /// parse back bit-exactly; [`crate::Store::verify_audit`] hashes the stored text and is not
 /// affected.)
 pub fn audit_hash(prev_hash: &str, r: &AuditRecord) -> String {
+    let fields = NewAuditRecord {
+        at: r.at,
+        request_id: r.request_id.clone(),
+        surface: r.surface.clone(),
+        connection: r.connection.clone(),
+        persona: r.persona.clone(),
+        end_user: r.end_user.clone(),
+        prompt: r.prompt.clone(),
+        tool: r.tool.clone(),
+        arguments: r.arguments.clone(),
+        outcome: r.outcome.clone(),
+        response: r.response.clone(),
+        error: r.error.clone(),
+        upstream_status: r.upstream_status,
+        latency_ms: r.latency_ms,
+    };
     let arguments = canonical_json(&r.arguments);
     let response = r.response.as_ref().map(canonical_json);
+    // The store refuses latencies above i64::MAX, so saturating only affects records that
+    // could never have been stored.
+    let latency_ms = i64::try_from(r.latency_ms).unwrap_or(i64::MAX);
+    record_hash(
+        &r.id,
+        &fields,
+        &arguments,
+        response.as_deref(),
+        latency_ms,
+        prev_hash,
+    )
+}
+
+/// The hash of `r`, stored as `id` after `prev_hash`, with its JSON values already in
+/// canonical text form (as stored).
+pub(crate) fn record_hash(
+    id: &str,
+    r: &NewAuditRecord,
+    arguments: &str,
+    response: Option<&str>,
+    latency_ms: i64,
+    prev_hash: &str,
+) -> String {
     HashInput {
-        id: &r.id,
+        id,
         at: r.at,
         request_id: &r.request_id,
         surface: &r.surface,
@@ -166,14 +205,12 @@ pub fn audit_hash(prev_hash: &str, r: &AuditRecord) -> String {
         end_user: r.end_user.as_deref(),
         prompt: r.prompt.as_deref(),
         tool: &r.tool,
-        arguments: &arguments,
+        arguments,
         outcome: &r.outcome,
-        response: response.as_deref(),
+        response,
         error: r.error.as_deref(),
         upstream_status: r.upstream_status.map(i64::from),
-        // The store refuses latencies above i64::MAX, so saturating only affects records
-        // that could never have been stored.
-        latency_ms: i64::try_from(r.latency_ms).unwrap_or(i64::MAX),
+        latency_ms,
         prev_hash,
     }
     .hash_after(prev_hash)

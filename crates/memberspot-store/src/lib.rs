@@ -6,11 +6,15 @@
 //! written in the SQL both understand (`$n` placeholders, `RETURNING`, `ON CONFLICT`); times
 //! are epoch milliseconds in integer columns and JSON is kept as TEXT, so both behave alike.
 //!
-//! Appends to the audit chain are serialized across connections *and processes*: SQLite
-//! write transactions start with `BEGIN IMMEDIATE` (the file's write lock, waited for up to the
-//! busy timeout), PostgreSQL ones take a transaction-scoped advisory lock.
+//! The audit chain cannot fork, whatever the number of connections *and processes*: the
+//! database refuses a record that does not link to the chain head and moves the head with
+//! every insert (triggers, migration 0005; appending is in `audit_append.rs`). SQLite write
+//! transactions start with `BEGIN IMMEDIATE` (the file's write lock, waited for up to the
+//! busy timeout); purges of the chain take a transaction-scoped advisory lock on PostgreSQL.
 
 mod args;
+mod audit_append;
+mod directory;
 mod error;
 mod events;
 mod flows;
@@ -25,6 +29,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor, Row, Transaction};
 
+pub use audit_append::{PinnedConnection, audit_chunk_len};
+pub use directory::Versioned;
 pub use error::StoreError;
 pub use events::{
     Delivery, EventAction, EventFilter, EventFinish, EventLogEntry, EventStatus, Inserted,
@@ -75,6 +81,16 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "flows",
         include_str!("../migrations/sqlite/0003_flows.sql"),
     ),
+    (
+        4,
+        "directory",
+        include_str!("../migrations/sqlite/0004_directory.sql"),
+    ),
+    (
+        5,
+        "audit head",
+        include_str!("../migrations/sqlite/0005_audit_head.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -92,6 +108,16 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "flows",
         include_str!("../migrations/postgres/0003_flows.sql"),
     ),
+    (
+        4,
+        "directory",
+        include_str!("../migrations/postgres/0004_directory.sql"),
+    ),
+    (
+        5,
+        "audit head",
+        include_str!("../migrations/postgres/0005_audit_head.sql"),
+    ),
 ];
 
 const CONNECTION_COLUMNS: &str =
@@ -108,6 +134,9 @@ const AUDIT_COLUMNS: &str = "seq, id, at, request_id, surface, connection, perso
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The audit chain head's hash as this process last saw it: appends chain onto it
+    /// without reading it first (the database refuses a stale one, see migration 0005).
+    audit_head: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -157,8 +186,9 @@ impl Store {
         let synchronous = sqlite_synchronous()?;
         let pool_options = match target.backend {
             Backend::Sqlite => {
+                // Two of them are pinned by the hub's audit writer and directory check.
                 AnyPoolOptions::new()
-                    .max_connections(5)
+                    .max_connections(7)
                     .after_connect(move |conn, _meta| {
                         Box::pin(async move {
                             // NORMAL under WAL: a crash never corrupts the database, but a
@@ -176,7 +206,7 @@ impl Store {
                         })
                     })
             }
-            Backend::Postgres => AnyPoolOptions::new().max_connections(10),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(12),
         };
         let pool = pool_options
             .acquire_timeout(Duration::from_secs(30))
@@ -187,6 +217,7 @@ impl Store {
         Ok(Store {
             pool,
             backend: target.backend,
+            audit_head: Default::default(),
         })
     }
 
@@ -213,8 +244,8 @@ impl Store {
         Ok(tx)
     }
 
-    /// A write transaction that owns the audit chain until it ends: appends (and purges) from
-    /// any number of processes run one at a time, so the chain can never fork.
+    /// A write transaction in which purges of the audit chain, from any number of
+    /// processes, run one at a time (appends are kept in line by the head trigger).
     async fn begin_audit_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
         let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
@@ -658,118 +689,6 @@ impl Store {
     }
 
     // ---------------------------------------------------------------- audit log
-
-    /// Appends a record to the chain and returns it with its seq, id and hashes.
-    pub async fn append_audit(&self, r: &NewAuditRecord) -> Result<AuditRecord, StoreError> {
-        let mut out = self.append_audit_batch(std::slice::from_ref(r)).await?;
-        out.pop()
-            .ok_or_else(|| StoreError::Corrupt("an append returned no record".into()))
-    }
-
-    /// Appends records to the chain in order, in one transaction (group
-    /// commit: one lock and one commit for many concurrent calls).
-    pub async fn append_audit_batch(
-        &self,
-        records: &[NewAuditRecord],
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.begin_audit_write().await?;
-        let mut prev_hash = match chain_pos(&mut *tx, AUDIT_HEAD_KEY).await? {
-            Some(head) => head.hash,
-            None => ZERO_HASH.to_owned(),
-        };
-        let mut out = Vec::with_capacity(records.len());
-        for r in records {
-            let latency_ms = i64::try_from(r.latency_ms)
-                .map_err(|_| StoreError::Invalid("latency_ms is out of range".into()))?;
-            let id = uuid::Uuid::now_v7().to_string();
-            // Stored exactly as hashed, so verification never depends on a JSON round trip.
-            let arguments = canonical_json(&r.arguments);
-            let response = r.response.as_ref().map(canonical_json);
-            let hash = HashInput {
-                id: &id,
-                at: r.at,
-                request_id: &r.request_id,
-                surface: &r.surface,
-                connection: r.connection.as_deref(),
-                persona: r.persona.as_deref(),
-                end_user: r.end_user.as_deref(),
-                prompt: r.prompt.as_deref(),
-                tool: &r.tool,
-                arguments: &arguments,
-                outcome: &r.outcome,
-                response: response.as_deref(),
-                error: r.error.as_deref(),
-                upstream_status: r.upstream_status.map(i64::from),
-                latency_ms,
-                prev_hash: &prev_hash,
-            }
-            .hash_after(&prev_hash);
-            let upstream_status = r.upstream_status.map(i64::from);
-            let mut a = args::Args::default();
-            let sql = format!(
-                "INSERT INTO audit_log (id, at, request_id, surface, connection, persona, end_user, \
-                 prompt, tool, arguments, outcome, response, error, upstream_status, latency_ms, \
-                 prev_hash, hash) \
-                 VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}) \
-                 RETURNING seq",
-                a.text(&id),
-                a.int(r.at),
-                a.text(&r.request_id),
-                a.text(&r.surface),
-                a.opt_text(r.connection.as_deref()),
-                a.opt_text(r.persona.as_deref()),
-                a.opt_text(r.end_user.as_deref()),
-                a.opt_text(r.prompt.as_deref()),
-                a.text(&r.tool),
-                a.text(&arguments),
-                a.text(&r.outcome),
-                a.opt_text(response.as_deref()),
-                a.opt_text(r.error.as_deref()),
-                a.opt_int(upstream_status),
-                a.int(latency_ms),
-                a.text(&prev_hash),
-                a.text(&hash)
-            );
-            let seq: i64 = a
-                .bind_scalar(sqlx::query_scalar(&sql))
-                .fetch_one(&mut *tx)
-                .await?;
-            out.push(AuditRecord {
-                seq,
-                id,
-                at: r.at,
-                request_id: r.request_id.clone(),
-                surface: r.surface.clone(),
-                connection: r.connection.clone(),
-                persona: r.persona.clone(),
-                end_user: r.end_user.clone(),
-                prompt: r.prompt.clone(),
-                tool: r.tool.clone(),
-                arguments: r.arguments.clone(),
-                outcome: r.outcome.clone(),
-                response: r.response.clone(),
-                error: r.error.clone(),
-                upstream_status: r.upstream_status,
-                latency_ms: r.latency_ms,
-                prev_hash: std::mem::take(&mut prev_hash),
-                hash: hash.clone(),
-            });
-            prev_hash = hash;
-        }
-        if let Some(last) = out.last() {
-            put_meta(
-                &mut *tx,
-                AUDIT_HEAD_KEY,
-                &format!("{} {}", last.seq, last.hash),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
 
     /// Records matching every set condition of `f`, by seq ascending (descending with
     /// `newest_first`), at most `f.limit` (default 100, capped at 10000).

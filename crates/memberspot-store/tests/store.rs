@@ -1104,3 +1104,199 @@ async fn queue_two_stores_one_postgres_database() {
     })
     .await;
 }
+
+// ------------------------------------------------------------------ hot path
+
+/// Batches of every shape (one statement, several chunks in a transaction) from one store
+/// while a second store appends single records: the head moves under the batches, they
+/// re-read it and retry, and the chain never forks.
+async fn batches_race_a_second_writer(a: Store, b: Store) {
+    let single = tokio::spawn(async move {
+        for i in 0..120 {
+            let mut r = record(i, "single", "list_offers", "ok");
+            r.request_id = format!("single-{i}");
+            b.append_audit(&r).await.unwrap();
+        }
+        b
+    });
+    let mut appended = 0;
+    for (round, size) in [37usize, 64, 3, 100, 1, 16, 5].into_iter().enumerate() {
+        let batch: Vec<NewAuditRecord> = (0..size)
+            .map(|i| {
+                let mut r = record(i as i64, "batch", "list_users", "ok");
+                r.request_id = format!("batch-{round}-{i}");
+                r
+            })
+            .collect();
+        let stored = a.append_audit_batch(&batch).await.unwrap();
+        assert_eq!(stored.len(), size);
+        assert_chained(&stored);
+        for (r, s) in batch.iter().zip(&stored) {
+            assert_eq!(r.request_id, s.request_id, "returned in the order given");
+        }
+        appended += size;
+    }
+    let b = single.await.unwrap();
+    let v = a.verify_audit().await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.records, (appended + 120) as u64);
+    let records = all_audit(&a).await;
+    assert_chained(&records);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_race_a_second_writer_sqlite() {
+    let (_dir, path) = sqlite_db();
+    let url = sqlite_url(&path);
+    let a = Store::open(&url).await.unwrap();
+    let b = Store::open(&url).await.unwrap();
+    batches_race_a_second_writer(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_race_a_second_writer_postgres() {
+    with_pg_db(|url| async move {
+        let a = Store::open(&url).await.unwrap();
+        let b = Store::open(&url).await.unwrap();
+        batches_race_a_second_writer(a, b).await;
+    })
+    .await;
+}
+
+/// The database itself refuses a record that does not link to the chain head, whoever
+/// writes it; the store's own appends go on.
+async fn database_refuses_unlinked_records(url: String, raw: Raw) {
+    let store = Store::open(&url).await.unwrap();
+    let first = store
+        .append_audit(&record(1, "bot", "list_users", "ok"))
+        .await
+        .unwrap();
+    let forged = |prev: &str| {
+        format!(
+            "INSERT INTO audit_log (id, at, request_id, surface, tool, arguments, outcome, \
+             latency_ms, prev_hash, hash) VALUES ('forged', 1, 'r', 'cli', 't', '{{}}', 'ok', 1, \
+             '{prev}', 'f00d')"
+        )
+    };
+    for prev in [ZERO_HASH, "nonsense"] {
+        let refused = match &raw {
+            Raw::Sqlite(path) => {
+                let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+                let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+                c.execute(forged(prev).as_str()).await.unwrap_err()
+            }
+            Raw::Postgres(u) => {
+                let mut c = sqlx::PgConnection::connect(u).await.unwrap();
+                c.execute(forged(prev).as_str()).await.unwrap_err()
+            }
+        };
+        assert!(
+            refused.to_string().contains("audit chain head moved"),
+            "{refused}"
+        );
+    }
+    let second = store
+        .append_audit(&record(2, "bot", "list_users", "ok"))
+        .await
+        .unwrap();
+    assert_eq!(second.prev_hash, first.hash);
+    assert!(store.verify_audit().await.unwrap().ok);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_refuses_unlinked_records_sqlite() {
+    let (_dir, path) = sqlite_db();
+    database_refuses_unlinked_records(sqlite_url(&path), Raw::Sqlite(path)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_refuses_unlinked_records_postgres() {
+    with_pg_db(|url| async move {
+        database_refuses_unlinked_records(url.clone(), Raw::Postgres(url)).await;
+    })
+    .await;
+}
+
+/// Every change to a persona or connection, from any writer, moves the directory version
+/// another store sees; versioned lookups report the version they read at.
+async fn directory_version_moves(url: String, raw: Raw) {
+    let reader = Store::open(&url).await.unwrap();
+    let writer = Store::open(&url).await.unwrap();
+    let mut last = reader.directory_version().await.unwrap();
+    fn moved(last: &mut i64, now: i64, what: &str) {
+        assert!(now > *last, "{what}: version {now} after {last}");
+        *last = now;
+    }
+    writer
+        .insert_connection(&new_connection("acme", "sealed"))
+        .await
+        .unwrap();
+    moved(
+        &mut last,
+        reader.directory_version().await.unwrap(),
+        "connection added",
+    );
+    writer
+        .insert_persona(&new_persona("helper", "acme", "hash-1"))
+        .await
+        .unwrap();
+    let v = reader.directory_version().await.unwrap();
+    moved(&mut last, v, "persona added");
+    let found = reader
+        .persona_by_token_hash_versioned("hash-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.value.name.as_str(), found.version), ("helper", v));
+    assert!(
+        reader
+            .persona_by_token_hash_versioned("hash-2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    writer.revoke_persona("helper").await.unwrap();
+    moved(
+        &mut last,
+        reader.directory_version().await.unwrap(),
+        "persona revoked",
+    );
+    let revoked = reader.persona_versioned("helper").await.unwrap().unwrap();
+    assert!(revoked.value.revoked_at.is_some());
+    assert_eq!(revoked.version, last);
+    // A hand-made change counts too.
+    raw.exec("UPDATE connections SET rate_limit = 9 WHERE name = 'acme'")
+        .await;
+    moved(
+        &mut last,
+        reader.directory_version().await.unwrap(),
+        "raw UPDATE",
+    );
+    let conn = reader.connection_versioned("acme").await.unwrap().unwrap();
+    assert_eq!((conn.value.rate_limit, conn.version), (9.0, last));
+    // Audit appends do not.
+    reader
+        .append_audit(&record(1, "helper", "list_users", "ok"))
+        .await
+        .unwrap();
+    assert_eq!(reader.directory_version().await.unwrap(), last);
+    reader.close().await;
+    writer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_version_moves_sqlite() {
+    let (_dir, path) = sqlite_db();
+    directory_version_moves(sqlite_url(&path), Raw::Sqlite(path)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_version_moves_postgres() {
+    with_pg_db(|url| async move {
+        directory_version_moves(url.clone(), Raw::Postgres(url)).await;
+    })
+    .await;
+}

@@ -126,7 +126,7 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
             cancel.cancel();
         }
     };
-    axum::serve(listener, app)
+    axum::serve(memberspot_hub::server::low_latency(listener), app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("HTTP server")?;
