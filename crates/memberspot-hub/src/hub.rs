@@ -205,7 +205,8 @@ impl Hub {
         Ok(persona)
     }
 
-    /// Re-reads a persona by name (stdio MCP, flows): revocation applies on the next call.
+    /// A persona by name (stdio MCP, flows), checked against the store on every
+    /// call: revocation applies on the next call.
     pub async fn persona(&self, name: &str) -> Result<Persona, HubError> {
         let p = self
             .inner

@@ -3,8 +3,8 @@
 //!
 //! Identity is resolved on every request: over HTTP from the bearer token
 //! (checked by [`bearer_auth`] before rmcp sees the request), over stdio by
-//! re-reading the configured persona, so a revocation applies to the next
-//! call. MCP sessions are only a transport detail: a session carries no
+//! looking the configured persona up again (both checked against the store),
+//! so a revocation applies to the next call. MCP sessions are only a transport detail: a session carries no
 //! identity of its own.
 
 use std::sync::Arc;

@@ -222,7 +222,7 @@ impl PinnedConnection {
 
 /// Why an append attempt failed.
 enum AppendError {
-    /// Another writer moved the chain head first; re-read it and try again.
+    /// Another writer moved the chain head first; lock it, read it and insert.
     HeadMoved,
     Store(StoreError),
 }

@@ -1,6 +1,6 @@
 //! Bearer-token extractors: a persona token for tool routes, the admin
-//! token for admin routes. The persona is re-read on every request, so a
-//! revocation applies to the next call.
+//! token for admin routes. The persona is checked against the store on every
+//! request (see `directory.rs`), so a revocation applies to the next call.
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::StatusCode;
