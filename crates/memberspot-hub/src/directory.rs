@@ -51,11 +51,15 @@ impl Cache {
     /// Moves to `version` if it is newer, dropping everything read before it.
     fn advance(&mut self, version: i64) {
         if version > self.version {
-            *self = Cache {
-                version,
-                ..Cache::default()
-            };
+            self.reset(version);
         }
+    }
+
+    fn reset(&mut self, version: i64) {
+        *self = Cache {
+            version,
+            ..Cache::default()
+        };
     }
 }
 
@@ -106,8 +110,12 @@ impl Directory {
         let Ok(mut cache) = self.cache.lock() else {
             return Ok(None);
         };
-        if let Some(v) = version {
-            cache.advance(v);
+        // A fresh check is authoritative: a different version, even a lower one (a
+        // database restored from a backup), drops what was read before.
+        if let Some(v) = version
+            && v != cache.version
+        {
+            cache.reset(v);
         }
         Ok(pick(&mut cache))
     }
@@ -186,5 +194,42 @@ impl Directory {
             });
             value
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(name: &str) -> Connection {
+        Connection {
+            id: name.into(),
+            name: name.into(),
+            base_url: "http://school.test".into(),
+            sealed_key: "sealed".into(),
+            key_hint: "…".into(),
+            rate_limit: 4.0,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn rows_are_kept_only_at_the_version_they_were_read_at() {
+        let mut cache = Cache::default();
+        cache.advance(5);
+        cache.connections.insert("a".into(), conn("a"));
+        // An older read never replaces newer rows; a newer one drops them.
+        cache.advance(4);
+        assert!(cache.connections.contains_key("a"));
+        cache.advance(6);
+        assert!(cache.connections.is_empty());
+        assert_eq!(cache.version, 6);
+        // A fresh check with another version, even a lower one (a restored database),
+        // drops everything.
+        cache.connections.insert("b".into(), conn("b"));
+        cache.reset(3);
+        assert!(cache.connections.is_empty());
+        assert_eq!(cache.version, 3);
     }
 }
