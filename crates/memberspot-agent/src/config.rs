@@ -45,8 +45,8 @@ pub const FILE_NAME: &str = "models.toml";
 /// Upper bound for `max_tool_calls`, so a typo cannot unbound a turn.
 pub const MAX_TOOL_CALLS_LIMIT: usize = 64;
 
-use memberspot_hub::config_file::line_col;
 pub use memberspot_hub::config_file::{ConfigError, Problem};
+use memberspot_hub::config_file::{parse_toml, problem_at};
 
 /// A persona's chat settings.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -115,16 +115,8 @@ impl ModelsConfig {
 
     /// Parses and validates models text.
     pub fn parse(text: &str, file: &str) -> Result<ModelsConfig, ConfigError> {
-        let at = |span: std::ops::Range<usize>, message: String| {
-            let (line, column) = line_col(text, span.start);
-            Problem {
-                line,
-                column,
-                message,
-            }
-        };
-        let raw: RawFile =
-            toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
+        let at = |span, message| problem_at(text, span, message);
+        let raw: RawFile = parse_toml(file, text)?;
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let mut models = BTreeMap::new();

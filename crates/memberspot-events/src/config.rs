@@ -36,7 +36,7 @@ pub const PAYPAL_POSTBACK_URL: &str = "https://ipnpb.paypal.com/cgi-bin/webscr";
 pub const DEFAULT_REVOKE_ON: [&str; 3] = ["refund", "chargeback", "end_of_term"];
 const REVOCABLE: [&str; 3] = ["refund", "chargeback", "end_of_term"];
 
-use memberspot_hub::config_file::line_col;
+use memberspot_hub::config_file::{self, line_col, parse_toml, problem_at};
 pub use memberspot_hub::config_file::{ConfigError, Problem};
 
 /// A webhook source: one receiver URL, one provider, one secret, one persona.
@@ -141,25 +141,14 @@ pub struct EventsConfig {
 impl EventsConfig {
     /// Reads and validates a rules file.
     pub fn load(path: &Path) -> Result<EventsConfig, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::whole_file(&file, format!("cannot read the rules file: {e}"))
-        })?;
-        Self::parse(&text, &file, path.parent())
+        let text = config_file::read(path, "the rules file")?;
+        Self::parse(&text, &path.display().to_string(), path.parent())
     }
 
     /// Parses and validates rules text. `base` resolves relative `secret_file` paths.
     pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<EventsConfig, ConfigError> {
-        let at = |span: std::ops::Range<usize>, message: String| {
-            let (line, column) = line_col(text, span.start);
-            Problem {
-                line,
-                column,
-                message,
-            }
-        };
-        let raw: RawFile =
-            toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
+        let at = |span, message| problem_at(text, span, message);
+        let raw: RawFile = parse_toml(file, text)?;
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let mut sources = BTreeMap::new();

@@ -14,7 +14,7 @@ use toml::Spanned;
 
 use crate::schedule::{Missed, Schedule};
 
-use memberspot_hub::config_file::line_col;
+use memberspot_hub::config_file::{self, line_col, parse_toml, problem_at};
 pub use memberspot_hub::config_file::{ConfigError, Problem};
 
 /// Where the daily summary goes.
@@ -162,25 +162,14 @@ pub struct FlowsConfig {
 
 impl FlowsConfig {
     pub fn load(path: &Path) -> Result<FlowsConfig, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::whole_file(&file, format!("cannot read the flows file: {e}"))
-        })?;
-        Self::parse(&text, &file, path.parent())
+        let text = config_file::read(path, "the flows file")?;
+        Self::parse(&text, &path.display().to_string(), path.parent())
     }
 
     /// Parses and validates. `base` resolves relative paths (`password_file`, `prompt_file`).
     pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<FlowsConfig, ConfigError> {
-        let at = |span: std::ops::Range<usize>, message: String| {
-            let (line, column) = line_col(text, span.start);
-            Problem {
-                line,
-                column,
-                message,
-            }
-        };
-        let raw: RawFile =
-            toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))?;
+        let at = |span, message| problem_at(text, span, message);
+        let raw: RawFile = parse_toml(file, text)?;
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let resolve = |p: &Path| match base {

@@ -60,6 +60,34 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Reads a whole file; `what` names it in the error ("the rules file").
+pub fn read(path: &std::path::Path, what: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::whole_file(
+            &path.display().to_string(),
+            format!("cannot read {what}: {e}"),
+        )
+    })
+}
+
+/// Parses `text` as TOML into `T`; a syntax or type error is placed where it is.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    file: &str,
+    text: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, &e))
+}
+
+/// A problem at the start of `span` (a TOML value's byte range) in `text`.
+pub fn problem_at(text: &str, span: std::ops::Range<usize>, message: String) -> Problem {
+    let (line, column) = line_col(text, span.start);
+    Problem {
+        line,
+        column,
+        message,
+    }
+}
+
 /// 1-based line and column of a byte offset in `text`.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
