@@ -1,6 +1,7 @@
 //! What the hub adds to a tool call, and what `memberspot serve` costs idle.
 //!
-//! Run: `cargo bench -p memberspot-cli --bench hub_overhead`
+//! Run: `cargo bench -p memberspot-cli --bench hub_overhead [-- PART [PATHS]]`
+//! (PART: sqlite, postgres or rss; PATHS: e.g. `relay,REST`.)
 //! (PostgreSQL on localhost is used when reachable; MEMBERSPOT_TEST_PG overrides.)
 //!
 //! Every figure compares paths measured in the same run, at concurrency 1 and
@@ -15,6 +16,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use memberspot_api::actions::ListOffers;
 use memberspot_api::{ApiKey, Client};
 use memberspot_hub::admin::PersonaSpec;
@@ -29,7 +31,13 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
+// The same allocator as the `memberspot` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// One measured path: makes one tool call.
+type CallFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
 const KEY: &str = "sk_bench_hub_key_000000000000";
 
 #[derive(Clone, Copy)]
@@ -37,6 +45,18 @@ struct Stats {
     median_ms: f64,
     p99_ms: f64,
     per_sec: f64,
+    /// CPU time of this process (load, hub and sandbox; not PostgreSQL's) per call.
+    cpu_us: f64,
+}
+
+/// User plus system CPU time of this process so far, from `/proc/self/stat`
+/// (clock ticks of 10 ms; a phase takes long enough for that to be fine).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is parenthesised and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Rounds of measurements per concurrency level.
@@ -47,28 +67,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn stats(mut lat: Vec<Duration>, wall: Duration) -> Stats {
+fn stats(mut lat: Vec<Duration>, wall: Duration, cpu: Duration) -> Stats {
     lat.sort();
     let at = |q: f64| lat[((lat.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
     Stats {
         median_ms: at(0.5),
         p99_ms: at(0.99),
         per_sec: lat.len() as f64 / wall.as_secs_f64(),
+        cpu_us: cpu.as_secs_f64() * 1e6 / lat.len() as f64,
     }
 }
 
 /// Runs `total` calls of `f` with `concurrency` workers; returns latency stats.
-async fn measure<F, Fut>(total: usize, concurrency: usize, f: F) -> Result<Stats, BoxError>
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), BoxError>> + Send,
-{
-    let f = Arc::new(f);
+async fn measure(total: usize, concurrency: usize, f: CallFn) -> Result<Stats, BoxError> {
     // Warm-up: connections, caches, prepared statements.
     for _ in 0..20 {
         f().await?;
     }
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let per = total / concurrency;
     let mut handles = Vec::new();
     for _ in 0..concurrency {
@@ -87,7 +104,11 @@ where
     for h in handles {
         all.extend(h.await??);
     }
-    Ok(stats(all, start.elapsed()))
+    let cpu = match (cpu_start, process_cpu()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => Duration::ZERO,
+    };
+    Ok(stats(all, start.elapsed(), cpu))
 }
 
 async fn pg_url() -> Option<(String, String)> {
@@ -108,7 +129,12 @@ async fn pg_url() -> Option<(String, String)> {
     Some((format!("{base}/{name}"), name))
 }
 
-async fn overhead(label: &str, store_url: &str, sandbox: &Sandbox) -> Result<(), BoxError> {
+async fn overhead(
+    label: &str,
+    store_url: &str,
+    sandbox: &Sandbox,
+    only: Option<&str>,
+) -> Result<(), BoxError> {
     let store = Store::open(store_url).await?;
     let embedded = EmbeddedSandbox {
         base_url: sandbox.base_url(),
@@ -159,88 +185,112 @@ async fn overhead(label: &str, store_url: &str, sandbox: &Sandbox) -> Result<(),
     let raw_mcp = Arc::new(RawMcp::connect(&http, &base, &token).await?);
 
     // Paths, in the order each round measures them; the first is the reference.
-    const PATHS: [&str; 5] = ["direct", "relay", "REST", "MCP", "MCP-plain"];
+    let mut paths: Vec<(&str, CallFn)> = Vec::new();
+    let c = direct.clone();
+    paths.push((
+        "direct",
+        Arc::new(move || {
+            let c = c.clone();
+            Box::pin(async move {
+                c.execute(&ListOffers).await?;
+                Ok(())
+            })
+        }),
+    ));
+    let (h, u) = (http.clone(), relay.clone());
+    paths.push((
+        "relay",
+        Arc::new(move || {
+            let (h, u) = (h.clone(), u.clone());
+            Box::pin(async move {
+                let resp = h.post(&u).json(&serde_json::json!({})).send().await?;
+                if !resp.status().is_success() {
+                    return Err(format!("relay status {}", resp.status()).into());
+                }
+                resp.bytes().await?;
+                Ok(())
+            })
+        }),
+    ));
+    let (h, b, t) = (http.clone(), base.clone(), token.clone());
+    paths.push((
+        "REST",
+        Arc::new(move || {
+            let (h, b, t) = (h.clone(), b.clone(), t.clone());
+            Box::pin(async move {
+                let resp = h
+                    .post(format!("{b}/v1/tools/list_offers/call"))
+                    .bearer_auth(&t)
+                    .json(&serde_json::json!({"arguments": {}}))
+                    .send()
+                    .await?;
+                if !resp.status().is_success() {
+                    return Err(format!("REST status {}", resp.status()).into());
+                }
+                resp.bytes().await?;
+                Ok(())
+            })
+        }),
+    ));
+    let m = mcp.clone();
+    paths.push((
+        "MCP",
+        Arc::new(move || {
+            let m = m.clone();
+            Box::pin(async move {
+                let res = m
+                    .call_tool(CallToolRequestParams::new("list_offers"))
+                    .await?;
+                if res.is_error == Some(true) {
+                    return Err("MCP tool error".into());
+                }
+                Ok(())
+            })
+        }),
+    ));
+    let raw = raw_mcp.clone();
+    paths.push((
+        "MCP-plain",
+        Arc::new(move || {
+            let raw = raw.clone();
+            Box::pin(async move { raw.call_list_offers().await })
+        }),
+    ));
+    // The reference is always measured; the others as selected.
+    paths.retain(|(name, _)| {
+        *name == "direct" || only.is_none_or(|o| o.split(',').any(|p| p.eq_ignore_ascii_case(name)))
+    });
+
     for (concurrency, total) in [(1usize, 1000usize), (32, 3200)] {
         // Every round measures every path once, so a slow phase of the machine hits all
         // of them; differences and ratios are taken within a round, and the median round
         // is reported.
-        let mut rounds: Vec<[Stats; 5]> = Vec::with_capacity(ROUNDS);
+        let mut rounds: Vec<Vec<Stats>> = Vec::with_capacity(ROUNDS);
         for _ in 0..ROUNDS {
-            let c = direct.clone();
-            let d = measure(total, concurrency, move || {
-                let c = c.clone();
-                async move {
-                    c.execute(&ListOffers).await?;
-                    Ok(())
-                }
-            })
-            .await?;
-            let (h, u) = (http.clone(), relay.clone());
-            let rl = measure(total, concurrency, move || {
-                let (h, u) = (h.clone(), u.clone());
-                async move {
-                    let resp = h.post(&u).json(&serde_json::json!({})).send().await?;
-                    if !resp.status().is_success() {
-                        return Err(format!("relay status {}", resp.status()).into());
-                    }
-                    resp.bytes().await?;
-                    Ok(())
-                }
-            })
-            .await?;
-            let (h, b, t) = (http.clone(), base.clone(), token.clone());
-            let r = measure(total, concurrency, move || {
-                let (h, b, t) = (h.clone(), b.clone(), t.clone());
-                async move {
-                    let resp = h
-                        .post(format!("{b}/v1/tools/list_offers/call"))
-                        .bearer_auth(&t)
-                        .json(&serde_json::json!({"arguments": {}}))
-                        .send()
-                        .await?;
-                    if !resp.status().is_success() {
-                        return Err(format!("REST status {}", resp.status()).into());
-                    }
-                    resp.bytes().await?;
-                    Ok(())
-                }
-            })
-            .await?;
-            let m = mcp.clone();
-            let mc = measure(total, concurrency, move || {
-                let m = m.clone();
-                async move {
-                    let res = m
-                        .call_tool(CallToolRequestParams::new("list_offers"))
-                        .await?;
-                    if res.is_error == Some(true) {
-                        return Err("MCP tool error".into());
-                    }
-                    Ok(())
-                }
-            })
-            .await?;
-            let raw = raw_mcp.clone();
-            let mr = measure(total, concurrency, move || {
-                let raw = raw.clone();
-                async move { raw.call_list_offers().await }
-            })
-            .await?;
-            rounds.push([d, rl, r, mc, mr]);
+            let mut round = Vec::with_capacity(paths.len());
+            for (_, call) in &paths {
+                round.push(measure(total, concurrency, call.clone()).await?);
+            }
+            rounds.push(round);
         }
-        for (i, path) in PATHS.iter().enumerate() {
-            let of = |f: &dyn Fn(&[Stats; 5]) -> f64| median(rounds.iter().map(f).collect());
+        for (i, (path, _)) in paths.iter().enumerate() {
+            let of = |f: &dyn Fn(&[Stats]) -> f64| median(rounds.iter().map(|r| f(r)).collect());
             println!(
-                "hub overhead [{label}] c={concurrency} {path:<9}: median {:.3} ms (+{:.3}) p99 {:.3} ms (+{:.3}) {:.0}/s ratio {:.2}",
+                "hub overhead [{label}] c={concurrency} {path:<9}: median {:.3} ms (+{:.3}) p99 {:.3} ms (+{:.3}) {:.0}/s ratio {:.2} cpu {:.0} µs/call",
                 of(&|r| r[i].median_ms),
                 of(&|r| r[i].median_ms - r[0].median_ms),
                 of(&|r| r[i].p99_ms),
                 of(&|r| r[i].p99_ms - r[0].p99_ms),
                 of(&|r| r[i].per_sec),
                 of(&|r| r[i].per_sec / r[0].per_sec),
+                of(&|r| r[i].cpu_us),
             );
         }
     }
+    let commit = commit_latency(store_url).await?;
+    println!(
+        "hub overhead [{label}]: one durable single-row commit on this store: median {commit:.3} ms"
+    );
     let audited = hub.store().verify_audit().await?;
     println!(
         "hub overhead [{label}]: {} audit records written, chain ok = {}",
@@ -252,6 +302,35 @@ async fn overhead(label: &str, store_url: &str, sandbox: &Sandbox) -> Result<(),
     cancel.cancel();
     hub.store().close().await;
     Ok(())
+}
+
+/// Median time of an autocommit single-row INSERT on the store's database, made
+/// directly with sqlx (SQLite under `synchronous = NORMAL` as the hub runs it): the
+/// floor of what a call waits for its audit record, which must be durable first.
+async fn commit_latency(store_url: &str) -> Result<f64, BoxError> {
+    use sqlx::{Connection, Executor};
+    let mut conn = if store_url.starts_with("postgres") {
+        sqlx::AnyConnection::connect(store_url).await?
+    } else {
+        let mut c = sqlx::AnyConnection::connect(store_url).await?;
+        c.execute("PRAGMA synchronous = NORMAL").await?;
+        c
+    };
+    conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (x BIGINT)")
+        .await?;
+    let mut times = Vec::with_capacity(200);
+    for i in 0..220i64 {
+        let t = Instant::now();
+        sqlx::query("INSERT INTO bench_commit_probe (x) VALUES ($1)")
+            .bind(i)
+            .execute(&mut conn)
+            .await?;
+        if i >= 20 {
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    conn.execute("DROP TABLE bench_commit_probe").await?;
+    Ok(median(times))
 }
 
 /// A bare relay: an HTTP endpoint that makes the same client call to the
@@ -418,7 +497,11 @@ async fn idle_rss() -> Result<(), BoxError> {
 fn main() -> Result<(), BoxError> {
     // rmcp's HTTP client (reqwest 0.13) takes its TLS crypto from an installed provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    // `-- [PART] [PATHS]`: PART is sqlite, postgres or rss; PATHS a comma-separated
+    // list such as relay,REST (direct, the reference, is always measured).
+    let mut words = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
+    let filter: Option<String> = words.next();
+    let only: Option<String> = words.next();
     let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -442,13 +525,14 @@ fn main() -> Result<(), BoxError> {
                 "SQLite",
                 &format!("sqlite://{}", dir.path().join("hub.db").display()),
                 &sandbox,
+                only.as_deref(),
             )
             .await?;
         }
         if wants("postgres") {
             match pg_url().await {
                 Some((url, name)) => {
-                    overhead("PostgreSQL", &url, &sandbox).await?;
+                    overhead("PostgreSQL", &url, &sandbox, only.as_deref()).await?;
                     if let Ok(mut c) = <sqlx::PgConnection as sqlx::Connection>::connect(
                         &std::env::var("MEMBERSPOT_TEST_PG").unwrap_or_else(|_| {
                             "postgres://postgres@127.0.0.1:5432/postgres".into()

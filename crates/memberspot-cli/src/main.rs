@@ -10,6 +10,11 @@ mod config;
 mod connection;
 mod output;
 
+// Calls hand buffers between threads (HTTP, the store's workers); glibc's allocator
+// pays for that in arena locks, mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse_from(cli::normalize_args(std::env::args_os()));
     let json_logs =

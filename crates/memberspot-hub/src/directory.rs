@@ -8,11 +8,13 @@
 //! committed before a call, by this process, another process on the same file
 //! or another instance on the same PostgreSQL database, is seen by that call.
 //! Under load one small query serves many calls, instead of two lookups each.
+//! Where the store can read on the caller's thread without waiting (SQLite), a
+//! call that finds that reader free checks right away instead, skipping the hand-off.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use memberspot_store::{Connection, Persona, Store, StoreError, Versioned};
+use memberspot_store::{Connection, Persona, PinnedConnection, Store, StoreError, Versioned};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::HubError;
@@ -34,6 +36,8 @@ pub(crate) enum Freshness {
 pub(crate) struct Directory {
     store: Store,
     check: mpsc::Sender<Waiter>,
+    /// A reader for checks on the caller's thread, where the store has one.
+    inline: Option<Mutex<PinnedConnection>>,
     cache: Mutex<Cache>,
 }
 
@@ -77,9 +81,11 @@ impl Directory {
                 }
             }
         });
+        let inline = store.has_lanes().then(|| Mutex::new(store.pinned()));
         Directory {
             store,
             check,
+            inline,
             cache: Mutex::new(Cache {
                 version: -1,
                 ..Cache::default()
@@ -89,6 +95,14 @@ impl Directory {
 
     /// The directory version, from a check that started after this call.
     async fn current_version(&self) -> Result<i64, HubError> {
+        if let Some(v) = self
+            .inline
+            .as_ref()
+            .and_then(|m| m.try_lock().ok())
+            .and_then(|mut reader| reader.directory_version_now())
+        {
+            return Ok(v);
+        }
         let stopped = || HubError::Unavailable("the directory check has stopped".into());
         let (tx, rx) = oneshot::channel();
         self.check.send(tx).await.map_err(|_| stopped())?;

@@ -16,6 +16,7 @@ use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Connection as _, Row};
 
 use crate::hash::{canonical_json, record_hash};
+use crate::sqlite_lane::{LaneError, Param, SqliteLane};
 use crate::{AUDIT_HEAD_KEY, AuditRecord, Backend, NewAuditRecord, Store, StoreError};
 
 /// The error the database raises when an append does not link to the chain head.
@@ -25,6 +26,8 @@ const PINNED_IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// Largest chunk (rows per INSERT); chunks are 1, 2, 4, … up to this.
 const MAX_CHUNK: usize = 64;
+/// Placeholders per row: 10 plain values and 7 optional ones as (flag, value).
+const PARAMS_PER_ROW: usize = 24;
 
 impl Store {
     /// Appends a record to the chain and returns it with its seq, id and hashes.
@@ -49,6 +52,7 @@ impl Store {
         PinnedConnection {
             store: self.clone(),
             conn: None,
+            lane: None,
         }
     }
 
@@ -162,6 +166,8 @@ impl Store {
 pub struct PinnedConnection {
     store: Store,
     conn: Option<(PoolConnection<Any>, Instant)>,
+    /// SQLite: statements driven on this task's thread (see `sqlite_lane.rs`).
+    lane: Option<SqliteLane>,
 }
 
 impl PinnedConnection {
@@ -184,10 +190,13 @@ impl PinnedConnection {
     /// the store is closed meanwhile: [`Store::close`] waits for every connection.
     pub async fn idle<F: Future>(&mut self, next: F) -> F::Output {
         let mut next = std::pin::pin!(next);
-        if self.conn.is_some() {
+        if self.conn.is_some() || self.lane.is_some() {
             tokio::select! {
                 out = &mut next => return out,
-                () = self.store.pool.close_event() => self.conn = None,
+                () = self.store.pool.close_event() => {
+                    self.conn = None;
+                    self.lane = None;
+                }
             }
         }
         next.await
@@ -207,16 +216,86 @@ impl PinnedConnection {
         records: Vec<NewAuditRecord>,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let store = self.store.clone();
+        match self.append_on_lane(&records) {
+            Ok(Some((stamps, new_head))) => return Ok(store.appended(records, stamps, new_head)),
+            Ok(None) => {}
+            Err(e) => {
+                store.remember_audit_head(None);
+                return Err(e);
+            }
+        }
         let conn = self.conn().await?;
         let result = store.append_audit_on(conn, records).await;
         self.settle(result)
     }
 
+    /// The fast path on the lane: one statement onto the known head. `None` when there
+    /// is no lane, no known head, more than one statement's worth, another connection
+    /// holding the write lock or a moved head; nothing was written then.
+    fn append_on_lane(
+        &mut self,
+        records: &[NewAuditRecord],
+    ) -> Result<Option<(Vec<Stamp>, String)>, StoreError> {
+        if audit_chunks(records).len() != 1 {
+            return Ok(None);
+        }
+        let Some(head) = self.store.known_audit_head() else {
+            return Ok(None);
+        };
+        let Some(lane) = self.lane() else {
+            return Ok(None);
+        };
+        let rows = audit_rows(records, &head)?;
+        let params = rows.iter().flat_map(AuditRow::params);
+        match lane.insert_returning(audit_insert_sql(rows.len()), params) {
+            Ok(stored) => Ok(Some(stamp_rows(rows, stored, head)?)),
+            Err(LaneError::Busy) => Ok(None),
+            Err(LaneError::Refused(m)) if m.contains(AUDIT_HEAD_MOVED) => Ok(None),
+            Err(e) => {
+                self.lane = None;
+                Err(e.into())
+            }
+        }
+    }
+
     /// As [`Store::directory_version`], on this connection.
     pub async fn directory_version(&mut self) -> Result<i64, StoreError> {
+        if let Some(v) = self.directory_version_now() {
+            return Ok(v);
+        }
         let conn = self.conn().await?;
         let result = crate::directory::directory_version(conn).await;
         self.settle(result)
+    }
+
+    /// The directory version read on this thread (the lane), if that can be done
+    /// without waiting; `None` otherwise (no lane, or a lock in the way).
+    pub fn directory_version_now(&mut self) -> Option<i64> {
+        let lane = self.lane()?;
+        match lane.query_i64(crate::directory::DIRECTORY_VERSION_SQL) {
+            Ok(v) => Some(v),
+            Err(LaneError::Busy) => None,
+            // A read is safe to repeat: the sqlx connection answers, or reports the error.
+            Err(_) => {
+                self.lane = None;
+                None
+            }
+        }
+    }
+
+    /// This connection's lane, opened on first use where the store allows one.
+    fn lane(&mut self) -> Option<&mut SqliteLane> {
+        if self.lane.is_none() {
+            let target = self.store.lane.as_ref()?;
+            match target.open() {
+                Ok(lane) => self.lane = Some(lane),
+                Err(e) => {
+                    tracing::debug!(error = %e, "SQLite lane unavailable");
+                    return None;
+                }
+            }
+        }
+        self.lane.as_mut()
     }
 }
 
@@ -254,35 +333,61 @@ async fn insert_audit_chunks(
     let mut out = Vec::with_capacity(records.len());
     let mut prev = head.to_owned();
     for chunk in audit_chunks(records) {
-        let mut rows = Vec::with_capacity(chunk.len());
-        for r in chunk {
-            let row = AuditRow::new(r, prev)?;
-            prev = row.hash.clone();
-            rows.push(row);
-        }
+        let rows = audit_rows(chunk, &prev)?;
         let mut q = sqlx::query(audit_insert_sql(chunk.len()));
         for row in &rows {
             q = row.bind(q);
         }
-        let mut seqs = HashMap::with_capacity(rows.len());
-        for stored in q.fetch_all(&mut *conn).await? {
-            let id: String = stored.try_get("id").map_err(StoreError::from)?;
-            let seq: i64 = stored.try_get("seq").map_err(StoreError::from)?;
-            seqs.insert(id, seq);
+        let mut stored = Vec::with_capacity(rows.len());
+        for row in q.fetch_all(&mut *conn).await? {
+            let id: String = row.try_get("id").map_err(StoreError::from)?;
+            let seq: i64 = row.try_get("seq").map_err(StoreError::from)?;
+            stored.push((id, seq));
         }
-        for row in rows {
+        let (stamps, head) = stamp_rows(rows, stored, prev)?;
+        out.extend(stamps);
+        prev = head;
+    }
+    Ok((out, prev))
+}
+
+/// `records` hashed in order, the first onto `head`.
+fn audit_rows<'a>(
+    records: &'a [NewAuditRecord],
+    head: &str,
+) -> Result<Vec<AuditRow<'a>>, StoreError> {
+    let mut rows: Vec<AuditRow<'a>> = Vec::with_capacity(records.len());
+    for r in records {
+        let prev = rows.last().map_or(head, |row| row.hash.as_str()).to_owned();
+        rows.push(AuditRow::new(r, prev)?);
+    }
+    Ok(rows)
+}
+
+/// Each inserted row's stamp, from the `(id, seq)` pairs the INSERT returned, and the
+/// new head hash (`head` if there were no rows).
+fn stamp_rows(
+    rows: Vec<AuditRow<'_>>,
+    stored: Vec<(String, i64)>,
+    head: String,
+) -> Result<(Vec<Stamp>, String), StoreError> {
+    let seqs: HashMap<String, i64> = stored.into_iter().collect();
+    let new_head = rows.last().map_or(head, |row| row.hash.clone());
+    let stamps = rows
+        .into_iter()
+        .map(|row| {
             let seq = *seqs
                 .get(&row.id)
                 .ok_or_else(|| StoreError::Corrupt("an appended record got no seq".into()))?;
-            out.push(Stamp {
+            Ok(Stamp {
                 seq,
                 id: row.id,
                 prev_hash: row.prev_hash,
                 hash: row.hash,
-            });
-        }
-    }
-    Ok((out, prev))
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok((stamps, new_head))
 }
 
 /// What the store gave a record: its place in the chain.
@@ -360,35 +465,56 @@ impl<'a> AuditRow<'a> {
         })
     }
 
-    /// Binds this row's placeholders, in the order of [`audit_insert_sql`].
-    fn bind<'q>(&'q self, q: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
-        fn opt<'q>(
-            q: Query<'q, Any, AnyArguments<'q>>,
-            v: Option<&'q str>,
-        ) -> Query<'q, Any, AnyArguments<'q>> {
-            q.bind(i64::from(v.is_some())).bind(v.unwrap_or(""))
+    /// This row's placeholders' values, in the order of [`audit_insert_sql`]: an
+    /// optional column is a flag and a value.
+    fn params(&self) -> [Param<'_>; PARAMS_PER_ROW] {
+        fn opt(v: Option<&str>) -> [Param<'_>; 2] {
+            [
+                Param::Int(i64::from(v.is_some())),
+                Param::Text(v.unwrap_or("")),
+            ]
         }
         let r = self.r;
-        let q = q
-            .bind(self.id.as_str())
-            .bind(r.at)
-            .bind(r.request_id.as_str())
-            .bind(r.surface.as_str());
-        let q = opt(q, r.connection.as_deref());
-        let q = opt(q, r.persona.as_deref());
-        let q = opt(q, r.end_user.as_deref());
-        let q = opt(q, r.prompt.as_deref());
-        let q = q
-            .bind(r.tool.as_str())
-            .bind(self.arguments.as_str())
-            .bind(r.outcome.as_str());
-        let q = opt(q, self.response.as_deref());
-        let q = opt(q, r.error.as_deref());
-        q.bind(i64::from(self.upstream_status.is_some()))
-            .bind(self.upstream_status.unwrap_or(0))
-            .bind(self.latency_ms)
-            .bind(self.prev_hash.as_str())
-            .bind(self.hash.as_str())
+        let [c0, c1] = opt(r.connection.as_deref());
+        let [p0, p1] = opt(r.persona.as_deref());
+        let [u0, u1] = opt(r.end_user.as_deref());
+        let [q0, q1] = opt(r.prompt.as_deref());
+        let [s0, s1] = opt(self.response.as_deref());
+        let [e0, e1] = opt(r.error.as_deref());
+        [
+            Param::Text(&self.id),
+            Param::Int(r.at),
+            Param::Text(&r.request_id),
+            Param::Text(&r.surface),
+            c0,
+            c1,
+            p0,
+            p1,
+            u0,
+            u1,
+            q0,
+            q1,
+            Param::Text(&r.tool),
+            Param::Text(&self.arguments),
+            Param::Text(&r.outcome),
+            s0,
+            s1,
+            e0,
+            e1,
+            Param::Int(i64::from(self.upstream_status.is_some())),
+            Param::Int(self.upstream_status.unwrap_or(0)),
+            Param::Int(self.latency_ms),
+            Param::Text(&self.prev_hash),
+            Param::Text(&self.hash),
+        ]
+    }
+
+    /// Binds this row's placeholders on a sqlx query.
+    fn bind<'q>(&'q self, q: Query<'q, Any, AnyArguments<'q>>) -> Query<'q, Any, AnyArguments<'q>> {
+        self.params().into_iter().fold(q, |q, p| match p {
+            Param::Text(v) => q.bind(v),
+            Param::Int(v) => q.bind(v),
+        })
     }
 }
 
@@ -450,8 +576,82 @@ fn build_insert(rows: usize) -> String {
 mod tests {
     use super::*;
 
-    /// Placeholders per row: 10 plain values and 7 optional ones as (flag, value).
-    const PARAMS_PER_ROW: usize = 24;
+    fn record(request_id: &str) -> NewAuditRecord {
+        NewAuditRecord {
+            at: 1,
+            request_id: request_id.into(),
+            surface: "mcp".into(),
+            connection: Some("school".into()),
+            persona: Some("bot".into()),
+            end_user: None,
+            prompt: Some("why".into()),
+            tool: "list_offers".into(),
+            arguments: serde_json::json!({"page": 1}),
+            outcome: "ok".into(),
+            response: None,
+            error: None,
+            upstream_status: Some(200),
+            latency_ms: 3,
+        }
+    }
+
+    /// On SQLite a pinned connection appends on its lane; when another writer moved the
+    /// head or holds the write lock, it steps aside to its sqlx connection, which waits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::unwrap_used)]
+    async fn the_lane_appends_and_steps_aside_for_other_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let other = Store::open(&url).await.unwrap();
+        let mut pinned = store.pinned();
+
+        // The head is not known yet: the locked path reads it.
+        pinned.append_audit_batch(vec![record("a")]).await.unwrap();
+        assert!(pinned.lane.is_none());
+        let stored = pinned
+            .append_audit_batch(vec![record("b"), record("c")])
+            .await
+            .unwrap();
+        assert!(pinned.lane.is_some(), "the second batch used the lane");
+        assert_eq!(stored[1].prev_hash, stored[0].hash);
+
+        // Another store moved the head: the trigger refuses the lane's statement.
+        let theirs = other.append_audit(&record("x")).await.unwrap();
+        let mine = pinned.append_audit_batch(vec![record("d")]).await.unwrap();
+        assert_eq!(mine[0].prev_hash, theirs.hash);
+
+        // Another connection holds the write lock: the lane does not wait, the append
+        // waits on the sqlx connection until the lock is released.
+        let mut tx = other.begin_write().await.unwrap();
+        sqlx::query("UPDATE meta SET value = value WHERE key = $1")
+            .bind(AUDIT_HEAD_KEY)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tx.commit().await.unwrap();
+        });
+        let started = Instant::now();
+        pinned.append_audit_batch(vec![record("e")]).await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        release.await.unwrap();
+        assert!(pinned.lane.is_some(), "a busy lane is kept");
+
+        let batch: Vec<_> = (0..MAX_CHUNK).map(|i| record(&format!("f{i}"))).collect();
+        pinned.append_audit_batch(batch).await.unwrap();
+        assert_eq!(
+            pinned.directory_version().await.unwrap(),
+            other.directory_version().await.unwrap()
+        );
+        let v = other.verify_audit().await.unwrap();
+        assert!(v.ok, "{v:?}");
+        assert_eq!(v.records, 6 + MAX_CHUNK as u64);
+        drop(pinned);
+        store.close().await;
+        other.close().await;
+    }
 
     #[test]
     fn chunks_are_at_most_max_chunk_in_order() {

@@ -16,12 +16,12 @@ use crate::{
 /// The directory version subquery every versioned lookup selects.
 const VERSION: &str = "(SELECT version FROM directory_version WHERE id = 1) AS directory_version";
 
+pub(crate) const DIRECTORY_VERSION_SQL: &str = "SELECT version FROM directory_version WHERE id = 1";
+
 pub(crate) async fn directory_version(conn: &mut AnyConnection) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT version FROM directory_version WHERE id = 1")
-            .fetch_one(conn)
-            .await?,
-    )
+    Ok(sqlx::query_scalar(DIRECTORY_VERSION_SQL)
+        .fetch_one(conn)
+        .await?)
 }
 
 /// A row and the directory version it was read at.

@@ -20,6 +20,7 @@ mod events;
 mod flows;
 mod hash;
 mod model;
+mod sqlite_lane;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -137,6 +138,9 @@ pub struct Store {
     /// The audit chain head's hash as this process last saw it: appends chain onto it
     /// without reading it first (the database refuses a stale one, see migration 0005).
     audit_head: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// SQLite under `synchronous = NORMAL`, writable: where pinned connections open
+    /// their lane (see `sqlite_lane.rs`).
+    lane: Option<sqlite_lane::LaneTarget>,
 }
 
 impl std::fmt::Debug for Store {
@@ -154,6 +158,8 @@ struct Target {
     url: String,
     /// For error messages: the file path, or the PostgreSQL URL without its password.
     display: String,
+    /// The SQLite file, unless it is opened read-only.
+    writable_file: Option<PathBuf>,
 }
 
 impl Store {
@@ -214,15 +220,26 @@ impl Store {
             .await
             .map_err(|e| StoreError::Open(format!("{}: {}", target.display, describe_sqlx(&e))))?;
         tracing::debug!(backend = %target.backend, "store opened");
+        let lane = target
+            .writable_file
+            .filter(|_| synchronous == "NORMAL")
+            .map(|path| sqlite_lane::LaneTarget::new(path, pool.clone()));
         Ok(Store {
             pool,
             backend: target.backend,
             audit_head: Default::default(),
+            lane,
         })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether pinned connections run statements on their holder's thread (SQLite
+    /// under `synchronous = NORMAL`; see `sqlite_lane.rs`).
+    pub fn has_lanes(&self) -> bool {
+        self.lane.is_some()
     }
 
     /// Closes every pooled connection (for SQLite this also checkpoints the WAL into the file).
@@ -948,6 +965,7 @@ fn resolve_target(url: &str) -> Result<Target, StoreError> {
             backend: Backend::Postgres,
             url: url.to_owned(),
             display: redact_url(url),
+            writable_file: None,
         });
     }
     let (path, query) = match url
@@ -983,10 +1001,12 @@ fn resolve_target(url: &str) -> Result<Target, StoreError> {
     let path_str = path
         .to_str()
         .ok_or_else(|| StoreError::Invalid(format!("{display}: path is not valid UTF-8")))?;
+    let writable = !query.contains("mode=ro");
     Ok(Target {
         backend: Backend::Sqlite,
         url: format!("sqlite://{}?{query}", percent_encode_path(path_str)),
         display,
+        writable_file: writable.then_some(path),
     })
 }
 
