@@ -429,8 +429,8 @@ pub struct AuditFilterArgs {
     pub persona: Option<String>,
     #[arg(long)]
     pub tool: Option<String>,
-    /// ok, tool_error, denied or invalid
-    #[arg(long, value_parser = ["ok", "tool_error", "denied", "invalid"])]
+    /// ok, tool_error, denied, invalid or cancelled
+    #[arg(long, value_parser = ["ok", "tool_error", "denied", "invalid", "cancelled"])]
     pub outcome: Option<String>,
     /// cli, mcp-stdio, mcp-http, rest, flow
     #[arg(long)]

@@ -307,7 +307,7 @@ fn personas(calls: &[AuditCount]) -> Vec<PersonaLine> {
         });
         line.calls += c.count;
         match c.outcome.as_str() {
-            "tool_error" | "invalid" => line.errors += c.count,
+            "tool_error" | "invalid" | "cancelled" => line.errors += c.count,
             "denied" => line.denied += c.count,
             _ => {}
         }

@@ -42,16 +42,47 @@ impl AuditWriter {
         AuditWriter { queue }
     }
 
-    /// Stores `record` (batched with concurrent ones) and returns it with its hashes.
-    pub(crate) async fn append(&self, record: NewAuditRecord) -> Result<AuditRecord, HubError> {
+    /// Stores the record in `slot` (batched with concurrent ones) and returns it with its
+    /// hashes. The record leaves `slot` only once the writer has it, so if this future
+    /// is dropped while waiting for room in the queue, the caller still holds it.
+    pub(crate) async fn append(
+        &self,
+        slot: &mut Option<NewAuditRecord>,
+    ) -> Result<AuditRecord, HubError> {
+        let stopped = || HubError::Unavailable("the audit writer has stopped".into());
+        let permit = self.queue.reserve().await.map_err(|_| stopped())?;
+        let record = slot
+            .take()
+            .ok_or_else(|| HubError::Unavailable("no audit record to append".into()))?;
         let (tx, rx) = oneshot::channel();
-        self.queue
-            .send((record, tx))
-            .await
-            .map_err(|_| HubError::Unavailable("the audit writer has stopped".into()))?;
+        permit.send((record, tx));
         rx.await
-            .map_err(|_| HubError::Unavailable("the audit writer has stopped".into()))?
+            .map_err(|_| stopped())?
             .map_err(|m| HubError::Unavailable(format!("audit log: {m}")))
+    }
+
+    /// Stores `record` without waiting for it (from `Drop`, where nothing can wait).
+    pub(crate) fn append_detached(&self, record: NewAuditRecord) {
+        let (tx, _) = oneshot::channel();
+        match self.queue.try_send((record, tx)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        let queue = self.queue.clone();
+                        rt.spawn(async move {
+                            if queue.send(item).await.is_err() {
+                                tracing::error!("the audit writer has stopped; a record was lost");
+                            }
+                        });
+                    }
+                    Err(_) => tracing::error!("no runtime to queue an audit record; it was lost"),
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("the audit writer has stopped; a record was lost");
+            }
+        }
     }
 }
 

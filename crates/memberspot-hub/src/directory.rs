@@ -12,7 +12,7 @@
 //! call that finds that reader free checks right away instead, skipping the hand-off.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 use memberspot_store::{Connection, Persona, PinnedConnection, Store, StoreError, Versioned};
 use tokio::sync::{mpsc, oneshot};
@@ -37,7 +37,7 @@ pub(crate) struct Directory {
     store: Store,
     check: mpsc::Sender<Waiter>,
     /// A reader for checks on the caller's thread, where the store has one.
-    inline: Option<Mutex<PinnedConnection>>,
+    inline: Option<Arc<Mutex<PinnedConnection>>>,
     cache: Mutex<Cache>,
 }
 
@@ -71,17 +71,39 @@ impl Directory {
     /// Starts the version-check task; it ends when the directory is dropped.
     pub(crate) fn spawn(store: Store) -> Self {
         let (check, mut rx) = mpsc::channel::<Waiter>(CHECK_BATCH);
+        let inline = store
+            .has_lanes()
+            .then(|| Arc::new(Mutex::new(store.pinned())));
+        let inline_reader = inline.as_ref().map(Arc::downgrade);
         let mut conn = store.pinned();
+        let store_closed = store.clone();
         tokio::spawn(async move {
             let mut waiters = Vec::with_capacity(CHECK_BATCH);
-            while conn.idle(rx.recv_many(&mut waiters, CHECK_BATCH)).await > 0 {
+            let mut closing = std::pin::pin!(store_closed.closed());
+            let mut released = false;
+            loop {
+                let n = tokio::select! {
+                    n = conn.idle(rx.recv_many(&mut waiters, CHECK_BATCH)) => n,
+                    // The inline reader must not keep the file open once the store is closed.
+                    () = &mut closing, if !released => {
+                        released = true;
+                        if let Some(reader) = inline_reader.as_ref().and_then(Weak::upgrade)
+                            && let Ok(mut reader) = reader.lock()
+                        {
+                            reader.release();
+                        }
+                        continue;
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
                 let version = conn.directory_version().await.map_err(|e| e.to_string());
                 for w in waiters.drain(..) {
                     let _ = w.send(version.clone());
                 }
             }
         });
-        let inline = store.has_lanes().then(|| Mutex::new(store.pinned()));
         Directory {
             store,
             check,

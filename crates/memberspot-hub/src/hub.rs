@@ -265,34 +265,51 @@ impl Hub {
         client: Option<Client>,
     ) -> CallOutcome {
         let started = Instant::now();
-        let (result, upstream_status) = self.run(who, tool, args.clone(), client).await;
-        let (outcome, response, error) = match &result {
-            Ok(v) => ("ok", Some(cap(v)), None),
-            Err(e) => (e.outcome(), None, Some(e.to_string())),
+        // Written as "cancelled" if this future is dropped before the record is handed
+        // to the audit writer (a client that disconnects, an MCP cancellation): the call
+        // may have reached the school, so it must be on record all the same.
+        let mut pending = PendingAudit {
+            hub: self.clone(),
+            started,
+            record: Some(NewAuditRecord {
+                at: 0,
+                request_id: ctx.request_id.clone(),
+                surface: ctx.surface.as_str().to_string(),
+                connection: Some(who.connection().to_string()),
+                persona: who.persona_name().map(str::to_string),
+                end_user: ctx.end_user.clone(),
+                prompt: ctx.prompt.clone(),
+                tool: tool.to_string(),
+                arguments: args.clone(),
+                outcome: CANCELLED.to_string(),
+                response: None,
+                error: Some(CANCELLED_ERROR.to_string()),
+                upstream_status: None,
+                latency_ms: 0,
+            }),
         };
-        let record = NewAuditRecord {
-            at: chrono::Utc::now().timestamp_millis(),
-            request_id: ctx.request_id.clone(),
-            surface: ctx.surface.as_str().to_string(),
-            connection: Some(who.connection().to_string()),
-            persona: who.persona_name().map(str::to_string),
-            end_user: ctx.end_user.clone(),
-            prompt: ctx.prompt.clone(),
-            tool: tool.to_string(),
-            arguments: args,
-            outcome: outcome.to_string(),
-            response,
-            error,
-            upstream_status: upstream_status.or_else(|| result.as_ref().ok().map(|_| 200)),
-            latency_ms: started.elapsed().as_millis() as u64,
+        let (result, upstream_status) = self.run(who, tool, args, client).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
         };
+        if let Some(record) = pending.record.as_mut() {
+            record.at = chrono::Utc::now().timestamp_millis();
+            record.outcome = outcome.to_string();
+            (record.response, record.error) = match &result {
+                Ok(v) => (Some(cap(v)), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            record.upstream_status = upstream_status.or_else(|| result.as_ref().ok().map(|_| 200));
+            record.latency_ms = started.elapsed().as_millis() as u64;
+        }
         self.inner.metrics.record_call(
             tool,
             outcome,
             ctx.surface.as_str(),
             started.elapsed().as_secs_f64(),
         );
-        let audit = match self.inner.audit.append(record).await {
+        let audit = match self.inner.audit.append(&mut pending.record).await {
             Ok(r) => Some(r),
             Err(e) => {
                 tracing::error!(tool, error = %e, "could not write the audit record");
@@ -414,6 +431,38 @@ impl Hub {
             .timeout(self.inner.client_timeout)
             .build()
             .map_err(|e| HubError::Unavailable(format!("connection `{}`: {e}", conn.name)))
+    }
+}
+
+/// The outcome of a call whose caller went away before it finished.
+const CANCELLED: &str = "cancelled";
+const CANCELLED_ERROR: &str =
+    "the caller went away before the call finished; it may or may not have reached the school";
+
+/// A call's audit record until the audit writer has it: dropped before that, it
+/// is handed over from `Drop` (a call that was in flight is never left off the log).
+struct PendingAudit {
+    hub: Hub,
+    started: Instant,
+    record: Option<NewAuditRecord>,
+}
+
+impl Drop for PendingAudit {
+    fn drop(&mut self) {
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        if record.outcome == CANCELLED {
+            record.at = chrono::Utc::now().timestamp_millis();
+            record.latency_ms = self.started.elapsed().as_millis() as u64;
+            self.hub.inner.metrics.record_call(
+                &record.tool,
+                CANCELLED,
+                &record.surface,
+                self.started.elapsed().as_secs_f64(),
+            );
+        }
+        self.hub.inner.audit.append_detached(record);
     }
 }
 

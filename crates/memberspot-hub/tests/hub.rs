@@ -1049,3 +1049,80 @@ async fn changes_from_another_process_apply_to_the_next_call_sqlite() {
 async fn changes_from_another_process_apply_to_the_next_call_postgres() {
     changes_from_another_process_apply_to_the_next_call(Backend::Postgres).await;
 }
+
+/// A call whose caller goes away while it is in flight (a Rust future dropped, an HTTP
+/// client that disconnects) is still on record, once, as `cancelled`: it may have
+/// reached the school.
+async fn cancelled_calls_story(backend: Backend) {
+    use memberspot_hub::{CallContext, Principal, Surface};
+    let w = world(backend).await;
+    let status = reqwest::Client::new()
+        .put(format!("{}/_sandbox/faults", w.sandbox.root_url()))
+        .header("X-API-KEY", SCHOOL_KEY)
+        .json(&json!({ "latencyMs": 700 }))
+        .send()
+        .await
+        .expect("faults")
+        .status();
+    assert!(status.is_success(), "{status}");
+
+    let persona = w.hub.authenticate(&w.reader).await.expect("persona");
+    let mut cx = CallContext::new(Surface::Rest);
+    cx.prompt = Some("dropped future".into());
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(150),
+        w.hub
+            .call(&Principal::Persona(persona), &cx, "list_offers", json!({})),
+    )
+    .await;
+    assert!(dropped.is_err(), "the call outlived its caller");
+
+    let gone = reqwest::Client::new()
+        .post(format!("{}/v1/tools/list_offers/call", w.base))
+        .bearer_auth(&w.reader)
+        .timeout(Duration::from_millis(150))
+        .json(&json!({ "arguments": {}, "prompt": "client went away" }))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client timed out");
+
+    // Past the sandbox's latency: a call that had gone on would have finished by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let records = w.audit().await;
+    for prompt in ["dropped future", "client went away"] {
+        let mine: Vec<&Value> = records.iter().filter(|r| r["prompt"] == prompt).collect();
+        assert_eq!(mine.len(), 1, "{prompt}: {mine:?}");
+        assert_eq!(mine[0]["outcome"], "cancelled", "{prompt}: {}", mine[0]);
+        assert_eq!(mine[0]["persona"], "reader");
+        assert!(
+            mine[0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("may or may not have reached the school")),
+            "{}",
+            mine[0]
+        );
+    }
+    let (status, filtered, _) = w
+        .rest(
+            reqwest::Method::GET,
+            "/v1/audit?outcome=cancelled",
+            &w.admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{filtered}");
+    assert_eq!(filtered.as_array().map(Vec::len), Some(2), "{filtered}");
+    let v = w.hub.store().verify_audit().await.expect("verify");
+    assert!(v.ok, "{v:?}");
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_calls_are_recorded_sqlite() {
+    cancelled_calls_story(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_calls_are_recorded_postgres() {
+    cancelled_calls_story(Backend::Postgres).await;
+}

@@ -193,10 +193,7 @@ impl PinnedConnection {
         if self.conn.is_some() || self.lane.is_some() {
             tokio::select! {
                 out = &mut next => return out,
-                () = self.store.pool.close_event() => {
-                    self.conn = None;
-                    self.lane = None;
-                }
+                () = self.store.pool.close_event() => self.release(),
             }
         }
         next.await
@@ -250,7 +247,11 @@ impl PinnedConnection {
         match lane.insert_returning(audit_insert_sql(rows.len()), params) {
             Ok(stored) => Ok(Some(stamp_rows(rows, stored, head)?)),
             Err(LaneError::Busy) => Ok(None),
-            Err(LaneError::Refused(m)) if m.contains(AUDIT_HEAD_MOVED) => Ok(None),
+            Err(LaneError::Failed(m)) if m.contains(AUDIT_HEAD_MOVED) => {
+                // Straight to the locked path: the known head is stale.
+                self.store.remember_audit_head(None);
+                Ok(None)
+            }
             Err(e) => {
                 self.lane = None;
                 Err(e.into())
@@ -283,10 +284,21 @@ impl PinnedConnection {
         }
     }
 
-    /// This connection's lane, opened on first use where the store allows one.
+    /// Gives back the pool connection and closes the lane (the store is closing).
+    pub fn release(&mut self) {
+        self.conn = None;
+        self.lane = None;
+    }
+
+    /// This connection's lane, opened on first use where the store allows one; none
+    /// once the store is closed.
     fn lane(&mut self) -> Option<&mut SqliteLane> {
+        let target = self.store.lane.as_ref()?;
+        if target.is_closed() {
+            self.lane = None;
+            return None;
+        }
         if self.lane.is_none() {
-            let target = self.store.lane.as_ref()?;
             match target.open() {
                 Ok(lane) => self.lane = Some(lane),
                 Err(e) => {
@@ -609,11 +621,17 @@ mod tests {
         // The head is not known yet: the locked path reads it.
         pinned.append_audit_batch(vec![record("a")]).await.unwrap();
         assert!(pinned.lane.is_none());
+        // Under MEMBERSPOT_SQLITE_SYNCHRONOUS=FULL there are no lanes; the rest must hold.
+        let lanes = store.has_lanes();
         let stored = pinned
             .append_audit_batch(vec![record("b"), record("c")])
             .await
             .unwrap();
-        assert!(pinned.lane.is_some(), "the second batch used the lane");
+        assert_eq!(
+            pinned.lane.is_some(),
+            lanes,
+            "the second batch used the lane"
+        );
         assert_eq!(stored[1].prev_hash, stored[0].hash);
 
         // Another store moved the head: the trigger refuses the lane's statement.
@@ -637,7 +655,7 @@ mod tests {
         pinned.append_audit_batch(vec![record("e")]).await.unwrap();
         assert!(started.elapsed() >= Duration::from_millis(250));
         release.await.unwrap();
-        assert!(pinned.lane.is_some(), "a busy lane is kept");
+        assert_eq!(pinned.lane.is_some(), lanes, "a busy lane is kept");
 
         let batch: Vec<_> = (0..MAX_CHUNK).map(|i| record(&format!("f{i}"))).collect();
         pinned.append_audit_batch(batch).await.unwrap();
@@ -648,8 +666,10 @@ mod tests {
         let v = other.verify_audit().await.unwrap();
         assert!(v.ok, "{v:?}");
         assert_eq!(v.records, 6 + MAX_CHUNK as u64);
-        drop(pinned);
+        pinned.release();
         store.close().await;
+        assert_eq!(pinned.directory_version_now(), None, "no lane after close");
+        assert!(pinned.lane.is_none());
         other.close().await;
     }
 

@@ -247,6 +247,12 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// Resolves once [`Store::close`] has been called: holders of a
+    /// [`PinnedConnection`] outside a task's wait use it to [`PinnedConnection::release`].
+    pub async fn closed(&self) {
+        self.pool.close_event().await;
+    }
+
     // ---------------------------------------------------------------- transactions
 
     /// A transaction that will write. On SQLite, `BEGIN IMMEDIATE` takes the write lock up

@@ -13,7 +13,10 @@
 //! - only with `synchronous = NORMAL`, where a WAL commit is a write to the page
 //!   cache (under `FULL` every commit syncs, and the store does not open lanes);
 //! - no automatic checkpoint (a checkpoint syncs): the lane asks for a passive one
-//!   on the pool, off the calling thread, every [`CHECKPOINT_EVERY`] commits.
+//!   on the pool, off the calling thread, every [`CHECKPOINT_EVERY`] commits. The
+//!   first write after a complete checkpoint restarts the WAL and syncs its header;
+//!   the checkpoint task makes that write itself, on the pool, so a lane commit
+//!   syncs only if it slips in between the two (microseconds apart).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +44,10 @@ pub(crate) struct LaneTarget {
 }
 
 impl LaneTarget {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
+
     pub(crate) fn new(path: PathBuf, pool: AnyPool) -> Self {
         LaneTarget {
             path,
@@ -72,13 +79,36 @@ impl LaneTarget {
         if self.checkpointing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let target = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = target.pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+        // Cleared when the task ends, or is dropped unrun (the runtime shutting down).
+        let running = Running(self.checkpointing.clone());
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = self.pool.clone();
+        rt.spawn(async move {
+            let _running = running;
+            // The write restarts the WAL if the checkpoint completed (see above).
+            let result = async {
+                pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await?;
+                pool.execute(RESTART_WRITE).await
+            }
+            .await;
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "passive WAL checkpoint failed");
             }
-            target.checkpointing.store(false, Ordering::Release);
         });
+    }
+}
+
+/// A write that changes nothing but goes through the WAL (there are no triggers on `meta`).
+const RESTART_WRITE: &str = "UPDATE meta SET value = value WHERE key = 'store.audit_head'";
+
+/// Clears the "checkpoint running" flag when dropped.
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -87,8 +117,8 @@ impl LaneTarget {
 pub(crate) enum LaneError {
     /// Another connection holds a lock; run the statement where it can wait.
     Busy,
-    /// The database raised this message (e.g. a trigger's RAISE).
-    Refused(String),
+    /// The database answered with this error (e.g. a trigger's RAISE).
+    Failed(String),
     Other(rusqlite::Error),
 }
 
@@ -100,7 +130,7 @@ impl From<rusqlite::Error> for LaneError {
             {
                 LaneError::Busy
             }
-            rusqlite::Error::SqliteFailure(_, Some(message)) => LaneError::Refused(message.clone()),
+            rusqlite::Error::SqliteFailure(_, Some(message)) => LaneError::Failed(message.clone()),
             _ => LaneError::Other(e),
         }
     }
@@ -110,7 +140,7 @@ impl From<LaneError> for StoreError {
     fn from(e: LaneError) -> Self {
         match e {
             LaneError::Busy => StoreError::Database("the database is locked".into()),
-            LaneError::Refused(m) => StoreError::Database(m),
+            LaneError::Failed(m) => StoreError::Database(m),
             LaneError::Other(e) => StoreError::Database(e.to_string()),
         }
     }

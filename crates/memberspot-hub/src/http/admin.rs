@@ -272,7 +272,7 @@ pub struct AuditQuery {
     /// The calls of one request (an event's tool calls share its action's request id)
     request_id: Option<String>,
     tool: Option<String>,
-    /// ok, tool_error, denied or invalid
+    /// ok, tool_error, denied, invalid or cancelled
     outcome: Option<String>,
     surface: Option<String>,
     /// RFC 3339 time or epoch milliseconds
@@ -292,13 +292,13 @@ fn parse_time(field: &str, v: &Option<String>) -> Result<Option<i64>, HttpError>
 
 fn filter(q: &AuditQuery) -> Result<AuditFilter, HttpError> {
     if let Some(o) = &q.outcome
-        && !["ok", "tool_error", "denied", "invalid"].contains(&o.as_str())
+        && !["ok", "tool_error", "denied", "invalid", "cancelled"].contains(&o.as_str())
     {
         return Err(HttpError::field(
             StatusCode::BAD_REQUEST,
             "invalid_query",
             "outcome",
-            "use ok, tool_error, denied or invalid",
+            "use ok, tool_error, denied, invalid or cancelled",
         ));
     }
     Ok(AuditFilter {
