@@ -178,10 +178,12 @@ async fn two_hubs_on_one_postgres_send_each_scheduled_summary_once() {
         )
         .unwrap();
         let mut c = cmd(dir.path());
+        // Kept for the failure message: a hub that did not fire says why in its log.
+        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
         c.env("DATABASE_URL", &url)
             .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::from(log));
         hubs.push(c.spawn().unwrap());
     }
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -196,7 +198,17 @@ async fn two_hubs_on_one_postgres_send_each_scheduled_summary_once() {
         if !runs.is_empty() && runs.iter().all(|r| r["status"] != "running") {
             break runs;
         }
-        assert!(Instant::now() < deadline, "no digest run within 90 s");
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = dirs
+                .iter()
+                .map(|d| std::fs::read_to_string(d.path().join("serve.log")).unwrap_or_default())
+                .collect();
+            panic!(
+                "no finished digest run within 90 s\nruns: {runs:?}\nhistory stderr: {}\nhub logs:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                logs.join("\n---\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     // Give the slower hub time to try the same fire.

@@ -258,7 +258,20 @@ impl Flows {
             |d| d.connection.clone(),
         );
         let names = self.names(&connection).await;
-        let mut d = digest::build(store, date, tz, &names, now).await?;
+        let mut d = match digest::build(store, date, tz, &names, now).await {
+            Ok(d) => d,
+            Err(e) => {
+                // The run is on record as started: it must not stay "running".
+                if let Some(r) = &run
+                    && let Err(f) = store
+                        .finish_run(&r.id, "failed", Some(&format!("collecting the day: {e}")))
+                        .await
+                {
+                    tracing::error!(run = %r.id, error = %f, "could not mark the digest run failed");
+                }
+                return Err(e.into());
+            }
+        };
         self.step(
             run.as_ref().map(|r| r.id.as_str()),
             "collect",
