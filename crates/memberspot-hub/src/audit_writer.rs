@@ -64,24 +64,21 @@ impl AuditWriter {
     /// Stores `record` without waiting for it (from `Drop`, where nothing can wait).
     pub(crate) fn append_detached(&self, record: NewAuditRecord) {
         let (tx, _) = oneshot::channel();
+        let lost = |why: &str| tracing::error!(why, "an audit record was lost");
         match self.queue.try_send((record, tx)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(item)) => {
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => {
-                        let queue = self.queue.clone();
-                        rt.spawn(async move {
-                            if queue.send(item).await.is_err() {
-                                tracing::error!("the audit writer has stopped; a record was lost");
-                            }
-                        });
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    return lost("no async runtime to queue it on");
+                };
+                let queue = self.queue.clone();
+                rt.spawn(async move {
+                    if queue.send(item).await.is_err() {
+                        lost("the audit writer has stopped");
                     }
-                    Err(_) => tracing::error!("no runtime to queue an audit record; it was lost"),
-                }
+                });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::error!("the audit writer has stopped; a record was lost");
-            }
+            Err(mpsc::error::TrySendError::Closed(_)) => lost("the audit writer has stopped"),
         }
     }
 }

@@ -193,7 +193,7 @@ impl PinnedConnection {
         if self.conn.is_some() || self.lane.is_some() {
             tokio::select! {
                 out = &mut next => return out,
-                () = self.store.pool.close_event() => self.release(),
+                () = self.store.closed() => self.release(),
             }
         }
         next.await
