@@ -357,6 +357,21 @@ impl Hub {
         Ok(t.secret)
     }
 
+    /// Mints the first admin token if there is none yet and returns it once; `None`
+    /// when one exists, including one another instance starting at the same time
+    /// stored first (the token is then in that instance's data directory).
+    pub async fn issue_first_admin_token(&self) -> Result<Option<SecretString>, HubError> {
+        if self.has_admin_token().await? {
+            return Ok(None);
+        }
+        let t = tokens::mint();
+        let stored = self
+            .store()
+            .set_meta_if_absent(ADMIN_TOKEN_META, &t.hash)
+            .await?;
+        Ok((stored == t.hash).then_some(t.secret))
+    }
+
     pub async fn has_admin_token(&self) -> Result<bool, HubError> {
         Ok(self.store().get_meta(ADMIN_TOKEN_META).await?.is_some())
     }

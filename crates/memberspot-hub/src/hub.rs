@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use memberspot_api::{ApiKey, Client};
-use memberspot_store::{AuditRecord, Connection, NewAuditRecord, NewConnection, Persona, Store};
+use memberspot_store::{
+    AuditRecord, Connection, NewAuditRecord, NewConnection, Persona, Store, StoreError,
+};
 use memberspot_tools::{Catalogue, ToolDescriptor, ToolError};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -121,10 +123,18 @@ impl Hub {
         key: MasterKey,
         embedded: Option<EmbeddedSandbox>,
     ) -> Result<Hub, HubError> {
-        match store.get_meta(CHECK_META_KEY).await? {
-            Some(check) if !key.matches_check(&check) => return Err(HubError::WrongMasterKey),
-            Some(_) => {}
-            None => store.set_meta(CHECK_META_KEY, &key.check_value()).await?,
+        // Instances may start together on a fresh database: the first check value
+        // stored wins, and every instance compares its key against that one.
+        let check = match store.get_meta(CHECK_META_KEY).await? {
+            Some(check) => check,
+            None => {
+                store
+                    .set_meta_if_absent(CHECK_META_KEY, &key.check_value())
+                    .await?
+            }
+        };
+        if !key.matches_check(&check) {
+            return Err(HubError::WrongMasterKey);
         }
         if store
             .get_meta("sandbox_connection_created")
@@ -132,16 +142,20 @@ impl Hub {
             .is_none()
         {
             if store.get_connection(SANDBOX_CONNECTION).await?.is_none() {
-                let sealed = key.seal("embedded");
-                store
+                let created = store
                     .insert_connection(&NewConnection {
                         name: SANDBOX_CONNECTION.into(),
                         base_url: EMBEDDED_BASE_URL.into(),
-                        sealed_key: sealed,
+                        sealed_key: key.seal("embedded"),
                         key_hint: "…".into(),
                         rate_limit: 4.0,
                     })
-                    .await?;
+                    .await;
+                match created {
+                    // Another instance created it between the look and the insert.
+                    Ok(_) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
             store.set_meta("sandbox_connection_created", "1").await?;
         }

@@ -309,6 +309,21 @@ impl Store {
         put_meta(&self.pool, key, value).await
     }
 
+    /// Sets a setting only if it has none, and returns the value in force: the one
+    /// given, or the one another instance stored first. Two instances starting on a
+    /// fresh database agree on one value this way.
+    pub async fn set_meta_if_absent(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        check_meta_key(key)?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        meta_value(&self.pool, key)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("setting '{key}' vanished as it was set")))
+    }
+
     // ---------------------------------------------------------------- connections
 
     /// Stores a new connection. A taken name is a [`StoreError::Conflict`].

@@ -13,8 +13,7 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let settings = hub_settings(global, &file);
 
     // First start: an admin token for the REST admin routes, in a file only the owner can read.
-    if !hub.has_admin_token().await? {
-        let token = hub.issue_admin_token().await?;
+    if let Some(token) = hub.issue_first_admin_token().await? {
         let path = settings.data_dir.join("admin.token");
         crate::output::write_private(&path, token.expose_secret())?;
         eprintln!(
