@@ -563,7 +563,7 @@ impl ChatSession {
         if is_destructive(descriptor)
             // An invalid or offer-restricted call is refused by the hub without
             // running, so there is nothing to confirm: let the hub say why.
-            && entry.validate(call.arguments.clone()).is_ok()
+            && entry.validate(&call.arguments).is_ok()
             && scopes.check_call(descriptor, &call.arguments).is_ok()
         {
             match self.limits.destructive {

@@ -365,7 +365,7 @@ impl Hub {
                 );
             }
         }
-        if let Err(e) = entry.validate(args.clone()) {
+        if let Err(e) = entry.validate(&args) {
             return (Err(HubError::Tool(e)), None);
         }
         let client = match client {

@@ -1,6 +1,7 @@
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use memberspot_api::Client;
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::schema::{input_schema_for, output_schema_for};
@@ -8,7 +9,7 @@ use crate::tools::*;
 use crate::{Tool, ToolDescriptor, ToolError};
 
 type CallFn = for<'a> fn(&'a Client, Value) -> BoxFuture<'a, Result<Value, ToolError>>;
-type CheckFn = fn(Value) -> Result<(), ToolError>;
+type CheckFn = fn(&Value) -> Result<(), ToolError>;
 
 /// A tool with its types erased, ready for dispatch by name.
 pub struct ToolEntry {
@@ -47,7 +48,7 @@ impl ToolEntry {
     }
 
     /// Validates arguments without calling Memberspot.
-    pub fn validate(&self, args: Value) -> Result<(), ToolError> {
+    pub fn validate(&self, args: &Value) -> Result<(), ToolError> {
         (self.check)(args)
     }
 
@@ -58,7 +59,7 @@ impl ToolEntry {
 }
 
 async fn call_typed<T: Tool>(client: &Client, args: Value) -> Result<Value, ToolError> {
-    let input = decode::<T>(args)?;
+    let input = decode::<T>(&args)?;
     let output = T::run(client, input).await?;
     serde_json::to_value(output).map_err(|e| ToolError::InvalidArguments {
         field: None,
@@ -67,27 +68,32 @@ async fn call_typed<T: Tool>(client: &Client, args: Value) -> Result<Value, Tool
 }
 
 /// Decodes and checks arguments; errors name the offending field.
-fn decode<T: Tool>(args: Value) -> Result<T::Input, ToolError> {
+fn decode<T: Tool>(args: &Value) -> Result<T::Input, ToolError> {
+    let empty = Value::Object(Default::default());
     let args = match args {
-        Value::Null => Value::Object(Default::default()),
+        Value::Null => &empty,
         Value::Object(_) => args,
         other => {
             return Err(ToolError::InvalidArguments {
                 field: None,
-                message: format!("arguments must be a JSON object, got {}", json_kind(&other)),
+                message: format!("arguments must be a JSON object, got {}", json_kind(other)),
             });
         }
     };
-    let input: T::Input = serde_path_to_error::deserialize(args).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.inner().to_string();
-        let field = if path == "." {
-            backticked(&message)
-        } else {
-            Some(path)
-        };
-        ToolError::InvalidArguments { field, message }
-    })?;
+    // Tracking the path costs on every call; it is only needed for the error message.
+    let input = match T::Input::deserialize(args) {
+        Ok(input) => input,
+        Err(_) => serde_path_to_error::deserialize(args).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            let field = if path == "." {
+                backticked(&message)
+            } else {
+                Some(path)
+            };
+            ToolError::InvalidArguments { field, message }
+        })?,
+    };
     T::check(&input)?;
     Ok(input)
 }
@@ -170,7 +176,7 @@ impl Catalogue {
     }
 
     /// Validates arguments for `name` without calling Memberspot.
-    pub fn validate(&self, name: &str, args: Value) -> Result<(), ToolError> {
+    pub fn validate(&self, name: &str, args: &Value) -> Result<(), ToolError> {
         let entry = self.get(name).ok_or_else(|| ToolError::UnknownTool {
             name: name.to_string(),
         })?;

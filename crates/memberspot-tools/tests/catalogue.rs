@@ -211,20 +211,20 @@ fn argument_errors_name_the_field() {
     ];
     for (tool, args, field, needle) in cases {
         let err = c
-            .validate(tool, args.clone())
+            .validate(tool, &args)
             .expect_err(&format!("{tool} {args} must fail"));
         assert_eq!(err.code(), "invalid_arguments");
         assert_eq!(err.field(), Some(field), "{tool} {args}: {err}");
         assert!(err.to_string().contains(needle), "{tool} {args}: {err}");
     }
     let err = c
-        .validate("list_offers", json!([1]))
+        .validate("list_offers", &json!([1]))
         .expect_err("array args");
     assert!(err.to_string().contains("must be a JSON object"));
-    let err = c.validate("no_such_tool", json!({})).expect_err("unknown");
+    let err = c.validate("no_such_tool", &json!({})).expect_err("unknown");
     assert_eq!(err.code(), "unknown_tool");
     assert!(
-        c.validate("list_offers", Value::Null).is_ok(),
+        c.validate("list_offers", &Value::Null).is_ok(),
         "no arguments may be sent as null"
     );
 }

@@ -114,7 +114,7 @@ pub async fn run(ctx: &Ctx, cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
         .get(&name)
         .ok_or_else(|| ToolError::UnknownTool { name: name.clone() })?;
     let arguments = build_arguments(json_args.as_deref(), args_file.as_deref(), &args)?;
-    entry.validate(arguments.clone())?;
+    entry.validate(&arguments)?;
     if entry.descriptor.class == ToolClass::Destructive {
         confirm(
             &format!("`{name}` is destructive ({}).", entry.descriptor.title),

@@ -78,7 +78,7 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
         }
         UsersCommand::Delete { emails, yes } => {
             ctx.catalogue
-                .validate("delete_users", json!({ "emails": emails }))?;
+                .validate("delete_users", &json!({ "emails": emails }))?;
             confirm(
                 &format!(
                     "Permanently delete {} member(s) with all their data ({})?",

@@ -30,6 +30,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         } else {
             &bytes
         };
+        // Tracking the path costs on every request; it is only needed for the error.
+        if let Ok(v) = serde_json::from_slice(bytes) {
+            return Ok(ApiJson(v));
+        }
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         serde_path_to_error::deserialize(de)
             .map(ApiJson)
