@@ -1,7 +1,7 @@
 //! What the hub adds to a tool call, and what `memberspot serve` costs idle.
 //!
 //! Run: `cargo bench -p memberspot-cli --bench hub_overhead [-- PART [PATHS]]`
-//! (PART: sqlite, postgres or rss; PATHS: e.g. `relay,REST`.)
+//! (PART: sqlite, postgres, remote or rss; PATHS: e.g. `relay,REST`.)
 //! (PostgreSQL on localhost is used when reachable; MEMBERSPOT_TEST_PG overrides.)
 //!
 //! Every figure compares paths measured in the same run, at concurrency 1 and
@@ -12,6 +12,10 @@
 //! HTTP client (the hub's MCP endpoint without the client library's cost). The
 //! hub audits every call. Paths are measured in interleaved rounds and the
 //! median round is reported.
+//!
+//! The `remote` part repeats the throughput comparison against a sandbox that
+//! answers after 20 ms, about what a school's API takes over the internet, at
+//! concurrency 32 and 256 (SQLite store).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +27,7 @@ use memberspot_hub::admin::PersonaSpec;
 use memberspot_hub::secrets::MasterKey;
 use memberspot_hub::store::Store;
 use memberspot_hub::{EmbeddedSandbox, Hub};
-use memberspot_sandbox::{Sandbox, SandboxConfig, SeedSize};
+use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -129,11 +133,19 @@ async fn pg_url() -> Option<(String, String)> {
     Some((format!("{base}/{name}"), name))
 }
 
+/// Concurrency levels with the number of calls measured at each.
+const LOCAL_PLAN: &[(usize, usize)] = &[(1, 1000), (32, 3200)];
+/// Against a 20 ms upstream: enough calls for each level to run about a second.
+const REMOTE_PLAN: &[(usize, usize)] = &[(32, 1600), (256, 9600)];
+/// The added latency of the `remote` part's sandbox.
+const REMOTE_LATENCY_MS: u64 = 20;
+
 async fn overhead(
     label: &str,
     store_url: &str,
     sandbox: &Sandbox,
     only: Option<&str>,
+    plan: &[(usize, usize)],
 ) -> Result<(), BoxError> {
     let store = Store::open(store_url).await?;
     let embedded = EmbeddedSandbox {
@@ -261,7 +273,7 @@ async fn overhead(
         *name == "direct" || only.is_none_or(|o| o.split(',').any(|p| p.eq_ignore_ascii_case(name)))
     });
 
-    for (concurrency, total) in [(1usize, 1000usize), (32, 3200)] {
+    for &(concurrency, total) in plan {
         // Every round measures every path once, so a slow phase of the machine hits all
         // of them; differences and ratios are taken within a round, and the median round
         // is reported.
@@ -494,10 +506,27 @@ async fn idle_rss() -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The sandbox every part calls: a small school, no rate limit, `faults` applied.
+async fn bench_sandbox(faults: Faults) -> Result<Sandbox, BoxError> {
+    Ok(Sandbox::start_local(SandboxConfig {
+        api_key: KEY.into(),
+        seed: 1,
+        size: SeedSize {
+            users: 50,
+            offers: 4,
+            courses: 3,
+        },
+        rate_limit: 0.0,
+        faults,
+        ..SandboxConfig::default()
+    })
+    .await?)
+}
+
 fn main() -> Result<(), BoxError> {
     // rmcp's HTTP client (reqwest 0.13) takes its TLS crypto from an installed provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // `-- [PART] [PATHS]`: PART is sqlite, postgres or rss; PATHS a comma-separated
+    // `-- [PART] [PATHS]`: PART is sqlite, postgres, remote or rss; PATHS a comma-separated
     // list such as relay,REST (direct, the reference, is always measured).
     let mut words = std::env::args().skip(1).filter(|a| !a.starts_with("--"));
     let filter: Option<String> = words.next();
@@ -507,18 +536,7 @@ fn main() -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let sandbox = Sandbox::start_local(SandboxConfig {
-            api_key: KEY.into(),
-            seed: 1,
-            size: SeedSize {
-                users: 50,
-                offers: 4,
-                courses: 3,
-            },
-            rate_limit: 0.0,
-            ..SandboxConfig::default()
-        })
-        .await?;
+        let sandbox = bench_sandbox(Faults::default()).await?;
         if wants("sqlite") {
             let dir = tempfile::tempdir()?;
             overhead(
@@ -526,13 +544,14 @@ fn main() -> Result<(), BoxError> {
                 &format!("sqlite://{}", dir.path().join("hub.db").display()),
                 &sandbox,
                 only.as_deref(),
+                LOCAL_PLAN,
             )
             .await?;
         }
         if wants("postgres") {
             match pg_url().await {
                 Some((url, name)) => {
-                    overhead("PostgreSQL", &url, &sandbox, only.as_deref()).await?;
+                    overhead("PostgreSQL", &url, &sandbox, only.as_deref(), LOCAL_PLAN).await?;
                     if let Ok(mut c) = <sqlx::PgConnection as sqlx::Connection>::connect(
                         &std::env::var("MEMBERSPOT_TEST_PG").unwrap_or_else(|_| {
                             "postgres://postgres@127.0.0.1:5432/postgres".into()
@@ -548,6 +567,23 @@ fn main() -> Result<(), BoxError> {
                 }
                 None => println!("hub overhead [PostgreSQL]: skipped, PostgreSQL not reachable"),
             }
+        }
+        if wants("remote") {
+            let remote = bench_sandbox(Faults {
+                latency_ms: REMOTE_LATENCY_MS,
+                ..Faults::default()
+            })
+            .await?;
+            let dir = tempfile::tempdir()?;
+            overhead(
+                &format!("SQLite, upstream {REMOTE_LATENCY_MS} ms"),
+                &format!("sqlite://{}", dir.path().join("hub.db").display()),
+                &remote,
+                Some(only.as_deref().unwrap_or("REST,MCP")),
+                REMOTE_PLAN,
+            )
+            .await?;
+            remote.shutdown().await?;
         }
         if wants("rss") {
             idle_rss().await?;
