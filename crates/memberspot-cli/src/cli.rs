@@ -44,10 +44,10 @@ pub struct Global {
     #[arg(long, global = true, env = "MEMBERSPOT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Requests per second sent to Memberspot (0 = no pacing) [default: 4]
-    #[arg(long, global = true, env = "MEMBERSPOT_RATE_LIMIT")]
+    #[arg(long, global = true, env = "MEMBERSPOT_RATE_LIMIT", value_parser = non_negative)]
     pub rate_limit: Option<f64>,
     /// Seconds to wait for one answer [default: 30]
-    #[arg(long, global = true, env = "MEMBERSPOT_TIMEOUT")]
+    #[arg(long, global = true, env = "MEMBERSPOT_TIMEOUT", value_parser = positive_seconds)]
     pub timeout: Option<f64>,
     /// Use the embedded sandbox school even when an API key is configured
     #[arg(long, global = true)]
@@ -154,7 +154,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8787", env = "MEMBERSPOT_LISTEN")]
     pub listen: std::net::SocketAddr,
     /// Seconds a request may take before it is answered 503
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout: u64,
     /// Log format on stderr
     #[arg(
@@ -193,7 +193,7 @@ pub enum ConnectionsCommand {
         #[arg(long)]
         api_key_stdin: bool,
         /// Requests per second sent to this school
-        #[arg(long = "rps", default_value_t = 4.0)]
+        #[arg(long = "rps", default_value_t = 4.0, value_parser = non_negative)]
         rps: f64,
     },
     /// List connections (never their keys)
@@ -223,10 +223,10 @@ pub enum PersonasCommand {
         #[arg(long, value_delimiter = ',', default_value = "read")]
         scopes: Vec<String>,
         /// Only these offers may be granted, revoked or given an end date
-        #[arg(long = "offers", value_delimiter = ',')]
+        #[arg(long = "offers", value_delimiter = ',', value_parser = offer_id)]
         offers: Option<Vec<String>>,
         /// Calls per minute allowed
-        #[arg(long = "per-minute")]
+        #[arg(long = "per-minute", value_parser = clap::value_parser!(u32).range(1..))]
         per_minute: Option<u32>,
         #[arg(long, default_value = "")]
         description: String,
@@ -432,11 +432,11 @@ pub struct AuditFilterArgs {
     /// ok, tool_error, denied, invalid or cancelled
     #[arg(long, value_parser = ["ok", "tool_error", "denied", "invalid", "cancelled"])]
     pub outcome: Option<String>,
-    /// cli, mcp-stdio, mcp-http, rest, flow
-    #[arg(long)]
+    /// cli, mcp-stdio, mcp-http, rest, flow, events or poller
+    #[arg(long, value_parser = ["cli", "mcp-stdio", "mcp-http", "rest", "flow", "events", "poller"])]
     pub surface: Option<String>,
     /// RFC 3339 time, a date, or a duration like 2h or 7d
-    #[arg(long)]
+    #[arg(long, value_parser = audit_since)]
     pub since: Option<String>,
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
@@ -484,6 +484,38 @@ pub enum ToolsCommand {
 /// `tools call NAME --json '{..}'` passes arguments, while `--json` alone is
 /// the global output flag. clap cannot give one long name both meanings, so
 /// after `tools call` a `--json` followed by a value becomes `--input`.
+/// A number >= 0 (requests per second; 0 means no pacing).
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("must be a number >= 0, got `{s}`")),
+    }
+}
+
+/// A number of seconds > 0.
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("must be a number of seconds > 0, got `{s}`")),
+    }
+}
+
+/// An offer id: not blank (a blank one would match no offer and lock the persona out).
+fn offer_id(s: &str) -> Result<String, String> {
+    let id = s.trim();
+    if id.is_empty() {
+        return Err("an offer id must not be empty".into());
+    }
+    Ok(id.to_string())
+}
+
+/// Checked now, resolved when the command runs (a duration counts back from then).
+fn audit_since(s: &str) -> Result<String, String> {
+    crate::commands::audit::parse_since(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
 pub fn normalize_args<I: IntoIterator<Item = std::ffi::OsString>>(
     args: I,
 ) -> Vec<std::ffi::OsString> {

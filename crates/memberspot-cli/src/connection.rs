@@ -10,14 +10,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use memberspot_api::{ApiKey, Client, DEFAULT_BASE_URL};
 use memberspot_hub::bootstrap::{self, HubSettings};
 use memberspot_hub::{EmbeddedSandbox, Hub, Principal, SANDBOX_CONNECTION};
-use memberspot_sandbox::{Sandbox, SandboxConfig};
 
 use crate::cli::Global;
 use crate::config::ConfigFile;
+use crate::local_school::{LocalSchool, Role};
 
 /// A resolved connection. Call [`Session::close`] to persist the embedded
 /// sandbox's state.
@@ -26,7 +26,7 @@ pub struct Session {
     pub principal: Principal,
     /// Set for an ad-hoc connection (key from flags or environment).
     pub client: Option<Client>,
-    sandbox: Option<Sandbox>,
+    sandbox: Option<LocalSchool>,
 }
 
 impl Session {
@@ -46,16 +46,12 @@ impl Session {
 
     pub async fn close(self) -> anyhow::Result<()> {
         self.hub.store().close().await;
-        if let Some(sb) = self.sandbox {
-            sb.shutdown().await.context("saving the sandbox school")?;
+        if let Some(school) = self.sandbox {
+            school.close().await?;
         }
         Ok(())
     }
 }
-
-/// The embedded sandbox's fixed key: it listens only on loopback, for the
-/// lifetime of one process.
-const EMBEDDED_KEY: &str = "sk_sandbox_embedded";
 
 pub fn data_dir(global: &Global, file: &ConfigFile) -> PathBuf {
     global
@@ -77,47 +73,37 @@ pub fn hub_settings(global: &Global, file: &ConfigFile) -> HubSettings {
     }
 }
 
-/// Starts the embedded sandbox with its state in the data directory.
+/// The embedded sandbox school of the data directory: run by this process, or by another
+/// one on the same directory (see [`LocalSchool`]).
 pub async fn start_embedded(
     global: &Global,
     file: &ConfigFile,
-) -> anyhow::Result<(Sandbox, EmbeddedSandbox)> {
-    let dir = data_dir(global, file).join("sandbox");
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    let config = SandboxConfig {
-        api_key: EMBEDDED_KEY.to_string(),
-        state_file: Some(dir.join("school.json")),
-        // Same limit as the real API, so what works here works there.
-        ..SandboxConfig::default()
-    };
-    let sandbox = Sandbox::start_local(config)
-        .await
-        .context("starting the embedded sandbox")?;
-    let embedded = EmbeddedSandbox {
-        base_url: sandbox.base_url(),
-        api_key: ApiKey::new(sandbox.api_key()),
-    };
-    Ok((sandbox, embedded))
+    role: Role,
+) -> anyhow::Result<(LocalSchool, EmbeddedSandbox)> {
+    LocalSchool::open(&data_dir(global, file).join("sandbox"), role).await
 }
 
-/// Opens the hub with the embedded sandbox running (for `serve`, `mcp` and admin commands).
-pub async fn open_hub(global: &Global) -> anyhow::Result<(Hub, Sandbox, ConfigFile)> {
+/// Opens the hub with the embedded sandbox running, for one-off admin commands.
+pub async fn open_hub(global: &Global) -> anyhow::Result<(Hub, LocalSchool, ConfigFile)> {
+    open_hub_as(global, Role::Command).await
+}
+
+/// Opens the hub with the embedded sandbox running (`serve` and `mcp` as [`Role::Service`]).
+pub async fn open_hub_as(
+    global: &Global,
+    role: Role,
+) -> anyhow::Result<(Hub, LocalSchool, ConfigFile)> {
     let (file, _) = ConfigFile::load(global.config.as_deref())?;
-    let (sandbox, embedded) = start_embedded(global, &file).await?;
+    let (school, embedded) = start_embedded(global, &file, role).await?;
     let (hub, _) = bootstrap::open(&hub_settings(global, &file), Some(embedded)).await?;
-    Ok((hub, sandbox, file))
+    Ok((hub, school, file))
 }
 
 /// Closes what [`open_hub`] opened: the store's connections, then the
-/// embedded sandbox (saving its school).
-pub async fn close_hub(hub: &Hub, sandbox: Sandbox) -> anyhow::Result<()> {
+/// embedded sandbox (saving its school if this process runs it).
+pub async fn close_hub(hub: &Hub, school: LocalSchool) -> anyhow::Result<()> {
     hub.store().close().await;
-    sandbox
-        .shutdown()
-        .await
-        .context("saving the sandbox school")?;
-    Ok(())
+    school.close().await
 }
 
 pub async fn open(global: &Global) -> anyhow::Result<Session> {
@@ -145,9 +131,13 @@ pub async fn open(global: &Global) -> anyhow::Result<Session> {
 
     if let Some(name) = &global.persona {
         if global.api_key.is_some() || global.connection.is_some() {
-            bail!("--persona acts on the persona's own connection: drop --api-key/--connection");
+            return Err(crate::output::Usage(
+                "--persona acts on the persona's own connection: drop --api-key/--connection"
+                    .into(),
+            )
+            .into());
         }
-        let (sandbox, embedded) = start_embedded(global, &file).await?;
+        let (sandbox, embedded) = start_embedded(global, &file, Role::Command).await?;
         let (hub, _) = bootstrap::open(&settings, Some(embedded)).await?;
         let persona = hub.persona(name).await?;
         return Ok(Session {
@@ -185,12 +175,23 @@ pub async fn open(global: &Global) -> anyhow::Result<Session> {
              use --connection NAME, or unset the base URL to use the embedded sandbox"
         );
     }
+    if file.memberspot.base_url.is_some()
+        && api_key.is_none()
+        && global.connection.is_none()
+        && !global.sandbox
+    {
+        bail!(
+            "`memberspot.base_url` is set in the config file but no API key is; set \
+             `memberspot.api_key_file` or MEMBERSPOT_API_KEY, use --connection NAME or --sandbox, \
+             or remove the base URL to use the embedded sandbox"
+        );
+    }
     let connection = if global.sandbox {
         None
     } else {
         global.connection.clone()
     };
-    let (sandbox, embedded) = start_embedded(global, &file).await?;
+    let (sandbox, embedded) = start_embedded(global, &file, Role::Command).await?;
     let (hub, _) = bootstrap::open(&settings, Some(embedded)).await?;
     let connection = match connection {
         Some(name) => {

@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod config;
 mod connection;
+mod local_school;
 mod output;
 
 // Calls hand buffers between threads (HTTP, the store's workers); glibc's allocator
@@ -54,6 +55,8 @@ fn init_tracing(verbose: u8, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in a log file or a journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = if json {
         builder.json().try_init()

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressStyle};
+use memberspot_hub::HubError;
 use memberspot_tools::ToolError;
 use serde::Serialize;
 
@@ -74,25 +75,64 @@ pub fn progress(len: Option<u64>, what: &str) -> ProgressBar {
     bar
 }
 
+/// A bad flag value or argument found after parsing (exit code 2, like clap's own).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
 /// Prints an error (as JSON on stderr with `--json`) and picks the exit code.
 pub fn report_error(err: &anyhow::Error, json: bool) -> ExitCode {
-    let tool_err = err.downcast_ref::<ToolError>();
-    let usage = tool_err.is_some_and(|e| {
+    // `memberspot audit tail --json | head`: the reader is gone; stop quietly, like other
+    // command-line tools.
+    let broken_pipe = err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
+    let invalid_call = |e: &ToolError| {
         matches!(
             e,
             ToolError::InvalidArguments { .. } | ToolError::UnknownTool { .. }
         )
+    };
+    let hub_err = err.downcast_ref::<HubError>();
+    let tool_err = err.downcast_ref::<ToolError>().or(match hub_err {
+        Some(HubError::Tool(e)) => Some(e),
+        _ => None,
     });
+    let usage = err.downcast_ref::<Usage>().is_some()
+        || matches!(hub_err, Some(HubError::Invalid(_)))
+        || tool_err.is_some_and(invalid_call);
     if json {
-        let body = match tool_err {
-            Some(e) => e.to_json(),
-            None => serde_json::json!({ "code": "error", "message": format!("{err:#}") }),
+        let body = match (tool_err, hub_err) {
+            (Some(e), _) => e.to_json(),
+            (None, Some(e)) => e.to_json(),
+            (None, None) => serde_json::json!({ "code": "error", "message": describe(err) }),
         };
         eprintln!("{}", serde_json::json!({ "error": body }));
     } else {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", describe(err));
     }
     ExitCode::from(if usage { EXIT_USAGE } else { 1 })
+}
+
+/// The error and its causes, joined by ": ", leaving out a cause whose text is already
+/// there (many errors name their cause in their own message).
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// Writes a file only its owner can read (tokens, keys), replacing any old one.

@@ -61,6 +61,47 @@ fn json_of(out: &Output, what: &str) -> Value {
     serde_json::from_str(&ok(out, what)).unwrap_or_else(|e| panic!("{what}: not JSON: {e}"))
 }
 
+type StderrLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// Starts `memberspot serve` on a free port; returns it, its base URL, what it printed up
+/// to the line saying where it listens, and the rest of its stderr.
+async fn start_serve(d: &Path) -> (tokio::process::Child, String, String, StderrLines) {
+    let mut server = cmd(d)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut lines = tokio::io::BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let mut banner = String::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+    {
+        banner.push_str(&line);
+        banner.push('\n');
+        if let Some(rest) = line.strip_prefix("memberspot hub listening on ") {
+            let addr = rest.trim().to_string();
+            return (server, addr, banner, lines);
+        }
+    }
+    panic!("no listening line in:\n{banner}");
+}
+
+/// Stops `serve` as an init system would (SIGTERM) and expects a clean exit.
+#[cfg(unix)]
+async fn stop_gracefully(server: &mut tokio::process::Child) {
+    let pid = server.id().expect("pid");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(20), server.wait())
+        .await
+        .expect("stops")
+        .expect("status");
+    assert!(status.success(), "graceful shutdown exits 0");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn personas_mcp_stdio_and_audit_through_the_cli() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -321,27 +362,7 @@ async fn connections_keep_keys_encrypted_and_serve_answers_rest() {
     }
 
     // serve: prints where it listens, answers REST with the persona token, stops on SIGTERM.
-    let mut server = cmd(d)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("serve");
-    let mut lines = tokio::io::BufReader::new(server.stderr.take().expect("stderr")).lines();
-    let mut addr = None;
-    let mut banner = String::new();
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
-    {
-        banner.push_str(&line);
-        banner.push('\n');
-        if let Some(rest) = line.strip_prefix("memberspot hub listening on ") {
-            addr = Some(rest.trim().to_string());
-            break;
-        }
-    }
-    let addr = addr.unwrap_or_else(|| panic!("no listening line in:\n{banner}"));
+    let (mut server, addr, mut banner, mut lines) = start_serve(d).await;
     assert!(banner.contains("admin token written to"), "{banner}");
     let http = reqwest::Client::new();
     let resp = http
@@ -362,17 +383,7 @@ async fn connections_keep_keys_encrypted_and_serve_answers_rest() {
         .expect("health");
     assert_eq!(health.status().as_u16(), 200);
     #[cfg(unix)]
-    {
-        let pid = server.id().expect("pid");
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let status = tokio::time::timeout(Duration::from_secs(20), server.wait())
-            .await
-            .expect("stops")
-            .expect("status");
-        assert!(status.success(), "graceful shutdown exits 0");
-    }
+    stop_gracefully(&mut server).await;
     while let Ok(Ok(Some(line))) =
         tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await
     {
@@ -533,4 +544,152 @@ async fn the_cli_as_a_persona_is_scoped_revocable_and_audited() {
     let refused = run(d, &["--persona", "reader", "offers", "list"]).await;
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("revoked"));
+}
+
+/// One embedded school per data directory: a CLI command next to a running `serve`
+/// changes the school `serve` answers from, and `serve` keeps that change when it saves
+/// the school on exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_and_serve_share_one_embedded_school() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let args = [
+        "personas",
+        "create",
+        "support",
+        "--scopes",
+        "read,write",
+        "--json",
+    ];
+    let created = json_of(&run(d, &args).await, "create");
+    let token = created["token"].as_str().expect("token").to_string();
+    let offers = json_of(&run(d, &["offers", "list", "--json"]).await, "offers");
+    let offer = offers
+        .as_array()
+        .and_then(|o| o.first())
+        .and_then(|o| o["id"].as_str())
+        .unwrap_or_else(|| panic!("an offer in {offers}"))
+        .to_string();
+
+    let (mut server, addr, _, mut lines) = start_serve(d).await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    // Granted by the CLI while serve runs: serve's next call sees the member.
+    let email = "zed.cli@example.com";
+    ok(
+        &run(d, &["users", "grant", email, "--offer", &offer]).await,
+        "grant next to serve",
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{addr}/v1/tools/find_user_by_email/call"))
+        .bearer_auth(&token)
+        .json(&json!({ "arguments": { "email": email } }))
+        .send()
+        .await
+        .expect("call");
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(status, 200, "serve sees the CLI's member: {body}");
+
+    #[cfg(unix)]
+    {
+        stop_gracefully(&mut server).await;
+        // Saved by serve on exit, the CLI's change included.
+        let found = json_of(&run(d, &["users", "find", email, "--json"]).await, "find");
+        assert!(found.to_string().contains(email), "{found}");
+    }
+}
+
+/// Bad input is exit code 2 with a message naming the problem, and changes nothing;
+/// set-up mistakes (a mistyped database URL, a lost key file) are refused, not papered
+/// over with a fresh empty state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_and_set_up_mistakes_are_refused_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let usage = |out: &Output, what: &str, needle: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {needle:?} not in {err}");
+        assert!(
+            !err.contains("denied:"),
+            "{what}: not a permission problem: {err}"
+        );
+    };
+    let bad_scope = run(d, &["personas", "create", "x1", "--scopes", "reed"]).await;
+    usage(&bad_scope, "unknown scope", "reed");
+    usage(
+        &run(d, &["personas", "create", "bad name"]).await,
+        "bad name",
+        "bad name",
+    );
+    usage(
+        &run(d, &["personas", "create", "x2", "--offers", ""]).await,
+        "empty offer id",
+        "offer id",
+    );
+    usage(
+        &run(d, &["--timeout", "0", "users", "list"]).await,
+        "zero timeout",
+        "--timeout",
+    );
+    usage(
+        &run(d, &["audit", "search", "--since", "yesterday"]).await,
+        "bad --since",
+        "yesterday",
+    );
+    usage(
+        &run(d, &["audit", "search", "--surface", "bogus"]).await,
+        "bad --surface",
+        "bogus",
+    );
+    usage(
+        &run(d, &["serve", "--request-timeout", "0"]).await,
+        "zero request timeout",
+        "request-timeout",
+    );
+    let listed = json_of(&run(d, &["personas", "list", "--json"]).await, "list");
+    assert_eq!(listed, json!([]), "nothing was created");
+
+    // `--json` where it was missing.
+    ok(&run(d, &["personas", "create", "p1"]).await, "create");
+    let granted = json_of(
+        &run(d, &["personas", "grant-scope", "p1", "write", "--json"]).await,
+        "grant-scope",
+    );
+    assert_eq!(granted["name"], "p1", "{granted}");
+    let revoked = json_of(
+        &run(d, &["personas", "revoke", "p1", "--json"]).await,
+        "revoke",
+    );
+    assert_eq!(revoked["revoked"], true, "{revoked}");
+
+    // A new admin token replaces the one in the file serve wrote.
+    let minted = json_of(&run(d, &["admin-token", "--json"]).await, "admin-token");
+    let in_file = std::fs::read_to_string(d.join("admin.token")).expect("admin.token");
+    assert_eq!(minted["admin_token"].as_str(), Some(in_file.trim()));
+
+    // A mistyped PostgreSQL URL is not taken as a file name.
+    let typo = cmd(d)
+        .env("DATABASE_URL", "postgress://postgres@127.0.0.1:5432/hub")
+        .args(["personas", "list"])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("runs");
+    let err = String::from_utf8_lossy(&typo.stderr);
+    assert!(!typo.status.success() && err.contains("postgress"), "{err}");
+    let strays: Vec<_> = std::fs::read_dir(".")
+        .expect("cwd")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("postgress"))
+        .collect();
+    assert!(strays.is_empty(), "no database file was created");
+
+    // A lost key file is reported, and no new key takes its place.
+    std::fs::remove_file(d.join("master.key")).expect("remove key");
+    let lost = run(d, &["personas", "list"]).await;
+    let err = String::from_utf8_lossy(&lost.stderr);
+    assert!(!lost.status.success() && err.contains("restore"), "{err}");
+    assert!(!d.join("master.key").exists());
 }

@@ -91,7 +91,7 @@ fn valid_name(kind: &str, name: &str) -> Result<(), HubError> {
     if ok {
         Ok(())
     } else {
-        Err(HubError::Denied(format!(
+        Err(HubError::Invalid(format!(
             "{kind} name `{name}` must be 1-64 characters of letters, digits, '-', '_' or '.'"
         )))
     }
@@ -103,12 +103,12 @@ impl Hub {
         let scopes = if spec.scopes.is_empty() {
             Scopes::read_only()
         } else {
-            Scopes::parse(&spec.scopes, self.catalogue()).map_err(HubError::Denied)?
+            Scopes::parse(&spec.scopes, self.catalogue()).map_err(HubError::Invalid)?
         };
         if let Some(n) = spec.calls_per_minute
             && n == 0
         {
-            return Err(HubError::Denied(
+            return Err(HubError::Invalid(
                 "calls per minute must be at least 1".into(),
             ));
         }
@@ -168,7 +168,7 @@ impl Hub {
             Vec::new()
         };
         wanted.extend(scopes.iter().cloned());
-        let parsed = Scopes::parse(&wanted, self.catalogue()).map_err(HubError::Denied)?;
+        let parsed = Scopes::parse(&wanted, self.catalogue()).map_err(HubError::Invalid)?;
         let offers = offer_ids.or(current.offer_ids.clone());
         let limit = calls_per_minute.or(current.calls_per_minute);
         Ok(self
@@ -220,11 +220,11 @@ impl Hub {
     ) -> Result<(), HubError> {
         let key = api_key.expose_secret().trim();
         if key.is_empty() {
-            return Err(HubError::Denied("the new API key is empty".into()));
+            return Err(HubError::Invalid("the new API key is empty".into()));
         }
         let conn = self.connection(name).await?;
         if conn.base_url == EMBEDDED_BASE_URL {
-            return Err(HubError::Denied(
+            return Err(HubError::Invalid(
                 "the built-in sandbox connection has no key to rotate".into(),
             ));
         }
@@ -281,10 +281,10 @@ fn check_connection_settings(
     rate_limit: f64,
 ) -> Result<(), HubError> {
     if api_key.expose_secret().trim().is_empty() {
-        return Err(HubError::Denied("the API key is empty".into()));
+        return Err(HubError::Invalid("the API key is empty".into()));
     }
     if !(rate_limit >= 0.0 && rate_limit.is_finite()) {
-        return Err(HubError::Denied(format!(
+        return Err(HubError::Invalid(format!(
             "rate limit must be a number >= 0, got {rate_limit}"
         )));
     }
@@ -293,7 +293,7 @@ fn check_connection_settings(
         .api_key(ApiKey::new(api_key.expose_secret().trim()))
         .build()
         .map(|_| ())
-        .map_err(|e| HubError::Denied(e.to_string()))
+        .map_err(|e| HubError::Invalid(e.to_string()))
 }
 
 /// Audit records as CSV (one row per record; JSON columns as text).

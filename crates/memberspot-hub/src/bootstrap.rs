@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use memberspot_store::Store;
 
-use crate::secrets::{KeySource, MasterKey};
+use crate::secrets::{CHECK_META_KEY, KeySource, MasterKey};
 use crate::{EmbeddedSandbox, Hub, HubError};
 
 /// Where the hub keeps its state.
@@ -38,9 +38,13 @@ pub async fn open(
     embedded: Option<EmbeddedSandbox>,
 ) -> Result<(Hub, KeySource), HubError> {
     create_dir(&settings.data_dir)?;
-    let (key, source) =
-        MasterKey::load_or_create(settings.master_key.as_deref(), &settings.key_file())?;
     let store = Store::open(&settings.database_url()).await?;
+    let set_up = store.get_meta(CHECK_META_KEY).await?.is_some();
+    let (key, source) = MasterKey::load_or_create(
+        settings.master_key.as_deref(),
+        &settings.key_file(),
+        !set_up,
+    )?;
     let hub = Hub::open(store, key, embedded).await?;
     Ok((hub, source))
 }

@@ -11,6 +11,15 @@ pub enum HubError {
     Unauthenticated(String),
     #[error("denied: {0}")]
     Denied(String),
+    /// The caller's input cannot be used (a bad name, an unknown scope, an empty key).
+    #[error("{0}")]
+    Invalid(String),
+    /// The persona's own calls-per-minute limit: the same call works after the wait.
+    #[error("{message}")]
+    Limited {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error(transparent)]
     Tool(#[from] ToolError),
     #[error("{0}")]
@@ -23,7 +32,9 @@ pub enum HubError {
     WrongMasterKey,
     #[error(transparent)]
     Secret(#[from] SecretError),
-    #[error("store: {0}")]
+    // Transparent: with `#[from]` the store error is also the source, and a report that
+    // prints the chain would print its message twice.
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -31,7 +42,10 @@ impl HubError {
     /// The audit outcome of a failed call.
     pub fn outcome(&self) -> &'static str {
         match self {
-            HubError::Denied(_) | HubError::Unauthenticated(_) => "denied",
+            HubError::Denied(_) | HubError::Unauthenticated(_) | HubError::Limited { .. } => {
+                "denied"
+            }
+            HubError::Invalid(_) => "invalid",
             HubError::Tool(ToolError::InvalidArguments { .. } | ToolError::UnknownTool { .. }) => {
                 "invalid"
             }
@@ -44,6 +58,8 @@ impl HubError {
         match self {
             HubError::Unauthenticated(_) => "unauthenticated",
             HubError::Denied(_) => "denied",
+            HubError::Invalid(_) => "invalid",
+            HubError::Limited { .. } => "rate_limited",
             HubError::Tool(e) => e.code(),
             HubError::NotFound(_) => "not_found",
             HubError::Unavailable(_) => "unavailable",
@@ -56,6 +72,14 @@ impl HubError {
     pub fn to_json(&self) -> Value {
         match self {
             HubError::Tool(e) => e.to_json(),
+            HubError::Limited {
+                retry_after_secs, ..
+            } => json!({
+                "code": self.code(),
+                "message": self.to_string(),
+                "retryable": true,
+                "retry_after_secs": retry_after_secs,
+            }),
             other => {
                 json!({ "code": other.code(), "message": other.to_string(), "retryable": false })
             }

@@ -355,12 +355,15 @@ impl Hub {
             if let Some(limit) = p.calls_per_minute
                 && let Err(wait) = self.inner.limiter.try_take(&p.id, limit)
             {
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
                 return (
-                    Err(HubError::Denied(format!(
-                        "persona `{}` exceeded its limit of {limit} calls per minute; try again in {:.0}s",
-                        p.name,
-                        wait.as_secs_f64().ceil()
-                    ))),
+                    Err(HubError::Limited {
+                        message: format!(
+                            "persona `{}` exceeded its limit of {limit} calls per minute; try again in {secs}s",
+                            p.name
+                        ),
+                        retry_after_secs: secs,
+                    }),
                     None,
                 );
             }

@@ -85,10 +85,12 @@ impl MasterKey {
     }
 
     /// Loads the key from the environment, else from `file`, creating the
-    /// file (mode 0600) when it does not exist.
+    /// file (mode 0600) when it does not exist and `may_create` (the database
+    /// has no key yet: a new key could not open what an old one sealed).
     pub fn load_or_create(
         env_value: Option<&str>,
         file: &Path,
+        may_create: bool,
     ) -> Result<(Self, KeySource), SecretError> {
         if let Some(v) = env_value.filter(|v| !v.trim().is_empty()) {
             return Ok((
@@ -108,6 +110,11 @@ impl MasterKey {
                     KeySource::File(file.to_path_buf()),
                 ))
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !may_create => Err(err(
+                "missing, but the database was set up with a master key: restore the file, or \
+                 set MEMBERSPOT_MASTER_KEY"
+                    .into(),
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate();
                 write_owner_only(file, key.encode().expose_secret()).map_err(err)?;
@@ -234,7 +241,7 @@ mod tests {
     fn key_file_is_created_owner_only_and_reused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("keys/master.key");
-        let (k1, src) = MasterKey::load_or_create(None, &path).expect("creates");
+        let (k1, src) = MasterKey::load_or_create(None, &path, true).expect("creates");
         assert_eq!(src, KeySource::CreatedFile(path.clone()));
         #[cfg(unix)]
         {
@@ -242,16 +249,26 @@ mod tests {
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
-        let (k2, _) = MasterKey::load_or_create(None, &path).expect("loads");
+        let (k2, _) = MasterKey::load_or_create(None, &path, false).expect("loads");
         assert_eq!(
             k2.open(&k1.seal("v")).expect("same key").expose_secret(),
             "v"
         );
         let env = k1.encode();
-        let (k3, src) = MasterKey::load_or_create(Some(env.expose_secret()), &path).expect("env");
+        let (k3, src) =
+            MasterKey::load_or_create(Some(env.expose_secret()), &path, false).expect("env");
         assert_eq!(src, KeySource::Env);
         assert!(k3.matches_check(&k1.check_value()));
         assert!(MasterKey::parse("short").is_err());
         assert!(format!("{k1:?}").contains("redacted"));
+
+        // A database that already has a key: a missing file is an error, and no new key
+        // file takes its place.
+        std::fs::remove_file(&path).expect("remove");
+        match MasterKey::load_or_create(None, &path, false) {
+            Err(e) => assert!(e.to_string().contains("restore the file"), "{e}"),
+            Ok(_) => panic!("a missing key file was replaced"),
+        }
+        assert!(!path.exists());
     }
 }

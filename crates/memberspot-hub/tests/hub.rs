@@ -1249,3 +1249,119 @@ async fn instances_start_together_on_a_fresh_database_sqlite() {
 async fn instances_start_together_on_a_fresh_database_postgres() {
     instances_start_together_on_a_fresh_database(Backend::Postgres).await;
 }
+
+/// A persona's own calls-per-minute limit: the call over it is refused with 429, a
+/// `Retry-After` and a retryable error an agent can wait on; it is audited as denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persona_over_its_per_minute_limit_is_told_when_to_retry() {
+    let w = world(Backend::Sqlite).await;
+    let limited = w
+        .hub
+        .create_persona(PersonaSpec {
+            name: "limited".into(),
+            connection: Some("school".into()),
+            calls_per_minute: Some(2),
+            ..Default::default()
+        })
+        .await
+        .expect("persona");
+    let token = limited.token.expose_secret().to_string();
+    for i in 0..2 {
+        let (s, v, _) = w.call(&token, "list_offers", json!({}), "within").await;
+        assert_eq!(s, 200, "call {i}: {v}");
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/tools/list_offers/call", w.base))
+        .bearer_auth(&token)
+        .json(&json!({ "arguments": {} }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 429);
+    let retry_after: u64 = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a Retry-After header in seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert_eq!(body["error"]["retryable"], true, "{body}");
+    assert_eq!(body["error"]["retry_after_secs"], retry_after, "{body}");
+
+    let outcomes: Vec<String> = w
+        .audit()
+        .await
+        .iter()
+        .filter(|r| r["persona"] == "limited")
+        .map(|r| r["outcome"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(outcomes, ["ok", "ok", "denied"]);
+    w.close().await;
+}
+
+/// Errors made outside the handlers (axum's rejections, the request time-out) have the
+/// same JSON shape as the handlers' own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rest_error_has_the_json_error_shape() {
+    let w = world(Backend::Sqlite).await;
+    let http = reqwest::Client::new();
+
+    let (s, v, text) = w
+        .rest(reqwest::Method::GET, "/v1/audit?limit=abc", &w.admin, None)
+        .await;
+    assert_eq!(s, 400, "{text}");
+    assert_eq!(v["error"]["code"], "invalid_query", "{text}");
+    assert_eq!(v["error"]["field"], "limit", "{text}");
+
+    let resp = http
+        .put(format!("{}/v1/tools", w.base))
+        .bearer_auth(&w.reader)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 405);
+    assert!(resp.headers().get("allow").is_some(), "Allow is kept");
+    let v: Value = resp.json().await.expect("a JSON body");
+    assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
+
+    // A request the server gives up on: the sandbox holds every answer for 700 ms.
+    let faults = http
+        .put(format!("{}/_sandbox/faults", w.sandbox.root_url()))
+        .header("X-API-KEY", SCHOOL_KEY)
+        .json(&json!({ "latencyMs": 700 }))
+        .send()
+        .await
+        .expect("faults");
+    assert!(faults.status().is_success());
+    let cancel = CancellationToken::new();
+    let app = memberspot_hub::server::app(
+        w.hub.clone(),
+        Duration::from_millis(200),
+        &[],
+        cancel.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
+            .await;
+    });
+    let resp = http
+        .post(format!("{base}/v1/tools/list_offers/call"))
+        .bearer_auth(&w.reader)
+        .json(&json!({ "arguments": {} }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 503);
+    let v: Value = resp.json().await.expect("a JSON body");
+    assert_eq!(v["error"]["code"], "timeout", "{v}");
+    cancel.cancel();
+    w.close().await;
+}

@@ -980,6 +980,15 @@ fn migrator(backend: Backend) -> Migrator {
     }
 }
 
+/// The scheme of `url` if it starts like one (`word://`).
+fn url_scheme(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    valid.then_some(scheme)
+}
+
 fn resolve_target(url: &str) -> Result<Target, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Target {
@@ -997,8 +1006,17 @@ fn resolve_target(url: &str) -> Result<Target, StoreError> {
             Some((p, q)) => (p, Some(q)),
             None => (rest, None),
         },
-        // A bare path: taken whole, even if it contains '?'.
-        None => (url, None),
+        // A bare path: taken whole, even if it contains '?'; but something that looks like
+        // a URL of another scheme is a mistake (a typo in `postgres://`), not a file name.
+        None => {
+            if let Some(scheme) = url_scheme(url) {
+                return Err(StoreError::Invalid(format!(
+                    "database URL scheme `{scheme}://` is not supported: use postgres://, \
+                     postgresql:// or sqlite:// (or a file path)"
+                )));
+            }
+            (url, None)
+        }
     };
     if path.is_empty() || path == ":memory:" {
         // sqlx's Any driver would give every pooled connection its own in-memory database.
@@ -1507,6 +1525,19 @@ mod tests {
             resolve_target("sqlite::memory:"),
             Err(StoreError::Invalid(_))
         ));
+
+        // A mistyped or foreign scheme is refused, not taken as a file name; the error
+        // names the scheme and nothing else of the URL.
+        for url in ["postgress://u:pw@db/hub", "mysql://u:pw@db/hub"] {
+            match resolve_target(url) {
+                Err(StoreError::Invalid(m)) => {
+                    assert!(m.contains(url.split_once(':').unwrap().0), "{m}");
+                    assert!(!m.contains("pw"), "{m}");
+                }
+                Err(e) => panic!("{url}: {e}"),
+                Ok(_) => panic!("{url} was accepted"),
+            }
+        }
     }
 
     #[test]

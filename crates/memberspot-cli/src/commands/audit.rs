@@ -7,7 +7,7 @@ use memberspot_hub::store::{AuditFilter, AuditRecord};
 
 use crate::cli::{AuditCommand, AuditFilterArgs, ExportFormat, Global};
 use crate::connection::{close_hub, open_hub};
-use crate::output::{confirm, print_json, print_table, table};
+use crate::output::{Usage, confirm, print_json, print_table, table};
 
 /// `--since`: RFC 3339, a date, or a duration back from now (`30m`, `2h`, `7d`).
 pub(crate) fn parse_since(v: &str) -> anyhow::Result<i64> {
@@ -146,7 +146,10 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
             }
             AuditCommand::Purge { days, yes } => {
                 let Some(days) = days.or(file.retention_days()?) else {
-                    bail!("give --days, or set audit_retention_days in the config file");
+                    return Err(Usage(
+                        "give --days, or set audit_retention_days in the config file".into(),
+                    )
+                    .into());
                 };
                 confirm(&format!("Delete audit records older than {days} days?"), yes)?;
                 let before = chrono::Utc::now().timestamp_millis() - i64::from(days) * 86_400_000;

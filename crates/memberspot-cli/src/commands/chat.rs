@@ -119,7 +119,7 @@ async fn converse(
         match turn(&mut session, line, &mut lines, args.yes, json).await {
             Ok(t) if json => print_json(&t)?,
             Ok(_) => {}
-            Err(e) => eprintln!("error: {e:#}"),
+            Err(e) => eprintln!("error: {}", crate::output::describe(&e)),
         }
     }
     Ok(ExitCode::SUCCESS)

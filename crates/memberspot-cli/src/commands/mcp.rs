@@ -9,7 +9,8 @@ use memberspot_hub::mcp::{McpServer, StdioIdentity, serve_stdio};
 use memberspot_hub::store::Persona;
 
 use crate::cli::{Global, McpArgs};
-use crate::connection::{close_hub, open_hub};
+use crate::connection::{close_hub, open_hub_as};
+use crate::local_school::Role;
 
 /// The persona used when none is given: read-only, on the sandbox, in memory.
 fn local_default() -> Persona {
@@ -32,9 +33,9 @@ fn local_default() -> Persona {
 
 pub async fn run(args: McpArgs, global: &Global) -> anyhow::Result<ExitCode> {
     if global.persona.is_some() && args.token.is_some() {
-        anyhow::bail!("give --persona or --token, not both");
+        return Err(crate::output::Usage("give --persona or --token, not both".into()).into());
     }
-    let (hub, sandbox, _) = open_hub(global).await?;
+    let (hub, sandbox, _) = open_hub_as(global, Role::Service).await?;
     let identity = match (&global.persona, &args.token) {
         (Some(name), _) => {
             let p = hub.persona(name).await?;

@@ -2,7 +2,7 @@
 //! arguments into tool calls through the hub (the same path MCP and REST
 //! use, so every call is audited) or into hub admin operations, and render.
 
-mod audit;
+pub(crate) mod audit;
 pub mod chat;
 mod check;
 mod connections;

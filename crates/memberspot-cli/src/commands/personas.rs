@@ -7,7 +7,7 @@ use serde_json::json;
 use memberspot_hub::SANDBOX_CONNECTION;
 
 use crate::cli::{Global, PersonasCommand};
-use crate::connection::{close_hub, open_hub};
+use crate::connection::{close_hub, hub_settings, open_hub};
 use crate::output::{print_json, print_table, table};
 
 fn when(ms: i64) -> String {
@@ -87,11 +87,17 @@ pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCo
             }
             PersonasCommand::GrantScope { name, scopes, replace } => {
                 let p = hub.set_persona_scopes(&name, &scopes, !replace, None, None).await?;
-                println!("persona `{}` now has scopes {}", p.name, p.scopes.join(", "));
+                if json {
+                    print_json(&PersonaView::from(&p))?;
+                } else {
+                    println!("persona `{}` now has scopes {}", p.name, p.scopes.join(", "));
+                }
             }
             PersonasCommand::Revoke { name } => {
                 let changed = hub.revoke_persona(&name).await?;
-                if changed {
+                if json {
+                    print_json(&json!({ "name": name, "revoked": true, "changed": changed }))?;
+                } else if changed {
                     println!("persona `{name}` revoked: its next call is refused; other personas and the school's key are untouched");
                 } else {
                     println!("persona `{name}` was already revoked");
@@ -114,15 +120,19 @@ pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCo
 }
 
 pub async fn admin_token(global: &Global) -> anyhow::Result<ExitCode> {
-    let (hub, sandbox, _) = open_hub(global).await?;
+    let (hub, sandbox, file) = open_hub(global).await?;
     let token = hub.issue_admin_token().await;
     close_hub(&hub, sandbox).await?;
     let token = token?;
+    // The file `serve` wrote on first start would otherwise hold a token that no longer works.
+    let path = hub_settings(global, &file).data_dir.join("admin.token");
+    crate::output::write_private(&path, token.expose_secret())?;
     if global.json {
-        print_json(&json!({ "admin_token": token.expose_secret() }))?;
+        print_json(&json!({ "admin_token": token.expose_secret(), "file": path }))?;
     } else {
         println!(
-            "admin token (replaces any earlier one; shown only now):\n\n  {}\n",
+            "admin token (replaces any earlier one; also written to {}):\n\n  {}\n",
+            path.display(),
             token.expose_secret()
         );
         println!(

@@ -1,10 +1,10 @@
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
 
 use crate::cli::{Global, SandboxCommand, SandboxServeArgs};
-use crate::output::print_json;
+use crate::output::{Usage, print_json};
 
 pub async fn run(cmd: SandboxCommand, global: &Global) -> anyhow::Result<ExitCode> {
     let SandboxCommand::Serve(args) = cmd;
@@ -15,19 +15,20 @@ fn share(name: &str, v: f64) -> anyhow::Result<f64> {
     if (0.0..=1.0).contains(&v) {
         Ok(v)
     } else {
-        bail!("--{name} must be between 0 and 1, got {v}")
+        Err(Usage(format!("--{name} must be between 0 and 1, got {v}")).into())
     }
 }
 
 async fn serve(args: SandboxServeArgs, json: bool) -> anyhow::Result<ExitCode> {
     if !(args.rate_limit >= 0.0 && args.rate_limit.is_finite()) {
-        bail!(
+        return Err(Usage(format!(
             "--rate-limit must be a number >= 0 (0 lifts the limit), got {}",
             args.rate_limit
-        );
+        ))
+        .into());
     }
     if args.api_key.trim().is_empty() {
-        bail!("--api-key must not be empty");
+        return Err(Usage("--api-key must not be empty".into()).into());
     }
     let faults = Faults {
         latency_ms: args.fault_latency_ms,

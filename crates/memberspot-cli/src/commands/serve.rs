@@ -6,10 +6,11 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Global, ServeArgs};
-use crate::connection::{close_hub, hub_settings, open_hub};
+use crate::connection::{close_hub, hub_settings, open_hub_as};
+use crate::local_school::Role;
 
 pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
-    let (hub, sandbox, file) = open_hub(global).await?;
+    let (hub, sandbox, file) = open_hub_as(global, Role::Service).await?;
     let settings = hub_settings(global, &file);
 
     // First start: an admin token for the REST admin routes, in a file only the owner can read.

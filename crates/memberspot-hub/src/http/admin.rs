@@ -105,17 +105,8 @@ async fn create_persona(
             offer_ids: b.offer_ids,
             calls_per_minute: b.calls_per_minute,
         })
-        .await
-        .map_err(bad_request)?;
+        .await?;
     Ok((StatusCode::CREATED, Json(issued(t))).into_response())
-}
-
-/// Scope errors and name errors are the caller's: 400, not 403.
-fn bad_request(e: crate::HubError) -> HttpError {
-    match e {
-        crate::HubError::Denied(m) => HttpError::new(StatusCode::BAD_REQUEST, "invalid", m),
-        other => other.into(),
-    }
 }
 
 #[utoipa::path(get, path = "/v1/personas/{name}", tag = "admin", security(("admin" = [])),
@@ -175,8 +166,7 @@ async fn set_persona_scopes(
 ) -> Result<Json<Value>, HttpError> {
     let p = hub
         .set_persona_scopes(&name, &b.scopes, b.add, b.offer_ids, b.calls_per_minute)
-        .await
-        .map_err(bad_request)?;
+        .await?;
     Ok(Json(persona_json(&p)))
 }
 
@@ -225,8 +215,7 @@ async fn add_connection(
     let key = SecretString::from(b.api_key);
     let c = hub
         .add_connection(&b.name, &b.base_url, &key, b.rate_limit)
-        .await
-        .map_err(bad_request)?;
+        .await?;
     Ok((StatusCode::CREATED, Json(c)).into_response())
 }
 

@@ -31,7 +31,14 @@ impl HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.body }))).into_response()
+        let retry_after = self.body["retry_after_secs"].as_u64();
+        let mut response = (self.status, Json(json!({ "error": self.body }))).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -41,6 +48,8 @@ impl From<HubError> for HttpError {
         let status = match &e {
             HubError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             HubError::Denied(_) => StatusCode::FORBIDDEN,
+            HubError::Invalid(_) => StatusCode::BAD_REQUEST,
+            HubError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
             HubError::NotFound(_) => StatusCode::NOT_FOUND,
             HubError::Tool(ToolError::UnknownTool { .. }) => StatusCode::NOT_FOUND,
             HubError::Tool(ToolError::InvalidArguments { .. }) => StatusCode::BAD_REQUEST,
@@ -64,4 +73,66 @@ impl From<HubError> for HttpError {
             body: e.to_json(),
         }
     }
+}
+
+/// Gives every error answer the REST error shape, including those made outside the
+/// handlers: axum's own rejections (a bad query string, a wrong method, a body that is
+/// not JSON), which are plain text or empty, and the request time-out, which is empty.
+pub(crate) async fn json_envelope(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, default) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this route does not take that method")
+        }
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "timeout",
+            "the request took longer than the server's request timeout (`--request-timeout`)",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "invalid_body",
+            "the body must be JSON (`Content-Type: application/json`)",
+        ),
+        _ if status.is_client_error() => ("invalid_request", "the request could not be used"),
+        _ => ("unavailable", "the server could not answer"),
+    };
+    let message = if text.is_empty() {
+        default.to_string()
+    } else {
+        text
+    };
+    let code = match message.strip_prefix("Failed to deserialize query string: ") {
+        Some(_) => "invalid_query",
+        None => code,
+    };
+    // axum names the offending query parameter first: "…query string: limit: invalid digit…".
+    let field = message
+        .strip_prefix("Failed to deserialize query string: ")
+        .and_then(|rest| rest.split_once(": "))
+        .map(|(field, _)| field.to_string());
+    let mut body = json!({ "code": code, "message": message });
+    if let Some(f) = field {
+        body["field"] = json!(f);
+    }
+    let mut out = (status, Json(json!({ "error": body }))).into_response();
+    // Keep headers such as `Allow` and `Retry-After`, but not the old body's type and length.
+    for (name, value) in parts.headers.iter() {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }

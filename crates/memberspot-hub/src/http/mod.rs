@@ -126,6 +126,7 @@ pub fn app_with(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
         ))
+        .layer(axum::middleware::map_response(error::json_envelope))
 }
 
 /// The OpenAPI document as JSON (also served at `/openapi.json`).

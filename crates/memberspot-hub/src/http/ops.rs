@@ -35,7 +35,7 @@ async fn readyz(State(hub): State<Hub>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics: tool calls by tool/outcome/surface, latency histogram, upstream 429s.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus metrics (OpenMetrics text format)", content_type = "application/openmetrics-text")))]
 async fn metrics(State(hub): State<Hub>) -> impl IntoResponse {
     (
         [(

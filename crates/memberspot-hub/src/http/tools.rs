@@ -121,10 +121,10 @@ pub struct CallResponse {
         (status = 200, body = CallResponse),
         (status = 400, description = "invalid arguments; `field` names the argument"),
         (status = 401, description = "missing, unknown or revoked token"),
-        (status = 403, description = "outside the persona's scopes or limits"),
+        (status = 403, description = "outside the persona's scopes"),
         (status = 404, description = "no such tool, or Memberspot found no such member/offer"),
         (status = 422, description = "Memberspot rejected the request"),
-        (status = 429, description = "Memberspot rate limit persisted"),
+        (status = 429, description = "the persona's calls-per-minute limit (see `Retry-After`), or Memberspot's rate limit persisted"),
         (status = 502, description = "Memberspot failed"),
     ))]
 async fn call_tool(
