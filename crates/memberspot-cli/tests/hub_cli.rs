@@ -202,6 +202,11 @@ async fn personas_mcp_stdio_and_audit_through_the_cli() {
     assert_eq!(records[0]["prompt"], "what can I sell?");
     assert_eq!(records[0]["persona"], "helper");
     assert_eq!(records[2]["prompt"], "weekly check");
+    let newest = json_of(
+        &run(d, &["audit", "search", "--json", "--limit", "1"]).await,
+        "audit --limit 1",
+    );
+    assert_eq!(newest[0]["seq"], records[2]["seq"], "the newest match");
     let denied = json_of(
         &run(d, &["audit", "search", "--outcome", "denied", "--json"]).await,
         "search",

@@ -119,7 +119,12 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
                 Ok(ExitCode::SUCCESS)
             }
             AuditCommand::Search(args) => {
-                render(&hub.audit(&filter(&args)?).await?, json)?;
+                // The newest matches, shown oldest first like `tail`.
+                let mut f = filter(&args)?;
+                f.newest_first = true;
+                let mut found = hub.audit(&f).await?;
+                found.reverse();
+                render(&found, json)?;
                 Ok(ExitCode::SUCCESS)
             }
             AuditCommand::Export { filter: args, format } => {
