@@ -139,7 +139,8 @@ pub async fn open(global: &Global) -> anyhow::Result<Session> {
         }
         let (sandbox, embedded) = start_embedded(global, &file, Role::Command).await?;
         let (hub, _) = bootstrap::open(&settings, Some(embedded)).await?;
-        let persona = hub.persona(name).await?;
+        // Revoked or not: a revoked persona's call is refused by the hub, and recorded.
+        let persona = hub.find_persona(name).await?;
         return Ok(Session {
             hub,
             principal: Principal::Persona(persona),

@@ -196,6 +196,14 @@ impl Hub {
     /// Looks a bearer token up. Checked against the directory version on every
     /// call, so a revocation takes effect on the next call without a restart.
     pub async fn authenticate(&self, token: &str) -> Result<Persona, HubError> {
+        let persona = self.identify(token).await?;
+        refuse_revoked(&persona)?;
+        Ok(persona)
+    }
+
+    /// The persona a token belongs to, revoked or not: a tool call with a revoked
+    /// token is refused by [`Hub::call`], which records the attempt.
+    pub async fn identify(&self, token: &str) -> Result<Persona, HubError> {
         let token = token.trim();
         if !tokens::looks_like_token(token) {
             return Err(HubError::Unauthenticated(
@@ -210,30 +218,25 @@ impl Hub {
             .await?
             .filter(|p| tokens::verify(token, &p.token_hash))
             .ok_or_else(|| HubError::Unauthenticated("unknown or rotated token".into()))?;
-        if persona.revoked_at.is_some() {
-            return Err(HubError::Unauthenticated(format!(
-                "persona `{}` has been revoked",
-                persona.name
-            )));
-        }
         Ok(persona)
     }
 
     /// A persona by name (stdio MCP, flows), checked against the store on every
     /// call: revocation applies on the next call.
     pub async fn persona(&self, name: &str) -> Result<Persona, HubError> {
-        let p = self
-            .inner
+        let p = self.find_persona(name).await?;
+        refuse_revoked(&p)?;
+        Ok(p)
+    }
+
+    /// As [`Hub::persona`], revoked or not (for a tool call, which [`Hub::call`]
+    /// refuses and records).
+    pub async fn find_persona(&self, name: &str) -> Result<Persona, HubError> {
+        self.inner
             .directory
             .persona(name)
             .await?
-            .ok_or_else(|| HubError::Unauthenticated(format!("no persona named `{name}`")))?;
-        if p.revoked_at.is_some() {
-            return Err(HubError::Unauthenticated(format!(
-                "persona `{name}` has been revoked"
-            )));
-        }
-        Ok(p)
+            .ok_or_else(|| HubError::Unauthenticated(format!("no persona named `{name}`")))
     }
 
     pub fn scopes_of(&self, p: &Persona) -> Scopes {
@@ -340,6 +343,11 @@ impl Hub {
         args: Value,
         client: Option<Client>,
     ) -> (Result<Value, HubError>, Option<u16>) {
+        if let Principal::Persona(p) = who
+            && let Err(e) = refuse_revoked(p)
+        {
+            return (Err(e), None);
+        }
         let Some(entry) = self.inner.catalogue.get(tool) else {
             return (
                 Err(HubError::Tool(ToolError::UnknownTool {
@@ -480,6 +488,17 @@ impl Drop for PendingAudit {
             );
         }
         self.hub.inner.audit.append_detached(record);
+    }
+}
+
+/// A revoked persona may not act; the error says so (and is audited as `denied`).
+fn refuse_revoked(p: &Persona) -> Result<(), HubError> {
+    match p.revoked_at {
+        Some(_) => Err(HubError::Unauthenticated(format!(
+            "persona `{}` has been revoked",
+            p.name
+        ))),
+        None => Ok(()),
     }
 }
 

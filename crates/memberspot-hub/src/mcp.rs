@@ -89,6 +89,18 @@ impl McpServer {
         }
     }
 
+    /// Who a tool call comes from: as [`McpServer::principal`], but a revoked stdio persona
+    /// is returned, so that [`Hub::call`] refuses the call and records the attempt.
+    async fn caller(&self, ctx: &RequestContext<RoleServer>) -> Result<Principal, HubError> {
+        match &self.stdio {
+            Some(StdioIdentity::Persona(name)) => {
+                Ok(Principal::Persona(self.hub.find_persona(name).await?))
+            }
+            Some(StdioIdentity::Token(t)) => Ok(Principal::Persona(self.hub.identify(t).await?)),
+            _ => self.principal(ctx).await,
+        }
+    }
+
     fn surface(&self) -> Surface {
         if self.stdio.is_some() {
             Surface::McpStdio
@@ -116,7 +128,11 @@ fn to_tool(d: &ToolDescriptor) -> Tool {
 
 /// `_meta` values may be strings or objects; we record text.
 fn meta_text(ctx: &RequestContext<RoleServer>, key: &str) -> Option<String> {
-    match ctx.meta.get(key)? {
+    as_text(ctx.meta.get(key)?)
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),
@@ -169,7 +185,7 @@ impl ServerHandler for McpServer {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let who = match self.principal(&ctx).await {
+        let who = match self.caller(&ctx).await {
             Ok(w) => w,
             Err(e) => return Ok(error_result(&e).into()),
         };
@@ -224,23 +240,62 @@ async fn bearer_auth(State(hub): State<Hub>, mut req: Request, next: Next) -> Re
         .map(str::trim)
         .map(str::to_string);
     let result = match token {
-        Some(t) => hub.authenticate(&t).await,
+        Some(t) => hub.identify(&t).await,
         None => Err(HubError::Unauthenticated(
             "send `Authorization: Bearer <persona token>`".into(),
         )),
     };
-    match result {
-        Ok(persona) => {
+    let refusal = match result {
+        Ok(persona) if persona.revoked_at.is_none() => {
             req.extensions_mut().insert(persona);
-            next.run(req).await
+            return next.run(req).await;
         }
-        Err(e) => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({ "error": { "code": "unauthenticated", "message": e.to_string() } })),
-        )
-            .into_response(),
-    }
+        Ok(revoked) => {
+            // Refused at the door like an unknown token, but a tool call is audited:
+            // the hub refuses it and records who tried what.
+            let body = axum::body::to_bytes(req.into_body(), crate::http::BODY_LIMIT)
+                .await
+                .unwrap_or_default();
+            let name = revoked.name.clone();
+            let who = Principal::Persona(revoked);
+            let mut refusal = None;
+            for (tool, args, ctx) in attempted_tool_calls(&body) {
+                refusal = hub.call(&who, &ctx, &tool, args).await.result.err();
+            }
+            refusal.unwrap_or_else(|| {
+                HubError::Unauthenticated(format!("persona `{name}` has been revoked"))
+            })
+        }
+        Err(e) => e,
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({ "error": { "code": "unauthenticated", "message": refusal.to_string() } })),
+    )
+        .into_response()
+}
+
+/// The `tools/call` requests in a JSON-RPC body (one message or a batch): tool name,
+/// arguments and the call context from `_meta`.
+fn attempted_tool_calls(body: &[u8]) -> Vec<(String, Value, CallContext)> {
+    let messages = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(batch)) => batch,
+        Ok(one) => vec![one],
+        Err(_) => return Vec::new(),
+    };
+    messages
+        .into_iter()
+        .filter(|m| m["method"] == "tools/call")
+        .filter_map(|m| {
+            let params = &m["params"];
+            let tool = params["name"].as_str()?.to_string();
+            let mut ctx = CallContext::new(Surface::McpHttp);
+            ctx.prompt = as_text(&params["_meta"]["prompt"]);
+            ctx.end_user = as_text(&params["_meta"]["end_user"]);
+            Some((tool, params["arguments"].clone(), ctx))
+        })
+        .collect()
 }
 
 /// `/mcp`: MCP over streamable HTTP, behind bearer authentication.

@@ -414,6 +414,14 @@ async fn rest_story(backend: Backend) {
         .call(&w.support, "list_offers", json!({}), "still fine")
         .await;
     assert_eq!(s, 200);
+    // The refused attempt is on record, under the revoked persona.
+    let audit = w.audit().await;
+    let attempt = audit
+        .iter()
+        .find(|r| r["prompt"] == "after revoke")
+        .expect("the revoked persona's attempt is audited");
+    assert_eq!(attempt["persona"], "reader");
+    assert_eq!(attempt["outcome"], "denied");
 
     // The chain verifies; editing a row breaks it.
     let (_, v, _) = w
@@ -611,6 +619,27 @@ async fn mcp_http_story(backend: Backend) {
         ))
         .await;
     assert!(client.is_err(), "a revoked token cannot open a session");
+    // A tool call with the revoked token is refused at the door, and on record.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/mcp", w.base))
+        .bearer_auth(&w.reader)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": { "name": "list_offers", "arguments": {}, "_meta": { "prompt": "still allowed?" } }
+        }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+    let audit = w.audit().await;
+    let attempt = audit
+        .iter()
+        .find(|r| r["prompt"] == "still allowed?")
+        .expect("the revoked persona's attempt is audited");
+    assert_eq!(attempt["persona"], "reader");
+    assert_eq!(attempt["surface"], "mcp-http");
+    assert_eq!(attempt["outcome"], "denied");
     w.close().await;
 }
 
@@ -654,10 +683,17 @@ async fn mcp_stdio_persona_is_reread_on_every_call() {
         .iter()
         .filter(|r| r["surface"] == "mcp-stdio")
         .collect();
+    let outcomes: Vec<(&Value, &Value)> = stdio
+        .iter()
+        .map(|r| (&r["persona"], &r["outcome"]))
+        .collect();
     assert_eq!(
-        stdio.len(),
-        1,
-        "the refused call could not be attributed to a live persona"
+        outcomes,
+        [
+            (&json!("support"), &json!("ok")),
+            (&json!("support"), &json!("denied"))
+        ],
+        "the refused call is on record under the revoked persona"
     );
     let _ = client.cancel().await;
     w.close().await;
@@ -1032,8 +1068,14 @@ async fn changes_from_another_process_apply_to_the_next_call(backend: Backend) {
         .collect();
     assert_eq!(
         outcomes,
-        ["reader:ok", "support:denied", "support:ok", "support:ok"],
-        "a refused token never reaches a tool, so it has no tool-call record"
+        [
+            "reader:ok",
+            "support:denied",
+            "support:ok",
+            "reader:denied",
+            "support:ok"
+        ],
+        "the revoked persona's attempt is on record, refused"
     );
     assert!(elsewhere.verify_audit().await.expect("verify").ok);
     elsewhere.close().await;

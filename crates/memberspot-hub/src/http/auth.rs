@@ -42,6 +42,16 @@ pub fn bearer(parts: &Parts) -> Result<&str, HttpError> {
         })
 }
 
+/// The persona whose token the request carries; a revoked one only if `revoked_ok`.
+async fn persona_of(parts: &Parts, hub: &Hub, revoked_ok: bool) -> Result<Persona, HttpError> {
+    let token = bearer(parts)?;
+    Ok(if revoked_ok {
+        hub.identify(token).await?
+    } else {
+        hub.authenticate(token).await?
+    })
+}
+
 /// A request authenticated as a persona.
 pub struct PersonaAuth(pub Persona);
 
@@ -53,8 +63,27 @@ where
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)?;
-        Ok(PersonaAuth(Hub::from_ref(state).authenticate(token).await?))
+        persona_of(parts, &Hub::from_ref(state), false)
+            .await
+            .map(PersonaAuth)
+    }
+}
+
+/// The persona a tool call's token belongs to, revoked or not: the call itself is
+/// refused (and the attempt audited) by the hub when the persona is revoked.
+pub struct Caller(pub Persona);
+
+impl<S> FromRequestParts<S> for Caller
+where
+    Hub: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        persona_of(parts, &Hub::from_ref(state), true)
+            .await
+            .map(Caller)
     }
 }
 

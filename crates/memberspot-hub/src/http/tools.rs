@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::PersonaAuth;
+use super::auth::{Caller, PersonaAuth};
 use super::{HttpError, body::ApiJson};
 use crate::{CallContext, Hub, Principal, Surface};
 
@@ -129,7 +129,7 @@ pub struct CallResponse {
     ))]
 async fn call_tool(
     State(hub): State<Hub>,
-    PersonaAuth(p): PersonaAuth,
+    Caller(p): Caller,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<CallRequest>,
 ) -> Result<Json<CallResponse>, HttpError> {
