@@ -310,7 +310,9 @@ pub enum EventsCommand {
 #[derive(Debug, Args, Default)]
 pub struct EventFilterArgs {
     /// pending, processing, retry, done, unmatched, ignored, rejected, dead (comma-separated)
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = [
+        "pending", "processing", "retry", "done", "unmatched", "ignored", "rejected", "dead",
+    ])]
     pub status: Vec<String>,
     /// Only events no rule matched (same as --status unmatched)
     #[arg(long)]
@@ -368,7 +370,7 @@ pub enum FlowsCommand {
         #[arg(long)]
         dry_run: bool,
         /// JSON available to templates as `input`
-        #[arg(long, value_name = "JSON")]
+        #[arg(long, value_name = "JSON", value_parser = json_text)]
         input: Option<String>,
     },
     /// Past runs, newest first
@@ -508,6 +510,13 @@ fn offer_id(s: &str) -> Result<String, String> {
         return Err("an offer id must not be empty".into());
     }
     Ok(id.to_string())
+}
+
+/// Text that parses as JSON (kept as text; the command parses it again).
+fn json_text(s: &str) -> Result<String, String> {
+    serde_json::from_str::<serde_json::Value>(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not JSON: {e}"))
 }
 
 /// Checked now, resolved when the command runs (a duration counts back from then).

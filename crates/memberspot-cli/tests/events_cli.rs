@@ -487,8 +487,16 @@ async fn rules_validate_names_lines_and_events_commands_answer() {
         .output()
         .await
         .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--status `finished`"));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad flag value is a usage error"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'finished'") && stderr.contains("--status"),
+        "{stderr}"
+    );
     let out = cmd(d, None)
         .args(["events", "replay"])
         .output()

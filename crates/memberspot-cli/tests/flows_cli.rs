@@ -124,7 +124,8 @@ async fn fresh_install_sends_the_daily_summary_by_email_and_slack() {
     // Validation names lines.
     std::fs::write(
         d.join("bad.toml"),
-        "[digest]\nat = \"7 Uhr\"\n\n[[flows]]\nname = \"x\"\ntrigger.cron = \"0 7 * *\"\n",
+        "[digest]\nat = \"7 Uhr\"\n\n[[flows]]\nname = \"x\"\ntrigger.cron = \"0 7 * *\"\n\n\
+         [[flows]]\nname = \"y\"\ntrigger.manual = true\n\n[[flows.steps]]\nname = \"s\"\ntool = \"no_such_tool\"\n",
     )
     .unwrap();
     let out = cmd(d)
@@ -141,6 +142,10 @@ async fn fresh_install_sends_the_daily_summary_by_email_and_slack() {
     );
     assert!(
         stderr.contains("bad.toml:6:16: flow `x`: cron expression `0 7 * *` has 4 fields"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("flow `y` step `s`: unknown tool `no_such_tool`"),
         "{stderr}"
     );
 }

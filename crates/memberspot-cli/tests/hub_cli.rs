@@ -653,6 +653,16 @@ async fn bad_input_and_set_up_mistakes_are_refused_clearly() {
         "zero request timeout",
         "request-timeout",
     );
+    usage(
+        &run(d, &["events", "list", "--status", "bogus"]).await,
+        "bad --status",
+        "bogus",
+    );
+    usage(
+        &run(d, &["flows", "run", "x", "--input", "notjson"]).await,
+        "bad --input",
+        "not JSON",
+    );
     let listed = json_of(&run(d, &["personas", "list", "--json"]).await, "list");
     assert_eq!(listed, json!([]), "nothing was created");
 

@@ -153,7 +153,11 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str) -> Handled {
     let rule = match events.config().rule_for(&e.source, e.product_id.as_deref()) {
         Some(r) => Some(r.clone()),
         None => match rule_via_order(events, e).await {
-            Ok(r) => r,
+            Ok(Some(r)) => Some(r),
+            Ok(None) => match rule_ending_unknown_order(events, e).await {
+                Ok(r) => r,
+                Err(err) => return failed_store(err),
+            },
             Err(err) => return failed_store(err),
         },
     };
@@ -208,6 +212,28 @@ async fn rule_via_order(
     Ok(stored
         .and_then(|o| o.offer_id)
         .and_then(|offer| events.config().rule_for_offer(&e.source, &offer).cloned()))
+}
+
+/// A refund or chargeback that names no product, for an order not seen yet (Stripe's
+/// `charge.refunded` arriving before its purchase): decided under the source's first rule
+/// that revokes on it, which marks the order ended, so the late purchase grants nothing.
+async fn rule_ending_unknown_order(
+    events: &Events,
+    e: &StoredEvent,
+) -> Result<Option<crate::config::Rule>, memberspot_store::StoreError> {
+    let Some(order) = &e.order_id else {
+        return Ok(None);
+    };
+    let ending = events
+        .config()
+        .rules
+        .iter()
+        .find(|r| r.source == e.source && r.revokes(&e.kind));
+    let Some(rule) = ending else {
+        return Ok(None);
+    };
+    let known = events.hub().store().get_order(&e.source, order).await?;
+    Ok(known.is_none().then(|| rule.clone()))
 }
 
 async fn decide_and_act(

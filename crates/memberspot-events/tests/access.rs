@@ -419,6 +419,37 @@ access_days = 30
         false
     );
     assert_eq!(succeeded(&w, ORDER_STATE).await, 2);
+
+    // Out of order on Stripe: the refund (which names no product) comes before its
+    // purchase. The order is marked ended, and the late purchase grants nothing.
+    let sign = |body: &str| {
+        let sig =
+            memberspot_webhooks::stripe::compute_signature(&stripe_secret, now, body.as_bytes());
+        vec![("Stripe-Signature", format!("t={now},v1={sig}"))]
+    };
+    let early = |name: &str, evt: &str| {
+        vector("stripe.json", name)["raw_body"]
+            .as_str()
+            .unwrap()
+            .replace("pi_3MbrTest0001", "pi_early2")
+            .replace("jorg.muller@example.com", "early2@example.com")
+            .replace("\"id\": \"evt_", &format!("\"id\": \"evt_{evt}_"))
+    };
+    for (name, evt) in [
+        ("valid_charge_refunded", "r"),
+        ("valid_checkout_session_completed", "p"),
+    ] {
+        let body = early(name, evt);
+        let (status, text) = post(&base, "/hooks/stripe", &body, &sign(&body)).await;
+        assert_eq!(status, 200, "{name}: {text}");
+        served.drain(20).await;
+    }
+    assert_eq!(
+        holding(&w, "early2@example.com", &offers[0]).await,
+        None,
+        "a purchase whose refund came first grants nothing"
+    );
+    assert_eq!(succeeded(&w, GRANT).await, 2, "no further grant");
     served.stop().await;
     w.close().await;
 }

@@ -413,6 +413,15 @@ impl FlowsConfig {
                     continue;
                 }
                 let action = if let Some(tool) = &st.tool {
+                    if !is_tool(tool) {
+                        problems.push(at(
+                            s.span(),
+                            format!(
+                                "flow `{name}` step `{step_name}`: unknown tool `{tool}` (see `memberspot tools list`)"
+                            ),
+                        ));
+                        continue;
+                    }
                     Action::Tool {
                         tool: tool.clone(),
                         args: st
@@ -618,6 +627,19 @@ impl FlowsConfig {
     pub fn flow(&self, name: &str) -> Option<&Flow> {
         self.flows.iter().find(|f| f.name == name)
     }
+}
+
+/// Whether the catalogue has a tool of this name.
+fn is_tool(name: &str) -> bool {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            memberspot_tools::Catalogue::standard()
+                .iter()
+                .map(|e| e.name())
+                .collect()
+        })
+        .contains(&name)
 }
 
 fn templates_of(a: &Action) -> Vec<String> {

@@ -34,10 +34,19 @@ pub struct SourceSpec {
     /// ... or where the next cursor is, sent back as query parameter `cursor_param`.
     pub cursor: Option<String>,
     pub cursor_param: Option<String>,
-    #[serde(default)]
+    /// Sent with every request (often a credential): shown as `<redacted>`.
+    #[serde(default, serialize_with = "redacted_values")]
     pub headers: BTreeMap<String, String>,
     /// Stop after this many pages (a runaway API cannot loop forever).
     pub max_pages: Option<u32>,
+}
+
+/// Header names with their values hidden, for listings (`sync list --json`).
+fn redacted_values<S: serde::Serializer>(
+    headers: &BTreeMap<String, String>,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    out.collect_map(headers.keys().map(|k| (k, "<redacted>")))
 }
 
 /// How a record becomes access. Values are templates over `row`.
@@ -51,7 +60,8 @@ pub struct Mapping {
     pub order_id: Option<String>,
     /// A date or time; empty means no expiration.
     pub expires_at: Option<String>,
-    /// `false`, `no`, `0`, `inactive` revoke; anything else (or absent) grants.
+    /// `false`, `no`, `nein`, `0`, `inactive` revoke; `true`, `yes`, `ja`, `1`, `active`
+    /// (or empty, or absent) grant; anything else is an error for that row.
     pub active: Option<String>,
     /// Custom property id → value template.
     #[serde(default)]
@@ -439,12 +449,19 @@ fn map_row(m: &Mapping, line: usize, row: &Value) -> Result<Wanted, String> {
             "expires_at: `{e}` is not a date (YYYY-MM-DD) or an RFC 3339 time"
         ));
     }
+    // Only a clear yes or no: a typo ("nien") must not grant access.
     let active = match opt("active", &m.active)? {
         None => true,
-        Some(v) => !matches!(
-            v.to_ascii_lowercase().as_str(),
-            "false" | "no" | "0" | "inactive" | "nein"
-        ),
+        Some(v) => match v.trim().to_lowercase().as_str() {
+            "true" | "yes" | "1" | "active" | "ja" | "aktiv" => true,
+            "false" | "no" | "0" | "inactive" | "nein" | "inaktiv" => false,
+            _ => {
+                return Err(format!(
+                    "active: `{v}` is neither yes nor no (true/false, yes/no, ja/nein, 1/0, \
+                     active/inactive; empty grants)"
+                ));
+            }
+        },
     };
     let mut properties = BTreeMap::new();
     for (id, t) in &m.properties {
@@ -637,6 +654,24 @@ mod tests {
                 .unwrap_err()
                 .contains("not an e-mail address")
         );
+
+        // `active` takes a clear yes or no; a typo fails the row instead of granting.
+        let m = Mapping {
+            active: Some("{{ row.Aktiv }}".into()),
+            ..m
+        };
+        let rows = parse_csv(
+            b"Email,Offer,Aktiv
+a@b.de,o1,nein
+a@b.de,o1,Ja
+a@b.de,o1,nien
+",
+        )
+        .unwrap();
+        assert!(!map_row(&m, 2, &rows[0].1).unwrap().active);
+        assert!(map_row(&m, 3, &rows[1].1).unwrap().active);
+        let err = map_row(&m, 4, &rows[2].1).unwrap_err();
+        assert!(err.contains("nien"), "{err}");
     }
 
     #[test]
@@ -666,5 +701,23 @@ mod tests {
         let (steps, new) = plan(&w, Some(&holding));
         assert!(!new);
         assert!(steps.is_empty(), "{steps:?}");
+    }
+
+    #[test]
+    fn listings_never_show_header_values() {
+        let spec: SourceSpec = toml::from_str(
+            "url = \"https://crm.example/api\"\nheaders = { Authorization = \"Bearer SUPERSECRET\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            spec.headers["Authorization"], "Bearer SUPERSECRET",
+            "kept for use"
+        );
+        let shown = serde_json::to_string(&spec).unwrap();
+        assert!(!shown.contains("SUPERSECRET"), "{shown}");
+        assert!(
+            shown.contains("\"Authorization\":\"<redacted>\""),
+            "{shown}"
+        );
     }
 }

@@ -38,6 +38,10 @@ pub fn eval(expr: &str, ctx: &Value) -> Result<Value, String> {
     let env = env();
     let e = env.compile_expression(expr.trim()).map_err(describe)?;
     let v = e.eval(Jinja::from_serialize(ctx)).map_err(describe)?;
+    // An expression yields `undefined` instead of failing; strict means it fails here.
+    if v.is_undefined() {
+        return Err(format!("`{}` is undefined", expr.trim()));
+    }
     serde_json::to_value(&v).map_err(|e| e.to_string())
 }
 
@@ -113,5 +117,14 @@ mod tests {
         assert!(render("{{ event.emial }}", &ctx).is_err());
         assert!(check("{{ event.email ").is_err());
         assert!(check("{% for x in y %}").is_err());
+        // A value that is one expression keeps its type, and is strict too.
+        let args: toml::Value = toml::from_str("email = \"{{ input.email }}\"").unwrap();
+        let err = render_value(&args, &json!({"input": {}})).unwrap_err();
+        assert!(err.contains("input.email"), "{err}");
+        let v: toml::Value = toml::from_str("t = \"{{ input.token | default('') }}\"").unwrap();
+        assert_eq!(
+            render_value(&v, &json!({"input": {}})).unwrap(),
+            json!({"t": ""})
+        );
     }
 }

@@ -123,6 +123,8 @@ pub fn normalize(body: &[u8]) -> Event {
         "on_payment_missed" => EventKind::PaymentMissed,
         "on_rebill_cancelled" => EventKind::Cancellation,
         "last_paid_day" => EventKind::EndOfTerm,
+        // Sent when the IPN URL is saved in Digistore24: stored and ignored.
+        "connection_test" => EventKind::AuthTest,
         _ => EventKind::Unknown,
     };
     let mut e = Event::new(Provider::Digistore24, kind, name);
@@ -183,6 +185,18 @@ mod tests {
         assert_eq!(
             verify(b"order_id=ORD-1", Some("")),
             Err(VerifyError::NoPassphraseConfigured)
+        );
+    }
+
+    #[test]
+    fn the_connection_test_is_not_an_unknown_event() {
+        assert_eq!(
+            normalize(b"event=connection_test").kind,
+            EventKind::AuthTest
+        );
+        assert_eq!(
+            normalize(b"event=on_something_new").kind,
+            EventKind::Unknown
         );
     }
 

@@ -24,7 +24,8 @@ pub enum EventKind {
     EndOfTerm,
     /// A rebill failed: suspend (reversible by a later payment).
     PaymentMissed,
-    /// Memberspot outbound `auth_test`.
+    /// A connection test when the URL is set up (Memberspot `auth_test`, Digistore24
+    /// `connection_test`): stored and ignored.
     AuthTest,
     /// Any other Memberspot outbound event (name as sent).
     Member {

@@ -181,6 +181,15 @@ pub fn normalize(provider: Provider, delivery: &Delivery<'_>) -> Result<Vec<Even
     Ok(vec![event])
 }
 
+/// The body as it may be kept and shown: a secret the provider sends inside the body
+/// (ThriveCart's secret word) is replaced; every other byte is unchanged.
+pub fn redact_body(provider: Provider, body: &[u8]) -> Vec<u8> {
+    match provider {
+        Provider::ThriveCart => thrivecart::redact(body),
+        _ => body.to_vec(),
+    }
+}
+
 /// The success answer each provider expects: `(status, content type, body)`.
 pub fn success_response(provider: Provider) -> (u16, &'static str, &'static str) {
     const JSON_OK: (u16, &str, &str) = (200, "application/json", "{\"received\":true}");

@@ -136,6 +136,11 @@ pub fn normalize(body: &[u8]) -> Result<Event, ParseError> {
         }
         "invoice.paid" | "invoice.payment_succeeded" => EventKind::RecurringPayment,
         "invoice.payment_failed" => EventKind::PaymentMissed,
+        // A partial refund (a goodwill credit) leaves the purchase standing: `refunded`
+        // turns true only once the whole amount is back. Stored for a person to judge.
+        "charge.refunded" if obj.get("refunded") == Some(&serde_json::Value::Bool(false)) => {
+            EventKind::Unknown
+        }
         "charge.refunded" | "refund.created" => EventKind::Refund,
         "charge.dispute.created" => EventKind::Chargeback,
         "customer.subscription.deleted" => EventKind::EndOfTerm,
@@ -286,5 +291,17 @@ mod tests {
         assert_eq!(e.kind, EventKind::Unknown);
         assert!(!e.test);
         assert_eq!(e.order_id.as_deref(), Some("cs_1"));
+    }
+
+    #[test]
+    fn a_partial_refund_does_not_end_the_purchase() {
+        let refund = |refunded: bool, amount_refunded: u64| {
+            let body = format!(
+                r#"{{"id":"evt_r","type":"charge.refunded","livemode":false,"data":{{"object":{{"object":"charge","id":"ch_1","payment_intent":"pi_1","amount":4900,"amount_refunded":{amount_refunded},"refunded":{refunded}}}}}}}"#
+            );
+            normalize(body.as_bytes()).map(|e| e.kind)
+        };
+        assert_eq!(refund(false, 500), Ok(EventKind::Unknown));
+        assert_eq!(refund(true, 4900), Ok(EventKind::Refund));
     }
 }
