@@ -108,20 +108,15 @@ pub async fn close_hub(hub: &Hub, school: LocalSchool) -> anyhow::Result<()> {
 
 pub async fn open(global: &Global) -> anyhow::Result<Session> {
     let (file, _) = ConfigFile::load(global.config.as_deref())?;
+    // Both checked already: flags by their parsers, the file's values when it was loaded.
     let rate_limit = global
         .rate_limit
         .or(file.memberspot.rate_limit)
         .unwrap_or(4.0);
-    if !(rate_limit >= 0.0 && rate_limit.is_finite()) {
-        bail!("--rate-limit must be a number >= 0, got {rate_limit}");
-    }
     let timeout = global
         .timeout
         .or(file.memberspot.timeout_secs)
         .unwrap_or(30.0);
-    if !(timeout > 0.0 && timeout.is_finite()) {
-        bail!("--timeout must be a number of seconds > 0, got {timeout}");
-    }
     let api_key = match &global.api_key {
         Some(k) => Some(k.clone()),
         None => file.api_key()?,
