@@ -305,13 +305,27 @@ pub enum EventsCommand {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Delete events and deliveries past their retention ([retention] in the rules file;
+    /// `serve` also does this once a day)
+    Purge {
+        /// Keep verified events (and their deliveries) for this many days [default: the
+        /// rules file's retention.events_days, else 400]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        days: Option<u32>,
+        /// Keep refused delivery attempts for this many days [default: the rules file's
+        /// retention.refused_days, else 30]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        refused_days: Option<u32>,
+    },
 }
 
 #[derive(Debug, Args, Default)]
 pub struct EventFilterArgs {
-    /// pending, processing, retry, done, unmatched, ignored, rejected, dead (comma-separated)
+    /// pending, processing, retry, done, unmatched, ignored, rejected, dead, refused_amount
+    /// (comma-separated)
     #[arg(long, value_delimiter = ',', value_parser = [
         "pending", "processing", "retry", "done", "unmatched", "ignored", "rejected", "dead",
+        "refused_amount",
     ])]
     pub status: Vec<String>,
     /// Only events no rule matched (same as --status unmatched)

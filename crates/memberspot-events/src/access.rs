@@ -313,6 +313,8 @@ mod tests {
             grace_days: 0,
             revoke_on: vec!["refund".into(), "chargeback".into(), "end_of_term".into()],
             include_test: true,
+            currency: None,
+            min_amount: None,
         }
     }
 

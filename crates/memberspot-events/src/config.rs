@@ -11,6 +11,12 @@
 //! product = "12345"                   # the provider's product id; "*" = any
 //! offer = "offer_abc"                 # the Memberspot offer to grant
 //! access_days = 365                   # optional fixed term
+//! currency = "EUR"                    # optional: refuse payments in another currency
+//! min_amount = "49.00"                # optional: refuse payments below this amount
+//!
+//! [retention]                         # optional
+//! events_days = 400                   # verified events and their deliveries
+//! refused_days = 30                   # refused delivery attempts
 //! ```
 //!
 //! Errors carry the file's line and column so `memberspot rules validate` can point at
@@ -57,6 +63,43 @@ pub struct Source {
     pub max_body: usize,
     /// PayPal only: where IPN messages are posted back for verification.
     pub postback_url: String,
+    /// PayPal only: the shop's own account. A notification is acted on only when its
+    /// `receiver_email` / `business` is one of these or its `receiver_id` matches.
+    pub paypal_receiver: PaypalReceiver,
+}
+
+/// Who a PayPal payment must have been made to (PayPal's `VERIFIED` only proves that PayPal
+/// sent the message, not that it paid this shop).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaypalReceiver {
+    /// Lower-cased e-mail addresses of the shop's PayPal account.
+    pub emails: Vec<String>,
+    /// The account's merchant id (`receiver_id`).
+    pub id: Option<String>,
+}
+
+impl PaypalReceiver {
+    pub fn is_configured(&self) -> bool {
+        !self.emails.is_empty() || self.id.is_some()
+    }
+
+    /// Whether a notification's receiver fields name this shop.
+    pub fn accepts(
+        &self,
+        receiver_email: Option<&str>,
+        business: Option<&str>,
+        receiver_id: Option<&str>,
+    ) -> bool {
+        let email_ok = |v: Option<&str>| {
+            v.map(|e| e.trim().to_ascii_lowercase())
+                .is_some_and(|e| self.emails.contains(&e))
+        };
+        let id_ok = match (&self.id, receiver_id) {
+            (Some(mine), Some(theirs)) => mine.eq_ignore_ascii_case(theirs.trim()),
+            _ => false,
+        };
+        id_ok || email_ok(receiver_email) || email_ok(business)
+    }
 }
 
 impl fmt::Debug for Source {
@@ -92,11 +135,81 @@ pub struct Rule {
     pub revoke_on: Vec<String>,
     /// Act on the provider's test purchases too.
     pub include_test: bool,
+    /// Payments in another currency (ISO 4217, upper case) grant nothing.
+    pub currency: Option<String>,
+    /// Payments below this amount (in the currency's units) grant nothing.
+    pub min_amount: Option<Amount>,
 }
 
 impl Rule {
     pub fn revokes(&self, kind: &str) -> bool {
         self.revoke_on.iter().any(|k| k == kind)
+    }
+
+    /// Why this rule refuses a payment of `amount` in `currency`, if it does. A rule with
+    /// a minimum refuses a payment that carries no amount (fail closed).
+    pub fn refuses_payment(
+        &self,
+        amount: Option<Amount>,
+        currency: Option<&str>,
+    ) -> Option<String> {
+        let currency = currency.map(|c| c.trim().to_ascii_uppercase());
+        if let Some(want) = &self.currency {
+            match currency.as_deref() {
+                Some(c) if c == want => {}
+                Some(c) => {
+                    return Some(format!(
+                        "paid in {c}, rule {} accepts only {want}: nothing granted",
+                        self.index
+                    ));
+                }
+                None => {
+                    return Some(format!(
+                        "the payment names no currency, rule {} accepts only {want}: nothing granted",
+                        self.index
+                    ));
+                }
+            }
+        }
+        if let Some(min) = self.min_amount {
+            let unit = currency.as_deref().unwrap_or("");
+            match amount {
+                Some(a) if a >= min => {}
+                Some(a) => {
+                    return Some(format!(
+                        "paid {a} {unit}, below rule {}'s minimum of {min} {unit}: nothing granted",
+                        self.index
+                    ));
+                }
+                None => {
+                    return Some(format!(
+                        "the payment carries no amount, rule {} requires at least {min} {unit}: nothing granted",
+                        self.index
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+pub use memberspot_webhooks::Amount;
+
+/// How long deliveries and events are kept (`[retention]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Verified events (and their deliveries, history and tool-call records).
+    pub events_days: u32,
+    /// Refused delivery attempts (reason, size, source, time).
+    pub refused_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            events_days: 400,
+            refused_days: 30,
+        }
     }
 }
 
@@ -134,6 +247,7 @@ pub struct EventsConfig {
     pub rules: Vec<Rule>,
     pub processing: Processing,
     pub poller: Option<PollerConfig>,
+    pub retention: Retention,
     /// Problems that do not stop the hub (e.g. a secret variable that is not set).
     pub warnings: Vec<String>,
 }
@@ -212,6 +326,45 @@ impl EventsConfig {
                     "source `{name}`: `postback_url` only applies to PayPal IPN sources"
                 ));
             }
+            let paypal_receiver = PaypalReceiver {
+                emails: s
+                    .receiver_email
+                    .as_ref()
+                    .map(|v| v.get_ref().clone().into_vec())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| e.trim().to_ascii_lowercase())
+                    .filter(|e| !e.is_empty())
+                    .collect(),
+                id: s
+                    .receiver_id
+                    .as_ref()
+                    .map(|v| v.get_ref().trim().to_owned())
+                    .filter(|v| !v.is_empty()),
+            };
+            if let Some(list) = &s.receiver_email
+                && let Some(bad) = paypal_receiver.emails.iter().find(|e| !e.contains('@'))
+            {
+                problems.push(at(
+                    list.span(),
+                    format!("source `{name}`: `receiver_email` `{bad}` is not an e-mail address"),
+                ));
+            }
+            if provider == Provider::PaypalIpn && !paypal_receiver.is_configured() {
+                problems.push(at(
+                    span.clone(),
+                    format!(
+                        "source `{name}`: a PayPal source needs `receiver_email` (your PayPal account's address, or a list of them) and/or `receiver_id` (your merchant id): PayPal confirms that it sent a notification, not that the payment went to you"
+                    ),
+                ));
+            }
+            if provider != Provider::PaypalIpn
+                && (s.receiver_email.is_some() || s.receiver_id.is_some())
+            {
+                warnings.push(format!(
+                    "source `{name}`: `receiver_email` and `receiver_id` only apply to PayPal IPN sources"
+                ));
+            }
             if s.max_body_kb == Some(0) {
                 problems.push(at(
                     span.clone(),
@@ -235,6 +388,7 @@ impl EventsConfig {
                         .postback_url
                         .as_ref()
                         .map_or_else(|| PAYPAL_POSTBACK_URL.to_owned(), |u| u.get_ref().clone()),
+                    paypal_receiver,
                 },
             );
         }
@@ -315,6 +469,48 @@ impl EventsConfig {
                     ),
                 ));
             }
+            let currency = r.currency.as_ref().and_then(|c| {
+                let v = c.get_ref().trim().to_ascii_uppercase();
+                if v.len() == 3 && v.chars().all(|ch| ch.is_ascii_alphabetic()) {
+                    Some(v)
+                } else {
+                    problems.push(at(
+                        c.span(),
+                        format!(
+                            "rule {index}: `currency` must be a three-letter ISO 4217 code such as \"EUR\", not `{}`",
+                            c.get_ref()
+                        ),
+                    ));
+                    None
+                }
+            });
+            let min_amount = r
+                .min_amount
+                .as_ref()
+                .and_then(|m| match m.get_ref().parse_amount() {
+                    Ok(a) if a.is_positive() => Some(a),
+                    Ok(_) => {
+                        problems.push(at(
+                            m.span(),
+                            format!(
+                                "rule {index}: `min_amount` must be above 0 (leave it out to accept any amount)"
+                            ),
+                        ));
+                        None
+                    }
+                    Err(e) => {
+                        problems.push(at(m.span(), format!("rule {index}: `min_amount` {e}")));
+                        None
+                    }
+                });
+            if r.min_amount.is_some() && r.currency.is_none() {
+                problems.push(at(
+                    spanned.span(),
+                    format!(
+                        "rule {index}: `min_amount` needs `currency` (an amount means nothing without its currency)"
+                    ),
+                ));
+            }
             rules.push(Rule {
                 index,
                 line,
@@ -326,6 +522,8 @@ impl EventsConfig {
                 grace_days: r.grace_days.unwrap_or(0),
                 revoke_on,
                 include_test: r.include_test.unwrap_or(true),
+                currency,
+                min_amount,
             });
         }
 
@@ -402,12 +600,31 @@ impl EventsConfig {
             }
         };
 
+        let mut retention = Retention::default();
+        if let Some(r) = &raw.retention {
+            for (value, field, slot) in [
+                (&r.events_days, "events_days", &mut retention.events_days),
+                (&r.refused_days, "refused_days", &mut retention.refused_days),
+            ] {
+                if let Some(v) = value {
+                    if *v.get_ref() == 0 {
+                        problems.push(at(
+                            v.span(),
+                            format!("`retention.{field}` must be at least 1"),
+                        ));
+                    }
+                    *slot = *v.get_ref();
+                }
+            }
+        }
+
         if problems.is_empty() {
             Ok(EventsConfig {
                 sources,
                 rules,
                 processing,
                 poller,
+                retention,
                 warnings,
             })
         } else {
@@ -514,6 +731,52 @@ struct RawFile {
     rules: Vec<Spanned<RawRule>>,
     processing: Option<RawProcessing>,
     poller: Option<Spanned<RawPoller>>,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    events_days: Option<Spanned<u32>>,
+    refused_days: Option<Spanned<u32>>,
+}
+
+/// One value or a list (`receiver_email = "a@x"` or `["a@x", "b@x"]`).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(v) => vec![v],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// A money amount written as a string (`"49.00"`) or a whole number (`49`).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum RawAmount {
+    Text(String),
+    Whole(i64),
+    Float(f64),
+}
+
+impl RawAmount {
+    fn parse_amount(&self) -> Result<Amount, String> {
+        match self {
+            RawAmount::Text(t) => t.parse::<Amount>().map_err(|e| format!("`{t}`: {e}")),
+            RawAmount::Whole(n) => Ok(Amount::from_units(*n)),
+            RawAmount::Float(f) => Err(format!(
+                "must be written as a string, e.g. \"{f:.2}\" (TOML decimals are inexact)"
+            )),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -528,6 +791,8 @@ struct RawSource {
     tolerance_secs: Option<u64>,
     max_body_kb: Option<u64>,
     postback_url: Option<Spanned<String>>,
+    receiver_email: Option<Spanned<OneOrMany>>,
+    receiver_id: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -541,6 +806,8 @@ struct RawRule {
     grace_days: Option<u32>,
     revoke_on: Option<Spanned<Vec<String>>>,
     include_test: Option<bool>,
+    currency: Option<Spanned<String>>,
+    min_amount: Option<Spanned<RawAmount>>,
 }
 
 #[derive(Deserialize)]

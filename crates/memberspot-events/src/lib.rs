@@ -13,6 +13,7 @@
 pub mod access;
 pub mod config;
 pub mod poller;
+pub mod postback;
 pub mod receiver;
 pub mod rest;
 pub mod service;

@@ -18,6 +18,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::config::Source;
+use crate::postback::Postback;
 use crate::service::Events;
 
 /// Headers that carry credentials: never stored.
@@ -27,6 +28,11 @@ const REDACTED_HEADERS: [&str; 4] = [
     "x-hook-token",
     "proxy-authorization",
 ];
+/// Requests with more header bytes than this are refused before anything else is read:
+/// providers send a few hundred bytes.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Refused requests recorded per source and minute; further ones are answered 429.
+pub const REFUSALS_PER_MINUTE: u32 = 30;
 /// Header alternative to the URL token (Memberspot, elopage).
 pub const TOKEN_HEADER: &str = "x-hook-token";
 
@@ -88,27 +94,26 @@ async fn handle(
     let Some(source) = events.config().sources.get(&source_name).cloned() else {
         return unknown_source(&source_name);
     };
-    let too_large = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!(
-                "the body is larger than this receiver's limit of {} bytes",
-                source.max_body
-            ),
-        )
-    };
-    if headers
+    let refused =
+        |reason: Refusal, body_bytes: usize| refuse(&events, &source, received, reason, body_bytes);
+    // Nothing is verified yet: the request's own size is the first thing bounded.
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return refused(Refusal::HeadersTooLarge(header_bytes), 0).await;
+    }
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > source.max_body)
-    {
-        return too_large();
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = declared.filter(|n| *n > source.max_body) {
+        return refused(Refusal::TooLarge(source.max_body), n).await;
     }
     let body: Bytes = match axum::body::to_bytes(body, source.max_body).await {
         Ok(b) => b,
-        Err(_) => return too_large(),
+        Err(_) => return refused(Refusal::TooLarge(source.max_body), source.max_body + 1).await,
     };
     let pairs: Vec<(String, String)> = headers
         .iter()
@@ -128,31 +133,6 @@ async fn handle(
         body: &body,
         path_secret: token.as_deref().or(header_token.as_deref()),
     };
-    let stored_headers: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(k, v)| {
-            let redact = REDACTED_HEADERS.iter().any(|r| k.eq_ignore_ascii_case(r));
-            (
-                k.clone(),
-                if redact {
-                    "<redacted>".to_owned()
-                } else {
-                    v.clone()
-                },
-            )
-        })
-        .collect();
-    let mut record = NewDelivery {
-        id: uuid::Uuid::now_v7().to_string(),
-        source: source.name.clone(),
-        provider: source.provider.as_str().to_owned(),
-        received_at: received.timestamp_millis(),
-        headers: stored_headers,
-        body: None,
-        body_bytes: body.len(),
-        verification: "verified".into(),
-        error: None,
-    };
 
     let secret = source.secret.as_ref().map(|s| s.expose_secret().to_owned());
     match memberspot_webhooks::verify(
@@ -163,16 +143,41 @@ async fn handle(
         source.tolerance,
     ) {
         Ok(()) => {}
-        Err(VerifyError::PostbackRequired) => record.verification = "postback".into(),
-        Err(e @ (VerifyError::NoSecretConfigured | VerifyError::NoPassphraseConfigured)) => {
-            return reject(&events, record, &source, e, StatusCode::SERVICE_UNAVAILABLE).await;
+        Err(VerifyError::PostbackRequired) => {
+            if let Err(reason) = verify_paypal(&events, &source, &body).await {
+                return match reason {
+                    PaypalCheck::Refused(r) => refused(r, body.len()).await,
+                    PaypalCheck::Unavailable(why) => {
+                        tracing::warn!(source = %source.name, reason = %why, "PayPal post-back not possible; PayPal will send the notification again");
+                        error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "postback_unavailable",
+                            "the notification could not be verified with PayPal yet; send it again later".into(),
+                        )
+                    }
+                };
+            }
         }
-        Err(e) => return reject(&events, record, &source, e, StatusCode::UNAUTHORIZED).await,
+        Err(e @ (VerifyError::NoSecretConfigured | VerifyError::NoPassphraseConfigured)) => {
+            return refused(Refusal::NotConfigured(e), body.len()).await;
+        }
+        Err(e) => return refused(Refusal::Signature(e), body.len()).await,
     }
 
-    // Verified: from here on the body is kept, whatever happens (without a secret the
-    // provider put inside it: it was only needed for the check).
-    record.body = Some(memberspot_webhooks::redact_body(source.provider, &body));
+    // Verified: from here on the request is kept, whatever happens (without credential
+    // headers, and without a secret the provider put inside the body: it was only needed
+    // for the check).
+    let mut record = NewDelivery {
+        id: uuid::Uuid::now_v7().to_string(),
+        source: source.name.clone(),
+        provider: source.provider.as_str().to_owned(),
+        received_at: received.timestamp_millis(),
+        headers: stored_headers(&pairs),
+        body: Some(memberspot_webhooks::redact_body(source.provider, &body)),
+        body_bytes: body.len(),
+        verification: "verified".into(),
+        error: None,
+    };
     let parsed = memberspot_webhooks::normalize(source.provider, &delivery);
     let new_events = match &parsed {
         Ok(list) => list.iter().map(|e| new_event(&source, e)).collect(),
@@ -231,31 +236,153 @@ async fn handle(
         .into_response()
 }
 
-/// A failed verification: logged and recorded without its body, nothing acted upon.
-async fn reject(
-    events: &Events,
-    mut record: NewDelivery,
-    source: &Source,
-    e: VerifyError,
-    status: StatusCode,
-) -> Response {
-    tracing::warn!(source = %source.name, provider = %source.provider, reason = %e, "webhook rejected");
-    record.verification = "rejected".into();
-    record.error = Some(e.to_string());
-    if let Err(err) = events.hub().store().record_delivery(&record, &[]).await {
-        tracing::error!(error = %err, "could not record a rejected delivery");
+/// Header pairs as stored for a verified delivery: credentials replaced.
+fn stored_headers(pairs: &[(String, String)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let redact = REDACTED_HEADERS.iter().any(|r| k.eq_ignore_ascii_case(r));
+            (
+                k.clone(),
+                if redact {
+                    "<redacted>".to_owned()
+                } else {
+                    v.clone()
+                },
+            )
+        })
+        .collect()
+}
+
+enum PaypalCheck {
+    Refused(Refusal),
+    Unavailable(String),
+}
+
+/// A PayPal notification is genuine (post-back) and about a payment to this shop.
+async fn verify_paypal(events: &Events, source: &Source, body: &[u8]) -> Result<(), PaypalCheck> {
+    // The receiver first: a payment to someone else needs no call to PayPal to be refused.
+    let r = memberspot_webhooks::paypal::receiver(body);
+    if !source
+        .paypal_receiver
+        .accepts(r.email.as_deref(), r.business.as_deref(), r.id.as_deref())
+    {
+        return Err(PaypalCheck::Refused(Refusal::WrongReceiver));
     }
-    let (code, message) = if status == StatusCode::SERVICE_UNAVAILABLE {
-        (
-            "not_configured",
-            format!(
-                "receiver `{}` has no secret configured ({}); deliveries are refused until one is set",
-                source.name, source.secret_origin
+    match crate::postback::verify(events, source, body).await {
+        Postback::Verified => Ok(()),
+        Postback::Invalid => Err(PaypalCheck::Refused(Refusal::PaypalInvalid)),
+        Postback::Unavailable(why) => Err(PaypalCheck::Unavailable(why)),
+    }
+}
+
+/// Why a request to a receiver was refused.
+#[derive(Debug)]
+enum Refusal {
+    NotConfigured(VerifyError),
+    Signature(VerifyError),
+    /// PayPal answered INVALID to the post-back.
+    PaypalInvalid,
+    /// A genuine PayPal notification about a payment to another account.
+    WrongReceiver,
+    TooLarge(usize),
+    HeadersTooLarge(usize),
+}
+
+impl Refusal {
+    fn answer(&self, source: &Source) -> (StatusCode, &'static str, String) {
+        match self {
+            Refusal::NotConfigured(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_configured",
+                format!(
+                    "receiver `{}` has no secret configured ({}); deliveries are refused until one is set",
+                    source.name, source.secret_origin
+                ),
             ),
-        )
-    } else {
-        ("invalid_signature", format!("verification failed: {e}"))
+            Refusal::Signature(e) => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                format!("verification failed: {e}"),
+            ),
+            Refusal::PaypalInvalid => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                "PayPal answered INVALID to the post-back: not a genuine notification".into(),
+            ),
+            Refusal::WrongReceiver => (
+                StatusCode::FORBIDDEN,
+                "wrong_receiver",
+                "the notification is about a payment to another PayPal account than this shop's (receiver_email, business, receiver_id)".into(),
+            ),
+            Refusal::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than this receiver's limit of {limit} bytes"),
+            ),
+            Refusal::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                format!("the request's headers are larger than {MAX_HEADER_BYTES} bytes"),
+            ),
+        }
+    }
+
+    /// The reason kept in the store (no part of the request).
+    fn reason(&self) -> String {
+        match self {
+            Refusal::NotConfigured(e) | Refusal::Signature(e) => e.to_string(),
+            Refusal::PaypalInvalid => "PayPal answered INVALID to the post-back".into(),
+            Refusal::WrongReceiver => "payment to another PayPal account".into(),
+            Refusal::TooLarge(limit) => format!("body above the limit of {limit} bytes"),
+            Refusal::HeadersTooLarge(n) => {
+                format!("{n} bytes of headers, above the limit of {MAX_HEADER_BYTES}")
+            }
+        }
+    }
+}
+
+/// A refused request: recorded as its reason, size, source and time (never its headers or
+/// body), at most [`REFUSALS_PER_MINUTE`] per source; beyond that it is only counted in the
+/// log and answered 429, so a flood of bad requests cannot fill the database.
+async fn refuse(
+    events: &Events,
+    source: &Source,
+    received: chrono::DateTime<chrono::Utc>,
+    reason: Refusal,
+    body_bytes: usize,
+) -> Response {
+    let (status, code, message) = reason.answer(source);
+    if !events.admit_refusal(&source.name) {
+        tracing::debug!(source = %source.name, reason = %reason.reason(), "refusal not recorded (too many)");
+        let mut answer = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_refusals",
+            format!(
+                "too many refused requests to `{}`; try again in a minute",
+                source.name
+            ),
+        );
+        answer
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        return answer;
+    }
+    tracing::warn!(source = %source.name, provider = %source.provider, reason = %reason.reason(), "webhook refused");
+    let record = NewDelivery {
+        id: uuid::Uuid::now_v7().to_string(),
+        source: source.name.clone(),
+        provider: source.provider.as_str().to_owned(),
+        received_at: received.timestamp_millis(),
+        headers: Vec::new(),
+        body: None,
+        body_bytes,
+        verification: "rejected".into(),
+        error: Some(reason.reason()),
     };
+    if let Err(err) = events.hub().store().record_delivery(&record, &[]).await {
+        tracing::error!(error = %err, "could not record a refused delivery");
+    }
     error(status, code, message)
 }
 
@@ -285,6 +412,8 @@ fn new_event(source: &Source, e: &Event) -> NewEvent {
         currency: e.currency.as_deref().map(|c| c.trim().to_ascii_uppercase()),
         data: serde_json::to_value(e).unwrap_or_else(|_| json!({})),
         status,
+        connection: Some(source.connection.clone()),
+        verified: true,
     }
 }
 

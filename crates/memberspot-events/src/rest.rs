@@ -89,6 +89,7 @@ impl EventQuery {
             after_seq: self.after_seq,
             oldest_first: self.after_seq.is_some(),
             limit: self.limit,
+            trusted: None,
         })
     }
 }

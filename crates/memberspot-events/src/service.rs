@@ -9,7 +9,7 @@ use axum::extract::FromRef;
 use chrono::{DateTime, Utc};
 use memberspot_hub::admin::PersonaSpec;
 use memberspot_hub::store::{
-    Delivery, EventAction, EventFilter, EventLogEntry, EventStatus, StoredEvent,
+    Delivery, EventAction, EventFilter, EventLogEntry, EventPurge, EventStatus, StoredEvent,
 };
 use memberspot_hub::{Hub, HubError};
 use memberspot_store::AuditFilter;
@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::{self, EventFacts};
-use crate::config::EventsConfig;
+use crate::config::{EventsConfig, Retention};
 
 /// The tools a source persona may call: exactly what the access rules need.
 pub const SOURCE_TOOLS: [&str; 5] = [
@@ -46,6 +46,8 @@ struct Inner {
     clock: Clock,
     http: reqwest::Client,
     worker_id: String,
+    /// Refused requests recorded per source (see [`crate::receiver::REFUSALS_PER_MINUTE`]).
+    refusals: governor::DefaultKeyedRateLimiter<String>,
 }
 
 impl FromRef<Events> for Hub {
@@ -67,6 +69,15 @@ impl Events {
         clock: Clock,
     ) -> Result<Events, HubError> {
         ensure_personas(&hub, &config).await?;
+        for source in config.sources.values() {
+            let n = hub
+                .store()
+                .backfill_event_connection(&source.name, &source.connection)
+                .await?;
+            if n > 0 {
+                tracing::info!(source = %source.name, connection = %source.connection, events = n, "assigned earlier events to their school");
+            }
+        }
         Self::build(hub, config, clock)
     }
 
@@ -88,6 +99,10 @@ impl Events {
                 clock,
                 http,
                 worker_id: memberspot_hub::worker_id(),
+                refusals: governor::RateLimiter::keyed(governor::Quota::per_minute(
+                    std::num::NonZeroU32::new(crate::receiver::REFUSALS_PER_MINUTE)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                )),
             }),
         })
     }
@@ -113,6 +128,11 @@ impl Events {
         &self.inner.worker_id
     }
 
+    /// Whether one more refused request of `source` may be recorded this minute.
+    pub(crate) fn admit_refusal(&self, source: &str) -> bool {
+        self.inner.refusals.check_key(&source.to_owned()).is_ok()
+    }
+
     /// Wakes the local workers: new events were stored.
     pub(crate) fn wake(&self) {
         self.inner.notify.notify_waiters();
@@ -130,6 +150,7 @@ impl Events {
                 self.clone(),
                 cancel.clone(),
             )),
+            tokio::spawn(purge_daily(self.clone(), cancel.clone())),
         ];
         if let Some(cfg) = &self.inner.config.poller {
             let poller = crate::poller::Poller::new(self.inner.hub.clone(), cfg.clone());
@@ -181,6 +202,24 @@ impl Events {
             actions,
             audit,
         })
+    }
+
+    /// Deletes what the `[retention]` settings no longer keep (see [`Store::purge_events`]).
+    ///
+    /// [`Store::purge_events`]: memberspot_hub::store::Store::purge_events
+    pub async fn purge(&self, retention: Retention) -> Result<EventPurge, HubError> {
+        let now = self.now();
+        let before = |days: u32| (now - chrono::Duration::days(i64::from(days))).timestamp_millis();
+        let purged = self
+            .inner
+            .hub
+            .store()
+            .purge_events(
+                before(retention.events_days),
+                before(retention.refused_days),
+            )
+            .await?;
+        Ok(purged)
     }
 
     pub async fn list(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, HubError> {
@@ -303,13 +342,36 @@ pub(crate) fn facts_of(e: &StoredEvent) -> EventFacts {
 }
 
 /// Statuses that end an event's life (used by listings).
-pub const FINAL_STATUSES: [EventStatus; 5] = [
+pub const FINAL_STATUSES: [EventStatus; 6] = [
     EventStatus::Done,
     EventStatus::Unmatched,
     EventStatus::Ignored,
     EventStatus::Rejected,
     EventStatus::Dead,
+    EventStatus::RefusedAmount,
 ];
+
+/// Applies the retention settings once at start and then once a day.
+async fn purge_daily(events: Events, cancel: CancellationToken) {
+    loop {
+        match events.purge(events.config().retention).await {
+            Ok(p) if p.events + p.deliveries + p.refused_deliveries > 0 => {
+                tracing::info!(
+                    events = p.events,
+                    deliveries = p.deliveries,
+                    refused = p.refused_deliveries,
+                    "purged events past their retention"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "purging old events failed; will retry"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(24 * 3600)) => {}
+        }
+    }
+}
 
 /// Creates each source's persona (and the poller's) when missing.
 async fn ensure_personas(hub: &Hub, config: &EventsConfig) -> Result<(), HubError> {

@@ -3,15 +3,22 @@
 //!
 //! Exactly-once in effect on top of at-least-once delivery:
 //! - the store's unique `dedupe_key` turns redeliveries into counters, never new work;
-//! - one worker at a time per order (`Store::lock_order`), decisions from stored state;
+//! - the events of one order are decided and applied strictly one after another, across
+//!   tasks and instances: each attempt locks the order under an owner of its own (never
+//!   shared by two tasks of one process), and commits its decision only if the order is
+//!   still in the state it was decided from (a compare-and-set, [`OrderFence`]);
+//! - leases (the event's and the order's) are renewed while an attempt works; an attempt
+//!   that loses its lease stops, and every write it would still make is fenced by it;
 //! - every tool call is recorded as `started` before it is made; a step found `started`
-//!   after a crash is checked against the school before anything is sent again.
+//!   after a crash is checked against the school before anything is sent again;
+//! - a plan resumed after its order has ended (or been suspended) meanwhile does not give
+//!   access back.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use memberspot_hub::store::{EventFinish, EventStatus, OrderAccess, StoredEvent};
+use memberspot_hub::store::{EventFinish, EventStatus, OrderAccess, OrderFence, StoredEvent};
 use memberspot_hub::{CallContext, HubError, Principal, Surface};
 use memberspot_tools::ToolError;
 use serde_json::{Value, json};
@@ -19,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::{self, state};
 use crate::config::Source;
+use crate::postback::Postback;
 use crate::service::{Events, facts_of};
 
 /// How often idle workers look for work other instances stored.
@@ -34,17 +42,22 @@ pub async fn run(events: Events, cancel: CancellationToken) {
             break;
         }
         let lease_until = wall_ms() + lease_ms(&events);
+        // The lease owner of this claim: a claim of the same events after their lease ran
+        // out (by this process or another) has another owner, so the two never both pass
+        // the store's fences.
+        let owner = attempt_owner(events.worker_id());
         let claimed = events
             .hub()
             .store()
-            .claim_events(events.worker_id(), concurrency as u32, lease_until)
+            .claim_events(&owner, concurrency as u32, lease_until)
             .await;
         match claimed {
             Ok(batch) if !batch.is_empty() => {
                 futures::stream::iter(batch)
                     .for_each_concurrent(concurrency, |e| {
                         let events = events.clone();
-                        async move { process(&events, e).await }
+                        let owner = owner.clone();
+                        async move { process(&events, e, &owner).await }
                     })
                     .await;
                 continue;
@@ -60,10 +73,16 @@ pub async fn run(events: Events, cancel: CancellationToken) {
     }
 }
 
-/// Processes one claimed event and records how it ended.
-pub async fn process(events: &Events, e: StoredEvent) {
+/// `worker#random`: one lease owner per claim.
+fn attempt_owner(worker: &str) -> String {
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{worker}#{}", &random[..12])
+}
+
+/// Processes one event claimed under `owner` and records how it ended.
+pub async fn process(events: &Events, e: StoredEvent, owner: &str) {
     let store = events.hub().store();
-    let worker = events.worker_id().to_owned();
+    let worker = owner.to_owned();
     match store.start_attempt(&e.id, &worker).await {
         Ok(true) => {}
         Ok(false) => return, // lease lost to another worker
@@ -73,19 +92,38 @@ pub async fn process(events: &Events, e: StoredEvent) {
         }
     }
     let attempt = e.attempts + 1;
-    let outcome = handle(events, &e, &worker).await;
+    let lease = LeaseKeeper::start(events, &e.id, &worker);
+    let outcome = tokio::select! {
+        outcome = handle(events, &e, &worker, &lease) => outcome,
+        () = lease.lost() => Handled::LeaseLost,
+    };
+    drop(lease);
     let finish = match outcome {
+        Handled::LeaseLost => {
+            // Another worker may already be on it: nothing more is written by this one.
+            tracing::warn!(event = %e.id, "lease lost while working; stopped, another worker takes the event up");
+            return;
+        }
         Handled::Done(note) => EventFinish {
             status: EventStatus::Done,
             error: None,
             next_attempt_at: None,
             detail: note,
+            refusal: None,
         },
         Handled::Final(status, note) => EventFinish {
             status,
             error: None,
             next_attempt_at: None,
             detail: note,
+            refusal: None,
+        },
+        Handled::Refused(note) => EventFinish {
+            status: EventStatus::RefusedAmount,
+            error: None,
+            next_attempt_at: None,
+            detail: note.clone(),
+            refusal: Some(note),
         },
         Handled::Deferred => {
             let due = wall_ms() + ORDER_BUSY_DELAY_MS;
@@ -105,6 +143,7 @@ pub async fn process(events: &Events, e: StoredEvent) {
                     detail: format!("failed: {error}; retry in {}s", delay.as_secs()),
                     error: Some(error),
                     next_attempt_at: Some(wall_ms() + delay.as_millis() as i64),
+                    refusal: None,
                 }
             } else {
                 let why = if retryable {
@@ -118,6 +157,7 @@ pub async fn process(events: &Events, e: StoredEvent) {
                     detail: format!("dead ({why}): {error}"),
                     error: Some(error),
                     next_attempt_at: None,
+                    refusal: None,
                 }
             }
         }
@@ -136,11 +176,92 @@ pub async fn process(events: &Events, e: StoredEvent) {
 enum Handled {
     Done(String),
     Final(EventStatus, String),
+    /// The rule refuses the payment (currency, minimum amount): nothing granted.
+    Refused(String),
+    /// Try again shortly (the order is busy, or moved on while this attempt decided).
     Deferred,
-    Failed { error: String, retryable: bool },
+    Failed {
+        error: String,
+        retryable: bool,
+    },
+    /// The attempt's lease is gone: stop without writing anything more.
+    LeaseLost,
 }
 
-async fn handle(events: &Events, e: &StoredEvent, worker: &str) -> Handled {
+/// Keeps an attempt's leases (the event's and, once taken, its order's) alive while it
+/// works, and says when they were lost.
+struct LeaseKeeper {
+    lost: CancellationToken,
+    order: std::sync::Arc<std::sync::Mutex<Option<(String, String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseKeeper {
+    fn start(events: &Events, event_id: &str, owner: &str) -> LeaseKeeper {
+        let lost = CancellationToken::new();
+        let order = std::sync::Arc::new(std::sync::Mutex::new(None::<(String, String, String)>));
+        let task = tokio::spawn({
+            let (events, event_id, owner) = (events.clone(), event_id.to_owned(), owner.to_owned());
+            let (lost, order) = (lost.clone(), order.clone());
+            async move {
+                let lease = lease_ms(&events);
+                let every = Duration::from_millis((lease / 3).max(100) as u64);
+                let mut valid_until = wall_ms() + lease;
+                loop {
+                    tokio::time::sleep(every).await;
+                    let held = order.lock().ok().and_then(|o| o.clone());
+                    let renewed = events
+                        .hub()
+                        .store()
+                        .renew_lease(
+                            &event_id,
+                            &owner,
+                            held.as_ref()
+                                .map(|(s, o, w)| (s.as_str(), o.as_str(), w.as_str())),
+                            wall_ms() + lease,
+                        )
+                        .await;
+                    match renewed {
+                        Ok(true) => valid_until = wall_ms() + lease,
+                        Ok(false) => break,
+                        // The store is unreachable: keep trying while the lease still holds.
+                        Err(err) if wall_ms() < valid_until - every.as_millis() as i64 => {
+                            tracing::warn!(event = %event_id, error = %err, "could not renew a lease; retrying");
+                        }
+                        Err(_) => break,
+                    }
+                }
+                lost.cancel();
+            }
+        });
+        LeaseKeeper { lost, order, task }
+    }
+
+    /// Renews the order's lock too from now on.
+    fn hold_order(&self, source: &str, order_id: &str, owner: &str) {
+        if let Ok(mut o) = self.order.lock() {
+            *o = Some((source.to_owned(), order_id.to_owned(), owner.to_owned()));
+        }
+    }
+
+    fn release_order(&self) {
+        if let Ok(mut o) = self.order.lock() {
+            *o = None;
+        }
+    }
+
+    async fn lost(&self) {
+        self.lost.cancelled().await
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(events: &Events, e: &StoredEvent, worker: &str, lease: &LeaseKeeper) -> Handled {
     let Some(source) = events.config().sources.get(&e.source).cloned() else {
         return Handled::Final(
             EventStatus::Unmatched,
@@ -149,6 +270,23 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str) -> Handled {
     };
     if let Some(h) = check_postback(events, e, &source).await {
         return h;
+    }
+    if !e.verified {
+        return Handled::Final(
+            EventStatus::Rejected,
+            "the event's authenticity was never established; nothing changed".into(),
+        );
+    }
+    // An event belongs to the school its source acted on when it arrived: a source moved
+    // to another connection since never carries old events over.
+    if let Some(conn) = e.connection.as_deref().filter(|c| *c != source.connection) {
+        return Handled::Final(
+            EventStatus::Unmatched,
+            format!(
+                "received for connection `{conn}`, but source `{}` now acts on `{}`: nothing changed",
+                source.name, source.connection
+            ),
+        );
     }
     let rule = match events.config().rule_for(&e.source, e.product_id.as_deref()) {
         Some(r) => Some(r.clone()),
@@ -177,6 +315,10 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str) -> Handled {
             format!("test event; rule {} has include_test = false", rule.index),
         );
     }
+    if let Some(why) = payment_refusal(e, &rule) {
+        tracing::warn!(event = %e.id, source = %e.source, reason = %why, "payment refused by its rule");
+        return Handled::Refused(why);
+    }
     let facts = facts_of(e);
     // Events without an order still get a key of their own, so the decision logic is one.
     let order_key = e
@@ -185,19 +327,54 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str) -> Handled {
         .unwrap_or_else(|| format!("event:{}", e.id));
     let store = events.hub().store();
     let lease_until = wall_ms() + lease_ms(events);
+    // The lock belongs to this attempt alone: another task of this process working on an
+    // event of the same order does not hold it.
+    let order_owner = format!("{worker}/{}", e.id);
     match store
-        .lock_order(&e.source, &order_key, worker, lease_until)
+        .lock_order(&e.source, &order_key, &order_owner, lease_until)
         .await
     {
         Ok(true) => {}
         Ok(false) => return Handled::Deferred,
         Err(err) => return failed_store(err),
     }
-    let result = decide_and_act(events, e, &source, &rule, &facts, &order_key).await;
-    if let Err(err) = store.unlock_order(&e.source, &order_key, worker).await {
+    lease.hold_order(&e.source, &order_key, &order_owner);
+    let attempt = Attempt {
+        event_owner: worker,
+        order_owner: &order_owner,
+        order_key: &order_key,
+    };
+    let result = decide_and_act(events, e, &source, &rule, &facts, &attempt).await;
+    lease.release_order();
+    if let Err(err) = store
+        .unlock_order(&e.source, &order_key, &order_owner)
+        .await
+    {
         tracing::warn!(error = %err, "could not unlock an order; its lease will expire");
     }
     result
+}
+
+/// Who an attempt is, for the store's fences.
+struct Attempt<'a> {
+    event_owner: &'a str,
+    order_owner: &'a str,
+    order_key: &'a str,
+}
+
+/// Why `rule` refuses this payment event (another currency, below the minimum), if it does.
+fn payment_refusal(e: &StoredEvent, rule: &crate::config::Rule) -> Option<String> {
+    if !matches!(e.kind.as_str(), "purchase" | "recurring_payment")
+        || (rule.currency.is_none() && rule.min_amount.is_none())
+    {
+        return None;
+    }
+    let event: Option<memberspot_webhooks::Event> = serde_json::from_value(e.data.clone()).ok();
+    let amount = event
+        .as_ref()
+        .and_then(memberspot_webhooks::Event::amount_value);
+    let currency = event.as_ref().and_then(|ev| ev.currency.as_deref());
+    rule.refuses_payment(amount, currency)
 }
 
 /// The rule of the offer this event's order was granted under, if the order is known.
@@ -242,19 +419,20 @@ async fn decide_and_act(
     source: &Source,
     rule: &crate::config::Rule,
     facts: &access::EventFacts,
-    order_key: &str,
+    attempt: &Attempt<'_>,
 ) -> Handled {
+    let order_key = attempt.order_key;
     let store = events.hub().store();
     let planned = match store.event_actions(&e.id).await {
         Ok(p) => p,
         Err(err) => return failed_store(err),
     };
+    let current = match store.get_order(&e.source, order_key).await {
+        Ok(o) => o,
+        Err(err) => return failed_store(err),
+    };
     // Decide once; later attempts resume the committed plan.
     let (steps, note) = if planned.is_empty() {
-        let current = match store.get_order(&e.source, order_key).await {
-            Ok(o) => o,
-            Err(err) => return failed_store(err),
-        };
         let (state_now, stored_email) = current
             .as_ref()
             .map_or((state::NONE.to_owned(), None), |o| {
@@ -279,10 +457,18 @@ async fn decide_and_act(
         };
         // The order's new state and the calls that carry it out, atomically: a late
         // purchase processed while this event retries already sees the order as ended.
+        // Applied only if the order is still as read and both leases still hold.
         let plan: Vec<(&str, &Value)> =
             decision.actions.iter().map(|a| (a.tool, &a.args)).collect();
-        if let Err(err) = store.commit_decision(&order, &e.id, &plan).await {
-            return failed_store(err);
+        let fence = OrderFence {
+            event_owner: attempt.event_owner,
+            order_owner: attempt.order_owner,
+            prior_state: &state_now,
+        };
+        match store.commit_decision(&order, &fence, &e.id, &plan).await {
+            Ok(true) => {}
+            Ok(false) => return Handled::Deferred,
+            Err(err) => return failed_store(err),
         }
         let steps = decision
             .actions
@@ -299,10 +485,31 @@ async fn decide_and_act(
             .collect::<Vec<_>>();
         (steps, decision.note)
     } else {
-        let steps = planned
-            .into_iter()
-            .map(|a| (a.step, a.tool, a.arguments, a.state))
-            .collect();
+        // The order may have moved on since this plan was made (a refund decided while
+        // this purchase's grant waited for a retry): access is not given back to an order
+        // that has ended or been suspended since.
+        let closed = current
+            .as_ref()
+            .is_some_and(|o| o.state == state::ENDED || o.state == state::SUSPENDED);
+        let mut steps = Vec::with_capacity(planned.len());
+        for a in planned {
+            let open = !matches!(a.state.as_str(), "ok" | "skipped");
+            if closed && open && gives_access(&a.tool, &a.arguments) {
+                let why = format!(
+                    "order {} since this was planned: not giving access back",
+                    current.as_ref().map_or("changed", |o| o.state.as_str())
+                );
+                if let Err(err) = store
+                    .finish_action(&e.id, a.step, "skipped", Some(&why), &a.request_id)
+                    .await
+                {
+                    return failed_store(err);
+                }
+                steps.push((a.step, a.tool, a.arguments, "skipped".to_owned()));
+            } else {
+                steps.push((a.step, a.tool, a.arguments, a.state));
+            }
+        }
         (steps, "resumed the planned tool calls".to_owned())
     };
     if steps.iter().all(|(_, _, _, s)| s == "ok" || s == "skipped") {
@@ -322,11 +529,23 @@ async fn decide_and_act(
         e.source, e.kind, e.id, rule.index
     );
     for (step, tool, args, state) in &steps {
-        if let Err(h) = run_step(events, &who, e, *step, tool, args, state, &prompt).await {
+        if let Err(h) = run_step(events, &who, e, attempt, *step, tool, args, state, &prompt).await
+        {
             return h;
         }
     }
     Handled::Done(note)
+}
+
+/// Whether a planned call gives access (rather than taking it away).
+fn gives_access(tool: &str, args: &Value) -> bool {
+    match tool {
+        "grant_user_offer_by_email" | "set_offer_expiration" => true,
+        "set_order_state" | "set_user_offer_state" => {
+            args.get("state").and_then(Value::as_str) == Some("active")
+        }
+        _ => false,
+    }
 }
 
 /// Runs one planned step: skipped when done, checked against the school when an earlier
@@ -336,6 +555,7 @@ async fn run_step(
     events: &Events,
     who: &Principal,
     e: &StoredEvent,
+    attempt: &Attempt<'_>,
     step: i64,
     tool: &str,
     args: &Value,
@@ -362,10 +582,14 @@ async fn run_step(
             .map_err(failed_store)?;
         return Ok(());
     }
-    store
-        .start_action(&e.id, step, &ctx.request_id)
+    // Fenced: once another worker has taken the event over, nothing more is sent from here.
+    if !store
+        .start_action(&e.id, step, &ctx.request_id, attempt.event_owner)
         .await
-        .map_err(failed_store)?;
+        .map_err(failed_store)?
+    {
+        return Err(Handled::LeaseLost);
+    }
     let outcome = events.hub().call(who, &ctx, tool, args.clone()).await;
     match outcome.result {
         Ok(_) => {
@@ -494,9 +718,13 @@ fn is_revocation(tool: &str, args: &Value) -> bool {
         && args.get("state").and_then(Value::as_str) == Some("inactive")
 }
 
-/// PayPal IPN: authenticity is confirmed by posting the message back, after the
-/// acknowledgement. `None` when the event needs no post-back or it said VERIFIED.
+/// PayPal IPN events stored before the receiver verified them first (older versions posted
+/// back after acknowledging): confirmed here before anything is done. `None` when the
+/// event needs no post-back or PayPal said VERIFIED.
 async fn check_postback(events: &Events, e: &StoredEvent, source: &Source) -> Option<Handled> {
+    if e.verified {
+        return None;
+    }
     let delivery_id = e.delivery_id.as_deref()?;
     let store = events.hub().store();
     let delivery = match store.get_delivery(delivery_id).await {
@@ -505,34 +733,27 @@ async fn check_postback(events: &Events, e: &StoredEvent, source: &Source) -> Op
         Err(err) => return Some(failed_store(err)),
     };
     let body = delivery.body.unwrap_or_default();
-    let answer = events
-        .http()
-        .post(&source.postback_url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("user-agent", "memberspot-hub-ipn")
-        .body(memberspot_webhooks::paypal::postback_body(&body))
-        .send()
-        .await;
-    let (status, text) = match answer {
-        Ok(r) => {
-            let s = r.status().as_u16();
-            (s, r.text().await.unwrap_or_default())
-        }
-        Err(err) => {
-            return Some(Handled::Failed {
-                error: format!("PayPal post-back to {} failed: {err}", source.postback_url),
-                retryable: true,
-            });
-        }
-    };
-    match memberspot_webhooks::paypal::interpret_postback_answer(status, &text) {
-        Ok(()) => None,
-        Err(memberspot_webhooks::VerifyError::PaypalSaysInvalid) => Some(Handled::Final(
+    let r = memberspot_webhooks::paypal::receiver(&body);
+    if !source
+        .paypal_receiver
+        .accepts(r.email.as_deref(), r.business.as_deref(), r.id.as_deref())
+    {
+        return Some(Handled::Final(
+            EventStatus::Rejected,
+            "a payment to another PayPal account than this shop's: nothing changed".into(),
+        ));
+    }
+    match crate::postback::verify(events, source, &body).await {
+        Postback::Verified => match store.mark_verified(&e.id).await {
+            Ok(()) => None,
+            Err(err) => Some(failed_store(err)),
+        },
+        Postback::Invalid => Some(Handled::Final(
             EventStatus::Rejected,
             "PayPal answered INVALID to the post-back: not a genuine IPN; nothing changed".into(),
         )),
-        Err(err) => Some(Handled::Failed {
-            error: format!("PayPal post-back: {err} (HTTP {status})"),
+        Postback::Unavailable(error) => Some(Handled::Failed {
+            error,
             retryable: true,
         }),
     }
@@ -563,15 +784,15 @@ pub async fn sweep_once(events: &Events) -> Result<usize, HubError> {
         let Some(source) = events.config().sources.get(&o.source).cloned() else {
             continue;
         };
-        let worker = events.worker_id();
+        let owner = attempt_owner(events.worker_id());
         if !store
-            .lock_order(&o.source, &o.order_id, worker, wall_ms() + lease_ms(events))
+            .lock_order(&o.source, &o.order_id, &owner, wall_ms() + lease_ms(events))
             .await?
         {
             continue;
         }
-        let result = suspend(events, &source, &o).await;
-        store.unlock_order(&o.source, &o.order_id, worker).await?;
+        let result = suspend(events, &source, &o, &owner).await;
+        store.unlock_order(&o.source, &o.order_id, &owner).await?;
         if result? {
             suspended += 1;
         }
@@ -579,7 +800,12 @@ pub async fn sweep_once(events: &Events) -> Result<usize, HubError> {
     Ok(suspended)
 }
 
-async fn suspend(events: &Events, source: &Source, o: &OrderAccess) -> Result<bool, HubError> {
+async fn suspend(
+    events: &Events,
+    source: &Source,
+    o: &OrderAccess,
+    owner: &str,
+) -> Result<bool, HubError> {
     let store = events.hub().store();
     // Re-read under the lock: a payment may have arrived meanwhile.
     let Some(current) = store.get_order(&o.source, &o.order_id).await? else {
@@ -608,15 +834,23 @@ async fn suspend(events: &Events, source: &Source, o: &OrderAccess) -> Result<bo
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e),
     }
-    store
-        .put_order(&OrderAccess {
-            state: state::SUSPENDED.into(),
-            reason: Some("grace_period_over".into()),
-            updated_at: ms(events.now()),
-            ..current
-        })
+    let fence = OrderFence {
+        event_owner: owner,
+        order_owner: owner,
+        prior_state: state::GRACE,
+    };
+    let written = store
+        .put_order_fenced(
+            &OrderAccess {
+                state: state::SUSPENDED.into(),
+                reason: Some("grace_period_over".into()),
+                updated_at: ms(events.now()),
+                ..current
+            },
+            &fence,
+        )
         .await?;
-    Ok(true)
+    Ok(written)
 }
 
 fn backoff(events: &Events, attempt: i64) -> Duration {

@@ -9,88 +9,14 @@ mod common;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use common::{Backend, World};
+use common::Backend;
 use memberspot_hub::store::{AuditFilter, EventFilter, EventStatus};
 use serde_json::{Value, json};
 
-const DS24_PASS: &str = "Mbr-IPN-passphrase-2026!";
+use common::{DS24_PASS, ds24, ds24_vector, holding, offers, post, succeeded};
+
 const GRANT: &str = "POST /v1/users/grant-user-offer-by-mail";
 const ORDER_STATE: &str = "POST /v1/users/set-order-state";
-
-async fn offers(w: &World) -> Vec<String> {
-    w.state().await["offers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-async fn succeeded(w: &World, route: &str) -> u64 {
-    w.state().await["counters"]["succeeded"][route]
-        .as_u64()
-        .unwrap_or(0)
-}
-
-/// The member's holding of `offer`, from the sandbox's state.
-async fn holding(w: &World, email: &str, offer: &str) -> Option<Value> {
-    let state = w.state().await;
-    let user = state["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["email"].as_str() == Some(email))?
-        .clone();
-    user["offers"]
-        .as_array()?
-        .iter()
-        .find(|h| h["offerId"].as_str() == Some(offer))
-        .cloned()
-}
-
-fn ds24_vector(name: &str) -> String {
-    common::vectors("digistore24.json")
-        .into_iter()
-        .find(|v| v["name"] == name)
-        .unwrap()["raw_body"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// A Digistore24 IPN signed with the passphrase.
-fn ds24(event: &str, order: &str, product: &str, tx: &str, email: &str) -> String {
-    let params = vec![
-        ("event", event),
-        ("order_id", order),
-        ("product_id", product),
-        ("transaction_id", tx),
-        ("buyer_email", email),
-        ("buyer_first_name", "Test"),
-        ("buyer_last_name", "Käufer"),
-        ("amount", "19.00"),
-        ("currency", "EUR"),
-        ("api_mode", "live"),
-    ];
-    let sign = memberspot_webhooks::digistore24::compute_sha_sign(params.clone(), DS24_PASS, false);
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in &params {
-        s.append_pair(k, v);
-    }
-    s.append_pair("sha_sign", &sign);
-    s.finish()
-}
-
-async fn post(base: &str, path: &str, body: &str, headers: &[(&str, String)]) -> (u16, String) {
-    let mut req = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .body(body.to_owned());
-    for (k, v) in headers {
-        req = req.header(*k, v);
-    }
-    let r = req.send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
 
 async fn ds24_story(backend: Backend) {
     let w = common::world(backend, 5).await;

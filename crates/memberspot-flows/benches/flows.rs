@@ -83,6 +83,8 @@ async fn bench_digest() {
                     } else {
                         EventStatus::Done
                     },
+                    connection: Some("school".into()),
+                    verified: true,
                 }
             })
             .collect();
@@ -97,7 +99,7 @@ async fn bench_digest() {
     let mut purchases = 0;
     for _ in 0..5 {
         let t = Instant::now();
-        let d = digest::build(&store, date, tz, &Names::default(), Utc::now())
+        let d = digest::build(&store, "school", date, tz, &Names::default(), Utc::now())
             .await
             .expect("digest");
         let _ = (d.to_text(), d.to_html(), d.to_slack_blocks());

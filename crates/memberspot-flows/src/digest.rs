@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use memberspot_hub::store::{AuditCount, EventCount, Store};
+use memberspot_hub::store::{AuditCount, EventCount, Store, Trusted};
 use serde::Serialize;
 
 /// Payment event kinds, in the order they are shown.
@@ -87,6 +87,9 @@ pub struct Problems {
     pub unmatched: i64,
     /// Deliveries refused for a bad signature or missing secret, per source.
     pub rejected: BTreeMap<String, i64>,
+    /// Genuine payments their rule refused (another currency, below the minimum), per
+    /// source: nothing was granted for them.
+    pub refused_payments: BTreeMap<String, i64>,
     /// Tool calls that failed (not denied), per tool.
     pub failed_calls: BTreeMap<String, i64>,
 }
@@ -145,9 +148,12 @@ pub struct Names {
     pub courses: BTreeMap<String, String>,
 }
 
-/// Builds the digest of `date` in `tz` from the store.
+/// Builds the digest of `date` in `tz` for the school of `connection` from the store. Only
+/// events the hub trusts count as facts ([`Trusted`]: verified, not refused, of this
+/// school; test traffic is reported apart); refused ones are problems.
 pub async fn build(
     store: &Store,
+    connection: &str,
     date: NaiveDate,
     tz: Tz,
     names: &Names,
@@ -156,16 +162,22 @@ pub async fn build(
     let (start, end) = day_window(date, tz);
     let (ps, pe) = day_window(date.pred_opt().unwrap_or(date), tz);
     let (s, e) = (start.timestamp_millis(), end.timestamp_millis());
-    let (events, prev_events, calls, prev_calls, rejected) = tokio::try_join!(
-        store.event_counts(s, e),
-        store.event_counts(ps.timestamp_millis(), pe.timestamp_millis()),
+    let (p_s, p_e) = (ps.timestamp_millis(), pe.timestamp_millis());
+    let trusted = Trusted::live(connection).with_test();
+    let (events, prev_events, calls, prev_calls, rejected, refused) = tokio::try_join!(
+        store.event_counts(s, e, &trusted),
+        store.event_counts(p_s, p_e, &trusted),
         store.audit_counts(s, e),
-        store.audit_counts(ps.timestamp_millis(), pe.timestamp_millis()),
+        store.audit_counts(p_s, p_e),
         store.rejected_deliveries(s, e),
+        store.refused_event_counts(s, e, connection),
     )?;
-    let prev_rejected = store
-        .rejected_deliveries(ps.timestamp_millis(), pe.timestamp_millis())
-        .await?;
+    let (prev_rejected, prev_refused) = tokio::try_join!(
+        store.rejected_deliveries(p_s, p_e),
+        store.refused_event_counts(p_s, p_e, connection),
+    )?;
+    let rejected = with_refused(rejected, &refused);
+    let prev_rejected = with_refused(prev_rejected, &prev_refused);
     let mut d = Digest {
         date,
         timezone: tz.name().to_owned(),
@@ -179,7 +191,7 @@ pub async fn build(
         completions: BTreeMap::new(),
         progress_changes: 0,
         personas: personas(&calls),
-        problems: problems(&events, &calls, &rejected),
+        problems: problems(&events, &calls, &rejected, &refused),
         poller_active: events.iter().any(|c| c.provider == "poller"),
         has_test_traffic: events.iter().any(|c| c.test),
         summary: None,
@@ -201,6 +213,19 @@ pub async fn build(
         }
     }
     Ok(d)
+}
+
+/// Refused deliveries plus the events refused after they were stored (PayPal post-backs
+/// that said INVALID, payments refused by their rule), per source: every refusal counts as
+/// one problem.
+fn with_refused(mut rejected: Vec<(String, i64)>, refused: &[EventCount]) -> Vec<(String, i64)> {
+    for c in refused {
+        match rejected.iter_mut().find(|(s, _)| *s == c.source) {
+            Some((_, n)) => *n += c.count,
+            None => rejected.push((c.source.clone(), c.count)),
+        }
+    }
+    rejected
 }
 
 fn is_payment(c: &EventCount) -> bool {
@@ -317,8 +342,16 @@ fn personas(calls: &[AuditCount]) -> Vec<PersonaLine> {
     v
 }
 
-fn problems(events: &[EventCount], calls: &[AuditCount], rejected: &[(String, i64)]) -> Problems {
+fn problems(
+    events: &[EventCount],
+    calls: &[AuditCount],
+    rejected: &[(String, i64)],
+    refused: &[EventCount],
+) -> Problems {
     let mut p = Problems::default();
+    for c in refused.iter().filter(|c| c.status == "refused_amount") {
+        *p.refused_payments.entry(c.source.clone()).or_insert(0) += c.count;
+    }
     for c in events {
         match c.status.as_str() {
             "dead" => p.dead += c.count,
@@ -331,7 +364,10 @@ fn problems(events: &[EventCount], calls: &[AuditCount], rejected: &[(String, i6
         *p.failed_calls.entry(c.tool.clone()).or_insert(0) += c.count;
     }
     for (source, n) in rejected {
-        *p.rejected.entry(source.clone()).or_insert(0) += n;
+        let payments = p.refused_payments.get(source).copied().unwrap_or(0);
+        if n - payments > 0 {
+            *p.rejected.entry(source.clone()).or_insert(0) += n - payments;
+        }
     }
     p
 }
@@ -342,6 +378,7 @@ impl Problems {
             && self.retrying == 0
             && self.unmatched == 0
             && self.rejected.is_empty()
+            && self.refused_payments.is_empty()
             && self.failed_calls.is_empty()
     }
 
@@ -359,7 +396,12 @@ impl Problems {
         }
         for (source, n) in &self.rejected {
             out.push(format!(
-                "{n} delivery(ies) to /hooks/{source} refused (bad signature or no secret)"
+                "{n} delivery(ies) to /hooks/{source} refused (not genuine, not for this shop, or no secret)"
+            ));
+        }
+        for (source, n) in &self.refused_payments {
+            out.push(format!(
+                "{n} payment(s) to /hooks/{source} refused by their rule (currency or minimum amount): nothing granted (memberspot events list --status refused_amount)"
             ));
         }
         if self.retrying > 0 {

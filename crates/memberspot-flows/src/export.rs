@@ -6,10 +6,10 @@
 //! and refunds, Memberspot's own events), from a checkpoint kept in the store. The
 //! checkpoint moves only after the export was written or accepted, so nothing is skipped.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use memberspot_hub::store::EventFilter;
+use memberspot_hub::store::{EventFilter, Trusted};
 use memberspot_hub::{CallContext, Hub, Principal, Surface};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -97,8 +97,9 @@ pub async fn run(
 
     let mut members: Vec<Value> = Vec::new();
     if incremental {
-        let changed = changed_emails(hub, previous.unwrap_or(0), newest).await?;
-        for email in changed {
+        let trusted = Trusted::live(who.connection());
+        let changed = changed_emails(hub, &trusted, previous.unwrap_or(0), newest).await?;
+        for (email, deletion_seen) in changed {
             calls += 1;
             match hub
                 .call(&who, &ctx, "find_user_by_email", json!({"email": email}))
@@ -106,10 +107,13 @@ pub async fn run(
                 .result
             {
                 Ok(u) => members.push(u),
-                // Deleted since: exported as such, so the other app can follow.
-                Err(e) if e.to_string().contains("not found") || e.code() == "not_found" => {
+                // Exported as deleted only when the school itself was seen deleting the
+                // member (the poller): a buyer who never became a member, or an e-mail
+                // from a payment, is no reason to tell the other app to delete anyone.
+                Err(e) if e.code() == "not_found" && deletion_seen => {
                     members.push(json!({"email": email, "deleted": true}))
                 }
+                Err(e) if e.code() == "not_found" => {}
                 Err(e) => return Err(format!("find_user_by_email {email}: {e}")),
             }
         }
@@ -171,9 +175,15 @@ pub async fn run(
     })
 }
 
-/// E-mails of members any stored event after `after` (up to `upto`) was about.
-async fn changed_emails(hub: &Hub, after: i64, upto: i64) -> Result<BTreeSet<String>, String> {
-    let mut out = BTreeSet::new();
+/// E-mails that trusted events after `after` (up to `upto`) were about, each with whether
+/// the school was seen deleting that member.
+async fn changed_emails(
+    hub: &Hub,
+    trusted: &Trusted,
+    after: i64,
+    upto: i64,
+) -> Result<BTreeMap<String, bool>, String> {
+    let mut out = BTreeMap::new();
     let mut cursor = after;
     loop {
         let page = hub
@@ -182,6 +192,7 @@ async fn changed_emails(hub: &Hub, after: i64, upto: i64) -> Result<BTreeSet<Str
                 after_seq: Some(cursor),
                 oldest_first: true,
                 limit: Some(1000),
+                trusted: Some(trusted.clone()),
                 ..Default::default()
             })
             .await
@@ -191,7 +202,8 @@ async fn changed_emails(hub: &Hub, after: i64, upto: i64) -> Result<BTreeSet<Str
         };
         for e in page.iter().filter(|e| e.seq <= upto) {
             if let Some(m) = &e.email {
-                out.insert(m.to_ascii_lowercase());
+                let deleted = out.entry(m.to_ascii_lowercase()).or_insert(false);
+                *deleted |= e.kind == "member_deleted";
             }
         }
         if last >= upto {

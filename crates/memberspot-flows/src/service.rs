@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use memberspot_agent::config::ModelsConfig;
 use memberspot_agent::model::{ChatMessage, ChatRequest, Model};
 use memberspot_hub::admin::PersonaSpec;
-use memberspot_hub::store::{EventFilter, FlowStep, NewRun};
+use memberspot_hub::store::{EventFilter, EventStatus, FlowStep, NewRun, Trusted};
 use memberspot_hub::{CallContext, Hub, HubError, Principal};
 use memberspot_notify::Message;
 use serde_json::{Value, json};
@@ -258,7 +258,7 @@ impl Flows {
             |d| d.connection.clone(),
         );
         let names = self.names(&connection).await;
-        let mut d = match digest::build(store, date, tz, &names, now).await {
+        let mut d = match digest::build(store, &connection, date, tz, &names, now).await {
             Ok(d) => d,
             Err(e) => {
                 // The run is on record as started: it must not stay "running".
@@ -596,15 +596,31 @@ async fn event_triggers(flows: Flows, cancel: CancellationToken) {
 
 /// One pass for one event-triggered flow. The checkpoint starts at the newest event when
 /// the flow is first seen, so adding a flow does not replay history.
+///
+/// A flow fires only on events the hub trusts ([`Trusted`]: verified, not refused, of the
+/// flow's own school, not test traffic) and only once the queue has decided them: a payment
+/// its rule will refuse must not start a welcome flow first. The checkpoint never passes an
+/// undecided event; decided ones after it fire at once (each event fires a flow once).
 pub async fn trigger_once(
     flows: &Flows,
     name: &str,
     kind: &str,
     source: Option<&str>,
 ) -> Result<usize, HubError> {
+    /// Events read per page; a pass reads at most this many pages.
+    const PAGE: u32 = 200;
+    const PAGES: usize = 10;
     let store = flows.hub().store();
+    let connection = flows
+        .config()
+        .flows
+        .iter()
+        .find(|f| f.name == name)
+        .map(|f| f.connection.clone())
+        .ok_or_else(|| HubError::NotFound(format!("no flow named `{name}`")))?;
+    let trusted = Trusted::live(connection);
     let key = format!("flow.{name}.after_seq");
-    let after = match store.get_meta(&key).await? {
+    let checkpoint = match store.get_meta(&key).await? {
         Some(v) => v.parse::<i64>().unwrap_or(0),
         None => {
             let newest = store
@@ -619,37 +635,62 @@ pub async fn trigger_once(
             newest
         }
     };
-    let events = store
-        .list_events(&EventFilter {
-            kind: Some(kind.to_owned()),
-            source: source.map(str::to_owned),
-            after_seq: Some(after),
-            oldest_first: true,
-            limit: Some(100),
-            ..Default::default()
-        })
-        .await?;
     let mut ran = 0;
-    for e in &events {
-        let input = json!({"event": e});
-        match flows
-            .run_flow(
-                name,
-                "event",
-                input,
-                Some(format!("{name}#{}", e.id)),
-                false,
-            )
-            .await
-        {
-            Ok(_) => ran += 1,
-            Err(crate::runner::RunError::AlreadyFired(_)) => {}
-            Err(crate::runner::RunError::Busy(_)) => return Ok(ran), // retry the rest next pass
-            Err(err) => {
-                tracing::warn!(flow = name, event = %e.id, error = %err, "event-triggered run failed to start")
+    let mut cursor = checkpoint;
+    // Where the checkpoint may move: just before the first event still undecided.
+    let mut settled_upto: Option<i64> = None;
+    let mut blocked = false;
+    'pages: for _ in 0..PAGES {
+        let events = store
+            .list_events(&EventFilter {
+                kind: Some(kind.to_owned()),
+                source: source.map(str::to_owned),
+                after_seq: Some(cursor),
+                oldest_first: true,
+                limit: Some(PAGE),
+                ..Default::default()
+            })
+            .await?;
+        for e in &events {
+            cursor = e.seq;
+            let undecided = matches!(
+                e.status,
+                EventStatus::Pending | EventStatus::Processing | EventStatus::Retry
+            );
+            if undecided {
+                blocked = true;
+                continue;
+            }
+            if trusted.admits(e) {
+                let input = json!({"event": e});
+                match flows
+                    .run_flow(
+                        name,
+                        "event",
+                        input,
+                        Some(format!("{name}#{}", e.id)),
+                        false,
+                    )
+                    .await
+                {
+                    Ok(_) => ran += 1,
+                    Err(crate::runner::RunError::AlreadyFired(_)) => {}
+                    Err(crate::runner::RunError::Busy(_)) => break 'pages, // from here next pass
+                    Err(err) => {
+                        tracing::warn!(flow = name, event = %e.id, error = %err, "event-triggered run failed to start")
+                    }
+                }
+            }
+            if !blocked {
+                settled_upto = Some(e.seq);
             }
         }
-        store.set_meta(&key, &e.seq.to_string()).await?;
+        if events.len() < PAGE as usize {
+            break;
+        }
+    }
+    if let Some(upto) = settled_upto.filter(|s| *s > checkpoint) {
+        store.set_meta(&key, &upto.to_string()).await?;
     }
     Ok(ran)
 }

@@ -137,6 +137,8 @@ async fn seed_yesterday(flows: &Flows) {
         currency: Some("EUR".into()),
         data: json!({}),
         status,
+        connection: Some("sandbox".into()),
+        verified: true,
     };
     flows
         .hub()

@@ -43,6 +43,8 @@ fn ev(
         currency: amount.map(|a| a.1.to_owned()),
         data: json!({}),
         status,
+        connection: Some("school".into()),
+        verified: true,
     }
 }
 
@@ -268,7 +270,7 @@ async fn numbers_are_right(store: &Store) {
     };
     let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
     let date = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
-    let d = digest::build(store, date, tz, &names, Utc::now())
+    let d = digest::build(store, "school", date, tz, &names, Utc::now())
         .await
         .unwrap();
     assert_eq!((d.end - d.start).num_hours(), 23);
@@ -392,6 +394,7 @@ async fn the_long_day_counts_its_extra_hour() {
     let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
     let d = digest::build(
         &store,
+        "school",
         NaiveDate::from_ymd_opt(2026, 10, 25).unwrap(),
         tz,
         &Names::default(),
@@ -401,4 +404,90 @@ async fn the_long_day_counts_its_extra_hour() {
     .unwrap();
     assert_eq!((d.end - d.start).num_hours(), 25);
     assert_eq!(d.numbers.purchases, 2);
+}
+
+/// The summary reports facts only from events the hub trusts: a forgery PayPal rejected,
+/// a payment its rule refused, an event of another school and an unverified one are no
+/// purchases; the refusals are problems, so the day is not "nothing needs attention".
+async fn only_trusted_events_count(store: &Store) {
+    let mut n = 0;
+    let t = at("2026-06-10T10:00:00Z");
+    let live = ev(
+        &mut n,
+        "digistore24",
+        "purchase",
+        Some("p"),
+        Some((4900, "EUR")),
+        false,
+        EventStatus::Done,
+    );
+    let variant = |n: &mut usize, status: EventStatus, connection: &str, verified: bool| NewEvent {
+        status,
+        connection: Some(connection.into()),
+        verified,
+        ..ev(
+            n,
+            "digistore24",
+            "purchase",
+            Some("p"),
+            Some((1, "EUR")),
+            false,
+            EventStatus::Done,
+        )
+    };
+    let forged = variant(&mut n, EventStatus::Rejected, "school", false);
+    let cheap = variant(&mut n, EventStatus::RefusedAmount, "school", true);
+    let elsewhere = variant(&mut n, EventStatus::Done, "other-school", true);
+    let unverified = variant(&mut n, EventStatus::Pending, "school", false);
+    store
+        .insert_events_at(&[live, forged, cheap, elsewhere, unverified], t)
+        .await
+        .unwrap();
+    let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+    let d = digest::build(
+        store,
+        "school",
+        NaiveDate::from_ymd_opt(2026, 6, 10).unwrap(),
+        tz,
+        &Names::default(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(d.numbers.purchases, 1, "{:?}", d.numbers);
+    assert_eq!(
+        d.payments[0].amounts.get("EUR"),
+        Some(&4900),
+        "{:?}",
+        d.payments
+    );
+    assert_eq!(d.problems.refused_payments.get("digistore24"), Some(&1));
+    assert_eq!(
+        d.problems.rejected.get("digistore24"),
+        Some(&1),
+        "{:?}",
+        d.problems
+    );
+    assert!(!d.problems.is_empty());
+    let text = d.to_text();
+    assert!(text.contains("refused by their rule"), "{text}");
+    assert_eq!(d.numbers.problems, 2, "{:?}", d.numbers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_trusted_events_count_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()))
+        .await
+        .unwrap();
+    only_trusted_events_count(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_trusted_events_count_postgres() {
+    let (url, name) = common::fresh_pg().await;
+    let store = Store::open(&url).await.unwrap();
+    only_trusted_events_count(&store).await;
+    store.close().await;
+    common::drop_pg(&name).await;
 }

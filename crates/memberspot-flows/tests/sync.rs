@@ -282,8 +282,13 @@ async fn export_is_full_first_then_incremental_from_the_event_store() {
         currency: None,
         data: json!({}),
         status: EventStatus::Done,
+        connection: Some("sandbox".into()),
+        verified: true,
     };
-    hub.store().insert_events(&[event]).await.unwrap();
+    hub.store()
+        .insert_events(std::slice::from_ref(&event))
+        .await
+        .unwrap();
     let inc = flows.run_export("crm").await.unwrap();
     assert_eq!((inc.mode.as_str(), inc.members), ("incremental", 1));
     let text = std::fs::read_to_string(dir.path().join("members.csv")).unwrap();
@@ -292,6 +297,74 @@ async fn export_is_full_first_then_incremental_from_the_event_store() {
         text.contains(&format!("neu@example.de,,,,{},true", o[0])),
         "{text}"
     );
+
+    // Only trusted events of this school drive the export, and only the school itself
+    // deleting a member makes the export say "deleted".
+    let mk =
+        |key: &str, kind: &str, email: &str, status: EventStatus, conn: &str, verified: bool| {
+            NewEvent {
+                dedupe_key: key.into(),
+                kind: kind.into(),
+                name: kind.into(),
+                email: Some(email.into()),
+                status,
+                connection: Some(conn.into()),
+                verified,
+                ..event.clone()
+            }
+        };
+    hub.store()
+        .insert_events(&[
+            // A forged PayPal notification (rejected) about someone who is no member.
+            mk(
+                "f1",
+                "purchase",
+                "ghost@example.de",
+                EventStatus::Rejected,
+                "sandbox",
+                false,
+            ),
+            // A member deleted in another school.
+            mk(
+                "f2",
+                "member_deleted",
+                "other@example.de",
+                EventStatus::Done,
+                "other-school",
+                true,
+            ),
+            // A genuine purchase that matched no rule: the buyer is no member (yet).
+            mk(
+                "f3",
+                "purchase",
+                "buyer@example.de",
+                EventStatus::Unmatched,
+                "sandbox",
+                true,
+            ),
+            // The school deleted a member: that is news for the other app.
+            mk(
+                "f4",
+                "member_deleted",
+                "gone@example.de",
+                EventStatus::Done,
+                "sandbox",
+                true,
+            ),
+        ])
+        .await
+        .unwrap();
+    let inc = flows.run_export("crm").await.unwrap();
+    let text = std::fs::read_to_string(dir.path().join("members.csv")).unwrap();
+    assert_eq!(
+        (inc.mode.as_str(), inc.members),
+        ("incremental", 1),
+        "{text}"
+    );
+    assert!(text.contains("gone@example.de,,,yes"), "{text}");
+    for absent in ["ghost@", "other@", "buyer@"] {
+        assert!(!text.contains(absent), "{absent} in {text}");
+    }
     hub.store().close().await;
     let _ = sandbox.shutdown().await;
 }

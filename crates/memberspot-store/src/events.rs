@@ -22,7 +22,8 @@ pub const MAX_EVENT_LIMIT: u32 = 10_000;
 
 const EVENT_COLUMNS: &str = "seq, id, dedupe_key, delivery_id, source, provider, kind, name, \
      order_id, product_id, email, test, data, received_at, redeliveries, status, attempts, \
-     next_attempt_at, locked_by, locked_until, last_error, finished_at";
+     next_attempt_at, locked_by, locked_until, last_error, finished_at, connection, verified, \
+     refusal";
 
 /// Where an event is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -44,10 +45,13 @@ pub enum EventStatus {
     Rejected,
     /// Gave up after the maximum number of attempts; replayable.
     Dead,
+    /// Genuine, but its rule refuses it (another currency, or below the minimum amount):
+    /// nothing was granted. `refusal` says why.
+    RefusedAmount,
 }
 
 impl EventStatus {
-    pub const ALL: [EventStatus; 8] = [
+    pub const ALL: [EventStatus; 9] = [
         Self::Pending,
         Self::Processing,
         Self::Retry,
@@ -56,6 +60,7 @@ impl EventStatus {
         Self::Ignored,
         Self::Rejected,
         Self::Dead,
+        Self::RefusedAmount,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,11 +73,66 @@ impl EventStatus {
             Self::Ignored => "ignored",
             Self::Rejected => "rejected",
             Self::Dead => "dead",
+            Self::RefusedAmount => "refused_amount",
         }
     }
 
     pub fn parse(s: &str) -> Option<EventStatus> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Refused for what it is (a forgery, a payment the rules do not accept): never acted
+    /// on, never reported as a fact.
+    pub fn is_refusal(self) -> bool {
+        matches!(self, Self::Rejected | Self::RefusedAmount)
+    }
+}
+
+/// Which stored events a consumer may act on or report as facts: **verified** (signature,
+/// URL token or PayPal post-back), **not refused** (no rejected forgery, no payment the rules
+/// refused), of the consumer's **own school** (connection) and, unless asked for, **live**
+/// (not the provider's test traffic). The one definition every consumer uses: the digest,
+/// event-triggered flows, the export, the readers of the poller's events. In SQL through
+/// [`EventFilter::trusted`], in memory through [`Trusted::admits`]; a test keeps both equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trusted {
+    pub connection: String,
+    pub include_test: bool,
+}
+
+impl Trusted {
+    /// Live events of `connection`.
+    pub fn live(connection: impl Into<String>) -> Self {
+        Trusted {
+            connection: connection.into(),
+            include_test: false,
+        }
+    }
+
+    /// Test traffic included (reported apart by the caller).
+    pub fn with_test(mut self) -> Self {
+        self.include_test = true;
+        self
+    }
+
+    pub fn admits(&self, e: &StoredEvent) -> bool {
+        e.verified
+            && !e.status.is_refusal()
+            && e.connection.as_deref() == Some(self.connection.as_str())
+            && (self.include_test || !e.test)
+    }
+
+    /// The predicate as SQL over `events`, its values bound through `a`.
+    pub(crate) fn sql<'a>(&'a self, a: &mut Args<'a>) -> String {
+        format!(
+            "(verified = 1 AND status NOT IN ('rejected', 'refused_amount') AND connection = {}{})",
+            a.text(&self.connection),
+            if self.include_test {
+                ""
+            } else {
+                " AND test = 0"
+            }
+        )
     }
 }
 
@@ -94,7 +154,8 @@ pub struct NewDelivery {
     /// Raw body; `None` for rejected deliveries (not kept).
     pub body: Option<Vec<u8>>,
     pub body_bytes: usize,
-    /// `verified`, `postback` (PayPal: checked after acknowledging) or `rejected`.
+    /// `verified`, or `rejected` (kept without headers and body: the reason, size, source
+    /// and time only). Older rows may say `postback` (PayPal, checked after acknowledging).
     pub verification: String,
     pub error: Option<String>,
 }
@@ -133,6 +194,10 @@ pub struct NewEvent {
     pub currency: Option<String>,
     pub data: serde_json::Value,
     pub status: EventStatus,
+    /// The school the event belongs to (see [`Trusted`]).
+    pub connection: Option<String>,
+    /// Authenticity established before storing (every receiver verifies first).
+    pub verified: bool,
 }
 
 /// The result of storing one event.
@@ -177,6 +242,11 @@ pub struct StoredEvent {
     pub locked_until: Option<i64>,
     pub last_error: Option<String>,
     pub finished_at: Option<i64>,
+    /// The school the event belongs to.
+    pub connection: Option<String>,
+    pub verified: bool,
+    /// Why the rules refused it (status `refused_amount`).
+    pub refusal: Option<String>,
 }
 
 /// Which events [`Store::list_events`] returns (newest first).
@@ -198,6 +268,8 @@ pub struct EventFilter {
     /// Oldest first instead of newest first.
     pub oldest_first: bool,
     pub limit: Option<u32>,
+    /// Only events a consumer may act on (see [`Trusted`]).
+    pub trusted: Option<Trusted>,
 }
 
 /// How an attempt ended, as recorded by [`Store::finish_event`].
@@ -209,6 +281,8 @@ pub struct EventFinish {
     pub next_attempt_at: Option<i64>,
     /// One line for the history.
     pub detail: String,
+    /// Why the event was refused (with [`EventStatus::RefusedAmount`]).
+    pub refusal: Option<String>,
 }
 
 /// One line of an event's processing history.
@@ -250,6 +324,23 @@ pub struct OrderAccess {
     /// For subscriptions: access is paid until (epoch ms).
     pub paid_until: Option<i64>,
     pub updated_at: i64,
+}
+
+/// What a decision about an order was made under: who holds the order's lock and the
+/// event's lease, and the state the order was read in.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderFence<'a> {
+    pub event_owner: &'a str,
+    pub order_owner: &'a str,
+    pub prior_state: &'a str,
+}
+
+/// What [`Store::purge_events`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EventPurge {
+    pub events: u64,
+    pub deliveries: u64,
+    pub refused_deliveries: u64,
 }
 
 /// Counts of events per status (for metrics and the digest).
@@ -356,6 +447,74 @@ impl Store {
             .collect()
     }
 
+    /// Deletes, for retention: events received before `settled_before` that are finished
+    /// (with their history, tool-call records and deliveries), and refused deliveries
+    /// received before `refused_before` (epoch ms). Events still queued are never purged;
+    /// per-order access state is kept (it decides later events).
+    pub async fn purge_events(
+        &self,
+        settled_before: i64,
+        refused_before: i64,
+    ) -> Result<EventPurge, StoreError> {
+        const DONE: &str = "status NOT IN ('pending', 'processing', 'retry')";
+        let mut tx = self.begin_write().await?;
+        for table in ["event_log", "event_actions"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE event_id IN \
+                 (SELECT id FROM events WHERE received_at < $1 AND {DONE})"
+            ))
+            .bind(settled_before)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let events = sqlx::query(&format!(
+            "DELETE FROM events WHERE received_at < $1 AND {DONE}"
+        ))
+        .bind(settled_before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let deliveries = sqlx::query(
+            "DELETE FROM deliveries WHERE received_at < $1 AND verification <> 'rejected' \
+             AND NOT EXISTS (SELECT 1 FROM events e WHERE e.delivery_id = deliveries.id)",
+        )
+        .bind(settled_before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let refused = sqlx::query(
+            "DELETE FROM deliveries WHERE received_at < $1 AND verification = 'rejected'",
+        )
+        .bind(refused_before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(EventPurge {
+            events,
+            deliveries,
+            refused_deliveries: refused,
+        })
+    }
+
+    /// Refused deliveries, newest first (at most `limit`).
+    pub async fn refused_deliveries(
+        &self,
+        source: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, source, provider, received_at, headers, body, body_base64, body_bytes, \
+             verification, error FROM deliveries WHERE verification = 'rejected' \
+             AND ($1 IS NULL OR source = $1) ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(source)
+        .bind(i64::from(limit.clamp(1, MAX_EVENT_LIMIT)))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
     // ---------------------------------------------------------------- queue
 
     /// Claims up to `limit` due events for `worker`, leasing them until `lease_until`
@@ -436,14 +595,23 @@ impl Store {
         };
         let mut tx = self.begin_write().await?;
         let mut a = Args::default();
+        // A rejected event is not verified and gives its idempotency key up, so a genuine
+        // delivery with the same key is processed instead of counted as a redelivery.
+        let rejected = f.status == EventStatus::Rejected;
         let sql = format!(
             "UPDATE events SET status = {}, last_error = {}, next_attempt_at = {}, \
-             finished_at = {}, locked_by = NULL, locked_until = NULL \
+             finished_at = {}, locked_by = NULL, locked_until = NULL, refusal = {}{} \
              WHERE id = {} AND locked_by = {} AND status = 'processing'",
             a.text(f.status.as_str()),
             a.opt_text(f.error.as_deref()),
             a.int(f.next_attempt_at.unwrap_or(now)),
             a.opt_int(finished),
+            a.opt_text(f.refusal.as_deref()),
+            if rejected {
+                ", verified = 0, dedupe_key = 'rejected:' || id || ':' || dedupe_key"
+            } else {
+                ""
+            },
             a.text(id),
             a.text(worker),
         );
@@ -466,6 +634,72 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Assigns events of `source` stored before events carried their school (migration
+    /// 0006) to `connection`. Returns how many rows changed.
+    pub async fn backfill_event_connection(
+        &self,
+        source: &str,
+        connection: &str,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE events SET connection = $1 WHERE source = $2 AND connection IS NULL",
+        )
+        .bind(connection)
+        .bind(source)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Marks an event verified (its PayPal post-back said VERIFIED).
+    pub async fn mark_verified(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE events SET verified = 1 WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Extends the lease `owner` holds on a claimed event (and on the order it works on, if
+    /// any) until `until` (epoch ms). `false` if the event's lease was lost: the work must
+    /// stop, another worker may take it over.
+    pub async fn renew_lease(
+        &self,
+        id: &str,
+        owner: &str,
+        order: Option<(&str, &str, &str)>,
+        until: i64,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE events SET locked_until = $1 \
+             WHERE id = $2 AND locked_by = $3 AND status = 'processing'",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some((source, order_id, order_owner)) = order {
+            let r = sqlx::query(
+                "UPDATE order_access SET locked_until = $1 \
+                 WHERE source = $2 AND order_id = $3 AND locked_by = $4",
+            )
+            .bind(until)
+            .bind(source)
+            .bind(order_id)
+            .bind(order_owner)
+            .execute(&self.pool)
+            .await?;
+            if r.rows_affected() == 0 {
+                return Ok(false);
+            }
+        }
         Ok(true)
     }
 
@@ -566,6 +800,9 @@ impl Store {
         if let Some(v) = f.after_seq {
             clauses.push(format!("seq > {}", a.int(v)));
         }
+        if let Some(t) = &f.trusted {
+            clauses.push(t.sql(&mut a));
+        }
         let filter = if clauses.is_empty() {
             String::new()
         } else {
@@ -627,14 +864,29 @@ impl Store {
     /// Commits a decision atomically: the order's new state and the tool calls that carry
     /// it out (as `planned` steps). Later attempts resume these steps instead of deciding
     /// again, so a retry never sees its own state change as "nothing to do".
+    ///
+    /// Fenced: it applies only while `fence.order_owner` holds the order's lock, the order is
+    /// still in the state the decision was made from, and `fence.event_owner` still holds
+    /// the event's lease. `false` (nothing written) otherwise: the caller decides again.
     pub async fn commit_decision(
         &self,
         order: &OrderAccess,
+        fence: &OrderFence<'_>,
         event_id: &str,
         actions: &[(&str, &serde_json::Value)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        upsert_order(&mut tx, order).await?;
+        let leased: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM events WHERE id = $1 AND locked_by = $2 AND status = 'processing'",
+        )
+        .bind(event_id)
+        .bind(fence.event_owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if leased.is_none() || !update_order_fenced(&mut tx, order, fence).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         let now = now_ms();
         for (step, (tool, args)) in actions.iter().enumerate() {
             sqlx::query(
@@ -650,28 +902,33 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Marks a step as sent under `request_id` (its audit record's request id), before the
     /// call is made: a step found `started` later was interrupted and must be checked.
+    /// Fenced by the event's lease: `false` (nothing written, nothing may be sent) when
+    /// `owner` no longer holds it.
     pub async fn start_action(
         &self,
         event_id: &str,
         step: i64,
         request_id: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
             "UPDATE event_actions SET state = 'started', request_id = $1, at = $2 \
-             WHERE event_id = $3 AND step = $4",
+             WHERE event_id = $3 AND step = $4 AND EXISTS (SELECT 1 FROM events e \
+               WHERE e.id = $3 AND e.locked_by = $5 AND e.status = 'processing')",
         )
         .bind(request_id)
         .bind(now_ms())
         .bind(event_id)
         .bind(step)
+        .bind(owner)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(r.rows_affected() > 0)
     }
 
     /// Records how a step ended; a new `request_id` when it was re-run.
@@ -788,6 +1045,19 @@ impl Store {
         Ok(())
     }
 
+    /// Writes an order's state if `fence` still holds (see [`Store::commit_decision`]; the
+    /// event lease is not checked here). `false` when nothing was written.
+    pub async fn put_order_fenced(
+        &self,
+        o: &OrderAccess,
+        fence: &OrderFence<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let written = update_order_fenced(&mut tx, o, fence).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
     // ---------------------------------------------------------------- poller
 
     /// The poller's last snapshot of a connection: key → JSON text.
@@ -863,8 +1133,8 @@ async fn insert_event(
     let sql = format!(
         "INSERT INTO events (id, dedupe_key, delivery_id, source, provider, kind, name, \
          order_id, product_id, email, test, data, received_at, redeliveries, status, attempts, \
-         next_attempt_at, finished_at, amount_minor, currency) \
-         VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 0, {}, 0, {}, {}, {}, {}) \
+         next_attempt_at, finished_at, amount_minor, currency, connection, verified) \
+         VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, 0, {}, 0, {}, {}, {}, {}, {}, {}) \
          ON CONFLICT (dedupe_key) DO NOTHING",
         a.text(&id),
         a.text(&e.dedupe_key),
@@ -889,6 +1159,8 @@ async fn insert_event(
         }),
         a.opt_int(e.amount_minor),
         a.opt_text(e.currency.as_deref()),
+        a.opt_text(e.connection.as_deref()),
+        a.int(i64::from(e.verified)),
     );
     let res = a.bind(sqlx::query(&sql)).execute(&mut **tx).await?;
     if res.rows_affected() > 0 {
@@ -901,6 +1173,33 @@ async fn insert_event(
     .fetch_one(&mut **tx)
     .await?;
     Ok(Inserted::Duplicate(existing))
+}
+
+/// Updates an order only while `fence.order_owner` holds its lock and it is still in
+/// `fence.prior_state`: a decision made from a state that has moved on is never applied.
+async fn update_order_fenced(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    o: &OrderAccess,
+    fence: &OrderFence<'_>,
+) -> Result<bool, StoreError> {
+    let mut a = Args::default();
+    let sql = format!(
+        "UPDATE order_access SET state = {}, offer_id = {}, email = {}, reason = {}, \
+         paid_until = {}, updated_at = {} \
+         WHERE source = {} AND order_id = {} AND locked_by = {} AND state = {}",
+        a.text(&o.state),
+        a.opt_text(o.offer_id.as_deref()),
+        a.opt_text(o.email.as_deref()),
+        a.opt_text(o.reason.as_deref()),
+        a.opt_int(o.paid_until),
+        a.int(o.updated_at),
+        a.text(&o.source),
+        a.text(&o.order_id),
+        a.text(fence.order_owner),
+        a.text(fence.prior_state),
+    );
+    let r = a.bind(sqlx::query(&sql)).execute(&mut **tx).await?;
+    Ok(r.rows_affected() > 0)
 }
 
 async fn upsert_order(
@@ -980,6 +1279,9 @@ fn event_from_row(r: &AnyRow) -> Result<StoredEvent, StoreError> {
         locked_until: r.try_get("locked_until")?,
         last_error: r.try_get("last_error")?,
         finished_at: r.try_get("finished_at")?,
+        connection: r.try_get("connection")?,
+        verified: r.try_get::<i64, _>("verified")? != 0,
+        refusal: r.try_get("refusal")?,
         id,
     })
 }

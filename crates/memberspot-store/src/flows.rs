@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 
 use crate::args::Args;
 use crate::error::is_unique_violation;
-use crate::{Store, StoreError, now_ms};
+use crate::{Store, StoreError, Trusted, now_ms};
 
 /// Events in a window, grouped.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -81,25 +81,59 @@ const RUN_COLUMNS: &str = "seq, id, flow, trigger, fire_key, dry_run, status, in
 impl Store {
     // ---------------------------------------------------------------- digest reads
 
-    /// Events received in `[since, until)` (PostgreSQL sums to NUMERIC, hence the cast),
-    /// grouped by source, provider, kind, status, test
-    /// flag, currency and product, with counts and summed amounts.
+    /// Events received in `[since, until)` that `trusted` admits (PostgreSQL sums to
+    /// NUMERIC, hence the cast), grouped by source, provider, kind, status, test flag,
+    /// currency and product, with counts and summed amounts.
     pub async fn event_counts(
         &self,
         since: i64,
         until: i64,
+        trusted: &Trusted,
     ) -> Result<Vec<EventCount>, StoreError> {
-        let rows = sqlx::query(
+        let mut a = Args::default();
+        let sql = format!(
             "SELECT source, provider, kind, status, test, currency, product_id, COUNT(*) AS n, \
              CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS amount FROM events \
-             WHERE received_at >= $1 AND received_at < $2 \
+             WHERE received_at >= {} AND received_at < {} AND {} \
              GROUP BY source, provider, kind, status, test, currency, product_id \
              ORDER BY source, kind, product_id",
-        )
-        .bind(since)
-        .bind(until)
-        .fetch_all(&self.pool)
-        .await?;
+            a.int(since),
+            a.int(until),
+            trusted.sql(&mut a),
+        );
+        self.event_count_rows(a, &sql).await
+    }
+
+    /// Events of `connection` received in `[since, until)` that were refused (rejected
+    /// forgeries, payments the rules refused), grouped like [`Store::event_counts`]: the
+    /// digest's problems.
+    pub async fn refused_event_counts(
+        &self,
+        since: i64,
+        until: i64,
+        connection: &str,
+    ) -> Result<Vec<EventCount>, StoreError> {
+        let mut a = Args::default();
+        let sql = format!(
+            "SELECT source, provider, kind, status, test, currency, product_id, COUNT(*) AS n, \
+             CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) AS amount FROM events \
+             WHERE received_at >= {} AND received_at < {} AND connection = {} \
+             AND status IN ('rejected', 'refused_amount') \
+             GROUP BY source, provider, kind, status, test, currency, product_id \
+             ORDER BY source, kind, product_id",
+            a.int(since),
+            a.int(until),
+            a.text(connection),
+        );
+        self.event_count_rows(a, &sql).await
+    }
+
+    async fn event_count_rows(
+        &self,
+        a: Args<'_>,
+        sql: &str,
+    ) -> Result<Vec<EventCount>, StoreError> {
+        let rows = a.bind(sqlx::query(sql)).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let test: i64 = r.try_get("test")?;

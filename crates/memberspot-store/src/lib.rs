@@ -34,8 +34,9 @@ pub use audit_append::{PinnedConnection, audit_chunk_len};
 pub use directory::Versioned;
 pub use error::StoreError;
 pub use events::{
-    Delivery, EventAction, EventFilter, EventFinish, EventLogEntry, EventStatus, Inserted,
-    MAX_EVENT_LIMIT, NewDelivery, NewEvent, OrderAccess, StatusCounts, StoredEvent,
+    Delivery, EventAction, EventFilter, EventFinish, EventLogEntry, EventPurge, EventStatus,
+    Inserted, MAX_EVENT_LIMIT, NewDelivery, NewEvent, OrderAccess, OrderFence, StatusCounts,
+    StoredEvent, Trusted,
 };
 pub use flows::{AuditCount, EventCount, FlowRun, FlowStep, NewRun};
 pub use hash::{ZERO_HASH, audit_hash, canonical_json};
@@ -92,6 +93,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit head",
         include_str!("../migrations/sqlite/0005_audit_head.sql"),
     ),
+    (
+        6,
+        "trust",
+        include_str!("../migrations/sqlite/0006_trust.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -118,6 +124,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "audit head",
         include_str!("../migrations/postgres/0005_audit_head.sql"),
+    ),
+    (
+        6,
+        "trust",
+        include_str!("../migrations/postgres/0006_trust.sql"),
     ),
 ];
 

@@ -931,6 +931,20 @@ async fn absent_and_present_optionals_alternate_on_postgres() {
 
 // ------------------------------------------------------------------ the event queue
 
+fn delivery(i: usize) -> memberspot_store::NewDelivery {
+    memberspot_store::NewDelivery {
+        id: uuid::Uuid::now_v7().to_string(),
+        source: "src".into(),
+        provider: "stripe".into(),
+        received_at: i as i64,
+        headers: vec![("Stripe-Signature".into(), "t=1,v1=ab".into())],
+        body: Some(vec![0xff, b'{', b'}']),
+        body_bytes: 3,
+        verification: "verified".into(),
+        error: None,
+    }
+}
+
 fn queued(i: usize) -> memberspot_store::NewEvent {
     memberspot_store::NewEvent {
         dedupe_key: format!("src:evt-{i}"),
@@ -946,26 +960,17 @@ fn queued(i: usize) -> memberspot_store::NewEvent {
         currency: Some("EUR".into()),
         data: json!({"i": i}),
         status: memberspot_store::EventStatus::Pending,
+        connection: Some("school".into()),
+        verified: true,
     }
 }
 
 /// Several workers on several store handles claim concurrently: every event is claimed by
 /// exactly one of them, and redeliveries never queue twice.
 async fn queue_story(stores: Vec<Store>) {
-    use memberspot_store::{EventFinish, EventStatus, Inserted, NewDelivery};
+    use memberspot_store::{EventFinish, EventStatus, Inserted};
     const N: usize = 300;
     let first = &stores[0];
-    let delivery = |i: usize| NewDelivery {
-        id: uuid::Uuid::now_v7().to_string(),
-        source: "src".into(),
-        provider: "stripe".into(),
-        received_at: i as i64,
-        headers: vec![("Stripe-Signature".into(), "t=1,v1=ab".into())],
-        body: Some(vec![0xff, b'{', b'}']),
-        body_bytes: 3,
-        verification: "verified".into(),
-        error: None,
-    };
     for i in 0..N {
         let got = first
             .record_delivery(&delivery(i), &[queued(i)])
@@ -1011,6 +1016,7 @@ async fn queue_story(stores: Vec<Store>) {
                         error: None,
                         next_attempt_at: None,
                         detail: "ok".into(),
+                        refusal: None,
                     };
                     assert!(store.finish_event(&e.id, &worker, &finish).await.unwrap());
                     mine.push(e.id);
@@ -1051,6 +1057,7 @@ async fn queue_story(stores: Vec<Store>) {
         error: None,
         next_attempt_at: None,
         detail: "x".into(),
+        refusal: None,
     };
     assert!(
         !first
@@ -1299,4 +1306,285 @@ async fn directory_version_moves_postgres() {
         directory_version_moves(url.clone(), Raw::Postgres(url)).await;
     })
     .await;
+}
+
+// ------------------------------------------------------------------ fences and trust
+
+/// Two workers deciding about one order: the decision commits only under the order's
+/// lock, from the state it was read in, while the event's lease holds; a step is sent only
+/// while the lease holds; a rejected event gives its idempotency key up.
+async fn fence_story(stores: Vec<Store>) {
+    use memberspot_store::{
+        EventFilter, EventStatus, OrderAccess, OrderFence, StoredEvent, Trusted,
+    };
+    let (a, b) = (&stores[0], &stores[stores.len() - 1]);
+    let lease = chrono::Utc::now().timestamp_millis() + 60_000;
+    a.record_delivery(&delivery(900), &[queued(900), queued(901)])
+        .await
+        .unwrap();
+    let claimed = a.claim_events("w1#a", 2, lease).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let (first, second) = (&claimed[0], &claimed[1]);
+    let order = |state: &str| OrderAccess {
+        source: "src".into(),
+        order_id: "shared".into(),
+        state: state.into(),
+        offer_id: Some("o".into()),
+        email: Some("x@example.de".into()),
+        reason: None,
+        paid_until: None,
+        updated_at: 1,
+    };
+    let plan = json!({"email": "x@example.de"});
+    // Two tasks of one claim: each attempt has its own lock owner, so only one holds it.
+    assert!(
+        a.lock_order("src", "shared", "w1#a/first", lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.lock_order("src", "shared", "w1#a/second", lease)
+            .await
+            .unwrap()
+    );
+    let fence = |owner: &'static str, prior: &'static str| OrderFence {
+        event_owner: "w1#a",
+        order_owner: owner,
+        prior_state: prior,
+    };
+    // Not the lock holder, or a state that has moved on: nothing is written.
+    assert!(
+        !b.commit_decision(
+            &order("ended"),
+            &fence("w1#a/second", "none"),
+            &second.id,
+            &[("t", &plan)]
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        !a.commit_decision(
+            &order("active"),
+            &fence("w1#a/first", "active"),
+            &first.id,
+            &[("t", &plan)]
+        )
+        .await
+        .unwrap()
+    );
+    assert!(a.event_actions(&first.id).await.unwrap().is_empty());
+    assert!(
+        a.commit_decision(
+            &order("active"),
+            &fence("w1#a/first", "none"),
+            &first.id,
+            &[("t", &plan)]
+        )
+        .await
+        .unwrap()
+    );
+    a.unlock_order("src", "shared", "w1#a/first").await.unwrap();
+    // The second now decides from the state the first left.
+    assert!(
+        b.lock_order("src", "shared", "w1#a/second", lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.commit_decision(
+            &order("ended"),
+            &fence("w1#a/second", "none"),
+            &second.id,
+            &[]
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        b.commit_decision(
+            &order("ended"),
+            &fence("w1#a/second", "active"),
+            &second.id,
+            &[]
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        a.get_order("src", "shared").await.unwrap().unwrap().state,
+        "ended"
+    );
+
+    // A lease renewed by its holder only; a step is started only under the lease.
+    assert!(
+        a.renew_lease(&first.id, "w1#a", None, lease + 1000)
+            .await
+            .unwrap()
+    );
+    assert!(!b.renew_lease(&first.id, "w2#b", None, lease).await.unwrap());
+    assert!(a.start_action(&first.id, 0, "req-1", "w1#a").await.unwrap());
+    assert!(!b.start_action(&first.id, 0, "req-2", "w2#b").await.unwrap());
+    assert_eq!(
+        a.event_actions(&first.id).await.unwrap()[0].request_id,
+        "req-1"
+    );
+
+    // A rejected event is not verified and releases its key: the same key stores anew.
+    let finish = memberspot_store::EventFinish {
+        status: EventStatus::Rejected,
+        error: None,
+        next_attempt_at: None,
+        detail: "forged".into(),
+        refusal: None,
+    };
+    assert!(a.finish_event(&second.id, "w1#a", &finish).await.unwrap());
+    let again = a
+        .record_delivery(&delivery(902), &[queued(901)])
+        .await
+        .unwrap();
+    assert!(
+        matches!(again[0], memberspot_store::Inserted::New(_)),
+        "{again:?}"
+    );
+
+    // The trust predicate in SQL agrees with its in-memory form.
+    let mut other = queued(903);
+    other.connection = Some("other-school".into());
+    let mut test = queued(904);
+    test.test = true;
+    let mut unverified = queued(905);
+    unverified.verified = false;
+    a.record_delivery(&delivery(903), &[other, test, unverified])
+        .await
+        .unwrap();
+    let all: Vec<StoredEvent> = a
+        .list_events(&EventFilter {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for trusted in [
+        Trusted::live("school"),
+        Trusted::live("school").with_test(),
+        Trusted::live("other-school"),
+    ] {
+        let by_sql: Vec<String> = a
+            .list_events(&EventFilter {
+                limit: Some(1000),
+                trusted: Some(trusted.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let in_memory: Vec<String> = all
+            .iter()
+            .filter(|e| trusted.admits(e))
+            .map(|e| e.id.clone())
+            .collect();
+        assert_eq!(by_sql, in_memory, "{trusted:?}");
+    }
+    let school: Vec<StoredEvent> = all
+        .iter()
+        .filter(|e| Trusted::live("school").admits(e))
+        .cloned()
+        .collect();
+    assert!(
+        school
+            .iter()
+            .all(|e| e.verified && !e.test && e.status != EventStatus::Rejected)
+    );
+    assert!(
+        !school.iter().any(|e| e.id == second.id),
+        "the rejected one is out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_and_trust_sqlite() {
+    let (_dir, path) = sqlite_db();
+    let url = sqlite_url(&path);
+    let (a, b) = (
+        Store::open(&url).await.unwrap(),
+        Store::open(&url).await.unwrap(),
+    );
+    fence_story(vec![a, b]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_and_trust_postgres() {
+    with_pg_db(|url| async move {
+        let (a, b) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
+        fence_story(vec![a, b]).await;
+    })
+    .await;
+}
+
+/// Retention: old finished events go with their history, actions and deliveries; queued
+/// ones and recent ones stay; refused attempts have their own, shorter, retention.
+async fn purge_story(store: Store) {
+    use memberspot_store::{EventFilter, EventStatus, NewDelivery};
+    let day = 86_400_000_i64;
+    let now = chrono::Utc::now().timestamp_millis();
+    let at = |d: i64, i: usize, verification: &str| NewDelivery {
+        received_at: now - d * day,
+        verification: verification.into(),
+        ..delivery(i)
+    };
+    let mut old_done = queued(1);
+    old_done.status = EventStatus::Done;
+    let mut old_queued = queued(2);
+    old_queued.status = EventStatus::Pending;
+    store
+        .record_delivery(&at(500, 1, "verified"), &[old_done])
+        .await
+        .unwrap();
+    store
+        .record_delivery(&at(500, 2, "verified"), &[old_queued])
+        .await
+        .unwrap();
+    let mut recent = queued(3);
+    recent.status = EventStatus::Done;
+    store
+        .record_delivery(&at(10, 3, "verified"), &[recent])
+        .await
+        .unwrap();
+    store
+        .record_delivery(&at(40, 4, "rejected"), &[])
+        .await
+        .unwrap();
+    store
+        .record_delivery(&at(5, 5, "rejected"), &[])
+        .await
+        .unwrap();
+    let purged = store
+        .purge_events(now - 400 * day, now - 30 * day)
+        .await
+        .unwrap();
+    assert_eq!(
+        (purged.events, purged.deliveries, purged.refused_deliveries),
+        (1, 1, 1)
+    );
+    let left = store.list_events(&EventFilter::default()).await.unwrap();
+    let keys: Vec<&str> = left.iter().map(|e| e.dedupe_key.as_str()).collect();
+    assert_eq!(keys, vec!["src:evt-3", "src:evt-2"]);
+    assert_eq!(store.refused_deliveries(None, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purge_sqlite() {
+    let (_dir, path) = sqlite_db();
+    purge_story(Store::open(&sqlite_url(&path)).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_purge_postgres() {
+    with_pg_db(|url| async move { purge_story(Store::open(&url).await.unwrap()).await }).await;
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::Provider;
+use crate::amount::Amount;
 
 /// What happened, from the point of view of access management.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +121,20 @@ impl Event {
         match self.provider {
             Provider::Stripe | Provider::ThriveCart => raw.parse::<i64>().ok(),
             _ => decimal_to_minor(raw),
+        }
+    }
+
+    /// The amount in the currency's units, exactly (Stripe and ThriveCart send minor
+    /// units, converted with the currency's exponent; the others send decimals). `None`
+    /// when absent or unreadable.
+    pub fn amount_value(&self) -> Option<Amount> {
+        let raw = self.amount.as_deref()?.trim();
+        match self.provider {
+            Provider::Stripe | Provider::ThriveCart => raw
+                .parse::<i64>()
+                .ok()
+                .map(|minor| Amount::from_minor(minor, self.currency.as_deref())),
+            _ => Amount::parse_lenient(raw).ok(),
         }
     }
 

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+mod amount;
 pub mod copecart;
 pub mod digistore24;
 pub mod elopage;
@@ -28,6 +29,7 @@ pub mod paypal;
 pub mod stripe;
 pub mod thrivecart;
 
+pub use amount::{Amount, AmountError, minor_unit_exponent};
 pub use error::{ParseError, VerifyError};
 pub use event::{Event, EventKind};
 

@@ -40,6 +40,29 @@ pub fn interpret_postback_answer(status: u16, body: &str) -> Result<(), VerifyEr
     }
 }
 
+/// Whom an IPN says the money went to. PayPal answers `VERIFIED` for any genuine message,
+/// including one about a payment to somebody else's account sent to our URL (its
+/// `notify_url` is chosen by whoever pays): the receiver must be checked against the shop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receiver {
+    /// `receiver_email`: the primary e-mail of the account paid.
+    pub email: Option<String>,
+    /// `business`: the address the buyer paid (may be a secondary address of the account).
+    pub business: Option<String>,
+    /// `receiver_id`: the merchant account id.
+    pub id: Option<String>,
+}
+
+/// The receiver fields of an IPN body.
+pub fn receiver(body: &[u8]) -> Receiver {
+    let f = Form::parse(body, Some("charset"));
+    Receiver {
+        email: f.non_empty("receiver_email"),
+        business: f.non_empty("business"),
+        id: f.non_empty("receiver_id"),
+    }
+}
+
 /// Map an IPN. Values are decoded with the charset named in the `charset`
 /// field (often windows-1252).
 pub fn normalize(body: &[u8]) -> Event {
@@ -102,6 +125,15 @@ mod tests {
             interpret_postback_answer(302, "VERIFIED"),
             Err(VerifyError::TransportErrorRetryLater)
         );
+    }
+
+    #[test]
+    fn receiver_fields() {
+        let r = receiver(b"receiver_email=shop%40example.com&business=sales%40example.com&receiver_id=ABC123&txn_type=web_accept");
+        assert_eq!(r.email.as_deref(), Some("shop@example.com"));
+        assert_eq!(r.business.as_deref(), Some("sales@example.com"));
+        assert_eq!(r.id.as_deref(), Some("ABC123"));
+        assert_eq!(receiver(b"txn_type=web_accept"), Receiver::default());
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub async fn run(cmd: EventsCommand, global: &Global) -> anyhow::Result<ExitCode
                         ("order", &e.order_id),
                         ("product", &e.product_id),
                         ("email", &e.email),
+                        ("connection", &e.connection),
+                        ("refused", &e.refusal),
                         ("error", &e.last_error),
                     ] {
                         if let Some(v) = v {
@@ -136,6 +138,28 @@ pub async fn run(cmd: EventsCommand, global: &Global) -> anyhow::Result<ExitCode
                     if body && let Some(b) = &d.body {
                         println!("\nbody\n{b}");
                     }
+                }
+            }
+            EventsCommand::Purge { days, refused_days } => {
+                let mut retention = events.config().retention;
+                retention.events_days = days.unwrap_or(retention.events_days);
+                retention.refused_days = refused_days.unwrap_or(retention.refused_days);
+                let purged = events.purge(retention).await?;
+                if global.json {
+                    print_json(&serde_json::json!({
+                        "events_days": retention.events_days,
+                        "refused_days": retention.refused_days,
+                        "purged": purged,
+                    }))?;
+                } else {
+                    println!(
+                        "deleted {} event(s) older than {} days with {} deliveries, and {} refused delivery attempt(s) older than {} days",
+                        purged.events,
+                        retention.events_days,
+                        purged.deliveries,
+                        purged.refused_deliveries,
+                        retention.refused_days
+                    );
                 }
             }
             EventsCommand::Replay { ids, all_dead } => {
@@ -320,8 +344,9 @@ fn render(list: &[StoredEvent], json: bool) -> anyhow::Result<()> {
             e.email.clone().unwrap_or_default(),
             format!("{}{}", e.status, if e.test { " (test)" } else { "" }),
             e.attempts.to_string(),
-            e.last_error
+            e.refusal
                 .clone()
+                .or_else(|| e.last_error.clone())
                 .unwrap_or_default()
                 .chars()
                 .take(60)

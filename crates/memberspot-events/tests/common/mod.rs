@@ -96,6 +96,11 @@ pub async fn db_url(backend: Backend, dir: &std::path::Path) -> (String, Option<
 /// Opens a hub on `url` with the connection `school` pointing at `sandbox`
 /// (created once; later opens reuse it).
 pub async fn open_hub(url: &str, key: &str, sandbox: &Sandbox) -> Hub {
+    open_hub_paced(url, key, sandbox, 0.0).await
+}
+
+/// As [`open_hub`], the connection paced at `rate` requests per second (0: unpaced).
+pub async fn open_hub_paced(url: &str, key: &str, sandbox: &Sandbox, rate: f64) -> Hub {
     let key = MasterKey::parse(key).expect("master key");
     let store = Store::open(url).await.expect("store");
     let embedded = EmbeddedSandbox {
@@ -114,7 +119,7 @@ pub async fn open_hub(url: &str, key: &str, sandbox: &Sandbox) -> Hub {
             "school",
             &sandbox.base_url(),
             &SecretString::from(SCHOOL_KEY.to_string()),
-            0.0,
+            rate,
         )
         .await
         .expect("connection");
@@ -275,4 +280,96 @@ pub fn vectors(file: &str) -> Vec<Value> {
     let text = std::fs::read_to_string(&path).expect("vector file");
     let v: Value = serde_json::from_str(&text).expect("vector JSON");
     v["vectors"].as_array().cloned().expect("vectors")
+}
+
+// ------------------------------------------------------------------ school and payments
+
+pub const DS24_PASS: &str = "Mbr-IPN-passphrase-2026!";
+
+pub async fn offers(w: &World) -> Vec<String> {
+    w.state().await["offers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+pub async fn succeeded(w: &World, route: &str) -> u64 {
+    w.state().await["counters"]["succeeded"][route]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// The member's holding of `offer`, from the sandbox's state.
+pub async fn holding(w: &World, email: &str, offer: &str) -> Option<Value> {
+    let state = w.state().await;
+    let user = state["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"].as_str() == Some(email))?
+        .clone();
+    user["offers"]
+        .as_array()?
+        .iter()
+        .find(|h| h["offerId"].as_str() == Some(offer))
+        .cloned()
+}
+
+pub fn ds24_vector(name: &str) -> String {
+    vectors("digistore24.json")
+        .into_iter()
+        .find(|v| v["name"] == name)
+        .unwrap()["raw_body"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A Digistore24 IPN signed with the passphrase (19.00 EUR).
+pub fn ds24(event: &str, order: &str, product: &str, tx: &str, email: &str) -> String {
+    ds24_paid(event, order, product, tx, email, "19.00", "EUR")
+}
+
+/// A Digistore24 IPN for `amount` `currency`, signed with the passphrase.
+pub fn ds24_paid(
+    event: &str,
+    order: &str,
+    product: &str,
+    tx: &str,
+    email: &str,
+    amount: &str,
+    currency: &str,
+) -> String {
+    let params = vec![
+        ("event", event),
+        ("order_id", order),
+        ("product_id", product),
+        ("transaction_id", tx),
+        ("buyer_email", email),
+        ("buyer_first_name", "Test"),
+        ("buyer_last_name", "Käufer"),
+        ("amount", amount),
+        ("currency", currency),
+        ("api_mode", "live"),
+    ];
+    let sign = memberspot_webhooks::digistore24::compute_sha_sign(params.clone(), DS24_PASS, false);
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &params {
+        s.append_pair(k, v);
+    }
+    s.append_pair("sha_sign", &sign);
+    s.finish()
+}
+
+pub async fn post(base: &str, path: &str, body: &str, headers: &[(&str, String)]) -> (u16, String) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .body(body.to_owned());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
 }
