@@ -475,7 +475,7 @@ impl ChatSession {
             let request = ChatRequest {
                 system: Some(self.instructions(&persona)),
                 messages: self.history.clone(),
-                tools: self.tool_specs(&persona),
+                tools: self.tool_specs(&persona)?,
             };
             let response = match self.model.complete_within(&request, remaining).await {
                 Err(ModelError::Timeout { .. }) if Instant::now() >= turn.deadline => {
@@ -552,7 +552,7 @@ impl ChatSession {
             return Ok(CallFlow::Settled);
         }
         let persona = self.hub.persona(&self.persona).await?;
-        let scopes = self.hub.scopes_of(&persona);
+        let scopes = self.hub.scopes_of(&persona)?;
         let Some(entry) = self.hub.catalogue().get(&call.name) else {
             return self.out_of_scope(turn, persona, call).await;
         };
@@ -759,10 +759,11 @@ impl ChatSession {
     }
 
     /// The tools in the persona's scopes, with the catalogue's schemas.
-    fn tool_specs(&self, persona: &Persona) -> Vec<ToolSpec> {
+    fn tool_specs(&self, persona: &Persona) -> Result<Vec<ToolSpec>, HubError> {
         let confirm = self.limits.destructive == DestructivePolicy::Confirm;
-        self.hub
-            .tools_for(&Principal::Persona(persona.clone()))
+        Ok(self
+            .hub
+            .tools_for(&Principal::Persona(persona.clone()))?
             .into_iter()
             .map(|d| {
                 let mut description = d.description.to_string();
@@ -779,7 +780,7 @@ impl ChatSession {
                     input_schema: d.input_schema.clone(),
                 }
             })
-            .collect()
+            .collect())
     }
 
     fn instructions(&self, persona: &Persona) -> String {

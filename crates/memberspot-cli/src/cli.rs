@@ -222,7 +222,7 @@ pub enum PersonasCommand {
         /// read, write, destructive, all, or tool names (comma-separated)
         #[arg(long, value_delimiter = ',', default_value = "read")]
         scopes: Vec<String>,
-        /// Only these offers may be granted, revoked or given an end date
+        /// Restrict changes to these offers (ids checked against the school): only calls shown to stay within them are allowed (see docs/hub.md)
         #[arg(long = "offers", value_delimiter = ',', value_parser = offer_id)]
         offers: Option<Vec<String>>,
         /// Calls per minute allowed

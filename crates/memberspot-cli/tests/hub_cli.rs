@@ -633,6 +633,12 @@ async fn bad_input_and_set_up_mistakes_are_refused_clearly() {
         "empty offer id",
         "offer id",
     );
+    // Offer ids are checked against the persona's school (here the embedded sandbox).
+    usage(
+        &run(d, &["personas", "create", "x3", "--offers", "NOSUCH"]).await,
+        "unknown offer",
+        "NOSUCH",
+    );
     usage(
         &run(d, &["--timeout", "0", "users", "list"]).await,
         "zero timeout",
@@ -665,6 +671,20 @@ async fn bad_input_and_set_up_mistakes_are_refused_clearly() {
     );
     let listed = json_of(&run(d, &["personas", "list", "--json"]).await, "list");
     assert_eq!(listed, json!([]), "nothing was created");
+
+    let offers = json_of(&run(d, &["offers", "list", "--json"]).await, "offers");
+    let offer = offers[0]["id"].as_str().expect("an offer").to_string();
+    let restricted = json_of(
+        &run(
+            d,
+            &[
+                "personas", "create", "desk", "--scopes", "write", "--offers", &offer, "--json",
+            ],
+        )
+        .await,
+        "create with a real offer",
+    );
+    assert_eq!(restricted["offer_ids"], json!([offer]), "{restricted}");
 
     // `--json` where it was missing.
     ok(&run(d, &["personas", "create", "p1"]).await, "create");

@@ -12,6 +12,7 @@ use memberspot_hub::store::{FlowStep, NewRun};
 use memberspot_hub::{CallContext, Principal, Surface};
 use memberspot_notify::Message;
 use memberspot_tools::ToolClass;
+use memberspot_tools::redact::{redact_copies, redact_copies_in_text};
 use serde_json::{Value, json};
 
 use crate::config::{Action, Flow, Step, Target};
@@ -254,16 +255,20 @@ impl Flows {
     ) -> (Value, Option<String>) {
         let started = Instant::now();
         let mut last = (None, String::new());
+        let earlier_secrets = self.secrets_of_earlier_steps(flow, ctx);
         for attempt in 1..=step.attempts {
             match self.execute(flow, step, ctx, run_id, dry_run).await {
                 Ok((input, output)) => {
                     let ms = started.elapsed().as_millis() as u64;
+                    // The history keeps fingerprints of secrets; the next steps get them.
+                    let (kept_input, kept_output) =
+                        self.for_record(step, &earlier_secrets, &input, &output);
                     self.record(
                         run_id,
                         step,
                         label,
-                        Some(&input),
-                        Some(&output),
+                        Some(&kept_input),
+                        Some(&kept_output),
                         None,
                         attempt,
                         ms,
@@ -282,6 +287,8 @@ impl Flows {
         }
         let ms = started.elapsed().as_millis() as u64;
         let (input, error) = last;
+        let input = input.map(|i| redact_copies(&i, &earlier_secrets));
+        let error = redact_copies_in_text(&error, &earlier_secrets);
         self.record(
             run_id,
             step,
@@ -295,6 +302,43 @@ impl Flows {
         )
         .await;
         (Value::Null, Some(error))
+    }
+
+    /// The secrets (a login token) in the outputs of the steps that ran before: the run
+    /// history keeps fingerprints of them, also where later steps copy them into what
+    /// they render. The steps themselves get the real values.
+    fn secrets_of_earlier_steps(&self, flow: &Flow, ctx: &Value) -> Vec<String> {
+        let mut secrets = Vec::new();
+        for step in &flow.steps {
+            if let Action::Tool { tool, .. } = &step.action
+                && let Some(entry) = self.hub().catalogue().get(tool)
+            {
+                secrets.extend(entry.secrets_in(&ctx["steps"][&step.name]["output"]));
+            }
+        }
+        secrets
+    }
+
+    /// A step's input and output as the run history may keep them.
+    fn for_record(
+        &self,
+        step: &Step,
+        earlier_secrets: &[String],
+        input: &Value,
+        output: &Value,
+    ) -> (Value, Value) {
+        let mut secrets = earlier_secrets.to_vec();
+        let mut output = output.clone();
+        if let Action::Tool { tool, .. } = &step.action
+            && let Some(entry) = self.hub().catalogue().get(tool)
+        {
+            secrets.extend(entry.secrets_in(&output));
+            output = entry.redact_for_record(&output);
+        }
+        (
+            redact_copies(input, &secrets),
+            redact_copies(&output, &secrets),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -410,3 +410,103 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
     hub.store().close().await;
     let _ = sandbox.shutdown().await;
 }
+
+/// A login token minted by a flow goes to the step that sends it, while the run history
+/// (and the audit log) keep only its fingerprint, also where a later step copied it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_token_reaches_the_next_step_but_not_the_run_history() {
+    let sandbox = common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hub.db");
+    let hub = common::hub(&format!("sqlite://{}", db.display()), &sandbox).await;
+    let state: Value = reqwest::Client::new()
+        .get(format!("{}/_sandbox/state", sandbox.root_url()))
+        .header("X-API-KEY", common::SCHOOL_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let email = state["users"][0]["email"].as_str().unwrap().to_string();
+    let (mailer, sent) = stand_in("/send", |_| (202, json!({"queued": true}))).await;
+    let toml = format!(
+        r#"
+[[flows]]
+name = "welcome-link"
+persona = "welcomer"
+trigger.manual = true
+
+[[flows.steps]]
+name = "member"
+tool = "find_user_by_email"
+args = {{ email = "{email}" }}
+
+[[flows.steps]]
+name = "token"
+tool = "create_login_token"
+args = {{ uid = "{{{{ steps.member.output.uid }}}}" }}
+
+[[flows.steps]]
+name = "send"
+http = {{ method = "POST", url = "{mailer}/send", json = {{ to = "{email}", link = "https://school.example/login?token={{{{ steps.token.output.token }}}}" }} }}
+"#
+    );
+    let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
+    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
+    flows.ensure_personas().await.unwrap();
+    hub.set_persona_scopes(
+        "welcomer",
+        &["create_login_token".to_owned()],
+        true,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let report = flows
+        .run_flow("welcome-link", "manual", json!({}), None, false)
+        .await
+        .unwrap();
+    assert_eq!(report.status, "ok", "{report:?}");
+
+    // The mail step got the real token.
+    let posted = sent.lock().unwrap().clone();
+    assert_eq!(posted.len(), 1);
+    let link = posted[0]["link"].as_str().unwrap();
+    let token = link.rsplit_once("token=").unwrap().1.to_string();
+    assert!(token.len() >= 32, "{link}");
+
+    // The history and the audit log never did.
+    let steps = hub.store().run_steps(&report.run_id).await.unwrap();
+    let history = serde_json::to_string(&steps).unwrap();
+    let reported = serde_json::to_string(&report).unwrap();
+    let audit = serde_json::to_string(
+        &hub.store()
+            .query_audit(&memberspot_hub::store::AuditFilter::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    for (what, text) in [
+        ("history", &history),
+        ("report", &reported),
+        ("audit", &audit),
+    ] {
+        assert!(!text.contains(&token), "the login token is in the {what}");
+        assert!(
+            text.contains(&memberspot_tools::redact::fingerprint(&token)),
+            "{what} keeps its fingerprint: {text}"
+        );
+    }
+    hub.store().close().await;
+    let raw = String::from_utf8_lossy(&std::fs::read(&db).unwrap()).into_owned()
+        + &String::from_utf8_lossy(
+            &std::fs::read(format!("{}-wal", db.display())).unwrap_or_default(),
+        );
+    assert!(
+        !raw.contains(&token),
+        "the login token is in the database file"
+    );
+    let _ = sandbox.shutdown().await;
+}

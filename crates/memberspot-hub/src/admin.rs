@@ -120,6 +120,10 @@ impl Hub {
                 "no connection named `{connection}`; see `memberspot connections list`"
             )));
         }
+        let offer_ids = match &spec.offer_ids {
+            Some(ids) => Some(self.check_offer_ids(&connection, ids).await?),
+            None => None,
+        };
         let token = tokens::mint();
         let persona = self
             .store()
@@ -128,7 +132,7 @@ impl Hub {
                 description: spec.description,
                 connection,
                 scopes: scopes.to_strings(),
-                offer_ids: spec.offer_ids,
+                offer_ids,
                 calls_per_minute: spec.calls_per_minute,
                 token_hash: token.hash,
                 token_prefix: token.display_prefix,
@@ -169,6 +173,10 @@ impl Hub {
         };
         wanted.extend(scopes.iter().cloned());
         let parsed = Scopes::parse(&wanted, self.catalogue()).map_err(HubError::Invalid)?;
+        let offer_ids = match &offer_ids {
+            Some(ids) => Some(self.check_offer_ids(&current.connection, ids).await?),
+            None => None,
+        };
         let offers = offer_ids.or(current.offer_ids.clone());
         let limit = calls_per_minute.or(current.calls_per_minute);
         Ok(self

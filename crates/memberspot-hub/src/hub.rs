@@ -9,7 +9,7 @@ use memberspot_api::{ApiKey, Client};
 use memberspot_store::{
     AuditRecord, Connection, NewAuditRecord, NewConnection, Persona, Store, StoreError,
 };
-use memberspot_tools::{Catalogue, ToolDescriptor, ToolError};
+use memberspot_tools::{Catalogue, ToolDescriptor, ToolEntry, ToolError};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -17,7 +17,7 @@ use crate::audit_writer::AuditWriter;
 use crate::directory::{Directory, Freshness};
 use crate::limits::PersonaLimiter;
 use crate::metrics::Metrics;
-use crate::scopes::Scopes;
+use crate::scopes::{OfferProof, Scopes};
 use crate::secrets::{CHECK_META_KEY, MasterKey};
 use crate::tokens;
 use crate::{HubError, Surface};
@@ -29,6 +29,11 @@ pub const EMBEDDED_BASE_URL: &str = "embedded:sandbox";
 pub const SANDBOX_CONNECTION: &str = "sandbox";
 /// Responses larger than this are stored in the audit log as a preview.
 const AUDIT_RESPONSE_CAP: usize = 16 * 1024;
+/// Prompts and end users longer than this are cut in the audit log, with a marker.
+pub const AUDIT_TEXT_CAP: usize = 8 * 1024;
+/// Arguments of a call that never ran (refused, invalid) longer than this are stored as a
+/// preview: anyone holding a token could otherwise fill the log with them.
+const AUDIT_REFUSED_ARGUMENTS_CAP: usize = 8 * 1024;
 
 /// Where the embedded sandbox of this process listens.
 #[derive(Clone)]
@@ -161,16 +166,18 @@ impl Hub {
         }
         let audit = AuditWriter::spawn(store.clone());
         let directory = Directory::spawn(store.clone());
+        let catalogue = Catalogue::standard();
+        let metrics = Metrics::new(catalogue.iter().map(ToolEntry::name));
         Ok(Hub {
             inner: Arc::new(Inner {
                 store,
                 key,
-                catalogue: Catalogue::standard(),
+                catalogue,
                 embedded,
                 clients: Mutex::new(HashMap::new()),
                 limiter: PersonaLimiter::default(),
                 client_timeout: Duration::from_secs(30),
-                metrics: Metrics::default(),
+                metrics,
                 audit,
                 directory,
             }),
@@ -239,25 +246,79 @@ impl Hub {
             .ok_or_else(|| HubError::Unauthenticated(format!("no persona named `{name}`")))
     }
 
-    pub fn scopes_of(&self, p: &Persona) -> Scopes {
-        Scopes::parse(&p.scopes, &self.inner.catalogue)
-            .unwrap_or_default()
-            .with_offers(p.offer_ids.clone())
+    /// The persona's scopes. Stored scopes that no longer parse (a tool was renamed, the
+    /// row was edited) are an error, logged and refused, never "no permissions".
+    pub fn scopes_of(&self, p: &Persona) -> Result<Scopes, HubError> {
+        match Scopes::parse(&p.scopes, &self.inner.catalogue) {
+            Ok(s) => Ok(s.with_offers(p.offer_ids.clone())),
+            Err(e) => {
+                tracing::error!(persona = %p.name, error = %e, "the persona's stored scopes do not parse; its calls are refused");
+                Err(HubError::Denied(format!(
+                    "the stored scopes of persona `{}` no longer parse ({e}); nothing is allowed until they are fixed with `memberspot personas grant-scope {} SCOPES --replace`",
+                    p.name, p.name
+                )))
+            }
+        }
     }
 
     /// The tools a principal may see.
-    pub fn tools_for(&self, who: &Principal) -> Vec<&ToolDescriptor> {
-        match who {
+    pub fn tools_for(&self, who: &Principal) -> Result<Vec<&ToolDescriptor>, HubError> {
+        Ok(match who {
             Principal::Operator { .. } => self.inner.catalogue.descriptors().collect(),
             Principal::Persona(p) => {
-                let scopes = self.scopes_of(p);
+                let scopes = self.scopes_of(p)?;
                 self.inner
                     .catalogue
                     .descriptors()
                     .filter(|d| scopes.allows(d))
                     .collect()
             }
+        })
+    }
+
+    /// Checks offer ids against the offers of `connection`: a restriction to an offer
+    /// that does not exist would be a typo that allows nothing, or the wrong school.
+    /// Returns them trimmed, without duplicates.
+    pub async fn check_offer_ids(
+        &self,
+        connection: &str,
+        ids: &[String],
+    ) -> Result<Vec<String>, HubError> {
+        let mut wanted: Vec<String> = Vec::new();
+        for id in ids.iter().map(|i| i.trim()) {
+            if id.is_empty() {
+                return Err(HubError::Invalid("an offer id must not be empty".into()));
+            }
+            if !wanted.iter().any(|w| w == id) {
+                wanted.push(id.to_string());
+            }
         }
+        if wanted.is_empty() {
+            return Err(HubError::Invalid(
+                "an offer restriction needs at least one offer id (or none at all)".into(),
+            ));
+        }
+        let client = self.client_for(connection).await?;
+        let offers = client
+            .execute(&memberspot_api::actions::ListOffers)
+            .await
+            .map_err(|e| {
+                HubError::Unavailable(format!(
+                    "could not check the offers against connection `{connection}`: {e}"
+                ))
+            })?;
+        let unknown: Vec<String> = wanted
+            .iter()
+            .filter(|w| !offers.0.iter().any(|o| &o.id == *w))
+            .map(|w| format!("`{w}`"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(HubError::Invalid(format!(
+                "no offer {} on connection `{connection}`; `memberspot offers list` shows its offers",
+                unknown.join(", ")
+            )));
+        }
+        Ok(wanted)
     }
 
     /// Calls a tool and writes exactly one audit record, whatever happens.
@@ -281,7 +342,21 @@ impl Hub {
         args: Value,
         client: Option<Client>,
     ) -> CallOutcome {
+        self.call_noted(who, ctx, tool, args, client, None).await
+    }
+
+    /// As [`Hub::call_on`]; `note` is added to the record's error.
+    async fn call_noted(
+        &self,
+        who: &Principal,
+        ctx: &CallContext,
+        tool: &str,
+        args: Value,
+        client: Option<Client>,
+        note: Option<String>,
+    ) -> CallOutcome {
         let started = Instant::now();
+        let entry = self.inner.catalogue.get(tool);
         // Written as "cancelled" if this future is dropped before the record is handed
         // to the audit writer (a client that disconnects, an MCP cancellation): the call
         // may have reached the school, so it must be on record all the same.
@@ -294,8 +369,8 @@ impl Hub {
                 surface: ctx.surface.as_str().to_string(),
                 connection: Some(who.connection().to_string()),
                 persona: who.persona_name().map(str::to_string),
-                end_user: ctx.end_user.clone(),
-                prompt: ctx.prompt.clone(),
+                end_user: ctx.end_user.as_deref().map(cap_text),
+                prompt: ctx.prompt.as_deref().map(cap_text),
                 tool: tool.to_string(),
                 arguments: args.clone(),
                 outcome: CANCELLED.to_string(),
@@ -305,7 +380,7 @@ impl Hub {
                 latency_ms: 0,
             }),
         };
-        let (result, upstream_status) = self.run(who, tool, args, client).await;
+        let (result, upstream_status) = self.run(who, tool, entry, args, client).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.outcome(),
@@ -313,10 +388,18 @@ impl Hub {
         if let Some(record) = pending.record.as_mut() {
             record.at = chrono::Utc::now().timestamp_millis();
             record.outcome = outcome.to_string();
-            (record.response, record.error) = match &result {
-                Ok(v) => (Some(cap(v)), None),
-                Err(e) => (None, Some(e.to_string())),
+            (record.response, record.error) = match (&result, entry) {
+                // The caller gets secrets (a login token); the record keeps a fingerprint.
+                (Ok(v), Some(entry)) => (Some(cap(&entry.redact_for_record(v))), None),
+                (Ok(v), None) => (Some(cap(v)), None),
+                (Err(e), _) => (None, Some(e.to_string())),
             };
+            if let (Some(error), Some(note)) = (record.error.as_mut(), &note) {
+                error.push_str(note);
+            }
+            if matches!(outcome, "denied" | "invalid") {
+                record.arguments = cap_to(&record.arguments, AUDIT_REFUSED_ARGUMENTS_CAP);
+            }
             record.upstream_status = upstream_status.or_else(|| result.as_ref().ok().map(|_| 200));
             record.latency_ms = started.elapsed().as_millis() as u64;
         }
@@ -340,15 +423,29 @@ impl Hub {
         &self,
         who: &Principal,
         tool: &str,
+        entry: Option<&ToolEntry>,
         args: Value,
         client: Option<Client>,
     ) -> (Result<Value, HubError>, Option<u16>) {
-        if let Principal::Persona(p) = who
-            && let Err(e) = refuse_revoked(p)
-        {
-            return (Err(e), None);
-        }
-        let Some(entry) = self.inner.catalogue.get(tool) else {
+        let scopes = match who {
+            Principal::Persona(p) => {
+                if let Err(e) = refuse_revoked(p) {
+                    return (Err(e), None);
+                }
+                // The limit comes before everything else: refused, unknown and invalid
+                // calls count too, so a limited persona cannot write records (or cause
+                // look-ups) faster than its limit.
+                if let Err(e) = self.take_from_limit(p) {
+                    return (Err(e), None);
+                }
+                match self.scopes_of(p) {
+                    Ok(s) => Some(s),
+                    Err(e) => return (Err(e), None),
+                }
+            }
+            Principal::Operator { .. } => None,
+        };
+        let Some(entry) = entry else {
             return (
                 Err(HubError::Tool(ToolError::UnknownTool {
                     name: tool.to_string(),
@@ -356,29 +453,21 @@ impl Hub {
                 None,
             );
         };
-        if let Principal::Persona(p) = who {
-            if let Err(msg) = self.scopes_of(p).check_call(&entry.descriptor, &args) {
-                return (Err(HubError::Denied(msg)), None);
-            }
-            if let Some(limit) = p.calls_per_minute
-                && let Err(wait) = self.inner.limiter.try_take(&p.id, limit)
-            {
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                return (
-                    Err(HubError::Limited {
-                        message: format!(
-                            "persona `{}` exceeded its limit of {limit} calls per minute; try again in {secs}s",
-                            p.name
-                        ),
-                        retry_after_secs: secs,
-                    }),
-                    None,
-                );
-            }
+        if let Some(scopes) = &scopes
+            && let Err(msg) = scopes.check_allowed(&entry.descriptor)
+        {
+            return (Err(HubError::Denied(msg)), None);
         }
         if let Err(e) = entry.validate(&args) {
             return (Err(HubError::Tool(e)), None);
         }
+        let proof = match &scopes {
+            Some(scopes) => match scopes.check_call(&entry.descriptor, &args) {
+                Ok(proof) => proof,
+                Err(msg) => return (Err(HubError::Denied(msg)), None),
+            },
+            None => OfferProof::Proven,
+        };
         let client = match client {
             Some(c) => c,
             None => match self.client_of(who).await {
@@ -387,7 +476,16 @@ impl Hub {
             },
         };
         let throttled_before = client.stats().rate_limited;
-        let result = entry.call(&client, args).await;
+        // Look-ups that show the call stays within the persona's offers are part of the
+        // call: on its connection and rate limit, under its one audit record.
+        let proven = match &scopes {
+            Some(scopes) => scopes.prove(&client, tool, &proof).await,
+            None => Ok(()),
+        };
+        let result = match proven {
+            Ok(()) => entry.call(&client, args).await.map_err(HubError::Tool),
+            Err(e) => Err(e),
+        };
         self.inner.metrics.record_upstream_429(
             who.connection(),
             client.stats().rate_limited.saturating_sub(throttled_before),
@@ -396,12 +494,52 @@ impl Hub {
             Ok(v) => (Ok(v), Some(200)),
             Err(e) => {
                 let status = match &e {
-                    ToolError::Api(api) => api.status(),
+                    HubError::Tool(ToolError::Api(api)) => api.status(),
                     _ => None,
                 };
-                (Err(HubError::Tool(e)), status)
+                (Err(e), status)
             }
         }
+    }
+
+    /// Takes one call from the persona's per-minute budget.
+    fn take_from_limit(&self, p: &Persona) -> Result<(), HubError> {
+        let Some(limit) = p.calls_per_minute else {
+            return Ok(());
+        };
+        self.inner.limiter.try_take(&p.id, limit).map_err(|wait| {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            HubError::Limited {
+                message: format!(
+                    "persona `{}` exceeded its limit of {limit} calls per minute; try again in {secs}s",
+                    p.name
+                ),
+                retry_after_secs: secs,
+            }
+        })
+    }
+
+    /// Records the tool calls of one request made with a revoked persona's token as one
+    /// `denied` record (the first call, with the number of the others), whatever the
+    /// request carried: a batch must not be a way to fill the log.
+    pub(crate) async fn record_revoked_request(
+        &self,
+        persona: Persona,
+        ctx: &CallContext,
+        tool: &str,
+        args: Value,
+        others: usize,
+    ) -> HubError {
+        let who = Principal::Persona(persona);
+        let note = (others > 0).then(|| {
+            format!(
+                " (the same request carried {others} more tool call(s), refused without records of their own)"
+            )
+        });
+        let outcome = self.call_noted(&who, ctx, tool, args, None, note).await;
+        outcome.result.err().unwrap_or_else(|| {
+            HubError::Unauthenticated("this persona's token has been revoked".into())
+        })
     }
 
     /// The client of a connection, rebuilt when the connection changed.
@@ -504,12 +642,29 @@ fn refuse_revoked(p: &Persona) -> Result<(), HubError> {
 
 /// Caps a response for the audit log.
 fn cap(v: &Value) -> Value {
+    cap_to(v, AUDIT_RESPONSE_CAP)
+}
+
+/// `v`, or a preview of it when its JSON text is longer than `limit` bytes.
+fn cap_to(v: &Value, limit: usize) -> Value {
     let bytes = json_len(v);
-    if bytes <= AUDIT_RESPONSE_CAP {
+    if bytes <= limit {
         return v.clone();
     }
-    let preview: String = v.to_string().chars().take(4096).collect();
+    let preview: String = v.to_string().chars().take(limit.min(4096)).collect();
     json!({ "truncated": true, "bytes": bytes, "preview": preview })
+}
+
+/// Caller-supplied text for the audit log, cut at [`AUDIT_TEXT_CAP`] bytes with a marker.
+fn cap_text(s: &str) -> String {
+    if s.len() <= AUDIT_TEXT_CAP {
+        return s.to_string();
+    }
+    let mut end = AUDIT_TEXT_CAP;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [cut: {} bytes in all]", &s[..end], s.len())
 }
 
 /// The length of `v` as compact JSON, without building the text.
@@ -543,6 +698,23 @@ mod tests {
         ] {
             assert_eq!(json_len(&v), v.to_string().len());
         }
+    }
+
+    #[test]
+    fn caller_text_is_cut_with_a_marker() {
+        assert_eq!(cap_text("short"), "short");
+        let exact = "p".repeat(AUDIT_TEXT_CAP);
+        assert_eq!(cap_text(&exact), exact);
+        // Multi-byte characters are never split.
+        let long = "ü".repeat(200_000);
+        let cut = cap_text(&long);
+        assert!(cut.len() <= AUDIT_TEXT_CAP + 64, "{}", cut.len());
+        assert!(
+            cut.ends_with("… [cut: 400000 bytes in all]"),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
+        assert!(cut.starts_with("üüü"));
     }
 
     #[test]

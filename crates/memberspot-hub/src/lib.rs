@@ -20,7 +20,7 @@ pub mod tokens;
 
 pub use error::HubError;
 pub use hub::{
-    CallContext, CallOutcome, EMBEDDED_BASE_URL, EmbeddedSandbox, Hub, Principal,
+    AUDIT_TEXT_CAP, CallContext, CallOutcome, EMBEDDED_BASE_URL, EmbeddedSandbox, Hub, Principal,
     SANDBOX_CONNECTION,
 };
 pub use memberspot_store as store;

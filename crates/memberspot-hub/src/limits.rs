@@ -3,37 +3,38 @@
 //! instance enforces the limit on its own share of the calls.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-/// A token bucket per persona: up to `per_minute` calls in a burst,
-/// refilled continuously.
+use governor::clock::Clock;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// A GCRA limiter per persona (`governor`): up to `per_minute` calls in a burst,
+/// refilled continuously. Personas with the same limit share one keyed limiter.
 #[derive(Default)]
 pub struct PersonaLimiter {
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    by_limit: Mutex<HashMap<NonZeroU32, Arc<DefaultKeyedRateLimiter<String>>>>,
 }
 
 impl PersonaLimiter {
     /// Takes one call from `persona`'s budget, or says how long to wait.
     pub fn try_take(&self, persona: &str, per_minute: u32) -> Result<(), Duration> {
-        if per_minute == 0 {
+        let Some(limit) = NonZeroU32::new(per_minute) else {
             return Err(Duration::from_secs(60));
-        }
-        let cap = f64::from(per_minute);
-        let rate = cap / 60.0;
-        let now = Instant::now();
-        let Ok(mut buckets) = self.buckets.lock() else {
-            return Ok(());
         };
-        let (tokens, last) = buckets.entry(persona.to_string()).or_insert((cap, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(cap);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / rate))
-        }
+        let limiter = {
+            // The map only ever gains complete entries, so one left by a panicking
+            // thread is still sound: a poisoned lock must not open the limit.
+            let mut by_limit = self.by_limit.lock().unwrap_or_else(PoisonError::into_inner);
+            by_limit
+                .entry(limit)
+                .or_insert_with(|| Arc::new(RateLimiter::keyed(Quota::per_minute(limit))))
+                .clone()
+        };
+        limiter
+            .check_key(&persona.to_string())
+            .map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
     }
 }
 
@@ -53,5 +54,27 @@ mod tests {
             "{wait:?}"
         );
         assert!(l.try_take("b", 3).is_ok(), "other personas are unaffected");
+        assert!(
+            l.try_take("c", 0).is_err(),
+            "a limit of zero allows nothing"
+        );
+    }
+
+    #[test]
+    fn a_poisoned_lock_does_not_open_the_limit() {
+        let l = Arc::new(PersonaLimiter::default());
+        assert!(l.try_take("a", 1).is_ok());
+        let poisoner = l.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poisoner.by_limit.lock();
+            panic!("a panic while the limiter's lock is held");
+        })
+        .join();
+        assert!(l.by_limit.is_poisoned());
+        assert!(
+            l.try_take("a", 1).is_err(),
+            "still over budget after the lock was poisoned"
+        );
+        assert!(l.try_take("b", 1).is_ok(), "and still working for others");
     }
 }

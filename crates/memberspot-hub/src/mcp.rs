@@ -167,9 +167,13 @@ impl ServerHandler for McpServer {
             .principal(&ctx)
             .await
             .map_err(|e| McpError::invalid_request(e.to_string(), None))?;
+        let tools = self
+            .hub
+            .tools_for(&who)
+            .map_err(|e| McpError::invalid_request(e.to_string(), None))?;
         // Sixteen tools fit one page: no cursor is needed.
         Ok(ListToolsResult::with_all_items(
-            self.hub.tools_for(&who).into_iter().map(to_tool).collect(),
+            tools.into_iter().map(to_tool).collect(),
         ))
     }
 
@@ -257,11 +261,15 @@ async fn bearer_auth(State(hub): State<Hub>, mut req: Request, next: Next) -> Re
                 .await
                 .unwrap_or_default();
             let name = revoked.name.clone();
-            let who = Principal::Persona(revoked);
-            let mut refusal = None;
-            for (tool, args, ctx) in attempted_tool_calls(&body) {
-                refusal = hub.call(&who, &ctx, &tool, args).await.result.err();
-            }
+            let mut calls = attempted_tool_calls(&body).into_iter();
+            let refusal = match calls.next() {
+                // One record per request, however many calls a batch carries.
+                Some((tool, args, ctx)) => Some(
+                    hub.record_revoked_request(revoked, &ctx, &tool, args, calls.len())
+                        .await,
+                ),
+                None => None,
+            };
             refusal.unwrap_or_else(|| {
                 HubError::Unauthenticated(format!("persona `{name}` has been revoked"))
             })

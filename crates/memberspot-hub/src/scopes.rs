@@ -1,20 +1,53 @@
 //! What a persona may call: tool classes (`read`, `write`, `destructive`)
-//! and/or tool names, optionally restricting access changes to some offers.
+//! and/or tool names, optionally restricted to some offers.
+//!
+//! An offer restriction fails closed: a tool that changes the school is allowed only
+//! when its call is shown to stay within the offers, by the rule the tool declares
+//! ([`OfferScope`]). Some rules need a look at the school (which courses the offers
+//! unlock, which offers a member holds); [`Scopes::check_call`] says what remains to be
+//! shown and [`Scopes::prove`] looks it up, on the connection the call itself will use.
 
 use std::collections::BTreeSet;
 
-use memberspot_tools::{Catalogue, ToolClass, ToolDescriptor};
+use futures::TryStreamExt;
+use memberspot_api::actions::{FindUserByEmail, ListOffers, ListUsers};
+use memberspot_api::wire::User;
+use memberspot_api::{ApiError, Client, paged_stream};
+use memberspot_tools::inputs::{Email, Id};
+use memberspot_tools::{Catalogue, MemberKey, OfferScope, ToolClass, ToolDescriptor, ToolError};
 use serde_json::Value;
 
-/// Tools that change which offers a member can use. With an offer
-/// restriction, these may only touch the listed offers.
-const OFFER_TOOLS: &[&str] = &[
-    "grant_user_offer_by_email",
-    "set_user_offer_state",
-    "set_offer_expiration",
-];
-/// Access changes that cannot be tied to one offer (an order may span several).
-const UNBOUNDED_OFFER_TOOLS: &[&str] = &["set_order_state"];
+use crate::HubError;
+
+/// Members per page when looking a member up by uid among an offer's holders.
+const LOOKUP_PAGE: u32 = 100;
+
+/// What remains to be shown before a call of an offer-restricted persona may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfferProof {
+    /// Nothing: no restriction, a read, or the call names one of the offers.
+    Proven,
+    /// The course must be one that the offers unlock.
+    Course(Id),
+    /// The member must hold one of the offers.
+    Member(MemberRef),
+}
+
+/// A member as a call names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberRef {
+    Email(Email),
+    Uid(Id),
+}
+
+impl std::fmt::Display for MemberRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemberRef::Email(e) => write!(f, "`{e}`"),
+            MemberRef::Uid(u) => write!(f, "the member with uid `{u}`"),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Scopes {
@@ -99,41 +132,154 @@ impl Scopes {
         self.classes.contains(&d.class) || self.tools.contains(d.name)
     }
 
-    /// Checks the offer restriction against the call's arguments.
-    pub fn check_call(&self, d: &ToolDescriptor, args: &Value) -> Result<(), String> {
-        if !self.allows(d) {
-            return Err(format!(
-                "this persona may not call `{}` (a {} tool); its scopes are: {}",
-                d.name,
-                class_word(d.class),
-                self.to_strings().join(", ")
-            ));
+    /// Whether the tool is callable at all, as a refusal that names the scopes.
+    pub fn check_allowed(&self, d: &ToolDescriptor) -> Result<(), String> {
+        if self.allows(d) {
+            return Ok(());
         }
+        Err(format!(
+            "this persona may not call `{}` (a {} tool); its scopes are: {}",
+            d.name,
+            class_word(d.class),
+            self.to_strings().join(", ")
+        ))
+    }
+
+    /// Checks that the persona may call the tool with these arguments, as far as the
+    /// arguments alone tell; says what remains to be looked up (see [`Scopes::prove`]).
+    pub fn check_call(&self, d: &ToolDescriptor, args: &Value) -> Result<OfferProof, String> {
+        self.check_allowed(d)?;
+        let Some(allowed) = &self.offer_ids else {
+            return Ok(OfferProof::Proven);
+        };
+        let missing = |argument: &str| {
+            format!(
+                "this persona may only act within offers {}; `{}` needs a valid `{argument}` to show that",
+                list(allowed),
+                d.name
+            )
+        };
+        match d.offer_scope {
+            OfferScope::NotApplicable => Ok(OfferProof::Proven),
+            OfferScope::Never => Err(format!(
+                "this persona may only act within offers {}; `{}` can reach beyond them (it is not tied to one offer) and is not allowed",
+                list(allowed),
+                d.name
+            )),
+            OfferScope::NamesOffer { argument } => {
+                let offer = Id::from_argument(args, argument).ok_or_else(|| missing(argument))?;
+                if allowed.contains(offer.as_str()) {
+                    Ok(OfferProof::Proven)
+                } else {
+                    Err(format!(
+                        "this persona may only change access to offers {}, not `{offer}`",
+                        list(allowed)
+                    ))
+                }
+            }
+            OfferScope::CourseOfOffers { argument } => Id::from_argument(args, argument)
+                .map(OfferProof::Course)
+                .ok_or_else(|| missing(argument)),
+            OfferScope::MemberHoldsOffer { argument, by } => match by {
+                MemberKey::Email => Email::from_argument(args, argument).map(MemberRef::Email),
+                MemberKey::Uid => Id::from_argument(args, argument).map(MemberRef::Uid),
+            }
+            .map(OfferProof::Member)
+            .ok_or_else(|| missing(argument)),
+        }
+    }
+
+    /// Looks up what [`Scopes::check_call`] left open, through `client` (the connection
+    /// the call will use, within its rate limit). Refusals say why without telling
+    /// anything about members outside the offers: a member who does not exist and one
+    /// who holds other offers get the same answer.
+    pub async fn prove(
+        &self,
+        client: &Client,
+        tool: &str,
+        proof: &OfferProof,
+    ) -> Result<(), HubError> {
         let Some(allowed) = &self.offer_ids else {
             return Ok(());
         };
-        if UNBOUNDED_OFFER_TOOLS.contains(&d.name) {
-            return Err(format!(
-                "this persona may only change access to offers {}; `{}` switches a whole order and is not allowed",
-                list(allowed),
-                d.name
-            ));
-        }
-        if OFFER_TOOLS.contains(&d.name) {
-            let offer = args
-                .get("offer_id")
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .unwrap_or_default();
-            if !allowed.contains(offer) {
-                return Err(format!(
-                    "this persona may only change access to offers {}, not `{offer}`",
-                    list(allowed)
-                ));
+        match proof {
+            OfferProof::Proven => Ok(()),
+            OfferProof::Course(course) => {
+                let offers = client.execute(&ListOffers).await.map_err(lookup_failed)?;
+                let unlocked = offers
+                    .0
+                    .iter()
+                    .filter(|o| allowed.contains(&o.id))
+                    .any(|o| o.course_ids.iter().any(|c| c == course.as_str()));
+                if unlocked {
+                    Ok(())
+                } else {
+                    Err(HubError::Denied(format!(
+                        "this persona may only act within offers {}; course `{course}` is not a course of those offers, so `{tool}` was not run",
+                        list(allowed)
+                    )))
+                }
+            }
+            OfferProof::Member(member) => {
+                if member_holds_one(client, member, allowed).await? {
+                    Ok(())
+                } else {
+                    Err(HubError::Denied(format!(
+                        "this persona may only act on members who hold one of offers {}; {member} is not shown to hold one, so `{tool}` was not run",
+                        list(allowed)
+                    )))
+                }
             }
         }
-        Ok(())
     }
+}
+
+/// Whether the member currently holds one of `allowed`. By uid the API has no lookup:
+/// the member is searched among each offer's active holders.
+async fn member_holds_one(
+    client: &Client,
+    member: &MemberRef,
+    allowed: &BTreeSet<String>,
+) -> Result<bool, HubError> {
+    match member {
+        MemberRef::Email(email) => {
+            match client.execute(&FindUserByEmail::new(email.as_str())).await {
+                Ok(user) => Ok(holds_one(&user, allowed)),
+                Err(ApiError::NotFound { .. }) => Ok(false),
+                Err(e) => Err(lookup_failed(e)),
+            }
+        }
+        MemberRef::Uid(uid) => {
+            for offer in allowed {
+                let first = ListUsers::new()
+                    .offer(offer.as_str())
+                    .active(true)
+                    .page_length(LOOKUP_PAGE);
+                let mut holders = std::pin::pin!(paged_stream(client, first, None));
+                while let Some(user) = holders.try_next().await.map_err(lookup_failed)? {
+                    if user.uid == uid.as_str() {
+                        // The listing's filter is the API's; the holding is checked here.
+                        return Ok(holds_one(&user, allowed));
+                    }
+                }
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// Holds one of `allowed` now: active and not past its end date.
+fn holds_one(user: &User, allowed: &BTreeSet<String>) -> bool {
+    let now = chrono::Utc::now();
+    user.offers.iter().any(|h| {
+        allowed.contains(&h.offer_id) && h.active && h.expires_at.as_ref().is_none_or(|t| t.0 > now)
+    })
+}
+
+/// A lookup that failed (Memberspot down, rate limited): the call is not run, and the
+/// error is Memberspot's, so that a transient one is retried like any other.
+fn lookup_failed(e: ApiError) -> HubError {
+    HubError::Tool(ToolError::Api(e))
 }
 
 fn class_word(c: ToolClass) -> &'static str {
@@ -169,24 +315,56 @@ mod tests {
         assert!(s.allows(&d("grant_user_offer_by_email")) && !s.allows(&d("set_user_offer_state")));
         assert_eq!(s.to_strings(), vec!["read", "grant_user_offer_by_email"]);
 
-        let support = Scopes::parse(&["read", "write"], &c)
+        let support = Scopes::parse(&["all"], &c)
             .expect("valid")
             .with_offers(Some(vec!["trial".into()]));
-        let grant = d("grant_user_offer_by_email");
-        assert!(
-            support
-                .check_call(&grant, &json!({"offer_id": "trial"}))
-                .is_ok()
+        let check = |tool: &str, args: Value| support.check_call(&d(tool), &args);
+        let grant = json!({"email": "a@b.de", "offer_id": " trial "});
+        assert_eq!(
+            check("grant_user_offer_by_email", grant),
+            Ok(OfferProof::Proven)
         );
-        let err = support
-            .check_call(&grant, &json!({"offer_id": "premium"}))
-            .expect_err("other offer");
+        let err = check(
+            "grant_user_offer_by_email",
+            json!({"email": "a@b.de", "offer_id": "premium"}),
+        )
+        .expect_err("other offer");
         assert!(err.contains("premium"), "{err}");
-        assert!(
-            support
-                .check_call(&d("set_custom_user_properties"), &json!({}))
-                .is_ok()
+        // Read as the tool reads it: a numeric id is the offer `7`, not an absent one.
+        assert!(check("set_offer_expiration", json!({"offer_id": 7})).is_err());
+        assert_eq!(check("list_users", json!({})), Ok(OfferProof::Proven));
+        for never in ["delete_users", "delete_users_post", "set_order_state"] {
+            let err = check(never, json!({"emails": ["a@b.de"]})).expect_err(never);
+            assert!(err.contains("not allowed"), "{err}");
+        }
+        assert_eq!(
+            check("enable_chapter_access", json!({"course_id": "c1"})),
+            Ok(OfferProof::Course(Id::parse("c1").expect("id")))
         );
+        assert_eq!(
+            check("set_custom_user_properties", json!({"email": " A@b.de"})),
+            Ok(OfferProof::Member(MemberRef::Email(
+                Email::parse("A@b.de").expect("email")
+            )))
+        );
+        assert_eq!(
+            check("create_login_token", json!({"uid": "u1"})),
+            Ok(OfferProof::Member(MemberRef::Uid(
+                Id::parse("u1").expect("id")
+            )))
+        );
+        // Without the argument the rule cannot be shown to hold.
+        assert!(check("create_login_token", json!({})).is_err());
+        // Without a restriction, nothing is left to look up.
+        let unrestricted = Scopes::parse(&["all"], &c).expect("valid");
+        for e in c.iter() {
+            assert_eq!(
+                unrestricted.check_call(&e.descriptor, &json!({})),
+                Ok(OfferProof::Proven),
+                "{}",
+                e.name()
+            );
+        }
 
         let err = Scopes::parse(&["reed"], &c).expect_err("typo");
         assert!(err.contains("reed"));

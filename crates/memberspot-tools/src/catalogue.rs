@@ -37,6 +37,8 @@ impl ToolEntry {
                 output_schema: output_schema_for::<T::Output>(),
                 annotations: T::ANNOTATIONS,
                 class: T::ANNOTATIONS.class(),
+                offer_scope: T::OFFER_SCOPE,
+                secret_output_fields: T::SECRET_OUTPUT_FIELDS,
             },
             call: |client, args| call_typed::<T>(client, args).boxed(),
             check: |args| decode::<T>(args).map(|_| ()),
@@ -50,6 +52,20 @@ impl ToolEntry {
     /// Validates arguments without calling Memberspot.
     pub fn validate(&self, args: &Value) -> Result<(), ToolError> {
         (self.check)(args)
+    }
+
+    /// A result as it may be recorded (audit log, run history): secret fields replaced
+    /// by their fingerprint. The caller gets the result itself.
+    pub fn redact_for_record(&self, result: &Value) -> Value {
+        if self.descriptor.secret_output_fields.is_empty() {
+            return result.clone();
+        }
+        crate::redact::redact_fields(result, self.descriptor.secret_output_fields)
+    }
+
+    /// The secret texts in a result, to find copies of them in what is recorded later.
+    pub fn secrets_in(&self, result: &Value) -> Vec<String> {
+        crate::redact::secrets_at(result, self.descriptor.secret_output_fields)
     }
 
     /// Validates, then calls.

@@ -36,6 +36,11 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The argument `name` of a call's JSON arguments, read as the tool reads it.
+    pub fn from_argument(args: &serde_json::Value, name: &str) -> Option<Self> {
+        Email::deserialize(args.get(name)?).ok()
+    }
 }
 
 impl std::fmt::Display for Email {
@@ -79,6 +84,11 @@ impl Id {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The argument `name` of a call's JSON arguments, read as the tool reads it.
+    pub fn from_argument(args: &serde_json::Value, name: &str) -> Option<Self> {
+        Id::deserialize(args.get(name)?).ok()
     }
 }
 

@@ -43,6 +43,38 @@ impl Annotations {
     }
 }
 
+/// How the gateway proves that a call stays within the offers a persona is restricted
+/// to (`personas create --offers`). Every tool declares one; a call that cannot be shown
+/// to stay within the offers is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "rule")]
+pub enum OfferScope {
+    /// Changes nothing: an offer restriction limits changes, not reads.
+    NotApplicable,
+    /// Allowed when the offer in this argument is one of the persona's.
+    NamesOffer { argument: &'static str },
+    /// Allowed when the course in this argument is unlocked by one of the persona's
+    /// offers (looked up with `list_offers`).
+    CourseOfOffers { argument: &'static str },
+    /// Allowed when the member in this argument currently holds (active, not expired)
+    /// one of the persona's offers (looked up in the school).
+    MemberHoldsOffer {
+        argument: &'static str,
+        by: MemberKey,
+    },
+    /// Cannot be limited to some offers (deleting members, switching a whole order):
+    /// always refused under an offer restriction.
+    Never,
+}
+
+/// How an argument names a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberKey {
+    Email,
+    Uid,
+}
+
 /// Everything a surface needs to present a tool.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToolDescriptor {
@@ -53,6 +85,9 @@ pub struct ToolDescriptor {
     pub output_schema: serde_json::Value,
     pub annotations: Annotations,
     pub class: ToolClass,
+    pub offer_scope: OfferScope,
+    /// Output fields (dotted paths) that hold secrets; records keep only a fingerprint.
+    pub secret_output_fields: &'static [&'static str],
 }
 
 /// A typed tool. Implementations live in [`crate::tools`], one per action.
@@ -67,6 +102,13 @@ pub trait Tool: Send + Sync + 'static {
     /// Written for a language model: what, when, side effects, what it destroys, limits.
     const DESCRIPTION: &'static str;
     const ANNOTATIONS: Annotations;
+    /// How a call is kept within a persona's offers; required, so that no tool is
+    /// unrestricted by omission.
+    const OFFER_SCOPE: OfferScope;
+    /// Output fields that hold secrets (e.g. a login token), as dotted paths into the
+    /// result. The caller gets them; the audit log and run history keep only a prefix
+    /// and a hash (see [`crate::redact`]).
+    const SECRET_OUTPUT_FIELDS: &'static [&'static str] = &[];
 
     /// Checks that span several fields, after decoding.
     fn check(_input: &Self::Input) -> Result<(), ToolError> {

@@ -2,7 +2,7 @@
 //! function-calling API, honest annotations, and argument errors that name
 //! the field. The golden file is rewritten with `UPDATE_GOLDEN=1`.
 
-use memberspot_tools::{ALLOWED_SCHEMA_KEYWORDS, Catalogue, ToolClass};
+use memberspot_tools::{ALLOWED_SCHEMA_KEYWORDS, Catalogue, MemberKey, OfferScope, ToolClass};
 use serde_json::{Value, json};
 
 const NAMES: [&str; 16] = [
@@ -135,6 +135,174 @@ fn annotations_are_true_to_the_semantics() {
         c.iter()
             .filter(|e| e.name() != "create_login_token")
             .all(|e| e.descriptor.annotations.idempotent)
+    );
+}
+
+/// With `--offers`, a tool is allowed only when its call is provably limited to those
+/// offers. Each tool says how; a wrong or missing rule here is a way around the limit.
+#[test]
+fn every_tool_declares_how_it_stays_within_a_personas_offers() {
+    use OfferScope::*;
+    let expected = [
+        (
+            "create_login_token",
+            MemberHoldsOffer {
+                argument: "uid",
+                by: MemberKey::Uid,
+            },
+        ),
+        ("delete_users", Never),
+        ("delete_users_post", Never),
+        (
+            "enable_chapter_access",
+            CourseOfOffers {
+                argument: "course_id",
+            },
+        ),
+        ("find_user_by_email", NotApplicable),
+        ("get_user_course_progress", NotApplicable),
+        (
+            "grant_user_offer_by_email",
+            NamesOffer {
+                argument: "offer_id",
+            },
+        ),
+        ("list_custom_user_properties", NotApplicable),
+        ("list_exam_results", NotApplicable),
+        ("list_offers", NotApplicable),
+        ("list_user_course_progress", NotApplicable),
+        ("list_users", NotApplicable),
+        (
+            "set_custom_user_properties",
+            MemberHoldsOffer {
+                argument: "email",
+                by: MemberKey::Email,
+            },
+        ),
+        (
+            "set_offer_expiration",
+            NamesOffer {
+                argument: "offer_id",
+            },
+        ),
+        ("set_order_state", Never),
+        (
+            "set_user_offer_state",
+            NamesOffer {
+                argument: "offer_id",
+            },
+        ),
+    ];
+    let c = Catalogue::standard();
+    let declared: Vec<(&str, OfferScope)> =
+        c.descriptors().map(|d| (d.name, d.offer_scope)).collect();
+    assert_eq!(declared, expected);
+    for d in c.descriptors() {
+        // Only a tool that changes nothing may be left out of an offer restriction.
+        assert_eq!(
+            d.offer_scope == NotApplicable,
+            d.annotations.read_only,
+            "{}: a tool that changes the school needs an offer rule, a read-only one none",
+            d.name
+        );
+        let argument = match d.offer_scope {
+            NamesOffer { argument }
+            | CourseOfOffers { argument }
+            | MemberHoldsOffer { argument, .. } => argument,
+            NotApplicable | Never => continue,
+        };
+        // The rule reads an argument every call must carry, of the type the tool reads.
+        let schema = &d.input_schema["properties"][argument];
+        assert_eq!(schema["type"], "string", "{}.{argument}", d.name);
+        let required = d.input_schema["required"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|n| n == argument));
+        assert!(required, "{}.{argument} must be required", d.name);
+        let wants_email = matches!(
+            d.offer_scope,
+            MemberHoldsOffer {
+                by: MemberKey::Email,
+                ..
+            }
+        );
+        // (`format` is reduced away; an e-mail argument is the one capped at 254.)
+        assert_eq!(
+            schema["maxLength"] == 254,
+            wants_email,
+            "{}.{argument}",
+            d.name
+        );
+    }
+}
+
+/// Output fields that look like credentials, with their dotted paths.
+fn secret_looking_fields(schema: &Value, path: &str, found: &mut Vec<String>) {
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, s) in props {
+            let p = if path.is_empty() {
+                name.clone()
+            } else {
+                format!("{path}.{name}")
+            };
+            let lower = name.to_lowercase();
+            if [
+                "token",
+                "secret",
+                "password",
+                "api_key",
+                "apikey",
+                "credential",
+            ]
+            .iter()
+            .any(|w| lower.contains(w))
+            {
+                found.push(p.clone());
+            }
+            secret_looking_fields(s, &p, found);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        secret_looking_fields(items, path, found);
+    }
+}
+
+#[test]
+fn secret_output_fields_are_declared_and_redacted_for_records() {
+    let c = Catalogue::standard();
+    for d in c.descriptors() {
+        let mut looks_secret = Vec::new();
+        secret_looking_fields(&d.output_schema, "", &mut looks_secret);
+        let declared: Vec<String> = d
+            .secret_output_fields
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            looks_secret, declared,
+            "{}: declare every secret output field in SECRET_OUTPUT_FIELDS (and only those)",
+            d.name
+        );
+    }
+    let entry = c.get("create_login_token").expect("tool");
+    assert_eq!(entry.descriptor.secret_output_fields, ["token"]);
+    let token = "q7Vd0yJrX2mNcL5tB8wKp1ZsH4gE6fAu9RiOeT3";
+    let result = json!({"token": token, "expires_in_seconds": 3600});
+    let recorded = entry.redact_for_record(&result);
+    assert!(!recorded.to_string().contains(token), "{recorded}");
+    assert!(
+        recorded["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("q7Vd… (redacted, sha256:")),
+        "{recorded}"
+    );
+    assert_eq!(recorded["expires_in_seconds"], 3600);
+    assert_eq!(entry.secrets_in(&result), [token]);
+    let other = c.get("list_offers").expect("tool");
+    let offers = json!({"offers": [{"id": "o1", "name": "Token Kurs"}]});
+    assert_eq!(
+        other.redact_for_record(&offers),
+        offers,
+        "nothing declared, nothing changed"
     );
 }
 

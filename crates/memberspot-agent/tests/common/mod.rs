@@ -95,6 +95,7 @@ impl World {
         let mut names: Vec<String> = self
             .hub
             .tools_for(&Principal::Persona(p))
+            .expect("scopes")
             .into_iter()
             .map(|d| d.name.to_string())
             .collect();

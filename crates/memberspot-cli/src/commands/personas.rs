@@ -72,7 +72,11 @@ pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCo
                 if json {
                     print_json(&view)?;
                 } else {
-                    let tools: Vec<&str> = hub.tools_for(&memberspot_hub::Principal::Persona(p.clone())).iter().map(|d| d.name).collect();
+                    // Stored scopes that no longer parse are shown as such, not as "no tools".
+                    let tools = match hub.tools_for(&memberspot_hub::Principal::Persona(p.clone())) {
+                        Ok(tools) => tools.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),
+                        Err(e) => format!("none: {e}"),
+                    };
                     println!("name:        {}", view.name);
                     println!("description: {}", view.description);
                     println!("connection:  {}", view.connection);
@@ -82,7 +86,7 @@ pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCo
                     println!("token:       {}…", view.token_prefix);
                     println!("created:     {}", when(view.created_at));
                     println!("state:       {}", view.revoked_at.map(|r| format!("revoked {}", when(r))).unwrap_or_else(|| "active".into()));
-                    println!("tools:       {}", tools.join(", "));
+                    println!("tools:       {tools}");
                 }
             }
             PersonasCommand::GrantScope { name, scopes, replace } => {

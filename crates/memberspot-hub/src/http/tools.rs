@@ -51,14 +51,17 @@ fn view(d: &memberspot_tools::ToolDescriptor) -> ToolView {
 
 /// The tools this persona may call.
 #[utoipa::path(get, path = "/v1/tools", tag = "tools", security(("persona" = [])),
-    responses((status = 200, body = [ToolView]), (status = 401, description = "missing, unknown or revoked token")))]
-async fn list_tools(State(hub): State<Hub>, PersonaAuth(p): PersonaAuth) -> Json<Vec<ToolView>> {
-    Json(
-        hub.tools_for(&Principal::Persona(p))
+    responses((status = 200, body = [ToolView]), (status = 401, description = "missing, unknown or revoked token"), (status = 403, description = "the persona's stored scopes no longer parse")))]
+async fn list_tools(
+    State(hub): State<Hub>,
+    PersonaAuth(p): PersonaAuth,
+) -> Result<Json<Vec<ToolView>>, HttpError> {
+    Ok(Json(
+        hub.tools_for(&Principal::Persona(p))?
             .into_iter()
             .map(view)
             .collect(),
-    )
+    ))
 }
 
 /// One tool, if it is in this persona's scopes.
@@ -77,7 +80,7 @@ async fn get_tool(
             format!("no tool named `{name}`"),
         )
     })?;
-    if !hub.scopes_of(&p).allows(&entry.descriptor) {
+    if !hub.scopes_of(&p)?.allows(&entry.descriptor) {
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
             "denied",

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::inputs::{Email, Id};
-use crate::{Annotations, Tool};
+use crate::{Annotations, OfferScope, Tool};
 
 pub struct EnableChapterAccessTool;
 
@@ -31,6 +31,9 @@ impl Tool for EnableChapterAccessTool {
         destructive: false,
         idempotent: true,
         open_world: false,
+    };
+    const OFFER_SCOPE: OfferScope = OfferScope::CourseOfOffers {
+        argument: "course_id",
     };
 
     async fn run(client: &Client, input: Self::Input) -> Result<Self::Output, ApiError> {

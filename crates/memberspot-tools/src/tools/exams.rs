@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::READ;
 use crate::inputs::Id;
-use crate::{Annotations, Tool};
+use crate::{Annotations, OfferScope, Tool};
 
 pub struct ListExamResultsTool;
 
@@ -30,6 +30,7 @@ impl Tool for ListExamResultsTool {
     const TITLE: &'static str = "List exam results";
     const DESCRIPTION: &'static str = "List every member's submissions of one exam (quiz) with score, maximum score, pass/fail and submission time. Read-only. The API has no call to list exams; the exam id comes from the Memberspot dashboard. Fails with not_found for an unknown exam. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
     const ANNOTATIONS: Annotations = READ;
+    const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 
     async fn run(client: &Client, input: Self::Input) -> Result<Self::Output, ApiError> {
         Ok(ExamResultsOutput {

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::READ;
-use crate::{Annotations, Tool};
+use crate::{Annotations, OfferScope, Tool};
 
 pub struct ListOffersTool;
 
@@ -27,6 +27,7 @@ impl Tool for ListOffersTool {
     const TITLE: &'static str = "List offers";
     const DESCRIPTION: &'static str = "List every offer (a product or access bundle, German 'Zugang') of the school with its id, name, the course ids it unlocks, priority and last update. Read-only. Use it to find the offer_id needed by grant_user_offer_by_email and the other access tools. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
     const ANNOTATIONS: Annotations = READ;
+    const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 
     async fn run(client: &Client, _: Self::Input) -> Result<Self::Output, ApiError> {
         Ok(OffersOutput {

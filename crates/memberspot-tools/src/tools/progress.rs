@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::READ;
 use crate::inputs::{Email, Id, PageLength};
-use crate::{Annotations, Tool};
+use crate::{Annotations, OfferScope, Tool};
 
 pub struct ListUserCourseProgressTool;
 
@@ -38,6 +38,7 @@ impl Tool for ListUserCourseProgressTool {
     const TITLE: &'static str = "List a member's progress in all courses";
     const DESCRIPTION: &'static str = "Show how far one member has got in each of their courses: per course the posts (lessons) started and completed. Read-only, paginated: call again with `cursor` = `next_cursor` until it is null. For a single course use get_user_course_progress. Fails with not_found for an unknown e-mail. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
     const ANNOTATIONS: Annotations = READ;
+    const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 
     async fn run(client: &Client, input: Self::Input) -> Result<Self::Output, ApiError> {
         let mut action = ListUserCourseProgress::new(input.email.as_str());
@@ -69,6 +70,7 @@ impl Tool for GetUserCourseProgressTool {
     const TITLE: &'static str = "Get a member's progress in one course";
     const DESCRIPTION: &'static str = "Show one member's progress in one course: the posts (lessons) they have started and completed, plus a short member block. Read-only. Fails with not_found when the member, the course, or the member's enrolment in it does not exist. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
     const ANNOTATIONS: Annotations = READ;
+    const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 
     async fn run(client: &Client, input: Self::Input) -> Result<Self::Output, ApiError> {
         client

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::offers::NoInput;
 use super::{READ, UserChange};
 use crate::inputs::{Email, Id};
-use crate::{Annotations, Tool, ToolError};
+use crate::{Annotations, MemberKey, OfferScope, Tool, ToolError};
 
 pub struct ListCustomUserPropertiesTool;
 
@@ -24,6 +24,7 @@ impl Tool for ListCustomUserPropertiesTool {
     const TITLE: &'static str = "List custom member properties";
     const DESCRIPTION: &'static str = "List the extra profile fields the school has defined for members (e.g. company, phone, newsletter consent) with their ids, names and types. Read-only; returns definitions, not values (values are on each member). Use it to find the ids for set_custom_user_properties. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
     const ANNOTATIONS: Annotations = READ;
+    const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 
     async fn run(client: &Client, _: Self::Input) -> Result<Self::Output, ApiError> {
         Ok(PropertiesOutput {
@@ -65,6 +66,10 @@ impl Tool for SetCustomUserPropertiesTool {
         destructive: false,
         idempotent: true,
         open_world: false,
+    };
+    const OFFER_SCOPE: OfferScope = OfferScope::MemberHoldsOffer {
+        argument: "email",
+        by: MemberKey::Email,
     };
 
     fn check(input: &Self::Input) -> Result<(), ToolError> {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{READ, UserChange};
 use crate::inputs::{Email, HoldingState, Id, IsoDateTime, PageLength};
-use crate::{Annotations, Tool, ToolError};
+use crate::{Annotations, MemberKey, OfferScope, Tool, ToolError};
 
 pub struct ListUsersTool;
 
@@ -49,6 +49,7 @@ impl Tool for ListUsersTool {
     const TITLE: &'static str = "List members";
     const DESCRIPTION: &'static str = "List the school's members (users) one page at a time, optionally only those holding an offer, with access to a course, or with active/inactive access. Each member has uid, email, names, creation date, held offers (offerId, active, orderId, expiresAt) and custom property values. Read-only. To get everything, call again with `cursor` set to the returned `next_cursor` until it is null. To look up one person use find_user_by_email instead. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
     const ANNOTATIONS: Annotations = READ;
+    const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 
     async fn run(client: &Client, input: Self::Input) -> Result<Self::Output, ApiError> {
         let mut action = ListUsers::new();
@@ -81,6 +82,7 @@ impl Tool for FindUserByEmailTool {
     const TITLE: &'static str = "Find member by e-mail";
     const DESCRIPTION: &'static str = "Look up one member by e-mail address and return their profile: uid, names, creation date, every offer they hold with its state (active, orderId, expiresAt) and their custom property values. Read-only. Fails with not_found when no member has that address. Use this before changing a member's access to see what they hold. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
     const ANNOTATIONS: Annotations = READ;
+    const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 
     async fn run(client: &Client, input: Self::Input) -> Result<Self::Output, ApiError> {
         client
@@ -121,6 +123,9 @@ impl Tool for GrantUserOfferByEmailTool {
         idempotent: true,
         open_world: true,
     };
+    const OFFER_SCOPE: OfferScope = OfferScope::NamesOffer {
+        argument: "offer_id",
+    };
 
     async fn run(client: &Client, input: Self::Input) -> Result<Self::Output, ApiError> {
         let mut action = GrantUserOfferByEmail::new(input.email.as_str(), input.offer_id.as_str());
@@ -155,6 +160,9 @@ impl Tool for SetUserOfferStateTool {
         destructive: true,
         idempotent: true,
         open_world: false,
+    };
+    const OFFER_SCOPE: OfferScope = OfferScope::NamesOffer {
+        argument: "offer_id",
     };
 
     async fn run(client: &Client, input: Self::Input) -> Result<Self::Output, ApiError> {
@@ -192,6 +200,8 @@ impl Tool for SetOrderStateTool {
         idempotent: true,
         open_world: false,
     };
+    // An order may span offers outside the persona's; its holdings are not checked.
+    const OFFER_SCOPE: OfferScope = OfferScope::Never;
 
     async fn run(client: &Client, input: Self::Input) -> Result<Self::Output, ApiError> {
         let action = SetOrderState::new(
@@ -228,6 +238,9 @@ impl Tool for SetOfferExpirationTool {
         destructive: false,
         idempotent: true,
         open_world: false,
+    };
+    const OFFER_SCOPE: OfferScope = OfferScope::NamesOffer {
+        argument: "offer_id",
     };
 
     async fn run(client: &Client, input: Self::Input) -> Result<Self::Output, ApiError> {
@@ -300,6 +313,8 @@ impl Tool for DeleteUsersTool {
         idempotent: true,
         open_world: false,
     };
+    // Deleting a member takes every offer they hold, not only the persona's.
+    const OFFER_SCOPE: OfferScope = OfferScope::Never;
 
     fn check(input: &Self::Input) -> Result<(), ToolError> {
         check_emails(input)
@@ -325,6 +340,8 @@ impl Tool for DeleteUsersPostTool {
         idempotent: true,
         open_world: false,
     };
+    // Deleting a member takes every offer they hold, not only the persona's.
+    const OFFER_SCOPE: OfferScope = OfferScope::Never;
 
     fn check(input: &Self::Input) -> Result<(), ToolError> {
         check_emails(input)
@@ -367,6 +384,11 @@ impl Tool for CreateLoginTokenTool {
         idempotent: false,
         open_world: false,
     };
+    const OFFER_SCOPE: OfferScope = OfferScope::MemberHoldsOffer {
+        argument: "uid",
+        by: MemberKey::Uid,
+    };
+    const SECRET_OUTPUT_FIELDS: &'static [&'static str] = &["token"];
 
     async fn run(client: &Client, input: Self::Input) -> Result<Self::Output, ApiError> {
         let t = client
