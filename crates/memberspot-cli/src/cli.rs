@@ -34,8 +34,8 @@ pub struct Global {
         hide_env_values = true
     )]
     pub api_key: Option<String>,
-    /// API base URL [default: https://api.memberspot.de/v1]
-    #[arg(long, global = true, env = "MEMBERSPOT_BASE_URL")]
+    /// API base URL [default: https://api.memberspot.de/v1]; http:// only for loopback
+    #[arg(long, global = true, env = "MEMBERSPOT_BASE_URL", value_parser = base_url)]
     pub base_url: Option<String>,
     /// Config file [default: <config dir>/memberspot/config.toml]
     #[arg(long, global = true, env = "MEMBERSPOT_CONFIG")]
@@ -187,7 +187,8 @@ pub enum ConnectionsCommand {
     /// Add a school; the API key comes from --api-key / MEMBERSPOT_API_KEY, --api-key-stdin, or a prompt
     Add {
         name: String,
-        #[arg(long = "url", default_value = "https://api.memberspot.de/v1")]
+        /// The API's base URL; http:// only for loopback addresses
+        #[arg(long = "url", default_value = "https://api.memberspot.de/v1", value_parser = base_url)]
         url: String,
         /// Read the API key from standard input
         #[arg(long)]
@@ -487,6 +488,16 @@ pub enum ToolsCommand {
 /// `tools call NAME --json '{..}'` passes arguments, while `--json` alone is
 /// the global output flag. clap cannot give one long name both meanings, so
 /// after `tools call` a `--json` followed by a value becomes `--input`.
+/// An API base URL the client accepts: https://, or http:// to a loopback address.
+fn base_url(s: &str) -> Result<String, String> {
+    memberspot_api::check_base_url(s)
+        .map(|()| s.trim().to_string())
+        .map_err(|e| match e {
+            memberspot_api::ApiError::Config(m) => m,
+            other => other.to_string(),
+        })
+}
+
 /// A number >= 0 (requests per second; 0 means no pacing).
 fn non_negative(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
