@@ -260,6 +260,25 @@ impl Hub {
         }
     }
 
+    /// Takes one call from the persona's per-minute budget without making a call: work a
+    /// persona asks for that costs like a call (opening an MCP session) counts against its
+    /// limit. The error is the one a call over the limit gets.
+    pub fn take_call_budget(&self, p: &Persona) -> Result<(), HubError> {
+        let Some(limit) = p.calls_per_minute else {
+            return Ok(());
+        };
+        self.inner.limiter.try_take(&p.id, limit).map_err(|wait| {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            HubError::Limited {
+                message: format!(
+                    "persona `{}` exceeded its limit of {limit} calls per minute; try again in {secs}s",
+                    p.name
+                ),
+                retry_after_secs: secs,
+            }
+        })
+    }
+
     /// Calls a tool and writes exactly one audit record, whatever happens.
     pub async fn call(
         &self,
