@@ -167,6 +167,33 @@ pub struct ServeArgs {
     /// Also accept these Host headers on /mcp (needed when not bound to loopback)
     #[arg(long = "allowed-host", value_name = "HOST")]
     pub allowed_hosts: Vec<String>,
+    /// Also accept requests to /mcp from browser pages of this origin
+    /// (`https://app.example.com`, `…:8443`, `…:*`); loopback origins are always accepted
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = origin)]
+    pub allowed_origins: Vec<String>,
+    /// Seconds a client has to send a request's headers before the connection is closed
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+    /// Longest pause, in seconds, while a request body arrives before the request is refused
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout: u64,
+    /// Connections served at once; more wait until one closes
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Open MCP sessions over HTTP, in all
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mcp_max_sessions: u32,
+    /// Open MCP sessions over HTTP of one persona
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mcp_max_sessions_per_persona: u32,
+    /// Seconds after which an unused MCP session ends
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub mcp_session_idle_timeout: u64,
+}
+
+/// A browser origin for `--allowed-origin`.
+fn origin(s: &str) -> Result<String, String> {
+    memberspot_hub::mcp_guard::check_origin(s)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
