@@ -66,8 +66,17 @@ type StderrLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildSt
 /// Starts `memberspot serve` on a free port; returns it, its base URL, what it printed up
 /// to the line saying where it listens, and the rest of its stderr.
 async fn start_serve(d: &Path) -> (tokio::process::Child, String, String, StderrLines) {
+    start_serve_with(d, &[]).await
+}
+
+/// [`start_serve`] with more flags.
+async fn start_serve_with(
+    d: &Path,
+    extra: &[&str],
+) -> (tokio::process::Child, String, String, StderrLines) {
     let mut server = cmd(d)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -826,4 +835,68 @@ async fn the_api_key_never_leaves_for_another_host() {
         collected.try_recv().is_err(),
         "the other host got no request"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_closes_slow_connections_and_checks_origins() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let out = run(d, &["serve", "--allowed-origin", "app.example"]).await;
+    assert_eq!(out.status.code(), Some(2), "an origin needs a scheme");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("app.example"));
+
+    let (mut server, base, _, _stderr) = start_serve_with(
+        d,
+        &[
+            "--header-read-timeout",
+            "1",
+            "--body-read-timeout",
+            "1",
+            "--allowed-origin",
+            "https://agents.example",
+        ],
+    )
+    .await;
+    let addr = base.trim_start_matches("http://").to_string();
+    // Half a header to a webhook receiver: closed after the header read time-out.
+    let mut tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    tcp.write_all(b"POST /hooks/ds24 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A browser page from a foreign origin is refused on /mcp; an allowed one is not.
+    let mcp = |origin: &'static str| {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/mcp"))
+            .header("origin", origin)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            .send()
+    };
+    assert_eq!(
+        mcp("https://evil.example")
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        403
+    );
+    assert_eq!(
+        mcp("https://agents.example")
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        401,
+        "past the Origin check, the token is asked for"
+    );
+    stop_gracefully(&mut server).await;
 }
