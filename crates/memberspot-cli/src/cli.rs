@@ -34,7 +34,7 @@ pub struct Global {
         hide_env_values = true
     )]
     pub api_key: Option<String>,
-    /// API base URL [default: https://api.memberspot.de/v1]; http:// only for loopback
+    /// API base URL [default: https://api.memberspot.de/v1]
     #[arg(long, global = true, env = "MEMBERSPOT_BASE_URL", value_parser = base_url)]
     pub base_url: Option<String>,
     /// Config file [default: <config dir>/memberspot/config.toml]
