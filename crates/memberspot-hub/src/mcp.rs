@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::mcp_guard::{AllowedOrigins, BoundedSessions, Gate, LOOPBACK_ORIGINS, SessionBook};
+use crate::mcp_guard::{AllowedOrigins, BoundedSessions, Gate, SessionBook};
 use crate::{CallContext, Hub, HubError, Principal, Surface};
 
 /// Text content longer than this is shortened (the full result is in structuredContent).
@@ -319,13 +319,11 @@ pub fn http_router(
             AllowedOrigins::new(&[]).unwrap_or_else(|_| unreachable!("loopback origins parse"))
         }
     };
-    let mut rmcp_origins: Vec<String> = LOOPBACK_ORIGINS.iter().map(|o| o.to_string()).collect();
-    rmcp_origins.extend(settings.allowed_origins.iter().cloned());
     let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(cancel.child_token())
         .with_allowed_hosts(hosts)
         // Checked first by `origin_guard`; rmcp checks again.
-        .with_allowed_origins(rmcp_origins);
+        .with_allowed_origins(origins.to_rmcp());
     config.max_request_body_bytes = crate::http::BODY_LIMIT;
     let book = SessionBook::new(settings.mcp_sessions);
     let sessions = Arc::new(BoundedSessions::new(book.clone()));

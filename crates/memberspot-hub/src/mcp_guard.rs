@@ -157,6 +157,17 @@ impl AllowedOrigins {
         Ok(AllowedOrigins { origins })
     }
 
+    /// The same origins in rmcp's notation, each with its port or `:*`.
+    pub fn to_rmcp(&self) -> Vec<String> {
+        self.origins
+            .iter()
+            .map(|o| match o.port {
+                Some(p) => format!("{}://{}:{p}", o.scheme, o.host),
+                None => format!("{}://{}:*", o.scheme, o.host),
+            })
+            .collect()
+    }
+
     fn allows(&self, origin: &str) -> bool {
         match OriginPattern::parse(origin) {
             Ok(o) if o.port.is_some() => self.origins.iter().any(|p| p.matches(&o)),
@@ -622,6 +633,16 @@ mod tests {
         ] {
             assert!(!a.allows(bad), "{bad}");
         }
+        assert_eq!(
+            a.to_rmcp(),
+            [
+                "http://localhost:*",
+                "http://127.0.0.1:*",
+                "http://[::1]:*",
+                "https://app.example:443",
+                "http://tool.example:*"
+            ]
+        );
         for bad in [
             "app.example",
             "https://app.example/path",
