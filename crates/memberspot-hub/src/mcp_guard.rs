@@ -5,8 +5,8 @@
 //! - [`gate`]: reads the body once (size cap, read time-out) and answers malformed
 //!   JSON-RPC (bad JSON, batches, deep nesting) with a JSON-RPC error and HTTP 400; an
 //!   `initialize` costs a call from the persona's per-minute budget and needs a free
-//!   session (per persona and in total); `DELETE /mcp` for a session that is unknown
-//!   (or not the caller's) is 404.
+//!   session (per persona and in total); a request or `DELETE /mcp` for a session that is
+//!   unknown, or another persona's, is 404.
 //! - [`BoundedSessions`]: rmcp's in-memory session manager with idle expiry, which keeps
 //!   the session count ([`SessionBook`]) right when a session ends, however it ends.
 
@@ -419,16 +419,25 @@ pub async fn gate(State(g): State<Gate>, req: Request, next: Next) -> Response {
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // A session is its persona's: to anyone else it does not exist.
+    if let Some(id) = &session
+        && g.book.owner(id).is_some_and(|owner| owner != persona.id)
+    {
+        return rpc_error(
+            StatusCode::NOT_FOUND,
+            Value::Null,
+            INVALID_REQUEST,
+            "no such session (it ended, expired, or was never opened)",
+        );
+    }
     match *req.method() {
         Method::DELETE => {
             let known = match &session {
-                Some(id) => {
-                    g.sessions
-                        .has_session(&SessionId::from(id.clone()))
-                        .await
-                        .unwrap_or(false)
-                        && g.book.owner(id).is_none_or(|owner| owner == persona.id)
-                }
+                Some(id) => g
+                    .sessions
+                    .has_session(&SessionId::from(id.clone()))
+                    .await
+                    .unwrap_or(false),
                 None => false,
             };
             if !known {

@@ -351,6 +351,10 @@ async fn sessions_story(backend: Backend) {
     // DELETE: unknown → 404, someone else's → 404, one's own → ends it and frees a place.
     assert_eq!(w.delete(&a, "no-such-session").await, 404);
     assert_eq!(w.delete(&b, &mine[0]).await, 404, "not b's session");
+    let (status, _, _) = w
+        .mcp(&b, &tools_call(2), &[("mcp-session-id", &mine[0])])
+        .await;
+    assert_eq!(status, 404, "nor can b use it");
     let ended = w.delete(&a, &mine[0]).await;
     assert!((200..300).contains(&ended), "{ended}");
     assert_eq!(w.delete(&a, &mine[0]).await, 404, "already ended");
