@@ -527,3 +527,42 @@ async fn connections_beyond_the_cap_wait_for_a_free_one() {
     assert!(took < Duration::from_secs(2), "{took:?}");
     w.close().await;
 }
+
+/// The official SDK's client through the server loop: sessions work, and a pause longer
+/// than the header read time-out (which closes idle keep-alive connections) is harmless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_client_works_through_the_server_loop() {
+    use rmcp::ServiceExt;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let w = world(
+        Backend::Sqlite,
+        ServerSettings {
+            header_read_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+    )
+    .await;
+    let token = w.persona("sdk", None).await;
+    let client = ()
+        .serve(StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(format!("http://{}/mcp", w.addr))
+                .auth_header(token),
+        ))
+        .await
+        .expect("connects");
+    for _ in 0..2 {
+        let tools = client.list_all_tools().await.expect("tools");
+        assert!(tools.iter().any(|t| t.name == "list_offers"));
+        let r = client
+            .call_tool(CallToolRequestParams::new("list_offers"))
+            .await
+            .expect("call");
+        assert_ne!(r.is_error, Some(true), "{r:?}");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    let _ = client.cancel().await;
+    w.close().await;
+}
