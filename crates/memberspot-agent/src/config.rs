@@ -21,7 +21,8 @@
 //!
 //! [personas.support-bot]
 //! model = "claude"
-//! destructive = "confirm"              # or "never": destructive tools are never run in chat
+//! confirm = ["destructive", "write"]  # tool classes that wait for the human (the default)
+//! destructive = "never"                # optional: destructive tools never run in chat
 //! max_tool_calls = 8                   # per turn
 //! turn_timeout_secs = 120
 //! system_prompt = "Answer in German."  # added to the built-in instructions
@@ -37,7 +38,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::chat::{ChatLimits, DestructivePolicy};
+use crate::chat::{ChatLimits, ConfirmClasses, DestructivePolicy};
 use crate::model::{ModelConfig, ModelToml};
 
 /// The file name inside the data directory.
@@ -88,6 +89,8 @@ struct RawPersona {
     model: Option<Spanned<String>>,
     #[serde(default)]
     destructive: Option<Spanned<String>>,
+    #[serde(default)]
+    confirm: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     max_tool_calls: Option<Spanned<i64>>,
     #[serde(default)]
@@ -187,6 +190,30 @@ impl ModelsConfig {
                             d.get_ref()
                         ),
                     )),
+                }
+            }
+            if let Some(c) = &p.confirm {
+                match ConfirmClasses::parse(c.get_ref()) {
+                    Ok(v) => {
+                        limits.confirm = v;
+                        // The old spelling may stay, but must not contradict the new one.
+                        if !v.destructive
+                            && p.destructive.as_ref().is_some_and(|d| {
+                                DestructivePolicy::parse(d.get_ref())
+                                    == Some(DestructivePolicy::Confirm)
+                            })
+                        {
+                            problems.push(at(
+                                c.span(),
+                                format!(
+                                    "persona `{name}`: `destructive = \"confirm\"` asks before destructive tools but `confirm` leaves them out; drop `destructive` and list the classes in `confirm`"
+                                ),
+                            ));
+                        }
+                    }
+                    Err(m) => {
+                        problems.push(at(c.span(), format!("persona `{name}`: `confirm`: {m}")))
+                    }
                 }
             }
             if let Some(n) = &p.max_tool_calls {
@@ -386,6 +413,63 @@ max_tool_calls = 0
         assert!(has(14, "\"confirm\" or \"never\""), "{lines:?}");
         assert!(has(15, "max_tool_calls"), "{lines:?}");
         assert!(err.to_string().starts_with("models.toml:3:"), "{err}");
+    }
+
+    #[test]
+    fn confirm_lists_tool_classes_and_defaults_to_write_and_destructive() {
+        let text = r#"
+[models.m]
+provider = "openai"
+base_url = "http://localhost:1/v1"
+model = "x"
+
+[personas.default]
+model = "m"
+
+[personas.writer]
+model = "m"
+confirm = ["destructive"]
+
+[personas.old]
+model = "m"
+destructive = "never"
+
+[personas.bad]
+model = "m"
+confirm = ["writes"]
+
+[personas.contradiction]
+model = "m"
+destructive = "confirm"
+confirm = ["write"]
+"#;
+        let err = ModelsConfig::parse(text, "models.toml").expect_err("two problems");
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(
+            err.problems[0]
+                .message
+                .contains("`writes` is not a tool class"),
+            "{err}"
+        );
+        assert_eq!(err.problems[0].line, 20, "{err}");
+        assert!(err.problems[1].message.contains("leaves them out"), "{err}");
+        let ok: String = text.lines().take(16).collect::<Vec<_>>().join("\n");
+        let c = ModelsConfig::parse(&ok, "models.toml").expect("valid");
+        assert_eq!(
+            c.personas["default"].limits.confirm,
+            ConfirmClasses::default()
+        );
+        assert!(c.personas["default"].limits.confirm.write);
+        assert!(c.personas["default"].limits.confirm.destructive);
+        let w = c.personas["writer"].limits.confirm;
+        assert!(w.destructive && !w.write && !w.read);
+        let old = &c.personas["old"].limits;
+        assert_eq!(
+            old.destructive,
+            DestructivePolicy::Never,
+            "the old setting keeps working"
+        );
+        assert!(old.confirm.write, "and writes are still confirmed");
     }
 
     #[test]

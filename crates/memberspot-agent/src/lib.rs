@@ -14,8 +14,8 @@ pub mod model;
 pub mod rest;
 
 pub use chat::{
-    CallStatus, ChatError, ChatEvent, ChatLimits, ChatSession, DestructivePolicy, ExecutedCall,
-    PendingCall, Turn, Usage,
+    CallStatus, ChatError, ChatEvent, ChatLimits, ChatSession, ConfirmClasses, DestructivePolicy,
+    ExecutedCall, PendingCall, Turn, Usage,
 };
 pub use config::{ConfigError, ModelsConfig, PersonaChat};
 pub use model::{

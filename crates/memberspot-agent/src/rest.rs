@@ -3,8 +3,8 @@
 //! like the events routes.
 //!
 //! The caller sends the conversation so far (`messages`, user and assistant text) and
-//! gets the answer and the turn's tool calls. A destructive call the model asks for is
-//! not run: the answer carries `pending_confirmation`, and the caller approves or
+//! gets the answer and the turn's tool calls. A call of a class the persona confirms
+//! (writes and destructive calls by default) is not run: the answer carries `pending_confirmation`, and the caller approves or
 //! declines it with `…/chat/confirm`, which continues the turn. Pending turns are kept
 //! in memory, per hub instance, for [`DEFAULT_CONFIRMATION_TTL`]; behind a load
 //! balancer the confirmation must reach the same instance (sticky sessions), or it

@@ -2,7 +2,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{
+    ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT,
+};
 use url::Url;
 
 use crate::actions::{Action, Base};
@@ -139,6 +141,9 @@ impl ClientBuilder {
             .map_err(|_| ApiError::Config("invalid user agent".into()))?;
         headers.insert(USER_AGENT, ua);
         let http = reqwest::Client::builder()
+            // The key travels in a header that reqwest keeps on redirects, to any host:
+            // a 3xx is answered as an error instead (see `ApiError::Redirect`).
+            .redirect(reqwest::redirect::Policy::none())
             .default_headers(headers)
             .connect_timeout(self.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(50))
@@ -175,12 +180,35 @@ fn split_base(base: &str) -> Result<(String, String), ApiError> {
                 .into(),
         ));
     }
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(ApiError::Config(format!(
+            "base URL `{base}` uses http://, which would send the API key unencrypted; use https:// \
+             (http:// is accepted only for loopback addresses: localhost, 127.0.0.0/8, ::1)"
+        )));
+    }
     let v1 = url.as_str().trim_end_matches('/').to_string();
     let path = url.path().trim_end_matches('/');
     let root_path = path.strip_suffix("/v1").unwrap_or(path);
     let mut root = url.clone();
     root.set_path(root_path);
     Ok((v1, root.as_str().trim_end_matches('/').to_string()))
+}
+
+/// Checks a base URL as [`ClientBuilder::build`] will: an http(s) URL without query or
+/// credentials, `https://` unless the host is a loopback address. For checking settings
+/// where they are entered, before any client is built.
+pub fn check_base_url(base: &str) -> Result<(), ApiError> {
+    split_base(base).map(|_| ())
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1: the only hosts plain `http://` may reach.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 impl Client {
@@ -229,8 +257,20 @@ impl Client {
                 }
                 Ok(Answer {
                     status,
+                    redirect_to,
+                    ..
+                }) if (300..400).contains(&status) => (
+                    ApiError::Redirect {
+                        status,
+                        target: redirect_to.unwrap_or_else(|| "nowhere (no Location)".into()),
+                    },
+                    Outcome::Final,
+                ),
+                Ok(Answer {
+                    status,
                     retry_after,
                     body,
+                    ..
                 }) => {
                     let err = ApiError::from_response(status, retry_after, &body);
                     let outcome = match status {
@@ -301,7 +341,7 @@ impl Client {
         let url = format!("{base}{}", action.path());
         let mut req = inner
             .http
-            .request(A::METHOD, url)
+            .request(A::METHOD, &url)
             .header("X-API-KEY", inner.key.expose())
             .timeout(inner.timeout);
         let query = action.query();
@@ -319,6 +359,11 @@ impl Client {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        let redirect_to = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|location| location_host(&url, location));
         let body = resp.bytes().await?.to_vec();
         tracing::trace!(
             action = A::NAME,
@@ -329,6 +374,7 @@ impl Client {
         Ok(Answer {
             status,
             retry_after,
+            redirect_to,
             body,
         })
     }
@@ -337,7 +383,25 @@ impl Client {
 struct Answer {
     status: u16,
     retry_after: Option<Duration>,
+    /// For a 3xx: the host (and port) of its `Location`.
+    redirect_to: Option<String>,
     body: Vec<u8>,
+}
+
+/// The host (and port) a `Location` points to, resolved against the request URL; never
+/// its path or query (they may hold member e-mails or tokens).
+fn location_host(request_url: &str, location: &str) -> String {
+    let target = Url::parse(request_url)
+        .and_then(|base| base.join(location))
+        .ok();
+    match target
+        .as_ref()
+        .and_then(|t| t.host_str().map(|h| (h, t.port())))
+    {
+        Some((host, Some(port))) => format!("{host}:{port}"),
+        Some((host, None)) => host.to_string(),
+        None => "an unreadable Location".to_string(),
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, ApiError> {
@@ -444,8 +508,43 @@ mod tests {
             ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080")
         );
         assert!(split_base("ftp://x").is_err());
+        // Plain http only to loopback: the key must not cross a network in clear text.
+        for ok in [
+            "http://localhost:8080/v1",
+            "http://127.0.0.1/v1",
+            "http://127.8.9.10:1/v1",
+            "http://[::1]:8080/v1",
+            "https://api.memberspot.de/v1",
+        ] {
+            assert!(split_base(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://api.memberspot.de/v1",
+            "http://10.0.0.5/v1",
+            "http://[::2]/v1",
+            "http://localhost.evil.example/v1",
+            "http://128.0.0.1/v1",
+        ] {
+            let e = split_base(bad).expect_err(bad).to_string();
+            assert!(e.contains("https://") && e.contains("loopback"), "{e}");
+        }
         assert!(split_base("https://key@api.memberspot.de/v1").is_err());
         assert!(split_base("not a url").is_err());
+    }
+
+    #[test]
+    fn redirect_targets_name_only_the_host() {
+        let base = "http://127.0.0.1:9/v1/users?email=a%40b.de";
+        assert_eq!(
+            location_host(base, "https://evil.example/steal?key=1"),
+            "evil.example"
+        );
+        assert_eq!(
+            location_host(base, "http://127.0.0.1:7777/x"),
+            "127.0.0.1:7777"
+        );
+        assert_eq!(location_host(base, "/v2/users"), "127.0.0.1:9");
+        assert_eq!(location_host(base, "http://"), "an unreadable Location");
     }
 
     #[test]
@@ -486,14 +585,14 @@ mod tests {
 
     #[test]
     fn bad_configuration_is_explained() {
-        let e = Client::builder("http://x/v1").build().expect_err("no key");
+        let e = Client::builder("https://x/v1").build().expect_err("no key");
         assert!(e.to_string().contains("API key is required"));
-        let e = Client::builder("http://x/v1")
+        let e = Client::builder("https://x/v1")
             .api_key(ApiKey::new("k\n"))
             .build()
             .expect_err("bad key");
         assert!(e.to_string().contains("header"));
-        let e = Client::builder("http://x/v1")
+        let e = Client::builder("https://x/v1")
             .api_key(ApiKey::new("k"))
             .rate_limit(-1.0)
             .build()

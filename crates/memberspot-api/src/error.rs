@@ -43,6 +43,16 @@ pub enum ApiError {
     },
     #[error("Memberspot answered {status}: {message}")]
     Http { status: u16, message: String },
+    /// A 3xx answer. Redirects are never followed: the API key would go with the request.
+    #[error(
+        "the API answered {status} with a redirect to {target}; redirects are not followed, so the API key is \
+         never sent to another host. Check the base URL (the API is https://api.memberspot.de/v1)"
+    )]
+    Redirect {
+        status: u16,
+        /// Host (and port) of the `Location`, never its path or query.
+        target: String,
+    },
     #[error("invalid client configuration: {0}")]
     Config(String),
 }
@@ -58,7 +68,8 @@ impl ApiError {
             ApiError::Validation { status, .. }
             | ApiError::Upstream { status, .. }
             | ApiError::Decode { status, .. }
-            | ApiError::Http { status, .. } => Some(*status),
+            | ApiError::Http { status, .. }
+            | ApiError::Redirect { status, .. } => Some(*status),
             ApiError::Timeout { .. } | ApiError::Transport { .. } | ApiError::Config(_) => None,
         }
     }
@@ -76,6 +87,7 @@ impl ApiError {
             ApiError::Transport { .. } => "transport",
             ApiError::Decode { .. } => "decode",
             ApiError::Http { .. } => "http",
+            ApiError::Redirect { .. } => "redirect",
             ApiError::Config(_) => "config",
         }
     }

@@ -1043,3 +1043,106 @@ async fn every_action_with_a_missing_thing_is_404_and_with_bad_input_is_400() {
     }
     sb.shutdown().await.expect("shutdown");
 }
+
+/// A plain HTTP server on 127.0.0.1 answering every request with `answer`; each
+/// request's head (request line and headers, lower-cased) is sent to the receiver.
+async fn raw_server(answer: String) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).to_ascii_lowercase());
+            let _ = tcp.write_all(answer.as_bytes()).await;
+            let _ = tcp.shutdown().await;
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_redirect_is_an_error_and_the_key_never_reaches_the_other_host() {
+    let (collector, mut collected) =
+        raw_server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".into()).await;
+    for status in [
+        "301 Moved Permanently",
+        "302 Found",
+        "307 Temporary Redirect",
+    ] {
+        let (redirector, mut asked) = raw_server(format!(
+            "HTTP/1.1 {status}\r\nlocation: http://{collector}/v1/steal?email=a%40b.de\r\ncontent-length: 0\r\n\r\n"
+        ))
+        .await;
+        let c = Client::builder(format!("http://{redirector}/v1"))
+            .api_key(ApiKey::new(KEY))
+            .rate_limit(0.0)
+            .build()
+            .expect("client");
+        let err = c
+            .execute(&CheckApiKey)
+            .await
+            .expect_err("a 3xx is an error");
+        let code: u16 = status[..3].parse().expect("status");
+        match &err {
+            ApiError::Redirect { status, target } => {
+                assert_eq!(*status, code);
+                assert_eq!(target, &collector);
+            }
+            other => panic!("{status}: expected a redirect error, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains(&code.to_string()) && text.contains(&collector),
+            "{text}"
+        );
+        assert!(
+            !text.contains("steal") && !text.contains("a%40b") && !text.contains(KEY),
+            "only the host is named: {text}"
+        );
+        assert_eq!(err.code(), "redirect");
+        assert!(!err.is_transient(), "a redirect is not retried");
+        let head = asked.recv().await.expect("the redirector was asked");
+        assert!(
+            head.contains("x-api-key:"),
+            "the school's host gets the key"
+        );
+        assert!(asked.try_recv().is_err(), "asked once: no retry");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        collected.try_recv().is_err(),
+        "the redirect target received no request (and so no key)"
+    );
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_except_to_loopback() {
+    let err = Client::builder("http://api.memberspot.de/v1")
+        .api_key(ApiKey::new(KEY))
+        .build()
+        .expect_err("http to a public host");
+    assert!(err.to_string().contains("https://"), "{err}");
+    for ok in [
+        "http://127.0.0.1:1/v1",
+        "http://localhost:1/v1",
+        "http://[::1]:1/v1",
+    ] {
+        Client::builder(ok)
+            .api_key(ApiKey::new(KEY))
+            .build()
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    assert!(memberspot_api::check_base_url("http://192.168.1.20/v1").is_err());
+    assert!(memberspot_api::check_base_url("https://192.168.1.20/v1").is_ok());
+}

@@ -35,7 +35,7 @@ pub struct Global {
     )]
     pub api_key: Option<String>,
     /// API base URL [default: https://api.memberspot.de/v1]
-    #[arg(long, global = true, env = "MEMBERSPOT_BASE_URL")]
+    #[arg(long, global = true, env = "MEMBERSPOT_BASE_URL", value_parser = base_url)]
     pub base_url: Option<String>,
     /// Config file [default: <config dir>/memberspot/config.toml]
     #[arg(long, global = true, env = "MEMBERSPOT_CONFIG")]
@@ -167,6 +167,33 @@ pub struct ServeArgs {
     /// Also accept these Host headers on /mcp (needed when not bound to loopback)
     #[arg(long = "allowed-host", value_name = "HOST")]
     pub allowed_hosts: Vec<String>,
+    /// Also accept requests to /mcp from browser pages of this origin
+    /// (`https://app.example.com`, `…:8443`, `…:*`); loopback origins are always accepted
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = origin)]
+    pub allowed_origins: Vec<String>,
+    /// Seconds a client has to send a request's headers before the connection is closed
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+    /// Longest pause, in seconds, while a request body arrives before the request is refused
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout: u64,
+    /// Connections served at once; more wait until one closes
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Open MCP sessions over HTTP, in all
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mcp_max_sessions: u32,
+    /// Open MCP sessions over HTTP of one persona
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mcp_max_sessions_per_persona: u32,
+    /// Seconds after which an unused MCP session ends
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub mcp_session_idle_timeout: u64,
+}
+
+/// A browser origin for `--allowed-origin`.
+fn origin(s: &str) -> Result<String, String> {
+    memberspot_hub::mcp_guard::check_origin(s)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -187,7 +214,8 @@ pub enum ConnectionsCommand {
     /// Add a school; the API key comes from --api-key / MEMBERSPOT_API_KEY, --api-key-stdin, or a prompt
     Add {
         name: String,
-        #[arg(long = "url", default_value = "https://api.memberspot.de/v1")]
+        /// The API's base URL; http:// only for loopback addresses
+        #[arg(long = "url", default_value = "https://api.memberspot.de/v1", value_parser = base_url)]
         url: String,
         /// Read the API key from standard input
         #[arg(long)]
@@ -501,6 +529,16 @@ pub enum ToolsCommand {
 /// `tools call NAME --json '{..}'` passes arguments, while `--json` alone is
 /// the global output flag. clap cannot give one long name both meanings, so
 /// after `tools call` a `--json` followed by a value becomes `--input`.
+/// An API base URL the client accepts: https://, or http:// to a loopback address.
+fn base_url(s: &str) -> Result<String, String> {
+    memberspot_api::check_base_url(s)
+        .map(|()| s.trim().to_string())
+        .map_err(|e| match e {
+            memberspot_api::ApiError::Config(m) => m,
+            other => other.to_string(),
+        })
+}
+
 /// A number >= 0 (requests per second; 0 means no pacing).
 fn non_negative(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {

@@ -96,6 +96,11 @@ impl ConfigFile {
         if m.api_key.is_some() && m.api_key_file.is_some() {
             bail!("`memberspot.api_key` and `memberspot.api_key_file` are both set; keep one");
         }
+        if let Some(url) = &m.base_url
+            && let Err(e) = memberspot_api::check_base_url(url)
+        {
+            bail!("`memberspot.base_url`: {}", config_message(e));
+        }
         if let Some(r) = m.rate_limit
             && !(r >= 0.0 && r.is_finite())
         {
@@ -139,9 +144,33 @@ impl ConfigFile {
     }
 }
 
+/// The message of a configuration error, without the client's "invalid client configuration" prefix.
+fn config_message(e: memberspot_api::ApiError) -> String {
+    match e {
+        memberspot_api::ApiError::Config(m) => m,
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_base_url_is_refused_unless_loopback() {
+        let cfg: ConfigFile =
+            toml::from_str("[memberspot]\nbase_url = \"http://school.example/v1\"\n")
+                .expect("parses");
+        let err = cfg.check().expect_err("http to a public host").to_string();
+        assert!(
+            err.contains("memberspot.base_url") && err.contains("https://"),
+            "{err}"
+        );
+        let cfg: ConfigFile =
+            toml::from_str("[memberspot]\nbase_url = \"http://127.0.0.1:8080/v1\"\n")
+                .expect("parses");
+        cfg.check().expect("loopback may use http");
+    }
 
     #[test]
     fn unknown_keys_are_named() {

@@ -66,8 +66,17 @@ type StderrLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildSt
 /// Starts `memberspot serve` on a free port; returns it, its base URL, what it printed up
 /// to the line saying where it listens, and the rest of its stderr.
 async fn start_serve(d: &Path) -> (tokio::process::Child, String, String, StderrLines) {
+    start_serve_with(d, &[]).await
+}
+
+/// [`start_serve`] with more flags.
+async fn start_serve_with(
+    d: &Path,
+    extra: &[&str],
+) -> (tokio::process::Child, String, String, StderrLines) {
     let mut server = cmd(d)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -727,4 +736,187 @@ async fn bad_input_and_set_up_mistakes_are_refused_clearly() {
     let err = String::from_utf8_lossy(&lost.stderr);
     assert!(!lost.status.success() && err.contains("restore"), "{err}");
     assert!(!d.join("master.key").exists());
+}
+
+/// A plain HTTP server on 127.0.0.1 answering every request with `answer`; each
+/// request's head (lower-cased) is sent to the receiver.
+async fn raw_server(answer: String) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).to_ascii_lowercase());
+            let _ = tcp.write_all(answer.as_bytes()).await;
+            let _ = tcp.shutdown().await;
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_never_leaves_for_another_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+
+    // Plain http:// to a host that is not loopback is refused where it is entered.
+    let out = run(
+        d,
+        &[
+            "connections",
+            "add",
+            "plain",
+            "--url",
+            "http://school.example/v1",
+            "--api-key",
+            "sk_x",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "refused as bad input");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("https://") && err.contains("loopback"),
+        "{err}"
+    );
+    let out = cmd(d)
+        .args(["users", "list"])
+        .env("MEMBERSPOT_API_KEY", "sk_x")
+        .env("MEMBERSPOT_BASE_URL", "http://10.1.2.3/v1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
+    let config = d.join("config.toml");
+    std::fs::write(
+        &config,
+        "[memberspot]\nbase_url = \"http://school.example/v1\"\napi_key = \"sk_x\"\n",
+    )
+    .expect("write");
+    let out = run(
+        d,
+        &["--config", config.to_str().expect("utf-8"), "users", "list"],
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("memberspot.base_url") && err.contains("https://"),
+        "{err}"
+    );
+
+    // A school URL that redirects elsewhere: `connections test` names the status and the
+    // host, and the other host never sees the key.
+    let (collector, mut collected) =
+        raw_server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".into()).await;
+    let (redirector, _) = raw_server(format!(
+        "HTTP/1.1 302 Found\r\nlocation: http://{collector}/v1/api-keys/check?token=t\r\ncontent-length: 0\r\n\r\n"
+    ))
+    .await;
+    ok(
+        &run(
+            d,
+            &[
+                "connections",
+                "add",
+                "moved",
+                "--url",
+                &format!("http://{redirector}/v1"),
+                "--api-key",
+                SCHOOL_KEY,
+            ],
+        )
+        .await,
+        "add",
+    );
+    let out = run(d, &["connections", "test", "moved"]).await;
+    assert_eq!(out.status.code(), Some(1), "the test fails");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("302") && err.contains(&collector), "{err}");
+    assert!(
+        !err.contains("token=") && !err.contains(SCHOOL_KEY),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        collected.try_recv().is_err(),
+        "the other host got no request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_closes_slow_connections_and_checks_origins() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let out = run(d, &["serve", "--allowed-origin", "app.example"]).await;
+    assert_eq!(out.status.code(), Some(2), "an origin needs a scheme");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("app.example"));
+
+    let (mut server, base, _, _stderr) = start_serve_with(
+        d,
+        &[
+            "--header-read-timeout",
+            "1",
+            "--body-read-timeout",
+            "1",
+            "--allowed-origin",
+            "https://agents.example",
+        ],
+    )
+    .await;
+    let addr = base.trim_start_matches("http://").to_string();
+    // Half a header to a webhook receiver: closed after the header read time-out.
+    let mut tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    tcp.write_all(b"POST /hooks/ds24 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+        .await
+        .expect("write");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A browser page from a foreign origin is refused on /mcp; an allowed one is not.
+    let mcp = |origin: &'static str| {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/mcp"))
+            .header("origin", origin)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            .send()
+    };
+    assert_eq!(
+        mcp("https://evil.example")
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        403
+    );
+    assert_eq!(
+        mcp("https://agents.example")
+            .await
+            .expect("post")
+            .status()
+            .as_u16(),
+        401,
+        "past the Origin check, the token is asked for"
+    );
+    stop_gracefully(&mut server).await;
 }

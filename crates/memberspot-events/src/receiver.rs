@@ -113,7 +113,17 @@ async fn handle(
     }
     let body: Bytes = match axum::body::to_bytes(body, source.max_body).await {
         Ok(b) => b,
-        Err(_) => return refused(Refusal::TooLarge(source.max_body), source.max_body + 1).await,
+        Err(e) if is_length_limit(&e) => {
+            return refused(Refusal::TooLarge(source.max_body), source.max_body + 1).await;
+        }
+        // The client stopped sending (the server's body read time-out) or went away.
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_incomplete",
+                "the body did not arrive in time; send it again".into(),
+            );
+        }
     };
     let pairs: Vec<(String, String)> = headers
         .iter()
@@ -234,6 +244,18 @@ async fn handle(
         text,
     )
         .into_response()
+}
+
+/// Whether reading a body failed because it is larger than the limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Header pairs as stored for a verified delivery: credentials replaced.

@@ -586,6 +586,24 @@ async fn refused_requests_are_recorded_small_and_rate_limited() {
     )
     .await;
     assert_eq!(status, 431, "{body}");
+    // A body sent in chunks, without a length, is cut off at the limit all the same.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = served.base.trim_start_matches("http://");
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let chunk = "y".repeat(64 * 1024);
+        let mut req = format!(
+            "POST /hooks/ds24 HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        for _ in 0..6 {
+            req.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+        }
+        req.push_str("0\r\n\r\n");
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
     let mut answers = Vec::new();
     for _ in 0..REFUSALS_PER_MINUTE + 10 {
         answers.push(
@@ -601,8 +619,8 @@ async fn refused_requests_are_recorded_small_and_rate_limited() {
     }
     let unauthorized = answers.iter().filter(|s| **s == 401).count();
     let throttled = answers.iter().filter(|s| **s == 429).count();
-    assert_eq!(unauthorized as u32, REFUSALS_PER_MINUTE - 1, "{answers:?}");
-    assert_eq!(throttled, 11, "{answers:?}");
+    assert_eq!(unauthorized as u32, REFUSALS_PER_MINUTE - 2, "{answers:?}");
+    assert_eq!(throttled, 12, "{answers:?}");
     // A genuine delivery still goes through.
     let genuine = common::ds24("on_payment", "G-1", "course", "T-G", "g@example.com");
     assert_eq!(

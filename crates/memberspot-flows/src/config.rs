@@ -550,6 +550,20 @@ impl FlowsConfig {
                     ),
                 ));
             }
+            if sy.source.max_bytes == Some(0) {
+                problems.push(at(
+                    spanned.span(),
+                    format!("sync `{}`: source.max_bytes must be at least 1", sy.name),
+                ));
+            }
+            if let Some(u) = &sy.source.url
+                && !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                problems.push(at(
+                    spanned.span(),
+                    format!("sync `{}`: source.url `{u}` is not an http(s) URL", sy.name),
+                ));
+            }
             if sy.source.csv.is_none() && sy.source.url.is_none() {
                 problems.push(at(
                     spanned.span(),

@@ -43,6 +43,8 @@ struct Inner {
     config: FlowsConfig,
     models: ModelsConfig,
     http: reqwest::Client,
+    /// For sync sources and export targets: redirects only on the same origin.
+    fetch: reqwest::Client,
     worker_id: String,
 }
 
@@ -62,12 +64,18 @@ impl Flows {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| HubError::Unavailable(format!("HTTP client: {e}")))?;
+        let fetch = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(crate::sync::same_origin_redirects())
+            .build()
+            .map_err(|e| HubError::Unavailable(format!("HTTP client: {e}")))?;
         Ok(Flows {
             inner: Arc::new(Inner {
                 hub,
                 config,
                 models,
                 http,
+                fetch,
                 worker_id: memberspot_hub::worker_id(),
             }),
         })
@@ -438,7 +446,7 @@ impl Flows {
             .ok_or_else(|| format!("no sync named `{name}` in the flows file"))?;
         crate::sync::run(
             self.hub(),
-            self.http(),
+            &self.inner.fetch,
             spec,
             self.inner.config.base.as_deref(),
             dry_run,
@@ -458,7 +466,7 @@ impl Flows {
             .ok_or_else(|| format!("no export named `{name}` in the flows file"))?;
         crate::export::run(
             self.hub(),
-            self.http(),
+            &self.inner.fetch,
             spec,
             self.inner.config.base.as_deref(),
         )

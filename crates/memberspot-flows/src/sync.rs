@@ -39,6 +39,78 @@ pub struct SourceSpec {
     pub headers: BTreeMap<String, String>,
     /// Stop after this many pages (a runaway API cannot loop forever).
     pub max_pages: Option<u32>,
+    /// Largest answer read from `url`, per page (default [`DEFAULT_MAX_BYTES`]).
+    pub max_bytes: Option<u64>,
+}
+
+/// Default of `source.max_bytes`: 50 MB per page.
+pub const DEFAULT_MAX_BYTES: u64 = 50 * 1024 * 1024;
+
+/// The redirect policy of remote sources and export targets: only on the origin of the
+/// first URL (scheme, host and port), at most 10, so credential headers (which reqwest
+/// keeps on a redirect, except `Authorization` and cookies) never go to another host. A
+/// redirect elsewhere is not followed; the 3xx is reported.
+pub fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if same && attempt.previous().len() <= 10 {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// `scheme://host[:port]` of a URL, for messages (never its path or query).
+fn origin_text(u: &url::Url) -> String {
+    u.origin().ascii_serialization()
+}
+
+/// Reads an answer's body, refusing it past `max` bytes (counted as it arrives:
+/// `Content-Length` may be missing or wrong).
+async fn read_capped(mut resp: reqwest::Response, max: u64, what: &str) -> Result<Vec<u8>, String> {
+    let too_large = || {
+        format!(
+            "{what}: the answer is larger than {max} bytes (source.max_bytes); raise it if that is expected"
+        )
+    };
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("{what}: reading the answer failed: {}", without_url(&e)))?
+    {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A reqwest error without its URL (which may carry a token in its query).
+fn without_url(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut msg = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
 }
 
 /// Header names with their values hidden, for listings (`sync list --json`).
@@ -167,8 +239,10 @@ pub async fn read_source(
         spec.format
             .as_deref()
             .unwrap_or(if url.ends_with(".csv") { "csv" } else { "json" });
+    let origin = url::Url::parse(url).map_err(|e| format!("source.url: {e}"))?;
+    let max_bytes = spec.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
     let mut out = Vec::new();
-    let mut next_url = Some(url.clone());
+    let mut next_url = Some(origin.clone());
     let mut pages = 0;
     while let Some(u) = next_url.take() {
         pages += 1;
@@ -178,23 +252,45 @@ pub async fn read_source(
                 pages - 1
             ));
         }
-        let mut req = http.get(&u);
+        // The headers are often a credential: never sent to another origin.
+        if u.origin() != origin.origin() {
+            return Err(format!(
+                "page {pages}: the next link points to {}, another origin than source.url ({}); \
+                 only links on the source's origin are followed, so its headers never go elsewhere",
+                origin_text(&u),
+                origin_text(&origin)
+            ));
+        }
+        let what = format!("GET {} (page {pages})", host(u.as_str()));
+        let mut req = http.get(u.clone());
         for (k, v) in &spec.headers {
             req = req.header(k.as_str(), v.as_str());
         }
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("GET {}: {e}", host(&u)))?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {} answered {}", host(&u), resp.status()));
+            .map_err(|e| format!("{what}: {}", without_url(&e)))?;
+        if resp.status().is_redirection() {
+            let to = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| u.join(l).ok())
+                .map_or_else(|| "nowhere".to_string(), |t| origin_text(&t));
+            return Err(format!(
+                "{what} answered {} with a redirect to {to}; redirects to another origin are not followed",
+                resp.status()
+            ));
         }
-        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("{what} answered {}", resp.status()));
+        }
+        let bytes = read_capped(resp, max_bytes, &what).await?;
         if format == "csv" {
             return parse_csv(&bytes);
         }
         let body: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{} did not answer JSON: {e}", host(&u)))?;
+            .map_err(|e| format!("{} did not answer JSON: {e}", host(u.as_str())))?;
         let items = match &spec.items {
             Some(path) => lookup(&body, path).cloned().unwrap_or(Value::Null),
             None => body.clone(),
@@ -203,7 +299,7 @@ pub async fn read_source(
             return Err(format!(
                 "no list at `{}` in the answer of {}",
                 spec.items.as_deref().unwrap_or("(top level)"),
-                host(&u)
+                host(u.as_str())
             ));
         };
         let offset = out.len();
@@ -214,19 +310,25 @@ pub async fn read_source(
                 .map(|(i, v)| (offset + i + 1, v)),
         );
         if let Some(path) = &spec.next {
-            next_url = lookup(&body, path)
+            // A relative link is resolved against the page it came from.
+            next_url = match lookup(&body, path)
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
-                .map(str::to_owned);
+            {
+                Some(link) => Some(u.join(link).map_err(|e| {
+                    format!("page {pages}: the next link at `{path}` is not a URL: {e}")
+                })?),
+                None => None,
+            };
         } else if let Some(path) = &spec.cursor
             && let Some(c) = lookup(&body, path)
                 .and_then(scalar)
                 .filter(|s| !s.is_empty())
         {
-            let mut next = url::Url::parse(url).map_err(|e| e.to_string())?;
+            let mut next = origin.clone();
             next.query_pairs_mut()
                 .append_pair(spec.cursor_param.as_deref().unwrap_or("cursor"), &c);
-            next_url = Some(next.to_string());
+            next_url = Some(next);
         }
     }
     Ok(out)

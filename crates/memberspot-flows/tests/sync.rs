@@ -368,3 +368,143 @@ async fn export_is_full_first_then_incremental_from_the_event_store() {
     hub.store().close().await;
     let _ = sandbox.shutdown().await;
 }
+
+/// A remote source never sends its headers to another origin: a `next` link or a redirect
+/// elsewhere stops the sync with a clear error, and an answer over `source.max_bytes`
+/// (streamed, without Content-Length) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_sources_stay_on_their_origin_and_are_size_capped() {
+    use axum::routing::get;
+    use std::sync::{Arc, Mutex};
+    let sandbox = common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = common::hub(
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+        &sandbox,
+    )
+    .await;
+    let offer = offers(&sandbox).await[0].clone();
+
+    // The other origin (another port): records every request it gets, with its headers.
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let other = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let log = log.clone();
+        async move {
+            log.lock()
+                .unwrap()
+                .push(format!("{} {:?}", req.uri(), req.headers()));
+            axum::Json(json!({"data": [], "next": null}))
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, other).await });
+
+    let item = json!({"mail": "remote@example.de", "plan": offer});
+    let crm = axum::Router::new()
+        .route(
+            "/same/1",
+            get({
+                let item = item.clone();
+                move || async move { axum::Json(json!({"data": [item], "next": "/same/2?page=2"})) }
+            }),
+        )
+        .route(
+            "/same/2",
+            get(|| async { axum::Json(json!({"data": [], "next": ""})) }),
+        )
+        .route(
+            "/elsewhere",
+            get({
+                let item = item.clone();
+                move || async move {
+                    axum::Json(json!({"data": [item], "next": format!("http://{other_addr}/steal?page=2")}))
+                }
+            }),
+        )
+        .route(
+            "/moved",
+            get(move || async move {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [("location", format!("http://{other_addr}/steal"))],
+                )
+            }),
+        )
+        .route(
+            "/big",
+            get(|| async {
+                // 64 chunks of 32 KiB: 2 MiB, streamed without a Content-Length.
+                let chunks = futures::stream::iter(
+                    (0..64).map(|_| Ok::<_, std::io::Error>(vec![b' '; 32 * 1024])),
+                );
+                axum::body::Body::from_stream(chunks)
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, crm).await });
+
+    let sync = |name: &str, path: &str, extra: &str| {
+        format!(
+            r#"
+[[syncs]]
+name = "{name}"
+source = {{ url = "http://{addr}{path}", items = "data", next = "next", headers = {{ X-Api-Key = "crm-secret-key" }}{extra} }}
+map = {{ email = "{{{{ row.mail }}}}", offer = "{{{{ row.plan }}}}" }}
+"#
+        )
+    };
+    let toml = [
+        sync("same", "/same/1", ""),
+        sync("elsewhere", "/elsewhere", ""),
+        sync("moved", "/moved", ""),
+        sync("big", "/big", ", max_bytes = 1000000"),
+    ]
+    .concat();
+    let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
+    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
+    flows.ensure_personas().await.unwrap();
+
+    let report = flows.run_sync("same", true, &|_, _| {}).await.unwrap();
+    assert_eq!(
+        report.rows.len(),
+        1,
+        "a relative next link on the same origin is followed"
+    );
+
+    let err = flows
+        .run_sync("elsewhere", true, &|_, _| {})
+        .await
+        .unwrap_err();
+    assert!(err.contains("another origin"), "{err}");
+    assert!(err.contains(&other_addr.to_string()), "{err}");
+    assert!(
+        !err.contains("steal") && !err.contains("crm-secret-key"),
+        "{err}"
+    );
+
+    let err = flows.run_sync("moved", true, &|_, _| {}).await.unwrap_err();
+    assert!(err.contains("302") && err.contains("redirect"), "{err}");
+    assert!(!err.contains("crm-secret-key"), "{err}");
+
+    let err = flows.run_sync("big", true, &|_, _| {}).await.unwrap_err();
+    assert!(
+        err.contains("larger than 1000000 bytes") && err.contains("max_bytes"),
+        "{err}"
+    );
+
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the other origin got no request: {:?}",
+        seen.lock().unwrap()
+    );
+
+    // A zero cap is refused when the file is read.
+    let bad = FlowsConfig::parse(&sync("zero", "/big", ", max_bytes = 0"), "flows.toml", None)
+        .unwrap_err();
+    assert!(bad.to_string().contains("source.max_bytes"), "{bad}");
+    hub.store().close().await;
+    let _ = sandbox.shutdown().await;
+}

@@ -321,6 +321,25 @@ impl Hub {
         Ok(wanted)
     }
 
+    /// Takes one call from the persona's per-minute budget: every call does, before any
+    /// other check, and so does other work a persona asks for that costs like a call
+    /// (opening an MCP session). The error is the one a call over the limit gets.
+    pub fn take_call_budget(&self, p: &Persona) -> Result<(), HubError> {
+        let Some(limit) = p.calls_per_minute else {
+            return Ok(());
+        };
+        self.inner.limiter.try_take(&p.id, limit).map_err(|wait| {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            HubError::Limited {
+                message: format!(
+                    "persona `{}` exceeded its limit of {limit} calls per minute; try again in {secs}s",
+                    p.name
+                ),
+                retry_after_secs: secs,
+            }
+        })
+    }
+
     /// Calls a tool and writes exactly one audit record, whatever happens.
     pub async fn call(
         &self,
@@ -435,7 +454,7 @@ impl Hub {
                 // The limit comes before everything else: refused, unknown and invalid
                 // calls count too, so a limited persona cannot write records (or cause
                 // look-ups) faster than its limit.
-                if let Err(e) = self.take_from_limit(p) {
+                if let Err(e) = self.take_call_budget(p) {
                     return (Err(e), None);
                 }
                 match self.scopes_of(p) {
@@ -500,23 +519,6 @@ impl Hub {
                 (Err(e), status)
             }
         }
-    }
-
-    /// Takes one call from the persona's per-minute budget.
-    fn take_from_limit(&self, p: &Persona) -> Result<(), HubError> {
-        let Some(limit) = p.calls_per_minute else {
-            return Ok(());
-        };
-        self.inner.limiter.try_take(&p.id, limit).map_err(|wait| {
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            HubError::Limited {
-                message: format!(
-                    "persona `{}` exceeded its limit of {limit} calls per minute; try again in {secs}s",
-                    p.name
-                ),
-                retry_after_secs: secs,
-            }
-        })
     }
 
     /// Records the tool calls of one request made with a revoked persona's token as one

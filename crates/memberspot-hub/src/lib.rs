@@ -12,6 +12,7 @@ pub mod http;
 mod hub;
 pub mod limits;
 pub mod mcp;
+pub mod mcp_guard;
 pub mod metrics;
 pub mod scopes;
 pub mod secrets;

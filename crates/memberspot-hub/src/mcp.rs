@@ -22,12 +22,13 @@ use rmcp::model::{
     ToolAnnotations,
 };
 use rmcp::service::RequestContext;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
 
+use crate::mcp_guard::{AllowedOrigins, BoundedSessions, Gate, SessionBook};
 use crate::{CallContext, Hub, HubError, Principal, Surface};
 
 /// Text content longer than this is shortened (the full result is in structuredContent).
@@ -306,24 +307,56 @@ fn attempted_tool_calls(body: &[u8]) -> Vec<(String, Value, CallContext)> {
         .collect()
 }
 
-/// `/mcp`: MCP over streamable HTTP, behind bearer authentication.
-/// `extra_hosts` adds accepted Host headers beyond loopback.
-pub fn http_router(hub: Hub, extra_hosts: &[String], cancel: CancellationToken) -> Router {
+/// `/mcp`: MCP over streamable HTTP. In order: the Origin check, bearer authentication,
+/// the gate (body, JSON-RPC shape, session limits; see [`crate::mcp_guard`]), rmcp.
+pub fn http_router(
+    hub: Hub,
+    settings: &crate::server::ServerSettings,
+    cancel: CancellationToken,
+) -> Router {
     let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
         .iter()
         .map(|h| h.to_string())
         .collect();
-    hosts.extend(extra_hosts.iter().cloned());
-    let config = StreamableHttpServerConfig::default()
+    hosts.extend(settings.allowed_hosts.iter().cloned());
+    let origins = match AllowedOrigins::new(&settings.allowed_origins) {
+        Ok(o) => o,
+        Err(e) => {
+            // The flag parser checked them; never fall open.
+            tracing::error!(error = %e, "invalid allowed origin; only loopback origins are allowed");
+            AllowedOrigins::new(&[]).unwrap_or_else(|_| unreachable!("loopback origins parse"))
+        }
+    };
+    let mut config = StreamableHttpServerConfig::default()
         .with_cancellation_token(cancel.child_token())
-        .with_allowed_hosts(hosts);
+        .with_allowed_hosts(hosts)
+        // Checked first by `origin_guard`; rmcp checks again.
+        .with_allowed_origins(origins.to_rmcp());
+    config.max_request_body_bytes = crate::http::BODY_LIMIT;
+    let book = SessionBook::new(settings.mcp_sessions);
+    let sessions = Arc::new(BoundedSessions::new(book.clone()));
     let factory_hub = hub.clone();
     let service = StreamableHttpService::new(
         move || Ok(McpServer::http(factory_hub.clone())),
-        Arc::new(LocalSessionManager::default()),
+        sessions.clone(),
         config,
     );
+    let gate = Gate {
+        hub: hub.clone(),
+        book,
+        sessions,
+        body_limit: crate::http::BODY_LIMIT,
+    };
     Router::new()
         .route_service("/mcp", service)
+        .route_layer(middleware::from_fn_with_state(gate, crate::mcp_guard::gate))
         .route_layer(middleware::from_fn_with_state(hub, bearer_auth))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(origins),
+            crate::mcp_guard::origin_guard,
+        ))
+        .route_layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
 }

@@ -1,12 +1,53 @@
-//! The whole HTTP application of `memberspot serve`.
+//! The whole HTTP application of `memberspot serve`, and the server loop that runs it.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::serve::{ListenerExt, TapIo};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::Hub;
+use crate::mcp_guard::SessionLimits;
+
+/// Limits and exposure of the HTTP server (`memberspot serve`'s flags).
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Time to answer a request (every route: REST, `/mcp`, the webhook receivers).
+    pub request_timeout: Duration,
+    /// Time a client has to send a request's headers; then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Longest pause while a request body arrives; then the request is refused.
+    pub body_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen queue.
+    pub max_connections: usize,
+    /// `Host` headers `/mcp` accepts besides loopback.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins `/mcp` accepts besides loopback (`https://app.example.com[:port|:*]`).
+    pub allowed_origins: Vec<String>,
+    pub mcp_sessions: SessionLimits,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            request_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            max_connections: 512,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            mcp_sessions: SessionLimits::default(),
+        }
+    }
+}
 
 /// REST, OpenAPI, health, metrics and MCP at `/mcp`.
 pub fn app(
@@ -28,18 +69,142 @@ pub fn app_with(
     extra_rest: Vec<(Router, utoipa::openapi::OpenApi)>,
     raw: Option<Router>,
 ) -> Router {
-    let mcp = crate::mcp::http_router(hub.clone(), extra_hosts, cancel);
-    // MCP and the receivers first: the REST app's fallback answers every other path.
-    let front = match raw {
-        Some(r) => mcp.merge(r),
-        None => mcp,
+    let settings = ServerSettings {
+        request_timeout,
+        allowed_hosts: extra_hosts.to_vec(),
+        ..ServerSettings::default()
     };
-    front.merge(crate::http::app_with(hub, request_timeout, extra_rest))
+    app_configured(hub, &settings, cancel, extra_rest, raw)
 }
 
-/// `listener` with Nagle's algorithm off on every accepted connection. An MCP
-/// answer is streamed in several small writes; with Nagle on, the last one
-/// waits for the client's delayed ACK (about 40 ms per call).
+/// [`app_with`] with every setting.
+pub fn app_configured(
+    hub: Hub,
+    settings: &ServerSettings,
+    cancel: CancellationToken,
+    extra_rest: Vec<(Router, utoipa::openapi::OpenApi)>,
+    raw: Option<Router>,
+) -> Router {
+    let mcp = crate::mcp::http_router(hub.clone(), settings, cancel);
+    // MCP and the receivers first: the REST app's fallback answers every other path.
+    let front = match raw {
+        // The receivers get the request time-out too (REST and MCP have their own).
+        Some(r) => mcp.merge(r.layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))),
+        None => mcp,
+    };
+    front
+        .merge(crate::http::app_with(
+            hub,
+            settings.request_timeout,
+            extra_rest,
+        ))
+        // A body that stops arriving fails its read instead of holding the request.
+        .layer(RequestBodyTimeoutLayer::new(settings.body_read_timeout))
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then lets the open connections
+/// finish (up to 30 s).
+///
+/// Unlike `axum::serve`, a client must send its request headers within
+/// `header_read_timeout`, and at most `max_connections` connections are served at once:
+/// the next one is accepted only when one closes (until then it waits in the kernel's
+/// listen queue), so slow or idle clients cannot use up the process's file descriptors.
+/// Nagle's algorithm is off on every connection: an MCP answer is streamed in several
+/// small writes, and with Nagle on the last one waits for the client's delayed ACK.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    settings: &ServerSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop.cancel();
+        });
+    }
+    let max = settings.max_connections.max(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout);
+    let http = Arc::new(http);
+    let mut full_logged = false;
+    loop {
+        if slots.available_permits() == 0 && !full_logged {
+            tracing::warn!(
+                max_connections = max,
+                "connection limit reached; new connections wait until one closes"
+            );
+            full_logged = true;
+        }
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            _ = stop.cancelled() => break,
+        };
+        if slots.available_permits() > 0 {
+            full_logged = false;
+        }
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors or a connection reset before accept: go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(
+            app.clone()
+                .map_request(|req: axum::http::Request<Incoming>| req.map(Body::new)),
+        );
+        let http = http.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let conn = http.serve_connection(TokioIo::new(tcp), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::trace!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    // Every slot back means every connection closed.
+    let drained = tokio::time::timeout(
+        Duration::from_secs(30),
+        slots.acquire_many(u32::try_from(max).unwrap_or(u32::MAX)),
+    )
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still open 30 s after shutdown began; stopping anyway");
+    }
+    Ok(())
+}
+
+/// `listener` with Nagle's algorithm off on every accepted connection (for `axum::serve`;
+/// [`serve`] does the same).
 pub fn low_latency(
     listener: tokio::net::TcpListener,
 ) -> TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {

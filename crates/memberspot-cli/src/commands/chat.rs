@@ -34,7 +34,8 @@ pub struct ChatArgs {
     /// Ask one question, print the answer and exit (with --json: the whole turn as JSON)
     #[arg(long, value_name = "QUESTION")]
     pub once: Option<String>,
-    /// Run destructive tool calls without asking (without a terminal they are otherwise declined)
+    /// Run tool calls that wait for confirmation (writes and destructive ones, see `confirm` in
+    /// models.toml) without asking; without a terminal they are otherwise declined
     #[arg(long, short)]
     pub yes: bool,
 }
@@ -125,7 +126,7 @@ async fn converse(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs one turn, asking about each destructive call, and prints the answer (unless
+/// Runs one turn, asking about each call that needs confirmation, and prints the answer (unless
 /// `json`: then the caller prints the turn).
 async fn turn(
     session: &mut ChatSession,
@@ -156,7 +157,7 @@ async fn turn(
     Ok(t)
 }
 
-/// Asks before a destructive call; without a terminal (and without `--yes`) the answer is no.
+/// Asks before a call that needs confirmation; without a terminal (and without `--yes`) the answer is no.
 async fn ask(p: &PendingCall, lines: &mut Input, yes: bool) -> anyhow::Result<bool> {
     let call = format!("`{}` {}", p.tool, short(&p.args.to_string(), 300));
     if yes {

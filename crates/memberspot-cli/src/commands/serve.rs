@@ -42,10 +42,10 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     workers.extend(flows.spawn(cancel.clone()));
     let models = crate::commands::flows::load_models(global, &file)?;
     let chat = memberspot_agent::rest::AgentState::new(hub.clone(), models);
-    let app = memberspot_hub::server::app_with(
+    let server = server_settings(&args);
+    let app = memberspot_hub::server::app_configured(
         hub.clone(),
-        Duration::from_secs(args.request_timeout),
-        &args.allowed_hosts,
+        &server,
         cancel.clone(),
         vec![
             memberspot_events::rest::routes(events.clone()),
@@ -126,8 +126,7 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
             cancel.cancel();
         }
     };
-    axum::serve(memberspot_hub::server::low_latency(listener), app)
-        .with_graceful_shutdown(shutdown)
+    memberspot_hub::server::serve(listener, app, &server, shutdown)
         .await
         .context("HTTP server")?;
     for w in workers {
@@ -137,6 +136,22 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     close_hub(&hub, sandbox).await?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn server_settings(args: &ServeArgs) -> memberspot_hub::server::ServerSettings {
+    memberspot_hub::server::ServerSettings {
+        request_timeout: Duration::from_secs(args.request_timeout),
+        header_read_timeout: Duration::from_secs(args.header_read_timeout),
+        body_read_timeout: Duration::from_secs(args.body_read_timeout),
+        max_connections: args.max_connections as usize,
+        allowed_hosts: args.allowed_hosts.clone(),
+        allowed_origins: args.allowed_origins.clone(),
+        mcp_sessions: memberspot_hub::mcp_guard::SessionLimits {
+            max_total: args.mcp_max_sessions as usize,
+            max_per_persona: args.mcp_max_sessions_per_persona as usize,
+            idle_timeout: Duration::from_secs(args.mcp_session_idle_timeout),
+        },
+    }
 }
 
 /// Deletes audit records past the retention period, hourly.
