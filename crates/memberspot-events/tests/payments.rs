@@ -641,5 +641,17 @@ async fn refused_requests_are_recorded_small_and_rate_limited() {
         "nothing of the requests is kept"
     );
     served.stop().await;
+    w.hub.store().close().await;
+    // The database files: no passphrase, nothing of the refused requests.
+    for entry in std::fs::read_dir(w.dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(DS24_PASS), "the passphrase is never stored");
+        assert!(
+            !text.contains(&huge[..64]),
+            "refused headers are never stored"
+        );
+        assert!(!text.contains("T-F"), "refused bodies are never stored");
+    }
     w.close().await;
 }
