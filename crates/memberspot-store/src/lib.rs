@@ -14,6 +14,7 @@
 
 mod args;
 mod audit_append;
+mod connection_keys;
 mod directory;
 mod error;
 mod events;
@@ -40,8 +41,8 @@ pub use events::{
 pub use flows::{AuditCount, EventCount, FlowRun, FlowStep, NewRun};
 pub use hash::{ZERO_HASH, audit_hash, canonical_json};
 pub use model::{
-    AuditFilter, AuditRecord, AuditVerification, Backend, Connection, NewAuditRecord,
-    NewConnection, NewPersona, Persona,
+    AuditFilter, AuditRecord, AuditVerification, Backend, ChainHead, Connection, ConnectionUpdate,
+    NewAuditRecord, NewConnection, NewPersona, Persona,
 };
 
 use error::{describe_sqlx, is_foreign_key_violation, is_unique_violation, is_unique_violation_on};
@@ -61,6 +62,8 @@ const AUDIT_ANCHOR_KEY: &str = "store.audit_anchor";
 
 /// PostgreSQL advisory lock key serializing audit appends and purges ("mshubaud").
 const AUDIT_LOCK_KEY: i64 = 0x6d73_6875_6261_7564;
+/// PostgreSQL advisory lock key serializing changes to sealed keys ("mshubkey").
+const KEYS_LOCK_KEY: i64 = 0x6d73_6875_626b_6579;
 /// Records read per round trip while verifying the chain.
 const VERIFY_PAGE: i64 = 1000;
 /// How long SQLite waits for another writer (other connection or process) to finish.
@@ -282,6 +285,19 @@ impl Store {
         Ok(tx)
     }
 
+    /// A write transaction in which changes to sealed keys that read them first (master-key
+    /// rotation, re-binding, a rename), from any number of processes, run one at a time.
+    async fn begin_keys_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                .bind(KEYS_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     /// A read-only transaction whose reads all see one snapshot.
     async fn begin_snapshot(&self) -> Result<Transaction<'static, Any>, StoreError> {
         let tx = match self.backend {
@@ -409,34 +425,6 @@ impl Store {
         Ok(())
     }
 
-    /// Changes the given settings; `None` leaves a setting as it is.
-    /// [`StoreError::NotFound`] if there is no such connection.
-    pub async fn update_connection_settings(
-        &self,
-        name: &str,
-        base_url: Option<&str>,
-        rate_limit: Option<f64>,
-    ) -> Result<(), StoreError> {
-        if let Some(r) = rate_limit {
-            check_rate_limit(r)?;
-        }
-        let now = now_ms();
-        let mut a = args::Args::default();
-        let sql = format!(
-            "UPDATE connections SET base_url = COALESCE({}, base_url), \
-             rate_limit = COALESCE({}, rate_limit), updated_at = {} WHERE name = {}",
-            a.opt_text(base_url),
-            a.opt_float(rate_limit),
-            a.int(now),
-            a.text(name)
-        );
-        let res = a.bind(sqlx::query(&sql)).execute(&self.pool).await?;
-        if res.rows_affected() == 0 {
-            return Err(connection_not_found(name));
-        }
-        Ok(())
-    }
-
     /// Deletes a connection; `Ok(false)` if there was none. Refused with
     /// [`StoreError::Conflict`] while a non-revoked persona uses it; revoked personas of the
     /// connection are deleted with it (their audit records stay).
@@ -480,11 +468,12 @@ impl Store {
     }
 
     /// Re-encrypts every sealed key in ONE transaction (master-key rotation):
-    /// `f(old_sealed) -> new_sealed`. If `f` fails for any connection nothing is changed.
-    /// Returns the number of connections re-sealed.
+    /// `f(connection) -> new_sealed` (the connection as stored, with its old sealed key).
+    /// If `f` fails for any connection nothing is changed. Returns the number of connections
+    /// re-sealed.
     pub async fn reseal_all_connections(
         &self,
-        f: impl Fn(&str) -> Result<String, String> + Send + Sync,
+        f: impl Fn(&Connection) -> Result<String, String> + Send + Sync,
     ) -> Result<usize, StoreError> {
         self.reseal(f, None).await
     }
@@ -494,7 +483,7 @@ impl Store {
     /// sealed under one master key and the check value of the other.
     pub async fn reseal_all_connections_and_set_meta(
         &self,
-        f: impl Fn(&str) -> Result<String, String> + Send + Sync,
+        f: impl Fn(&Connection) -> Result<String, String> + Send + Sync,
         key: &str,
         value: &str,
     ) -> Result<usize, StoreError> {
@@ -504,28 +493,28 @@ impl Store {
 
     async fn reseal(
         &self,
-        f: impl Fn(&str) -> Result<String, String> + Send + Sync,
+        f: impl Fn(&Connection) -> Result<String, String> + Send + Sync,
         meta: Option<(&str, &str)>,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query("SELECT id, name, sealed_key FROM connections ORDER BY name")
-            .fetch_all(&mut *tx)
-            .await?;
+        let mut tx = self.begin_keys_write().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY name"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
         let now = now_ms();
         let mut count = 0;
         for row in &rows {
-            let id: String = row.try_get("id")?;
-            let name: String = row.try_get("name")?;
-            let old: String = row.try_get("sealed_key")?;
+            let c = connection_from_row(row)?;
             // On error the transaction is dropped, i.e. rolled back: all or nothing.
-            let new = f(&old).map_err(|message| StoreError::Reseal {
-                connection: name.clone(),
+            let new = f(&c).map_err(|message| StoreError::Reseal {
+                connection: c.name.clone(),
                 message,
             })?;
             sqlx::query("UPDATE connections SET sealed_key = $1, updated_at = $2 WHERE id = $3")
                 .bind(&new)
                 .bind(now)
-                .bind(&id)
+                .bind(&c.id)
                 .execute(&mut *tx)
                 .await?;
             count += 1;
@@ -793,9 +782,38 @@ impl Store {
     /// is the recorded chain head (records deleted from the end) and that the oldest one
     /// links to the purge anchor (records deleted from the start).
     pub async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        self.verify_chain(None).await
+    }
+
+    /// [`Store::verify_audit`], and the record at `anchor.seq` must still be in the chain
+    /// with `anchor.hash`. Someone who can write the database can rewrite the chain from
+    /// some record on with valid hashes, which the walk alone cannot tell; but every hash
+    /// covers all records before it, so a rewrite that starts at or before the anchored
+    /// record changes that record's hash. An anchor whose record was purged cannot be
+    /// checked, and fails (use a newer one).
+    pub async fn verify_audit_anchor(
+        &self,
+        anchor: &ChainHead,
+    ) -> Result<AuditVerification, StoreError> {
+        self.verify_chain(Some(anchor)).await
+    }
+
+    /// The chain head: the newest record's seq and hash (`0` and the zero hash when the log
+    /// has never had a record). Kept outside the database, it is an anchor for
+    /// [`Store::verify_audit_anchor`].
+    pub async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        Ok(head_or_start(chain_pos(&self.pool, AUDIT_HEAD_KEY).await?))
+    }
+
+    async fn verify_chain(
+        &self,
+        wanted: Option<&ChainHead>,
+    ) -> Result<AuditVerification, StoreError> {
         let mut tx = self.begin_snapshot().await?;
         let anchor = chain_pos(&mut *tx, AUDIT_ANCHOR_KEY).await?;
         let head = chain_pos(&mut *tx, AUDIT_HEAD_KEY).await?;
+        // The stored hash of the record `wanted` names, once the walk passes it.
+        let mut wanted_found: Option<String> = None;
 
         let mut expected_prev = anchor
             .as_ref()
@@ -817,6 +835,13 @@ impl Store {
                 cursor = seq;
                 records += 1;
                 let stored = StoredAudit::from_row(row);
+                if wanted.is_some_and(|w| w.seq == seq) {
+                    wanted_found = Some(
+                        stored
+                            .as_ref()
+                            .map_or_else(|_| String::new(), |s| s.hash.clone()),
+                    );
+                }
                 if bad.is_none() {
                     bad = check_link(
                         seq,
@@ -843,18 +868,27 @@ impl Store {
         if bad.is_none() {
             bad = check_head(head.as_ref(), &expected_prev, prev_seq, records);
         }
+        if bad.is_none()
+            && let Some(w) = wanted
+        {
+            bad = check_anchor(w, wanted_found.as_deref(), anchor.as_ref(), head.as_ref())
+                .map(|problem| (Some(w.seq), problem));
+        }
+        let head = head_or_start(head);
         Ok(match bad {
             None => AuditVerification {
                 records,
                 ok: true,
                 first_bad_seq: None,
                 problem: None,
+                head,
             },
             Some((seq, problem)) => AuditVerification {
                 records,
                 ok: false,
                 first_bad_seq: seq,
                 problem: Some(problem),
+                head,
             },
         })
     }
@@ -1262,6 +1296,67 @@ fn check_head(
     }
 }
 
+/// After a clean walk: is the anchored record still there, with the anchored hash?
+/// `found` is the stored hash of the record at `wanted.seq`, if the walk met one.
+fn check_anchor(
+    wanted: &ChainHead,
+    found: Option<&str>,
+    purged: Option<&ChainPos>,
+    head: Option<&ChainPos>,
+) -> Option<String> {
+    let short = |h: &str| h.chars().take(12).collect::<String>();
+    let mismatch = |stored: &str| {
+        format!(
+            "record {}: its hash is now {}…, not {}… as anchored (the chain was rewritten \
+             from this record or an earlier one)",
+            wanted.seq,
+            short(stored),
+            short(&wanted.hash)
+        )
+    };
+    if let Some(stored) = found {
+        return (stored != wanted.hash).then(|| mismatch(stored));
+    }
+    // The anchor of an empty log, or the last purged record: both are still known.
+    let start = purged.map_or((0, ZERO_HASH), |p| (p.seq, p.hash.as_str()));
+    if wanted.seq == start.0 {
+        return (start.1 != wanted.hash).then(|| mismatch(start.1));
+    }
+    if wanted.seq < start.0 {
+        return Some(format!(
+            "record {}: purged (the log now starts after record {}), so this anchor cannot be \
+             checked; use a newer anchor",
+            wanted.seq, start.0
+        ));
+    }
+    let head_seq = head.map_or(0, |h| h.seq);
+    Some(if wanted.seq > head_seq {
+        format!(
+            "record {}: missing; the chain ends at record {head_seq} (records were removed, \
+             or the anchor is from another database)",
+            wanted.seq
+        )
+    } else {
+        format!(
+            "record {}: missing from the chain (records were removed and the chain rewritten)",
+            wanted.seq
+        )
+    })
+}
+
+fn head_or_start(head: Option<ChainPos>) -> ChainHead {
+    head.map_or_else(
+        || ChainHead {
+            seq: 0,
+            hash: ZERO_HASH.to_owned(),
+        },
+        |h| ChainHead {
+            seq: h.seq,
+            hash: h.hash,
+        },
+    )
+}
+
 fn connection_from_row(row: &AnyRow) -> Result<Connection, StoreError> {
     Ok(Connection {
         id: row.try_get("id")?,
@@ -1430,11 +1525,21 @@ fn public_futures_are_send() {
         let _ = s.list_connections().await;
         let _ = s.get_connection(&name).await;
         let _ = s.update_connection_key(&name, &name, &name).await;
-        let _ = s.update_connection_settings(&name, None, None).await;
-        let _ = s.delete_connection(&name).await;
-        let _ = s.reseal_all_connections(|x| Ok(x.to_owned())).await;
         let _ = s
-            .reseal_all_connections_and_set_meta(|x| Ok(x.to_owned()), &name, &name)
+            .update_connection(
+                &name,
+                &ConnectionUpdate::default(),
+                |_, _| Ok(String::new()),
+            )
+            .await;
+        let _ = s
+            .migrate_connection_keys(&name, |_| Ok(None::<String>))
+            .await;
+        let _ = s.audit_head().await;
+        let _ = s.delete_connection(&name).await;
+        let _ = s.reseal_all_connections(|x| Ok(x.sealed_key.clone())).await;
+        let _ = s
+            .reseal_all_connections_and_set_meta(|x| Ok(x.sealed_key.clone()), &name, &name)
             .await;
         let p = NewPersona {
             name: name.clone(),
@@ -1472,6 +1577,11 @@ fn public_futures_are_send() {
         let _ = s.append_audit(&r).await;
         let _ = s.query_audit(&AuditFilter::default()).await;
         let _ = s.verify_audit().await;
+        let head = ChainHead {
+            seq: 0,
+            hash: name.clone(),
+        };
+        let _ = s.verify_audit_anchor(&head).await;
         let _ = s.purge_audit_before(0).await;
         s.close().await;
     });
