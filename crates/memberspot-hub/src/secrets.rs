@@ -62,19 +62,10 @@ pub enum SecretError {
     /// A `v1:` value where a bound one is required.
     #[error("a stored secret is in the old format, which is not bound to what it belongs to")]
     Unbound,
-    /// A connection's key that does not open for the connection as stored.
-    #[error(
-        "connection `{connection}`: its stored API key does not open for this connection \
-         (name `{connection}`, base URL {base_url}): {why}, so the key is not used. The \
-         connection was changed outside memberspot: check it with `memberspot connections \
-         list`, and once its URL is right set its key again with `memberspot connections \
-         rotate-key {connection}`"
-    )]
-    NotBound {
-        connection: String,
-        base_url: String,
-        why: &'static str,
-    },
+    /// A connection's key that does not open for the connection as stored; the message
+    /// names the connection and says what to do.
+    #[error("{0}")]
+    NotBound(String),
 }
 
 /// Where the master key came from, for start-up messages.
@@ -228,10 +219,17 @@ impl MasterKey {
     /// A stored connection's API key. It opens only for the name and base URL it was
     /// sealed for; otherwise the error names the connection and says what to do.
     pub fn open_connection_key(&self, c: &Connection) -> Result<SecretString, SecretError> {
-        let not_bound = |why| SecretError::NotBound {
-            connection: c.name.clone(),
-            base_url: c.base_url.clone(),
-            why,
+        let not_bound = |why: &str| {
+            SecretError::NotBound(format!(
+                "connection `{name}`: its stored API key does not open for this connection \
+                 (name `{name}`, base URL {url}): {why}, so the key is not used. The \
+                 connection was changed outside memberspot: put back its URL with \
+                 `memberspot connections update {name} --url URL`, or check it with \
+                 `memberspot connections list` and set its key again with `memberspot \
+                 connections rotate-key {name}`",
+                name = c.name,
+                url = c.base_url,
+            ))
         };
         match self.open(&c.sealed_key, &connection_binding(&c.name, &c.base_url)) {
             Ok(key) => Ok(key),
@@ -403,7 +401,7 @@ mod tests {
         ] {
             let moved = conn(name, base_url, sealed.clone());
             match k.open_connection_key(&moved) {
-                Err(e @ SecretError::NotBound { .. }) => {
+                Err(e @ SecretError::NotBound(_)) => {
                     let m = e.to_string();
                     assert!(m.contains(&format!("connection `{name}`")), "{m}");
                     assert!(m.contains(base_url), "{m}");
@@ -416,7 +414,7 @@ mod tests {
         let old = conn("school", url, seal_v1(&k, "sk_live_secret"));
         assert!(matches!(
             k.open_connection_key(&old),
-            Err(SecretError::NotBound { .. })
+            Err(SecretError::NotBound(_))
         ));
         assert_eq!(
             k.open_unbound(&old.sealed_key)
