@@ -101,6 +101,32 @@ fn valid_name(kind: &str, name: &str) -> Result<(), HubError> {
 
 impl Hub {
     pub async fn create_persona(&self, spec: PersonaSpec) -> Result<IssuedToken, HubError> {
+        let (new, token) = self.new_persona(spec).await?;
+        let persona = self.store().insert_persona(&new).await?;
+        Ok(IssuedToken {
+            persona,
+            token: token.secret,
+        })
+    }
+
+    /// Creates a persona again after it was revoked (or for the first time): a revoked
+    /// persona of that name is replaced, with a new token and the given settings, in one
+    /// transaction. Its audit records stay. An active persona of that name is refused.
+    /// This is how a built-in persona (the digest's, a flow's, a source's) comes back.
+    pub async fn recreate_persona(&self, spec: PersonaSpec) -> Result<IssuedToken, HubError> {
+        let (new, token) = self.new_persona(spec).await?;
+        let persona = self.store().replace_revoked_persona(&new).await?;
+        Ok(IssuedToken {
+            persona,
+            token: token.secret,
+        })
+    }
+
+    /// A checked persona to store, and its token.
+    async fn new_persona(
+        &self,
+        spec: PersonaSpec,
+    ) -> Result<(NewPersona, tokens::NewToken), HubError> {
         valid_name("persona", &spec.name)?;
         let scopes = if spec.scopes.is_empty() {
             Scopes::read_only()
@@ -123,23 +149,17 @@ impl Hub {
             )));
         }
         let token = tokens::mint();
-        let persona = self
-            .store()
-            .insert_persona(&NewPersona {
-                name: spec.name,
-                description: spec.description,
-                connection,
-                scopes: scopes.to_strings(),
-                offer_ids: spec.offer_ids,
-                calls_per_minute: spec.calls_per_minute,
-                token_hash: token.hash,
-                token_prefix: token.display_prefix,
-            })
-            .await?;
-        Ok(IssuedToken {
-            persona,
-            token: token.secret,
-        })
+        let new = NewPersona {
+            name: spec.name,
+            description: spec.description,
+            connection,
+            scopes: scopes.to_strings(),
+            offer_ids: spec.offer_ids,
+            calls_per_minute: spec.calls_per_minute,
+            token_hash: token.hash.clone(),
+            token_prefix: token.display_prefix.clone(),
+        };
+        Ok((new, token))
     }
 
     pub async fn rotate_persona_token(&self, name: &str) -> Result<IssuedToken, HubError> {

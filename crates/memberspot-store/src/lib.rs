@@ -531,61 +531,38 @@ impl Store {
     /// Stores a new persona. Its connection must exist ([`StoreError::NotFound`] naming it);
     /// a taken name or token hash is a [`StoreError::Conflict`].
     pub async fn insert_persona(&self, p: &NewPersona) -> Result<Persona, StoreError> {
-        check_name("persona", &p.name)?;
-        if p.token_hash.is_empty() {
-            return Err(StoreError::Invalid(
-                "persona token hash must not be empty".into(),
-            ));
+        insert_persona_on(&self.pool, p).await
+    }
+
+    /// [`Store::insert_persona`] that first removes a *revoked* persona of the same name, in
+    /// one transaction: a revoked persona is created again (new id, token and settings; its
+    /// audit records, which name it, stay). An active persona of that name is a
+    /// [`StoreError::Conflict`].
+    pub async fn replace_revoked_persona(&self, p: &NewPersona) -> Result<Persona, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let state: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT revoked_at FROM personas WHERE name = $1")
+                .bind(&p.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match state {
+            Some(None) => {
+                return Err(StoreError::Conflict(format!(
+                    "persona '{}' already exists and is not revoked",
+                    p.name
+                )));
+            }
+            Some(Some(_)) => {
+                sqlx::query("DELETE FROM personas WHERE name = $1 AND revoked_at IS NOT NULL")
+                    .bind(&p.name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {}
         }
-        let now = now_ms();
-        let id = uuid::Uuid::now_v7().to_string();
-        let scopes = to_json_list(&p.scopes)?;
-        let offer_ids = p.offer_ids.as_deref().map(to_json_list).transpose()?;
-        // One statement: the connection is resolved and the row inserted atomically, and the
-        // foreign key catches a connection deleted concurrently.
-        let mut a = args::Args::default();
-        let sql = format!(
-            "INSERT INTO personas (id, name, description, connection_id, scopes, offer_ids, \
-             calls_per_minute, token_hash, token_prefix, created_at, updated_at) \
-             SELECT {}, {}, {}, c.id, {}, {}, {}, {}, {}, {}, {} \
-             FROM connections c WHERE c.name = {}",
-            a.text(&id),
-            a.text(&p.name),
-            a.text(&p.description),
-            a.text(&scopes),
-            a.opt_text(offer_ids.as_deref()),
-            a.opt_int(p.calls_per_minute.map(i64::from)),
-            a.text(&p.token_hash),
-            a.text(&p.token_prefix),
-            a.int(now),
-            a.int(now),
-            a.text(&p.connection)
-        );
-        let res = a.bind(sqlx::query(&sql)).execute(&self.pool).await;
-        match res {
-            Ok(r) if r.rows_affected() == 0 => Err(connection_not_found(&p.connection)),
-            Ok(_) => Ok(Persona {
-                id,
-                name: p.name.clone(),
-                description: p.description.clone(),
-                connection: p.connection.clone(),
-                scopes: p.scopes.clone(),
-                offer_ids: p.offer_ids.clone(),
-                calls_per_minute: p.calls_per_minute,
-                token_hash: p.token_hash.clone(),
-                token_prefix: p.token_prefix.clone(),
-                created_at: now,
-                updated_at: now,
-                revoked_at: None,
-            }),
-            Err(e) if is_unique_violation_on(&e, "token_hash") => Err(token_in_use()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
-                "persona '{}' already exists",
-                p.name
-            ))),
-            Err(e) if is_foreign_key_violation(&e) => Err(connection_not_found(&p.connection)),
-            Err(e) => Err(e.into()),
-        }
+        let persona = insert_persona_on(&mut *tx, p).await?;
+        tx.commit().await?;
+        Ok(persona)
     }
 
     /// All personas (revoked ones included), ordered by name.
@@ -1182,6 +1159,68 @@ fn from_json_list(what: &str, owner: &str, text: &str) -> Result<Vec<String>, St
     })
 }
 
+/// [`Store::insert_persona`] on a pool or in a transaction.
+async fn insert_persona_on<'e, E>(e: E, p: &NewPersona) -> Result<Persona, StoreError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    check_name("persona", &p.name)?;
+    if p.token_hash.is_empty() {
+        return Err(StoreError::Invalid(
+            "persona token hash must not be empty".into(),
+        ));
+    }
+    let now = now_ms();
+    let id = uuid::Uuid::now_v7().to_string();
+    let scopes = to_json_list(&p.scopes)?;
+    let offer_ids = p.offer_ids.as_deref().map(to_json_list).transpose()?;
+    // One statement: the connection is resolved and the row inserted atomically, and the
+    // foreign key catches a connection deleted concurrently.
+    let mut a = args::Args::default();
+    let sql = format!(
+        "INSERT INTO personas (id, name, description, connection_id, scopes, offer_ids, \
+         calls_per_minute, token_hash, token_prefix, created_at, updated_at) \
+         SELECT {}, {}, {}, c.id, {}, {}, {}, {}, {}, {}, {} \
+         FROM connections c WHERE c.name = {}",
+        a.text(&id),
+        a.text(&p.name),
+        a.text(&p.description),
+        a.text(&scopes),
+        a.opt_text(offer_ids.as_deref()),
+        a.opt_int(p.calls_per_minute.map(i64::from)),
+        a.text(&p.token_hash),
+        a.text(&p.token_prefix),
+        a.int(now),
+        a.int(now),
+        a.text(&p.connection)
+    );
+    let res = a.bind(sqlx::query(&sql)).execute(e).await;
+    match res {
+        Ok(r) if r.rows_affected() == 0 => Err(connection_not_found(&p.connection)),
+        Ok(_) => Ok(Persona {
+            id,
+            name: p.name.clone(),
+            description: p.description.clone(),
+            connection: p.connection.clone(),
+            scopes: p.scopes.clone(),
+            offer_ids: p.offer_ids.clone(),
+            calls_per_minute: p.calls_per_minute,
+            token_hash: p.token_hash.clone(),
+            token_prefix: p.token_prefix.clone(),
+            created_at: now,
+            updated_at: now,
+            revoked_at: None,
+        }),
+        Err(e) if is_unique_violation_on(&e, "token_hash") => Err(token_in_use()),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+            "persona '{}' already exists",
+            p.name
+        ))),
+        Err(e) if is_foreign_key_violation(&e) => Err(connection_not_found(&p.connection)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn meta_value<'e, E>(e: E, key: &str) -> Result<Option<String>, StoreError>
 where
     E: Executor<'e, Database = Any>,
@@ -1552,6 +1591,7 @@ fn public_futures_are_send() {
             token_prefix: name.clone(),
         };
         let _ = s.insert_persona(&p).await;
+        let _ = s.replace_revoked_persona(&p).await;
         let _ = s.list_personas().await;
         let _ = s.get_persona(&name).await;
         let _ = s.get_persona_by_token_hash(&name).await;

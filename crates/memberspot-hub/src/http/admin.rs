@@ -51,6 +51,10 @@ pub struct NewPersonaBody {
     offer_ids: Option<Vec<String>>,
     #[serde(default)]
     calls_per_minute: Option<u32>,
+    /// Create it again if a persona of this name was revoked (an active one is never
+    /// replaced).
+    #[serde(default)]
+    replace_revoked: bool,
 }
 
 /// A persona with its token, shown once.
@@ -96,16 +100,19 @@ async fn create_persona(
     _: AdminAuth,
     ApiJson(b): ApiJson<NewPersonaBody>,
 ) -> Result<Response, HttpError> {
-    let t = hub
-        .create_persona(PersonaSpec {
-            name: b.name,
-            description: b.description,
-            connection: b.connection,
-            scopes: b.scopes,
-            offer_ids: b.offer_ids,
-            calls_per_minute: b.calls_per_minute,
-        })
-        .await?;
+    let spec = PersonaSpec {
+        name: b.name,
+        description: b.description,
+        connection: b.connection,
+        scopes: b.scopes,
+        offer_ids: b.offer_ids,
+        calls_per_minute: b.calls_per_minute,
+    };
+    let t = if b.replace_revoked {
+        hub.recreate_persona(spec).await?
+    } else {
+        hub.create_persona(spec).await?
+    };
     Ok((StatusCode::CREATED, Json(issued(t))).into_response())
 }
 
