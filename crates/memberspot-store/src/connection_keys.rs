@@ -92,6 +92,10 @@ impl Store {
         f: impl Fn(&Connection) -> Result<Option<String>, String> + Send + Sync,
     ) -> Result<usize, StoreError> {
         check_meta_key(marker)?;
+        // Done long ago on every start but the first: a read, not the write lock.
+        if meta_value(&self.pool, marker).await?.is_some() {
+            return Ok(0);
+        }
         let mut tx = self.begin_keys_write().await?;
         if meta_value(&mut *tx, marker).await?.is_some() {
             return Ok(0);
