@@ -234,6 +234,20 @@ pub enum ConnectionsCommand {
         #[arg(long)]
         api_key_stdin: bool,
     },
+    /// Rename a connection, point it at another URL or change its rate; its key is re-sealed
+    /// for the new name and URL
+    Update {
+        name: String,
+        /// Another base URL (e.g. after Memberspot moved the API)
+        #[arg(long)]
+        url: Option<String>,
+        /// A new name (personas follow; rules and flows files that name it must be changed)
+        #[arg(long, value_name = "NEW_NAME")]
+        rename: Option<String>,
+        /// Requests per second sent to this school
+        #[arg(long = "rps", value_parser = non_negative)]
+        rps: Option<f64>,
+    },
     /// Remove a connection (refused while a persona uses it)
     Remove {
         name: String,
@@ -258,6 +272,10 @@ pub enum PersonasCommand {
         per_minute: Option<u32>,
         #[arg(long, default_value = "")]
         description: String,
+        /// Create it again if a persona of this name was revoked (e.g. a built-in one: `digest`,
+        /// a flow's, a sync's); an active one is never replaced
+        #[arg(long)]
+        replace_revoked: bool,
     },
     /// List personas
     List,
@@ -296,8 +314,17 @@ pub enum AuditCommand {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
     },
-    /// Re-compute the hash chain; fails if a record was edited or deleted
-    Verify,
+    /// Re-compute the hash chain; fails if a record was edited or deleted, or no longer
+    /// matches an anchor kept outside the database
+    Verify {
+        /// SEQ:HASH from `audit anchor` or the daily summary: the record at SEQ must still have
+        /// this hash (catches a chain rewritten with valid hashes from that record or before)
+        #[arg(long, value_name = "SEQ:HASH", value_parser = chain_anchor)]
+        anchor: Option<memberspot_hub::store::ChainHead>,
+    },
+    /// Print the chain head as SEQ:HASH: keep it outside the database, and check the chain
+    /// against it later with `audit verify --anchor`
+    Anchor,
     /// Delete records older than the retention period
     Purge {
         /// Keep this many days [default: the configured audit_retention_days]
@@ -545,6 +572,11 @@ fn non_negative(s: &str) -> Result<f64, String> {
         Ok(v) if v >= 0.0 && v.is_finite() => Ok(v),
         _ => Err(format!("must be a number >= 0, got `{s}`")),
     }
+}
+
+/// `SEQ:HASH` as `audit anchor` prints it.
+fn chain_anchor(s: &str) -> Result<memberspot_hub::store::ChainHead, String> {
+    s.parse()
 }
 
 /// A number of seconds > 0.

@@ -5,13 +5,14 @@
 //! grouped queries, so a day with 100,000 events builds in well under a second. Offer and
 //! course names come from the school (one `list_offers` call). Rendering is plain text,
 //! HTML and Slack Block Kit from the same [`Digest`] value; a model, when configured,
-//! adds a short written summary on top.
+//! adds a short written summary on top. Every rendering ends with the audit chain head,
+//! so the owner's inbox keeps anchors the database cannot rewrite.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use memberspot_hub::store::{AuditCount, EventCount, Store, Trusted};
+use memberspot_hub::store::{AuditCount, ChainHead, EventCount, Store, Trusted};
 use serde::Serialize;
 
 /// Payment event kinds, in the order they are shown.
@@ -120,6 +121,9 @@ pub struct Digest {
     pub summary: Option<String>,
     /// Why there is no model summary, when one was configured.
     pub summary_note: Option<String>,
+    /// The audit chain head when the summary was made: kept in the message, an anchor for
+    /// `memberspot audit verify --anchor SEQ:HASH`.
+    pub audit_head: ChainHead,
 }
 
 /// `[start, end)` in UTC of `date` in `tz`. A day that starts in a gap (no local midnight)
@@ -164,13 +168,14 @@ pub async fn build(
     let (s, e) = (start.timestamp_millis(), end.timestamp_millis());
     let (p_s, p_e) = (ps.timestamp_millis(), pe.timestamp_millis());
     let trusted = Trusted::live(connection).with_test();
-    let (events, prev_events, calls, prev_calls, rejected, refused) = tokio::try_join!(
+    let (events, prev_events, calls, prev_calls, rejected, refused, audit_head) = tokio::try_join!(
         store.event_counts(s, e, &trusted),
         store.event_counts(p_s, p_e, &trusted),
         store.audit_counts(s, e),
         store.audit_counts(p_s, p_e),
         store.rejected_deliveries(s, e),
         store.refused_event_counts(s, e, connection),
+        store.audit_head(),
     )?;
     let (prev_rejected, prev_refused) = tokio::try_join!(
         store.rejected_deliveries(p_s, p_e),
@@ -196,6 +201,7 @@ pub async fn build(
         has_test_traffic: events.iter().any(|c| c.test),
         summary: None,
         summary_note: None,
+        audit_head,
     };
     for c in events.iter().filter(|c| c.provider == "poller") {
         match c.kind.as_str() {
@@ -493,6 +499,14 @@ impl Digest {
         s
     }
 
+    /// `Audit chain head: #SEQ HASH`, the line every rendering ends with.
+    pub fn audit_head_line(&self) -> String {
+        format!(
+            "Audit chain head: #{} {}",
+            self.audit_head.seq, self.audit_head.hash
+        )
+    }
+
     fn period(&self) -> String {
         format!(
             "{} ({}, {} to {} UTC)",
@@ -607,6 +621,11 @@ impl Digest {
             }
         ));
         t.push_str("Change recipients and time in flows.toml ([digest], [delivery]).\n");
+        t.push_str(&format!(
+            "\n{}\n(keep it: `memberspot audit verify --anchor {}` shows whether any record up to it\nwas changed since)\n",
+            self.audit_head_line(),
+            self.audit_head
+        ));
         t
     }
 
@@ -701,10 +720,11 @@ impl Digest {
         }
         h.push_str("</table></td></tr>");
         h.push_str(&format!(
-            "<tr><td style=\"padding:12px 20px;color:#777;font-size:12px\">Period: {}<br>Generated {} UTC by Memberspot Hub.{}<br>Change recipients and time in flows.toml ([digest], [delivery]).</td></tr>",
+            "<tr><td style=\"padding:12px 20px;color:#777;font-size:12px\">Period: {}<br>Generated {} UTC by Memberspot Hub.{}<br>Change recipients and time in flows.toml ([digest], [delivery]).<br>{}</td></tr>",
             e(&self.period()),
             self.generated_at.format("%Y-%m-%d %H:%M"),
-            if self.has_test_traffic { " Test purchases are counted separately." } else { "" }
+            if self.has_test_traffic { " Test purchases are counted separately." } else { "" },
+            e(&self.audit_head_line())
         ));
         h.push_str("</table></body></html>");
         h
@@ -762,7 +782,10 @@ impl Digest {
                 .join("\n");
             blocks.push(serde_json::json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Payments*\n{text}")}}));
         }
-        blocks.push(serde_json::json!({"type": "context", "elements": [{"type": "mrkdwn", "text": esc(&format!("Period: {}", self.period()))}]}));
+        blocks.push(serde_json::json!({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": esc(&format!("Period: {}", self.period()))},
+            {"type": "mrkdwn", "text": esc(&self.audit_head_line())},
+        ]}));
         serde_json::Value::Array(blocks)
     }
 }

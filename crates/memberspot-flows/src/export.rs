@@ -10,9 +10,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use memberspot_hub::store::{EventFilter, Trusted};
-use memberspot_hub::{CallContext, Hub, Principal, Surface};
+use memberspot_hub::{CallContext, Hub, Surface};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::personas::{CallError, call_as};
 
 /// One `[[exports]]` entry.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -68,11 +70,6 @@ pub async fn run(
     spec: &ExportSpec,
     base: Option<&std::path::Path>,
 ) -> Result<ExportReport, String> {
-    let who = Principal::Persona(
-        hub.persona(&spec.persona)
-            .await
-            .map_err(|e| format!("persona `{}`: {e}", spec.persona))?,
-    );
     let mut calls = 0usize;
     let store = hub.store();
     let key = format!("export.{}.after_seq", spec.name);
@@ -97,23 +94,32 @@ pub async fn run(
 
     let mut members: Vec<Value> = Vec::new();
     if incremental {
-        let trusted = Trusted::live(who.connection());
+        let connection = hub
+            .find_persona(&spec.persona)
+            .await
+            .map_err(|e| format!("persona `{}`: {e}", spec.persona))?
+            .connection;
+        let trusted = Trusted::live(connection);
         let changed = changed_emails(hub, &trusted, previous.unwrap_or(0), newest).await?;
         for (email, deletion_seen) in changed {
             calls += 1;
-            match hub
-                .call(&who, &ctx, "find_user_by_email", json!({"email": email}))
-                .await
-                .result
+            match call_as(
+                hub,
+                &spec.persona,
+                &ctx,
+                "find_user_by_email",
+                json!({"email": email}),
+            )
+            .await
             {
                 Ok(u) => members.push(u),
                 // Exported as deleted only when the school itself was seen deleting the
                 // member (the poller): a buyer who never became a member, or an e-mail
                 // from a payment, is no reason to tell the other app to delete anyone.
-                Err(e) if e.code() == "not_found" && deletion_seen => {
+                Err(CallError::Call(e)) if e.code() == "not_found" && deletion_seen => {
                     members.push(json!({"email": email, "deleted": true}))
                 }
-                Err(e) if e.code() == "not_found" => {}
+                Err(CallError::Call(e)) if e.code() == "not_found" => {}
                 Err(e) => return Err(format!("find_user_by_email {email}: {e}")),
             }
         }
@@ -125,10 +131,8 @@ pub async fn run(
                 args["cursor"] = json!(c);
             }
             calls += 1;
-            let page = hub
-                .call(&who, &ctx, "list_users", args)
+            let page = call_as(hub, &spec.persona, &ctx, "list_users", args)
                 .await
-                .result
                 .map_err(|e| format!("list_users: {e}"))?;
             members.extend(page["users"].as_array().cloned().unwrap_or_default());
             cursor = page["next_cursor"].as_str().map(str::to_owned);
@@ -142,17 +146,14 @@ pub async fn run(
         let mut progress = serde_json::Map::new();
         for course in &spec.courses {
             calls += 1;
-            if let Ok(p) = hub
-                .call(
-                    &who,
-                    &ctx,
-                    "get_user_course_progress",
-                    json!({"email": email, "course_id": course}),
-                )
-                .await
-                .result
-            {
-                progress.insert(course.clone(), p);
+            let args = json!({"email": email, "course_id": course});
+            match call_as(hub, &spec.persona, &ctx, "get_user_course_progress", args).await {
+                Ok(p) => {
+                    progress.insert(course.clone(), p);
+                }
+                // Best effort per course, but a persona that cannot act stops the export.
+                Err(e @ CallError::Persona(_)) => return Err(e.to_string()),
+                Err(CallError::Call(_)) => {}
             }
         }
         if !spec.courses.is_empty() {

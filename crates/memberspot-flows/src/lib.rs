@@ -6,10 +6,12 @@
 //! - [`template`]: minijinja templates over a run's context.
 //! - [`sync`]: records from another app into the school, writing only differences.
 //! - [`export`]: members and their access out to a file or another app, incrementally.
+//! - [`personas`]: acting as the personas flows create; a revoked one stops what runs as it.
 
 pub mod config;
 pub mod digest;
 pub mod export;
+pub mod personas;
 pub mod rest;
 pub mod runner;
 pub mod schedule;

@@ -9,13 +9,14 @@
 use std::time::Instant;
 
 use memberspot_hub::store::{FlowStep, NewRun};
-use memberspot_hub::{CallContext, Principal, Surface};
+use memberspot_hub::{CallContext, Surface};
 use memberspot_notify::Message;
 use memberspot_tools::ToolClass;
 use memberspot_tools::redact::{redact_copies, redact_copies_in_text};
 use serde_json::{Value, json};
 
 use crate::config::{Action, Flow, Step, Target};
+use crate::personas::{CallError, call_as};
 use crate::service::Flows;
 use crate::template;
 
@@ -403,23 +404,14 @@ impl Flows {
                         json!({"dry_run": true, "would_call": tool, "arguments": args}),
                     ));
                 }
-                let persona = self.hub().persona(&flow.persona).await.map_err(|e| {
-                    (
-                        Some(input.clone()),
-                        format!("persona `{}`: {e}", flow.persona),
-                    )
-                })?;
                 let mut call = CallContext::new(Surface::Flow);
                 call.prompt = Some(format!(
                     "flow {} step {} (run {run_id})",
                     flow.name, step.name
                 ));
-                let out = self
-                    .hub()
-                    .call(&Principal::Persona(persona), &call, tool, args)
-                    .await;
-                match out.result {
+                match call_as(self.hub(), &flow.persona, &call, tool, args).await {
                     Ok(v) => Ok((input, v)),
+                    Err(CallError::Persona(e)) => Err((Some(input), e)),
                     Err(e) => Err((Some(input), format!("{tool}: {e}"))),
                 }
             }

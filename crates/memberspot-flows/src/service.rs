@@ -10,7 +10,7 @@ use memberspot_agent::config::ModelsConfig;
 use memberspot_agent::model::{ChatMessage, ChatRequest, Model};
 use memberspot_hub::admin::PersonaSpec;
 use memberspot_hub::store::{EventFilter, EventStatus, FlowStep, NewRun, Trusted};
-use memberspot_hub::{CallContext, Hub, HubError, Principal};
+use memberspot_hub::{CallContext, Hub, HubError};
 use memberspot_notify::Message;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{FlowsConfig, Target, Trigger};
 use crate::digest::{self, Digest, Names};
+use crate::personas::{CallError, call_as};
 use crate::schedule::{self, Schedule};
 
 /// The built-in prompt of the daily summary (`digest.prompt` / `prompt_file` replace it).
@@ -132,24 +133,42 @@ impl Flows {
             wanted.push((e.persona.clone(), e.connection.clone(), vec!["read".into()]));
         }
         for (name, connection, scopes) in wanted {
-            if self.hub().store().get_persona(&name).await?.is_some() {
-                continue;
+            self.ensure_persona(&name, &connection, scopes).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates the persona `name` when it does not exist. A revoked one stays revoked: what
+    /// runs as it fails, saying how to create it again (see [`crate::personas`]).
+    async fn ensure_persona(
+        &self,
+        name: &str,
+        connection: &str,
+        scopes: Vec<String>,
+    ) -> Result<(), HubError> {
+        match self.hub().store().get_persona(name).await? {
+            Some(p) if p.revoked_at.is_some() => {
+                tracing::warn!(persona = name, "{}", crate::personas::revoked_message(&p));
+                return Ok(());
             }
-            let created = self
-                .hub()
-                .create_persona(PersonaSpec {
-                    name: name.clone(),
-                    description: "Acts for flows; created by the flows subsystem".into(),
-                    connection: Some(connection),
-                    scopes,
-                    ..Default::default()
-                })
-                .await;
-            match created {
-                Ok(_) => tracing::info!(persona = %name, "created persona for flows"),
-                Err(HubError::Store(memberspot_hub::store::StoreError::Conflict(_))) => {}
-                Err(e) => return Err(e),
-            }
+            Some(_) => return Ok(()),
+            None => {}
+        }
+        let created = self
+            .hub()
+            .create_persona(PersonaSpec {
+                name: name.to_owned(),
+                description: "Acts for flows; created by the flows subsystem".into(),
+                connection: Some(connection.to_owned()),
+                scopes,
+                ..Default::default()
+            })
+            .await;
+        match created {
+            Ok(_) => tracing::info!(persona = %name, "created persona for flows"),
+            // Another instance created it at the same moment.
+            Err(HubError::Store(memberspot_hub::store::StoreError::Conflict(_))) => {}
+            Err(e) => return Err(e),
         }
         Ok(())
     }
@@ -192,30 +211,26 @@ impl Flows {
     // ---------------------------------------------------------------- digest
 
     /// Offer and course names from the school, read as the digest persona (best effort:
-    /// ids are shown when the school cannot be read).
-    async fn names(&self, connection: &str) -> Names {
+    /// ids are shown when the school cannot be read). A digest persona that cannot act
+    /// (revoked) is an error: the digest never reads the school as anyone else.
+    async fn names(&self) -> Result<Names, String> {
         let mut names = Names::default();
-        let who = match self.hub().persona(DIGEST_PERSONA).await {
-            Ok(p) => Principal::Persona(p),
-            Err(_) => Principal::Operator {
-                connection: connection.to_owned(),
-            },
-        };
         let mut ctx = CallContext::new(memberspot_hub::Surface::Flow);
         ctx.prompt = Some("daily summary: offer names".into());
-        if let Ok(v) = self
-            .hub()
-            .call(&who, &ctx, "list_offers", json!({}))
-            .await
-            .result
-        {
-            for o in v["offers"].as_array().into_iter().flatten() {
-                if let (Some(id), Some(name)) = (o["id"].as_str(), o["name"].as_str()) {
-                    names.offers.insert(id.to_owned(), name.to_owned());
+        match call_as(self.hub(), DIGEST_PERSONA, &ctx, "list_offers", json!({})).await {
+            Ok(v) => {
+                for o in v["offers"].as_array().into_iter().flatten() {
+                    if let (Some(id), Some(name)) = (o["id"].as_str(), o["name"].as_str()) {
+                        names.offers.insert(id.to_owned(), name.to_owned());
+                    }
                 }
             }
+            Err(CallError::Persona(e)) => return Err(e),
+            Err(CallError::Call(e)) => {
+                tracing::warn!(error = %e, "daily summary: offer names unavailable; ids shown");
+            }
         }
-        names
+        Ok(names)
     }
 
     /// Builds the digest of `date` (default: yesterday in the school's time zone),
@@ -237,6 +252,13 @@ impl Flows {
         let now = Utc::now();
         let date = date.unwrap_or_else(|| yesterday(now, tz));
         let store = self.hub().store();
+        let connection = cfg.as_ref().map_or_else(
+            || memberspot_hub::SANDBOX_CONNECTION.to_owned(),
+            |d| d.connection.clone(),
+        );
+        // The digest reads the school as its own persona, created here when missing.
+        self.ensure_persona(DIGEST_PERSONA, &connection, vec!["read".into()])
+            .await?;
         let run = if dry_run {
             None
         } else {
@@ -261,11 +283,27 @@ impl Flows {
             }
         };
         let started = std::time::Instant::now();
-        let connection = cfg.as_ref().map_or_else(
-            || memberspot_hub::SANDBOX_CONNECTION.to_owned(),
-            |d| d.connection.clone(),
-        );
-        let names = self.names(&connection).await;
+        let names = match self.names().await {
+            Ok(n) => n,
+            Err(e) => {
+                // On record as failed, with the reason; the refused call is in the audit log.
+                self.step(
+                    run.as_ref().map(|r| r.id.as_str()),
+                    "names",
+                    "tool",
+                    json!({"tool": "list_offers", "persona": DIGEST_PERSONA}),
+                    Err(e.clone()),
+                    started,
+                )
+                .await;
+                if let Some(r) = &run
+                    && let Err(f) = store.finish_run(&r.id, "failed", Some(&e)).await
+                {
+                    tracing::error!(run = %r.id, error = %f, "could not mark the digest run failed");
+                }
+                return Err(HubError::Denied(e));
+            }
+        };
         let mut d = match digest::build(store, &connection, date, tz, &names, now).await {
             Ok(d) => d,
             Err(e) => {

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use futures::StreamExt;
-use memberspot_hub::{CallContext, Hub, Principal, Surface};
+use memberspot_hub::{CallContext, Hub, Surface};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -372,22 +372,16 @@ pub async fn run(
     dry_run: bool,
     progress: &(dyn Fn(usize, usize) + Send + Sync),
 ) -> Result<SyncReport, String> {
-    let persona = hub
-        .persona(&spec.persona)
-        .await
-        .map_err(|e| format!("persona `{}`: {e}", spec.persona))?;
-    let who = Principal::Persona(persona);
     let calls = std::sync::atomic::AtomicUsize::new(0);
+    // As the sync's persona, read for every call: a revocation stops the rest of the run.
     let call = |tool: &'static str, args: Value, prompt: String| {
-        let who = &who;
         let calls = &calls;
         async move {
             calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut ctx = CallContext::new(Surface::Flow);
             ctx.prompt = Some(prompt);
-            hub.call(who, &ctx, tool, args)
+            crate::personas::call_as(hub, &spec.persona, &ctx, tool, args)
                 .await
-                .result
                 .map_err(|e| e.to_string())
         }
     };

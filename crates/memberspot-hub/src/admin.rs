@@ -3,7 +3,9 @@
 
 use memberspot_api::actions::CheckApiKey;
 use memberspot_api::{ApiKey, Client};
-use memberspot_store::{AuditFilter, AuditRecord, Connection, NewConnection, NewPersona, Persona};
+use memberspot_store::{
+    AuditFilter, AuditRecord, Connection, ConnectionUpdate, NewConnection, NewPersona, Persona,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
@@ -99,6 +101,32 @@ fn valid_name(kind: &str, name: &str) -> Result<(), HubError> {
 
 impl Hub {
     pub async fn create_persona(&self, spec: PersonaSpec) -> Result<IssuedToken, HubError> {
+        let (new, token) = self.new_persona(spec).await?;
+        let persona = self.store().insert_persona(&new).await?;
+        Ok(IssuedToken {
+            persona,
+            token: token.secret,
+        })
+    }
+
+    /// Creates a persona again after it was revoked (or for the first time): a revoked
+    /// persona of that name is replaced, with a new token and the given settings, in one
+    /// transaction. Its audit records stay. An active persona of that name is refused.
+    /// This is how a built-in persona (the digest's, a flow's, a source's) comes back.
+    pub async fn recreate_persona(&self, spec: PersonaSpec) -> Result<IssuedToken, HubError> {
+        let (new, token) = self.new_persona(spec).await?;
+        let persona = self.store().replace_revoked_persona(&new).await?;
+        Ok(IssuedToken {
+            persona,
+            token: token.secret,
+        })
+    }
+
+    /// A checked persona to store, and its token.
+    async fn new_persona(
+        &self,
+        spec: PersonaSpec,
+    ) -> Result<(NewPersona, tokens::NewToken), HubError> {
         valid_name("persona", &spec.name)?;
         let scopes = if spec.scopes.is_empty() {
             Scopes::read_only()
@@ -125,23 +153,17 @@ impl Hub {
             None => None,
         };
         let token = tokens::mint();
-        let persona = self
-            .store()
-            .insert_persona(&NewPersona {
-                name: spec.name,
-                description: spec.description,
-                connection,
-                scopes: scopes.to_strings(),
-                offer_ids,
-                calls_per_minute: spec.calls_per_minute,
-                token_hash: token.hash,
-                token_prefix: token.display_prefix,
-            })
-            .await?;
-        Ok(IssuedToken {
-            persona,
-            token: token.secret,
-        })
+        let new = NewPersona {
+            name: spec.name,
+            description: spec.description,
+            connection,
+            scopes: scopes.to_strings(),
+            offer_ids,
+            calls_per_minute: spec.calls_per_minute,
+            token_hash: token.hash.clone(),
+            token_prefix: token.display_prefix.clone(),
+        };
+        Ok((new, token))
     }
 
     pub async fn rotate_persona_token(&self, name: &str) -> Result<IssuedToken, HubError> {
@@ -208,12 +230,13 @@ impl Hub {
         valid_name("connection", name)?;
         check_connection_settings(base_url, api_key, rate_limit)?;
         let key = api_key.expose_secret().trim();
+        let base_url = base_url.trim();
         let c = self
             .store()
             .insert_connection(&NewConnection {
                 name: name.to_string(),
-                base_url: base_url.trim().to_string(),
-                sealed_key: self.master_key().seal(key),
+                base_url: base_url.to_string(),
+                sealed_key: self.master_key().seal_connection_key(name, base_url, key),
                 key_hint: ApiKey::new(key).hint(),
                 rate_limit,
             })
@@ -236,10 +259,83 @@ impl Hub {
                 "the built-in sandbox connection has no key to rotate".into(),
             ));
         }
+        // Bound to the connection as it is now: after a change made outside memberspot,
+        // check its URL first (`connections list`), this binds the key to it.
+        let sealed = self
+            .master_key()
+            .seal_connection_key(&conn.name, &conn.base_url, key);
         Ok(self
             .store()
-            .update_connection_key(name, &self.master_key().seal(key), &ApiKey::new(key).hint())
+            .update_connection_key(name, &sealed, &ApiKey::new(key).hint())
             .await?)
+    }
+
+    /// Renames a connection, points it at another base URL and/or changes its rate limit.
+    /// Its key is sealed for its name and base URL, so a new name or URL re-seals it in the
+    /// same transaction. Personas follow a renamed connection; files that name it (rules,
+    /// flows) must be changed by hand.
+    pub async fn update_connection(
+        &self,
+        name: &str,
+        change: ConnectionUpdate,
+    ) -> Result<ConnectionView, HubError> {
+        let change = ConnectionUpdate {
+            name: change.name.map(|n| n.trim().to_string()),
+            base_url: change.base_url.map(|u| u.trim().to_string()),
+            rate_limit: change.rate_limit,
+        };
+        if change == ConnectionUpdate::default() {
+            return Err(HubError::Invalid(
+                "nothing to change: give a new name, base URL or rate limit".into(),
+            ));
+        }
+        if let Some(n) = &change.name {
+            valid_name("connection", n)?;
+        }
+        if let Some(u) = &change.base_url {
+            check_base_url(u)?;
+        }
+        if let Some(r) = change.rate_limit {
+            check_rate_limit(r)?;
+        }
+        let current = self.connection(name).await?;
+        if current.base_url == EMBEDDED_BASE_URL
+            && (change.name.is_some() || change.base_url.is_some())
+        {
+            return Err(HubError::Invalid(
+                "the built-in sandbox connection keeps its name and address; add a connection \
+                 for another school with `memberspot connections add`"
+                    .into(),
+            ));
+        }
+        let key = self.master_key();
+        let updated = self
+            .store()
+            .update_connection(name, &change, |before, after| {
+                match key.open_connection_key(before) {
+                    Ok(plain) => Ok(key.seal_connection_key(
+                        &after.name,
+                        &after.base_url,
+                        plain.expose_secret(),
+                    )),
+                    // Sealed for the new name and URL already: the change puts back what
+                    // was changed outside memberspot.
+                    Err(e) => match key.open_connection_key(&Connection {
+                        sealed_key: before.sealed_key.clone(),
+                        ..after.clone()
+                    }) {
+                        Ok(_) => Ok(before.sealed_key.clone()),
+                        Err(_) => Err(e.to_string()),
+                    },
+                }
+            })
+            .await
+            .map_err(|e| match e {
+                // The message already names the connection and says what to do.
+                memberspot_store::StoreError::Reseal { message, .. } => HubError::Invalid(message),
+                other => other.into(),
+            })?;
+        Ok(ConnectionView::from(&updated))
     }
 
     pub async fn connection(&self, name: &str) -> Result<Connection, HubError> {
@@ -267,9 +363,9 @@ impl Hub {
         let n = self
             .store()
             .reseal_all_connections_and_set_meta(
-                |sealed| {
-                    let plain = old.open(sealed).map_err(|e| e.to_string())?;
-                    Ok(new_key.seal(plain.expose_secret()))
+                |c| {
+                    let plain = old.open_connection_key(c).map_err(|e| e.to_string())?;
+                    Ok(new_key.seal_connection_key(&c.name, &c.base_url, plain.expose_secret()))
                 },
                 CHECK_META_KEY,
                 &new_key.check_value(),
@@ -291,11 +387,7 @@ fn check_connection_settings(
     if api_key.expose_secret().trim().is_empty() {
         return Err(HubError::Invalid("the API key is empty".into()));
     }
-    if !(rate_limit >= 0.0 && rate_limit.is_finite()) {
-        return Err(HubError::Invalid(format!(
-            "rate limit must be a number >= 0, got {rate_limit}"
-        )));
-    }
+    check_rate_limit(rate_limit)?;
     // Building a client validates the URL and the key's header syntax.
     Client::builder(base_url.trim())
         .api_key(ApiKey::new(api_key.expose_secret().trim()))
@@ -304,55 +396,25 @@ fn check_connection_settings(
         .map_err(|e| HubError::Invalid(e.to_string()))
 }
 
-/// Audit records as CSV (one row per record; JSON columns as text).
-pub fn audit_csv(records: &[AuditRecord]) -> Result<String, HubError> {
-    let mut w = String::new();
-    w.push_str("seq,id,at,request_id,surface,connection,persona,end_user,prompt,tool,arguments,outcome,upstream_status,latency_ms,error,hash\n");
-    for r in records {
-        let fields = [
-            r.seq.to_string(),
-            r.id.clone(),
-            chrono::DateTime::from_timestamp_millis(r.at)
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_default(),
-            r.request_id.clone(),
-            r.surface.clone(),
-            r.connection.clone().unwrap_or_default(),
-            r.persona.clone().unwrap_or_default(),
-            r.end_user.clone().unwrap_or_default(),
-            r.prompt.clone().unwrap_or_default(),
-            r.tool.clone(),
-            r.arguments.to_string(),
-            r.outcome.clone(),
-            r.upstream_status.map(|s| s.to_string()).unwrap_or_default(),
-            r.latency_ms.to_string(),
-            r.error.clone().unwrap_or_default(),
-            r.hash.clone(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        w.push_str(&line.join(","));
-        w.push('\n');
+fn check_rate_limit(rate_limit: f64) -> Result<(), HubError> {
+    if !(rate_limit >= 0.0 && rate_limit.is_finite()) {
+        return Err(HubError::Invalid(format!(
+            "rate limit must be a number >= 0, got {rate_limit}"
+        )));
     }
-    Ok(w)
+    Ok(())
 }
 
-fn csv_field(f: &str) -> String {
-    if f.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", f.replace('"', "\"\""))
-    } else {
-        f.to_string()
-    }
+fn check_base_url(base_url: &str) -> Result<(), HubError> {
+    // A placeholder key: only the URL is being checked.
+    Client::builder(base_url)
+        .api_key(ApiKey::new("placeholder"))
+        .build()
+        .map(|_| ())
+        .map_err(|e| HubError::Invalid(e.to_string()))
 }
 
-/// Audit records as JSON lines.
-pub fn audit_jsonl(records: &[AuditRecord]) -> Result<String, HubError> {
-    let mut out = String::new();
-    for r in records {
-        out.push_str(&serde_json::to_string(r).map_err(|e| HubError::Unavailable(e.to_string()))?);
-        out.push('\n');
-    }
-    Ok(out)
-}
+pub use crate::audit_export::{audit_csv, audit_jsonl};
 
 /// Meta key of the admin token's hash.
 const ADMIN_TOKEN_META: &str = "admin_token_hash";

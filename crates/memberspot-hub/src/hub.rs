@@ -141,6 +141,13 @@ impl Hub {
         if !key.matches_check(&check) {
             return Err(HubError::WrongMasterKey);
         }
+        let bound = crate::secrets::bind_stored_keys(&store, &key).await?;
+        if bound > 0 {
+            tracing::info!(
+                keys = bound,
+                "stored API keys bound to their connections (name and base URL)"
+            );
+        }
         if store
             .get_meta("sandbox_connection_created")
             .await?
@@ -151,7 +158,11 @@ impl Hub {
                     .insert_connection(&NewConnection {
                         name: SANDBOX_CONNECTION.into(),
                         base_url: EMBEDDED_BASE_URL.into(),
-                        sealed_key: key.seal("embedded"),
+                        sealed_key: key.seal_connection_key(
+                            SANDBOX_CONNECTION,
+                            EMBEDDED_BASE_URL,
+                            "embedded",
+                        ),
                         key_hint: "…".into(),
                         rate_limit: 4.0,
                     })
@@ -587,7 +598,7 @@ impl Hub {
             })?;
             (e.base_url.clone(), e.api_key.clone())
         } else {
-            let key = self.inner.key.open(&conn.sealed_key)?;
+            let key = self.inner.key.open_connection_key(conn)?;
             (conn.base_url.clone(), ApiKey::new(key.expose_secret()))
         };
         Client::builder(base_url)

@@ -3,6 +3,7 @@
 //! their scopes and limits, with an audit record of every call.
 
 pub mod admin;
+mod audit_export;
 mod audit_writer;
 pub mod bootstrap;
 pub mod config_file;

@@ -767,6 +767,7 @@ async fn openapi_documents_exactly_the_routes_that_answer() {
         ("GET", "/v1/personas/{name}"),
         ("GET", "/v1/tools"),
         ("GET", "/v1/tools/{name}"),
+        ("PATCH", "/v1/connections/{name}"),
         ("POST", "/v1/connections"),
         ("POST", "/v1/connections/{name}/test"),
         ("POST", "/v1/personas"),

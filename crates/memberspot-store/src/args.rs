@@ -14,7 +14,6 @@ use sqlx::query::Query;
 enum Arg<'a> {
     Text(&'a str),
     Int(i64),
-    Float(f64),
 }
 
 #[derive(Default)]
@@ -44,10 +43,6 @@ impl<'a> Args<'a> {
         v.map_or_else(|| "NULL".to_owned(), |v| self.int(v))
     }
 
-    pub(crate) fn opt_float(&mut self, v: Option<f64>) -> String {
-        v.map_or_else(|| "NULL".to_owned(), |v| self.push(Arg::Float(v)))
-    }
-
     pub(crate) fn bind<'q>(
         self,
         mut q: Query<'q, Any, AnyArguments<'q>>,
@@ -59,7 +54,6 @@ impl<'a> Args<'a> {
             q = match a {
                 Arg::Text(v) => q.bind(v),
                 Arg::Int(v) => q.bind(v),
-                Arg::Float(v) => q.bind(v),
             };
         }
         q

@@ -14,6 +14,7 @@
 
 mod args;
 mod audit_append;
+mod connection_keys;
 mod directory;
 mod error;
 mod events;
@@ -41,8 +42,8 @@ pub use events::{
 pub use flows::{AuditCount, EventCount, FlowRun, FlowStep, NewRun};
 pub use hash::{ZERO_HASH, audit_hash, canonical_json};
 pub use model::{
-    AuditFilter, AuditRecord, AuditVerification, Backend, Connection, NewAuditRecord,
-    NewConnection, NewPersona, Persona,
+    AuditFilter, AuditRecord, AuditVerification, Backend, ChainHead, Connection, ConnectionUpdate,
+    NewAuditRecord, NewConnection, NewPersona, Persona,
 };
 
 use error::{describe_sqlx, is_foreign_key_violation, is_unique_violation, is_unique_violation_on};
@@ -62,6 +63,8 @@ const AUDIT_ANCHOR_KEY: &str = "store.audit_anchor";
 
 /// PostgreSQL advisory lock key serializing audit appends and purges ("mshubaud").
 const AUDIT_LOCK_KEY: i64 = 0x6d73_6875_6261_7564;
+/// PostgreSQL advisory lock key serializing changes to sealed keys ("mshubkey").
+const KEYS_LOCK_KEY: i64 = 0x6d73_6875_626b_6579;
 /// Records read per round trip while verifying the chain.
 const VERIFY_PAGE: i64 = 1000;
 /// How long SQLite waits for another writer (other connection or process) to finish.
@@ -293,6 +296,19 @@ impl Store {
         Ok(tx)
     }
 
+    /// A write transaction in which changes to sealed keys that read them first (master-key
+    /// rotation, re-binding, a rename), from any number of processes, run one at a time.
+    async fn begin_keys_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                .bind(KEYS_LOCK_KEY)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
     /// A read-only transaction whose reads all see one snapshot.
     async fn begin_snapshot(&self) -> Result<Transaction<'static, Any>, StoreError> {
         let tx = match self.backend {
@@ -420,34 +436,6 @@ impl Store {
         Ok(())
     }
 
-    /// Changes the given settings; `None` leaves a setting as it is.
-    /// [`StoreError::NotFound`] if there is no such connection.
-    pub async fn update_connection_settings(
-        &self,
-        name: &str,
-        base_url: Option<&str>,
-        rate_limit: Option<f64>,
-    ) -> Result<(), StoreError> {
-        if let Some(r) = rate_limit {
-            check_rate_limit(r)?;
-        }
-        let now = now_ms();
-        let mut a = args::Args::default();
-        let sql = format!(
-            "UPDATE connections SET base_url = COALESCE({}, base_url), \
-             rate_limit = COALESCE({}, rate_limit), updated_at = {} WHERE name = {}",
-            a.opt_text(base_url),
-            a.opt_float(rate_limit),
-            a.int(now),
-            a.text(name)
-        );
-        let res = a.bind(sqlx::query(&sql)).execute(&self.pool).await?;
-        if res.rows_affected() == 0 {
-            return Err(connection_not_found(name));
-        }
-        Ok(())
-    }
-
     /// Deletes a connection; `Ok(false)` if there was none. Refused with
     /// [`StoreError::Conflict`] while a non-revoked persona uses it; revoked personas of the
     /// connection are deleted with it (their audit records stay).
@@ -491,11 +479,12 @@ impl Store {
     }
 
     /// Re-encrypts every sealed key in ONE transaction (master-key rotation):
-    /// `f(old_sealed) -> new_sealed`. If `f` fails for any connection nothing is changed.
-    /// Returns the number of connections re-sealed.
+    /// `f(connection) -> new_sealed` (the connection as stored, with its old sealed key).
+    /// If `f` fails for any connection nothing is changed. Returns the number of connections
+    /// re-sealed.
     pub async fn reseal_all_connections(
         &self,
-        f: impl Fn(&str) -> Result<String, String> + Send + Sync,
+        f: impl Fn(&Connection) -> Result<String, String> + Send + Sync,
     ) -> Result<usize, StoreError> {
         self.reseal(f, None).await
     }
@@ -505,7 +494,7 @@ impl Store {
     /// sealed under one master key and the check value of the other.
     pub async fn reseal_all_connections_and_set_meta(
         &self,
-        f: impl Fn(&str) -> Result<String, String> + Send + Sync,
+        f: impl Fn(&Connection) -> Result<String, String> + Send + Sync,
         key: &str,
         value: &str,
     ) -> Result<usize, StoreError> {
@@ -515,28 +504,28 @@ impl Store {
 
     async fn reseal(
         &self,
-        f: impl Fn(&str) -> Result<String, String> + Send + Sync,
+        f: impl Fn(&Connection) -> Result<String, String> + Send + Sync,
         meta: Option<(&str, &str)>,
     ) -> Result<usize, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query("SELECT id, name, sealed_key FROM connections ORDER BY name")
-            .fetch_all(&mut *tx)
-            .await?;
+        let mut tx = self.begin_keys_write().await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY name"
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
         let now = now_ms();
         let mut count = 0;
         for row in &rows {
-            let id: String = row.try_get("id")?;
-            let name: String = row.try_get("name")?;
-            let old: String = row.try_get("sealed_key")?;
+            let c = connection_from_row(row)?;
             // On error the transaction is dropped, i.e. rolled back: all or nothing.
-            let new = f(&old).map_err(|message| StoreError::Reseal {
-                connection: name.clone(),
+            let new = f(&c).map_err(|message| StoreError::Reseal {
+                connection: c.name.clone(),
                 message,
             })?;
             sqlx::query("UPDATE connections SET sealed_key = $1, updated_at = $2 WHERE id = $3")
                 .bind(&new)
                 .bind(now)
-                .bind(&id)
+                .bind(&c.id)
                 .execute(&mut *tx)
                 .await?;
             count += 1;
@@ -553,61 +542,38 @@ impl Store {
     /// Stores a new persona. Its connection must exist ([`StoreError::NotFound`] naming it);
     /// a taken name or token hash is a [`StoreError::Conflict`].
     pub async fn insert_persona(&self, p: &NewPersona) -> Result<Persona, StoreError> {
-        check_name("persona", &p.name)?;
-        if p.token_hash.is_empty() {
-            return Err(StoreError::Invalid(
-                "persona token hash must not be empty".into(),
-            ));
+        insert_persona_on(&self.pool, p).await
+    }
+
+    /// [`Store::insert_persona`] that first removes a *revoked* persona of the same name, in
+    /// one transaction: a revoked persona is created again (new id, token and settings; its
+    /// audit records, which name it, stay). An active persona of that name is a
+    /// [`StoreError::Conflict`].
+    pub async fn replace_revoked_persona(&self, p: &NewPersona) -> Result<Persona, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let state: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT revoked_at FROM personas WHERE name = $1")
+                .bind(&p.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match state {
+            Some(None) => {
+                return Err(StoreError::Conflict(format!(
+                    "persona '{}' already exists and is not revoked",
+                    p.name
+                )));
+            }
+            Some(Some(_)) => {
+                sqlx::query("DELETE FROM personas WHERE name = $1 AND revoked_at IS NOT NULL")
+                    .bind(&p.name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {}
         }
-        let now = now_ms();
-        let id = uuid::Uuid::now_v7().to_string();
-        let scopes = to_json_list(&p.scopes)?;
-        let offer_ids = p.offer_ids.as_deref().map(to_json_list).transpose()?;
-        // One statement: the connection is resolved and the row inserted atomically, and the
-        // foreign key catches a connection deleted concurrently.
-        let mut a = args::Args::default();
-        let sql = format!(
-            "INSERT INTO personas (id, name, description, connection_id, scopes, offer_ids, \
-             calls_per_minute, token_hash, token_prefix, created_at, updated_at) \
-             SELECT {}, {}, {}, c.id, {}, {}, {}, {}, {}, {}, {} \
-             FROM connections c WHERE c.name = {}",
-            a.text(&id),
-            a.text(&p.name),
-            a.text(&p.description),
-            a.text(&scopes),
-            a.opt_text(offer_ids.as_deref()),
-            a.opt_int(p.calls_per_minute.map(i64::from)),
-            a.text(&p.token_hash),
-            a.text(&p.token_prefix),
-            a.int(now),
-            a.int(now),
-            a.text(&p.connection)
-        );
-        let res = a.bind(sqlx::query(&sql)).execute(&self.pool).await;
-        match res {
-            Ok(r) if r.rows_affected() == 0 => Err(connection_not_found(&p.connection)),
-            Ok(_) => Ok(Persona {
-                id,
-                name: p.name.clone(),
-                description: p.description.clone(),
-                connection: p.connection.clone(),
-                scopes: p.scopes.clone(),
-                offer_ids: p.offer_ids.clone(),
-                calls_per_minute: p.calls_per_minute,
-                token_hash: p.token_hash.clone(),
-                token_prefix: p.token_prefix.clone(),
-                created_at: now,
-                updated_at: now,
-                revoked_at: None,
-            }),
-            Err(e) if is_unique_violation_on(&e, "token_hash") => Err(token_in_use()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
-                "persona '{}' already exists",
-                p.name
-            ))),
-            Err(e) if is_foreign_key_violation(&e) => Err(connection_not_found(&p.connection)),
-            Err(e) => Err(e.into()),
-        }
+        let persona = insert_persona_on(&mut *tx, p).await?;
+        tx.commit().await?;
+        Ok(persona)
     }
 
     /// All personas (revoked ones included), ordered by name.
@@ -804,9 +770,38 @@ impl Store {
     /// is the recorded chain head (records deleted from the end) and that the oldest one
     /// links to the purge anchor (records deleted from the start).
     pub async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        self.verify_chain(None).await
+    }
+
+    /// [`Store::verify_audit`], and the record at `anchor.seq` must still be in the chain
+    /// with `anchor.hash`. Someone who can write the database can rewrite the chain from
+    /// some record on with valid hashes, which the walk alone cannot tell; but every hash
+    /// covers all records before it, so a rewrite that starts at or before the anchored
+    /// record changes that record's hash. An anchor whose record was purged cannot be
+    /// checked, and fails (use a newer one).
+    pub async fn verify_audit_anchor(
+        &self,
+        anchor: &ChainHead,
+    ) -> Result<AuditVerification, StoreError> {
+        self.verify_chain(Some(anchor)).await
+    }
+
+    /// The chain head: the newest record's seq and hash (`0` and the zero hash when the log
+    /// has never had a record). Kept outside the database, it is an anchor for
+    /// [`Store::verify_audit_anchor`].
+    pub async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        Ok(head_or_start(chain_pos(&self.pool, AUDIT_HEAD_KEY).await?))
+    }
+
+    async fn verify_chain(
+        &self,
+        wanted: Option<&ChainHead>,
+    ) -> Result<AuditVerification, StoreError> {
         let mut tx = self.begin_snapshot().await?;
         let anchor = chain_pos(&mut *tx, AUDIT_ANCHOR_KEY).await?;
         let head = chain_pos(&mut *tx, AUDIT_HEAD_KEY).await?;
+        // The stored hash of the record `wanted` names, once the walk passes it.
+        let mut wanted_found: Option<String> = None;
 
         let mut expected_prev = anchor
             .as_ref()
@@ -828,6 +823,13 @@ impl Store {
                 cursor = seq;
                 records += 1;
                 let stored = StoredAudit::from_row(row);
+                if wanted.is_some_and(|w| w.seq == seq) {
+                    wanted_found = Some(
+                        stored
+                            .as_ref()
+                            .map_or_else(|_| String::new(), |s| s.hash.clone()),
+                    );
+                }
                 if bad.is_none() {
                     bad = check_link(
                         seq,
@@ -854,18 +856,27 @@ impl Store {
         if bad.is_none() {
             bad = check_head(head.as_ref(), &expected_prev, prev_seq, records);
         }
+        if bad.is_none()
+            && let Some(w) = wanted
+        {
+            bad = check_anchor(w, wanted_found.as_deref(), anchor.as_ref(), head.as_ref())
+                .map(|problem| (Some(w.seq), problem));
+        }
+        let head = head_or_start(head);
         Ok(match bad {
             None => AuditVerification {
                 records,
                 ok: true,
                 first_bad_seq: None,
                 problem: None,
+                head,
             },
             Some((seq, problem)) => AuditVerification {
                 records,
                 ok: false,
                 first_bad_seq: seq,
                 problem: Some(problem),
+                head,
             },
         })
     }
@@ -1159,6 +1170,68 @@ fn from_json_list(what: &str, owner: &str, text: &str) -> Result<Vec<String>, St
     })
 }
 
+/// [`Store::insert_persona`] on a pool or in a transaction.
+async fn insert_persona_on<'e, E>(e: E, p: &NewPersona) -> Result<Persona, StoreError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    check_name("persona", &p.name)?;
+    if p.token_hash.is_empty() {
+        return Err(StoreError::Invalid(
+            "persona token hash must not be empty".into(),
+        ));
+    }
+    let now = now_ms();
+    let id = uuid::Uuid::now_v7().to_string();
+    let scopes = to_json_list(&p.scopes)?;
+    let offer_ids = p.offer_ids.as_deref().map(to_json_list).transpose()?;
+    // One statement: the connection is resolved and the row inserted atomically, and the
+    // foreign key catches a connection deleted concurrently.
+    let mut a = args::Args::default();
+    let sql = format!(
+        "INSERT INTO personas (id, name, description, connection_id, scopes, offer_ids, \
+         calls_per_minute, token_hash, token_prefix, created_at, updated_at) \
+         SELECT {}, {}, {}, c.id, {}, {}, {}, {}, {}, {}, {} \
+         FROM connections c WHERE c.name = {}",
+        a.text(&id),
+        a.text(&p.name),
+        a.text(&p.description),
+        a.text(&scopes),
+        a.opt_text(offer_ids.as_deref()),
+        a.opt_int(p.calls_per_minute.map(i64::from)),
+        a.text(&p.token_hash),
+        a.text(&p.token_prefix),
+        a.int(now),
+        a.int(now),
+        a.text(&p.connection)
+    );
+    let res = a.bind(sqlx::query(&sql)).execute(e).await;
+    match res {
+        Ok(r) if r.rows_affected() == 0 => Err(connection_not_found(&p.connection)),
+        Ok(_) => Ok(Persona {
+            id,
+            name: p.name.clone(),
+            description: p.description.clone(),
+            connection: p.connection.clone(),
+            scopes: p.scopes.clone(),
+            offer_ids: p.offer_ids.clone(),
+            calls_per_minute: p.calls_per_minute,
+            token_hash: p.token_hash.clone(),
+            token_prefix: p.token_prefix.clone(),
+            created_at: now,
+            updated_at: now,
+            revoked_at: None,
+        }),
+        Err(e) if is_unique_violation_on(&e, "token_hash") => Err(token_in_use()),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+            "persona '{}' already exists",
+            p.name
+        ))),
+        Err(e) if is_foreign_key_violation(&e) => Err(connection_not_found(&p.connection)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn meta_value<'e, E>(e: E, key: &str) -> Result<Option<String>, StoreError>
 where
     E: Executor<'e, Database = Any>,
@@ -1271,6 +1344,67 @@ fn check_head(
         )),
         _ => None,
     }
+}
+
+/// After a clean walk: is the anchored record still there, with the anchored hash?
+/// `found` is the stored hash of the record at `wanted.seq`, if the walk met one.
+fn check_anchor(
+    wanted: &ChainHead,
+    found: Option<&str>,
+    purged: Option<&ChainPos>,
+    head: Option<&ChainPos>,
+) -> Option<String> {
+    let short = |h: &str| h.chars().take(12).collect::<String>();
+    let mismatch = |stored: &str| {
+        format!(
+            "record {}: its hash is now {}…, not {}… as anchored (the chain was rewritten \
+             from this record or an earlier one)",
+            wanted.seq,
+            short(stored),
+            short(&wanted.hash)
+        )
+    };
+    if let Some(stored) = found {
+        return (stored != wanted.hash).then(|| mismatch(stored));
+    }
+    // The anchor of an empty log, or the last purged record: both are still known.
+    let start = purged.map_or((0, ZERO_HASH), |p| (p.seq, p.hash.as_str()));
+    if wanted.seq == start.0 {
+        return (start.1 != wanted.hash).then(|| mismatch(start.1));
+    }
+    if wanted.seq < start.0 {
+        return Some(format!(
+            "record {}: purged (the log now starts after record {}), so this anchor cannot be \
+             checked; use a newer anchor",
+            wanted.seq, start.0
+        ));
+    }
+    let head_seq = head.map_or(0, |h| h.seq);
+    Some(if wanted.seq > head_seq {
+        format!(
+            "record {}: missing; the chain ends at record {head_seq} (records were removed, \
+             or the anchor is from another database)",
+            wanted.seq
+        )
+    } else {
+        format!(
+            "record {}: missing from the chain (records were removed and the chain rewritten)",
+            wanted.seq
+        )
+    })
+}
+
+fn head_or_start(head: Option<ChainPos>) -> ChainHead {
+    head.map_or_else(
+        || ChainHead {
+            seq: 0,
+            hash: ZERO_HASH.to_owned(),
+        },
+        |h| ChainHead {
+            seq: h.seq,
+            hash: h.hash,
+        },
+    )
 }
 
 fn connection_from_row(row: &AnyRow) -> Result<Connection, StoreError> {
@@ -1441,11 +1575,21 @@ fn public_futures_are_send() {
         let _ = s.list_connections().await;
         let _ = s.get_connection(&name).await;
         let _ = s.update_connection_key(&name, &name, &name).await;
-        let _ = s.update_connection_settings(&name, None, None).await;
-        let _ = s.delete_connection(&name).await;
-        let _ = s.reseal_all_connections(|x| Ok(x.to_owned())).await;
         let _ = s
-            .reseal_all_connections_and_set_meta(|x| Ok(x.to_owned()), &name, &name)
+            .update_connection(
+                &name,
+                &ConnectionUpdate::default(),
+                |_, _| Ok(String::new()),
+            )
+            .await;
+        let _ = s
+            .migrate_connection_keys(&name, |_| Ok(None::<String>))
+            .await;
+        let _ = s.audit_head().await;
+        let _ = s.delete_connection(&name).await;
+        let _ = s.reseal_all_connections(|x| Ok(x.sealed_key.clone())).await;
+        let _ = s
+            .reseal_all_connections_and_set_meta(|x| Ok(x.sealed_key.clone()), &name, &name)
             .await;
         let p = NewPersona {
             name: name.clone(),
@@ -1458,6 +1602,7 @@ fn public_futures_are_send() {
             token_prefix: name.clone(),
         };
         let _ = s.insert_persona(&p).await;
+        let _ = s.replace_revoked_persona(&p).await;
         let _ = s.list_personas().await;
         let _ = s.get_persona(&name).await;
         let _ = s.get_persona_by_token_hash(&name).await;
@@ -1483,6 +1628,11 @@ fn public_futures_are_send() {
         let _ = s.append_audit(&r).await;
         let _ = s.query_audit(&AuditFilter::default()).await;
         let _ = s.verify_audit().await;
+        let head = ChainHead {
+            seq: 0,
+            hash: name.clone(),
+        };
+        let _ = s.verify_audit_anchor(&head).await;
         let _ = s.purge_audit_before(0).await;
         s.close().await;
     });

@@ -51,6 +51,15 @@ pub struct Connection {
     pub updated_at: i64,
 }
 
+/// What [`crate::Store::update_connection`] changes; `None` keeps a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConnectionUpdate {
+    /// A new name.
+    pub name: Option<String>,
+    pub base_url: Option<String>,
+    pub rate_limit: Option<f64>,
+}
+
 /// A persona to be created. `token_hash` is the hash of the bearer token, never the token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewPersona {
@@ -233,4 +242,53 @@ pub struct AuditVerification {
     pub first_bad_seq: Option<i64>,
     /// What is wrong, e.g. "record 17: hash does not match its contents (edited)".
     pub problem: Option<String>,
+    /// The chain head the store records (`0` and the zero hash for an empty log).
+    pub head: ChainHead,
+}
+
+/// A position in the audit chain: a record's sequence number and hash. Printed and parsed
+/// as `SEQ:HASH`; the newest one (the head), kept outside the database, is an *anchor*
+/// that shows whether the chain up to it was rewritten later (see
+/// [`crate::Store::verify_audit_anchor`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub seq: i64,
+    /// 64 lowercase hex characters (SHA-256).
+    pub hash: String,
+}
+
+impl fmt::Display for ChainHead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.seq, self.hash)
+    }
+}
+
+impl std::str::FromStr for ChainHead {
+    type Err = String;
+
+    /// `SEQ:HASH` as `audit anchor` prints it; also `#SEQ HASH` as the daily summary shows
+    /// it, so a copied line works. The error says what is wrong and never echoes the input.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        const FORMAT: &str = "use SEQ:HASH as `memberspot audit anchor` prints it \
+                              (a record's sequence number and its 64-character hex hash)";
+        let text = text.trim();
+        let body = text.strip_prefix('#').unwrap_or(text);
+        let (seq, hash) = body
+            .split_once(':')
+            .or_else(|| body.split_once(char::is_whitespace))
+            .ok_or_else(|| format!("no `:` between sequence number and hash; {FORMAT}"))?;
+        let seq: i64 = seq
+            .trim()
+            .parse()
+            .ok()
+            .filter(|s: &i64| *s >= 0)
+            .ok_or_else(|| format!("the sequence number is not a whole number >= 0; {FORMAT}"))?;
+        let hash = hash.trim().to_ascii_lowercase();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "the hash is not 64 hexadecimal characters; {FORMAT}"
+            ));
+        }
+        Ok(ChainHead { seq, hash })
+    }
 }

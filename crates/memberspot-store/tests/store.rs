@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use memberspot_store::{
-    AuditFilter, AuditRecord, Backend, NewAuditRecord, NewConnection, NewPersona, Store,
-    StoreError, ZERO_HASH, audit_hash,
+    AuditFilter, AuditRecord, Backend, ConnectionUpdate, NewAuditRecord, NewConnection, NewPersona,
+    Store, StoreError, ZERO_HASH, audit_hash,
 };
 use serde_json::json;
 use sqlx::{Connection as _, Executor as _};
@@ -270,22 +270,69 @@ async fn story(url: String, raw: Raw, backend: Backend) {
         Err(StoreError::NotFound(m)) if m.contains("nope")
     ));
 
-    store
-        .update_connection_settings("acme", Some("https://new.example.test"), None)
+    // A new base URL or name comes with the key re-sealed for it, in the same statement.
+    let c = store
+        .update_connection(
+            "acme",
+            &ConnectionUpdate {
+                base_url: Some("https://new.example.test".into()),
+                ..Default::default()
+            },
+            |before, after| Ok(format!("{}@{}", before.sealed_key, after.base_url)),
+        )
         .await
         .unwrap();
-    let c = store.get_connection("acme").await.unwrap().unwrap();
     assert_eq!(c.base_url, "https://new.example.test");
     assert_eq!(c.rate_limit, 5.0);
-    store
-        .update_connection_settings("acme", None, Some(2.5))
+    assert_eq!(c.sealed_key, "SEALED-acme-2@https://new.example.test");
+    assert_eq!(
+        store.get_connection("acme").await.unwrap().as_ref(),
+        Some(&c)
+    );
+    // A rate limit alone leaves the key alone.
+    let c = store
+        .update_connection(
+            "acme",
+            &ConnectionUpdate {
+                rate_limit: Some(2.5),
+                ..Default::default()
+            },
+            |_, _| panic!("nothing to re-seal"),
+        )
         .await
         .unwrap();
-    let c = store.get_connection("acme").await.unwrap().unwrap();
     assert_eq!(c.base_url, "https://new.example.test");
     assert_eq!(c.rate_limit, 2.5);
+    assert_eq!(c.sealed_key, "SEALED-acme-2@https://new.example.test");
+    // A failed re-seal changes nothing.
+    let failed = store
+        .update_connection(
+            "acme",
+            &ConnectionUpdate {
+                name: Some("acme-2".into()),
+                base_url: Some("https://elsewhere.example.test".into()),
+                rate_limit: Some(1.0),
+            },
+            |_, _| Err("does not open".into()),
+        )
+        .await;
+    assert!(
+        matches!(&failed, Err(StoreError::Reseal { connection, message }) if connection == "acme" && message == "does not open"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        store.get_connection("acme").await.unwrap().as_ref(),
+        Some(&c)
+    );
     let missing = store
-        .update_connection_settings("nope", None, Some(1.0))
+        .update_connection(
+            "nope",
+            &ConnectionUpdate {
+                rate_limit: Some(1.0),
+                ..Default::default()
+            },
+            |_, _| Ok(String::new()),
+        )
         .await;
     assert!(
         matches!(missing, Err(StoreError::NotFound(_))),
@@ -293,7 +340,14 @@ async fn story(url: String, raw: Raw, backend: Backend) {
     );
     assert!(matches!(
         store
-            .update_connection_settings("acme", None, Some(f64::INFINITY))
+            .update_connection(
+                "acme",
+                &ConnectionUpdate {
+                    rate_limit: Some(f64::INFINITY),
+                    ..Default::default()
+                },
+                |_, _| Ok(String::new()),
+            )
             .await,
         Err(StoreError::Invalid(_))
     ));
@@ -451,7 +505,7 @@ async fn story(url: String, raw: Raw, backend: Backend) {
         .await
         .unwrap();
     let n = store
-        .reseal_all_connections(|old| Ok(format!("{old}+rotated")))
+        .reseal_all_connections(|c| Ok(format!("{}+rotated", c.sealed_key)))
         .await
         .unwrap();
     assert_eq!(n, 2);
@@ -464,8 +518,8 @@ async fn story(url: String, raw: Raw, backend: Backend) {
         .collect();
     assert_eq!(keys, ["SEALED-beta-1+rotated", "SEALED-delta-1+rotated"]);
     let failed = store
-        .reseal_all_connections(|old| {
-            if old.starts_with("SEALED-delta") {
+        .reseal_all_connections(|c| {
+            if c.sealed_key.starts_with("SEALED-delta") {
                 Err("wrong master key".to_owned())
             } else {
                 Ok("CHANGED".to_owned())
@@ -496,7 +550,7 @@ async fn story(url: String, raw: Raw, backend: Backend) {
     // The variant for master-key rotation also moves the check value, atomically.
     let n = store
         .reseal_all_connections_and_set_meta(
-            |old| Ok(old.replace("+rotated", "+v3")),
+            |c| Ok(c.sealed_key.replace("+rotated", "+v3")),
             "master_key_check",
             "v3",
         )
@@ -901,13 +955,19 @@ async fn absent_and_present_optionals_alternate_on_postgres() {
             .await
             .unwrap();
         for i in 0..40 {
-            let (url_arg, rate) = if i % 2 == 0 {
-                (Some("https://x.example.test/v1"), None)
+            let change = if i % 2 == 0 {
+                ConnectionUpdate {
+                    base_url: Some(format!("https://x{i}.example.test/v1")),
+                    ..Default::default()
+                }
             } else {
-                (None, Some(3.0))
+                ConnectionUpdate {
+                    rate_limit: Some(3.0),
+                    ..Default::default()
+                }
             };
             store
-                .update_connection_settings("alt", url_arg, rate)
+                .update_connection("alt", &change, |_, _| Ok("v1:sealed".into()))
                 .await
                 .unwrap();
             let limit = (i % 3 != 0).then_some(10);

@@ -138,16 +138,32 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
                 print!("{text}");
                 Ok(ExitCode::SUCCESS)
             }
-            AuditCommand::Verify => {
-                let v = hub.store().verify_audit().await?;
+            AuditCommand::Verify { anchor } => {
+                let v = match &anchor {
+                    Some(a) => hub.store().verify_audit_anchor(a).await?,
+                    None => hub.store().verify_audit().await?,
+                };
                 if json {
-                    print_json(&serde_json::json!({ "records": v.records, "ok": v.ok, "first_bad_seq": v.first_bad_seq, "problem": v.problem }))?;
+                    print_json(&serde_json::json!({
+                        "records": v.records, "ok": v.ok, "first_bad_seq": v.first_bad_seq, "problem": v.problem,
+                        "head": v.head, "anchor": anchor.as_ref().map(ToString::to_string),
+                    }))?;
                 } else if v.ok {
-                    println!("ok: {} audit records, hash chain intact", v.records);
+                    let against = anchor.map(|a| format!("; record {} has the anchored hash", a.seq)).unwrap_or_default();
+                    println!("ok: {} audit records, hash chain intact{against}; head {}", v.records, v.head);
                 } else {
                     println!("TAMPERED: {}", v.problem.clone().unwrap_or_default());
                 }
                 Ok(if v.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            }
+            AuditCommand::Anchor => {
+                let head = hub.store().audit_head().await?;
+                if json {
+                    print_json(&serde_json::json!({ "seq": head.seq, "hash": head.hash, "anchor": head.to_string() }))?;
+                } else {
+                    println!("{head}");
+                }
+                Ok(ExitCode::SUCCESS)
             }
             AuditCommand::Purge { days, yes } => {
                 let Some(days) = days.or(file.retention_days()?) else {

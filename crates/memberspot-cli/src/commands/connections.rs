@@ -74,6 +74,15 @@ pub async fn run(cmd: ConnectionsCommand, global: &Global) -> anyhow::Result<Exi
                 hub.rotate_connection_key(&name, &key).await?;
                 println!("the API key of `{name}` was replaced; personas on it use the new key from their next call");
             }
+            ConnectionsCommand::Update { name, url, rename, rps } => {
+                let change = memberspot_hub::store::ConnectionUpdate { name: rename, base_url: url, rate_limit: rps };
+                let c = hub.update_connection(&name, change).await?;
+                if global.json {
+                    print_json(&c)?;
+                } else {
+                    println!("connection `{}` updated ({}, {} requests/s); its key is sealed for this name and URL", c.name, c.base_url, c.rate_limit);
+                }
+            }
             ConnectionsCommand::Remove { name, yes } => {
                 confirm(&format!("Remove connection `{name}`?"), yes)?;
                 if !hub.store().delete_connection(&name).await? {

@@ -21,17 +21,16 @@ pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCo
     let json = global.json;
     let result = async {
         match cmd {
-            PersonasCommand::Create { name, scopes, offers, per_minute, description } => {
-                let t = hub
-                    .create_persona(PersonaSpec {
-                        name,
-                        description,
-                        connection: Some(global.connection.clone().unwrap_or_else(|| SANDBOX_CONNECTION.to_string())),
-                        scopes,
-                        offer_ids: offers,
-                        calls_per_minute: per_minute,
-                    })
-                    .await?;
+            PersonasCommand::Create { name, scopes, offers, per_minute, description, replace_revoked } => {
+                let spec = PersonaSpec {
+                    name,
+                    description,
+                    connection: Some(global.connection.clone().unwrap_or_else(|| SANDBOX_CONNECTION.to_string())),
+                    scopes,
+                    offer_ids: offers,
+                    calls_per_minute: per_minute,
+                };
+                let t = if replace_revoked { hub.recreate_persona(spec).await? } else { hub.create_persona(spec).await? };
                 if json {
                     let mut v = serde_json::to_value(PersonaView::from(&t.persona))?;
                     v["token"] = json!(t.token.expose_secret());

@@ -26,7 +26,7 @@ pub fn routes() -> OpenApiRouter<Hub> {
         .routes(routes!(rotate_persona_token))
         .routes(routes!(set_persona_scopes))
         .routes(routes!(list_connections, add_connection))
-        .routes(routes!(remove_connection))
+        .routes(routes!(remove_connection, update_connection))
         .routes(routes!(test_connection))
         .routes(routes!(search_audit))
         .routes(routes!(verify_audit))
@@ -51,6 +51,10 @@ pub struct NewPersonaBody {
     offer_ids: Option<Vec<String>>,
     #[serde(default)]
     calls_per_minute: Option<u32>,
+    /// Create it again if a persona of this name was revoked (an active one is never
+    /// replaced).
+    #[serde(default)]
+    replace_revoked: bool,
 }
 
 /// A persona with its token, shown once.
@@ -96,16 +100,19 @@ async fn create_persona(
     _: AdminAuth,
     ApiJson(b): ApiJson<NewPersonaBody>,
 ) -> Result<Response, HttpError> {
-    let t = hub
-        .create_persona(PersonaSpec {
-            name: b.name,
-            description: b.description,
-            connection: b.connection,
-            scopes: b.scopes,
-            offer_ids: b.offer_ids,
-            calls_per_minute: b.calls_per_minute,
-        })
-        .await?;
+    let spec = PersonaSpec {
+        name: b.name,
+        description: b.description,
+        connection: b.connection,
+        scopes: b.scopes,
+        offer_ids: b.offer_ids,
+        calls_per_minute: b.calls_per_minute,
+    };
+    let t = if b.replace_revoked {
+        hub.recreate_persona(spec).await?
+    } else {
+        hub.create_persona(spec).await?
+    };
     Ok((StatusCode::CREATED, Json(issued(t))).into_response())
 }
 
@@ -241,6 +248,42 @@ async fn remove_connection(
     Ok(Json(json!({ "name": name, "removed": true })))
 }
 
+/// Changes to a connection; what is left out stays as it is.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionChangeBody {
+    /// A new name (personas follow; files that name the connection do not).
+    #[serde(default)]
+    name: Option<String>,
+    /// Another base URL. The key is re-sealed for the new name and URL.
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    rate_limit: Option<f64>,
+}
+
+#[utoipa::path(patch, path = "/v1/connections/{name}", tag = "admin", security(("admin" = [])),
+    params(("name" = String, Path)), request_body = ConnectionChangeBody,
+    responses((status = 200, description = "the connection as changed"), (status = 400, description = "nothing to change, a bad value, or a key that does not open for the connection"), (status = 404), (status = 409, description = "name taken")))]
+async fn update_connection(
+    State(hub): State<Hub>,
+    _: AdminAuth,
+    Path(name): Path<String>,
+    ApiJson(b): ApiJson<ConnectionChangeBody>,
+) -> Result<Json<ConnectionView>, HttpError> {
+    let c = hub
+        .update_connection(
+            &name,
+            memberspot_store::ConnectionUpdate {
+                name: b.name,
+                base_url: b.base_url,
+                rate_limit: b.rate_limit,
+            },
+        )
+        .await?;
+    Ok(Json(c))
+}
+
 #[utoipa::path(post, path = "/v1/connections/{name}/test", tag = "admin", security(("admin" = [])),
     params(("name" = String, Path)), responses((status = 200, description = "the key is accepted"), (status = 404), (status = 502, description = "Memberspot refused the key")))]
 async fn test_connection(
@@ -315,17 +358,39 @@ async fn search_audit(
     Ok(Json(serde_json::to_value(records).unwrap_or_default()))
 }
 
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "admin", security(("admin" = [])),
-    responses((status = 200, description = "the result of re-computing the hash chain")))]
-async fn verify_audit(State(hub): State<Hub>, _: AdminAuth) -> Result<Json<Value>, HttpError> {
-    let v = hub
-        .store()
-        .verify_audit()
-        .await
-        .map_err(crate::HubError::from)?;
-    Ok(Json(
-        json!({ "records": v.records, "ok": v.ok, "first_bad_seq": v.first_bad_seq, "problem": v.problem }),
-    ))
+/// What to check the chain against.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    /// `SEQ:HASH` kept from `memberspot audit anchor` or the daily summary: the record at
+    /// SEQ must still be in the chain with that hash
+    anchor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "admin", security(("admin" = [])), params(VerifyQuery),
+    responses((status = 200, description = "the result of re-computing the hash chain (and checking it against the anchor), with the chain head"), (status = 400, description = "the anchor is not SEQ:HASH")))]
+async fn verify_audit(
+    State(hub): State<Hub>,
+    _: AdminAuth,
+    Query(q): Query<VerifyQuery>,
+) -> Result<Json<Value>, HttpError> {
+    let anchor = q
+        .anchor
+        .as_deref()
+        .map(str::parse::<memberspot_store::ChainHead>)
+        .transpose()
+        .map_err(|e| HttpError::field(StatusCode::BAD_REQUEST, "invalid_query", "anchor", e))?;
+    let store = hub.store();
+    let v = match &anchor {
+        Some(a) => store.verify_audit_anchor(a).await,
+        None => store.verify_audit().await,
+    }
+    .map_err(crate::HubError::from)?;
+    Ok(Json(json!({
+        "records": v.records, "ok": v.ok, "first_bad_seq": v.first_bad_seq, "problem": v.problem,
+        "head": v.head, "anchor": anchor.map(|a| a.to_string()),
+    })))
 }
 
 #[utoipa::path(get, path = "/v1/audit/export", tag = "admin", security(("admin" = [])), params(AuditQuery),

@@ -1,0 +1,214 @@
+//! The personas flows act as, on SQLite and PostgreSQL: revoking one stops the digest, a
+//! flow or a sync that runs as it — the run fails saying how to re-create the persona, the
+//! failure is in the run history, every refused call is audited as denied under the
+//! persona, and nothing runs as the operator instead. The daily summary carries the audit
+//! chain head.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use memberspot_agent::config::ModelsConfig;
+use memberspot_flows::config::Target;
+use memberspot_flows::{Flows, FlowsConfig};
+use memberspot_hub::admin::PersonaSpec;
+use memberspot_hub::store::{AuditFilter, AuditRecord};
+use memberspot_hub::{Hub, HubError};
+use serde_json::json;
+
+async fn newest_audit(hub: &Hub) -> AuditRecord {
+    hub.audit(&AuditFilter {
+        limit: Some(1),
+        newest_first: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .remove(0)
+}
+
+fn assert_denied_as(r: &AuditRecord, persona: &str, tool: &str) {
+    assert_eq!(r.persona.as_deref(), Some(persona), "{r:?}");
+    assert_eq!(r.tool, tool, "{r:?}");
+    assert_eq!(r.outcome, "denied", "{r:?}");
+    assert_eq!(r.surface, "flow", "{r:?}");
+}
+
+async fn revoked_personas_stop_what_runs_as_them(url: &str) {
+    let sandbox = common::sandbox().await;
+    let hub = common::hub(url, &sandbox).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("seats.csv"),
+        "email,offer\nanna@firma.de,offer_that_is_checked_first\n",
+    )
+    .unwrap();
+    let toml = r#"
+[[flows]]
+name = "offer-check"
+persona = "checker"
+trigger.manual = true
+
+[[flows.steps]]
+name = "offers"
+tool = "list_offers"
+
+[[syncs]]
+name = "seats"
+persona = "seat-sync"
+connection = "sandbox"
+source.csv = "seats.csv"
+
+[syncs.map]
+email = "{{ row.email }}"
+offer = "{{ row.offer }}"
+"#;
+    let cfg = FlowsConfig::parse(toml, "flows.toml", Some(dir.path())).unwrap();
+    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
+    flows.ensure_personas().await.unwrap();
+
+    // ---- the digest: its own persona, created when missing; the chain head in every form
+    let run = flows
+        .run_digest(None, &[Target::Stdout], false, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let names_call = newest_audit(&hub).await;
+    assert_eq!(names_call.persona.as_deref(), Some("digest"));
+    assert_eq!(names_call.outcome, "ok");
+    let head = hub.store().audit_head().await.unwrap();
+    assert_eq!(run.digest.audit_head, head);
+    assert_eq!(
+        head.seq, names_call.seq,
+        "the head includes the digest's own call"
+    );
+    let line = format!("Audit chain head: #{} {}", head.seq, head.hash);
+    assert!(
+        run.digest.to_text().contains(&line),
+        "{}",
+        run.digest.to_text()
+    );
+    assert!(run.digest.to_html().contains(&line));
+    assert!(run.digest.to_slack_blocks().to_string().contains(&line));
+    // What the owner keeps parses back as an anchor the chain verifies against.
+    let kept: memberspot_hub::store::ChainHead = line
+        .trim_start_matches("Audit chain head: ")
+        .parse()
+        .unwrap();
+    assert!(hub.store().verify_audit_anchor(&kept).await.unwrap().ok);
+
+    hub.revoke_persona("digest").await.unwrap();
+    let err = flows
+        .run_digest(None, &[Target::Stdout], false, None)
+        .await
+        .expect_err("a revoked digest persona stops the digest");
+    let expected = "persona `digest` is revoked; re-create it with `memberspot --connection \
+                    sandbox personas create digest --scopes read --replace-revoked`";
+    assert!(
+        matches!(&err, HubError::Denied(m) if m == expected),
+        "{err}"
+    );
+    let failed = hub.store().list_runs(Some("digest"), 1).await.unwrap();
+    assert_eq!(failed[0].status, "failed");
+    assert_eq!(failed[0].error.as_deref(), Some(expected));
+    let steps = hub.store().run_steps(&failed[0].id).await.unwrap();
+    assert!(
+        steps.iter().any(|s| s.error.as_deref() == Some(expected)),
+        "{steps:?}"
+    );
+    assert_denied_as(&newest_audit(&hub).await, "digest", "list_offers");
+    // Dry runs too.
+    assert!(
+        flows
+            .run_digest(None, &[Target::Stdout], true, None)
+            .await
+            .is_err()
+    );
+    // Re-created as the message says, it works again.
+    hub.recreate_persona(PersonaSpec {
+        name: "digest".into(),
+        connection: Some("sandbox".into()),
+        scopes: vec!["read".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(
+        flows
+            .run_digest(None, &[Target::Stdout], false, None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // ---- a flow's tool step
+    let report = flows
+        .run_flow("offer-check", "manual", json!({}), None, false)
+        .await
+        .unwrap();
+    assert_eq!(report.status, "ok", "{report:?}");
+    hub.revoke_persona("checker").await.unwrap();
+    let report = flows
+        .run_flow("offer-check", "manual", json!({}), None, false)
+        .await
+        .unwrap();
+    assert_eq!(report.status, "failed");
+    let expected = "persona `checker` is revoked; re-create it with `memberspot --connection \
+                    sandbox personas create checker --scopes read --replace-revoked`";
+    assert_eq!(
+        report.error.as_deref(),
+        Some(format!("step `offers`: {expected}").as_str())
+    );
+    let run = hub.store().get_run(&report.run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, "failed");
+    assert!(run.error.as_deref().is_some_and(|e| e.contains(expected)));
+    assert_denied_as(&newest_audit(&hub).await, "checker", "list_offers");
+
+    // ---- a sync
+    hub.revoke_persona("seat-sync").await.unwrap();
+    let err = flows
+        .run_sync("seats", false, &|_, _| {})
+        .await
+        .expect_err("a revoked sync persona stops the sync");
+    assert_eq!(
+        err,
+        "persona `seat-sync` is revoked; re-create it with `memberspot --connection sandbox \
+         personas create seat-sync --scopes grant_user_offer_by_email,list_offers,list_users,\
+         set_custom_user_properties,set_offer_expiration,set_user_offer_state \
+         --replace-revoked`"
+    );
+    assert_denied_as(&newest_audit(&hub).await, "seat-sync", "list_offers");
+
+    // Nothing ran as the operator, at any point.
+    let all = hub
+        .audit(&AuditFilter {
+            limit: Some(10_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        all.iter().all(|r| r.persona.is_some()),
+        "a call ran without a persona: {:?}",
+        all.iter().find(|r| r.persona.is_none())
+    );
+    hub.store().close().await;
+    let _ = sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_personas_stop_what_runs_as_them_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    revoked_personas_stop_what_runs_as_them(&format!(
+        "sqlite://{}",
+        dir.path().join("hub.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_personas_stop_what_runs_as_them_postgres() {
+    let (url, name) = common::fresh_pg().await;
+    revoked_personas_stop_what_runs_as_them(&url).await;
+    common::drop_pg(&name).await;
+}
