@@ -27,7 +27,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use memberspot_hub::store::{AuditRecord, NewAuditRecord, Persona};
+use memberspot_hub::store::{AuditRecord, Persona};
 use memberspot_hub::{CallContext, Hub, HubError, Principal, Surface};
 use memberspot_tools::{ToolClass, ToolDescriptor};
 use serde::{Deserialize, Serialize};
@@ -765,30 +765,24 @@ impl ChatSession {
         status: CallStatus,
         reason: String,
     ) -> Result<CallFlow, ChatError> {
-        let persona = self.hub.persona(&self.persona).await.ok();
-        let record = NewAuditRecord {
-            at: chrono::Utc::now().timestamp_millis(),
-            request_id: turn.request_id.clone(),
-            surface: self.surface.as_str().to_string(),
-            connection: persona.as_ref().map(|p| p.connection.clone()),
-            persona: Some(self.persona.clone()),
-            end_user: self.end_user.clone(),
-            prompt: Some(turn.prompt.clone()),
-            tool: call.name.clone(),
-            arguments: call.arguments.clone(),
-            outcome: "denied".into(),
-            response: None,
-            error: Some(reason.clone()),
-            upstream_status: None,
-            latency_ms: 0,
-        };
-        let audit = match self.hub.store().append_audit(&record).await {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::error!(tool = %call.name, error = %e, "could not write the audit record");
-                None
-            }
-        };
+        let connection = self
+            .hub
+            .find_persona(&self.persona)
+            .await
+            .ok()
+            .map(|p| p.connection);
+        let ctx = self.context(turn);
+        let audit = self
+            .hub
+            .record_refused_call(
+                &self.persona,
+                connection,
+                &ctx,
+                &call.name,
+                &call.arguments,
+                &reason,
+            )
+            .await;
         let content = json!({ "error": reason });
         self.settle(turn, call, status, None, Some(reason), content, audit);
         Ok(CallFlow::Settled)

@@ -473,6 +473,33 @@ confirm = ["write"]
     }
 
     #[test]
+    fn a_key_never_goes_over_plain_http_to_another_machine() {
+        let text = |url: &str, key: bool| {
+            format!(
+                "[models.m]\nprovider = \"openai\"\nmodel = \"x\"\nbase_url = \"{url}\"\n{}",
+                if key {
+                    "api_key_env = \"MEMBERSPOT_AGENT_TEST_KEY_X\"\n"
+                } else {
+                    ""
+                }
+            )
+        };
+        let err = ModelsConfig::parse(&text("http://llm.example.com/v1", true), "m.toml")
+            .expect_err("plain http to another host with a key");
+        assert!(err.to_string().contains("m.toml:4:"), "{err}");
+        assert!(err.to_string().contains("unencrypted"), "{err}");
+        for ok in [
+            text("http://localhost:11434/v1", true),
+            text("http://127.0.0.1:8080/v1", true),
+            text("https://llm.example.com/v1", true),
+            // No key, no headers: a model server in the LAN without authentication.
+            text("http://10.0.0.5:11434/v1", false),
+        ] {
+            ModelsConfig::parse(&ok, "m.toml").unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    #[test]
     fn unknown_keys_and_syntax_errors_point_at_the_line() {
         let err = ModelsConfig::parse("[models.a]\nprovider = \"openai\"\nmodle = \"x\"\n", "f")
             .expect_err("typo");

@@ -313,6 +313,21 @@ impl ModelToml {
                 "`api_key_env` must name an environment variable".into(),
             ));
         }
+        // A key (or extra headers, which often carry one) never travels unencrypted: plain
+        // http:// only to this machine (a local Ollama, a proxy on loopback).
+        if let (Some(u), Some(span)) = (&base_url, self.base_url.as_ref().map(Spanned::span))
+            && let Ok(parsed) = url::Url::parse(u)
+            && parsed.scheme() == "http"
+            && !memberspot_api::is_loopback(&parsed)
+            && (api_key_env.is_some() || !self.headers.is_empty())
+        {
+            problems.push((
+                span,
+                format!(
+                    "`base_url` `{u}` uses http:// to another machine, which would send the API key unencrypted; use https:// (http:// is accepted for localhost, 127.0.0.0/8 and ::1)"
+                ),
+            ));
+        }
         let api_key = api_key_env
             .as_deref()
             .filter(|n| !n.is_empty())

@@ -201,8 +201,9 @@ pub fn check_base_url(base: &str) -> Result<(), ApiError> {
     split_base(base).map(|_| ())
 }
 
-/// `localhost`, 127.0.0.0/8 or ::1: the only hosts plain `http://` may reach.
-fn is_loopback(url: &Url) -> bool {
+/// `localhost`, 127.0.0.0/8 or ::1: the only hosts plain `http://` may reach with a
+/// credential.
+pub fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

@@ -26,7 +26,9 @@ pub mod retry;
 mod secret;
 
 pub use actions::{Action, Base, Idempotency};
-pub use client::{Client, ClientBuilder, ClientStats, DEFAULT_BASE_URL, check_base_url};
+pub use client::{
+    Client, ClientBuilder, ClientStats, DEFAULT_BASE_URL, check_base_url, is_loopback,
+};
 pub use error::ApiError;
 pub use memberspot_wire as wire;
 pub use paginate::{Paged, paged_stream, progress_stream, users_stream};

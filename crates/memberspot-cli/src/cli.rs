@@ -509,9 +509,10 @@ pub struct AuditFilterArgs {
     /// RFC 3339 time, a date, or a duration like 2h or 7d
     #[arg(long, value_parser = audit_since)]
     pub since: Option<String>,
-    /// At most this many records: `search` shows the newest matches (oldest first)
-    #[arg(long, default_value_t = 100)]
-    pub limit: u32,
+    /// At most this many records: `search` shows the newest matches, oldest first
+    /// [default: 100]; `export` writes the oldest matches [default: every one]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

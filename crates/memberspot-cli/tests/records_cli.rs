@@ -4,6 +4,8 @@
 //! connection changes that re-seal keys, master-key rotation, and re-creating a revoked
 //! persona.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
@@ -491,4 +493,74 @@ async fn a_revoked_persona_can_be_created_again() {
             .as_str()
             .is_some_and(|t| t.starts_with("msh_"))
     );
+}
+
+/// `audit export` writes every matching record, page by page, past the store's 10,000
+/// records per query; `--limit` stops it where asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_export_writes_every_record() {
+    use memberspot_hub::store::{NewAuditRecord, Store};
+    const N: usize = 10_050;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = run(d, &["audit", "anchor"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = Store::open(&format!("sqlite://{}", d.join("hub.db").display()))
+        .await
+        .unwrap();
+    let records: Vec<NewAuditRecord> = (0..N)
+        .map(|i| NewAuditRecord {
+            at: 1_700_000_000_000 + i as i64,
+            request_id: format!("req-{i}"),
+            surface: "rest".into(),
+            connection: Some("sandbox".into()),
+            persona: Some("bot".into()),
+            end_user: None,
+            prompt: Some(format!("=call {i}")),
+            tool: "list_offers".into(),
+            arguments: json!({}),
+            outcome: "ok".into(),
+            response: None,
+            error: None,
+            upstream_status: Some(200),
+            latency_ms: 1,
+        })
+        .collect();
+    for chunk in records.chunks(500) {
+        store.append_audit_batch(chunk).await.unwrap();
+    }
+    store.close().await;
+
+    let out = run(d, &["audit", "export"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), N);
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["request_id"], format!("req-{}", N - 1));
+
+    let out = run(d, &["audit", "export", "--format", "csv"]).await;
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        N + 1,
+        "one header, one row per record"
+    );
+    assert_eq!(text.matches("seq,id,at").count(), 1);
+    assert!(text.lines().nth(1).unwrap().contains("'=call 0"));
+
+    let out = run(d, &["audit", "export", "--limit", "10020"]).await;
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().lines().count(),
+        10_020
+    );
+    let out = run(d, &["audit", "export", "--limit", "0"]).await;
+    assert_eq!(out.status.code(), Some(2), "a limit of 0 is a usage error");
 }

@@ -515,8 +515,10 @@ async fn decide_and_act(
     if steps.iter().all(|(_, _, _, s)| s == "ok" || s == "skipped") {
         return Handled::Done(note);
     }
-    let who = match events.hub().persona(&source.persona).await {
-        Ok(p) => Principal::Persona(p),
+    // Revoked or not: the hub refuses a revoked persona's call and records the attempt as
+    // denied; the event then goes dead, saying how to create the persona again.
+    let persona = match events.hub().find_persona(&source.persona).await {
+        Ok(p) => p,
         Err(err) => {
             return Handled::Failed {
                 error: format!("persona `{}`: {err}", source.persona),
@@ -524,6 +526,11 @@ async fn decide_and_act(
             };
         }
     };
+    let revoked = persona
+        .revoked_at
+        .is_some()
+        .then(|| memberspot_hub::admin::revoked_message(&persona));
+    let who = Principal::Persona(persona);
     let prompt = format!(
         "{} {} event {} (rule {})",
         e.source, e.kind, e.id, rule.index
@@ -531,7 +538,13 @@ async fn decide_and_act(
     for (step, tool, args, state) in &steps {
         if let Err(h) = run_step(events, &who, e, attempt, *step, tool, args, state, &prompt).await
         {
-            return h;
+            return match (h, &revoked) {
+                (Handled::Failed { .. }, Some(message)) => Handled::Failed {
+                    error: message.clone(),
+                    retryable: false,
+                },
+                (h, _) => h,
+            };
         }
     }
     Handled::Done(note)
@@ -817,7 +830,8 @@ async fn suspend(
     let (Some(email), Some(offer)) = (&current.email, &current.offer_id) else {
         return Ok(false);
     };
-    let who = Principal::Persona(events.hub().persona(&source.persona).await?);
+    // Revoked or not: a revoked persona's call is refused and recorded by the hub.
+    let who = Principal::Persona(events.hub().find_persona(&source.persona).await?);
     let action = access::suspend_after_grace(email, &current.order_id, offer);
     let mut ctx = CallContext::new(Surface::Events);
     ctx.prompt = Some(format!(

@@ -571,3 +571,48 @@ async fn grace_period_then_suspension_then_payment() {
     served.stop().await;
     w.close().await;
 }
+
+/// A revoked source persona stops what the source does: the purchase is refused by the
+/// gateway (audited as denied under the persona), nothing reaches the school, and the event
+/// goes dead saying how to create the persona again. Nothing falls back to the operator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_source_persona_stops_its_events() {
+    let w = common::world(Backend::Sqlite, 3).await;
+    let offer = offers(&w).await[0].clone();
+    let rules = format!(
+        "[sources.ds24]\nprovider = \"digistore24\"\nsecret = \"{DS24_PASS}\"\nconnection = \"school\"\n\
+         [[rules]]\nsource = \"ds24\"\nproduct = \"p1\"\noffer = \"{offer}\"\n"
+    );
+    let served = common::serve(&w.hub, &rules, None, true).await;
+    assert!(w.hub.revoke_persona("hook-ds24").await.unwrap());
+    let form = [(
+        "content-type",
+        "application/x-www-form-urlencoded".to_owned(),
+    )];
+    let buy = ds24("on_payment", "RV-1", "p1", "T-RV", "rv@example.com");
+    assert_eq!(post(&served.base, "/hooks/ds24", &buy, &form).await.0, 200);
+    served.drain(20).await;
+    let e = served.events.list(&EventFilter::default()).await.unwrap();
+    assert_eq!(e[0].status, EventStatus::Dead, "{e:?}");
+    let error = e[0].last_error.as_deref().unwrap();
+    assert!(
+        error.contains("persona `hook-ds24` is revoked") && error.contains("--replace-revoked"),
+        "{error}"
+    );
+    assert_eq!(succeeded(&w, GRANT).await, 0, "nothing reached the school");
+    let records = w
+        .hub
+        .store()
+        .query_audit(&AuditFilter {
+            persona: Some("hook-ds24".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        !records.is_empty() && records.iter().all(|r| r.outcome == "denied"),
+        "{records:?}"
+    );
+    served.stop().await;
+    w.close().await;
+}

@@ -7,7 +7,6 @@
 //! persona's name; the run then fails with an error that names the persona and the command
 //! that creates it again.
 
-use memberspot_hub::store::Persona;
 use memberspot_hub::{CallContext, Hub, HubError, Principal};
 use serde_json::Value;
 
@@ -56,29 +55,4 @@ pub async fn call_as(
     }
 }
 
-/// `persona `NAME` is revoked; re-create it with `…``: the command gives it back its
-/// connection, scopes, offers and limit as they were.
-pub fn revoked_message(p: &Persona) -> String {
-    format!(
-        "persona `{}` is revoked; re-create it with `{}`",
-        p.name,
-        recreate_command(p)
-    )
-}
-
-fn recreate_command(p: &Persona) -> String {
-    let mut cmd = format!(
-        "memberspot --connection {} personas create {} --scopes {}",
-        p.connection,
-        p.name,
-        p.scopes.join(",")
-    );
-    if let Some(offers) = &p.offer_ids {
-        cmd.push_str(&format!(" --offers {}", offers.join(",")));
-    }
-    if let Some(n) = p.calls_per_minute {
-        cmd.push_str(&format!(" --per-minute {n}"));
-    }
-    cmd.push_str(" --replace-revoked");
-    cmd
-}
+pub use memberspot_hub::admin::revoked_message;

@@ -61,8 +61,11 @@ pub struct DigestRun {
 
 impl Flows {
     pub fn new(hub: Hub, config: FlowsConfig, models: ModelsConfig) -> Result<Flows, HubError> {
+        // Flow http steps and Slack carry credentials in headers: a redirect to another
+        // origin is not followed (reqwest would drop Authorization, not X-Api-Key).
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .redirect(crate::sync::same_origin_redirects())
             .build()
             .map_err(|e| HubError::Unavailable(format!("HTTP client: {e}")))?;
         let fetch = reqwest::Client::builder()

@@ -510,3 +510,59 @@ http = {{ method = "POST", url = "{mailer}/send", json = {{ to = "{email}", link
     );
     let _ = sandbox.shutdown().await;
 }
+
+/// A flow's http step carries credentials in its headers: when the server answers with a
+/// redirect to another origin, the hub does not follow it, so the credential never reaches
+/// that origin (reqwest would drop `Authorization` there, but not `X-Api-Key`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_step_never_follows_a_redirect_to_another_origin() {
+    let sandbox = common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = common::hub(
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+        &sandbox,
+    )
+    .await;
+    let (elsewhere, elsewhere_seen) = stand_in("/steal", |_| (200, json!({"ok": true}))).await;
+    let target = format!("{elsewhere}/steal");
+    let app = axum::Router::new().route(
+        "/api/contacts",
+        post(move || {
+            let target = target.clone();
+            async move { axum::response::Redirect::temporary(&target) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let crm = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let toml = format!(
+        r#"
+[[flows]]
+name = "push"
+trigger.manual = true
+
+[[flows.steps]]
+name = "post"
+http = {{ method = "POST", url = "{crm}/api/contacts", headers = {{ X-Api-Key = "crm-secret" }}, json = {{ a = 1 }} }}
+"#
+    );
+    let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
+    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
+    flows.ensure_personas().await.unwrap();
+    let report = flows
+        .run_flow("push", "manual", json!({}), None, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.status, "failed",
+        "a redirect is not success: {report:?}"
+    );
+    assert!(
+        elsewhere_seen.lock().unwrap().is_empty(),
+        "the other origin received nothing"
+    );
+    hub.store().close().await;
+    let _ = sandbox.shutdown().await;
+}

@@ -414,7 +414,7 @@ fn check_base_url(base_url: &str) -> Result<(), HubError> {
         .map_err(|e| HubError::Invalid(e.to_string()))
 }
 
-pub use crate::audit_export::{audit_csv, audit_jsonl};
+pub use crate::audit_export::{audit_csv, audit_csv_rows, audit_jsonl};
 
 /// Meta key of the admin token's hash.
 const ADMIN_TOKEN_META: &str = "admin_token_hash";
@@ -453,4 +453,32 @@ impl Hub {
             None => false,
         })
     }
+}
+
+/// `persona `NAME` is revoked; re-create it with `…``: for the subsystems that act as a
+/// persona of their own (events, flows), whose runs stop when it is revoked. The command
+/// gives it back its connection, scopes, offers and limit as they were.
+pub fn revoked_message(p: &Persona) -> String {
+    format!(
+        "persona `{}` is revoked; re-create it with `{}`",
+        p.name,
+        recreate_command(p)
+    )
+}
+
+fn recreate_command(p: &Persona) -> String {
+    let mut cmd = format!(
+        "memberspot --connection {} personas create {} --scopes {}",
+        p.connection,
+        p.name,
+        p.scopes.join(",")
+    );
+    if let Some(offers) = &p.offer_ids {
+        cmd.push_str(&format!(" --offers {}", offers.join(",")));
+    }
+    if let Some(n) = p.calls_per_minute {
+        cmd.push_str(&format!(" --per-minute {n}"));
+    }
+    cmd.push_str(" --replace-revoked");
+    cmd
 }

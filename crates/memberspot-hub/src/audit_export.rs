@@ -40,11 +40,19 @@ const CSV_HEADER: [&str; 18] = [
 /// values empty), rows ending in `\n`, quoted as RFC 4180 says (a cell with a line break
 /// stays one quoted cell), and neutralised against formula injection.
 pub fn audit_csv(records: &[AuditRecord]) -> Result<String, HubError> {
+    audit_csv_rows(records, true)
+}
+
+/// As [`audit_csv`], the header only when `header` is set (the first page of an export
+/// written page by page).
+pub fn audit_csv_rows(records: &[AuditRecord], header: bool) -> Result<String, HubError> {
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(Vec::new());
     let failed = |e: csv::Error| HubError::Unavailable(format!("writing the CSV export: {e}"));
-    w.write_record(CSV_HEADER).map_err(failed)?;
+    if header {
+        w.write_record(CSV_HEADER).map_err(failed)?;
+    }
     for r in records {
         let at = chrono::DateTime::from_timestamp_millis(r.at)
             .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))

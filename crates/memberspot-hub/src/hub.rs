@@ -555,6 +555,43 @@ impl Hub {
         })
     }
 
+    /// Records a call a surface refused before it reached the gateway (persona chat: a
+    /// declined confirmation, a disabled destructive tool) as `denied` under `persona`,
+    /// with the same caps on caller text as every other record.
+    pub async fn record_refused_call(
+        &self,
+        persona: &str,
+        connection: Option<String>,
+        ctx: &CallContext,
+        tool: &str,
+        args: &Value,
+        reason: &str,
+    ) -> Option<AuditRecord> {
+        let mut record = Some(NewAuditRecord {
+            at: chrono::Utc::now().timestamp_millis(),
+            request_id: ctx.request_id.clone(),
+            surface: ctx.surface.as_str().to_string(),
+            connection,
+            persona: Some(persona.to_string()),
+            end_user: ctx.end_user.as_deref().map(cap_text),
+            prompt: ctx.prompt.as_deref().map(cap_text),
+            tool: tool.to_string(),
+            arguments: cap_to(args, AUDIT_REFUSED_ARGUMENTS_CAP),
+            outcome: "denied".into(),
+            response: None,
+            error: Some(cap_text(reason)),
+            upstream_status: None,
+            latency_ms: 0,
+        });
+        match self.inner.audit.append(&mut record).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(tool, error = %e, "could not write the audit record");
+                None
+            }
+        }
+    }
+
     /// The client of a connection, rebuilt when the connection changed.
     pub async fn client_for(&self, name: &str) -> Result<Client, HubError> {
         self.client_at(name, Freshness::Check).await

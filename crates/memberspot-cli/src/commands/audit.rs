@@ -2,7 +2,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
-use memberspot_hub::admin::{audit_csv, audit_jsonl};
+use memberspot_hub::admin::{audit_csv_rows, audit_jsonl};
 use memberspot_hub::store::{AuditFilter, AuditRecord};
 
 use crate::cli::{AuditCommand, AuditFilterArgs, ExportFormat, Global};
@@ -45,7 +45,7 @@ fn filter(a: &AuditFilterArgs) -> anyhow::Result<AuditFilter> {
         since_ms: a.since.as_deref().map(parse_since).transpose()?,
         until_ms: None,
         after_seq: None,
-        limit: Some(a.limit),
+        limit: Some(a.limit.unwrap_or(100)),
         newest_first: false,
     })
 }
@@ -128,14 +128,30 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
                 Ok(ExitCode::SUCCESS)
             }
             AuditCommand::Export { filter: args, format } => {
+                // Page by page (the store returns at most 10,000 records per query), so an
+                // export of millions of records neither stops early nor holds them all.
+                const PAGE: u32 = 10_000;
                 let mut f = filter(&args)?;
-                f.limit = Some(args.limit.max(10_000));
-                let records = hub.audit(&f).await?;
-                let text = match format {
-                    ExportFormat::Jsonl => audit_jsonl(&records)?,
-                    ExportFormat::Csv => audit_csv(&records)?,
-                };
-                print!("{text}");
+                let mut left = args.limit.map_or(u64::MAX, u64::from);
+                let mut first = true;
+                let mut out = std::io::stdout().lock();
+                while left > 0 {
+                    f.limit = Some(PAGE.min(u32::try_from(left).unwrap_or(PAGE)));
+                    let records = hub.audit(&f).await?;
+                    let text = match format {
+                        ExportFormat::Jsonl => audit_jsonl(&records)?,
+                        ExportFormat::Csv => audit_csv_rows(&records, first)?,
+                    };
+                    std::io::Write::write_all(&mut out, text.as_bytes())?;
+                    first = false;
+                    left = left.saturating_sub(records.len() as u64);
+                    match records.last() {
+                        Some(last) if records.len() as u32 == f.limit.unwrap_or(PAGE) => {
+                            f.after_seq = Some(last.seq);
+                        }
+                        _ => break,
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             }
             AuditCommand::Verify { anchor } => {

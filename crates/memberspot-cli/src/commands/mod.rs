@@ -46,9 +46,10 @@ impl Ctx {
         cx.prompt = self.reason.clone();
         cx.end_user = std::env::var("USER").ok();
         let s = &self.session;
-        // A persona is re-read on every call, so a revocation applies mid-run.
+        // A persona is re-read on every call, so a revocation applies mid-run; a revoked
+        // one's call is refused by the hub, which records the attempt.
         let principal = match &s.principal {
-            Principal::Persona(p) => Principal::Persona(s.hub.persona(&p.name).await?),
+            Principal::Persona(p) => Principal::Persona(s.hub.find_persona(&p.name).await?),
             operator => operator.clone(),
         };
         match s
