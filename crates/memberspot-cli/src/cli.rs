@@ -193,7 +193,7 @@ pub struct ServeArgs {
 
 /// A browser origin for `--allowed-origin`.
 fn origin(s: &str) -> Result<String, String> {
-    memberspot_hub::mcp_guard::check_origin(s)
+    memberspot_server::mcp_guard::check_origin(s)
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -50,7 +50,7 @@ pub async fn run(cmd: ConnectionsCommand, global: &Global) -> anyhow::Result<Exi
                 }
             }
             ConnectionsCommand::List => {
-                let cs: Vec<ConnectionView> = hub.store().list_connections().await?.iter().map(ConnectionView::from).collect();
+                let cs: Vec<ConnectionView> = hub.list_connections().await?.iter().map(ConnectionView::from).collect();
                 if global.json {
                     print_json(&cs)?;
                 } else {
@@ -85,9 +85,7 @@ pub async fn run(cmd: ConnectionsCommand, global: &Global) -> anyhow::Result<Exi
             }
             ConnectionsCommand::Remove { name, yes } => {
                 confirm(&format!("Remove connection `{name}`?"), yes)?;
-                if !hub.store().delete_connection(&name).await? {
-                    bail!("no connection named `{name}`");
-                }
+                hub.remove_connection(&name).await?;
                 println!("connection `{name}` removed");
             }
         }

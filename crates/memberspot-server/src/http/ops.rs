@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::Hub;
+use memberspot_hub::Hub;
 
 pub fn routes() -> OpenApiRouter<Hub> {
     OpenApiRouter::new()
@@ -25,7 +25,7 @@ async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "ready"), (status = 503, description = "the store does not answer")))]
 async fn readyz(State(hub): State<Hub>) -> impl IntoResponse {
-    match hub.store().get_meta("master_key_check").await {
+    match hub.check_ready().await {
         Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use memberspot_api::ApiKey;
 use memberspot_hub::admin::PersonaSpec;
-use memberspot_hub::mcp_guard::SessionLimits;
 use memberspot_hub::secrets::MasterKey;
-use memberspot_hub::server::ServerSettings;
 use memberspot_hub::store::Store;
 use memberspot_hub::{EmbeddedSandbox, Hub};
 use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
+use memberspot_server::mcp_guard::SessionLimits;
+use memberspot_server::{App, Plugin, ServerSettings};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -58,6 +58,22 @@ async fn database(backend: Backend, dir: &std::path::Path) -> (String, Option<St
     }
 }
 
+/// A route that reads its body like the webhook receivers do.
+struct Hooks;
+
+impl Plugin for Hooks {
+    fn name(&self) -> &str {
+        "hooks"
+    }
+
+    fn raw_routes(&self) -> Option<axum::Router> {
+        Some(axum::Router::new().route(
+            "/hooks/{source}",
+            axum::routing::post(|body: axum::body::Bytes| async move { format!("{}", body.len()) }),
+        ))
+    }
+}
+
 async fn world(backend: Backend, settings: ServerSettings) -> World {
     let sandbox = Sandbox::start_local(SandboxConfig {
         api_key: "sk_net_school_key".into(),
@@ -84,29 +100,12 @@ async fn world(backend: Backend, settings: ServerSettings) -> World {
         .await
         .expect("hub");
     let cancel = CancellationToken::new();
-    // A route that reads its body like the webhook receivers do.
-    let hooks = axum::Router::new().route(
-        "/hooks/{source}",
-        axum::routing::post(|body: axum::body::Bytes| async move { format!("{}", body.len()) }),
-    );
-    let app = memberspot_hub::server::app_configured(
-        hub.clone(),
-        &settings,
-        cancel.clone(),
-        Vec::new(),
-        Some(hooks),
-    );
+    let app = App::build(hub.clone(), settings, vec![Box::new(Hooks)]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        let _ = memberspot_hub::server::serve(listener, app, &settings, async move {
-            stop.cancelled_owned().await
-        })
-        .await;
-    });
+    tokio::spawn(app.serve(listener, cancel.clone()));
     World {
         sandbox,
         hub,

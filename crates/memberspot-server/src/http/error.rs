@@ -4,7 +4,7 @@ use axum::response::{IntoResponse, Response};
 use memberspot_tools::ToolError;
 use serde_json::{Value, json};
 
-use crate::HubError;
+use memberspot_hub::HubError;
 
 /// The one error shape of the REST API: `{"error": {code, message, field?}}`.
 #[derive(Debug)]

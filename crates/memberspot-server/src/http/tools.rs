@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use super::auth::{Caller, PersonaAuth};
 use super::{HttpError, body::ApiJson};
-use crate::{CallContext, Hub, Principal, Surface};
+use memberspot_hub::{CallContext, Hub, Principal, Surface};
 
 pub fn routes() -> OpenApiRouter<Hub> {
     OpenApiRouter::new()

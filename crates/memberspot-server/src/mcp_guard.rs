@@ -31,7 +31,7 @@ use rmcp::transport::streamable_http_server::session::{
 };
 use serde_json::{Value, json};
 
-use crate::Hub;
+use memberspot_hub::Hub;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -507,7 +507,7 @@ async fn post(
             SERVER_BUSY,
             &e.to_string(),
         );
-        if let crate::HubError::Limited {
+        if let memberspot_hub::HubError::Limited {
             retry_after_secs, ..
         } = e
         {
