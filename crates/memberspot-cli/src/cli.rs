@@ -537,21 +537,24 @@ pub enum ToolsCommand {
         Examples:\n  memberspot tools call list_users --arg page_length=5\n  \
         memberspot tools call delete_users --json '{\"emails\":[\"a@example.com\"]}' --yes"
     )]
-    Call {
-        name: String,
-        /// Arguments as a JSON object (may also be written `--json OBJECT`)
-        #[arg(long = "input", value_name = "OBJECT")]
-        json_args: Option<String>,
-        /// Read arguments from a JSON file ("-" for stdin)
-        #[arg(long, value_name = "FILE")]
-        args_file: Option<PathBuf>,
-        /// One argument as key=value (repeatable)
-        #[arg(long = "arg", value_name = "KEY=VALUE")]
-        args: Vec<String>,
-        /// Do not ask before destructive tools
-        #[arg(long, short)]
-        yes: bool,
-    },
+    Call(CallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    pub name: String,
+    /// Arguments as a JSON object (may also be written `--json OBJECT`)
+    #[arg(long = "input", value_name = "OBJECT")]
+    pub json_args: Option<String>,
+    /// Read arguments from a JSON file ("-" for stdin)
+    #[arg(long, value_name = "FILE")]
+    pub args_file: Option<PathBuf>,
+    /// One argument as key=value (repeatable)
+    #[arg(long = "arg", value_name = "KEY=VALUE")]
+    pub args: Vec<String>,
+    /// Do not ask before destructive tools
+    #[arg(long, short)]
+    pub yes: bool,
 }
 
 /// `tools call NAME --json '{..}'` passes arguments, while `--json` alone is
@@ -700,10 +703,10 @@ mod tests {
         .expect("parses");
         assert!(matches!(
             cli.command,
-            Command::Tools(ToolsCommand::Call {
+            Command::Tools(ToolsCommand::Call(CallArgs {
                 json_args: Some(_),
                 ..
-            })
+            }))
         ));
     }
 }
