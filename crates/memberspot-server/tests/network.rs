@@ -18,11 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+mod common;
+use common::{Backend, database, drop_database};
 
 struct World {
     sandbox: Sandbox,
@@ -31,31 +28,6 @@ struct World {
     cancel: CancellationToken,
     _dir: tempfile::TempDir,
     pg: Option<String>,
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("MEMBERSPOT_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-async fn database(backend: Backend, dir: &std::path::Path) -> (String, Option<String>) {
-    use sqlx::Connection;
-    match backend {
-        Backend::Sqlite => (format!("sqlite://{}", dir.join("hub.db").display()), None),
-        Backend::Postgres => {
-            let admin = pg_admin_url();
-            let name = format!("net_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .unwrap_or_else(|e| panic!("PostgreSQL must be running ({admin}): {e}"));
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("create database");
-            let (base, _) = admin.rsplit_once('/').expect("a database URL");
-            (format!("{base}/{name}"), Some(name))
-        }
-    }
 }
 
 /// A route that reads its body like the webhook receivers do.
@@ -135,12 +107,7 @@ impl World {
         self.hub.store().close().await;
         let _ = self.sandbox.shutdown().await;
         if let Some(name) = &self.pg {
-            use sqlx::Connection;
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
+            drop_database(name).await;
         }
     }
 
