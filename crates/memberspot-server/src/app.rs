@@ -79,8 +79,8 @@ impl App {
     }
 
     /// Starts the plug-ins' background tasks and serves on `listener` until `cancel` is
-    /// cancelled; then lets open connections finish (see [`crate::server`]) and waits for
-    /// every background task to stop.
+    /// cancelled, which tells the tasks to stop too; then lets open connections finish
+    /// (up to 30 s) and waits for every task.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -95,7 +95,8 @@ impl App {
         }
         let router = self.router(&cancel);
         let served = crate::server::serve(listener, router, &self.settings, cancel).await;
-        // Also when the server loop ended on its own.
+        // The tasks' token is a child of `cancel`; this also stops them when the loop ended
+        // on its own.
         tasks.cancel();
         join(running).await;
         served

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use memberspot_store::AuditFilter;
+use memberspot_hub::store::AuditFilter;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -75,7 +75,7 @@ fn issued(t: memberspot_hub::admin::IssuedToken) -> IssuedBody {
     }
 }
 
-fn persona_json(p: &memberspot_store::Persona) -> Value {
+fn persona_json(p: &memberspot_hub::store::Persona) -> Value {
     serde_json::to_value(PersonaView::from(p)).unwrap_or_default()
 }
 
@@ -255,7 +255,7 @@ async fn update_connection(
     let c = hub
         .update_connection(
             &name,
-            memberspot_store::ConnectionUpdate {
+            memberspot_hub::store::ConnectionUpdate {
                 name: b.name,
                 base_url: b.base_url,
                 rate_limit: b.rate_limit,
@@ -359,7 +359,7 @@ async fn verify_audit(
     let anchor = q
         .anchor
         .as_deref()
-        .map(str::parse::<memberspot_store::ChainHead>)
+        .map(str::parse::<memberspot_hub::store::ChainHead>)
         .transpose()
         .map_err(|e| HttpError::field(StatusCode::BAD_REQUEST, "invalid_query", "anchor", e))?;
     let v = hub.verify_audit(anchor.as_ref()).await?;

@@ -5,7 +5,7 @@
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use memberspot_store::Persona;
+use memberspot_hub::store::Persona;
 
 use super::HttpError;
 use memberspot_hub::Hub;

@@ -60,8 +60,10 @@ impl From<HubError> for HttpError {
                 A::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_GATEWAY,
             },
-            HubError::Store(memberspot_store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
-            HubError::Store(memberspot_store::StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+            HubError::Store(memberspot_hub::store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            HubError::Store(memberspot_hub::store::StoreError::NotFound(_)) => {
+                StatusCode::NOT_FOUND
+            }
             HubError::Unavailable(_) | HubError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             HubError::WrongMasterKey | HubError::Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
