@@ -46,18 +46,6 @@ async fn sandbox(seed: u64, rate_limit: f64) -> Sandbox {
     .unwrap()
 }
 
-async fn sandbox_state(s: &Sandbox) -> Value {
-    reqwest::Client::new()
-        .get(format!("{}/_sandbox/state", s.root_url()))
-        .header("X-API-KEY", SCHOOL_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn pg_admin_url() -> String {
     std::env::var("MEMBERSPOT_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
@@ -124,7 +112,7 @@ async fn set_up(hub: &Hub, sb: &Sandbox, rps: f64) -> String {
 
 /// Digistore24 purchases of product 1 grant the school's first offer.
 async fn rules(sb: &Sandbox) -> String {
-    let offer = sandbox_state(sb).await["offers"][0]["id"]
+    let offer = common::sandbox_state(sb).await["offers"][0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -180,9 +168,9 @@ async fn start(hub: &Hub, rules: &str, flows: &str) -> Instance {
 
 impl Instance {
     /// Stops the app as a signal would; returns once its connections and tasks are done.
-    async fn stop(self) {
+    async fn stop(&mut self) {
         self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.serving)
+        tokio::time::timeout(Duration::from_secs(30), &mut self.serving)
             .await
             .expect("serve returns after the cancellation")
             .unwrap()
@@ -303,7 +291,7 @@ async fn the_whole_app_serves_every_surface_in_process_and_stops_cleanly() {
     deliver(&app, common::ipn(PASS, "on_payment", 1)).await;
     let events = wait_done(&app, &admin, 1).await;
     assert_eq!(events[0]["kind"], "purchase");
-    let state = sandbox_state(&sb).await;
+    let state = common::sandbox_state(&sb).await;
     assert_eq!(state["counters"]["succeeded"][GRANT].as_u64(), Some(1));
 
     // A flow run over REST, as the flow's persona, through the gateway.
@@ -320,6 +308,7 @@ async fn the_whole_app_serves_every_surface_in_process_and_stops_cleanly() {
     assert_eq!(run["status"], "ok", "{run}");
 
     let base = app.base.clone();
+    let mut app = app;
     app.stop().await;
     assert!(
         reqwest::get(format!("{base}/healthz")).await.is_err(),
@@ -329,20 +318,64 @@ async fn the_whole_app_serves_every_surface_in_process_and_stops_cleanly() {
     let _ = sb.shutdown().await;
 }
 
+/// Two apps on one fresh PostgreSQL database, acting on one school (`seed`, `rps`).
+struct Pair {
+    a1: Instance,
+    a2: Instance,
+    h1: Hub,
+    h2: Hub,
+    sb: Sandbox,
+    admin: String,
+    db: String,
+}
+
+/// A [`Pair`] whose apps run the rules of [`rules`] if `events`, and `flows`.
+async fn pair(seed: u64, rps: f64, events: bool, flows: &str) -> Pair {
+    let (url, db) = fresh_pg("pair").await;
+    let sb = sandbox(seed, rps).await;
+    let (h1, h2) = (hub(&url, &sb).await, hub(&url, &sb).await);
+    let admin = set_up(&h1, &sb, rps).await;
+    let rules = if events {
+        rules(&sb).await
+    } else {
+        String::new()
+    };
+    let a1 = start(&h1, &rules, flows).await;
+    let a2 = start(&h2, &rules, flows).await;
+    Pair {
+        a1,
+        a2,
+        h1,
+        h2,
+        sb,
+        admin,
+        db,
+    }
+}
+
+impl Pair {
+    async fn stop_apps(&mut self) {
+        self.a1.stop().await;
+        self.a2.stop().await;
+    }
+
+    /// After [`Pair::stop_apps`]: closes the hubs, the school and the database.
+    async fn close(self) {
+        self.h1.close().await;
+        self.h2.close().await;
+        let _ = self.sb.shutdown().await;
+        drop_pg(&self.db).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_apps_on_one_postgres_share_the_queue() {
     const N: usize = 200;
-    let (url, name) = fresh_pg("share").await;
-    let sb = sandbox(11, 0.0).await;
-    let (h1, h2) = (hub(&url, &sb).await, hub(&url, &sb).await);
-    let admin = set_up(&h1, &sb, 0.0).await;
-    let rules = rules(&sb).await;
-    let a1 = start(&h1, &rules, "").await;
-    let a2 = start(&h2, &rules, "").await;
+    let mut p = pair(11, 0.0, true, "").await;
+    let (a1, a2, admin) = (&p.a1, &p.a2, p.admin.as_str());
     {
         use futures::StreamExt;
         // Every delivery goes to both apps: both store it, one processes it.
-        let (a1, a2) = (&a1, &a2);
         futures::stream::iter(0..N)
             .for_each_concurrent(8, |i| async move {
                 deliver(a1, common::ipn(PASS, "on_payment", i)).await;
@@ -350,12 +383,12 @@ async fn two_apps_on_one_postgres_share_the_queue() {
             })
             .await;
     }
-    let events = wait_done(&a1, &admin, N).await;
+    let events = wait_done(a1, admin, N).await;
     assert!(
         events.iter().all(|e| e["redeliveries"] == 1),
         "each stored once, seen twice"
     );
-    let state = sandbox_state(&sb).await;
+    let state = common::sandbox_state(&p.sb).await;
     assert_eq!(
         state["counters"]["succeeded"][GRANT].as_u64(),
         Some(N as u64),
@@ -365,7 +398,7 @@ async fn two_apps_on_one_postgres_share_the_queue() {
     let mut workers = std::collections::BTreeSet::new();
     for e in events.iter().take(50) {
         let id = e["id"].as_str().unwrap();
-        let detail = a1.admin_get(&admin, &format!("/v1/events/{id}")).await;
+        let detail = a1.admin_get(admin, &format!("/v1/events/{id}")).await;
         for h in detail["history"].as_array().unwrap() {
             // `WORKER_ID#ATTEMPT`: the instance is the part before `#`.
             let worker = h["worker"].as_str().unwrap();
@@ -375,12 +408,8 @@ async fn two_apps_on_one_postgres_share_the_queue() {
     let expected: std::collections::BTreeSet<String> =
         [a1.worker.clone(), a2.worker.clone()].into();
     assert_eq!(workers, expected, "both apps processed events");
-    a1.stop().await;
-    a2.stop().await;
-    h1.close().await;
-    h2.close().await;
-    let _ = sb.shutdown().await;
-    drop_pg(&name).await;
+    p.stop_apps().await;
+    p.close().await;
 }
 
 /// A school at Memberspot's 4 requests per second: 40 purchases, each followed at once by
@@ -389,21 +418,19 @@ async fn two_apps_on_one_postgres_share_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_apps_never_leave_a_refunded_buyer_with_access() {
     const PAIRS: usize = 40;
-    let (url, name) = fresh_pg("refund").await;
-    let sb = sandbox(12, 4.0).await;
-    let (h1, h2) = (hub(&url, &sb).await, hub(&url, &sb).await);
-    let admin = set_up(&h1, &sb, 4.0).await;
-    let rules = rules(&sb).await;
-    let a1 = start(&h1, &rules, "").await;
-    let a2 = start(&h2, &rules, "").await;
+    let mut p = pair(12, 4.0, true, "").await;
     for i in 0..PAIRS {
-        let (buy, refund) = if i % 2 == 0 { (&a1, &a2) } else { (&a2, &a1) };
+        let (buy, refund) = if i % 2 == 0 {
+            (&p.a1, &p.a2)
+        } else {
+            (&p.a2, &p.a1)
+        };
         deliver(buy, common::ipn(PASS, "on_payment", i)).await;
         deliver(refund, common::ipn(PASS, "on_refund", i)).await;
     }
-    let events = wait_done(&a1, &admin, 2 * PAIRS).await;
+    let events = wait_done(&p.a1, &p.admin, 2 * PAIRS).await;
     assert_eq!(events.len(), 2 * PAIRS);
-    let state = sandbox_state(&sb).await;
+    let state = common::sandbox_state(&p.sb).await;
     let offer = state["offers"][0]["id"].as_str().unwrap();
     let with_access: Vec<String> = state["users"]
         .as_array()
@@ -428,31 +455,22 @@ async fn two_apps_never_leave_a_refunded_buyer_with_access() {
         "refunded buyers with access: {with_access:?}"
     );
     assert_eq!(grants, revokes, "every grant was revoked again");
-    a1.stop().await;
-    a2.stop().await;
-    h1.close().await;
-    h2.close().await;
-    let _ = sb.shutdown().await;
-    drop_pg(&name).await;
+    p.stop_apps().await;
+    p.close().await;
 }
 
 /// Every minute, and a missed fire is caught up on start: both apps start by trying to
 /// send this minute's summary; exactly one does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_apps_on_one_postgres_send_each_scheduled_summary_once() {
-    let (url, name) = fresh_pg("sched").await;
-    let sb = sandbox(13, 0.0).await;
     let (slack, seen) = common::slack_stand_in().await;
-    let (h1, h2) = (hub(&url, &sb).await, hub(&url, &sb).await);
-    let admin = set_up(&h1, &sb, 0.0).await;
     let flows = format!(
         "[digest]\ncron = \"* * * * *\"\nmissed = \"catch_up\"\n\n[delivery.slack]\nwebhook_url = \"{slack}\"\n"
     );
-    let a1 = start(&h1, "", &flows).await;
-    let a2 = start(&h2, "", &flows).await;
+    let mut p = pair(13, 0.0, false, &flows).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let runs = a1.admin_get(&admin, "/v1/flows/runs?flow=digest").await["runs"].clone();
+        let runs = p.a1.admin_get(&p.admin, "/v1/flows/runs?flow=digest").await["runs"].clone();
         let runs = runs.as_array().unwrap();
         if !runs.is_empty() && runs.iter().all(|r| r["status"] != "running") {
             break;
@@ -462,10 +480,9 @@ async fn two_apps_on_one_postgres_send_each_scheduled_summary_once() {
     }
     // Stopping waits for both schedulers, which try the start-up fire before they look at
     // the cancellation: once both returned, both have tried it.
-    a1.stop().await;
-    a2.stop().await;
-    let runs =
-        serde_json::to_value(h1.store().list_runs(Some("digest"), 100).await.unwrap()).unwrap();
+    p.stop_apps().await;
+    let runs = p.h1.store().list_runs(Some("digest"), 100).await.unwrap();
+    let runs = serde_json::to_value(runs).unwrap();
     let runs = runs.as_array().unwrap();
     let keys: std::collections::BTreeSet<&str> =
         runs.iter().filter_map(|r| r["fire_key"].as_str()).collect();
@@ -476,8 +493,5 @@ async fn two_apps_on_one_postgres_send_each_scheduled_summary_once() {
         runs.len(),
         "one Slack message per fire"
     );
-    h1.close().await;
-    h2.close().await;
-    let _ = sb.shutdown().await;
-    drop_pg(&name).await;
+    p.close().await;
 }

@@ -64,18 +64,6 @@ async fn sandbox() -> Sandbox {
     .unwrap()
 }
 
-async fn sandbox_state(s: &Sandbox) -> Value {
-    reqwest::Client::new()
-        .get(format!("{}/_sandbox/state", s.root_url()))
-        .header("X-API-KEY", SCHOOL_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Adds the `school` connection and writes the rules file; returns its path.
 async fn setup(dir: &Path, db: Option<&str>, sb: &Sandbox) -> PathBuf {
     let mut c = cmd(dir, db);
@@ -105,7 +93,7 @@ async fn setup(dir: &Path, db: Option<&str>, sb: &Sandbox) -> PathBuf {
         out.status.success() || stderr.contains("already exists"),
         "connections add: {stderr}"
     );
-    let offer = sandbox_state(sb).await["offers"][0]["id"]
+    let offer = common::sandbox_state(sb).await["offers"][0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -221,7 +209,7 @@ async fn wait_done(dir: &Path, db: Option<&str>, n: usize) -> Vec<Value> {
 }
 
 async fn assert_granted_once(sb: &Sandbox, n: usize) {
-    let state = sandbox_state(sb).await;
+    let state = common::sandbox_state(sb).await;
     assert_eq!(
         state["counters"]["succeeded"][GRANT].as_u64(),
         Some(n as u64),

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use memberspot_sandbox::Sandbox;
 use serde_json::Value;
 
 /// A Digistore24 IPN of `event` for order `ORD-i` (its transaction differs per event),
@@ -54,4 +55,17 @@ pub async fn slack_stand_in() -> (String, Arc<Mutex<Vec<Value>>>) {
         let _ = axum::serve(listener, app).await;
     });
     (format!("http://{addr}/services/T1/B1/secret"), seen)
+}
+
+/// The sandbox school's whole state (members, offers, request counters).
+pub async fn sandbox_state(s: &Sandbox) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}/_sandbox/state", s.root_url()))
+        .header("X-API-KEY", s.api_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
