@@ -15,6 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use memberspot_hub::store::Persona;
+use memberspot_hub::{CallContext, Hub, HubError, Principal, Surface};
 use memberspot_tools::ToolDescriptor;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -29,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::mcp_guard::{AllowedOrigins, BoundedSessions, Gate, SessionBook};
-use memberspot_hub::{CallContext, Hub, HubError, Principal, Surface};
 
 /// Text content longer than this is shortened (the full result is in structuredContent).
 const TEXT_LIMIT: usize = 4000;

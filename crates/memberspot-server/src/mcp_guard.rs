@@ -21,6 +21,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
+use memberspot_hub::Hub;
 use memberspot_hub::store::Persona;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
@@ -30,8 +31,6 @@ use rmcp::transport::streamable_http_server::session::{
     RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
 };
 use serde_json::{Value, json};
-
-use memberspot_hub::Hub;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 

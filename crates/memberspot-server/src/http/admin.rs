@@ -4,6 +4,8 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use memberspot_hub::Hub;
+use memberspot_hub::admin::{ConnectionView, PersonaSpec, PersonaView, audit_csv, audit_jsonl};
 use memberspot_hub::store::AuditFilter;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -15,8 +17,6 @@ use utoipa_axum::routes;
 use super::HttpError;
 use super::auth::AdminAuth;
 use super::body::ApiJson;
-use memberspot_hub::Hub;
-use memberspot_hub::admin::{ConnectionView, PersonaSpec, PersonaView, audit_csv, audit_jsonl};
 
 pub fn routes() -> OpenApiRouter<Hub> {
     OpenApiRouter::new()

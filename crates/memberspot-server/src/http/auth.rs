@@ -5,10 +5,10 @@
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
+use memberspot_hub::Hub;
 use memberspot_hub::store::Persona;
 
 use super::HttpError;
-use memberspot_hub::Hub;
 
 /// The token of an `Authorization: Bearer <token>` header: the one place the server reads
 /// bearer tokens (REST, `/mcp`, the plug-ins' routes).

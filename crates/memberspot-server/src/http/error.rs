@@ -1,10 +1,9 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use memberspot_hub::HubError;
 use memberspot_tools::ToolError;
 use serde_json::{Value, json};
-
-use memberspot_hub::HubError;
 
 /// The one error shape of the REST API: `{"error": {code, message, field?}}`.
 #[derive(Debug)]

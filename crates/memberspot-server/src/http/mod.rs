@@ -13,14 +13,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use memberspot_hub::Hub;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::HttpError;
-
-use memberspot_hub::Hub;
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 256 * 1024;

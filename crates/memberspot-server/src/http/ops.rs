@@ -2,11 +2,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use memberspot_hub::Hub;
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-use memberspot_hub::Hub;
 
 pub fn routes() -> OpenApiRouter<Hub> {
     OpenApiRouter::new()
