@@ -86,6 +86,8 @@ impl App {
         listener: tokio::net::TcpListener,
         cancel: CancellationToken,
     ) -> std::io::Result<()> {
+        // Routes first: merging them fails loudly on a clash, before any task runs.
+        let router = self.router(&cancel);
         let tasks = cancel.child_token();
         let mut running = Vec::new();
         for p in &self.plugins {
@@ -93,7 +95,6 @@ impl App {
                 running.push((p.name().to_owned(), handle));
             }
         }
-        let router = self.router(&cancel);
         let served = crate::server::serve(listener, router, &self.settings, cancel).await;
         // The tasks' token is a child of `cancel`; this also stops them when the loop ended
         // on its own.
