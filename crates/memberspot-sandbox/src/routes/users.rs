@@ -1,7 +1,7 @@
 //! `/v1/users/...`: listing, lookup, grants, state changes, deletion, login tokens.
 
 use axum::response::Response;
-use memberspot_wire::{DeleteUsersResult, Extra, LoginToken, UsersPage};
+use memberspot_wire::{DeleteUsersResult, LoginToken, UsersPage};
 use serde_json::Value;
 
 use super::Ctx;
@@ -143,7 +143,7 @@ pub(super) fn delete_users(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     ctx.ok(&DeleteUsersResult {
         deleted_count: Some(deleted.len() as u64),
         deleted: Some(deleted),
-        extra: Extra::new(),
+        ..DeleteUsersResult::default()
     })
 }
 
@@ -154,5 +154,6 @@ pub(super) fn login_token(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     }
     ctx.ok(&LoginToken {
         token: ctx.state.new_token(),
+        login_url: None,
     })
 }
