@@ -27,7 +27,7 @@ mod secret;
 
 pub use actions::{Action, Base, Idempotency};
 pub use client::{
-    Client, ClientBuilder, ClientStats, DEFAULT_BASE_URL, check_base_url, is_loopback,
+    Client, ClientBuilder, ClientStats, DEFAULT_BASE_URL, RawAnswer, check_base_url, is_loopback,
 };
 pub use error::ApiError;
 pub use memberspot_wire as wire;

@@ -196,6 +196,22 @@ fn origin(s: &str) -> Result<String, String> {
     memberspot_hub::mcp_guard::check_origin(s)
 }
 
+/// The sandbox's answer shapes (`memberspot_sandbox::Shapes`).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ShapesArg {
+    Documented,
+    Alternate,
+}
+
+impl From<ShapesArg> for memberspot_sandbox::Shapes {
+    fn from(s: ShapesArg) -> Self {
+        match s {
+            ShapesArg::Documented => memberspot_sandbox::Shapes::Documented,
+            ShapesArg::Alternate => memberspot_sandbox::Shapes::Alternate,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum LogFormat {
     Human,
@@ -910,6 +926,16 @@ pub struct SandboxServeArgs {
     /// Keep the school in this JSON file across restarts
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
+    /// Answer shapes: documented (the canonical ones) or alternate (every alternative
+    /// public material reports, at once; see docs/api-shapes.md)
+    #[arg(
+        long,
+        value_enum,
+        default_value = "documented",
+        env = "MEMBERSPOT_SANDBOX_SHAPES",
+        ignore_case = true
+    )]
+    pub shapes: ShapesArg,
     /// Added latency per request, in milliseconds
     #[arg(long, default_value_t = 0)]
     pub fault_latency_ms: u64,

@@ -1,15 +1,22 @@
 //! The `memberspot` binary end to end: spawned as a process, pointed at a
-//! sandbox over real HTTP (or at its own embedded sandbox).
+//! sandbox over real HTTP (or at its own embedded sandbox). Both speak the shapes named
+//! in `MEMBERSPOT_SANDBOX_SHAPES` (documented when unset); `scripts/test` runs this suite
+//! in every mode.
 
 use std::path::Path;
 use std::process::Output;
 
-use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
+use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize, Shapes};
 use serde_json::{Value, json};
 
 const KEY: &str = "sk_cli_test_8d1f0c3b9a7e4d2c6b5a";
 
 async fn sandbox(rate_limit: f64, faults: Faults) -> Sandbox {
+    sandbox_with(rate_limit, faults, shapes()).await
+}
+
+/// A sandbox speaking `shapes`, whatever this run's mode.
+async fn sandbox_with(rate_limit: f64, faults: Faults, shapes: Shapes) -> Sandbox {
     Sandbox::start_local(SandboxConfig {
         api_key: KEY.into(),
         seed: 11,
@@ -21,9 +28,16 @@ async fn sandbox(rate_limit: f64, faults: Faults) -> Sandbox {
         rate_limit,
         faults,
         state_file: None,
+        shapes,
     })
     .await
     .expect("sandbox starts")
+}
+
+/// The shape mode this run's sandboxes speak (the spawned binary's embedded school reads
+/// the same variable).
+fn shapes() -> Shapes {
+    Shapes::from_env().expect("a known shape mode")
 }
 
 fn cmd(data_dir: &Path) -> tokio::process::Command {
@@ -492,4 +506,88 @@ async fn the_key_never_appears_in_output() {
     );
     assert!(!text.contains(KEY), "the API key leaked into CLI output");
     sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_link_prints_the_link_when_there_is_one_and_records_only_fingerprints() {
+    for mode in Shapes::ALL {
+        let sb = sandbox_with(0.0, Faults::default(), mode).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let email = state(&sb).await["users"][0]["email"]
+            .as_str()
+            .expect("email")
+            .to_string();
+        let out = run(Some(&sb), dir.path(), &["login-link", &email]).await;
+        assert_ok(&out, "login-link");
+        let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let out = run(Some(&sb), dir.path(), &["login-link", &email, "--json"]).await;
+        assert_ok(&out, "login-link --json");
+        let v = stdout_json(&out);
+        let token = v["token"].as_str().expect("token").to_string();
+        match mode {
+            Shapes::Documented => {
+                assert!(!printed.contains("://"), "{mode}: the token: {printed}");
+                assert!(v.get("login_url").is_none(), "{v}");
+            }
+            Shapes::Alternate => {
+                assert!(
+                    printed.starts_with("https://") && printed.contains("token="),
+                    "{mode}: the link: {printed}"
+                );
+                let link = v["login_url"].as_str().expect("login_url");
+                assert!(link.ends_with(&token), "{v}");
+            }
+        }
+        // The audit record keeps fingerprints of the token and the link, never either.
+        let out = run(None, dir.path(), &["audit", "export"]).await;
+        assert_ok(&out, "audit export");
+        let records = String::from_utf8_lossy(&out.stdout);
+        assert!(records.contains("create_login_token"), "{records}");
+        assert!(records.contains("(redacted, sha256:"), "{records}");
+        assert!(
+            !records.contains(&token),
+            "{mode}: the token is in a record"
+        );
+        assert!(
+            !records.contains(&printed),
+            "{mode}: the printed secret is in a record"
+        );
+        sb.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_serve_speaks_the_shapes_asked_for() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (mode, list_key) in [("documented", "users"), ("alternate", "data")] {
+        let mut child = cmd(dir.path())
+            .args([
+                "sandbox", "serve", "--port", "0", "--json", "--shapes", mode,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut first = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            first.push_str(&line);
+            if serde_json::from_str::<Value>(&first).is_ok() {
+                break;
+            }
+        }
+        let info: Value = serde_json::from_str(&first).expect("the listening line");
+        assert_eq!(info["shapes"], mode);
+        let base = info["base_url"].as_str().expect("base_url");
+        let resp = reqwest::Client::new()
+            .get(format!("{base}/users/list?pageLength=1"))
+            .header("X-API-KEY", info["api_key"].as_str().expect("key"))
+            .send()
+            .await
+            .expect("request");
+        let page: Value = resp.json().await.expect("json");
+        assert!(page.get(list_key).is_some(), "{mode}: {page}");
+        child.kill().await.expect("stopped");
+    }
 }

@@ -57,6 +57,7 @@ async fn sandbox() -> Sandbox {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .unwrap()
@@ -431,6 +432,7 @@ async fn two_hub_processes_never_leave_a_refunded_buyer_with_access() {
         rate_limit: 4.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .unwrap();

@@ -309,6 +309,7 @@ async fn connections_keep_keys_encrypted_and_serve_answers_rest() {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox");

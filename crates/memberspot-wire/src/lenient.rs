@@ -35,8 +35,10 @@ pub(crate) fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error
     match Value::deserialize(d)? {
         Value::String(s) => Ok(s),
         Value::Number(n) => Ok(n.to_string()),
+        // The kind, not the value: an error message must not carry the school's data.
         other => Err(serde::de::Error::custom(format!(
-            "expected a string, got {other}"
+            "expected a string, got {}",
+            crate::shape::kind_of(&other)
         ))),
     }
 }
@@ -101,7 +103,8 @@ impl<'de> Deserialize<'de> for PostRef {
                 .map(|s| PostRef(s.to_string()))
                 .ok_or_else(|| serde::de::Error::custom("post object without id")),
             other => Err(serde::de::Error::custom(format!(
-                "expected a post id, got {other}"
+                "expected a post id, got {}",
+                crate::shape::kind_of(&other)
             ))),
         }
     }
