@@ -19,8 +19,10 @@
 
 pub mod actions;
 mod client;
+pub mod doctor;
 mod error;
 mod paginate;
+mod probe;
 mod ratelimit;
 pub mod retry;
 mod secret;
@@ -32,5 +34,6 @@ pub use client::{
 pub use error::ApiError;
 pub use memberspot_wire as wire;
 pub use paginate::{Paged, paged_stream, progress_stream, users_stream};
+pub use probe::{BaseUrlError, ResolvedBase, resolve_base_url};
 pub use retry::RetryPolicy;
 pub use secret::ApiKey;

@@ -104,6 +104,9 @@ pub enum Command {
     Exams(ExamsCommand),
     /// Check that the API key is accepted
     Check,
+    /// Read each read-only endpoint once and report how the school's answers compare with
+    /// what this version reads (never changes anything)
+    Doctor(DoctorArgs),
     /// Run the hub: REST API, MCP over streamable HTTP at /mcp, health and metrics
     Serve(ServeArgs),
     /// Serve MCP over stdio for a desktop agent, as one persona
@@ -227,7 +230,9 @@ pub struct McpArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConnectionsCommand {
-    /// Add a school; the API key comes from --api-key / MEMBERSPOT_API_KEY, --api-key-stdin, or a prompt
+    /// Add a school; the API key comes from --api-key / MEMBERSPOT_API_KEY, --api-key-stdin, or a prompt.
+    /// The URL is checked by listing the offers there (a read); `/v1` is added when the API
+    /// answers there, and a URL where it answers neither way is refused
     Add {
         name: String,
         /// The API's base URL; http:// only for loopback addresses
@@ -889,6 +894,14 @@ pub struct ProgressArgs {
 pub struct LoginLinkArgs {
     /// The member's uid, or their e-mail address
     pub member: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also write the findings to FILE as JSON: field names, JSON types and lengths only,
+    /// no value from the school, to attach to a bug report
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -481,6 +481,7 @@ async fn the_key_never_appears_in_output() {
             "email=nobody@example.com",
         ],
         vec!["-vv", "check"],
+        vec!["-vv", "doctor"],
         vec!["-vv", "offers", "list", "--json"],
     ] {
         let out = run(Some(&sb), dir.path(), &args).await;
@@ -554,6 +555,163 @@ async fn login_link_prints_the_link_when_there_is_one_and_records_only_fingerpri
         );
         sb.shutdown().await.expect("shutdown");
     }
+}
+
+/// Every value of the school in the sandbox's admin state (e-mails, names, ids,
+/// property values) of three characters or more, and data keys.
+fn school_values(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if s.chars().count() >= 3 => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|i| school_values(i, out)),
+        Value::Object(map) => {
+            for (k, v) in map {
+                if !memberspot_wire::shape::looks_like_field_name(k) {
+                    out.push(k.clone());
+                }
+                school_values(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reads_only_and_writes_a_report_without_values() {
+    for mode in Shapes::ALL {
+        let sb = sandbox_with(0.0, Faults::default(), mode).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("shapes.json");
+        let out = run(
+            Some(&sb),
+            dir.path(),
+            &["doctor", "--report", file.to_str().expect("utf-8")],
+        )
+        .await;
+        assert_ok(&out, "doctor");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("every answer was read"), "{text}");
+        assert!(text.contains("GET /v1/users/list"), "{text}");
+        let report = std::fs::read_to_string(&file).expect("the report file");
+        let parsed: Value = serde_json::from_str(&report).expect("JSON");
+        let checks = parsed["checks"].as_array().expect("checks");
+        assert_eq!(checks.len(), 7);
+        assert!(
+            checks.iter().all(|c| c["verdict"] == "ok"),
+            "{mode}: {report}"
+        );
+        let st = state(&sb).await;
+        let mut values = Vec::new();
+        for part in ["offers", "courses", "exams", "customProperties", "users"] {
+            school_values(&st[part], &mut values);
+        }
+        for v in &values {
+            assert!(
+                !report.contains(v.as_str()),
+                "{mode}: `{v}` is in the report"
+            );
+        }
+        assert!(!report.contains('@') && !report.contains(KEY));
+        let log = reqwest_get(&format!("{}/_sandbox/requests", sb.root_url())).await;
+        let requests = log.as_array().expect("log");
+        assert!(
+            requests.iter().all(|r| r["method"] == "GET"),
+            "{mode}: the doctor only reads: {log}"
+        );
+        assert!(
+            !requests.iter().any(|r| r["path"]
+                .as_str()
+                .is_some_and(|p| p.contains("login-token"))),
+            "{log}"
+        );
+        // A refused key: the doctor fails and says so.
+        let out = cmd(dir.path())
+            .env("MEMBERSPOT_BASE_URL", sb.base_url())
+            .env("MEMBERSPOT_API_KEY", "sk_wrong_key_for_doctor")
+            .args(["doctor", "--json"])
+            .output()
+            .await
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(1));
+        let v = stdout_json(&out);
+        assert_eq!(v["checks"][0]["verdict"], "failed");
+        assert_eq!(v["checks"][1]["verdict"], "skipped");
+        sb.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_add_completes_a_url_without_v1_and_refuses_one_that_answers_neither() {
+    let sb = sandbox(0.0, Faults::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = sb.root_url();
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &["connections", "add", "school", "--url", &root, "--json"],
+    )
+    .await;
+    assert_ok(&out, "add without /v1");
+    assert_eq!(stdout_json(&out)["base_url"], sb.base_url());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/v1"),
+        "the change is said"
+    );
+    // No key in the environment: the stored connection (and its URL) is used.
+    let out = cmd(dir.path())
+        .args(["--connection", "school", "--json", "offers", "list"])
+        .output()
+        .await
+        .expect("runs");
+    assert_ok(&out, "a call on the stored connection");
+    assert_eq!(stdout_json(&out).as_array().map(Vec::len), Some(4));
+
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &[
+            "connections",
+            "add",
+            "wrong",
+            "--url",
+            &format!("{root}/api"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "bad input");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not answer like the Memberspot API") && err.contains("404"),
+        "{err}"
+    );
+    let out = cmd(dir.path())
+        .env("MEMBERSPOT_API_KEY", "sk_wrong_key_for_add")
+        .args(["connections", "add", "refused", "--url", &root])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("401") && !err.contains("sk_wrong_key_for_add"),
+        "{err}"
+    );
+    let out = cmd(dir.path())
+        .args(["connections", "list", "--json"])
+        .output()
+        .await
+        .expect("runs");
+    let names: Vec<String> = stdout_json(&out)
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        names.contains(&"school".to_string())
+            && !names.iter().any(|n| n == "wrong" || n == "refused"),
+        "{names:?}"
+    );
+    sb.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ pub(crate) mod audit;
 pub mod chat;
 mod check;
 mod connections;
+mod doctor;
 mod events;
 mod flows;
 mod grant;
@@ -127,6 +128,7 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
         Command::Progress(args) => progress::run(ctx, args).await,
         Command::LoginLink(args) => login_link::run(ctx, args).await,
         Command::Check => check::run(ctx).await,
+        Command::Doctor(args) => doctor::run(ctx, args).await,
         _ => Ok(ExitCode::SUCCESS),
     }
 }
