@@ -749,3 +749,35 @@ async fn sandbox_serve_speaks_the_shapes_asked_for() {
         child.kill().await.expect("stopped");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_delete_says_what_memberspot_answered() {
+    for (mode, said) in [
+        (Shapes::Documented, "deleted: 1"),
+        (Shapes::Alternate, "deleted (Memberspot answered: ok)"),
+    ] {
+        let sb = sandbox_with(0.0, Faults::default(), mode).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = state(&sb).await["users"][0]["email"]
+            .as_str()
+            .expect("email")
+            .to_string();
+        let out = run(
+            Some(&sb),
+            dir.path(),
+            &["users", "delete", &victim, "--yes"],
+        )
+        .await;
+        assert_ok(&out, "users delete");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), said, "{mode}");
+        assert!(
+            !state(&sb).await["users"]
+                .as_array()
+                .expect("users")
+                .iter()
+                .any(|u| u["email"] == victim.as_str()),
+            "{mode}: deleted"
+        );
+        sb.shutdown().await.expect("shutdown");
+    }
+}
