@@ -557,24 +557,6 @@ async fn login_link_prints_the_link_when_there_is_one_and_records_only_fingerpri
     }
 }
 
-/// Every value of the school in the sandbox's admin state (e-mails, names, ids,
-/// property values) of three characters or more, and data keys.
-fn school_values(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) if s.chars().count() >= 3 => out.push(s.clone()),
-        Value::Array(items) => items.iter().for_each(|i| school_values(i, out)),
-        Value::Object(map) => {
-            for (k, v) in map {
-                if !memberspot_wire::shape::looks_like_field_name(k) {
-                    out.push(k.clone());
-                }
-                school_values(v, out);
-            }
-        }
-        _ => {}
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_reads_only_and_writes_a_report_without_values() {
     for mode in Shapes::ALL {
@@ -599,16 +581,14 @@ async fn doctor_reads_only_and_writes_a_report_without_values() {
             checks.iter().all(|c| c["verdict"] == "ok"),
             "{mode}: {report}"
         );
+        // (The doctor's own tests scan for every value of the school; here the members'.)
         let st = state(&sb).await;
-        let mut values = Vec::new();
-        for part in ["offers", "courses", "exams", "customProperties", "users"] {
-            school_values(&st[part], &mut values);
-        }
-        for v in &values {
-            assert!(
-                !report.contains(v.as_str()),
-                "{mode}: `{v}` is in the report"
-            );
+        for user in st["users"].as_array().expect("users") {
+            for key in ["uid", "email", "firstname", "name"] {
+                if let Some(v) = user[key].as_str() {
+                    assert!(!report.contains(v), "{mode}: `{v}` is in the report");
+                }
+            }
         }
         assert!(!report.contains('@') && !report.contains(KEY));
         let log = reqwest_get(&format!("{}/_sandbox/requests", sb.root_url())).await;

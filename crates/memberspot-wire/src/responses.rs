@@ -30,23 +30,51 @@ pub struct ProgressPage {
     pub next_page: Option<String>,
 }
 
+/// Where a page's list and cursor may be: a canonical key first, then the other keys
+/// read (the doctor's expectations in [`crate::shape`] use the same lists).
+pub(crate) const USERS_LIST: (&str, &[&str]) = ("users", &["data", "items"]);
+pub(crate) const PROGRESS_LIST: (&str, &[&str]) =
+    ("progress", &["courseProgress", "data", "items"]);
+pub(crate) const CURSOR: (&str, &[&str]) = ("nextPage", &["next_page", "lastLoadedId", "cursor"]);
+/// The list of a [`ListOf`] answer sent as an object: no canonical key (the canonical
+/// answer is a bare array).
+pub(crate) const LIST_OF: (&str, &[&str]) = (
+    "",
+    &[
+        "data",
+        "items",
+        "results",
+        "offers",
+        "properties",
+        "customUserProperties",
+    ],
+);
+
+/// The canonical key and the other keys, in the order they are looked for.
+fn keys(
+    (first, rest): (&'static str, &'static [&'static str]),
+) -> impl Iterator<Item = &'static str> {
+    std::iter::once(first)
+        .filter(|k| !k.is_empty())
+        .chain(rest.iter().copied())
+}
+
 fn split_page<T: serde::de::DeserializeOwned>(
     v: Value,
-    list_keys: &[&str],
+    list: (&'static str, &'static [&'static str]),
 ) -> Result<(Vec<T>, Option<String>), String> {
     let (items, cursor) = match v {
         Value::Array(items) => (items, None),
         Value::Object(mut o) => {
-            let items = list_keys
-                .iter()
-                .find_map(|k| o.remove(*k))
+            let items = keys(list)
+                .find_map(|k| o.remove(k))
                 .unwrap_or(Value::Array(Vec::new()));
             let Value::Array(items) = items else {
-                return Err(format!("expected a list under one of {list_keys:?}"));
+                let names: Vec<&str> = keys(list).collect();
+                return Err(format!("expected a list under one of {names:?}"));
             };
-            let cursor = ["nextPage", "next_page", "lastLoadedId", "cursor"]
-                .iter()
-                .find_map(|k| o.remove(*k))
+            let cursor = keys(CURSOR)
+                .find_map(|k| o.remove(k))
                 .and_then(|c| match c {
                     Value::String(s) if !s.is_empty() => Some(s),
                     Value::Number(n) => Some(n.to_string()),
@@ -67,19 +95,16 @@ fn split_page<T: serde::de::DeserializeOwned>(
 
 impl<'de> Deserialize<'de> for UsersPage {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (users, next_page) = split_page(Value::deserialize(d)?, &["users", "data", "items"])
-            .map_err(serde::de::Error::custom)?;
+        let (users, next_page) =
+            split_page(Value::deserialize(d)?, USERS_LIST).map_err(serde::de::Error::custom)?;
         Ok(UsersPage { users, next_page })
     }
 }
 
 impl<'de> Deserialize<'de> for ProgressPage {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (progress, next_page) = split_page(
-            Value::deserialize(d)?,
-            &["progress", "courseProgress", "data", "items"],
-        )
-        .map_err(serde::de::Error::custom)?;
+        let (progress, next_page) =
+            split_page(Value::deserialize(d)?, PROGRESS_LIST).map_err(serde::de::Error::custom)?;
         Ok(ProgressPage {
             progress,
             next_page,
@@ -96,18 +121,8 @@ pub struct ListOf<T>(pub Vec<T>);
 
 impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for ListOf<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (items, _) = split_page(
-            Value::deserialize(d)?,
-            &[
-                "data",
-                "items",
-                "results",
-                "offers",
-                "properties",
-                "customUserProperties",
-            ],
-        )
-        .map_err(serde::de::Error::custom)?;
+        let (items, _) =
+            split_page(Value::deserialize(d)?, LIST_OF).map_err(serde::de::Error::custom)?;
         Ok(ListOf(items))
     }
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::Timestamp;
+use crate::responses::{CURSOR, LIST_OF, PROGRESS_LIST, USERS_LIST};
 
 /// The JSON type of a value, as named in reports.
 pub fn kind_of(v: &Value) -> &'static str {
@@ -241,15 +242,17 @@ pub const EXAM_RESULT: Expect = Expect::Object(&[
     aka("submittedAt", &["createdAt"], Expect::Timestamp),
 ]);
 
-/// Cursor keys of a page ([`crate::UsersPage`], [`crate::ProgressPage`]).
-const CURSOR: &[&str] = &["next_page", "lastLoadedId", "cursor"];
+/// A field found under the keys of a page ([`crate::responses`]).
+const fn page_key(keys: (&'static str, &'static [&'static str]), expect: Expect) -> Field {
+    aka(keys.0, keys.1, expect)
+}
 
 /// `GET /users/list` ([`crate::UsersPage`]).
 pub const USERS_PAGE: Expect = Expect::Either(
     &Expect::ListOf(&USER),
     &Expect::Object(&[
-        aka("users", &["data", "items"], Expect::ListOf(&USER)),
-        aka("nextPage", CURSOR, Expect::Id),
+        page_key(USERS_LIST, Expect::ListOf(&USER)),
+        page_key(CURSOR, Expect::Id),
     ]),
 );
 
@@ -257,35 +260,21 @@ pub const USERS_PAGE: Expect = Expect::Either(
 pub const PROGRESS_PAGE: Expect = Expect::Either(
     &Expect::ListOf(&COURSE_PROGRESS),
     &Expect::Object(&[
-        aka(
-            "progress",
-            &["courseProgress", "data", "items"],
-            Expect::ListOf(&COURSE_PROGRESS),
-        ),
-        aka("nextPage", CURSOR, Expect::Id),
+        page_key(PROGRESS_LIST, Expect::ListOf(&COURSE_PROGRESS)),
+        page_key(CURSOR, Expect::Id),
     ]),
 );
-
-/// List keys [`crate::ListOf`] reads.
-const LIST_KEYS: &[&str] = &[
-    "data",
-    "items",
-    "results",
-    "offers",
-    "properties",
-    "customUserProperties",
-];
 
 /// `GET /offers` ([`crate::ListOf`] of [`crate::Offer`]).
 pub const OFFERS: Expect = Expect::Either(
     &Expect::ListOf(&OFFER),
-    &Expect::Object(&[aka("", LIST_KEYS, Expect::ListOf(&OFFER))]),
+    &Expect::Object(&[page_key(LIST_OF, Expect::ListOf(&OFFER))]),
 );
 
 /// `GET /custom-user-properties/list`.
 pub const PROPERTIES: Expect = Expect::Either(
     &Expect::ListOf(&PROPERTY),
-    &Expect::Object(&[aka("", LIST_KEYS, Expect::ListOf(&PROPERTY))]),
+    &Expect::Object(&[page_key(LIST_OF, Expect::ListOf(&PROPERTY))]),
 );
 
 /// A field whose JSON type is not the one this version reads.

@@ -69,34 +69,25 @@ fn render(c: &Check) {
     let Some(f) = &c.findings else {
         return;
     };
-    let list = |items: Vec<String>| items.join(", ");
-    if !f.unknown_fields.is_empty() {
-        println!(
-            "{:12}fields this version does not read: {}",
-            "",
-            list(f.unknown_fields.iter().cloned().collect())
-        );
-    }
-    if !f.type_mismatches.is_empty() {
-        let m = f
-            .type_mismatches
+    let line = |label: &str, items: Vec<String>| {
+        if !items.is_empty() {
+            println!("{:12}{label}: {}", "", items.join(", "));
+        }
+    };
+    line(
+        "fields this version does not read",
+        f.unknown_fields.iter().cloned().collect(),
+    );
+    line(
+        "other types",
+        f.type_mismatches
             .iter()
             .map(|m| format!("{} is {} (expected {})", m.path, m.found, m.expected))
-            .collect();
-        println!("{:12}other types: {}", "", list(m));
-    }
-    if !f.missing_fields.is_empty() {
-        println!(
-            "{:12}missing: {}",
-            "",
-            list(f.missing_fields.iter().cloned().collect())
-        );
-    }
-    if !f.other_names.is_empty() {
-        println!(
-            "{:12}read under other names: {}",
-            "",
-            list(f.other_names.iter().cloned().collect())
-        );
-    }
+            .collect(),
+    );
+    line("missing", f.missing_fields.iter().cloned().collect());
+    line(
+        "read under other names",
+        f.other_names.iter().cloned().collect(),
+    );
 }
