@@ -553,6 +553,28 @@ async fn login_link_prints_the_link_when_there_is_one_and_records_only_fingerpri
             !records.contains(&printed),
             "{mode}: the printed secret is in a record"
         );
+        let recorded: Vec<Value> = records
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["tool"] == "create_login_token")
+            .collect();
+        assert_eq!(recorded.len(), 2, "{records}");
+        let fingerprinted = |v: &Value| {
+            v.as_str()
+                .is_some_and(|t| t.contains("… (redacted, sha256:"))
+        };
+        for r in &recorded {
+            assert!(fingerprinted(&r["response"]["token"]), "{r}");
+            match mode {
+                Shapes::Documented => assert!(r["response"].get("login_url").is_none(), "{r}"),
+                // The whole link is a secret, not only the token inside it.
+                Shapes::Alternate => assert!(
+                    fingerprinted(&r["response"]["login_url"])
+                        && !r.to_string().contains("memberspot.example"),
+                    "{r}"
+                ),
+            }
+        }
         sb.shutdown().await.expect("shutdown");
     }
 }
