@@ -80,7 +80,12 @@ pub async fn start_embedded(
     file: &ConfigFile,
     role: Role,
 ) -> anyhow::Result<(LocalSchool, EmbeddedSandbox)> {
-    LocalSchool::open(&data_dir(global, file).join("sandbox"), role).await
+    LocalSchool::open(
+        &data_dir(global, file).join("sandbox"),
+        role,
+        file.sandbox_shapes()?,
+    )
+    .await
 }
 
 /// Opens the hub with the embedded sandbox running, for one-off admin commands.

@@ -41,6 +41,7 @@ async fn sandbox(seed: u64, rate_limit: f64) -> Sandbox {
         rate_limit,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .unwrap()

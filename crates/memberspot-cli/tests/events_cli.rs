@@ -59,6 +59,7 @@ async fn sandbox() -> Sandbox {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .unwrap()

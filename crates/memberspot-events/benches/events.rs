@@ -99,6 +99,7 @@ async fn sandbox(rate_limit: f64) -> Result<Sandbox, BoxError> {
         rate_limit,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await?)
 }

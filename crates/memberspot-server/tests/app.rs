@@ -85,6 +85,7 @@ async fn app_story(backend: Backend) {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox");

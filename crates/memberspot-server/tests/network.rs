@@ -58,6 +58,7 @@ async fn world(backend: Backend, settings: ServerSettings) -> World {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox");

@@ -96,6 +96,7 @@ async fn school(seed: u64) -> Sandbox {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox")

@@ -6,6 +6,7 @@ pub(crate) mod audit;
 pub mod chat;
 mod check;
 mod connections;
+mod doctor;
 mod events;
 mod flows;
 mod grant;
@@ -115,6 +116,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             with_session(g, async |ctx| login_link::run(ctx, args).await).await
         }
         Command::Check => with_session(g, check::run).await,
+        Command::Doctor(args) => with_session(g, async |ctx| doctor::run(ctx, args).await).await,
     }
 }
 

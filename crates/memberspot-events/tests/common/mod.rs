@@ -77,6 +77,7 @@ pub async fn sandbox(users: usize, rate_limit: f64) -> Sandbox {
         rate_limit,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox")
