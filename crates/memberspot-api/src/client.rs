@@ -218,7 +218,7 @@ impl Client {
         ClientBuilder {
             base_url: base_url.into(),
             api_key: None,
-            rate_limit: 4.0,
+            rate_limit: crate::DEFAULT_RATE_LIMIT,
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),

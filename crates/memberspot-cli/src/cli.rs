@@ -221,7 +221,7 @@ pub enum ConnectionsCommand {
         #[arg(long)]
         api_key_stdin: bool,
         /// Requests per second sent to this school
-        #[arg(long = "rps", default_value_t = 4.0, value_parser = non_negative)]
+        #[arg(long = "rps", default_value_t = memberspot_api::DEFAULT_RATE_LIMIT, value_parser = non_negative)]
         rps: f64,
     },
     /// List connections (never their keys)
@@ -905,7 +905,7 @@ pub struct SandboxServeArgs {
     #[arg(long, default_value_t = 3)]
     pub courses: usize,
     /// Requests per second allowed per API key (0 = unlimited)
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = memberspot_api::DEFAULT_RATE_LIMIT)]
     pub rate_limit: f64,
     /// Keep the school in this JSON file across restarts
     #[arg(long, value_name = "FILE")]
