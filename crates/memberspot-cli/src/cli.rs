@@ -396,7 +396,7 @@ pub struct EventFilterArgs {
     pub email: Option<String>,
     #[arg(long = "order")]
     pub order_id: Option<String>,
-    /// RFC 3339 time, or a duration ago such as 2h, 3d
+    /// RFC 3339 time, or a duration ago such as 2h, 3d or 1h30m
     #[arg(long)]
     pub since: Option<String>,
     #[arg(long, default_value_t = 50)]
@@ -506,7 +506,7 @@ pub struct AuditFilterArgs {
     /// cli, mcp-stdio, mcp-http, rest, flow, events or poller
     #[arg(long, value_parser = ["cli", "mcp-stdio", "mcp-http", "rest", "flow", "events", "poller"])]
     pub surface: Option<String>,
-    /// RFC 3339 time, a date, or a duration like 2h or 7d
+    /// RFC 3339 time, a date, or a duration ago like 2h, 7d or 1h30m
     #[arg(long, value_parser = audit_since)]
     pub since: Option<String>,
     /// At most this many records: `search` shows the newest matches, oldest first
