@@ -1,7 +1,8 @@
 //! Language models and persona chat for Memberspot Hub.
 //!
 //! - [`model`]: one request/response shape over any OpenAI-compatible
-//!   chat-completions endpoint and Anthropic's Messages API (via `genai`).
+//!   chat-completions endpoint and Anthropic's Messages API; `protocol` holds the two
+//!   wire formats.
 //! - [`config`]: `models.toml`, which model each persona chats with, and its limits.
 //! - [`chat`]: the tool-calling loop: the persona's model, only the tools in its
 //!   scopes, every call through [`memberspot_hub::Hub::call`] (audited with the
@@ -11,6 +12,7 @@
 pub mod chat;
 pub mod config;
 pub mod model;
+mod protocol;
 pub mod rest;
 
 pub use chat::{

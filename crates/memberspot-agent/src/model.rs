@@ -2,39 +2,26 @@
 //! OpenAI's v1 API, Mistral, OpenRouter, Ollama, vLLM, LM Studio, …) and Anthropic's
 //! Messages API, behind one small request/response shape of our own.
 //!
-//! # Why `genai`
-//!
-//! We use the `genai` crate (0.7) for both protocols: one well-kept dependency that
-//! speaks the OpenAI chat-completions protocol and Anthropic's native Messages protocol
-//! (`tool_use`/`tool_result` blocks, `x-api-key`, `anthropic-version`), including tool
-//! calls, and accepts a complete per-call [`genai::ServiceTarget`], so any base URL
-//! works for either protocol. The alternative, `async-openai` plus a separate Anthropic
-//! crate, would have meant two clients with two error types and no single maintained
-//! Anthropic crate to rely on. Costs, accepted: genai uses reqwest 0.13 (the workspace
-//! uses 0.12; rmcp's test client already pulls 0.13), and it enables serde_json's
-//! `preserve_order` for every crate built together with this one (the audit chain
-//! hashes canonical, sorted JSON, so it is unaffected).
-//!
-//! We pass the URL and headers ourselves ([`genai::resolver::AuthData::RequestOverride`]):
-//! the request goes exactly to `{base_url}/chat/completions` or
-//! `{base_url}/v1/messages`, with exactly our authentication headers, and genai only
-//! shapes the body and reads the answer. Our wrapper adds the time-out and errors that
-//! name the provider, host and HTTP status but never the key.
+//! Both protocols are a single JSON POST with tools, which [`crate::protocol`] writes
+//! and reads; the HTTP client is the one the rest of the hub uses (reqwest, rustls
+//! with ring), so a model adds no second HTTP or TLS stack to the binary. The request
+//! goes exactly to `{base_url}/chat/completions` or `{base_url}/v1/messages`, with
+//! exactly our authentication headers. Redirects are not followed: the key travels in
+//! a header (`x-api-key`, `api-key`) that a redirect to another address would carry
+//! along. Errors name the provider, host and HTTP status but never the key.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use genai::adapter::AdapterKind;
-use genai::chat::{self as g, ChatOptions as GOptions, ContentPart, MessageContent};
-use genai::resolver::{AuthData, Endpoint};
-use genai::webc;
-use genai::{ModelIden, ServiceTarget};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use toml::Spanned;
+
+use crate::protocol;
 
 /// The Anthropic API version we speak (the Messages API with tools).
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
@@ -502,8 +489,9 @@ impl ModelError {
 #[derive(Clone)]
 pub struct Model {
     config: Arc<ModelConfig>,
-    client: genai::Client,
+    http: reqwest::Client,
     url: String,
+    headers: HeaderMap,
 }
 
 impl fmt::Debug for Model {
@@ -511,15 +499,6 @@ impl fmt::Debug for Model {
         f.debug_struct("Model")
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-/// reqwest 0.13 is built without its own crypto provider (see the workspace
-/// manifest): install ring, which reqwest 0.12 uses too, unless one is installed.
-fn ensure_crypto_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Another thread may win the race; either way a provider is installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
@@ -537,18 +516,18 @@ impl Model {
             )));
         }
         let url = config.endpoint_url()?;
-        ensure_crypto_provider();
-        let web = genai::WebConfig::default()
-            .with_timeout(config.timeout)
-            .with_connect_timeout(config.timeout.min(Duration::from_secs(10)));
-        let client = genai::Client::builder()
-            .with_web_config(web)
+        let headers = request_headers(&config)?;
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ModelError::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(Model {
             config: Arc::new(config),
-            client,
+            http,
             url,
+            headers,
         })
     }
 
@@ -569,54 +548,52 @@ impl Model {
         limit: Duration,
     ) -> Result<ChatResponse, ModelError> {
         let limit = limit.min(self.config.timeout);
-        let target = self.target();
-        let greq = to_genai(req);
-        let mut options = GOptions::default().with_max_tokens(self.config.max_tokens);
-        if let Some(t) = self.config.temperature {
-            options = options.with_temperature(f64::from(t));
-        }
-        let call = self.client.exec_chat(target, greq, Some(&options));
-        match tokio::time::timeout(limit, call).await {
+        let body = protocol::request_body(&self.config, req);
+        match tokio::time::timeout(limit, self.post(&body, limit)).await {
             Err(_) => Err(self.timeout_error(limit)),
-            Ok(Err(e)) => Err(self.map_error(e, limit)),
-            Ok(Ok(res)) => Ok(from_genai(res)),
+            Ok(result) => result,
         }
     }
 
-    fn target(&self) -> ServiceTarget {
-        let c = &self.config;
-        let key = c.api_key.as_ref().map(|k| k.expose_secret().to_string());
-        let mut headers: Vec<(String, String)> = Vec::new();
-        let kind = match c.provider {
-            ProviderKind::OpenAiCompatible => {
-                if let Some(key) = key {
-                    match c.api_key_header.as_deref() {
-                        None => headers.push(("Authorization".into(), format!("Bearer {key}"))),
-                        Some(h) if h.eq_ignore_ascii_case("authorization") => {
-                            headers.push((h.to_string(), format!("Bearer {key}")))
-                        }
-                        Some(h) => headers.push((h.to_string(), key)),
-                    }
-                }
-                AdapterKind::OpenAI
-            }
-            ProviderKind::Anthropic => {
-                if let Some(key) = key {
-                    headers.push(("x-api-key".into(), key));
-                }
-                headers.push(("anthropic-version".into(), ANTHROPIC_VERSION.into()));
-                AdapterKind::Anthropic
-            }
-        };
-        headers.extend(c.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
-        ServiceTarget {
-            endpoint: Endpoint::from_owned(self.url.clone()),
-            auth: AuthData::RequestOverride {
-                url: self.url.clone(),
-                headers: headers.into(),
-            },
-            model: ModelIden::new(kind, c.model.clone()),
+    async fn post(&self, body: &Value, limit: Duration) -> Result<ChatResponse, ModelError> {
+        let response = self
+            .http
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, limit))?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| self.transport_error(e, limit))?;
+        if (300..400).contains(&status) {
+            return Err(self.http_error(
+                status,
+                "the endpoint redirects elsewhere; redirects are not followed (the key would go along): set base_url to the final address".into(),
+            ));
         }
+        if !(200..300).contains(&status) {
+            return Err(self.http_error(status, self.redact(&provider_message(&text))));
+        }
+        let answer: Value = serde_json::from_str(&text).map_err(|e| {
+            let detail = if content_type.contains("json") || content_type.is_empty() {
+                self.redact(&cap(&format!("invalid JSON: {e}")))
+            } else {
+                format!("the answer is `{content_type}`, not JSON")
+            };
+            self.protocol_error(detail)
+        })?;
+        protocol::parse_answer(self.config.provider, &answer)
+            .map_err(|detail| self.protocol_error(self.redact(&cap(&detail))))
     }
 
     fn timeout_error(&self, after: Duration) -> ModelError {
@@ -628,75 +605,40 @@ impl Model {
         }
     }
 
-    fn map_error(&self, e: genai::Error, limit: Duration) -> ModelError {
-        let provider = self.config.provider;
-        let host = self.config.host();
-        let model = self.config.model.clone();
-        let clean = |s: &str| self.redact(s);
-        let webc_error = match e {
-            genai::Error::WebModelCall { webc_error, .. }
-            | genai::Error::WebAdapterCall { webc_error, .. } => webc_error,
-            genai::Error::HttpError { status, body, .. } => {
-                return ModelError::Http {
-                    provider,
-                    host,
-                    model,
-                    status: status.as_u16(),
-                    detail: clean(&provider_message(&body)),
-                };
+    fn http_error(&self, status: u16, detail: String) -> ModelError {
+        ModelError::Http {
+            provider: self.config.provider,
+            host: self.config.host(),
+            model: self.config.model.clone(),
+            status,
+            detail,
+        }
+    }
+
+    fn protocol_error(&self, detail: String) -> ModelError {
+        ModelError::Protocol {
+            provider: self.config.provider,
+            host: self.config.host(),
+            model: self.config.model.clone(),
+            detail,
+        }
+    }
+
+    fn transport_error(&self, e: reqwest::Error, limit: Duration) -> ModelError {
+        if e.is_timeout() {
+            return self.timeout_error(limit);
+        }
+        let unreachable = e.is_connect() || e.is_request();
+        let detail = self.redact(&cap(&error_chain(&e.without_url())));
+        if unreachable {
+            ModelError::Unreachable {
+                provider: self.config.provider,
+                host: self.config.host(),
+                model: self.config.model.clone(),
+                detail,
             }
-            genai::Error::ChatResponseGeneration { cause, .. } => {
-                return ModelError::Protocol {
-                    provider,
-                    host,
-                    model,
-                    detail: clean(&cap(&cause)),
-                };
-            }
-            other => {
-                return ModelError::Protocol {
-                    provider,
-                    host,
-                    model,
-                    detail: clean(&cap(&other.to_string())),
-                };
-            }
-        };
-        match webc_error {
-            webc::Error::ResponseFailedStatus { status, body, .. } => ModelError::Http {
-                provider,
-                host,
-                model,
-                status: status.as_u16(),
-                detail: clean(&provider_message(&body)),
-            },
-            webc::Error::Reqwest(re) if re.is_timeout() => self.timeout_error(limit),
-            webc::Error::Reqwest(re) if re.is_connect() || re.is_request() => {
-                ModelError::Unreachable {
-                    provider,
-                    host,
-                    model,
-                    detail: clean(&cap(&error_chain(&re))),
-                }
-            }
-            webc::Error::ResponseFailedNotJson { content_type, .. } => ModelError::Protocol {
-                provider,
-                host,
-                model,
-                detail: format!("the answer is `{content_type}`, not JSON"),
-            },
-            webc::Error::ResponseFailedInvalidJson { cause, .. } => ModelError::Protocol {
-                provider,
-                host,
-                model,
-                detail: clean(&cap(&format!("invalid JSON: {cause}"))),
-            },
-            other => ModelError::Protocol {
-                provider,
-                host,
-                model,
-                detail: clean(&cap(&other.to_string())),
-            },
+        } else {
+            self.protocol_error(detail)
         }
     }
 
@@ -749,107 +691,41 @@ fn provider_message(body: &str) -> String {
     }))
 }
 
-fn to_genai(req: &ChatRequest) -> g::ChatRequest {
-    let mut out = g::ChatRequest::default();
-    if let Some(system) = &req.system {
-        out = out.with_system(system.clone());
-    }
-    let mut pending_results: Vec<g::ToolResponse> = Vec::new();
-    let mut messages: Vec<g::ChatMessage> = Vec::new();
-    // Consecutive tool results go back in one message: Anthropic wants every
-    // `tool_result` of an assistant turn in the next user message.
-    let flush = |pending: &mut Vec<g::ToolResponse>, messages: &mut Vec<g::ChatMessage>| {
-        if !pending.is_empty() {
-            messages.push(g::ChatMessage::from(std::mem::take(pending)));
-        }
-    };
-    for m in &req.messages {
-        match m {
-            ChatMessage::Tool { call_id, content } => {
-                let text = match content {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                pending_results.push(g::ToolResponse::new(call_id.clone(), text));
-            }
-            ChatMessage::User { content } => {
-                flush(&mut pending_results, &mut messages);
-                messages.push(g::ChatMessage::user(content.clone()));
-            }
-            ChatMessage::Assistant {
-                content,
-                tool_calls,
-            } => {
-                flush(&mut pending_results, &mut messages);
-                let text = content.as_ref().filter(|t| !t.trim().is_empty());
-                if text.is_none() && tool_calls.is_empty() {
-                    // Nothing said: Anthropic refuses empty messages.
-                    continue;
+/// Authentication per protocol, then the configured extra headers.
+fn request_headers(c: &ModelConfig) -> Result<HeaderMap, ModelError> {
+    let key = c.api_key.as_ref().map(|k| k.expose_secret().to_string());
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    match c.provider {
+        ProviderKind::OpenAiCompatible => {
+            if let Some(key) = key {
+                match c.api_key_header.as_deref() {
+                    None => pairs.push(("authorization".into(), format!("Bearer {key}"))),
+                    Some(h) if h.eq_ignore_ascii_case("authorization") => {
+                        pairs.push((h.to_string(), format!("Bearer {key}")))
+                    }
+                    Some(h) => pairs.push((h.to_string(), key)),
                 }
-                let mut parts: Vec<ContentPart> = Vec::new();
-                if let Some(text) = text {
-                    parts.push(ContentPart::Text(text.clone()));
-                }
-                for c in tool_calls {
-                    parts.push(ContentPart::ToolCall(g::ToolCall {
-                        call_id: c.id.clone(),
-                        fn_name: c.name.clone(),
-                        fn_arguments: c.arguments.clone(),
-                        thought_signatures: None,
-                    }));
-                }
-                messages.push(g::ChatMessage::assistant(MessageContent::from_parts(parts)));
             }
         }
+        ProviderKind::Anthropic => {
+            if let Some(key) = key {
+                pairs.push(("x-api-key".into(), key));
+            }
+            pairs.push(("anthropic-version".into(), ANTHROPIC_VERSION.into()));
+        }
     }
-    flush(&mut pending_results, &mut messages);
-    for m in messages {
-        out = out.append_message(m);
+    pairs.extend(c.headers.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs {
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ModelError::Config(format!("header name `{name}` is not valid")))?;
+        // The value may be the key: never repeat it.
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| ModelError::Config(format!("header `{name}` has an invalid value")))?;
+        value.set_sensitive(true);
+        headers.insert(header, value);
     }
-    if !req.tools.is_empty() {
-        out = out.with_tools(
-            req.tools
-                .iter()
-                .map(|t| {
-                    g::Tool::new(t.name.clone())
-                        .with_description(t.description.clone())
-                        .with_schema(t.input_schema.clone())
-                })
-                .collect::<Vec<_>>(),
-        );
-    }
-    out
-}
-
-fn from_genai(res: g::ChatResponse) -> ChatResponse {
-    let usage = match (res.usage.prompt_tokens, res.usage.completion_tokens) {
-        (Some(i), Some(o)) => Some((
-            u32::try_from(i).unwrap_or_default(),
-            u32::try_from(o).unwrap_or_default(),
-        )),
-        _ => None,
-    };
-    let text = res.content.joined_texts().filter(|t| !t.trim().is_empty());
-    let tool_calls = res
-        .content
-        .into_tool_calls()
-        .into_iter()
-        .map(|c| ToolCall {
-            id: c.call_id,
-            name: c.fn_name,
-            // Some servers send arguments as a JSON string; decode it when we can.
-            arguments: match c.fn_arguments {
-                Value::String(s) => serde_json::from_str(&s).unwrap_or(Value::String(s)),
-                Value::Null => Value::Object(Default::default()),
-                v => v,
-            },
-        })
-        .collect();
-    ChatResponse {
-        text,
-        tool_calls,
-        usage,
-    }
+    Ok(headers)
 }
 
 #[cfg(test)]
@@ -918,45 +794,5 @@ mod tests {
         );
         assert_eq!(provider_message(""), "(empty body)");
         assert!(provider_message(&"x".repeat(1000)).chars().count() <= DETAIL_CAP + 1);
-    }
-
-    #[test]
-    fn tool_results_are_grouped_per_assistant_turn() {
-        let req = ChatRequest {
-            system: Some("s".into()),
-            messages: vec![
-                ChatMessage::user("hi"),
-                ChatMessage::Assistant {
-                    content: None,
-                    tool_calls: vec![
-                        ToolCall {
-                            id: "a".into(),
-                            name: "t".into(),
-                            arguments: serde_json::json!({}),
-                        },
-                        ToolCall {
-                            id: "b".into(),
-                            name: "t".into(),
-                            arguments: serde_json::json!({}),
-                        },
-                    ],
-                },
-                ChatMessage::Tool {
-                    call_id: "a".into(),
-                    content: serde_json::json!({"ok": 1}),
-                },
-                ChatMessage::Tool {
-                    call_id: "b".into(),
-                    content: Value::String("text".into()),
-                },
-                // Said nothing: left out (Anthropic refuses empty messages).
-                ChatMessage::assistant(""),
-            ],
-            tools: vec![],
-        };
-        let g = to_genai(&req);
-        assert_eq!(g.messages.len(), 3);
-        assert_eq!(g.messages[2].content.tool_responses().len(), 2);
-        assert!(g.tools.is_none());
     }
 }

@@ -608,6 +608,68 @@ async fn model_time_outs_and_http_errors_are_clear_and_never_show_the_key() {
     w.close().await;
 }
 
+/// A model endpoint that redirects is not followed: the key travels in a header
+/// (`x-api-key` for Anthropic, a configured `api-key`) that the HTTP client would carry
+/// to the other address.
+#[tokio::test]
+async fn a_redirecting_model_endpoint_never_sends_the_key_elsewhere() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let elsewhere = {
+        let seen = seen.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let names = headers.keys().map(|k| k.to_string()).collect::<Vec<_>>();
+                seen.lock().unwrap().push(names.join(","));
+                axum::Json(json!({"error": {"message": "should not be here"}}))
+            }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        format!("http://{addr}")
+    };
+    let redirecting = {
+        let target = elsewhere.clone();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let to = format!("{target}{}", uri.path());
+            async move { axum::response::Redirect::temporary(&to) }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        format!("http://{addr}")
+    };
+    for kind in BOTH {
+        let mut config = memberspot_agent::ModelConfig::new(kind, "m")
+            .base_url(redirecting.clone())
+            .api_key(MODEL_KEY);
+        if kind == ProviderKind::OpenAiCompatible {
+            config.api_key_header = Some("api-key".into());
+        }
+        let err = Model::new(config)
+            .unwrap()
+            .complete(&ChatRequest {
+                messages: vec![ChatMessage::user("hi")],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ModelError::Http { status: 307, .. }),
+            "{kind:?}: {err:?}"
+        );
+        assert!(err.to_string().contains("redirect"), "{err}");
+        assert!(!err.to_string().contains(MODEL_KEY));
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the other address was called: {:?}",
+        seen.lock().unwrap()
+    );
+}
+
 #[tokio::test]
 async fn complete_maps_requests_and_answers_in_both_protocols() {
     for kind in BOTH {

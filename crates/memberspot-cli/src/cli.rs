@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -242,7 +242,7 @@ pub enum ConnectionsCommand {
         #[arg(long)]
         api_key_stdin: bool,
         /// Requests per second sent to this school
-        #[arg(long = "rps", default_value_t = 4.0, value_parser = non_negative)]
+        #[arg(long = "rps", default_value_t = memberspot_api::DEFAULT_RATE_LIMIT, value_parser = non_negative)]
         rps: f64,
     },
     /// List connections (never their keys)
@@ -417,7 +417,7 @@ pub struct EventFilterArgs {
     pub email: Option<String>,
     #[arg(long = "order")]
     pub order_id: Option<String>,
-    /// RFC 3339 time, or a duration ago such as 2h, 3d
+    /// RFC 3339 time, or a duration ago such as 2h, 3d or 1h30m
     #[arg(long)]
     pub since: Option<String>,
     #[arg(long, default_value_t = 50)]
@@ -527,7 +527,7 @@ pub struct AuditFilterArgs {
     /// cli, mcp-stdio, mcp-http, rest, flow, events or poller
     #[arg(long, value_parser = ["cli", "mcp-stdio", "mcp-http", "rest", "flow", "events", "poller"])]
     pub surface: Option<String>,
-    /// RFC 3339 time, a date, or a duration like 2h or 7d
+    /// RFC 3339 time, a date, or a duration ago like 2h, 7d or 1h30m
     #[arg(long, value_parser = audit_since)]
     pub since: Option<String>,
     /// At most this many records: `search` shows the newest matches, oldest first
@@ -635,6 +635,53 @@ fn audit_since(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Where a subcommand's help points for the options every command understands.
+const GLOBALS_HINT: &str = "Global options (--api-key, --connection, --json, -v, …) work here too: \
+                            see `memberspot --help`.";
+
+impl Cli {
+    /// Parses the command line (exiting with clap's message and code 2 on bad usage), with
+    /// the global options listed once, under `memberspot --help`: every subcommand's help
+    /// points there instead of repeating them.
+    pub fn parse_args(args: Vec<std::ffi::OsString>) -> Cli {
+        let matches = Cli::help_command().get_matches_from(args);
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The command tree whose subcommands' help leaves out the global options.
+    pub fn help_command() -> clap::Command {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        cmd.build();
+        let globals: Vec<clap::Id> = cmd
+            .get_arguments()
+            .filter(|a| a.is_global_set())
+            .map(|a| a.get_id().clone())
+            .collect();
+        for sub in cmd.get_subcommands_mut() {
+            hide_globals(sub, &globals);
+        }
+        cmd
+    }
+}
+
+fn hide_globals(cmd: &mut clap::Command, globals: &[clap::Id]) {
+    let mut c = std::mem::take(cmd);
+    for id in globals {
+        if c.get_arguments().any(|a| a.get_id() == id) {
+            c = c.mut_arg(id, |a| a.hide(true));
+        }
+    }
+    let after = match c.get_after_help() {
+        Some(text) => format!("{text}\n\n{GLOBALS_HINT}"),
+        None => GLOBALS_HINT.to_owned(),
+    };
+    c = c.after_help(after);
+    for sub in c.get_subcommands_mut() {
+        hide_globals(sub, globals);
+    }
+    *cmd = c;
+}
+
 pub fn normalize_args<I: IntoIterator<Item = std::ffi::OsString>>(
     args: I,
 ) -> Vec<std::ffi::OsString> {
@@ -671,6 +718,29 @@ mod tests {
     #[test]
     fn grammar_is_consistent() {
         Cli::command().debug_assert();
+        Cli::help_command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_are_listed_once() {
+        let mut top = Cli::help_command();
+        let top_help = top.render_long_help().to_string();
+        assert!(top_help.contains("--api-key"), "{top_help}");
+        let users = top.find_subcommand_mut("users").expect("users");
+        let list = users.find_subcommand_mut("list").expect("users list");
+        let help = list.render_long_help().to_string();
+        assert!(!help.contains("--api-key"), "{help}");
+        assert!(
+            help.contains("--offer") && help.contains(GLOBALS_HINT),
+            "{help}"
+        );
+        // Still understood after the subcommand.
+        let cli = Cli::parse_args(
+            ["m", "users", "list", "--json", "--api-key", "k"]
+                .map(std::ffi::OsString::from)
+                .to_vec(),
+        );
+        assert!(cli.global.json);
     }
 
     #[test]
@@ -742,7 +812,7 @@ pub enum ActiveFilter {
 pub enum UsersCommand {
     /// List members (one page, or --all)
     List {
-        /// Only members holding this offer
+        /// Only members holding this offer (its id or name)
         #[arg(long)]
         offer: Option<String>,
         /// Only members with access to this course
@@ -788,6 +858,7 @@ pub enum UsersCommand {
     /// Set or clear the date an offer ends for a member
     Expire {
         email: String,
+        /// The offer (its id or name)
         #[arg(long)]
         offer: String,
         /// End of access, ISO-8601 (2026-12-31 or 2026-12-31T23:59:59Z)
@@ -827,7 +898,7 @@ pub struct GrantArgs {
     /// The member's e-mail (omit with --csv)
     #[arg(required_unless_present = "csv", conflicts_with = "csv")]
     pub email: Option<String>,
-    /// Offer id to grant (with --csv: the default for rows without one)
+    /// Offer to grant, by id or name (with --csv: the default for rows without one); checked against the school
     #[arg(long)]
     pub offer: Option<String>,
     /// First name for a new member
@@ -859,7 +930,7 @@ pub struct GrantArgs {
 pub struct AccessTarget {
     /// The member's e-mail
     pub email: String,
-    /// The offer id
+    /// The offer (its id or name)
     #[arg(long, required_unless_present = "order", conflicts_with = "order")]
     pub offer: Option<String>,
     /// An order id: applies to every offer granted with it
@@ -937,7 +1008,7 @@ pub struct SandboxServeArgs {
     #[arg(long, default_value_t = 3)]
     pub courses: usize,
     /// Requests per second allowed per API key (0 = unlimited)
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = memberspot_api::DEFAULT_RATE_LIMIT)]
     pub rate_limit: f64,
     /// Keep the school in this JSON file across restarts
     #[arg(long, value_name = "FILE")]

@@ -117,7 +117,7 @@ pub async fn open(global: &Global) -> anyhow::Result<Session> {
     let rate_limit = global
         .rate_limit
         .or(file.memberspot.rate_limit)
-        .unwrap_or(4.0);
+        .unwrap_or(memberspot_api::DEFAULT_RATE_LIMIT);
     let timeout = global
         .timeout
         .or(file.memberspot.timeout_secs)

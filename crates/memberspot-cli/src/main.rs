@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 mod cli;
 mod commands;
 mod config;
@@ -17,15 +15,18 @@ mod output;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse_from(cli::normalize_args(std::env::args_os()));
+    end_quietly_on_a_closed_pipe();
+    let cli = cli::Cli::parse_args(cli::normalize_args(std::env::args_os()));
     let json_logs =
         matches!(&cli.command, cli::Command::Serve(a) if a.log_format == cli::LogFormat::Json);
-    let verbose = match &cli.command {
-        // A server says what it does unless asked to be quiet.
-        cli::Command::Serve(_) => cli.global.verbose.max(1),
-        _ => cli.global.verbose,
+    let level = match (&cli.command, cli.global.verbose) {
+        // A server says what it does (info, no debug lines) unless asked otherwise.
+        (cli::Command::Serve(_), 0) => "info",
+        (_, 0) => "warn",
+        (_, 1) => "info,memberspot=debug",
+        _ => "debug",
     };
-    init_tracing(verbose, json_logs);
+    init_tracing(level, json_logs);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -43,13 +44,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// `memberspot completions zsh | head -1`: the reader has gone. Rust's printing macros
+/// panic on a closed pipe; end quietly with success instead, as other command-line tools
+/// do (errors returned as values are handled in `output::report_error`).
+fn end_quietly_on_a_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let text = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if text.contains("Broken pipe") || text.contains("BrokenPipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 /// Logs go to stderr only, so stdout stays clean for `--json`, pipes and MCP over stdio.
-fn init_tracing(verbose: u8, json: bool) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info,memberspot=debug",
-        _ => "debug",
-    };
+fn init_tracing(default: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MEMBERSPOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()

@@ -33,13 +33,17 @@ pub fn print_table(t: &Table) {
     println!("{t}");
 }
 
-/// Asks before something irreversible. Off a terminal, `--yes` is required.
+/// Asks before something irreversible. Off a terminal, `--yes` is required: without it
+/// the command is a usage error (exit 2), since nothing was tried.
 pub fn confirm(question: &str, yes: bool) -> anyhow::Result<()> {
     if yes {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        bail!("{question} Refusing without confirmation: pass --yes to run this non-interactively");
+        return Err(Usage(format!(
+            "{question} Refusing without confirmation: pass --yes to run this non-interactively"
+        ))
+        .into());
     }
     eprint!("{question} [y/N] ");
     std::io::stderr().flush()?;

@@ -277,6 +277,8 @@ async fn the_whole_app_serves_every_surface_in_process_and_stops_cleanly() {
         "/v1/flows",
         "/v1/personas/{name}/chat",
         "/healthz",
+        "/hooks/{source}",
+        "/v1/tools/grant_user_offer_by_email/call",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }

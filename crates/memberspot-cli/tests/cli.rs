@@ -284,7 +284,11 @@ async fn bad_input_names_the_field_and_destructive_needs_yes() {
         .expect("email")
         .to_string();
     let out = run(Some(&sb), dir.path(), &["users", "delete", &victim]).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a refusal for want of --yes is usage"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
     assert!(
         state(&sb).await["users"]
@@ -304,6 +308,29 @@ async fn bad_input_names_the_field_and_destructive_needs_yes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
     sb.shutdown().await.expect("shutdown");
+}
+
+/// `memberspot completions zsh | head -1`: the reader leaves before the command writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["completions", "zsh"][..],
+        &["tools", "list"],
+        &["--json", "tools", "list"],
+    ] {
+        let mut child = cmd(dir.path())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("binary runs");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().await.expect("binary ends");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,7 +379,114 @@ async fn embedded_sandbox_works_offline_and_keeps_state() {
     );
     let out = run(None, dir.path(), &["users", "list", "--all", "--json"]).await;
     assert_ok(&out, "list all");
-    assert_eq!(stdout_json(&out).as_array().map(Vec::len), Some(51));
+    let all = stdout_json(&out);
+    assert_eq!(all["users"].as_array().map(Vec::len), Some(51));
+    assert!(all["next_cursor"].is_null());
+    // One page says where the next one starts; following it gives the rest.
+    let out = run(
+        None,
+        dir.path(),
+        &["users", "list", "--page-length", "50", "--json"],
+    )
+    .await;
+    let page = stdout_json(&out);
+    assert_eq!(page["users"].as_array().map(Vec::len), Some(50));
+    let next = page["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let out = run(
+        None,
+        dir.path(),
+        &[
+            "users",
+            "list",
+            "--page-length",
+            "50",
+            "--cursor",
+            &next,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(stdout_json(&out)["users"].as_array().map(Vec::len), Some(1));
+}
+
+/// `--offer` takes a name as well as an id, and an offer the school does not have is an
+/// error naming the candidates, for one member and for every row of a CSV file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_are_named_or_refused_with_the_candidates() {
+    let sb = sandbox(0.0, Faults::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let offers = state(&sb).await["offers"].clone();
+    let (id, name) = (
+        offers[0]["id"].as_str().expect("id").to_owned(),
+        offers[0]["name"].as_str().expect("name").to_owned(),
+    );
+
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &["users", "list", "--offer", "No Such Course"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "an error, not an empty table");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--offer") && err.contains(&format!("{id} ({name})")),
+        "{err}"
+    );
+
+    let lower = name.to_lowercase();
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &[
+            "--json",
+            "users",
+            "grant",
+            "named@example.com",
+            "--offer",
+            &lower,
+        ],
+    )
+    .await;
+    assert_ok(&out, "grant by name");
+    let holder = state(&sb).await["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["email"] == "named@example.com")
+        .cloned()
+        .expect("granted");
+    assert!(holder.to_string().contains(&id), "{holder}");
+
+    let csv = format!("email,offer\r\na@example.com,{name}\r\nb@example.com,Nope\r\n");
+    let path = dir.path().join("named.csv");
+    std::fs::write(&path, csv).expect("write csv");
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &[
+            "--json",
+            "users",
+            "grant",
+            "--csv",
+            &path.to_string_lossy(),
+            "--dry-run",
+        ],
+    )
+    .await;
+    let report = stdout_json(&out);
+    assert_eq!(report["summary"]["would_grant"], 1, "{report}");
+    assert_eq!(report["summary"]["invalid"], 1, "{report}");
+    let refused = &report["rows"][1];
+    assert_eq!(
+        (refused["line"].as_u64(), refused["field"].as_str()),
+        (Some(3), Some("offer_id"))
+    );
+    assert_eq!(report["rows"][0]["offer_id"], id.as_str());
+    sb.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,7 +65,24 @@ async fn describe(State(events): State<Events>, Path(source): Path<String>) -> R
     }
 }
 
-async fn receive(
+/// A provider's webhook delivery, read as sent and verified by the source's signature,
+/// token or post-back before anything is stored. Outside the REST API: the answer is what
+/// the provider expects, and the body limit is the source's.
+#[utoipa::path(post, path = "/hooks/{source}", tag = "webhooks",
+    params(("source" = String, Path, description = "the source's name in the rules file")),
+    request_body(content = String, content_type = "application/octet-stream",
+        description = "the provider's body as sent (form-encoded or JSON)"),
+    responses(
+        (status = 200, description = "stored (or a redelivery of a stored one); the provider's success answer"),
+        (status = 401, description = "signature or token missing or wrong"),
+        (status = 403, description = "not meant for this shop (e.g. another PayPal receiver)"),
+        (status = 404, description = "no such source"),
+        (status = 408, description = "the body was not sent in time"),
+        (status = 413, description = "body above the source's limit"),
+        (status = 429, description = "too many refused deliveries for this source"),
+        (status = 503, description = "the store is unavailable; the provider retries"),
+    ))]
+pub(crate) async fn receive(
     State(events): State<Events>,
     Path(source): Path<String>,
     headers: HeaderMap,

@@ -16,7 +16,13 @@ use utoipa_axum::routes;
 use crate::service::Events;
 
 #[derive(OpenApi)]
-#[openapi(tags((name = "events", description = "Webhook and poller events, their processing and the tool calls they caused (admin token)")))]
+#[openapi(
+    paths(crate::receiver::receive),
+    tags(
+        (name = "events", description = "Webhook and poller events, their processing and the tool calls they caused (admin token)"),
+        (name = "webhooks", description = "Where payment providers and Memberspot deliver (see docs/events.md); no token, each source verifies its own")
+    )
+)]
 struct EventsDoc;
 
 /// The routes and their OpenAPI document.

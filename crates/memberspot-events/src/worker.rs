@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use memberspot_api::retry::Backoff;
 use memberspot_hub::store::{EventFinish, EventStatus, OrderAccess, OrderFence, StoredEvent};
 use memberspot_hub::{CallContext, HubError, Principal, Surface};
 use memberspot_tools::ToolError;
@@ -869,13 +870,9 @@ async fn suspend(
 
 fn backoff(events: &Events, attempt: i64) -> Duration {
     let p = &events.config().processing;
-    let exp = p
-        .base_backoff
-        .saturating_mul(1u32 << (attempt.clamp(1, 20) - 1) as u32)
-        .min(p.max_backoff);
+    let retry = attempt.clamp(0, i64::from(u32::MAX)) as u32;
     // ±20 % jitter so retries of a burst do not arrive together.
-    let jitter = 0.8 + rand::random::<f64>() * 0.4;
-    exp.mul_f64(jitter)
+    Backoff::new(p.base_backoff, p.max_backoff).spread(retry, 0.2, rand::random::<f64>())
 }
 
 fn failed_store(err: memberspot_store::StoreError) -> Handled {

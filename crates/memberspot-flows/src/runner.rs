@@ -6,8 +6,9 @@
 //! run --input` gave), `now` (RFC 3339), `steps.<name>.output` for every earlier step, and
 //! `item` (or the step's `item` name) inside a `for_each`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use memberspot_api::retry::Backoff;
 use memberspot_hub::store::{FlowStep, NewRun};
 use memberspot_hub::{CallContext, Surface};
 use memberspot_notify::Message;
@@ -281,7 +282,7 @@ impl Flows {
                 Err((input, e)) => {
                     last = (input, e);
                     if attempt < step.attempts {
-                        tokio::time::sleep(step.backoff * attempt).await;
+                        tokio::time::sleep(step_backoff(step).delay(attempt)).await;
                     }
                 }
             }
@@ -575,6 +576,14 @@ const CREDENTIAL_HEADERS: [&str; 6] = [
     "api-key",
     "x-auth-token",
 ];
+
+/// A step's retries wait `backoff_secs`, doubling each time; never more than a minute
+/// (or `backoff_secs`, if that is longer), since the run waits with them.
+fn step_backoff(step: &Step) -> Backoff {
+    Backoff::new(step.backoff, step.backoff.max(STEP_BACKOFF_CAP))
+}
+
+const STEP_BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// Only the host, for messages: URLs can carry tokens.
 fn host_of(url: &str) -> String {

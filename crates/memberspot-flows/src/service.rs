@@ -8,6 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use memberspot_agent::config::ModelsConfig;
 use memberspot_agent::model::{ChatMessage, ChatRequest, Model};
+use memberspot_api::retry::Backoff;
 use memberspot_hub::admin::PersonaSpec;
 use memberspot_hub::store::{EventFilter, EventStatus, FlowStep, NewRun, Trusted};
 use memberspot_hub::{CallContext, Hub, HubError};
@@ -427,17 +428,19 @@ impl Flows {
         }))
     }
 
-    /// E-mail gets three tries (Slack retries inside its client, per Slack's answers).
+    /// E-mail gets three tries, 2 s and 4 s apart (Slack retries inside its client, per
+    /// Slack's answers).
     async fn deliver_with_retry(&self, target: Target, msg: &Message) -> Result<String, String> {
         let tries = if target == Target::Email { 3 } else { 1 };
+        let backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(4));
         let mut last = String::new();
-        for i in 0..tries {
+        for attempt in 1..=tries {
             match self.deliver(target, msg).await {
                 Ok(d) => return Ok(d),
                 Err(e) => last = e,
             }
-            if i + 1 < tries {
-                tokio::time::sleep(Duration::from_secs(2 << i)).await;
+            if attempt < tries {
+                tokio::time::sleep(backoff.delay(attempt)).await;
             }
         }
         Err(last)

@@ -335,10 +335,12 @@ pub async fn read_source(
 }
 
 fn parse_csv(bytes: &[u8]) -> Result<Vec<(usize, Value)>, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("CSV is not UTF-8: {e}"))?;
+    let text = memberspot_tools::bulk::normalize_line_endings(text);
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(bytes);
+        .from_reader(text.as_bytes());
     let headers = reader
         .headers()
         .map_err(|e| format!("CSV header: {e}"))?
@@ -733,6 +735,14 @@ mod tests {
     fn csv_lines_and_mapping_errors() {
         let rows = parse_csv(b"Email,Offer\na@b.de,o1\n,o1\nnot-an-email,o1\n").unwrap();
         assert_eq!(rows.iter().map(|r| r.0).collect::<Vec<_>>(), [2, 3, 4]);
+        // What spreadsheets write: the same lines with CRLF endings.
+        let crlf = parse_csv(b"Email,Offer\r\na@b.de,o1\r\n,o1\r\nnot-an-email,o1\r\n").unwrap();
+        assert_eq!(crlf, rows);
+        assert!(
+            parse_csv(b"Email,Offer\n\xff,o1\n")
+                .unwrap_err()
+                .contains("not UTF-8")
+        );
         let m = Mapping {
             email: "{{ row.Email }}".into(),
             offer: "{{ row.Offer }}".into(),

@@ -566,3 +566,70 @@ http = {{ method = "POST", url = "{crm}/api/contacts", headers = {{ X-Api-Key = 
     hub.store().close().await;
     let _ = sandbox.shutdown().await;
 }
+
+/// A step's retries wait `backoff_secs` and then twice as long each time (the back-off
+/// every retrying part of the hub shares), and the run records every attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_step_is_retried_with_doubling_waits() {
+    let sandbox = common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = common::hub(
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+        &sandbox,
+    )
+    .await;
+    let arrivals = Arc::new(Mutex::new(Vec::<std::time::Instant>::new()));
+    let app = axum::Router::new().route(
+        "/flaky",
+        post({
+            let arrivals = arrivals.clone();
+            move || {
+                let arrivals = arrivals.clone();
+                async move {
+                    let n = {
+                        let mut a = arrivals.lock().unwrap();
+                        a.push(std::time::Instant::now());
+                        a.len()
+                    };
+                    let status = if n < 4 { 503 } else { 200 };
+                    (axum::http::StatusCode::from_u16(status).unwrap(), "{}")
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/flaky", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let toml = format!(
+        r#"
+[[flows]]
+name = "flaky"
+trigger.manual = true
+
+[[flows.steps]]
+name = "post"
+http = {{ method = "POST", url = "{url}", json = {{ a = 1 }} }}
+retry = {{ attempts = 4, backoff_secs = 0.15 }}
+"#
+    );
+    let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
+    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
+    flows.ensure_personas().await.unwrap();
+    let report = flows
+        .run_flow("flaky", "manual", json!({}), None, false)
+        .await
+        .unwrap();
+    assert_eq!(report.status, "ok", "{report:?}");
+    assert_eq!(report.steps[0].attempts, 4, "{report:?}");
+    let at = arrivals.lock().unwrap().clone();
+    assert_eq!(at.len(), 4);
+    let gaps: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    // 0.15 s, 0.3 s, 0.6 s (a step that only added 0.15 s each time would wait 0.45 s last).
+    for (gap, want) in gaps.iter().zip([0.15, 0.3, 0.6]) {
+        assert!(*gap >= want && *gap < want + 1.0, "waits {gaps:?}");
+    }
+    hub.store().close().await;
+    let _ = sandbox.shutdown().await;
+}

@@ -164,7 +164,7 @@ impl Hub {
                             "embedded",
                         ),
                         key_hint: "…".into(),
-                        rate_limit: 4.0,
+                        rate_limit: memberspot_api::DEFAULT_RATE_LIMIT,
                     })
                     .await;
                 match created {

@@ -7,8 +7,9 @@
 //! string. An `invalid_payload` answer to a message with blocks is followed by one
 //! text-only attempt, as the response table in `shared/vectors/slack.json` prescribes.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use memberspot_api::retry::{Backoff, parse_retry_after};
 use reqwest::header::RETRY_AFTER;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -129,7 +130,7 @@ pub async fn send_slack(
             Ok(answer) => {
                 let next = next_step(
                     Some(answer.status),
-                    answer.retry_after.as_deref(),
+                    answer.retry_after,
                     attempts,
                     target.max_wait,
                 );
@@ -294,7 +295,7 @@ fn check_url(raw: &str) -> Result<Url, NotifyError> {
 
 struct Answer {
     status: u16,
-    retry_after: Option<String>,
+    retry_after: Option<Duration>,
     body: String,
 }
 
@@ -310,7 +311,7 @@ async fn post(http: &reqwest::Client, url: &Url, payload: &Value) -> reqwest::Re
         .headers()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
     // A body that breaks off still leaves the status to decide on.
     let body = response.text().await.unwrap_or_default();
     Ok(Answer {
@@ -350,26 +351,18 @@ enum Next {
 }
 
 /// The retry policy as a pure function. `status` is `None` when the connection was
-/// refused; `attempt` counts from 1 and is the attempt that just failed.
+/// refused; `attempt` counts from 1 and is the attempt that just failed; `retry_after`
+/// is the answer's `Retry-After` as a pause.
 fn next_step(
     status: Option<u16>,
-    retry_after: Option<&str>,
+    retry_after: Option<Duration>,
     attempt: u32,
     max_wait: Duration,
 ) -> Next {
-    let backoff = BACKOFF_BASE
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(max_wait);
+    let backoff = Backoff::new(BACKOFF_BASE, max_wait).delay(attempt);
     match status {
         None => Next::Retry(backoff),
-        Some(429) => {
-            // Only delta-seconds: Slack sends them, and an HTTP date would need a clock
-            // we trust more than the back-off.
-            let asked = retry_after
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            Next::Retry(asked.map_or(backoff, |d| d.min(max_wait)))
-        }
+        Some(429) => Next::Retry(retry_after.map_or(backoff, |d| d.min(max_wait))),
         Some(500..=599) => Next::Retry(backoff),
         Some(_) => Next::Stop,
     }
@@ -544,20 +537,20 @@ mod tests {
     #[test]
     fn retry_policy_table() {
         let s = Duration::from_secs;
-        let cases: &[(Option<u16>, Option<&str>, u32, Next)] = &[
+        let cases: &[(Option<u16>, Option<Duration>, u32, Next)] = &[
             (Some(400), None, 1, Next::Stop),
             (Some(403), None, 1, Next::Stop),
             (Some(404), None, 1, Next::Stop),
             (Some(410), None, 1, Next::Stop),
             (Some(200), None, 1, Next::Stop), // 200 without "ok"
-            (Some(429), Some("30"), 1, Next::Retry(s(30))),
-            (Some(429), Some(" 2 "), 3, Next::Retry(s(2))),
-            (Some(429), Some("3600"), 1, Next::Retry(CAP)),
+            (Some(429), Some(s(30)), 1, Next::Retry(s(30))),
+            (Some(429), Some(s(2)), 3, Next::Retry(s(2))),
+            (Some(429), Some(s(3600)), 1, Next::Retry(CAP)),
             (
                 Some(429),
-                Some("Wed, 21 Oct 2015 07:28:00 GMT"),
+                Some(Duration::ZERO),
                 2,
-                Next::Retry(s(2)),
+                Next::Retry(Duration::ZERO),
             ),
             (Some(429), None, 1, Next::Retry(s(1))),
             (Some(500), None, 1, Next::Retry(s(1))),

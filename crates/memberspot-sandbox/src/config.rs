@@ -31,7 +31,7 @@ impl Default for SandboxConfig {
             api_key: "sk_sandbox_demo_key".to_string(),
             seed: 42,
             size: SeedSize::default(),
-            rate_limit: 4.0,
+            rate_limit: memberspot_wire::DEFAULT_RATE_LIMIT,
             faults: Faults::default(),
             state_file: None,
             shapes: Shapes::default(),

@@ -719,6 +719,38 @@ async fn openapi_documents_exactly_the_routes_that_answer() {
         }
     }
     documented.sort();
+    // One operation per tool, its arguments as the request body, answered by the
+    // generic call route.
+    let (per_tool, documented): (Vec<_>, Vec<_>) = documented.into_iter().partition(|(_, p)| {
+        p.starts_with("/v1/tools/") && p.ends_with("/call") && !p.contains('{')
+    });
+    let mut tools: Vec<String> = memberspot_tools::Catalogue::standard()
+        .iter()
+        .map(|t| format!("/v1/tools/{}/call", t.descriptor.name))
+        .collect();
+    tools.sort();
+    assert_eq!(
+        per_tool.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
+        tools
+    );
+    let list_offers = &doc["paths"]["/v1/tools/list_offers/call"]["post"];
+    assert_eq!(list_offers["operationId"], "list_offers");
+    let (s, body, _) = w
+        .rest(
+            reqwest::Method::POST,
+            "/v1/tools/list_offers/call",
+            &w.support,
+            Some(json!({"arguments": {}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    // Error answers carry the error shape.
+    assert_eq!(
+        doc["paths"]["/v1/tools/{name}/call"]["post"]["responses"]["403"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/Error"
+    );
+    assert!(doc["components"]["schemas"]["Error"]["properties"]["error"].is_object());
     // Every documented route answers (anything but 404/405 from the router).
     for (method, path) in &documented {
         let concrete = if path.starts_with("/v1/tools") {

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyConnection, AnyPool, Connection as _, Executor, Row, Transaction};
@@ -1083,27 +1084,26 @@ fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
 /// sqlx percent-decodes the path of a `sqlite://` URL, so encode everything but the plainest
 /// characters (spaces, `%`, `?`, `#`, non-ASCII, ...).
 fn percent_encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'.')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'~');
+    utf8_percent_encode(path, KEEP).to_string()
 }
 
-/// The URL without its password, for error messages.
+/// The URL without its password, for error messages. Everything before the last `@` is
+/// the user part, as a person reads it: a password holding an unencoded `/`, `?` or `#`
+/// (which a URL parser takes as the end of the user part, showing the rest of the
+/// password as host, port or path) is hidden as well.
 fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    match rest.rsplit_once('@') {
         Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
             None => url.to_owned(),
         },
         None => url.to_owned(),
@@ -1708,5 +1708,24 @@ mod tests {
             redact_url("postgresql://u:p@ss@h/db?x=1"),
             "postgresql://u:***@h/db?x=1"
         );
+        // Passwords with characters that end a URL's user part early (generated
+        // passwords often hold `/`): none of the password shows.
+        for (url, shown) in [
+            ("postgres://u:Zm9v/YmFy@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:12/ss@h:5432/db", "postgres://u:***@h:5432/db"),
+            ("postgres://u:pa?ss@h/db?x=1", "postgres://u:***@h/db?x=1"),
+            ("postgres://u:pa#ss@h/db", "postgres://u:***@h/db"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn sqlite_paths_are_percent_encoded_for_sqlx() {
+        assert_eq!(
+            percent_encode_path("/tmp/a b/hub%1?#ü.db"),
+            "/tmp/a%20b/hub%251%3F%23%C3%BC.db"
+        );
+        assert_eq!(percent_encode_path("/x/Hub-1_v2.~db"), "/x/Hub-1_v2.~db");
     }
 }

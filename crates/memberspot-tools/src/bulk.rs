@@ -134,6 +134,31 @@ pub enum CsvError {
 pub struct ParsedCsv {
     pub rows: Vec<GrantRow>,
     pub rejected: Vec<RowOutcome>,
+    /// The file as read, so a retry file gives back every column of a row.
+    pub source: CsvSource,
+}
+
+/// A grant file's header and rows exactly as read (every column, the delimiter), keyed
+/// by line: a retry file written from it, corrected and read again, grants what a
+/// correct first file would have (names and order ids included).
+#[derive(Debug, Default, Clone)]
+pub struct CsvSource {
+    delimiter: u8,
+    headers: Vec<String>,
+    records: std::collections::HashMap<u64, Vec<String>>,
+}
+
+/// The columns a retry file adds (and replaces, when retrying a retry file).
+const RETRY_COLUMNS: [&str; 2] = ["line", "error"];
+
+/// Spreadsheets write CRLF; the CSV reader counts the `\r` as a line of its own, so line
+/// numbers are taken from the text with plain `\n` endings.
+pub fn normalize_line_endings(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\r') {
+        std::borrow::Cow::Owned(text.replace("\r\n", "\n"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
 }
 
 fn column(headers: &csv::StringRecord, names: &[&str]) -> Option<usize> {
@@ -157,16 +182,18 @@ pub fn read_grant_csv<R: Read>(
     input
         .read_to_string(&mut text)
         .map_err(|e| CsvError::Csv(csv::Error::from(e)))?;
+    let text = normalize_line_endings(&text);
     let header_line = text.lines().next().unwrap_or_default();
     let delimiter = if header_line.matches(';').count() > header_line.matches(',').count() {
         b';'
     } else {
         b','
     };
+    // Not trimmed while reading: cells are trimmed where they are used, and a retry
+    // file gives them back as they were.
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(true)
-        .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
     let headers = reader.headers()?.clone();
     let email_col = column(&headers, &["email", "e_mail", "mail", "email_address"])
@@ -192,7 +219,14 @@ pub fn read_grant_csv<R: Read>(
         return Err(CsvError::NoOffer);
     }
 
-    let mut parsed = ParsedCsv::default();
+    let mut parsed = ParsedCsv {
+        source: CsvSource {
+            delimiter,
+            headers: headers.iter().map(str::to_owned).collect(),
+            records: Default::default(),
+        },
+        ..ParsedCsv::default()
+    };
     let mut seen: std::collections::HashMap<(String, String), u64> = Default::default();
     for record in reader.records() {
         let record = match record {
@@ -214,6 +248,10 @@ pub fn read_grant_csv<R: Read>(
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
+        parsed
+            .source
+            .records
+            .insert(line, record.iter().map(str::to_owned).collect());
         let raw_email = get(Some(email_col)).unwrap_or_default();
         let offer = get(offer_col).or(default_offer).unwrap_or_default();
         let email = match Email::parse(raw_email) {
@@ -349,20 +387,37 @@ where
     outcomes
 }
 
-/// Writes the rows that did not succeed as a CSV that `read_grant_csv` can
-/// read again (the `error` column is ignored on re-import). Returns how
+/// Writes the rows that did not succeed as a CSV that `read_grant_csv` can read again:
+/// the source's header and every column of each row as read, in its delimiter, plus the
+/// row's `line` in the source and the `error` (both ignored on re-import). Returns how
 /// many rows were written.
-pub fn write_retry_csv<W: Write>(out: W, outcomes: &[RowOutcome]) -> Result<usize, csv::Error> {
-    let mut w = csv::Writer::from_writer(out);
-    w.write_record([
-        "email",
-        "first_name",
-        "last_name",
-        "offer_id",
-        "order_id",
-        "line",
-        "error",
-    ])?;
+pub fn write_retry_csv<W: Write>(
+    out: W,
+    source: &CsvSource,
+    outcomes: &[RowOutcome],
+) -> Result<usize, csv::Error> {
+    let mut w = csv::WriterBuilder::new()
+        .delimiter(if source.delimiter == 0 {
+            b','
+        } else {
+            source.delimiter
+        })
+        .flexible(true)
+        .from_writer(out);
+    let mut headers = source.headers.clone();
+    let extra: Vec<usize> = RETRY_COLUMNS
+        .iter()
+        .map(|name| {
+            headers
+                .iter()
+                .position(|h| h.trim().eq_ignore_ascii_case(name))
+                .unwrap_or_else(|| {
+                    headers.push((*name).to_owned());
+                    headers.len() - 1
+                })
+        })
+        .collect();
+    w.write_record(&headers)?;
     let mut written = 0;
     for o in outcomes.iter().filter(|o| !o.is_ok()) {
         let error = match &o.status {
@@ -372,26 +427,11 @@ pub fn write_retry_csv<W: Write>(out: W, outcomes: &[RowOutcome]) -> Result<usiz
             RowStatus::Duplicate { first_line } => format!("duplicate of line {first_line}"),
             _ => String::new(),
         };
-        let (first, last, order) = o
-            .row
-            .as_ref()
-            .map(|r| {
-                (
-                    r.first_name.clone(),
-                    r.last_name.clone(),
-                    r.order_id.clone(),
-                )
-            })
-            .unwrap_or_default();
-        w.write_record([
-            o.email.as_str(),
-            first.as_deref().unwrap_or(""),
-            last.as_deref().unwrap_or(""),
-            o.offer_id.as_str(),
-            order.as_deref().unwrap_or(""),
-            &o.line.to_string(),
-            &error,
-        ])?;
+        let mut fields = source.records.get(&o.line).cloned().unwrap_or_default();
+        fields.resize(fields.len().max(headers.len()), String::new());
+        fields[extra[0]] = o.line.to_string();
+        fields[extra[1]] = error;
+        w.write_record(&fields)?;
         written += 1;
     }
     w.flush().map_err(csv::Error::from)?;
@@ -449,6 +489,16 @@ mod tests {
             offer_id: "o".into(),
             order_id: Some("x".into()),
         };
+        let source = CsvSource {
+            delimiter: b',',
+            headers: vec![
+                "email".into(),
+                "vorname".into(),
+                "offer".into(),
+                "order".into(),
+            ],
+            records: [(7, vec!["a@b.de".into(), "A".into(), "o".into(), "x".into()])].into(),
+        };
         let outcomes = vec![RowOutcome {
             line: 7,
             email: row.email.clone(),
@@ -460,9 +510,65 @@ mod tests {
             row: Some(row.clone()),
         }];
         let mut buf = Vec::new();
-        assert_eq!(write_retry_csv(&mut buf, &outcomes).expect("writes"), 1);
+        assert_eq!(
+            write_retry_csv(&mut buf, &source, &outcomes).expect("writes"),
+            1
+        );
         let again = read_grant_csv(buf.as_slice(), None).expect("reads");
         assert_eq!(again.rows.len(), 1);
         assert_eq!(again.rows[0].to_args(), row.to_args());
+    }
+
+    /// A row refused for its e-mail keeps its names, order id and any other column; fixed
+    /// and read again, it grants what a correct first file would have.
+    #[test]
+    fn invalid_rows_come_back_whole_and_a_fixed_retry_grants_like_a_first_run() {
+        let csv = "E-Mail;Vorname;Nachname;Zugang;Bestellung;Notiz\r\n\
+                   anna@example.com;Anna;Schmidt;o1;DS24-1;vip\r\n\
+                   ben(at)example.com;Ben;Bauer;o1;DS24-2;\"Rechnung; bezahlt\"\r\n\
+                   carla@example.com;Carla;Klein;o2;DS24-3;\r\n";
+        let first = read_grant_csv(csv.as_bytes(), None).expect("reads");
+        assert_eq!(first.rows.len(), 2);
+        assert_eq!(first.rejected.len(), 1);
+        assert_eq!(
+            first.rejected[0].line, 3,
+            "CRLF files keep their line numbers"
+        );
+
+        let mut buf = Vec::new();
+        write_retry_csv(&mut buf, &first.source, &first.rejected).expect("writes");
+        let retry = String::from_utf8(buf).expect("utf-8");
+        let mut lines = retry.lines();
+        assert_eq!(
+            lines.next(),
+            Some("E-Mail;Vorname;Nachname;Zugang;Bestellung;Notiz;line;error")
+        );
+        let row = lines.next().expect("the refused row");
+        assert!(
+            row.starts_with("ben(at)example.com;Ben;Bauer;o1;DS24-2;\"Rechnung; bezahlt\";3;"),
+            "{row}"
+        );
+
+        let fixed = retry.replace("ben(at)example.com", "ben@example.com");
+        let again = read_grant_csv(fixed.as_bytes(), None).expect("reads again");
+        assert!(again.rejected.is_empty(), "{:?}", again.rejected);
+        let correct = csv.replace("ben(at)example.com", "ben@example.com");
+        let correct = read_grant_csv(correct.as_bytes(), None).expect("reads");
+        assert_eq!(again.rows[0].to_args(), correct.rows[1].to_args());
+        assert_eq!(
+            again.rows[0].to_args()["order_id"],
+            "DS24-2",
+            "the order id survives, so a refund can revoke"
+        );
+
+        // Retrying the retry file replaces its `line` and `error` columns, never adds more.
+        let refused_again = read_grant_csv(retry.as_bytes(), None).expect("reads");
+        let mut buf = Vec::new();
+        write_retry_csv(&mut buf, &refused_again.source, &refused_again.rejected).expect("writes");
+        let header = String::from_utf8(buf).expect("utf-8");
+        assert_eq!(
+            header.lines().next(),
+            Some("E-Mail;Vorname;Nachname;Zugang;Bestellung;Notiz;line;error")
+        );
     }
 }

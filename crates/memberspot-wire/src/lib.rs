@@ -21,5 +21,9 @@ pub use requests::*;
 pub use responses::*;
 pub use timestamp::Timestamp;
 
+/// Requests per second Memberspot allows per API key: the pace of a client and of a
+/// connection unless configured otherwise, and the sandbox's limit by default.
+pub const DEFAULT_RATE_LIMIT: f64 = 4.0;
+
 /// Extra, unrecognised fields of an object, kept verbatim.
 pub type Extra = serde_json::Map<String, serde_json::Value>;

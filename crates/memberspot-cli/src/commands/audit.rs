@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
 use memberspot_hub::admin::{audit_csv_rows, audit_jsonl};
 use memberspot_hub::store::{AuditFilter, AuditRecord};
 
@@ -9,8 +8,12 @@ use crate::cli::{AuditCommand, AuditFilterArgs, ExportFormat, Global};
 use crate::connection::{close_hub, open_hub};
 use crate::output::{Usage, confirm, print_json, print_table, table};
 
-/// `--since`: RFC 3339, a date, or a duration back from now (`30m`, `2h`, `7d`).
+/// `--since`: RFC 3339, a date, or a duration back from now (`30m`, `2h`, `7d`, `1h 30m`).
 pub(crate) fn parse_since(v: &str) -> anyhow::Result<i64> {
+    since_at(v, chrono::Utc::now().timestamp_millis())
+}
+
+fn since_at(v: &str, now_ms: i64) -> anyhow::Result<i64> {
     let v = v.trim();
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
         return Ok(t.timestamp_millis());
@@ -21,18 +24,16 @@ pub(crate) fn parse_since(v: &str) -> anyhow::Result<i64> {
             .map(|t| t.and_utc().timestamp_millis())
             .unwrap_or_default());
     }
-    let (num, unit) = v.split_at(v.len().saturating_sub(1));
-    let n: i64 = num.parse().map_err(|_| {
-        anyhow::anyhow!("--since `{v}`: use an RFC 3339 time, a date or a duration like 2h")
+    let ago = humantime::parse_duration(v).map_err(|e| {
+        anyhow::anyhow!(
+            "--since `{v}`: use an RFC 3339 time, a date or a duration like 2h or 1h30m ({e})"
+        )
     })?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => bail!("--since `{v}`: the unit must be s, m, h or d"),
-    };
-    Ok(chrono::Utc::now().timestamp_millis() - secs * 1000)
+    i64::try_from(ago.as_millis())
+        .ok()
+        .and_then(|ago| now_ms.checked_sub(ago))
+        .filter(|t| *t >= 0)
+        .ok_or_else(|| anyhow::anyhow!("--since `{v}`: reaches back before 1970"))
 }
 
 fn filter(a: &AuditFilterArgs) -> anyhow::Result<AuditFilter> {
@@ -195,4 +196,42 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
     .await;
     close_hub(&hub, sandbox).await?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn since_takes_times_dates_and_durations() {
+        let at = |v: &str| since_at(v, NOW).map_err(|e| e.to_string());
+        assert_eq!(at("2026-01-02T03:04:05Z"), Ok(1_767_323_045_000));
+        assert_eq!(at("2026-01-02"), Ok(1_767_312_000_000));
+        assert_eq!(at("30m"), Ok(NOW - 1_800_000));
+        assert_eq!(at(" 2h "), Ok(NOW - 7_200_000));
+        assert_eq!(at("7d"), Ok(NOW - 7 * 86_400_000));
+        assert_eq!(at("45s"), Ok(NOW - 45_000));
+        // Combined units, as people write them.
+        assert_eq!(at("1h30m"), Ok(NOW - 5_400_000));
+        assert_eq!(at("1h 30m"), Ok(NOW - 5_400_000));
+        assert_eq!(at("2days"), Ok(NOW - 2 * 86_400_000));
+    }
+
+    #[test]
+    fn since_refuses_what_is_not_a_time_ago() {
+        for bad in ["yesterday", "", "2", "-2h", "2x", "h"] {
+            let err = since_at(bad, NOW).expect_err(bad).to_string();
+            assert!(
+                err.starts_with(&format!("--since `{}`:", bad.trim())),
+                "{err}"
+            );
+        }
+        // Far too long ago: an error, not an overflow.
+        for huge in ["99999999999999999d", "9999999999y"] {
+            let err = since_at(huge, NOW).expect_err(huge).to_string();
+            assert!(err.contains(huge), "{err}");
+        }
+    }
 }

@@ -9,6 +9,7 @@ use memberspot_tools::bulk::{self, RowError, RowStatus, Summary};
 use serde_json::json;
 
 use super::Ctx;
+use super::offer_names::Offers;
 use super::users::render_users;
 use crate::cli::GrantArgs;
 use crate::output::{print_json, print_table, progress, table};
@@ -21,7 +22,8 @@ pub async fn run(ctx: &Ctx, args: GrantArgs) -> anyhow::Result<ExitCode> {
     let offer = args
         .offer
         .clone()
-        .ok_or_else(|| ToolError::invalid("--offer", "give the offer id to grant"))?;
+        .ok_or_else(|| ToolError::invalid("--offer", "give the offer id or name to grant"))?;
+    let offer = Offers::read(ctx).await?.resolve("--offer", &offer)?;
     let mut tool_args = json!({ "email": email, "offer_id": offer });
     for (k, v) in [
         ("first_name", &args.first),
@@ -40,6 +42,30 @@ pub async fn run(ctx: &Ctx, args: GrantArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every row's offer checked against the school (dry runs included) and names turned into
+/// ids: a row naming an unknown or ambiguous offer is refused with its line, not sent.
+fn offers_by_id(offers: &Offers, parsed: &mut bulk::ParsedCsv) {
+    let rows = std::mem::take(&mut parsed.rows);
+    for mut row in rows {
+        match offers.resolve("offer_id", &row.offer_id) {
+            Ok(id) => {
+                row.offer_id = id;
+                parsed.rows.push(row);
+            }
+            Err(e) => parsed.rejected.push(bulk::RowOutcome {
+                line: row.line,
+                email: row.email.clone(),
+                offer_id: row.offer_id.clone(),
+                status: RowStatus::Invalid {
+                    field: "offer_id".into(),
+                    message: e.to_string(),
+                },
+                row: Some(row),
+            }),
+        }
+    }
+}
+
 fn default_failed_path(csv: &Path) -> PathBuf {
     let stem = csv
         .file_stem()
@@ -51,9 +77,11 @@ fn default_failed_path(csv: &Path) -> PathBuf {
 async fn from_csv(ctx: &Ctx, path: &Path, args: &GrantArgs) -> anyhow::Result<ExitCode> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let parsed = bulk::read_grant_csv(file, args.offer.as_deref())
+    let mut parsed = bulk::read_grant_csv(file, args.offer.as_deref())
         .with_context(|| format!("{}", path.display()))?;
+    offers_by_id(&Offers::read(ctx).await?, &mut parsed);
     let to_send = parsed.rows.len();
+    let parsed_source = parsed.source;
     let bar = progress(
         Some(to_send as u64),
         if args.dry_run { "checking" } else { "granting" },
@@ -97,7 +125,7 @@ async fn from_csv(ctx: &Ctx, path: &Path, args: &GrantArgs) -> anyhow::Result<Ex
     if retry_rows > 0 {
         let out = std::fs::File::create(&failed_path)
             .with_context(|| format!("cannot write the retry file {}", failed_path.display()))?;
-        bulk::write_retry_csv(out, &outcomes)
+        bulk::write_retry_csv(out, &parsed_source, &outcomes)
             .with_context(|| format!("writing {}", failed_path.display()))?;
     }
 

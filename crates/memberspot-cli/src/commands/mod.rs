@@ -12,6 +12,7 @@ mod flows;
 mod grant;
 mod login_link;
 mod mcp;
+mod offer_names;
 mod personas;
 mod progress;
 mod sandbox;

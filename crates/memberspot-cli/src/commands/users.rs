@@ -5,7 +5,7 @@ use memberspot_tools::ToolError;
 use memberspot_wire::User;
 use serde_json::{Value, json};
 
-use super::{Ctx, grant};
+use super::{Ctx, grant, offer_names};
 use crate::cli::{AccessTarget, ActiveFilter, UsersCommand};
 use crate::output::{confirm, print_json, print_table, progress, table};
 
@@ -21,7 +21,7 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
             cursor,
         } => {
             let mut args = json!({});
-            if let Some(o) = offer {
+            if let Some(o) = offer_names::resolve_flag(ctx, offer).await? {
                 args["offer_id"] = json!(o);
             }
             if let Some(c) = course {
@@ -69,6 +69,7 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
             at,
             clear,
         } => {
+            let offer = offer_names::resolve_flag(ctx, Some(offer)).await?;
             let mut args = json!({ "email": email, "offer_id": offer });
             if let (Some(at), false) = (at, clear) {
                 args["expires_at"] = json!(at);
@@ -157,7 +158,8 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn set_state(ctx: &Ctx, target: AccessTarget, state: &str) -> anyhow::Result<ExitCode> {
-    let out = match (target.offer, target.order) {
+    let offer = offer_names::resolve_flag(ctx, target.offer).await?;
+    let out = match (offer, target.order) {
         (Some(offer), _) => {
             ctx.call(
                 "set_user_offer_state",
@@ -187,10 +189,11 @@ async fn list(
     if !all {
         let page = ctx.call("list_users", args).await?;
         let users: Vec<Value> = page["users"].as_array().cloned().unwrap_or_default();
+        if ctx.json {
+            return print_page(&users, page["next_cursor"].as_str()).map(|()| ExitCode::SUCCESS);
+        }
         render_users(ctx, &users)?;
-        if !ctx.json
-            && let Some(next) = page["next_cursor"].as_str()
-        {
+        if let Some(next) = page["next_cursor"].as_str() {
             eprintln!(
                 "more members: add --cursor {next} for the next page, or --all for everything"
             );
@@ -222,11 +225,18 @@ async fn list(
         }
     }
     bar.finish_and_clear();
-    render_users(ctx, &users)?;
-    if !ctx.json {
-        eprintln!("{} member(s)", users.len());
+    if ctx.json {
+        return print_page(&users, None).map(|()| ExitCode::SUCCESS);
     }
+    render_users(ctx, &users)?;
+    eprintln!("{} member(s)", users.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `users list --json`: the `list_users` tool's shape, `{"users": [...], "next_cursor"}`;
+/// the cursor is null when there is no next page (always with `--all`).
+fn print_page(users: &[Value], next_cursor: Option<&str>) -> anyhow::Result<()> {
+    print_json(&json!({ "users": users, "next_cursor": next_cursor }))
 }
 
 pub fn render_users(ctx: &Ctx, users: &[Value]) -> anyhow::Result<()> {

@@ -459,6 +459,33 @@ async fn retry_after_below_the_cap_is_waited_for() {
     );
 }
 
+/// `Retry-After` may also be an HTTP date (RFC 9110); it is read like the API client
+/// reads it, not replaced by the one-second back-off.
+#[tokio::test]
+async fn retry_after_as_an_http_date_is_waited_for() {
+    let at = std::time::SystemTime::now() + Duration::from_secs(3);
+    let rate_limited = Reply {
+        retry_after: Some(httpdate::fmt_http_date(at)),
+        ..Reply::new(429, "")
+    };
+    let fake = FakeSlack::start(vec![rate_limited]).await;
+    let target = SlackTarget {
+        max_wait: Duration::from_secs(10),
+        ..fake.target()
+    };
+    let delivered = send_slack(&http(), &target, &digest_message(&example()))
+        .await
+        .unwrap();
+    assert_eq!(delivered.attempts, 2);
+    let seen = fake.seen();
+    let pause = seen[1].1 - seen[0].1;
+    // The date has whole seconds: the pause is 2 to 3 s, never the 1 s back-off.
+    assert!(
+        pause >= Duration::from_millis(1900) && pause < Duration::from_secs(4),
+        "{pause:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_oversized_digest_is_posted_within_limits() {
     let blocks: Vec<Value> = (0..120)

@@ -191,7 +191,7 @@ fn default_base_url() -> String {
 }
 
 fn default_rate() -> f64 {
-    4.0
+    memberspot_api::DEFAULT_RATE_LIMIT
 }
 
 #[utoipa::path(get, path = "/v1/connections", tag = "admin", security(("admin" = [])),

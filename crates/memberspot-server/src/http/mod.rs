@@ -6,6 +6,7 @@ mod admin;
 pub mod auth;
 pub mod body;
 mod error;
+mod openapi;
 mod ops;
 mod tools;
 
@@ -89,12 +90,14 @@ pub(crate) fn rest_app(
     request_timeout: Duration,
     extra: Vec<(Router, utoipa::openapi::OpenApi)>,
 ) -> Router {
+    let tools_of = hub.clone();
     let (mut router, mut api) = rest(hub);
     for (r, doc) in extra {
         router = router.merge(r);
         api.merge(doc);
     }
-    let api_json = api.to_pretty_json().unwrap_or_else(|_| "{}".to_string());
+    let api_json = serde_json::to_string_pretty(&openapi::complete(&api, tools_of.catalogue()))
+        .unwrap_or_else(|_| "{}".to_string());
     router
         .route(
             "/openapi.json",

@@ -25,7 +25,9 @@ impl Tool for EnableChapterAccessTool {
     type Output = ChapterAccessResult;
     const NAME: &'static str = "enable_chapter_access";
     const TITLE: &'static str = "Unlock a chapter";
-    const DESCRIPTION: &'static str = "Unlock one chapter of a course for one member ahead of its drip schedule, or as a bonus. There is no call to lock it again. Idempotent. Fails with not_found for an unknown member, course or chapter. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "Unlock one chapter of a course for one member ahead of its drip schedule, or as a bonus. There is no call to lock it again. Idempotent. Fails with not_found for an unknown member, course or chapter."
+    );
     const ANNOTATIONS: Annotations = Annotations {
         read_only: false,
         destructive: false,

@@ -28,7 +28,9 @@ impl Tool for ListExamResultsTool {
     type Output = ExamResultsOutput;
     const NAME: &'static str = "list_exam_results";
     const TITLE: &'static str = "List exam results";
-    const DESCRIPTION: &'static str = "List every member's submissions of one exam (quiz) with score, maximum score, pass/fail and submission time. Read-only. The API has no call to list exams; the exam id comes from the Memberspot dashboard. Fails with not_found for an unknown exam. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "List every member's submissions of one exam (quiz) with score, maximum score, pass/fail and submission time. Read-only. The API has no call to list exams; the exam id comes from the Memberspot dashboard. Fails with not_found for an unknown exam."
+    );
     const ANNOTATIONS: Annotations = READ;
     const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 

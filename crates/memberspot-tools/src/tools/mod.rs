@@ -1,6 +1,21 @@
 //! One tool per Memberspot action. Names are a contract shared by the CLI,
 //! MCP and REST: never rename one.
 
+/// A tool description ending with the rate note every tool carries: a model that knows
+/// calls are paced plans fewer of them. The note states
+/// [`memberspot_api::DEFAULT_RATE_LIMIT`] (checked by a test below).
+macro_rules! paced {
+    ($text:literal) => {
+        concat!($text, " ", rate_note!())
+    };
+}
+
+macro_rules! rate_note {
+    () => {
+        "Memberspot allows about 4 requests per second per API key; calls are paced automatically."
+    };
+}
+
 mod chapters;
 mod exams;
 mod offers;
@@ -60,6 +75,25 @@ impl From<UserUpdate> for UserChange {
             user,
             state,
             answer,
+        }
+    }
+}
+
+#[cfg(test)]
+mod rate_note_tests {
+    use crate::Catalogue;
+
+    #[test]
+    fn every_description_ends_with_the_rate_note_naming_the_default_rate() {
+        let note = rate_note!();
+        let rate = memberspot_api::DEFAULT_RATE_LIMIT;
+        assert!(
+            note.contains(&format!("about {rate} requests per second")),
+            "the note must state DEFAULT_RATE_LIMIT ({rate}): {note}"
+        );
+        for d in Catalogue::standard().descriptors() {
+            assert!(d.description.ends_with(note), "{}", d.name);
+            assert_eq!(d.description.matches(note).count(), 1, "{}", d.name);
         }
     }
 }

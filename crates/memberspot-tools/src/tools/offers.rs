@@ -25,7 +25,9 @@ impl Tool for ListOffersTool {
     type Output = OffersOutput;
     const NAME: &'static str = "list_offers";
     const TITLE: &'static str = "List offers";
-    const DESCRIPTION: &'static str = "List every offer (a product or access bundle, German 'Zugang') of the school with its id, name, the course ids it unlocks, priority and last update. Read-only. Use it to find the offer_id needed by grant_user_offer_by_email and the other access tools. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "List every offer (a product or access bundle, German 'Zugang') of the school with its id, name, the course ids it unlocks, priority and last update. Read-only. Use it to find the offer_id needed by grant_user_offer_by_email and the other access tools."
+    );
     const ANNOTATIONS: Annotations = READ;
     const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 

@@ -36,7 +36,9 @@ impl Tool for ListUserCourseProgressTool {
     type Output = ProgressPageOutput;
     const NAME: &'static str = "list_user_course_progress";
     const TITLE: &'static str = "List a member's progress in all courses";
-    const DESCRIPTION: &'static str = "Show how far one member has got in each of their courses: per course the posts (lessons) started and completed. Read-only, paginated: call again with `cursor` = `next_cursor` until it is null. For a single course use get_user_course_progress. Fails with not_found for an unknown e-mail. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "Show how far one member has got in each of their courses: per course the posts (lessons) started and completed. Read-only, paginated: call again with `cursor` = `next_cursor` until it is null. For a single course use get_user_course_progress. Fails with not_found for an unknown e-mail."
+    );
     const ANNOTATIONS: Annotations = READ;
     const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 
@@ -68,7 +70,9 @@ impl Tool for GetUserCourseProgressTool {
     type Output = CourseProgress;
     const NAME: &'static str = "get_user_course_progress";
     const TITLE: &'static str = "Get a member's progress in one course";
-    const DESCRIPTION: &'static str = "Show one member's progress in one course: the posts (lessons) they have started and completed, plus a short member block. Read-only. Fails with not_found when the member, the course, or the member's enrolment in it does not exist. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "Show one member's progress in one course: the posts (lessons) they have started and completed, plus a short member block. Read-only. Fails with not_found when the member, the course, or the member's enrolment in it does not exist."
+    );
     const ANNOTATIONS: Annotations = READ;
     const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 

@@ -22,7 +22,9 @@ impl Tool for ListCustomUserPropertiesTool {
     type Output = PropertiesOutput;
     const NAME: &'static str = "list_custom_user_properties";
     const TITLE: &'static str = "List custom member properties";
-    const DESCRIPTION: &'static str = "List the extra profile fields the school has defined for members (e.g. company, phone, newsletter consent) with their ids, names and types. Read-only; returns definitions, not values (values are on each member). Use it to find the ids for set_custom_user_properties. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "List the extra profile fields the school has defined for members (e.g. company, phone, newsletter consent) with their ids, names and types. Read-only; returns definitions, not values (values are on each member). Use it to find the ids for set_custom_user_properties."
+    );
     const ANNOTATIONS: Annotations = READ;
     const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 
@@ -60,7 +62,9 @@ impl Tool for SetCustomUserPropertiesTool {
     type Output = UserChange;
     const NAME: &'static str = "set_custom_user_properties";
     const TITLE: &'static str = "Set custom member properties";
-    const DESCRIPTION: &'static str = "Set values of custom profile fields on one member, e.g. company or CRM tags; fields not listed are left unchanged, listed ones are overwritten. Idempotent. Fails with not_found for an unknown member or property id. Returns the member. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "Set values of custom profile fields on one member, e.g. company or CRM tags; fields not listed are left unchanged, listed ones are overwritten. Idempotent. Fails with not_found for an unknown member or property id. Returns the member."
+    );
     const ANNOTATIONS: Annotations = Annotations {
         read_only: false,
         destructive: false,

@@ -47,7 +47,9 @@ impl Tool for ListUsersTool {
     type Output = UsersPageOutput;
     const NAME: &'static str = "list_users";
     const TITLE: &'static str = "List members";
-    const DESCRIPTION: &'static str = "List the school's members (users) one page at a time, optionally only those holding an offer, with access to a course, or with active/inactive access. Each member has uid, email, names, creation date, held offers (offerId, active, orderId, expiresAt) and custom property values. Read-only. To get everything, call again with `cursor` set to the returned `next_cursor` until it is null. To look up one person use find_user_by_email instead. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "List the school's members (users) one page at a time, optionally only those holding an offer, with access to a course, or with active/inactive access. Each member has uid, email, names, creation date, held offers (offerId, active, orderId, expiresAt) and custom property values. Read-only. To get everything, call again with `cursor` set to the returned `next_cursor` until it is null. To look up one person use find_user_by_email instead."
+    );
     const ANNOTATIONS: Annotations = READ;
     const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 
@@ -80,7 +82,9 @@ impl Tool for FindUserByEmailTool {
     type Output = User;
     const NAME: &'static str = "find_user_by_email";
     const TITLE: &'static str = "Find member by e-mail";
-    const DESCRIPTION: &'static str = "Look up one member by e-mail address and return their profile: uid, names, creation date, every offer they hold with its state (active, orderId, expiresAt) and their custom property values. Read-only. Fails with not_found when no member has that address. Use this before changing a member's access to see what they hold. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "Look up one member by e-mail address and return their profile: uid, names, creation date, every offer they hold with its state (active, orderId, expiresAt) and their custom property values. Read-only. Fails with not_found when no member has that address. Use this before changing a member's access to see what they hold."
+    );
     const ANNOTATIONS: Annotations = READ;
     const OFFER_SCOPE: OfferScope = OfferScope::NotApplicable;
 
@@ -116,7 +120,9 @@ impl Tool for GrantUserOfferByEmailTool {
     type Output = UserChange;
     const NAME: &'static str = "grant_user_offer_by_email";
     const TITLE: &'static str = "Grant an offer";
-    const DESCRIPTION: &'static str = "Give a person access to an offer (a product that unlocks courses), identified by e-mail. If no member has that e-mail, Memberspot creates one with the given names (and may send them a welcome e-mail). If they already hold the offer it is re-activated. Pass the shop's order id to tie the access to a purchase so it can later be switched off with set_order_state. Idempotent: granting twice has the same effect as once. Returns the member. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "Give a person access to an offer (a product that unlocks courses), identified by e-mail. If no member has that e-mail, Memberspot creates one with the given names (and may send them a welcome e-mail). If they already hold the offer it is re-activated. Pass the shop's order id to tie the access to a purchase so it can later be switched off with set_order_state. Idempotent: granting twice has the same effect as once. Returns the member."
+    );
     const ANNOTATIONS: Annotations = Annotations {
         read_only: false,
         destructive: false,
@@ -154,7 +160,9 @@ impl Tool for SetUserOfferStateTool {
     type Output = UserChange;
     const NAME: &'static str = "set_user_offer_state";
     const TITLE: &'static str = "Revoke, restore or remove an offer";
-    const DESCRIPTION: &'static str = "Change one member's access to one offer. state=inactive revokes access but keeps their course progress, so it can be restored later with state=active. state=remove deletes the holding and permanently deletes the member's progress in that offer's courses; it cannot be undone, so prefer inactive unless deletion is explicitly wanted. Fails with not_found if the member or holding does not exist. Returns the member. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "Change one member's access to one offer. state=inactive revokes access but keeps their course progress, so it can be restored later with state=active. state=remove deletes the holding and permanently deletes the member's progress in that offer's courses; it cannot be undone, so prefer inactive unless deletion is explicitly wanted. Fails with not_found if the member or holding does not exist. Returns the member."
+    );
     const ANNOTATIONS: Annotations = Annotations {
         read_only: false,
         destructive: true,
@@ -193,7 +201,9 @@ impl Tool for SetOrderStateTool {
     type Output = UserChange;
     const NAME: &'static str = "set_order_state";
     const TITLE: &'static str = "Switch all access from one order";
-    const DESCRIPTION: &'static str = "Switch every offer a member received through one purchase (order id) at once: use state=inactive on a refund or chargeback (progress is kept), state=active when a payment resumes, state=remove to delete the order's holdings together with the related course progress (irreversible). Fails with not_found if the member has no access from that order. Returns the member. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "Switch every offer a member received through one purchase (order id) at once: use state=inactive on a refund or chargeback (progress is kept), state=active when a payment resumes, state=remove to delete the order's holdings together with the related course progress (irreversible). Fails with not_found if the member has no access from that order. Returns the member."
+    );
     const ANNOTATIONS: Annotations = Annotations {
         read_only: false,
         destructive: true,
@@ -232,7 +242,9 @@ impl Tool for SetOfferExpirationTool {
     type Output = UserChange;
     const NAME: &'static str = "set_offer_expiration";
     const TITLE: &'static str = "Set or clear an offer's end date";
-    const DESCRIPTION: &'static str = "Set the date on which a member's access to one offer ends (fixed-term access, trials), or clear it by omitting expires_at. Once the date passes the offer counts as inactive; progress is kept. A date in the past ends access immediately. Fails with not_found if the member does not hold the offer. Returns the member. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "Set the date on which a member's access to one offer ends (fixed-term access, trials), or clear it by omitting expires_at. Once the date passes the offer counts as inactive; progress is kept. A date in the past ends access immediately. Fails with not_found if the member does not hold the offer. Returns the member."
+    );
     const ANNOTATIONS: Annotations = Annotations {
         read_only: false,
         destructive: false,
@@ -299,7 +311,9 @@ fn delete_output(requested: &[Email], result: DeleteUsersResult) -> DeleteUsersO
     DeleteUsersOutput { result, not_found }
 }
 
-const DELETE_DESCRIPTION: &str = "PERMANENTLY delete members of the school by e-mail, with all their data: access, course progress, exam results, custom properties. This cannot be undone; to take away access but keep the member use set_user_offer_state with state=inactive instead. Unknown or invalid e-mail addresses are ignored by Memberspot (reported here as not_found). Idempotent. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+const DELETE_DESCRIPTION: &str = paced!(
+    "PERMANENTLY delete members of the school by e-mail, with all their data: access, course progress, exam results, custom properties. This cannot be undone; to take away access but keep the member use set_user_offer_state with state=inactive instead. Unknown or invalid e-mail addresses are ignored by Memberspot (reported here as not_found). Idempotent."
+);
 
 impl Tool for DeleteUsersTool {
     type Input = DeleteUsersInput;
@@ -333,7 +347,9 @@ impl Tool for DeleteUsersPostTool {
     type Output = DeleteUsersOutput;
     const NAME: &'static str = "delete_users_post";
     const TITLE: &'static str = "Delete members (POST variant)";
-    const DESCRIPTION: &'static str = "Same as delete_users, sent as POST for integrations that cannot send a body with DELETE. PERMANENTLY deletes members by e-mail with all their data; cannot be undone. Unknown e-mails are ignored (reported as not_found). Idempotent. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "Same as delete_users, sent as POST for integrations that cannot send a body with DELETE. PERMANENTLY deletes members by e-mail with all their data; cannot be undone. Unknown e-mails are ignored (reported as not_found). Idempotent."
+    );
     const ANNOTATIONS: Annotations = Annotations {
         read_only: false,
         destructive: true,
@@ -381,7 +397,9 @@ impl Tool for CreateLoginTokenTool {
     type Output = LoginTokenOutput;
     const NAME: &'static str = "create_login_token";
     const TITLE: &'static str = "Create a login token";
-    const DESCRIPTION: &'static str = "Create a one-time token that lets a member log in without a password, valid for one hour (e.g. for a support reply or an automated welcome link). Needs the member's uid, not the e-mail: use find_user_by_email first. Each call mints a new token; treat it like a password and send it only to the member. Fails with not_found for an unknown uid. Memberspot allows about 4 requests per second per API key; calls are paced automatically.";
+    const DESCRIPTION: &'static str = paced!(
+        "Create a one-time token that lets a member log in without a password, valid for one hour (e.g. for a support reply or an automated welcome link). Needs the member's uid, not the e-mail: use find_user_by_email first. Each call mints a new token; treat it like a password and send it only to the member. Fails with not_found for an unknown uid."
+    );
     const ANNOTATIONS: Annotations = Annotations {
         read_only: false,
         destructive: false,
