@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -644,11 +644,38 @@ impl Cli {
     /// the global options listed once, under `memberspot --help`: every subcommand's help
     /// points there instead of repeating them.
     pub fn parse_args(args: Vec<std::ffi::OsString>) -> Cli {
-        let matches = Cli::help_command().get_matches_from(args);
-        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        match Cli::try_parse_from(&args) {
+            Ok(cli) => cli,
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+                let long = !args.iter().any(|a| a == "-h");
+                print!("{}", Cli::help_text(&args, long));
+                std::process::exit(0);
+            }
+            Err(e) => e.exit(),
+        }
     }
 
-    /// The command tree whose subcommands' help leaves out the global options.
+    /// The help of the (sub)command the words of `args` name, as `--help` (`long`) or
+    /// `-h` show it, without the global options below the top level. Parsing keeps
+    /// clap's own tree: this one only renders.
+    pub fn help_text(args: &[std::ffi::OsString], long: bool) -> String {
+        let mut cmd = Cli::help_command();
+        let mut path: Vec<&str> = Vec::new();
+        let mut named = &cmd;
+        for word in args.iter().skip(1).filter_map(|a| a.to_str()) {
+            if word == "help" {
+                continue;
+            }
+            if let Some(sub) = named.find_subcommand(word) {
+                path.push(word);
+                named = sub;
+            }
+        }
+        render_help(&mut cmd, &path, long)
+    }
+
+    /// The command tree whose subcommands' help leaves out the global options (for
+    /// rendering help only).
     pub fn help_command() -> clap::Command {
         let mut cmd = <Cli as clap::CommandFactory>::command();
         cmd.build();
@@ -661,6 +688,19 @@ impl Cli {
             hide_globals(sub, &globals);
         }
         cmd
+    }
+}
+
+fn render_help(cmd: &mut clap::Command, path: &[&str], long: bool) -> String {
+    if let Some((first, rest)) = path.split_first()
+        && let Some(sub) = cmd.find_subcommand_mut(first)
+    {
+        return render_help(sub, rest, long);
+    }
+    if long {
+        cmd.render_long_help().to_string()
+    } else {
+        cmd.render_help().to_string()
     }
 }
 
@@ -729,18 +769,32 @@ mod tests {
         let users = top.find_subcommand_mut("users").expect("users");
         let list = users.find_subcommand_mut("list").expect("users list");
         let help = list.render_long_help().to_string();
-        assert!(!help.contains("--api-key"), "{help}");
+        assert!(!help.contains("--api-key <API_KEY>"), "{help}");
         assert!(
             help.contains("--offer") && help.contains(GLOBALS_HINT),
             "{help}"
         );
-        // Still understood after the subcommand.
+        // Still understood after the subcommand, and the rest of the grammar is clap's own.
         let cli = Cli::parse_args(
             ["m", "users", "list", "--json", "--api-key", "k"]
                 .map(std::ffi::OsString::from)
                 .to_vec(),
         );
         assert!(cli.global.json);
+        let cli = Cli::parse_args(
+            ["m", "offers", "list"]
+                .map(std::ffi::OsString::from)
+                .to_vec(),
+        );
+        assert!(cli.global.reason.is_none());
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let short = Cli::help_text(&args(&["m", "users", "list", "-h"]), false);
+        assert!(short.contains("Usage: memberspot users list") && !short.contains("--api-key <"));
+        let via_help = Cli::help_text(&args(&["m", "help", "users", "list"]), true);
+        assert!(
+            via_help.contains("Usage: memberspot users list"),
+            "{via_help}"
+        );
     }
 
     #[test]
