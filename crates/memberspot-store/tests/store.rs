@@ -1648,3 +1648,123 @@ async fn retention_purge_sqlite() {
 async fn retention_purge_postgres() {
     with_pg_db(|url| async move { purge_story(Store::open(&url).await.unwrap()).await }).await;
 }
+
+// ------------------------------------------------------------------ upgrades
+
+/// Databases written by the release whose migrations 1–6 were applied by a hand-listed
+/// runner (`memberspot` at 44a83e1: personas, a CLI and a flow call, a digest, two
+/// Memberspot webhooks and a refused one), dumped with `sqlite3 .dump` and
+/// `pg_dump --inserts`. Their `_sqlx_migrations` rows are what every existing database has.
+const OLD_SQLITE: &str = include_str!("fixtures/hub-0006.sqlite.sql");
+const OLD_POSTGRES: &str = include_str!("fixtures/hub-0006.postgres.sql");
+
+impl Raw {
+    /// Runs a dump in a new database (for SQLite: creates the file).
+    async fn restore(&self, dump: &str) {
+        if let Raw::Sqlite(path) = self {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true);
+            let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+            c.execute(dump).await.unwrap();
+            c.close().await.unwrap();
+        } else {
+            self.exec(dump).await;
+        }
+    }
+
+    /// `_sqlx_migrations` as one line per row: version, description, success, checksum,
+    /// install time.
+    async fn migrations(&self) -> Vec<String> {
+        match self {
+            Raw::Sqlite(path) => {
+                let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+                let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT version || '|' || description || '|' || success || '|' \
+                     || lower(hex(checksum)) || '|' || installed_on \
+                     FROM _sqlx_migrations ORDER BY version",
+                )
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+                c.close().await.unwrap();
+                rows
+            }
+            Raw::Postgres(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT version::text || '|' || description || '|' || success::text || '|' \
+                     || encode(checksum, 'hex') || '|' || installed_on::text \
+                     FROM _sqlx_migrations ORDER BY version",
+                )
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+                c.close().await.unwrap();
+                rows
+            }
+        }
+    }
+}
+
+/// An existing database opens as it is: no migration runs again or is recorded anew (a
+/// changed migration file would be refused here as a checksum mismatch), its rows read
+/// back, and the audit chain goes on from its head.
+async fn opens_a_database_of_the_old_runner(url: String, raw: Raw, dump: &str, records: u64) {
+    raw.restore(dump).await;
+    let before = raw.migrations().await;
+    assert_eq!(before.len(), 6, "{before:?}");
+
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(
+        raw.migrations().await,
+        before,
+        "migrations were re-run or re-recorded"
+    );
+
+    let personas: Vec<String> = store
+        .list_personas()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(personas.contains(&"fixture-bot".to_owned()), "{personas:?}");
+    assert!(personas.contains(&"hook-school".to_owned()), "{personas:?}");
+    let v = store.verify_audit().await.unwrap();
+    assert!(v.ok && v.records == records, "{v:?}");
+    let events = store
+        .list_events(&memberspot_store::EventFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(store.list_runs(None, 10).await.unwrap().len(), 1);
+
+    let mut r = record(1, "fixture-bot", "list_offers", "ok");
+    r.surface = "cli".to_owned();
+    let appended = store.append_audit(&r).await.unwrap();
+    assert_eq!(appended.prev_hash, v.head.hash);
+    let v = store.verify_audit().await.unwrap();
+    assert!(v.ok && v.records == records + 1, "{v:?}");
+    store.close().await;
+
+    // And again: opening is idempotent on an upgraded database too.
+    let store = Store::open(&url).await.unwrap();
+    store.close().await;
+    assert_eq!(raw.migrations().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_a_sqlite_database_of_the_old_runner() {
+    let (_dir, path) = sqlite_db();
+    opens_a_database_of_the_old_runner(sqlite_url(&path), Raw::Sqlite(path), OLD_SQLITE, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_a_postgres_database_of_the_old_runner() {
+    with_pg_db(|url| async move {
+        opens_a_database_of_the_old_runner(url.clone(), Raw::Postgres(url), OLD_POSTGRES, 2).await;
+    })
+    .await;
+}
