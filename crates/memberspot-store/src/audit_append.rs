@@ -15,9 +15,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Connection as _, Row};
 
+use crate::audit::AUDIT_HEAD_KEY;
 use crate::hash::{canonical_json, record_hash};
 use crate::sqlite_lane::{LaneError, Param, SqliteLane};
-use crate::{AUDIT_HEAD_KEY, AuditRecord, Backend, NewAuditRecord, Store, StoreError};
+use crate::{AuditRecord, Backend, NewAuditRecord, Store, StoreError};
 
 /// The error the database raises when an append does not link to the chain head.
 const AUDIT_HEAD_MOVED: &str = "audit chain head moved";

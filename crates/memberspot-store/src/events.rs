@@ -1113,8 +1113,8 @@ impl Store {
             out.push(insert_event(&mut tx, None, e, now).await?);
         }
         for (k, v) in meta {
-            crate::check_meta_key(k)?;
-            crate::put_meta(&mut *tx, k, v).await?;
+            crate::meta::check_meta_key(k)?;
+            crate::meta::put_meta(&mut *tx, k, v).await?;
         }
         tx.commit().await?;
         Ok(out)
