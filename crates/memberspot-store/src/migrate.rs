@@ -1,74 +1,29 @@
 //! The schema, per backend, applied by [`Store::open`](crate::Store::open).
+//!
+//! Each backend's migrations are the `NNNN_name.sql` files of its directory under
+//! `migrations/`, embedded at compile time by sqlx's `migrate!` (a new file is picked up
+//! without registering it anywhere; `build.rs` rebuilds the crate when one is added). A
+//! migration is recorded in `_sqlx_migrations` by version and a SHA-384 of its text, so an
+//! applied file must never change: add a new one instead.
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, Connection as _};
 
 use crate::{Backend, StoreError};
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../migrations/sqlite/0001_init.sql"),
-    ),
-    (
-        2,
-        "events",
-        include_str!("../migrations/sqlite/0002_events.sql"),
-    ),
-    (
-        3,
-        "flows",
-        include_str!("../migrations/sqlite/0003_flows.sql"),
-    ),
-    (
-        4,
-        "directory",
-        include_str!("../migrations/sqlite/0004_directory.sql"),
-    ),
-    (
-        5,
-        "audit head",
-        include_str!("../migrations/sqlite/0005_audit_head.sql"),
-    ),
-    (
-        6,
-        "trust",
-        include_str!("../migrations/sqlite/0006_trust.sql"),
-    ),
-];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../migrations/postgres/0001_init.sql"),
-    ),
-    (
-        2,
-        "events",
-        include_str!("../migrations/postgres/0002_events.sql"),
-    ),
-    (
-        3,
-        "flows",
-        include_str!("../migrations/postgres/0003_flows.sql"),
-    ),
-    (
-        4,
-        "directory",
-        include_str!("../migrations/postgres/0004_directory.sql"),
-    ),
-    (
-        5,
-        "audit head",
-        include_str!("../migrations/postgres/0005_audit_head.sql"),
-    ),
-    (
-        6,
-        "trust",
-        include_str!("../migrations/postgres/0006_trust.sql"),
-    ),
-];
+// `sqlx::migrate!` forwards to this macro. It is called directly because the `sqlx`
+// crate's `macros` feature also builds both database drivers and a second SQLite for the
+// compiler (minutes of CPU time in a cold build) to support checked queries,
+// which the store does not use.
+static SQLITE: Migrator = sqlx_macros::migrate!("migrations/sqlite");
+static POSTGRES: Migrator = sqlx_macros::migrate!("migrations/postgres");
+
+fn migrator(backend: Backend) -> &'static Migrator {
+    match backend {
+        Backend::Sqlite => &SQLITE,
+        Backend::Postgres => &POSTGRES,
+    }
+}
 
 pub(crate) async fn run_migrations(
     conn: &mut AnyConnection,
@@ -93,27 +48,25 @@ pub(crate) async fn run_migrations(
     Ok(())
 }
 
-fn migrator(backend: Backend) -> Migrator {
-    let list = match backend {
-        Backend::Sqlite => SQLITE_MIGRATIONS,
-        Backend::Postgres => POSTGRES_MIGRATIONS,
-    };
-    Migrator {
-        migrations: list
-            .iter()
-            .map(|&(version, description, sql)| {
-                Migration::new(
-                    version,
-                    description.into(),
-                    MigrationType::Simple,
-                    sql.into(),
-                    false,
-                )
-            })
-            .collect::<Vec<_>>()
-            .into(),
-        // Same settings as `sqlx::migrate!`: on PostgreSQL an advisory lock keeps several
-        // hub processes starting at once from migrating twice.
-        ..Migrator::DEFAULT
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both backends have the same migrations, one per version, under the same names, each
+    /// run in its own transaction as before.
+    #[test]
+    fn backends_stay_in_step() {
+        let list = |b| {
+            migrator(b)
+                .iter()
+                .map(|m| (m.version, m.description.to_string(), m.no_tx))
+                .collect::<Vec<_>>()
+        };
+        let sqlite = list(Backend::Sqlite);
+        assert_eq!(sqlite, list(Backend::Postgres));
+        let versions: Vec<i64> = sqlite.iter().map(|m| m.0).collect();
+        assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
+        assert!(sqlite.iter().all(|m| !m.2));
+        assert_eq!(sqlite[4].1, "audit head");
     }
 }
