@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use memberspot_hub::store::{EventStatus, Inserted, NewDelivery, NewEvent};
+use memberspot_hub::store::{EventStatus, Inserted, NewDelivery, NewEvent, Verification};
 use memberspot_webhooks::{Delivery, Event, EventKind, Provider, VerifyError};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -185,7 +185,7 @@ async fn handle(
         headers: stored_headers(&pairs),
         body: Some(memberspot_webhooks::redact_body(source.provider, &body)),
         body_bytes: body.len(),
-        verification: "verified".into(),
+        verification: Verification::Verified,
         error: None,
     };
     let parsed = memberspot_webhooks::normalize(source.provider, &delivery);
@@ -399,7 +399,7 @@ async fn refuse(
         headers: Vec::new(),
         body: None,
         body_bytes,
-        verification: "rejected".into(),
+        verification: Verification::Rejected,
         error: Some(reason.reason()),
     };
     if let Err(err) = events.hub().store().record_delivery(&record, &[]).await {

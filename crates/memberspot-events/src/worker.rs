@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use memberspot_hub::store::{EventFinish, EventStatus, OrderAccess, OrderFence, StoredEvent};
+use memberspot_hub::store::{
+    EventFinish, EventStatus, OrderAccess, OrderFence, StoredEvent, Verification,
+};
 use memberspot_hub::{CallContext, HubError, Principal, Surface};
 use memberspot_tools::ToolError;
 use serde_json::{Value, json};
@@ -741,7 +743,7 @@ async fn check_postback(events: &Events, e: &StoredEvent, source: &Source) -> Op
     let delivery_id = e.delivery_id.as_deref()?;
     let store = events.hub().store();
     let delivery = match store.get_delivery(delivery_id).await {
-        Ok(Some(d)) if d.verification == "postback" => d,
+        Ok(Some(d)) if d.verification == Verification::Postback => d,
         Ok(_) => return None,
         Err(err) => return Some(failed_store(err)),
     };

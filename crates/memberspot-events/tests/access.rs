@@ -92,7 +92,7 @@ subscription = true
         })
         .await
         .unwrap();
-    assert_eq!(audit[0].surface, "events");
+    assert_eq!(audit[0].surface.as_str(), "events");
     assert!(audit[0].prompt.as_deref().unwrap().contains(&list[0].id));
     assert_eq!(audit[0].arguments["order_id"], "MBR7Q2XZ");
 
@@ -610,7 +610,7 @@ async fn a_revoked_source_persona_stops_its_events() {
         .await
         .unwrap();
     assert!(
-        !records.is_empty() && records.iter().all(|r| r.outcome == "denied"),
+        !records.is_empty() && records.iter().all(|r| r.outcome.as_str() == "denied"),
         "{records:?}"
     );
     served.stop().await;

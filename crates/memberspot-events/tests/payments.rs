@@ -322,7 +322,7 @@ async fn an_older_unverified_event_that_fails_gives_its_key_up() {
         headers: vec![],
         body: Some(forged.clone().into_bytes()),
         body_bytes: forged.len(),
-        verification: "postback".into(),
+        verification: memberspot_hub::store::Verification::Postback,
         error: None,
     };
     let stored = NewEvent {

@@ -227,7 +227,7 @@ async fn every_vector_through_the_http_receivers() {
             assert_eq!(stored.len(), 1, "{}: one event stored", c.name);
             let detail = served.events.show(&stored[0].id).await.unwrap();
             let delivery = detail.delivery.unwrap();
-            assert_eq!(delivery.verification, "verified", "{}", c.name);
+            assert_eq!(delivery.verification.as_str(), "verified", "{}", c.name);
             assert_eq!(
                 delivery.body.as_deref(),
                 Some(&memberspot_webhooks::redact_body(provider, &c.body)[..]),

@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use memberspot_hub::store::{FlowStep, NewRun};
+use memberspot_hub::store::{FlowStep, NewRun, RunStatus};
 use memberspot_hub::{CallContext, Surface};
 use memberspot_notify::Message;
 use memberspot_tools::ToolClass;
@@ -26,8 +26,8 @@ pub struct RunReport {
     pub run_id: String,
     pub flow: String,
     pub dry_run: bool,
-    /// `ok` or `failed`.
-    pub status: String,
+    /// `Ok` or `Failed`.
+    pub status: RunStatus,
     pub error: Option<String>,
     pub steps: Vec<StepReport>,
 }
@@ -146,7 +146,11 @@ impl Flows {
                 break;
             }
         }
-        let status = if failure.is_some() { "failed" } else { "ok" };
+        let status = if failure.is_some() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Ok
+        };
         store
             .finish_run(&run.id, status, failure.as_deref())
             .await?;
@@ -157,7 +161,7 @@ impl Flows {
             run_id: run.id,
             flow: flow.name.clone(),
             dry_run,
-            status: status.to_owned(),
+            status,
             error: failure,
             steps: reports,
         })

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use memberspot_agent::config::ModelsConfig;
 use memberspot_agent::model::{ChatMessage, ChatRequest, Model};
 use memberspot_hub::admin::PersonaSpec;
-use memberspot_hub::store::{EventFilter, EventStatus, FlowStep, NewRun, Trusted};
+use memberspot_hub::store::{EventFilter, EventStatus, FlowStep, NewRun, RunStatus, Trusted};
 use memberspot_hub::{CallContext, Hub, HubError};
 use memberspot_notify::Message;
 use serde_json::{Value, json};
@@ -300,7 +300,7 @@ impl Flows {
                 )
                 .await;
                 if let Some(r) = &run
-                    && let Err(f) = store.finish_run(&r.id, "failed", Some(&e)).await
+                    && let Err(f) = store.finish_run(&r.id, RunStatus::Failed, Some(&e)).await
                 {
                     tracing::error!(run = %r.id, error = %f, "could not mark the digest run failed");
                 }
@@ -313,7 +313,11 @@ impl Flows {
                 // The run is on record as started: it must not stay "running".
                 if let Some(r) = &run
                     && let Err(f) = store
-                        .finish_run(&r.id, "failed", Some(&format!("collecting the day: {e}")))
+                        .finish_run(
+                            &r.id,
+                            RunStatus::Failed,
+                            Some(&format!("collecting the day: {e}")),
+                        )
                         .await
                 {
                     tracing::error!(run = %r.id, error = %f, "could not mark the digest run failed");
@@ -413,9 +417,9 @@ impl Flows {
                 .filter_map(|(t, r)| r.as_ref().err().map(|e| format!("{t:?}: {e}")))
                 .collect();
             let (status, error) = if failed.is_empty() {
-                ("ok", None)
+                (RunStatus::Ok, None)
             } else {
-                ("failed", Some(failed.join("; ")))
+                (RunStatus::Failed, Some(failed.join("; ")))
             };
             store.finish_run(&r.id, status, error.as_deref()).await?;
         }

@@ -226,7 +226,7 @@ async fn daily_summary_arrives_by_email_and_slack_with_and_without_a_model() {
 
     // The run is on record with its steps.
     let history = hub.store().list_runs(Some("digest"), 10).await.unwrap();
-    assert_eq!(history[0].status, "ok");
+    assert_eq!(history[0].status.as_str(), "ok");
     let steps = hub.store().run_steps(&history[0].id).await.unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["collect", "summarise", "slack", "email"]);
@@ -336,7 +336,7 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
         .run_flow("offers-to-crm", "manual", json!({}), None, true)
         .await
         .unwrap();
-    assert_eq!(report.status, "ok", "{report:?}");
+    assert_eq!(report.status.as_str(), "ok", "{report:?}");
     assert!(
         crm_seen.lock().unwrap().is_empty(),
         "nothing posted in a dry run"
@@ -352,7 +352,7 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
         .run_flow("offers-to-crm", "manual", json!({}), None, false)
         .await
         .unwrap();
-    assert_eq!(report.status, "failed");
+    assert_eq!(report.status.as_str(), "failed");
     let failed_run = report.run_id.clone();
     assert!(
         report.error.as_deref().unwrap().contains("grant"),
@@ -385,7 +385,7 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
         .unwrap();
     // The failed run is re-run with its input.
     let report = flows.rerun(&failed_run, false).await.unwrap();
-    assert_eq!(report.status, "ok", "{report:?}");
+    assert_eq!(report.status.as_str(), "ok", "{report:?}");
     let runs = hub
         .store()
         .list_runs(Some("offers-to-crm"), 10)
@@ -468,7 +468,7 @@ http = {{ method = "POST", url = "{mailer}/send", json = {{ to = "{email}", link
         .run_flow("welcome-link", "manual", json!({}), None, false)
         .await
         .unwrap();
-    assert_eq!(report.status, "ok", "{report:?}");
+    assert_eq!(report.status.as_str(), "ok", "{report:?}");
 
     // The mail step got the real token.
     let posted = sent.lock().unwrap().clone();
@@ -556,7 +556,8 @@ http = {{ method = "POST", url = "{crm}/api/contacts", headers = {{ X-Api-Key = 
         .await
         .unwrap();
     assert_eq!(
-        report.status, "failed",
+        report.status.as_str(),
+        "failed",
         "a redirect is not success: {report:?}"
     );
     assert!(

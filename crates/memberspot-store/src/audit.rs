@@ -4,6 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Executor, Row};
 
 use crate::hash::HashInput;
+use crate::kinds::parse_stored;
 use crate::meta::{meta_value, put_meta};
 use crate::{AuditFilter, AuditRecord, AuditVerification, ChainHead, Store, StoreError, ZERO_HASH};
 
@@ -465,8 +466,11 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
     let seq: i64 = row.try_get("seq")?;
     let s = StoredAudit::from_row(row)?;
     let corrupt = |what: &str| StoreError::Corrupt(format!("audit record {seq}: {what}"));
+    let owner = format!("audit record {seq}");
     Ok(AuditRecord {
         seq,
+        surface: parse_stored(&s.surface, &owner)?,
+        outcome: parse_stored(&s.outcome, &owner)?,
         arguments: serde_json::from_str(&s.arguments)
             .map_err(|_| corrupt("arguments are not valid JSON"))?,
         response: s
@@ -484,13 +488,11 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
         id: s.id,
         at: s.at,
         request_id: s.request_id,
-        surface: s.surface,
         connection: s.connection,
         persona: s.persona,
         end_user: s.end_user,
         prompt: s.prompt,
         tool: s.tool,
-        outcome: s.outcome,
         error: s.error,
         prev_hash: s.prev_hash,
         hash: s.hash,

@@ -14,8 +14,9 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::args::Args;
+use crate::kinds::parse_stored;
 use crate::model::Backend;
-use crate::{Store, StoreError, now_ms};
+use crate::{Store, StoreError, Verification, now_ms};
 
 /// Maximum number of rows [`Store::list_events`] returns.
 pub const MAX_EVENT_LIMIT: u32 = 10_000;
@@ -25,62 +26,32 @@ const EVENT_COLUMNS: &str = "seq, id, dedupe_key, delivery_id, source, provider,
      next_attempt_at, locked_by, locked_until, last_error, finished_at, connection, verified, \
      refusal";
 
-/// Where an event is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventStatus {
-    /// Waiting for a worker.
-    Pending,
-    /// Claimed by a worker (see `locked_by`).
-    Processing,
-    /// Failed, waiting for its next attempt.
-    Retry,
-    /// Handled; its actions ran.
-    Done,
-    /// Stored and acknowledged, but no rule matches it: nothing was changed.
-    Unmatched,
-    /// Stored for the record; nothing to do (test pings, informational events).
-    Ignored,
-    /// Failed authenticity checks after acknowledgement (PayPal post-back said INVALID).
-    Rejected,
-    /// Gave up after the maximum number of attempts; replayable.
-    Dead,
-    /// Genuine, but its rule refuses it (another currency, or below the minimum amount):
-    /// nothing was granted. `refusal` says why.
-    RefusedAmount,
+crate::kinds::stored_text! {
+    /// Where an event is in its life.
+    pub enum EventStatus("event status") {
+        /// Waiting for a worker.
+        Pending = "pending",
+        /// Claimed by a worker (see `locked_by`).
+        Processing = "processing",
+        /// Failed, waiting for its next attempt.
+        Retry = "retry",
+        /// Handled; its actions ran.
+        Done = "done",
+        /// Stored and acknowledged, but no rule matches it: nothing was changed.
+        Unmatched = "unmatched",
+        /// Stored for the record; nothing to do (test pings, informational events).
+        Ignored = "ignored",
+        /// Failed authenticity checks after acknowledgement (PayPal post-back said INVALID).
+        Rejected = "rejected",
+        /// Gave up after the maximum number of attempts; replayable.
+        Dead = "dead",
+        /// Genuine, but its rule refuses it (another currency, or below the minimum amount):
+        /// nothing was granted. `refusal` says why.
+        RefusedAmount = "refused_amount",
+    }
 }
 
 impl EventStatus {
-    pub const ALL: [EventStatus; 9] = [
-        Self::Pending,
-        Self::Processing,
-        Self::Retry,
-        Self::Done,
-        Self::Unmatched,
-        Self::Ignored,
-        Self::Rejected,
-        Self::Dead,
-        Self::RefusedAmount,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Processing => "processing",
-            Self::Retry => "retry",
-            Self::Done => "done",
-            Self::Unmatched => "unmatched",
-            Self::Ignored => "ignored",
-            Self::Rejected => "rejected",
-            Self::Dead => "dead",
-            Self::RefusedAmount => "refused_amount",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<EventStatus> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-
     /// Refused for what it is (a forgery, a payment the rules do not accept): never acted
     /// on, never reported as a fact.
     pub fn is_refusal(self) -> bool {
@@ -136,12 +107,6 @@ impl Trusted {
     }
 }
 
-impl std::fmt::Display for EventStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A received HTTP request to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
@@ -154,9 +119,9 @@ pub struct NewDelivery {
     /// Raw body; `None` for rejected deliveries (not kept).
     pub body: Option<Vec<u8>>,
     pub body_bytes: usize,
-    /// `verified`, or `rejected` (kept without headers and body: the reason, size, source
-    /// and time only). Older rows may say `postback` (PayPal, checked after acknowledging).
-    pub verification: String,
+    /// `Verified`, or `Rejected` (kept without headers and body: the reason, size, source
+    /// and time only). Older rows may say `Postback` (PayPal, checked after acknowledging).
+    pub verification: Verification,
     pub error: Option<String>,
 }
 
@@ -172,7 +137,7 @@ pub struct Delivery {
     #[serde(skip)]
     pub body: Option<Vec<u8>>,
     pub body_bytes: i64,
-    pub verification: String,
+    pub verification: Verification,
     pub error: Option<String>,
 }
 
@@ -384,7 +349,7 @@ impl Store {
             a.opt_text(body.as_deref()),
             a.int(i64::from(base64)),
             a.int(d.body_bytes as i64),
-            a.text(&d.verification),
+            a.text(d.verification.as_str()),
             a.opt_text(d.error.as_deref()),
         );
         a.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
@@ -1271,8 +1236,7 @@ fn event_from_row(r: &AnyRow) -> Result<StoredEvent, StoreError> {
             .map_err(|e| StoreError::Corrupt(format!("event {id}: data is not JSON: {e}")))?,
         received_at: r.try_get("received_at")?,
         redeliveries: r.try_get("redeliveries")?,
-        status: EventStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("event {id}: unknown status {status}")))?,
+        status: parse_stored(&status, &format!("event {id}"))?,
         attempts: r.try_get("attempts")?,
         next_attempt_at: r.try_get("next_attempt_at")?,
         locked_by: r.try_get("locked_by")?,
@@ -1291,6 +1255,7 @@ fn delivery_from_row(r: &AnyRow) -> Result<Delivery, StoreError> {
     let headers: String = r.try_get("headers")?;
     let body: Option<String> = r.try_get("body")?;
     let base64: i64 = r.try_get("body_base64")?;
+    let verification: String = r.try_get("verification")?;
     let body = match body {
         None => None,
         Some(t) if base64 != 0 => Some(decode_base64(&t).ok_or_else(|| {
@@ -1306,7 +1271,7 @@ fn delivery_from_row(r: &AnyRow) -> Result<Delivery, StoreError> {
             .map_err(|e| StoreError::Corrupt(format!("delivery {id}: headers: {e}")))?,
         body,
         body_bytes: r.try_get("body_bytes")?,
-        verification: r.try_get("verification")?,
+        verification: parse_stored(&verification, &format!("delivery {id}"))?,
         error: r.try_get("error")?,
         id,
     })

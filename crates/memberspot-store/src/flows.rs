@@ -6,7 +6,8 @@ use sqlx::any::AnyRow;
 
 use crate::args::Args;
 use crate::error::is_unique_violation;
-use crate::{Store, StoreError, Trusted, now_ms};
+use crate::kinds::parse_stored;
+use crate::{AuditOutcome, EventStatus, RunStatus, Store, StoreError, Surface, Trusted, now_ms};
 
 /// Events in a window, grouped.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -14,7 +15,7 @@ pub struct EventCount {
     pub source: String,
     pub provider: String,
     pub kind: String,
-    pub status: String,
+    pub status: EventStatus,
     pub test: bool,
     pub currency: Option<String>,
     /// The offer or course (poller events) or product (payments).
@@ -28,9 +29,9 @@ pub struct EventCount {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditCount {
     pub persona: Option<String>,
-    pub surface: String,
+    pub surface: Surface,
     pub tool: String,
-    pub outcome: String,
+    pub outcome: AuditOutcome,
     pub count: i64,
 }
 
@@ -54,8 +55,7 @@ pub struct FlowRun {
     pub trigger: String,
     pub fire_key: Option<String>,
     pub dry_run: bool,
-    /// `running`, `ok` or `failed`.
-    pub status: String,
+    pub status: RunStatus,
     pub input: serde_json::Value,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -137,11 +137,12 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let test: i64 = r.try_get("test")?;
+                let status: String = r.try_get("status")?;
                 Ok(EventCount {
                     source: r.try_get("source")?,
                     provider: r.try_get("provider")?,
                     kind: r.try_get("kind")?,
-                    status: r.try_get("status")?,
+                    status: parse_stored(&status, "events")?,
                     test: test != 0,
                     currency: r.try_get("currency")?,
                     product_id: r.try_get("product_id")?,
@@ -169,11 +170,13 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let surface: String = r.try_get("surface")?;
+                let outcome: String = r.try_get("outcome")?;
                 Ok(AuditCount {
                     persona: r.try_get("persona")?,
-                    surface: r.try_get("surface")?,
+                    surface: parse_stored(&surface, "audit log")?,
                     tool: r.try_get("tool")?,
-                    outcome: r.try_get("outcome")?,
+                    outcome: parse_stored(&outcome, "audit log")?,
                     count: r.try_get("n")?,
                 })
             })
@@ -236,13 +239,14 @@ impl Store {
         let mut a = Args::default();
         let sql = format!(
             "INSERT INTO flow_runs (id, flow, trigger, fire_key, dry_run, status, input, \
-             started_at, worker) VALUES ({}, {}, {}, {}, {}, 'running', {}, {}, {}) \
+             started_at, worker) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}) \
              RETURNING {RUN_COLUMNS}",
             a.text(&id),
             a.text(&r.flow),
             a.text(&r.trigger),
             a.opt_text(r.fire_key.as_deref()),
             a.int(i64::from(r.dry_run)),
+            a.text(RunStatus::Running.as_str()),
             a.text(&input),
             a.int(now),
             a.text(&r.worker),
@@ -266,13 +270,13 @@ impl Store {
     pub async fn finish_run(
         &self,
         id: &str,
-        status: &str,
+        status: RunStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut a = Args::default();
         let sql = format!(
             "UPDATE flow_runs SET status = {}, error = {}, finished_at = {} WHERE id = {}",
-            a.text(status),
+            a.text(status.as_str()),
             a.opt_text(error),
             a.int(now_ms()),
             a.text(id),
@@ -366,14 +370,16 @@ fn parse_json(text: &str) -> serde_json::Value {
 fn run_from_row(r: &AnyRow) -> Result<FlowRun, StoreError> {
     let dry: i64 = r.try_get("dry_run")?;
     let input: String = r.try_get("input")?;
+    let id: String = r.try_get("id")?;
+    let status: String = r.try_get("status")?;
     Ok(FlowRun {
+        status: parse_stored(&status, &format!("flow run {id}"))?,
         seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
+        id,
         flow: r.try_get("flow")?,
         trigger: r.try_get("trigger")?,
         fire_key: r.try_get("fire_key")?,
         dry_run: dry != 0,
-        status: r.try_get("status")?,
         input: parse_json(&input),
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,

@@ -29,6 +29,7 @@ mod personas; // agent identities
 mod args;
 mod error;
 mod hash;
+mod kinds;
 mod model;
 mod send_check;
 mod sqlite_lane;
@@ -46,6 +47,7 @@ pub use events::{
 };
 pub use flows::{AuditCount, EventCount, FlowRun, FlowStep, NewRun};
 pub use hash::{ZERO_HASH, audit_hash, canonical_json};
+pub use kinds::{AuditOutcome, RunStatus, StoredText, Surface, Verification};
 pub use model::{
     AuditFilter, AuditRecord, AuditVerification, Backend, ChainHead, Connection, ConnectionUpdate,
     NewAuditRecord, NewConnection, NewPersona, Persona,

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use memberspot_store::{
-    AuditFilter, AuditRecord, Backend, ConnectionUpdate, NewAuditRecord, NewConnection, NewPersona,
-    Store, StoreError, ZERO_HASH, audit_hash,
+    AuditFilter, AuditOutcome, AuditRecord, Backend, ConnectionUpdate, NewAuditRecord,
+    NewConnection, NewPersona, Store, StoreError, Surface, Verification, ZERO_HASH, audit_hash,
 };
 use serde_json::json;
 use sqlx::{Connection as _, Executor as _};
@@ -141,21 +141,29 @@ fn new_persona(name: &str, connection: &str, token_hash: &str) -> NewPersona {
     }
 }
 
-fn record(i: i64, persona: &str, tool: &str, outcome: &str) -> NewAuditRecord {
+fn record(i: i64, persona: &str, tool: &str, outcome: AuditOutcome) -> NewAuditRecord {
     NewAuditRecord {
         at: i * 1000,
         request_id: format!("req-{i}"),
-        surface: if i % 2 == 0 { "mcp" } else { "http" }.to_owned(),
+        surface: if i % 2 == 0 {
+            Surface::McpHttp
+        } else {
+            Surface::Rest
+        },
         connection: Some("acme".to_owned()),
         persona: Some(persona.to_owned()),
         end_user: (i % 3 == 0).then(|| "user@example.test".to_owned()),
         prompt: Some(format!("please do thing {i} — ünïcödé \"quoted\"")),
         tool: tool.to_owned(),
         arguments: json!({"z": i, "a": {"nested": [1, 2.5, null, "x"]}, "email": "a@b.test"}),
-        outcome: outcome.to_owned(),
-        response: (outcome == "ok").then(|| json!({"items": [{"id": i}], "total": 1})),
-        error: (outcome != "ok").then(|| "upstream said no".to_owned()),
-        upstream_status: Some(if outcome == "ok" { 200 } else { 403 }),
+        outcome,
+        response: (outcome == AuditOutcome::Ok).then(|| json!({"items": [{"id": i}], "total": 1})),
+        error: (outcome != AuditOutcome::Ok).then(|| "upstream said no".to_owned()),
+        upstream_status: Some(if outcome == AuditOutcome::Ok {
+            200
+        } else {
+            403
+        }),
         latency_ms: 10 + i as u64,
     }
 }
@@ -593,7 +601,11 @@ async fn story(url: String, raw: Raw, backend: Backend) {
         } else {
             "get_course"
         };
-        let outcome = if i == 4 || i == 9 { "error" } else { "ok" };
+        let outcome = if i == 4 || i == 9 {
+            AuditOutcome::ToolError
+        } else {
+            AuditOutcome::Ok
+        };
         let rec = store
             .append_audit(&record(i, persona, tool, outcome))
             .await
@@ -628,13 +640,13 @@ async fn story(url: String, raw: Raw, backend: Backend) {
     .await;
     assert_eq!(seqs(by_tool), [2, 4, 6, 8, 10]);
     let errors = q(AuditFilter {
-        outcome: Some("error".into()),
+        outcome: Some("tool_error".into()),
         ..Default::default()
     })
     .await;
     assert_eq!(seqs(errors), [4, 9]);
     let mcp_sales = q(AuditFilter {
-        surface: Some("mcp".into()),
+        surface: Some("mcp-http".into()),
         persona: Some("sales-bot".into()),
         ..Default::default()
     })
@@ -678,7 +690,7 @@ async fn story(url: String, raw: Raw, backend: Backend) {
     assert!(v.ok, "{v:?}");
     assert_eq!(v.records, 7);
     let more = store
-        .append_audit(&record(11, "beta-bot", "get_course", "ok"))
+        .append_audit(&record(11, "beta-bot", "get_course", AuditOutcome::Ok))
         .await
         .unwrap();
     assert_eq!(more.prev_hash, appended[9].hash);
@@ -719,7 +731,7 @@ async fn story(url: String, raw: Raw, backend: Backend) {
     assert!(v.problem.unwrap().contains("deleted"));
     // The next append still chains onto the deleted record, so the gap stays visible.
     let after_gap = store
-        .append_audit(&record(12, "beta-bot", "get_course", "ok"))
+        .append_audit(&record(12, "beta-bot", "get_course", AuditOutcome::Ok))
         .await
         .unwrap();
     assert_eq!(after_gap.prev_hash, more.hash);
@@ -756,7 +768,7 @@ async fn story(url: String, raw: Raw, backend: Backend) {
     let v = store.verify_audit().await.unwrap();
     assert!(v.ok && v.records == 0, "{v:?}");
     let fresh = store
-        .append_audit(&record(13, "beta-bot", "get_course", "ok"))
+        .append_audit(&record(13, "beta-bot", "get_course", AuditOutcome::Ok))
         .await
         .unwrap();
     assert_eq!(fresh.prev_hash, after_gap.hash);
@@ -795,7 +807,7 @@ async fn concurrent_appends(stores: Vec<Store>, tasks_per_store: usize) {
             let store = store.clone();
             handles.push(tokio::spawn(async move {
                 for i in 0..50 {
-                    let mut r = record(i, &format!("bot-{s}-{t}"), "list_users", "ok");
+                    let mut r = record(i, &format!("bot-{s}-{t}"), "list_users", AuditOutcome::Ok);
                     r.request_id = format!("req-{s}-{t}-{i}");
                     store.append_audit(&r).await.unwrap();
                 }
@@ -885,7 +897,7 @@ async fn sqlite_file_holds_no_plaintext_key() {
         .await
         .unwrap();
     store
-        .append_audit(&record(1, "bot", "list_users", "ok"))
+        .append_audit(&record(1, "bot", "list_users", AuditOutcome::Ok))
         .await
         .unwrap();
     store.close().await;
@@ -976,7 +988,7 @@ async fn absent_and_present_optionals_alternate_on_postgres() {
                 .update_persona_scopes("p", &["read".into()], offers.as_deref(), limit)
                 .await
                 .unwrap();
-            let mut r = record(i, "p", "list_users", "ok");
+            let mut r = record(i, "p", "list_users", AuditOutcome::Ok);
             if i % 2 == 0 {
                 r.upstream_status = None;
                 r.prompt = None;
@@ -1000,7 +1012,7 @@ fn delivery(i: usize) -> memberspot_store::NewDelivery {
         headers: vec![("Stripe-Signature".into(), "t=1,v1=ab".into())],
         body: Some(vec![0xff, b'{', b'}']),
         body_bytes: 3,
-        verification: "verified".into(),
+        verification: Verification::Verified,
         error: None,
     }
 }
@@ -1180,7 +1192,7 @@ async fn queue_two_stores_one_postgres_database() {
 async fn batches_race_a_second_writer(a: Store, b: Store) {
     let single = tokio::spawn(async move {
         for i in 0..120 {
-            let mut r = record(i, "single", "list_offers", "ok");
+            let mut r = record(i, "single", "list_offers", AuditOutcome::Ok);
             r.request_id = format!("single-{i}");
             b.append_audit(&r).await.unwrap();
         }
@@ -1190,7 +1202,7 @@ async fn batches_race_a_second_writer(a: Store, b: Store) {
     for (round, size) in [37usize, 64, 3, 100, 1, 16, 5].into_iter().enumerate() {
         let batch: Vec<NewAuditRecord> = (0..size)
             .map(|i| {
-                let mut r = record(i as i64, "batch", "list_users", "ok");
+                let mut r = record(i as i64, "batch", "list_users", AuditOutcome::Ok);
                 r.request_id = format!("batch-{round}-{i}");
                 r
             })
@@ -1237,7 +1249,7 @@ async fn batches_race_a_second_writer_postgres() {
 async fn database_refuses_unlinked_records(url: String, raw: Raw) {
     let store = Store::open(&url).await.unwrap();
     let first = store
-        .append_audit(&record(1, "bot", "list_users", "ok"))
+        .append_audit(&record(1, "bot", "list_users", AuditOutcome::Ok))
         .await
         .unwrap();
     let forged = |prev: &str| {
@@ -1265,7 +1277,7 @@ async fn database_refuses_unlinked_records(url: String, raw: Raw) {
         );
     }
     let second = store
-        .append_audit(&record(2, "bot", "list_users", "ok"))
+        .append_audit(&record(2, "bot", "list_users", AuditOutcome::Ok))
         .await
         .unwrap();
     assert_eq!(second.prev_hash, first.hash);
@@ -1346,7 +1358,7 @@ async fn directory_version_moves(url: String, raw: Raw) {
     assert_eq!((conn.value.rate_limit, conn.version), (9.0, last));
     // Audit appends do not.
     reader
-        .append_audit(&record(1, "helper", "list_users", "ok"))
+        .append_audit(&record(1, "helper", "list_users", AuditOutcome::Ok))
         .await
         .unwrap();
     assert_eq!(reader.directory_version().await.unwrap(), last);
@@ -1593,9 +1605,9 @@ async fn purge_story(store: Store) {
     use memberspot_store::{EventFilter, EventStatus, NewDelivery};
     let day = 86_400_000_i64;
     let now = chrono::Utc::now().timestamp_millis();
-    let at = |d: i64, i: usize, verification: &str| NewDelivery {
+    let at = |d: i64, i: usize, verification: Verification| NewDelivery {
         received_at: now - d * day,
-        verification: verification.into(),
+        verification,
         ..delivery(i)
     };
     let mut old_done = queued(1);
@@ -1603,25 +1615,25 @@ async fn purge_story(store: Store) {
     let mut old_queued = queued(2);
     old_queued.status = EventStatus::Pending;
     store
-        .record_delivery(&at(500, 1, "verified"), &[old_done])
+        .record_delivery(&at(500, 1, Verification::Verified), &[old_done])
         .await
         .unwrap();
     store
-        .record_delivery(&at(500, 2, "verified"), &[old_queued])
+        .record_delivery(&at(500, 2, Verification::Verified), &[old_queued])
         .await
         .unwrap();
     let mut recent = queued(3);
     recent.status = EventStatus::Done;
     store
-        .record_delivery(&at(10, 3, "verified"), &[recent])
+        .record_delivery(&at(10, 3, Verification::Verified), &[recent])
         .await
         .unwrap();
     store
-        .record_delivery(&at(40, 4, "rejected"), &[])
+        .record_delivery(&at(40, 4, Verification::Rejected), &[])
         .await
         .unwrap();
     store
-        .record_delivery(&at(5, 5, "rejected"), &[])
+        .record_delivery(&at(5, 5, Verification::Rejected), &[])
         .await
         .unwrap();
     let purged = store
@@ -1647,6 +1659,126 @@ async fn retention_purge_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_purge_postgres() {
     with_pg_db(|url| async move { purge_story(Store::open(&url).await.unwrap()).await }).await;
+}
+
+// ------------------------------------------------------------------ stored words
+
+fn assert_corrupt<T: std::fmt::Debug>(r: Result<T, StoreError>, wanted: &[&str]) {
+    match r {
+        Err(StoreError::Corrupt(m)) => {
+            for w in wanted {
+                assert!(m.contains(w), "`{w}` missing from: {m}");
+            }
+        }
+        other => panic!("expected corrupt data naming {wanted:?}, got {other:?}"),
+    }
+}
+
+/// Columns holding one of a few words are read as types: a word the store does not know
+/// (written behind its back) is corrupt data naming the row, never passed on as text.
+async fn unknown_words_are_corrupt(url: String, raw: Raw) {
+    use memberspot_store::{AuditOutcome as O, EventFilter, NewRun, RunStatus};
+    let store = Store::open(&url).await.unwrap();
+
+    let rec = store
+        .append_audit(&record(1, "bot", "list_users", O::Ok))
+        .await
+        .unwrap();
+    let read = store.query_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!((read[0].outcome, read[0].surface), (O::Ok, Surface::Rest));
+    raw.exec(&format!(
+        "UPDATE audit_log SET outcome = 'maybe' WHERE seq = {}",
+        rec.seq
+    ))
+    .await;
+    let owner = format!("audit record {}", rec.seq);
+    assert_corrupt(
+        store.query_audit(&AuditFilter::default()).await,
+        &[&owner, "audit outcome", "maybe"],
+    );
+    assert_corrupt(store.audit_counts(0, i64::MAX).await, &["audit outcome"]);
+    // Verification still reads the stored text and names the edited record.
+    let v = store.verify_audit().await.unwrap();
+    assert!(!v.ok && v.first_bad_seq == Some(rec.seq), "{v:?}");
+    raw.exec(&format!(
+        "UPDATE audit_log SET outcome = 'ok', surface = 'telnet' WHERE seq = {}",
+        rec.seq
+    ))
+    .await;
+    assert_corrupt(
+        store.query_audit(&AuditFilter::default()).await,
+        &[&owner, "surface", "telnet"],
+    );
+
+    let d = delivery(1);
+    store.record_delivery(&d, &[queued(1)]).await.unwrap();
+    let back = store.get_delivery(&d.id).await.unwrap().unwrap();
+    assert_eq!(back.verification, Verification::Verified);
+    raw.exec(&format!(
+        "UPDATE deliveries SET verification = 'trusted' WHERE id = '{}'",
+        d.id
+    ))
+    .await;
+    assert_corrupt(
+        store.get_delivery(&d.id).await,
+        &[&d.id, "delivery verification", "trusted"],
+    );
+    raw.exec("UPDATE events SET status = 'later'").await;
+    assert_corrupt(
+        store.list_events(&EventFilter::default()).await,
+        &["event status", "later"],
+    );
+    assert_corrupt(
+        store
+            .event_counts(0, i64::MAX, &memberspot_store::Trusted::live("school"))
+            .await,
+        &["event status", "later"],
+    );
+
+    let run = store
+        .insert_run(&NewRun {
+            flow: "f".into(),
+            trigger: "manual".into(),
+            fire_key: None,
+            dry_run: false,
+            input: json!({}),
+            worker: "w".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    store
+        .finish_run(&run.id, RunStatus::Ok, None)
+        .await
+        .unwrap();
+    let back = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(back.status, RunStatus::Ok);
+    raw.exec(&format!(
+        "UPDATE flow_runs SET status = 'paused' WHERE id = '{}'",
+        run.id
+    ))
+    .await;
+    assert_corrupt(
+        store.get_run(&run.id).await,
+        &[&run.id, "flow run status", "paused"],
+    );
+    assert_corrupt(store.list_runs(None, 10).await, &["paused"]);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_words_are_corrupt_sqlite() {
+    let (_dir, path) = sqlite_db();
+    unknown_words_are_corrupt(sqlite_url(&path), Raw::Sqlite(path)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_words_are_corrupt_postgres() {
+    with_pg_db(|url| async move {
+        unknown_words_are_corrupt(url.clone(), Raw::Postgres(url)).await;
+    })
+    .await;
 }
 
 // ------------------------------------------------------------------ upgrades
@@ -1741,8 +1873,8 @@ async fn opens_a_database_of_the_old_runner(url: String, raw: Raw, dump: &str, r
     assert_eq!(events.len(), 2);
     assert_eq!(store.list_runs(None, 10).await.unwrap().len(), 1);
 
-    let mut r = record(1, "fixture-bot", "list_offers", "ok");
-    r.surface = "cli".to_owned();
+    let mut r = record(1, "fixture-bot", "list_offers", AuditOutcome::Ok);
+    r.surface = Surface::Cli;
     let appended = store.append_audit(&r).await.unwrap();
     assert_eq!(appended.prev_hash, v.head.hash);
     let v = store.verify_audit().await.unwrap();

@@ -8,6 +8,7 @@ use memberspot_agent::config::ModelsConfig;
 use memberspot_flows::config::{Target, Trigger};
 use memberspot_flows::{Flows, FlowsConfig};
 use memberspot_hub::Hub;
+use memberspot_hub::store::RunStatus;
 
 use crate::cli::{DigestArgs, DigestTarget, FlowsCommand, Global};
 use crate::config::ConfigFile;
@@ -211,7 +212,7 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
             FlowsCommand::Rerun { run, dry_run } => {
                 let report = flows.rerun(&run, dry_run).await?;
                 print_report(&report, global.json)?;
-                if report.status != "ok" {
+                if report.status != RunStatus::Ok {
                     return Ok(ExitCode::FAILURE);
                 }
             }
@@ -222,7 +223,7 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                 };
                 let report = flows.run_flow(&name, "manual", input, None, dry_run).await?;
                 print_report(&report, global.json)?;
-                if report.status != "ok" {
+                if report.status != RunStatus::Ok {
                     return Ok(ExitCode::FAILURE);
                 }
             }
@@ -235,7 +236,7 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                     for r in runs {
                         t.add_row(vec![
                             chrono::DateTime::from_timestamp_millis(r.started_at).map(|x| x.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
-                            r.id, r.flow, format!("{}{}", r.trigger, if r.dry_run { " (dry)" } else { "" }), r.status,
+                            r.id, r.flow, format!("{}{}", r.trigger, if r.dry_run { " (dry)" } else { "" }), r.status.to_string(),
                             r.error.unwrap_or_default().chars().take(60).collect(),
                         ]);
                     }
