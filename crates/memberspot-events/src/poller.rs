@@ -35,7 +35,7 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use memberspot_api::wire::{CourseProgress, Offer, User};
-use memberspot_hub::store::{EventStatus, Inserted, NewEvent, Store, StoreError};
+use memberspot_hub::store::{EventStatus, EventStore, Inserted, NewEvent, StoreError};
 use memberspot_hub::{CallContext, Hub, HubError, Principal, SANDBOX_CONNECTION, Surface};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -790,8 +790,8 @@ impl Poller {
         tracing::info!(connection = %connection, "poller stopped");
     }
 
-    fn store(&self) -> &Store {
-        self.hub.store()
+    fn store(&self) -> EventStore<'_> {
+        self.hub.events_store()
     }
 
     fn store_err(&self, source: StoreError) -> PollError {
@@ -856,14 +856,13 @@ impl Poller {
                 actual: persona.connection.clone(),
             });
         }
-        let conn = self
-            .store()
-            .get_connection(connection)
-            .await
-            .map_err(|e| self.store_err(e))?
-            .ok_or_else(|| PollError::NoConnection {
+        // The hub answers an absent connection as not found, anything else is the store's.
+        let conn = self.hub.connection(connection).await.map_err(|e| match e {
+            HubError::Store(e) => self.store_err(e),
+            _ => PollError::NoConnection {
                 connection: connection.to_string(),
-            })?;
+            },
+        })?;
 
         // Where the last applied cycle left off.
         let baseline_at = self.meta("baseline_at").await?;

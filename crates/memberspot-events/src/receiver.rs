@@ -198,7 +198,7 @@ async fn handle(
     };
     let stored = events
         .hub()
-        .store()
+        .events_store()
         .record_delivery(&record, &new_events)
         .await;
     let inserted = match stored {
@@ -402,7 +402,12 @@ async fn refuse(
         verification: Verification::Rejected,
         error: Some(reason.reason()),
     };
-    if let Err(err) = events.hub().store().record_delivery(&record, &[]).await {
+    if let Err(err) = events
+        .hub()
+        .events_store()
+        .record_delivery(&record, &[])
+        .await
+    {
         tracing::error!(error = %err, "could not record a refused delivery");
     }
     error(status, code, message)

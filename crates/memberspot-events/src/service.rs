@@ -71,7 +71,7 @@ impl Events {
         ensure_personas(&hub, &config).await?;
         for source in config.sources.values() {
             let n = hub
-                .store()
+                .events_store()
                 .backfill_event_connection(&source.name, &source.connection)
                 .await?;
             if n > 0 {
@@ -163,7 +163,7 @@ impl Events {
 
     /// An event with its delivery, processing history, tool calls and their audit records.
     pub async fn show(&self, id: &str) -> Result<EventDetail, HubError> {
-        let store = self.inner.hub.store();
+        let store = self.inner.hub.events_store();
         let event = store
             .get_event(id)
             .await?
@@ -176,8 +176,10 @@ impl Events {
         let actions = store.event_actions(id).await?;
         let mut audit = Vec::new();
         for a in &actions {
-            let records = store
-                .query_audit(&AuditFilter {
+            let records = self
+                .inner
+                .hub
+                .audit(&AuditFilter {
                     request_id: Some(a.request_id.clone()),
                     limit: Some(10),
                     ..Default::default()
@@ -213,7 +215,7 @@ impl Events {
         let purged = self
             .inner
             .hub
-            .store()
+            .events_store()
             .purge_events(
                 before(retention.events_days),
                 before(retention.refused_days),
@@ -223,14 +225,14 @@ impl Events {
     }
 
     pub async fn list(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, HubError> {
-        Ok(self.inner.hub.store().list_events(filter).await?)
+        Ok(self.inner.hub.events_store().list_events(filter).await?)
     }
 
     /// Queues an event again. Tool calls it already planned are resumed (those that
     /// succeeded are not repeated); an event that planned none is decided afresh under the
     /// current rules (e.g. an unmatched event after its product was mapped).
     pub async fn replay(&self, id: &str, by: &str) -> Result<StoredEvent, HubError> {
-        let event = self.inner.hub.store().replay_event(id, by).await?;
+        let event = self.inner.hub.events_store().replay_event(id, by).await?;
         self.wake();
         Ok(event)
     }
@@ -240,7 +242,7 @@ impl Events {
     pub async fn dry_run(&self, filter: &EventFilter) -> Result<Vec<DryRunLine>, HubError> {
         let mut filter = filter.clone();
         filter.oldest_first = true;
-        let events = self.inner.hub.store().list_events(&filter).await?;
+        let events = self.inner.hub.events_store().list_events(&filter).await?;
         // Simulated order state: (state, email, offer).
         type Sim = (String, Option<String>, Option<String>);
         let mut orders: std::collections::HashMap<(String, String), Sim> = Default::default();
@@ -411,7 +413,12 @@ async fn ensure_persona(
     scopes: Vec<String>,
     description: String,
 ) -> Result<(), HubError> {
-    match hub.store().get_persona(name).await? {
+    let existing = match hub.persona_any(name).await {
+        Ok(p) => Some(p),
+        Err(HubError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    match existing {
         Some(p) if p.revoked_at.is_some() => {
             tracing::warn!(
                 persona = name,

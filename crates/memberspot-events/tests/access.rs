@@ -522,7 +522,7 @@ async fn grace_period_then_suspension_then_payment() {
     }
     let order = w
         .hub
-        .store()
+        .events_store()
         .get_order("ds24", "ORD-G")
         .await
         .unwrap()
@@ -551,7 +551,7 @@ async fn grace_period_then_suspension_then_payment() {
     assert_eq!(holding(&w, sub, &offers[1]).await.unwrap()["active"], false);
     assert_eq!(
         w.hub
-            .store()
+            .events_store()
             .get_order("ds24", "ORD-G")
             .await
             .unwrap()

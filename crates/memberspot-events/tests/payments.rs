@@ -99,7 +99,7 @@ async fn events_of(
 async fn refused(w: &common::World, source: &str) -> Vec<memberspot_hub::store::Delivery> {
     let list = w
         .hub
-        .store()
+        .events_store()
         .refused_deliveries(Some(source), 1000)
         .await
         .unwrap();
@@ -343,7 +343,7 @@ async fn an_older_unverified_event_that_fails_gives_its_key_up() {
         verified: false,
     };
     w.hub
-        .store()
+        .events_store()
         .record_delivery(&delivery, &[stored])
         .await
         .unwrap();

@@ -259,7 +259,7 @@ async fn every_vector_through_the_http_receivers() {
     // Every rejected attempt is on record (without its body), at the receiver's clock.
     let rejected = w
         .hub
-        .store()
+        .events_store()
         .rejected_deliveries(0, i64::MAX)
         .await
         .unwrap();

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use memberspot_hub::store::{
-    AuditCount, AuditOutcome, ChainHead, EventCount, EventStatus, Store, Trusted,
+    AuditCount, AuditOutcome, ChainHead, EventCount, EventStatus, FlowStore, Trusted,
 };
 use serde::Serialize;
 
@@ -158,7 +158,7 @@ pub struct Names {
 /// events the hub trusts count as facts ([`Trusted`]: verified, not refused, of this
 /// school; test traffic is reported apart); refused ones are problems.
 pub async fn build(
-    store: &Store,
+    store: FlowStore<'_>,
     connection: &str,
     date: NaiveDate,
     tz: Tz,

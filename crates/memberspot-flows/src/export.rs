@@ -71,7 +71,7 @@ pub async fn run(
     base: Option<&std::path::Path>,
 ) -> Result<ExportReport, String> {
     let mut calls = 0usize;
-    let store = hub.store();
+    let store = hub.flows_store();
     let key = format!("export.{}.after_seq", spec.name);
     let previous = store
         .get_meta(&key)
@@ -188,7 +188,7 @@ async fn changed_emails(
     let mut cursor = after;
     loop {
         let page = hub
-            .store()
+            .events_store()
             .list_events(&EventFilter {
                 after_seq: Some(cursor),
                 oldest_first: true,

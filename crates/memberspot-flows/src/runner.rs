@@ -65,7 +65,7 @@ impl Flows {
     pub async fn rerun(&self, run_id: &str, dry_run: bool) -> Result<RunReport, RunError> {
         let run = self
             .hub()
-            .store()
+            .flows_store()
             .get_run(run_id)
             .await?
             .ok_or_else(|| RunError::UnknownRun(run_id.to_owned()))?;
@@ -88,7 +88,7 @@ impl Flows {
             .flow(name)
             .cloned()
             .ok_or_else(|| RunError::UnknownFlow(name.to_owned()))?;
-        let store = self.hub().store();
+        let store = self.hub().flows_store();
         let lease = format!("flow:{name}");
         let until = chrono::Utc::now().timestamp_millis() + 15 * 60_000;
         if !store.try_lease(&lease, self.worker_id(), until).await? {
@@ -111,7 +111,7 @@ impl Flows {
         fire_key: Option<String>,
         dry_run: bool,
     ) -> Result<RunReport, RunError> {
-        let store = self.hub().store();
+        let store = self.hub().flows_store();
         let run = store
             .insert_run(&NewRun {
                 flow: flow.name.clone(),
@@ -369,7 +369,7 @@ impl Flows {
             started_at: chrono::Utc::now().timestamp_millis() - duration_ms as i64,
             duration_ms: duration_ms as i64,
         };
-        if let Err(e) = self.hub().store().add_step(run_id, &record).await {
+        if let Err(e) = self.hub().flows_store().add_step(run_id, &record).await {
             tracing::warn!(run = run_id, error = %e, "could not record a flow step");
         }
         reports.push(StepReport {

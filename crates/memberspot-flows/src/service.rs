@@ -149,7 +149,12 @@ impl Flows {
         connection: &str,
         scopes: Vec<String>,
     ) -> Result<(), HubError> {
-        match self.hub().store().get_persona(name).await? {
+        let existing = match self.hub().persona_any(name).await {
+            Ok(p) => Some(p),
+            Err(HubError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        match existing {
             Some(p) if p.revoked_at.is_some() => {
                 tracing::warn!(persona = name, "{}", crate::personas::revoked_message(&p));
                 return Ok(());
@@ -254,7 +259,7 @@ impl Flows {
             .unwrap_or(chrono_tz::Europe::Berlin);
         let now = Utc::now();
         let date = date.unwrap_or_else(|| yesterday(now, tz));
-        let store = self.hub().store();
+        let store = self.hub().flows_store();
         let connection = cfg.as_ref().map_or_else(
             || memberspot_hub::SANDBOX_CONNECTION.to_owned(),
             |d| d.connection.clone(),
@@ -472,7 +477,7 @@ impl Flows {
             started_at: Utc::now().timestamp_millis() - ms,
             duration_ms: ms,
         };
-        if let Err(e) = self.hub().store().add_step(run_id, &s).await {
+        if let Err(e) = self.hub().flows_store().add_step(run_id, &s).await {
             tracing::warn!(error = %e, "could not record a digest step");
         }
     }
@@ -583,7 +588,7 @@ async fn scheduler(flows: Flows, cancel: CancellationToken) {
         if let Some(at) = s.missed(now, missed) {
             let fired = flows
                 .hub()
-                .store()
+                .flows_store()
                 .run_fired(&schedule::fire_key(&name, at))
                 .await
                 .unwrap_or(true);
@@ -663,7 +668,7 @@ pub async fn trigger_once(
     /// Events read per page; a pass reads at most this many pages.
     const PAGE: u32 = 200;
     const PAGES: usize = 10;
-    let store = flows.hub().store();
+    let store = flows.hub().flows_store();
     let connection = flows
         .config()
         .flows

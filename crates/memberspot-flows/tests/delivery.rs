@@ -142,7 +142,7 @@ async fn seed_yesterday(flows: &Flows) {
     };
     flows
         .hub()
-        .store()
+        .events_store()
         .insert_events_at(
             &[
                 mk("a", "purchase", EventStatus::Done),
@@ -225,9 +225,13 @@ async fn daily_summary_arrives_by_email_and_slack_with_and_without_a_model() {
     assert!(last["blocks"].as_array().unwrap().len() >= 3);
 
     // The run is on record with its steps.
-    let history = hub.store().list_runs(Some("digest"), 10).await.unwrap();
+    let history = hub
+        .flows_store()
+        .list_runs(Some("digest"), 10)
+        .await
+        .unwrap();
     assert_eq!(history[0].status.as_str(), "ok");
-    let steps = hub.store().run_steps(&history[0].id).await.unwrap();
+    let steps = hub.flows_store().run_steps(&history[0].id).await.unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["collect", "summarise", "slack", "email"]);
 
@@ -387,7 +391,7 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
     let report = flows.rerun(&failed_run, false).await.unwrap();
     assert_eq!(report.status.as_str(), "ok", "{report:?}");
     let runs = hub
-        .store()
+        .flows_store()
         .list_runs(Some("offers-to-crm"), 10)
         .await
         .unwrap();
@@ -396,7 +400,7 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
         ["ok", "failed", "ok"]
     );
     assert_eq!(runs[0].trigger, "rerun");
-    let steps = hub.store().run_steps(&runs[0].id).await.unwrap();
+    let steps = hub.flows_store().run_steps(&runs[0].id).await.unwrap();
     let recorded = serde_json::to_string(&steps).unwrap();
     assert!(
         !recorded.contains("crm-secret-token"),
@@ -478,7 +482,7 @@ http = {{ method = "POST", url = "{mailer}/send", json = {{ to = "{email}", link
     assert!(token.len() >= 32, "{link}");
 
     // The history and the audit log never did.
-    let steps = hub.store().run_steps(&report.run_id).await.unwrap();
+    let steps = hub.flows_store().run_steps(&report.run_id).await.unwrap();
     let history = serde_json::to_string(&steps).unwrap();
     let reported = serde_json::to_string(&report).unwrap();
     let audit = serde_json::to_string(

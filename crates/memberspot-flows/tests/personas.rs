@@ -108,10 +108,14 @@ offer = "{{ row.offer }}"
         matches!(&err, HubError::Denied(m) if m == expected),
         "{err}"
     );
-    let failed = hub.store().list_runs(Some("digest"), 1).await.unwrap();
+    let failed = hub
+        .flows_store()
+        .list_runs(Some("digest"), 1)
+        .await
+        .unwrap();
     assert_eq!(failed[0].status.as_str(), "failed");
     assert_eq!(failed[0].error.as_deref(), Some(expected));
-    let steps = hub.store().run_steps(&failed[0].id).await.unwrap();
+    let steps = hub.flows_store().run_steps(&failed[0].id).await.unwrap();
     assert!(
         steps.iter().any(|s| s.error.as_deref() == Some(expected)),
         "{steps:?}"
@@ -159,7 +163,12 @@ offer = "{{ row.offer }}"
         report.error.as_deref(),
         Some(format!("step `offers`: {expected}").as_str())
     );
-    let run = hub.store().get_run(&report.run_id).await.unwrap().unwrap();
+    let run = hub
+        .flows_store()
+        .get_run(&report.run_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(run.status.as_str(), "failed");
     assert!(run.error.as_deref().is_some_and(|e| e.contains(expected)));
     assert_denied_as(&newest_audit(&hub).await, "checker", "list_offers");

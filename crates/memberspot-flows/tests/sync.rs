@@ -285,7 +285,7 @@ async fn export_is_full_first_then_incremental_from_the_event_store() {
         connection: Some("sandbox".into()),
         verified: true,
     };
-    hub.store()
+    hub.events_store()
         .insert_events(std::slice::from_ref(&event))
         .await
         .unwrap();
@@ -313,7 +313,7 @@ async fn export_is_full_first_then_incremental_from_the_event_store() {
                 ..event.clone()
             }
         };
-    hub.store()
+    hub.events_store()
         .insert_events(&[
             // A forged PayPal notification (rejected) about someone who is no member.
             mk(

@@ -69,6 +69,7 @@ transform = '{{ input.event.email }}'
     );
 
     store
+        .events()
         .insert_events(&[
             purchase("e1", "paid@example.de", EventStatus::Done, "sandbox", true),
             purchase(
@@ -118,13 +119,13 @@ transform = '{{ input.event.email }}'
         2
     );
     assert_eq!(
-        fired(store.list_runs(Some("welcome"), 100).await.unwrap()),
+        fired(store.flows().list_runs(Some("welcome"), 100).await.unwrap()),
         vec!["later@example.de", "paid@example.de"]
     );
 
     // The worker decides the waiting one: it fires now, and nothing fires twice.
     let lease = chrono::Utc::now().timestamp_millis() + 60_000;
-    let claimed = store.claim_events("w#1", 10, lease).await.unwrap();
+    let claimed = store.events().claim_events("w#1", 10, lease).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let done = EventFinish {
         status: EventStatus::Done,
@@ -135,6 +136,7 @@ transform = '{{ input.event.email }}'
     };
     assert!(
         store
+            .events()
             .finish_event(&claimed[0].id, "w#1", &done)
             .await
             .unwrap()
@@ -152,7 +154,7 @@ transform = '{{ input.event.email }}'
         0
     );
     assert_eq!(
-        fired(store.list_runs(Some("welcome"), 100).await.unwrap()),
+        fired(store.flows().list_runs(Some("welcome"), 100).await.unwrap()),
         vec!["later@example.de", "paid@example.de", "waiting@example.de"]
     );
     hub.store().close().await;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use memberspot_api::{ApiKey, Client};
 use memberspot_store::{
-    AuditOutcome, AuditRecord, Connection, NewAuditRecord, NewConnection, Persona, Store,
-    StoreError,
+    AuditOutcome, AuditRecord, Connection, EventStore, FlowStore, NewAuditRecord, NewConnection,
+    Persona, Store, StoreError,
 };
 use memberspot_tools::{Catalogue, ToolDescriptor, ToolEntry, ToolError};
 use secrecy::ExposeSecret;
@@ -196,8 +196,22 @@ impl Hub {
         })
     }
 
+    /// The whole store. Subsystems use their own view instead ([`Hub::events_store`],
+    /// [`Hub::flows_store`]); this stays for the hub's own surfaces.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// What the events subsystem keeps in the store (deliveries, the queue, orders, the
+    /// poller's snapshots), and nothing else.
+    pub fn events_store(&self) -> EventStore<'_> {
+        self.inner.store.events()
+    }
+
+    /// What flows keep in the store (runs, steps, leases, the digest's reads), and
+    /// nothing else.
+    pub fn flows_store(&self) -> FlowStore<'_> {
+        self.inner.store.flows()
     }
 
     pub fn catalogue(&self) -> &Catalogue {

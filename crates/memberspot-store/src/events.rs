@@ -18,7 +18,7 @@ use crate::kinds::parse_stored;
 use crate::model::Backend;
 use crate::{Store, StoreError, Verification, now_ms};
 
-/// Maximum number of rows [`Store::list_events`] returns.
+/// Maximum number of rows [`EventStore::list_events`] returns.
 pub const MAX_EVENT_LIMIT: u32 = 10_000;
 
 const EVENT_COLUMNS: &str = "seq, id, dedupe_key, delivery_id, source, provider, kind, name, \
@@ -214,7 +214,7 @@ pub struct StoredEvent {
     pub refusal: Option<String>,
 }
 
-/// Which events [`Store::list_events`] returns (newest first).
+/// Which events [`EventStore::list_events`] returns (newest first).
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     pub statuses: Vec<EventStatus>,
@@ -237,7 +237,7 @@ pub struct EventFilter {
     pub trusted: Option<Trusted>,
 }
 
-/// How an attempt ended, as recorded by [`Store::finish_event`].
+/// How an attempt ended, as recorded by [`EventStore::finish_event`].
 #[derive(Debug, Clone)]
 pub struct EventFinish {
     pub status: EventStatus,
@@ -300,7 +300,7 @@ pub struct OrderFence<'a> {
     pub prior_state: &'a str,
 }
 
-/// What [`Store::purge_events`] deleted.
+/// What [`EventStore::purge_events`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EventPurge {
     pub events: u64,
@@ -311,7 +311,34 @@ pub struct EventPurge {
 /// Counts of events per status (for metrics and the digest).
 pub type StatusCounts = HashMap<String, i64>;
 
+/// What the events subsystem keeps in the store: deliveries, the event queue, per-order
+/// access state and the poller's snapshots and settings. A view of a [`Store`]
+/// ([`Store::events`]), so the subsystem reaches nothing else (personas, connections and
+/// the audit log are the hub's).
+#[derive(Debug, Clone, Copy)]
+pub struct EventStore<'a> {
+    store: &'a Store,
+}
+
 impl Store {
+    pub fn events(&self) -> EventStore<'_> {
+        EventStore { store: self }
+    }
+}
+
+impl EventStore<'_> {
+    /// A setting of the events subsystem (the poller's state), see [`Store::get_meta`].
+    pub async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.store.get_meta(key).await
+    }
+
+    /// See [`Store::set_meta`].
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.store.set_meta(key, value).await
+    }
+}
+
+impl EventStore<'_> {
     // ---------------------------------------------------------------- ingest
 
     /// Records a delivery and the events it carries in one transaction: when this returns
@@ -335,7 +362,7 @@ impl Store {
                 Err(_) => (Some(encode_base64(bytes)), true),
             },
         };
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let mut a = Args::default();
         let sql = format!(
             "INSERT INTO deliveries (id, source, provider, received_at, headers, body, \
@@ -366,13 +393,13 @@ impl Store {
         self.insert_events_at(events, now_ms()).await
     }
 
-    /// As [`Store::insert_events`], received at `received_at` (epoch ms): imports and tests.
+    /// As [`EventStore::insert_events`], received at `received_at` (epoch ms): imports and tests.
     pub async fn insert_events_at(
         &self,
         events: &[NewEvent],
         received_at: i64,
     ) -> Result<Vec<Inserted>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let now = received_at;
         let mut out = Vec::with_capacity(events.len());
         for e in events {
@@ -388,7 +415,7 @@ impl Store {
              verification, error FROM deliveries WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.store.pool)
         .await?;
         row.as_ref().map(delivery_from_row).transpose()
     }
@@ -405,7 +432,7 @@ impl Store {
         )
         .bind(since)
         .bind(until)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("source")?, r.try_get("n")?)))
@@ -422,7 +449,7 @@ impl Store {
         refused_before: i64,
     ) -> Result<EventPurge, StoreError> {
         const DONE: &str = "status NOT IN ('pending', 'processing', 'retry')";
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         for table in ["event_log", "event_actions"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE event_id IN \
@@ -475,7 +502,7 @@ impl Store {
         )
         .bind(source)
         .bind(i64::from(limit.clamp(1, MAX_EVENT_LIMIT)))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter().map(delivery_from_row).collect()
     }
@@ -492,7 +519,7 @@ impl Store {
         lease_until: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let now = now_ms();
-        let skip_locked = match self.backend {
+        let skip_locked = match self.store.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
@@ -504,7 +531,7 @@ impl Store {
              ORDER BY next_attempt_at, seq LIMIT $4{skip_locked}) \
              RETURNING {EVENT_COLUMNS}"
         );
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let rows = sqlx::query(&sql)
             .bind(worker)
             .bind(lease_until)
@@ -527,7 +554,7 @@ impl Store {
             "SELECT MIN(CASE WHEN status = 'processing' THEN locked_until ELSE next_attempt_at END) \
              FROM events WHERE status IN ('pending', 'retry', 'processing')",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.store.pool)
         .await?;
         Ok(v)
     }
@@ -540,7 +567,7 @@ impl Store {
         )
         .bind(id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -558,7 +585,7 @@ impl Store {
             EventStatus::Pending | EventStatus::Processing | EventStatus::Retry => None,
             _ => Some(now),
         };
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let mut a = Args::default();
         // A rejected event is not verified and gives its idempotency key up, so a genuine
         // delivery with the same key is processed instead of counted as a redelivery.
@@ -614,7 +641,7 @@ impl Store {
         )
         .bind(connection)
         .bind(source)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(r.rows_affected())
     }
@@ -623,7 +650,7 @@ impl Store {
     pub async fn mark_verified(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE events SET verified = 1 WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.store.pool)
             .await?;
         Ok(())
     }
@@ -645,7 +672,7 @@ impl Store {
         .bind(until)
         .bind(id)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         if r.rows_affected() == 0 {
             return Ok(false);
@@ -659,7 +686,7 @@ impl Store {
             .bind(source)
             .bind(order_id)
             .bind(order_owner)
-            .execute(&self.pool)
+            .execute(&self.store.pool)
             .await?;
             if r.rows_affected() == 0 {
                 return Ok(false);
@@ -669,7 +696,7 @@ impl Store {
     }
 
     /// Puts a claimed event back (e.g. its order is busy), taking back the attempt
-    /// [`Store::start_attempt`] counted.
+    /// [`EventStore::start_attempt`] counted.
     pub async fn defer_event(
         &self,
         id: &str,
@@ -684,7 +711,7 @@ impl Store {
         .bind(due_at)
         .bind(id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -693,7 +720,7 @@ impl Store {
     /// processed. Returns the updated event.
     pub async fn replay_event(&self, id: &str, by: &str) -> Result<StoredEvent, StoreError> {
         let now = now_ms();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let res = sqlx::query(
             "UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = $1, \
              last_error = NULL, finished_at = NULL WHERE id = $2 AND status <> 'processing'",
@@ -729,7 +756,7 @@ impl Store {
     pub async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.store.pool)
             .await?;
         row.as_ref().map(event_from_row).transpose()
     }
@@ -778,14 +805,17 @@ impl Store {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events{filter} ORDER BY seq {order} LIMIT {limit}"
         );
-        let rows = a.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
+        let rows = a
+            .bind(sqlx::query(&sql))
+            .fetch_all(&self.store.pool)
+            .await?;
         rows.iter().map(event_from_row).collect()
     }
 
     /// Number of events per status.
     pub async fn event_status_counts(&self) -> Result<StatusCounts, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM events GROUP BY status")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.store.pool)
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
@@ -798,7 +828,7 @@ impl Store {
              WHERE event_id = $1 ORDER BY seq",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter()
             .map(|r| {
@@ -821,7 +851,7 @@ impl Store {
              FROM event_actions WHERE event_id = $1 ORDER BY step",
         )
         .bind(event_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter().map(action_from_row).collect()
     }
@@ -840,7 +870,7 @@ impl Store {
         event_id: &str,
         actions: &[(&str, &serde_json::Value)],
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let leased: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM events WHERE id = $1 AND locked_by = $2 AND status = 'processing'",
         )
@@ -891,7 +921,7 @@ impl Store {
         .bind(event_id)
         .bind(step)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -916,7 +946,7 @@ impl Store {
             a.text(event_id),
             a.int(step),
         );
-        a.bind(sqlx::query(&sql)).execute(&self.pool).await?;
+        a.bind(sqlx::query(&sql)).execute(&self.store.pool).await?;
         Ok(())
     }
 
@@ -939,7 +969,7 @@ impl Store {
         .bind(source)
         .bind(order_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         let r = sqlx::query(
             "UPDATE order_access SET locked_by = $1, locked_until = $2 \
@@ -951,7 +981,7 @@ impl Store {
         .bind(source)
         .bind(order_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -969,7 +999,7 @@ impl Store {
         .bind(source)
         .bind(order_id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(())
     }
@@ -985,7 +1015,7 @@ impl Store {
         )
         .bind(source)
         .bind(order_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.store.pool)
         .await?;
         row.as_ref().map(order_from_row).transpose()
     }
@@ -997,27 +1027,27 @@ impl Store {
              FROM order_access WHERE state = $1 ORDER BY updated_at",
         )
         .bind(state)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter().map(order_from_row).collect()
     }
 
     /// Writes an order's state.
     pub async fn put_order(&self, o: &OrderAccess) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         upsert_order(&mut tx, o).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Writes an order's state if `fence` still holds (see [`Store::commit_decision`]; the
+    /// Writes an order's state if `fence` still holds (see [`EventStore::commit_decision`]; the
     /// event lease is not checked here). `false` when nothing was written.
     pub async fn put_order_fenced(
         &self,
         o: &OrderAccess,
         fence: &OrderFence<'_>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let written = update_order_fenced(&mut tx, o, fence).await?;
         tx.commit().await?;
         Ok(written)
@@ -1032,7 +1062,7 @@ impl Store {
     ) -> Result<HashMap<String, String>, StoreError> {
         let rows = sqlx::query("SELECT key, value FROM poll_snapshots WHERE connection = $1")
             .bind(connection)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.store.pool)
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
@@ -1049,7 +1079,7 @@ impl Store {
         events: &[NewEvent],
         meta: &[(String, String)],
     ) -> Result<Vec<Inserted>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         for (key, value) in changes {
             match value {
                 Some(v) => {

@@ -42,10 +42,10 @@ pub use directory::Versioned;
 pub use error::StoreError;
 pub use events::{
     Delivery, EventAction, EventFilter, EventFinish, EventLogEntry, EventPurge, EventStatus,
-    Inserted, MAX_EVENT_LIMIT, NewDelivery, NewEvent, OrderAccess, OrderFence, StatusCounts,
-    StoredEvent, Trusted,
+    EventStore, Inserted, MAX_EVENT_LIMIT, NewDelivery, NewEvent, OrderAccess, OrderFence,
+    StatusCounts, StoredEvent, Trusted,
 };
-pub use flows::{AuditCount, EventCount, FlowRun, FlowStep, NewRun};
+pub use flows::{AuditCount, EventCount, FlowRun, FlowStep, FlowStore, NewRun};
 pub use hash::{ZERO_HASH, audit_hash, canonical_json};
 pub use kinds::{AuditOutcome, RunStatus, StoredText, Surface, Verification};
 pub use model::{

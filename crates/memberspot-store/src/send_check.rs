@@ -86,6 +86,11 @@ fn public_futures_are_send() {
         };
         let _ = s.verify_audit_anchor(&head).await;
         let _ = s.purge_audit_before(0).await;
+        // The views of the events subsystem and of flows.
+        let _ = s.events().claim_events(&name, 1, 0).await;
+        let _ = s.events().list_events(&crate::EventFilter::default()).await;
+        let _ = s.flows().list_runs(None, 1).await;
+        let _ = s.flows().audit_head().await;
         s.close().await;
     });
 }

@@ -1045,6 +1045,7 @@ async fn queue_story(stores: Vec<Store>) {
     let first = &stores[0];
     for i in 0..N {
         let got = first
+            .events()
             .record_delivery(&delivery(i), &[queued(i)])
             .await
             .unwrap();
@@ -1052,16 +1053,18 @@ async fn queue_story(stores: Vec<Store>) {
     }
     // A redelivery is counted, not queued.
     let again = first
+        .events()
         .record_delivery(&delivery(0), &[queued(0)])
         .await
         .unwrap();
     let Inserted::Duplicate(id0) = &again[0] else {
         panic!("{again:?}")
     };
-    let e0 = first.get_event(id0).await.unwrap().unwrap();
+    let e0 = first.events().get_event(id0).await.unwrap().unwrap();
     assert_eq!(e0.redeliveries, 1);
     // Non-UTF-8 bodies come back byte for byte.
     let d = first
+        .events()
         .get_delivery(e0.delivery_id.as_deref().unwrap())
         .await
         .unwrap()
@@ -1077,12 +1080,16 @@ async fn queue_story(stores: Vec<Store>) {
             let worker = format!("w{n}");
             let mut mine = Vec::new();
             loop {
-                let batch = store.claim_events(&worker, 5, lease).await.unwrap();
+                let batch = store
+                    .events()
+                    .claim_events(&worker, 5, lease)
+                    .await
+                    .unwrap();
                 if batch.is_empty() {
                     break;
                 }
                 for e in batch {
-                    assert!(store.start_attempt(&e.id, &worker).await.unwrap());
+                    assert!(store.events().start_attempt(&e.id, &worker).await.unwrap());
                     let finish = EventFinish {
                         status: EventStatus::Done,
                         error: None,
@@ -1090,7 +1097,13 @@ async fn queue_story(stores: Vec<Store>) {
                         detail: "ok".into(),
                         refusal: None,
                     };
-                    assert!(store.finish_event(&e.id, &worker, &finish).await.unwrap());
+                    assert!(
+                        store
+                            .events()
+                            .finish_event(&e.id, &worker, &finish)
+                            .await
+                            .unwrap()
+                    );
                     mine.push(e.id);
                 }
             }
@@ -1104,11 +1117,12 @@ async fn queue_story(stores: Vec<Store>) {
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!(all.len(), N, "every event claimed once");
     assert_eq!(unique.len(), N);
-    let counts = first.event_status_counts().await.unwrap();
+    let counts = first.events().event_status_counts().await.unwrap();
     assert_eq!(counts.get("done"), Some(&(N as i64)));
 
     // An expired lease is taken over; the old holder can no longer finish.
     let late = first
+        .events()
         .record_delivery(&delivery(N), &[queued(N)])
         .await
         .unwrap();
@@ -1116,13 +1130,18 @@ async fn queue_story(stores: Vec<Store>) {
     let past = chrono::Utc::now().timestamp_millis() - 1;
     assert_eq!(
         first
+            .events()
             .claim_events("dead-worker", 1, past)
             .await
             .unwrap()
             .len(),
         1
     );
-    let taken = first.claim_events("new-worker", 1, lease).await.unwrap();
+    let taken = first
+        .events()
+        .claim_events("new-worker", 1, lease)
+        .await
+        .unwrap();
     assert_eq!(taken[0].id, id);
     let finish = EventFinish {
         status: EventStatus::Done,
@@ -1133,32 +1152,47 @@ async fn queue_story(stores: Vec<Store>) {
     };
     assert!(
         !first
+            .events()
             .finish_event(&id, "dead-worker", &finish)
             .await
             .unwrap()
     );
     assert!(
         first
+            .events()
             .finish_event(&id, "new-worker", &finish)
             .await
             .unwrap()
     );
-    assert_eq!(first.event_log(&id).await.unwrap().len(), 1);
+    assert_eq!(first.events().event_log(&id).await.unwrap().len(), 1);
     // Replay queues it again.
-    let replayed = first.replay_event(&id, "test").await.unwrap();
+    let replayed = first.events().replay_event(&id, "test").await.unwrap();
     assert_eq!(replayed.status, EventStatus::Pending);
     assert_eq!(replayed.attempts, 0);
 
     // The order lock is exclusive until it expires.
-    assert!(first.lock_order("src", "o1", "a", lease).await.unwrap());
+    assert!(
+        first
+            .events()
+            .lock_order("src", "o1", "a", lease)
+            .await
+            .unwrap()
+    );
     assert!(
         !stores[stores.len() - 1]
+            .events()
             .lock_order("src", "o1", "b", lease)
             .await
             .unwrap()
     );
-    first.unlock_order("src", "o1", "a").await.unwrap();
-    assert!(first.lock_order("src", "o1", "b", lease).await.unwrap());
+    first.events().unlock_order("src", "o1", "a").await.unwrap();
+    assert!(
+        first
+            .events()
+            .lock_order("src", "o1", "b", lease)
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1391,10 +1425,11 @@ async fn fence_story(stores: Vec<Store>) {
     };
     let (a, b) = (&stores[0], &stores[stores.len() - 1]);
     let lease = chrono::Utc::now().timestamp_millis() + 60_000;
-    a.record_delivery(&delivery(900), &[queued(900), queued(901)])
+    a.events()
+        .record_delivery(&delivery(900), &[queued(900), queued(901)])
         .await
         .unwrap();
-    let claimed = a.claim_events("w1#a", 2, lease).await.unwrap();
+    let claimed = a.events().claim_events("w1#a", 2, lease).await.unwrap();
     assert_eq!(claimed.len(), 2);
     let (first, second) = (&claimed[0], &claimed[1]);
     let order = |state: &str| OrderAccess {
@@ -1410,12 +1445,14 @@ async fn fence_story(stores: Vec<Store>) {
     let plan = json!({"email": "x@example.de"});
     // Two tasks of one claim: each attempt has its own lock owner, so only one holds it.
     assert!(
-        a.lock_order("src", "shared", "w1#a/first", lease)
+        a.events()
+            .lock_order("src", "shared", "w1#a/first", lease)
             .await
             .unwrap()
     );
     assert!(
-        !b.lock_order("src", "shared", "w1#a/second", lease)
+        !b.events()
+            .lock_order("src", "shared", "w1#a/second", lease)
             .await
             .unwrap()
     );
@@ -1426,79 +1463,115 @@ async fn fence_story(stores: Vec<Store>) {
     };
     // Not the lock holder, or a state that has moved on: nothing is written.
     assert!(
-        !b.commit_decision(
-            &order("ended"),
-            &fence("w1#a/second", "none"),
-            &second.id,
-            &[("t", &plan)]
-        )
-        .await
-        .unwrap()
-    );
-    assert!(
-        !a.commit_decision(
-            &order("active"),
-            &fence("w1#a/first", "active"),
-            &first.id,
-            &[("t", &plan)]
-        )
-        .await
-        .unwrap()
-    );
-    assert!(a.event_actions(&first.id).await.unwrap().is_empty());
-    assert!(
-        a.commit_decision(
-            &order("active"),
-            &fence("w1#a/first", "none"),
-            &first.id,
-            &[("t", &plan)]
-        )
-        .await
-        .unwrap()
-    );
-    a.unlock_order("src", "shared", "w1#a/first").await.unwrap();
-    // The second now decides from the state the first left.
-    assert!(
-        b.lock_order("src", "shared", "w1#a/second", lease)
+        !b.events()
+            .commit_decision(
+                &order("ended"),
+                &fence("w1#a/second", "none"),
+                &second.id,
+                &[("t", &plan)]
+            )
             .await
             .unwrap()
     );
     assert!(
-        !b.commit_decision(
-            &order("ended"),
-            &fence("w1#a/second", "none"),
-            &second.id,
-            &[]
-        )
-        .await
-        .unwrap()
+        !a.events()
+            .commit_decision(
+                &order("active"),
+                &fence("w1#a/first", "active"),
+                &first.id,
+                &[("t", &plan)]
+            )
+            .await
+            .unwrap()
     );
     assert!(
-        b.commit_decision(
-            &order("ended"),
-            &fence("w1#a/second", "active"),
-            &second.id,
-            &[]
-        )
+        a.events()
+            .event_actions(&first.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        a.events()
+            .commit_decision(
+                &order("active"),
+                &fence("w1#a/first", "none"),
+                &first.id,
+                &[("t", &plan)]
+            )
+            .await
+            .unwrap()
+    );
+    a.events()
+        .unlock_order("src", "shared", "w1#a/first")
         .await
-        .unwrap()
+        .unwrap();
+    // The second now decides from the state the first left.
+    assert!(
+        b.events()
+            .lock_order("src", "shared", "w1#a/second", lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.events()
+            .commit_decision(
+                &order("ended"),
+                &fence("w1#a/second", "none"),
+                &second.id,
+                &[]
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.events()
+            .commit_decision(
+                &order("ended"),
+                &fence("w1#a/second", "active"),
+                &second.id,
+                &[]
+            )
+            .await
+            .unwrap()
     );
     assert_eq!(
-        a.get_order("src", "shared").await.unwrap().unwrap().state,
+        a.events()
+            .get_order("src", "shared")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         "ended"
     );
 
     // A lease renewed by its holder only; a step is started only under the lease.
     assert!(
-        a.renew_lease(&first.id, "w1#a", None, lease + 1000)
+        a.events()
+            .renew_lease(&first.id, "w1#a", None, lease + 1000)
             .await
             .unwrap()
     );
-    assert!(!b.renew_lease(&first.id, "w2#b", None, lease).await.unwrap());
-    assert!(a.start_action(&first.id, 0, "req-1", "w1#a").await.unwrap());
-    assert!(!b.start_action(&first.id, 0, "req-2", "w2#b").await.unwrap());
+    assert!(
+        !b.events()
+            .renew_lease(&first.id, "w2#b", None, lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.events()
+            .start_action(&first.id, 0, "req-1", "w1#a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.events()
+            .start_action(&first.id, 0, "req-2", "w2#b")
+            .await
+            .unwrap()
+    );
     assert_eq!(
-        a.event_actions(&first.id).await.unwrap()[0].request_id,
+        a.events().event_actions(&first.id).await.unwrap()[0].request_id,
         "req-1"
     );
 
@@ -1510,8 +1583,14 @@ async fn fence_story(stores: Vec<Store>) {
         detail: "forged".into(),
         refusal: None,
     };
-    assert!(a.finish_event(&second.id, "w1#a", &finish).await.unwrap());
+    assert!(
+        a.events()
+            .finish_event(&second.id, "w1#a", &finish)
+            .await
+            .unwrap()
+    );
     let again = a
+        .events()
         .record_delivery(&delivery(902), &[queued(901)])
         .await
         .unwrap();
@@ -1527,10 +1606,12 @@ async fn fence_story(stores: Vec<Store>) {
     test.test = true;
     let mut unverified = queued(905);
     unverified.verified = false;
-    a.record_delivery(&delivery(903), &[other, test, unverified])
+    a.events()
+        .record_delivery(&delivery(903), &[other, test, unverified])
         .await
         .unwrap();
     let all: Vec<StoredEvent> = a
+        .events()
         .list_events(&EventFilter {
             limit: Some(1000),
             ..Default::default()
@@ -1543,6 +1624,7 @@ async fn fence_story(stores: Vec<Store>) {
         Trusted::live("other-school"),
     ] {
         let by_sql: Vec<String> = a
+            .events()
             .list_events(&EventFilter {
                 limit: Some(1000),
                 trusted: Some(trusted.clone()),
@@ -1615,28 +1697,34 @@ async fn purge_story(store: Store) {
     let mut old_queued = queued(2);
     old_queued.status = EventStatus::Pending;
     store
+        .events()
         .record_delivery(&at(500, 1, Verification::Verified), &[old_done])
         .await
         .unwrap();
     store
+        .events()
         .record_delivery(&at(500, 2, Verification::Verified), &[old_queued])
         .await
         .unwrap();
     let mut recent = queued(3);
     recent.status = EventStatus::Done;
     store
+        .events()
         .record_delivery(&at(10, 3, Verification::Verified), &[recent])
         .await
         .unwrap();
     store
+        .events()
         .record_delivery(&at(40, 4, Verification::Rejected), &[])
         .await
         .unwrap();
     store
+        .events()
         .record_delivery(&at(5, 5, Verification::Rejected), &[])
         .await
         .unwrap();
     let purged = store
+        .events()
         .purge_events(now - 400 * day, now - 30 * day)
         .await
         .unwrap();
@@ -1644,10 +1732,22 @@ async fn purge_story(store: Store) {
         (purged.events, purged.deliveries, purged.refused_deliveries),
         (1, 1, 1)
     );
-    let left = store.list_events(&EventFilter::default()).await.unwrap();
+    let left = store
+        .events()
+        .list_events(&EventFilter::default())
+        .await
+        .unwrap();
     let keys: Vec<&str> = left.iter().map(|e| e.dedupe_key.as_str()).collect();
     assert_eq!(keys, vec!["src:evt-3", "src:evt-2"]);
-    assert_eq!(store.refused_deliveries(None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .events()
+            .refused_deliveries(None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1696,7 +1796,10 @@ async fn unknown_words_are_corrupt(url: String, raw: Raw) {
         store.query_audit(&AuditFilter::default()).await,
         &[&owner, "audit outcome", "maybe"],
     );
-    assert_corrupt(store.audit_counts(0, i64::MAX).await, &["audit outcome"]);
+    assert_corrupt(
+        store.flows().audit_counts(0, i64::MAX).await,
+        &["audit outcome"],
+    );
     // Verification still reads the stored text and names the edited record.
     let v = store.verify_audit().await.unwrap();
     assert!(!v.ok && v.first_bad_seq == Some(rec.seq), "{v:?}");
@@ -1711,8 +1814,12 @@ async fn unknown_words_are_corrupt(url: String, raw: Raw) {
     );
 
     let d = delivery(1);
-    store.record_delivery(&d, &[queued(1)]).await.unwrap();
-    let back = store.get_delivery(&d.id).await.unwrap().unwrap();
+    store
+        .events()
+        .record_delivery(&d, &[queued(1)])
+        .await
+        .unwrap();
+    let back = store.events().get_delivery(&d.id).await.unwrap().unwrap();
     assert_eq!(back.verification, Verification::Verified);
     raw.exec(&format!(
         "UPDATE deliveries SET verification = 'trusted' WHERE id = '{}'",
@@ -1720,22 +1827,24 @@ async fn unknown_words_are_corrupt(url: String, raw: Raw) {
     ))
     .await;
     assert_corrupt(
-        store.get_delivery(&d.id).await,
+        store.events().get_delivery(&d.id).await,
         &[&d.id, "delivery verification", "trusted"],
     );
     raw.exec("UPDATE events SET status = 'later'").await;
     assert_corrupt(
-        store.list_events(&EventFilter::default()).await,
+        store.events().list_events(&EventFilter::default()).await,
         &["event status", "later"],
     );
     assert_corrupt(
         store
+            .flows()
             .event_counts(0, i64::MAX, &memberspot_store::Trusted::live("school"))
             .await,
         &["event status", "later"],
     );
 
     let run = store
+        .flows()
         .insert_run(&NewRun {
             flow: "f".into(),
             trigger: "manual".into(),
@@ -1749,10 +1858,11 @@ async fn unknown_words_are_corrupt(url: String, raw: Raw) {
         .unwrap();
     assert_eq!(run.status, RunStatus::Running);
     store
+        .flows()
         .finish_run(&run.id, RunStatus::Ok, None)
         .await
         .unwrap();
-    let back = store.get_run(&run.id).await.unwrap().unwrap();
+    let back = store.flows().get_run(&run.id).await.unwrap().unwrap();
     assert_eq!(back.status, RunStatus::Ok);
     raw.exec(&format!(
         "UPDATE flow_runs SET status = 'paused' WHERE id = '{}'",
@@ -1760,10 +1870,10 @@ async fn unknown_words_are_corrupt(url: String, raw: Raw) {
     ))
     .await;
     assert_corrupt(
-        store.get_run(&run.id).await,
+        store.flows().get_run(&run.id).await,
         &[&run.id, "flow run status", "paused"],
     );
-    assert_corrupt(store.list_runs(None, 10).await, &["paused"]);
+    assert_corrupt(store.flows().list_runs(None, 10).await, &["paused"]);
     store.close().await;
 }
 
@@ -1867,11 +1977,12 @@ async fn opens_a_database_of_the_old_runner(url: String, raw: Raw, dump: &str, r
     let v = store.verify_audit().await.unwrap();
     assert!(v.ok && v.records == records, "{v:?}");
     let events = store
+        .events()
         .list_events(&memberspot_store::EventFilter::default())
         .await
         .unwrap();
     assert_eq!(events.len(), 2);
-    assert_eq!(store.list_runs(None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.flows().list_runs(None, 10).await.unwrap().len(), 1);
 
     let mut r = record(1, "fixture-bot", "list_offers", AuditOutcome::Ok);
     r.surface = Surface::Cli;

@@ -228,7 +228,7 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                 }
             }
             FlowsCommand::History { name, limit } => {
-                let runs = hub.store().list_runs(name.as_deref(), limit).await?;
+                let runs = hub.flows_store().list_runs(name.as_deref(), limit).await?;
                 if global.json {
                     print_json(&runs)?;
                 } else {
@@ -244,8 +244,8 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                 }
             }
             FlowsCommand::Show { run } => {
-                let r = hub.store().get_run(&run).await?.with_context(|| format!("no run with id `{run}`"))?;
-                let steps = hub.store().run_steps(&run).await?;
+                let r = hub.flows_store().get_run(&run).await?.with_context(|| format!("no run with id `{run}`"))?;
+                let steps = hub.flows_store().run_steps(&run).await?;
                 if global.json {
                     print_json(&serde_json::json!({"run": r, "steps": steps}))?;
                 } else {
