@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
-use memberspot_hub::http::HttpError;
-use memberspot_hub::http::auth::PersonaAuth;
-use memberspot_hub::http::body::ApiJson;
 use memberspot_hub::store::Persona;
 use memberspot_hub::{Hub, Surface};
+use memberspot_server::http::HttpError;
+use memberspot_server::http::auth::PersonaAuth;
+use memberspot_server::http::body::ApiJson;
 use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -154,6 +154,17 @@ impl AgentState {
 impl FromRef<AgentState> for Hub {
     fn from_ref(state: &AgentState) -> Hub {
         state.hub.clone()
+    }
+}
+
+/// Persona chat as a plug-in of the server: its routes, no background task.
+impl memberspot_server::Plugin for AgentState {
+    fn name(&self) -> &str {
+        "chat"
+    }
+
+    fn routes(&self) -> Option<(axum::Router, utoipa::openapi::OpenApi)> {
+        Some(routes(self.clone()))
     }
 }
 

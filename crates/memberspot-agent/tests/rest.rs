@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use memberspot_agent::{AgentState, ModelsConfig, PersonaChat, ProviderKind, routes};
+use memberspot_agent::{AgentState, ModelsConfig, PersonaChat, ProviderKind};
 use memberspot_hub::Hub;
 use serde_json::{Value, json};
 
@@ -24,8 +24,12 @@ impl Drop for Served {
 }
 
 async fn serve(hub: &Hub, state: AgentState) -> Served {
-    let app =
-        memberspot_hub::http::app_with(hub.clone(), Duration::from_secs(30), vec![routes(state)]);
+    let app = memberspot_server::App::build(
+        hub.clone(),
+        memberspot_server::ServerSettings::default(),
+        vec![Box::new(state)],
+    )
+    .router(&tokio_util::sync::CancellationToken::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let handle = tokio::spawn(async move {

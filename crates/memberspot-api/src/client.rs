@@ -12,6 +12,7 @@ use crate::error::ApiError;
 use crate::ratelimit::Pacer;
 use crate::retry::{self, Decision, Outcome, RetryPolicy};
 use crate::secret::ApiKey;
+use memberspot_wire::text_answer as text_answer_json;
 
 /// The production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.memberspot.de/v1";
@@ -247,14 +248,30 @@ impl Client {
 
     /// Sends `action`, pacing and retrying as configured, and decodes the answer.
     pub async fn execute<A: Action>(&self, action: &A) -> Result<A::Output, ApiError> {
+        let answer = self.fetch(action).await?;
+        decode::<A::Output>(answer.status, &answer.body, A::TEXT_ANSWER)
+    }
+
+    /// Sends `action` like [`Client::execute`] and answers the 2xx answer's status and
+    /// bytes undecoded (for checking what shape a school answers in).
+    pub async fn fetch<A: Action>(&self, action: &A) -> Result<RawAnswer, ApiError> {
         let inner = &self.inner;
         let mut attempt = 0u32;
         loop {
             inner.pacer.acquire().await;
             inner.stats.requests.fetch_add(1, Ordering::Relaxed);
             let (err, outcome) = match self.send_once(action).await {
-                Ok(Answer { status, body, .. }) if (200..300).contains(&status) => {
-                    return decode::<A::Output>(status, &body);
+                Ok(Answer {
+                    status,
+                    content_type,
+                    body,
+                    ..
+                }) if (200..300).contains(&status) => {
+                    return Ok(RawAnswer {
+                        status,
+                        content_type,
+                        body,
+                    });
                 }
                 Ok(Answer {
                     status,
@@ -360,6 +377,11 @@ impl Client {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let redirect_to = resp
             .headers()
             .get(LOCATION)
@@ -374,6 +396,7 @@ impl Client {
         );
         Ok(Answer {
             status,
+            content_type,
             retry_after,
             redirect_to,
             body,
@@ -381,8 +404,17 @@ impl Client {
     }
 }
 
+/// A 2xx answer as it came: status, content type and body bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
 struct Answer {
     status: u16,
+    content_type: Option<String>,
     retry_after: Option<Duration>,
     /// For a 3xx: the host (and port) of its `Location`.
     redirect_to: Option<String>,
@@ -405,18 +437,38 @@ fn location_host(request_url: &str, location: &str) -> String {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, ApiError> {
+/// Decodes a 2xx answer. With `text_answer` (writes, see [`Action::TEXT_ANSWER`]), an
+/// answer that is not JSON (`ok`), or is a bare JSON string, number or boolean, is the
+/// success it reports: it decodes as `{"ok": true, "message": "<the text>"}`.
+fn decode<T: serde::de::DeserializeOwned>(
+    status: u16,
+    body: &[u8],
+    text_answer: bool,
+) -> Result<T, ApiError> {
     // Some write endpoints may answer with an empty body: decode it as null,
     // or as an empty object for result types that are objects.
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         if let Ok(v) = serde_json::from_slice::<T>(b"null") {
             return Ok(v);
         }
-        return decode(status, b"{}");
+        return decode(status, b"{}", false);
     }
     // Tracking the path costs on every answer; it is only needed for the error message.
     if let Ok(v) = serde_json::from_slice(body) {
         return Ok(v);
+    }
+    if text_answer {
+        let text = match serde_json::from_slice::<serde_json::Value>(body) {
+            Err(_) => Some(String::from_utf8_lossy(body).into_owned()),
+            Ok(serde_json::Value::String(s)) => Some(s),
+            Ok(v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_))) => {
+                Some(v.to_string())
+            }
+            Ok(_) => None,
+        };
+        if let Some(v) = text.and_then(|t| serde_json::from_value(text_answer_json(&t)).ok()) {
+            return Ok(v);
+        }
     }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| ApiError::Decode {
@@ -565,11 +617,36 @@ mod tests {
 
     #[test]
     fn empty_bodies_decode_as_null_or_empty_object() {
-        let r: memberspot_wire::DeleteUsersResult = decode(200, b"").expect("empty object");
+        let r: memberspot_wire::DeleteUsersResult = decode(200, b"", true).expect("empty object");
         assert_eq!(r.deleted_count, None);
-        let v: serde_json::Value = decode(201, b" ").expect("null");
+        let v: serde_json::Value = decode(201, b" ", false).expect("null");
         assert!(v.is_null());
-        let e = decode::<memberspot_wire::User>(200, br#"{"uid": 1}"#).expect_err("no email");
+        let e =
+            decode::<memberspot_wire::User>(200, br#"{"uid": 1}"#, false).expect_err("no email");
+        assert!(matches!(e, ApiError::Decode { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_write_answered_with_text_succeeds_and_keeps_the_text() {
+        use memberspot_wire::DeleteUsersResult;
+        for body in [&b"ok"[..], b"ok\n", br#""ok""#] {
+            let r: DeleteUsersResult = decode(200, body, true).expect("text is success");
+            assert_eq!((r.ok, r.message.as_deref()), (Some(true), Some("ok")));
+        }
+        let r: DeleteUsersResult = decode(200, b"true", true).expect("a bare boolean");
+        assert_eq!(r.message.as_deref(), Some("true"));
+        let u: crate::actions::UserUpdate = decode(201, b"Created", true).expect("text");
+        assert_eq!(
+            u,
+            crate::actions::UserUpdate::Other(
+                serde_json::json!({"ok": true, "message": "Created"})
+            )
+        );
+        // A read needs its data: text is still a decode error there.
+        let e = decode::<memberspot_wire::ListOf<memberspot_wire::Offer>>(200, b"ok", false)
+            .expect_err("a list must be JSON");
+        assert!(matches!(e, ApiError::Decode { .. }), "{e:?}");
+        let e = decode::<memberspot_wire::LoginToken>(200, b"<html>", false).expect_err("no token");
         assert!(matches!(e, ApiError::Decode { .. }), "{e:?}");
     }
 

@@ -19,18 +19,21 @@
 
 pub mod actions;
 mod client;
+pub mod doctor;
 mod error;
 mod paginate;
+mod probe;
 mod ratelimit;
 pub mod retry;
 mod secret;
 
 pub use actions::{Action, Base, Idempotency};
 pub use client::{
-    Client, ClientBuilder, ClientStats, DEFAULT_BASE_URL, check_base_url, is_loopback,
+    Client, ClientBuilder, ClientStats, DEFAULT_BASE_URL, RawAnswer, check_base_url, is_loopback,
 };
 pub use error::ApiError;
 pub use memberspot_wire as wire;
 pub use paginate::{Paged, paged_stream, progress_stream, users_stream};
+pub use probe::{BaseUrlError, ResolvedBase, resolve_base_url};
 pub use retry::RetryPolicy;
 pub use secret::ApiKey;

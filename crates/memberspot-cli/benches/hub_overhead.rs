@@ -169,13 +169,17 @@ async fn overhead(
         .await?;
     let token = persona.token.expose_secret().to_string();
     let cancel = CancellationToken::new();
-    let app =
-        memberspot_hub::server::app(hub.clone(), Duration::from_secs(30), &[], cancel.clone());
+    let app = memberspot_server::App::build(
+        hub.clone(),
+        memberspot_server::ServerSettings::default(),
+        Vec::new(),
+    )
+    .router(&cancel);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let stop = cancel.clone();
     tokio::spawn(async move {
-        let _ = axum::serve(memberspot_hub::server::low_latency(listener), app)
+        let _ = axum::serve(low_latency(listener), app)
             .with_graceful_shutdown(async move { stop.cancelled_owned().await })
             .await;
     });
@@ -345,6 +349,18 @@ async fn commit_latency(store_url: &str) -> Result<f64, BoxError> {
     Ok(median(times))
 }
 
+/// `listener` with Nagle's algorithm off on every accepted connection, as `serve`'s own
+/// server loop does.
+fn low_latency(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn no_delay(tcp: &mut tokio::net::TcpStream) {
+        let _ = tcp.set_nodelay(true);
+    }
+    listener.tap_io(no_delay as fn(&mut tokio::net::TcpStream))
+}
+
 /// A bare relay: an HTTP endpoint that makes the same client call to the
 /// sandbox and returns its JSON, with no authentication, scopes or audit. Any
 /// gateway pays at least this (a second HTTP exchange per call); the hub's
@@ -365,7 +381,7 @@ async fn start_relay(client: Client, cancel: CancellationToken) -> Result<String
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/relay", listener.local_addr()?);
     tokio::spawn(async move {
-        let _ = axum::serve(memberspot_hub::server::low_latency(listener), app)
+        let _ = axum::serve(low_latency(listener), app)
             .with_graceful_shutdown(async move { cancel.cancelled_owned().await })
             .await;
     });

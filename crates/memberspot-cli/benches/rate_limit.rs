@@ -25,6 +25,7 @@ async fn sandbox(rps: f64, faults: Faults) -> Result<Sandbox, Box<dyn std::error
         rate_limit: rps,
         faults,
         state_file: None,
+        shapes: Default::default(),
     };
     Ok(Sandbox::start_local(config).await?)
 }

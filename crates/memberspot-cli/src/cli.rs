@@ -104,6 +104,9 @@ pub enum Command {
     Exams(ExamsCommand),
     /// Check that the API key is accepted
     Check,
+    /// Read each read-only endpoint once and report how the school's answers compare with
+    /// what this version reads (never changes anything)
+    Doctor(DoctorArgs),
     /// Run the hub: REST API, MCP over streamable HTTP at /mcp, health and metrics
     Serve(ServeArgs),
     /// Serve MCP over stdio for a desktop agent, as one persona
@@ -193,7 +196,23 @@ pub struct ServeArgs {
 
 /// A browser origin for `--allowed-origin`.
 fn origin(s: &str) -> Result<String, String> {
-    memberspot_hub::mcp_guard::check_origin(s)
+    memberspot_server::mcp_guard::check_origin(s)
+}
+
+/// The sandbox's answer shapes (`memberspot_sandbox::Shapes`).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ShapesArg {
+    Documented,
+    Alternate,
+}
+
+impl From<ShapesArg> for memberspot_sandbox::Shapes {
+    fn from(s: ShapesArg) -> Self {
+        match s {
+            ShapesArg::Documented => memberspot_sandbox::Shapes::Documented,
+            ShapesArg::Alternate => memberspot_sandbox::Shapes::Alternate,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -211,7 +230,9 @@ pub struct McpArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ConnectionsCommand {
-    /// Add a school; the API key comes from --api-key / MEMBERSPOT_API_KEY, --api-key-stdin, or a prompt
+    /// Add a school; the API key comes from --api-key / MEMBERSPOT_API_KEY, --api-key-stdin, or a prompt.
+    /// The URL is checked by listing the offers there (a read); `/v1` is added when the API
+    /// answers there, and a URL where it answers neither way is refused
     Add {
         name: String,
         /// The API's base URL; http:// only for loopback addresses
@@ -537,21 +558,24 @@ pub enum ToolsCommand {
         Examples:\n  memberspot tools call list_users --arg page_length=5\n  \
         memberspot tools call delete_users --json '{\"emails\":[\"a@example.com\"]}' --yes"
     )]
-    Call {
-        name: String,
-        /// Arguments as a JSON object (may also be written `--json OBJECT`)
-        #[arg(long = "input", value_name = "OBJECT")]
-        json_args: Option<String>,
-        /// Read arguments from a JSON file ("-" for stdin)
-        #[arg(long, value_name = "FILE")]
-        args_file: Option<PathBuf>,
-        /// One argument as key=value (repeatable)
-        #[arg(long = "arg", value_name = "KEY=VALUE")]
-        args: Vec<String>,
-        /// Do not ask before destructive tools
-        #[arg(long, short)]
-        yes: bool,
-    },
+    Call(CallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    pub name: String,
+    /// Arguments as a JSON object (may also be written `--json OBJECT`)
+    #[arg(long = "input", value_name = "OBJECT")]
+    pub json_args: Option<String>,
+    /// Read arguments from a JSON file ("-" for stdin)
+    #[arg(long, value_name = "FILE")]
+    pub args_file: Option<PathBuf>,
+    /// One argument as key=value (repeatable)
+    #[arg(long = "arg", value_name = "KEY=VALUE")]
+    pub args: Vec<String>,
+    /// Do not ask before destructive tools
+    #[arg(long, short)]
+    pub yes: bool,
 }
 
 /// `tools call NAME --json '{..}'` passes arguments, while `--json` alone is
@@ -700,10 +724,10 @@ mod tests {
         .expect("parses");
         assert!(matches!(
             cli.command,
-            Command::Tools(ToolsCommand::Call {
+            Command::Tools(ToolsCommand::Call(CallArgs {
                 json_args: Some(_),
                 ..
-            })
+            }))
         ));
     }
 }
@@ -875,6 +899,14 @@ pub struct LoginLinkArgs {
     pub member: String,
 }
 
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also write the findings to FILE as JSON: field names, JSON types and lengths only,
+    /// no value from the school, to attach to a bug report
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
     /// Serve the emulated Memberspot API over HTTP until Ctrl-C
@@ -910,6 +942,16 @@ pub struct SandboxServeArgs {
     /// Keep the school in this JSON file across restarts
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
+    /// Answer shapes: documented (the canonical ones) or alternate (every alternative
+    /// public material reports, at once; see docs/api-shapes.md)
+    #[arg(
+        long,
+        value_enum,
+        default_value = "documented",
+        env = "MEMBERSPOT_SANDBOX_SHAPES",
+        ignore_case = true
+    )]
+    pub shapes: ShapesArg,
     /// Added latency per request, in milliseconds
     #[arg(long, default_value_t = 0)]
     pub fault_latency_ms: u64,

@@ -36,6 +36,16 @@ pub struct ConfigFile {
     /// Language models for summaries and persona chat (see docs/flows.md).
     #[serde(default)]
     pub models_file: Option<PathBuf>,
+    /// The embedded sandbox school (see docs/sandbox.md).
+    #[serde(default)]
+    pub sandbox: SandboxSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    /// The answer shapes the embedded school speaks: `documented` (default) or `alternate`.
+    pub shapes: Option<memberspot_sandbox::Shapes>,
 }
 
 #[derive(Default, Deserialize)]
@@ -127,6 +137,16 @@ impl ConfigFile {
         }
     }
 
+    /// The embedded school's answer shapes: `MEMBERSPOT_SANDBOX_SHAPES`, else the file's
+    /// `sandbox.shapes`, else documented.
+    pub fn sandbox_shapes(&self) -> anyhow::Result<memberspot_sandbox::Shapes> {
+        if std::env::var(memberspot_sandbox::SHAPES_ENV).is_ok_and(|v| !v.trim().is_empty()) {
+            return memberspot_sandbox::Shapes::from_env()
+                .map_err(|e| crate::output::Usage(e).into());
+        }
+        Ok(self.sandbox.shapes.unwrap_or_default())
+    }
+
     /// The API key from the file, reading `api_key_file` if given.
     pub fn api_key(&self) -> anyhow::Result<Option<String>> {
         if let Some(k) = &self.memberspot.api_key {
@@ -180,6 +200,19 @@ mod tests {
         let err = toml::from_str::<ConfigFile>("[memberspot]\nrate_limit = \"fast\"\n")
             .expect_err("type");
         assert!(err.to_string().contains("rate_limit"), "{err}");
+    }
+
+    #[test]
+    fn sandbox_shapes_come_from_the_file() {
+        let cfg: ConfigFile =
+            toml::from_str("[sandbox]\nshapes = \"alternate\"\n").expect("parses");
+        assert_eq!(
+            cfg.sandbox.shapes,
+            Some(memberspot_sandbox::Shapes::Alternate)
+        );
+        let err = toml::from_str::<ConfigFile>("[sandbox]\nshapes = \"odd\"\n")
+            .expect_err("unknown mode");
+        assert!(err.to_string().contains("documented"), "{err}");
     }
 
     #[test]

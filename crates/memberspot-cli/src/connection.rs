@@ -45,7 +45,7 @@ impl Session {
     }
 
     pub async fn close(self) -> anyhow::Result<()> {
-        self.hub.store().close().await;
+        self.hub.close().await;
         if let Some(school) = self.sandbox {
             school.close().await?;
         }
@@ -80,7 +80,12 @@ pub async fn start_embedded(
     file: &ConfigFile,
     role: Role,
 ) -> anyhow::Result<(LocalSchool, EmbeddedSandbox)> {
-    LocalSchool::open(&data_dir(global, file).join("sandbox"), role).await
+    LocalSchool::open(
+        &data_dir(global, file).join("sandbox"),
+        role,
+        file.sandbox_shapes()?,
+    )
+    .await
 }
 
 /// Opens the hub with the embedded sandbox running, for one-off admin commands.
@@ -102,7 +107,7 @@ pub async fn open_hub_as(
 /// Closes what [`open_hub`] opened: the store's connections, then the
 /// embedded sandbox (saving its school if this process runs it).
 pub async fn close_hub(hub: &Hub, school: LocalSchool) -> anyhow::Result<()> {
-    hub.store().close().await;
+    hub.close().await;
     school.close().await
 }
 

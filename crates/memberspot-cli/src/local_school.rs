@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use memberspot_api::ApiKey;
 use memberspot_hub::EmbeddedSandbox;
-use memberspot_sandbox::{Sandbox, SandboxConfig};
+use memberspot_sandbox::{Sandbox, SandboxConfig, Shapes};
 use serde::{Deserialize, Serialize};
 
 /// The embedded sandbox's fixed key: it listens only on loopback.
@@ -54,7 +54,13 @@ impl LocalSchool {
     /// Runs the school of `dir` (its `sandbox` subdirectory), or joins the process that
     /// already does. A service waits up to [`OWNER_WAIT`] for a one-off command that runs
     /// it to finish, then takes it over, rather than joining a school about to go away.
-    pub async fn open(dir: &Path, role: Role) -> anyhow::Result<(LocalSchool, EmbeddedSandbox)> {
+    /// `shapes` applies when this process runs the school (a joined one speaks its
+    /// owner's).
+    pub async fn open(
+        dir: &Path,
+        role: Role,
+        shapes: Shapes,
+    ) -> anyhow::Result<(LocalSchool, EmbeddedSandbox)> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
         let lock_path = dir.join("lock");
@@ -68,7 +74,7 @@ impl LocalSchool {
                 .open(&lock_path)
                 .with_context(|| format!("cannot open {}", lock_path.display()))?;
             match lock.try_lock() {
-                Ok(()) => return Self::run(dir, lock, role).await,
+                Ok(()) => return Self::run(dir, lock, role, shapes).await,
                 Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(e)) => {
                     return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
@@ -109,10 +115,12 @@ impl LocalSchool {
         dir: &Path,
         lock: File,
         role: Role,
+        shapes: Shapes,
     ) -> anyhow::Result<(LocalSchool, EmbeddedSandbox)> {
         let config = SandboxConfig {
             api_key: EMBEDDED_KEY.to_string(),
             state_file: Some(dir.join("school.json")),
+            shapes,
             // Same limit as the real API, so what works here works there.
             ..SandboxConfig::default()
         };

@@ -1,15 +1,22 @@
 //! The `memberspot` binary end to end: spawned as a process, pointed at a
-//! sandbox over real HTTP (or at its own embedded sandbox).
+//! sandbox over real HTTP (or at its own embedded sandbox). Both speak the shapes named
+//! in `MEMBERSPOT_SANDBOX_SHAPES` (documented when unset); `scripts/test` runs this suite
+//! in every mode.
 
 use std::path::Path;
 use std::process::Output;
 
-use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
+use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize, Shapes};
 use serde_json::{Value, json};
 
 const KEY: &str = "sk_cli_test_8d1f0c3b9a7e4d2c6b5a";
 
 async fn sandbox(rate_limit: f64, faults: Faults) -> Sandbox {
+    sandbox_with(rate_limit, faults, shapes()).await
+}
+
+/// A sandbox speaking `shapes`, whatever this run's mode.
+async fn sandbox_with(rate_limit: f64, faults: Faults, shapes: Shapes) -> Sandbox {
     Sandbox::start_local(SandboxConfig {
         api_key: KEY.into(),
         seed: 11,
@@ -21,9 +28,16 @@ async fn sandbox(rate_limit: f64, faults: Faults) -> Sandbox {
         rate_limit,
         faults,
         state_file: None,
+        shapes,
     })
     .await
     .expect("sandbox starts")
+}
+
+/// The shape mode this run's sandboxes speak (the spawned binary's embedded school reads
+/// the same variable).
+fn shapes() -> Shapes {
+    Shapes::from_env().expect("a known shape mode")
 }
 
 fn cmd(data_dir: &Path) -> tokio::process::Command {
@@ -467,6 +481,7 @@ async fn the_key_never_appears_in_output() {
             "email=nobody@example.com",
         ],
         vec!["-vv", "check"],
+        vec!["-vv", "doctor"],
         vec!["-vv", "offers", "list", "--json"],
     ] {
         let out = run(Some(&sb), dir.path(), &args).await;
@@ -492,4 +507,279 @@ async fn the_key_never_appears_in_output() {
     );
     assert!(!text.contains(KEY), "the API key leaked into CLI output");
     sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_link_prints_the_link_when_there_is_one_and_records_only_fingerprints() {
+    for mode in Shapes::ALL {
+        let sb = sandbox_with(0.0, Faults::default(), mode).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let email = state(&sb).await["users"][0]["email"]
+            .as_str()
+            .expect("email")
+            .to_string();
+        let out = run(Some(&sb), dir.path(), &["login-link", &email]).await;
+        assert_ok(&out, "login-link");
+        let printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let out = run(Some(&sb), dir.path(), &["login-link", &email, "--json"]).await;
+        assert_ok(&out, "login-link --json");
+        let v = stdout_json(&out);
+        let token = v["token"].as_str().expect("token").to_string();
+        match mode {
+            Shapes::Documented => {
+                assert!(!printed.contains("://"), "{mode}: the token: {printed}");
+                assert!(v.get("login_url").is_none(), "{v}");
+            }
+            Shapes::Alternate => {
+                assert!(
+                    printed.starts_with("https://") && printed.contains("token="),
+                    "{mode}: the link: {printed}"
+                );
+                let link = v["login_url"].as_str().expect("login_url");
+                assert!(link.ends_with(&token), "{v}");
+            }
+        }
+        // The audit record keeps fingerprints of the token and the link, never either.
+        let out = run(None, dir.path(), &["audit", "export"]).await;
+        assert_ok(&out, "audit export");
+        let records = String::from_utf8_lossy(&out.stdout);
+        assert!(records.contains("create_login_token"), "{records}");
+        assert!(records.contains("(redacted, sha256:"), "{records}");
+        assert!(
+            !records.contains(&token),
+            "{mode}: the token is in a record"
+        );
+        assert!(
+            !records.contains(&printed),
+            "{mode}: the printed secret is in a record"
+        );
+        let recorded: Vec<Value> = records
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["tool"] == "create_login_token")
+            .collect();
+        assert_eq!(recorded.len(), 2, "{records}");
+        let fingerprinted = |v: &Value| {
+            v.as_str()
+                .is_some_and(|t| t.contains("… (redacted, sha256:"))
+        };
+        for r in &recorded {
+            assert!(fingerprinted(&r["response"]["token"]), "{r}");
+            match mode {
+                Shapes::Documented => assert!(r["response"].get("login_url").is_none(), "{r}"),
+                // The whole link is a secret, not only the token inside it.
+                Shapes::Alternate => assert!(
+                    fingerprinted(&r["response"]["login_url"])
+                        && !r.to_string().contains("memberspot.example"),
+                    "{r}"
+                ),
+            }
+        }
+        sb.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reads_only_and_writes_a_report_without_values() {
+    for mode in Shapes::ALL {
+        let sb = sandbox_with(0.0, Faults::default(), mode).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("shapes.json");
+        let out = run(
+            Some(&sb),
+            dir.path(),
+            &["doctor", "--report", file.to_str().expect("utf-8")],
+        )
+        .await;
+        assert_ok(&out, "doctor");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("every answer was read"), "{text}");
+        assert!(text.contains("GET /v1/users/list"), "{text}");
+        let report = std::fs::read_to_string(&file).expect("the report file");
+        let parsed: Value = serde_json::from_str(&report).expect("JSON");
+        let checks = parsed["checks"].as_array().expect("checks");
+        assert_eq!(checks.len(), 7);
+        assert!(
+            checks.iter().all(|c| c["verdict"] == "ok"),
+            "{mode}: {report}"
+        );
+        // (The doctor's own tests scan for every value of the school; here the members'.)
+        let st = state(&sb).await;
+        for user in st["users"].as_array().expect("users") {
+            for key in ["uid", "email", "firstname", "name"] {
+                if let Some(v) = user[key].as_str() {
+                    assert!(!report.contains(v), "{mode}: `{v}` is in the report");
+                }
+            }
+        }
+        assert!(!report.contains('@') && !report.contains(KEY));
+        let log = reqwest_get(&format!("{}/_sandbox/requests", sb.root_url())).await;
+        let requests = log.as_array().expect("log");
+        assert!(
+            requests.iter().all(|r| r["method"] == "GET"),
+            "{mode}: the doctor only reads: {log}"
+        );
+        assert!(
+            !requests.iter().any(|r| r["path"]
+                .as_str()
+                .is_some_and(|p| p.contains("login-token"))),
+            "{log}"
+        );
+        // A refused key: the doctor fails and says so.
+        let out = cmd(dir.path())
+            .env("MEMBERSPOT_BASE_URL", sb.base_url())
+            .env("MEMBERSPOT_API_KEY", "sk_wrong_key_for_doctor")
+            .args(["doctor", "--json"])
+            .output()
+            .await
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(1));
+        let v = stdout_json(&out);
+        assert_eq!(v["checks"][0]["verdict"], "failed");
+        assert_eq!(v["checks"][1]["verdict"], "skipped");
+        sb.shutdown().await.expect("shutdown");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_add_completes_a_url_without_v1_and_refuses_one_that_answers_neither() {
+    let sb = sandbox(0.0, Faults::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = sb.root_url();
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &["connections", "add", "school", "--url", &root, "--json"],
+    )
+    .await;
+    assert_ok(&out, "add without /v1");
+    assert_eq!(stdout_json(&out)["base_url"], sb.base_url());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/v1"),
+        "the change is said"
+    );
+    // No key in the environment: the stored connection (and its URL) is used.
+    let out = cmd(dir.path())
+        .args(["--connection", "school", "--json", "offers", "list"])
+        .output()
+        .await
+        .expect("runs");
+    assert_ok(&out, "a call on the stored connection");
+    assert_eq!(stdout_json(&out).as_array().map(Vec::len), Some(4));
+
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &[
+            "connections",
+            "add",
+            "wrong",
+            "--url",
+            &format!("{root}/api"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "bad input");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not answer like the Memberspot API") && err.contains("404"),
+        "{err}"
+    );
+    let out = cmd(dir.path())
+        .env("MEMBERSPOT_API_KEY", "sk_wrong_key_for_add")
+        .args(["connections", "add", "refused", "--url", &root])
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("401") && !err.contains("sk_wrong_key_for_add"),
+        "{err}"
+    );
+    let out = cmd(dir.path())
+        .args(["connections", "list", "--json"])
+        .output()
+        .await
+        .expect("runs");
+    let names: Vec<String> = stdout_json(&out)
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        names.contains(&"school".to_string())
+            && !names.iter().any(|n| n == "wrong" || n == "refused"),
+        "{names:?}"
+    );
+    sb.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_serve_speaks_the_shapes_asked_for() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (mode, list_key) in [("documented", "users"), ("alternate", "data")] {
+        let mut child = cmd(dir.path())
+            .args([
+                "sandbox", "serve", "--port", "0", "--json", "--shapes", mode,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut first = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            first.push_str(&line);
+            if serde_json::from_str::<Value>(&first).is_ok() {
+                break;
+            }
+        }
+        let info: Value = serde_json::from_str(&first).expect("the listening line");
+        assert_eq!(info["shapes"], mode);
+        let base = info["base_url"].as_str().expect("base_url");
+        let resp = reqwest::Client::new()
+            .get(format!("{base}/users/list?pageLength=1"))
+            .header("X-API-KEY", info["api_key"].as_str().expect("key"))
+            .send()
+            .await
+            .expect("request");
+        let page: Value = resp.json().await.expect("json");
+        assert!(page.get(list_key).is_some(), "{mode}: {page}");
+        child.kill().await.expect("stopped");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_delete_says_what_memberspot_answered() {
+    for (mode, said) in [
+        (Shapes::Documented, "deleted: 1"),
+        (Shapes::Alternate, "deleted (Memberspot answered: ok)"),
+    ] {
+        let sb = sandbox_with(0.0, Faults::default(), mode).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = state(&sb).await["users"][0]["email"]
+            .as_str()
+            .expect("email")
+            .to_string();
+        let out = run(
+            Some(&sb),
+            dir.path(),
+            &["users", "delete", &victim, "--yes"],
+        )
+        .await;
+        assert_ok(&out, "users delete");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), said, "{mode}");
+        assert!(
+            !state(&sb).await["users"]
+                .as_array()
+                .expect("users")
+                .iter()
+                .any(|u| u["email"] == victim.as_str()),
+            "{mode}: deleted"
+        );
+        sb.shutdown().await.expect("shutdown");
+    }
 }

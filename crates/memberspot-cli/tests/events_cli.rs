@@ -2,10 +2,12 @@
 //! safety: 500 signed Digistore24
 //! purchases are delivered while `memberspot serve` is killed with SIGKILL and restarted
 //! twice. Senders retry until acknowledged, as providers do. Afterwards every purchase was
-//! granted exactly once (counted by the sandbox), none lost. Also: two hub processes on one
-//! PostgreSQL database share the queue without processing anything twice.
+//! granted exactly once (counted by the sandbox), none lost. (Several instances on one
+//! PostgreSQL database run in process: app.rs.)
 
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -57,30 +59,14 @@ async fn sandbox() -> Sandbox {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .unwrap()
 }
 
-async fn sandbox_state(s: &Sandbox) -> Value {
-    reqwest::Client::new()
-        .get(format!("{}/_sandbox/state", s.root_url()))
-        .header("X-API-KEY", SCHOOL_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// Adds the `school` connection and writes the rules file; returns its path.
 async fn setup(dir: &Path, db: Option<&str>, sb: &Sandbox) -> PathBuf {
-    setup_paced(dir, db, sb, "0").await
-}
-
-/// As [`setup`], the connection paced at `rps` requests per second.
-async fn setup_paced(dir: &Path, db: Option<&str>, sb: &Sandbox, rps: &str) -> PathBuf {
     let mut c = cmd(dir, db);
     c.args([
         "connections",
@@ -89,7 +75,7 @@ async fn setup_paced(dir: &Path, db: Option<&str>, sb: &Sandbox, rps: &str) -> P
         "--url",
         &sb.base_url(),
         "--rps",
-        rps,
+        "0",
         "--api-key-stdin",
     ])
     .stdin(Stdio::piped())
@@ -108,7 +94,7 @@ async fn setup_paced(dir: &Path, db: Option<&str>, sb: &Sandbox, rps: &str) -> P
         out.status.success() || stderr.contains("already exists"),
         "connections add: {stderr}"
     );
-    let offer = sandbox_state(sb).await["offers"][0]["id"]
+    let offer = common::sandbox_state(sb).await["offers"][0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -160,30 +146,7 @@ async fn start_serve(
 }
 
 fn purchase(i: usize) -> String {
-    ipn("on_payment", i)
-}
-
-/// A signed Digistore24 IPN of `event` for order `ORD-i` (its transaction differs per event).
-fn ipn(event: &str, i: usize) -> String {
-    let order = format!("ORD-{i:04}");
-    let email = format!("buyer{i:04}@example.de");
-    let tx = format!("{}-{event}", 100_000 + i);
-    let params = vec![
-        ("event", event),
-        ("order_id", order.as_str()),
-        ("product_id", "1"),
-        ("transaction_id", tx.as_str()),
-        ("buyer_email", email.as_str()),
-        ("buyer_first_name", "Käufer"),
-        ("api_mode", "live"),
-    ];
-    let sign = memberspot_webhooks::digistore24::compute_sha_sign(params.clone(), PASS, false);
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in &params {
-        s.append_pair(k, v);
-    }
-    s.append_pair("sha_sign", &sign);
-    s.finish()
+    common::ipn(PASS, "on_payment", i)
 }
 
 /// Posts purchase `i` until the hub answers `OK` (a provider retries unacknowledged
@@ -247,7 +210,7 @@ async fn wait_done(dir: &Path, db: Option<&str>, n: usize) -> Vec<Value> {
 }
 
 async fn assert_granted_once(sb: &Sandbox, n: usize) {
-    let state = sandbox_state(sb).await;
+    let state = common::sandbox_state(sb).await;
     assert_eq!(
         state["counters"]["succeeded"][GRANT].as_u64(),
         Some(n as u64),
@@ -322,170 +285,6 @@ async fn sigkill_twice_during_500_deliveries_loses_nothing_and_grants_once() {
     hub.start_kill().unwrap();
     let _ = hub.wait().await;
     let _ = sb.shutdown().await;
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("MEMBERSPOT_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_hubs_on_one_postgres_share_the_queue() {
-    use sqlx::Connection;
-    const N: usize = 200;
-    let admin = pg_admin_url();
-    let name = format!("crash_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-
-    let sb = sandbox().await;
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let r1 = setup(d1.path(), Some(&url), &sb).await;
-    let r2 = setup(d2.path(), Some(&url), &sb).await;
-    let (p1, p2) = (free_port(), free_port());
-    let mut h1 = start_serve(d1.path(), Some(&url), &r1, p1).await;
-    let mut h2 = start_serve(d2.path(), Some(&url), &r2, p2).await;
-    {
-        use futures::StreamExt;
-        // Every delivery goes to both hubs: both store it, one processes it.
-        futures::stream::iter(0..N)
-            .for_each_concurrent(8, |i| async move {
-                deliver(&[p1], i).await;
-                deliver(&[p2], i).await;
-            })
-            .await;
-    }
-    let events = wait_done(d1.path(), Some(&url), N).await;
-    assert!(
-        events.iter().all(|e| e["redeliveries"] == 1),
-        "each stored once, seen twice"
-    );
-    assert_granted_once(&sb, N).await;
-    // Both instances took part.
-    let workers: std::collections::BTreeSet<String> = {
-        let mut set = std::collections::BTreeSet::new();
-        for e in events.iter().take(50) {
-            let out = cmd(d1.path(), Some(&url))
-                .args(["events", "show", e["id"].as_str().unwrap(), "--json"])
-                .output()
-                .await
-                .unwrap();
-            let d: Value = serde_json::from_slice(&out.stdout).unwrap();
-            for h in d["history"].as_array().unwrap() {
-                set.insert(
-                    h["worker"]
-                        .as_str()
-                        .unwrap()
-                        .split(':')
-                        .nth(1)
-                        .unwrap()
-                        .to_owned(),
-                );
-            }
-        }
-        set
-    };
-    assert_eq!(
-        workers.len(),
-        2,
-        "both hub processes processed events: {workers:?}"
-    );
-    h1.start_kill().unwrap();
-    h2.start_kill().unwrap();
-    let _ = h1.wait().await;
-    let _ = h2.wait().await;
-    let _ = sb.shutdown().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-}
-
-/// Two `serve` processes on one PostgreSQL database, a school at Memberspot's 4 requests per
-/// second: 40 purchases, each followed at once by its refund on the other process. No
-/// refunded buyer keeps access, whichever process decides which event first.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_hub_processes_never_leave_a_refunded_buyer_with_access() {
-    use sqlx::Connection;
-    const PAIRS: usize = 40;
-    let admin = pg_admin_url();
-    let name = format!("refund_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
-    let sb = Sandbox::start_local(SandboxConfig {
-        api_key: SCHOOL_KEY.into(),
-        seed: 12,
-        size: SeedSize {
-            users: 3,
-            offers: 2,
-            courses: 2,
-        },
-        rate_limit: 4.0,
-        faults: Faults::default(),
-        state_file: None,
-    })
-    .await
-    .unwrap();
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let r1 = setup_paced(d1.path(), Some(&url), &sb, "4").await;
-    let r2 = setup_paced(d2.path(), Some(&url), &sb, "4").await;
-    let (p1, p2) = (free_port(), free_port());
-    let mut h1 = start_serve(d1.path(), Some(&url), &r1, p1).await;
-    let mut h2 = start_serve(d2.path(), Some(&url), &r2, p2).await;
-    for i in 0..PAIRS {
-        let (buy, refund) = if i % 2 == 0 { (p1, p2) } else { (p2, p1) };
-        deliver_body(&[buy], i, ipn("on_payment", i)).await;
-        deliver_body(&[refund], i, ipn("on_refund", i)).await;
-    }
-    let events = wait_done(d1.path(), Some(&url), 2 * PAIRS).await;
-    assert_eq!(events.len(), 2 * PAIRS);
-    let state = sandbox_state(&sb).await;
-    let offer = state["offers"][0]["id"].as_str().unwrap();
-    let with_access: Vec<String> = state["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|u| {
-            u["offers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|h| h["offerId"] == offer && h["active"] == true)
-        })
-        .filter_map(|u| u["email"].as_str().map(str::to_owned))
-        .filter(|e| e.starts_with("buyer"))
-        .collect();
-    let grants = state["counters"]["succeeded"][GRANT].as_u64().unwrap_or(0);
-    let revokes = state["counters"]["succeeded"]["POST /v1/users/set-order-state"]
-        .as_u64()
-        .unwrap_or(0);
-    eprintln!(
-        "two processes: {} events done, {grants} grants, {revokes} revocations, {} refunded buyers with access",
-        events.len(),
-        with_access.len()
-    );
-    assert!(
-        with_access.is_empty(),
-        "refunded buyers with access: {with_access:?}"
-    );
-    assert_eq!(grants, revokes, "every grant was revoked again");
-    h1.start_kill().unwrap();
-    h2.start_kill().unwrap();
-    let _ = h1.wait().await;
-    let _ = h2.wait().await;
-    let _ = sb.shutdown().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

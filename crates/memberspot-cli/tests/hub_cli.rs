@@ -309,6 +309,7 @@ async fn connections_keep_keys_encrypted_and_serve_answers_rest() {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox");
@@ -818,29 +819,46 @@ async fn the_api_key_never_leaves_for_another_host() {
         "{err}"
     );
 
-    // A school URL that redirects elsewhere: `connections test` names the status and the
-    // host, and the other host never sees the key.
+    // A school URL that redirects elsewhere: `connections add` refuses it and `connections
+    // test` fails on a connection moved there later, both naming the status and the host;
+    // the other host never sees the key.
     let (collector, mut collected) =
         raw_server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".into()).await;
     let (redirector, _) = raw_server(format!(
         "HTTP/1.1 302 Found\r\nlocation: http://{collector}/v1/api-keys/check?token=t\r\ncontent-length: 0\r\n\r\n"
     ))
     .await;
-    ok(
-        &run(
-            d,
-            &[
-                "connections",
-                "add",
-                "moved",
-                "--url",
-                &format!("http://{redirector}/v1"),
-                "--api-key",
-                SCHOOL_KEY,
-            ],
-        )
-        .await,
+    let moved_url = format!("http://{redirector}/v1");
+    let add = [
+        "connections",
         "add",
+        "moved",
+        "--api-key",
+        SCHOOL_KEY,
+        "--url",
+    ];
+    let out = run(d, &[&add[..], &[moved_url.as_str()]].concat()).await;
+    assert_eq!(out.status.code(), Some(2), "refused where it is entered");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("302") && err.contains(&collector), "{err}");
+    assert!(
+        !err.contains("token=") && !err.contains(SCHOOL_KEY),
+        "{err}"
+    );
+    let school = Sandbox::start_local(SandboxConfig {
+        api_key: SCHOOL_KEY.into(),
+        rate_limit: 0.0,
+        ..SandboxConfig::default()
+    })
+    .await
+    .expect("sandbox");
+    ok(
+        &run(d, &[&add[..], &[school.base_url().as_str()]].concat()).await,
+        "add",
+    );
+    ok(
+        &run(d, &["connections", "update", "moved", "--url", &moved_url]).await,
+        "move",
     );
     let out = run(d, &["connections", "test", "moved"]).await;
     assert_eq!(out.status.code(), Some(1), "the test fails");

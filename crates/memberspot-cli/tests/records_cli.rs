@@ -120,6 +120,7 @@ async fn school() -> Sandbox {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox")

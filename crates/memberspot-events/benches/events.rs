@@ -99,6 +99,7 @@ async fn sandbox(rate_limit: f64) -> Result<Sandbox, BoxError> {
         rate_limit,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await?)
 }
@@ -181,14 +182,13 @@ async fn serve(hub: &Hub, rules: &str, workers: bool) -> Result<Served, BoxError
     let config = EventsConfig::parse(rules, "rules.toml", None)?;
     let events = Events::start(hub.clone(), config).await?;
     let cancel = CancellationToken::new();
-    let app = memberspot_hub::server::app_with(
+    let plugin = memberspot_events::EventsPlugin::new(events.clone(), None);
+    let app = memberspot_server::App::build(
         hub.clone(),
-        Duration::from_secs(30),
-        &[],
-        cancel.clone(),
-        vec![memberspot_events::rest::routes(events.clone())],
-        Some(memberspot_events::receiver::router(events.clone())),
-    );
+        memberspot_server::ServerSettings::default(),
+        vec![Box::new(plugin)],
+    )
+    .router(&cancel);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = cancel.clone();

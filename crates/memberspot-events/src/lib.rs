@@ -7,11 +7,13 @@
 //! - [`access`]: the pure decision "given this order's stored state and this event, what
 //!   changes" — the reason late or repeated deliveries never undo newer facts.
 //! - [`poller`]: change detection over a school for events Memberspot cannot send.
+//! - [`plugin`]: events served by `memberspot serve` (receivers, routes, background tasks).
 //!
 //! Everything shares one event store, so flows consume a single stream.
 
 pub mod access;
 pub mod config;
+pub mod plugin;
 pub mod poller;
 pub mod postback;
 pub mod receiver;
@@ -20,4 +22,5 @@ pub mod service;
 pub mod worker;
 
 pub use config::{ConfigError, EventsConfig};
+pub use plugin::EventsPlugin;
 pub use service::Events;

@@ -442,9 +442,16 @@ impl Reader<'_> {
         };
         let p: CourseProgress =
             serde_json::from_value(answer).map_err(|e| self.bad_answer(TOOL, e))?;
-        let completed: BTreeSet<String> = p.completed_posts.into_iter().map(|p| p.0).collect();
+        // Posts given only as counts name no post: nothing to compare.
+        let completed: BTreeSet<String> = p
+            .completed_posts
+            .into_ids()
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
         let started: BTreeSet<String> = p
             .active_posts
+            .into_ids()
             .into_iter()
             .map(|p| p.0)
             .filter(|p| !completed.contains(p))

@@ -4,9 +4,9 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use memberspot_hub::http::HttpError;
-use memberspot_hub::http::auth::AdminAuth;
 use memberspot_hub::store::{EventFilter, EventStatus};
+use memberspot_server::http::HttpError;
+use memberspot_server::http::auth::AdminAuth;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::{IntoParams, OpenApi};
@@ -83,8 +83,8 @@ impl EventQuery {
             kind: self.kind.clone(),
             email: self.email.clone(),
             order_id: self.order_id.clone(),
-            since: memberspot_hub::http::query_time("since", self.since.as_deref())?,
-            until: memberspot_hub::http::query_time("until", self.until.as_deref())?,
+            since: memberspot_server::http::query_time("since", self.since.as_deref())?,
+            until: memberspot_server::http::query_time("until", self.until.as_deref())?,
             before_seq: self.before_seq,
             after_seq: self.after_seq,
             oldest_first: self.after_seq.is_some(),

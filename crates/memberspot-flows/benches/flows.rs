@@ -245,6 +245,7 @@ async fn serve_school() {
         rate_limit: 50.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox");

@@ -7,11 +7,13 @@
 //! - [`sync`]: records from another app into the school, writing only differences.
 //! - [`export`]: members and their access out to a file or another app, incrementally.
 //! - [`personas`]: acting as the personas flows create; a revoked one stops what runs as it.
+//! - [`plugin`]: flows served by `memberspot serve` (routes, scheduler, triggers).
 
 pub mod config;
 pub mod digest;
 pub mod export;
 pub mod personas;
+pub mod plugin;
 pub mod rest;
 pub mod runner;
 pub mod schedule;
@@ -20,4 +22,5 @@ pub mod sync;
 pub mod template;
 
 pub use config::FlowsConfig;
+pub use plugin::FlowsPlugin;
 pub use service::Flows;

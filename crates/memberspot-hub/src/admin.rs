@@ -4,7 +4,8 @@
 use memberspot_api::actions::CheckApiKey;
 use memberspot_api::{ApiKey, Client};
 use memberspot_store::{
-    AuditFilter, AuditRecord, Connection, ConnectionUpdate, NewConnection, NewPersona, Persona,
+    AuditFilter, AuditRecord, AuditVerification, ChainHead, Connection, ConnectionUpdate,
+    NewConnection, NewPersona, Persona,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -212,6 +213,11 @@ impl Hub {
         Ok(self.store().revoke_persona(name).await?)
     }
 
+    /// Every persona, revoked ones included, by name.
+    pub async fn list_personas(&self) -> Result<Vec<Persona>, HubError> {
+        Ok(self.store().list_personas().await?)
+    }
+
     /// A persona by name, revoked or not.
     pub async fn persona_any(&self, name: &str) -> Result<Persona, HubError> {
         self.store()
@@ -338,6 +344,20 @@ impl Hub {
         Ok(ConnectionView::from(&updated))
     }
 
+    /// Every connection, by name.
+    pub async fn list_connections(&self) -> Result<Vec<Connection>, HubError> {
+        Ok(self.store().list_connections().await?)
+    }
+
+    /// Removes a connection; refused (conflict) while a persona acts on it.
+    pub async fn remove_connection(&self, name: &str) -> Result<(), HubError> {
+        if self.store().delete_connection(name).await? {
+            Ok(())
+        } else {
+            Err(HubError::NotFound(format!("no connection named `{name}`")))
+        }
+    }
+
     pub async fn connection(&self, name: &str) -> Result<Connection, HubError> {
         self.store()
             .get_connection(name)
@@ -376,6 +396,41 @@ impl Hub {
 
     pub async fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, HubError> {
         Ok(self.store().query_audit(filter).await?)
+    }
+
+    /// Re-computes the audit chain and, given an anchor kept elsewhere, checks that the
+    /// anchored record is still in it with that hash.
+    pub async fn verify_audit(
+        &self,
+        anchor: Option<&ChainHead>,
+    ) -> Result<AuditVerification, HubError> {
+        Ok(match anchor {
+            Some(a) => self.store().verify_audit_anchor(a).await?,
+            None => self.store().verify_audit().await?,
+        })
+    }
+
+    /// The last record of the audit chain, to keep as an anchor.
+    pub async fn audit_head(&self) -> Result<ChainHead, HubError> {
+        Ok(self.store().audit_head().await?)
+    }
+
+    /// Deletes the audit records older than `days` days; the rest of the chain still
+    /// verifies. Returns how many were deleted.
+    pub async fn purge_audit_older_than(&self, days: u32) -> Result<u64, HubError> {
+        let before = chrono::Utc::now().timestamp_millis() - i64::from(days) * 86_400_000;
+        Ok(self.store().purge_audit_before(before).await?)
+    }
+
+    /// The store answers (readiness).
+    pub async fn check_ready(&self) -> Result<(), HubError> {
+        self.store().get_meta(CHECK_META_KEY).await?;
+        Ok(())
+    }
+
+    /// Closes the store's connections (after the last call).
+    pub async fn close(&self) {
+        self.store().close().await;
     }
 }
 

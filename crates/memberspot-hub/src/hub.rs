@@ -550,7 +550,7 @@ impl Hub {
     /// Records the tool calls of one request made with a revoked persona's token as one
     /// `denied` record (the first call, with the number of the others), whatever the
     /// request carried: a batch must not be a way to fill the log.
-    pub(crate) async fn record_revoked_request(
+    pub async fn record_revoked_request(
         &self,
         persona: Persona,
         ctx: &CallContext,

@@ -1,6 +1,7 @@
-//! Memberspot Hub: personas (AI agents) call the Memberspot tools over MCP
-//! and REST, on connections whose API keys are encrypted at rest, within
-//! their scopes and limits, with an audit record of every call.
+//! The gateway of Memberspot Hub: personas (AI agents) call the Memberspot tools on
+//! connections whose API keys are encrypted at rest, within their scopes and limits, with
+//! an audit record of every call. No transport lives here: REST and MCP are in
+//! `memberspot-server`, the CLI in `memberspot-cli`.
 
 pub mod admin;
 mod audit_export;
@@ -9,15 +10,11 @@ pub mod bootstrap;
 pub mod config_file;
 mod directory;
 mod error;
-pub mod http;
 mod hub;
 pub mod limits;
-pub mod mcp;
-pub mod mcp_guard;
 pub mod metrics;
 pub mod scopes;
 pub mod secrets;
-pub mod server;
 pub mod tokens;
 
 pub use error::HubError;

@@ -21,6 +21,8 @@ pub struct SandboxConfig {
     pub faults: Faults,
     /// Persist the school here: loaded at start when present, else seeded and written.
     pub state_file: Option<PathBuf>,
+    /// Which of the reported answer shapes the sandbox speaks.
+    pub shapes: Shapes,
 }
 
 impl Default for SandboxConfig {
@@ -32,6 +34,7 @@ impl Default for SandboxConfig {
             rate_limit: 4.0,
             faults: Faults::default(),
             state_file: None,
+            shapes: Shapes::default(),
         }
     }
 }
@@ -46,6 +49,64 @@ impl SandboxConfig {
         self.faults
             .validate()
             .map_err(|errors| SandboxError::Config(errors.join("; ")))
+    }
+}
+
+/// The environment variable test harnesses read to run a suite against the sandbox in
+/// another shape mode (`documented` when unset).
+pub const SHAPES_ENV: &str = "MEMBERSPOT_SANDBOX_SHAPES";
+
+/// Which of the answer shapes public material reports the sandbox speaks. The school and
+/// its rules are the same in every mode; only the answers' form differs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shapes {
+    /// The shapes docs/api-shapes.md calls canonical (what the n8n and Pipedream clients
+    /// read).
+    #[default]
+    Documented,
+    /// Every alternative another integration platform's published types show, at once:
+    /// `{data, nextPage}` user pages; members with `created`, `customUserProperties`, a
+    /// member-level `active` and embedded `progress` counts; offers with `hasCourseIds`;
+    /// property definitions with `schoolId`; a `loginUrl` beside the login token;
+    /// `{active, email, offerId|orderId}` from the state changes; the text `ok` from
+    /// delete-users.
+    Alternate,
+}
+
+impl Shapes {
+    pub const ALL: [Shapes; 2] = [Shapes::Documented, Shapes::Alternate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shapes::Documented => "documented",
+            Shapes::Alternate => "alternate",
+        }
+    }
+
+    /// The mode named in [`SHAPES_ENV`], `documented` when it is unset or empty.
+    pub fn from_env() -> Result<Shapes, String> {
+        match std::env::var(SHAPES_ENV) {
+            Ok(v) if !v.trim().is_empty() => v.parse().map_err(|e| format!("{SHAPES_ENV}: {e}")),
+            _ => Ok(Shapes::Documented),
+        }
+    }
+}
+
+impl std::str::FromStr for Shapes {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Shapes::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("unknown shapes `{s}`: use documented or alternate"))
+    }
+}
+
+impl std::fmt::Display for Shapes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

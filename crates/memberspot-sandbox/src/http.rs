@@ -32,6 +32,17 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Res
     resp
 }
 
+/// A text answer, with the type Express gives a string sent as the body.
+pub fn text_response(status: StatusCode, text: &'static str) -> Response {
+    let mut resp = Response::new(Body::from(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp
+}
+
 /// Parses a request body. Empty (or blank) = `{}` so that a POST without a
 /// body gets validation errors, not a parse error. A top-level array also
 /// becomes `{}` (class-validator then reports the missing fields); a bare

@@ -26,6 +26,7 @@ mod faults;
 mod http;
 mod persist;
 mod ratelimit;
+mod render;
 mod request_log;
 mod routes;
 mod school;
@@ -33,7 +34,7 @@ mod seed;
 mod state;
 mod validate;
 
-pub use config::{Faults, SandboxConfig, SeedSize};
+pub use config::{Faults, SHAPES_ENV, SandboxConfig, SeedSize, Shapes};
 pub use routes::router;
 pub use state::SandboxState;
 

@@ -8,8 +8,8 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use memberspot_wire::{
-    CourseProgress, CustomUserProperty, ExamResult, Extra, Offer, OfferHolding, PostRef, Timestamp,
-    User, UserRef,
+    CourseProgress, CustomUserProperty, ExamResult, Extra, Offer, OfferHolding, PostRef, Posts,
+    Timestamp, User, UserRef,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -293,6 +293,7 @@ impl School {
             firstname: user.firstname.clone(),
             name: user.name.clone(),
             created_at: Some(Timestamp(user.created_at)),
+            active: None,
             offers: user
                 .holdings
                 .iter()
@@ -309,6 +310,7 @@ impl School {
                 .iter()
                 .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                 .collect(),
+            progress: None,
             extra: Extra::new(),
         }
     }
@@ -329,6 +331,7 @@ impl School {
             id: p.id.clone(),
             name: p.name.clone(),
             kind: Some(p.kind.clone()),
+            school_id: None,
             extra: Extra::new(),
         }
     }
@@ -560,9 +563,11 @@ impl School {
     /// Progress of one course, without the user block.
     pub fn progress_item(user: &UserRec, course_id: &str) -> CourseProgress {
         let p = user.progress.get(course_id);
-        let ids = |v: Option<&Vec<String>>| -> Vec<PostRef> {
-            v.map(|v| v.iter().cloned().map(PostRef).collect())
-                .unwrap_or_default()
+        let ids = |v: Option<&Vec<String>>| -> Posts {
+            Posts::Ids(
+                v.map(|v| v.iter().cloned().map(PostRef).collect())
+                    .unwrap_or_default(),
+            )
         };
         CourseProgress {
             course_id: course_id.to_string(),
@@ -1053,10 +1058,13 @@ mod tests {
         );
         let (items, next) = s.list_progress("a@x.de", Some("c1"), 1).unwrap();
         assert_eq!((items[0].course_id.as_str(), next), ("c2", None));
-        assert_eq!(items[0].active_posts, vec![PostRef("q1".into())]);
+        assert_eq!(
+            items[0].active_posts,
+            Posts::Ids(vec![PostRef("q1".into())])
+        );
 
         let one = s.course_progress("a@x.de", "c1").unwrap();
-        assert_eq!(one.completed_posts, vec![PostRef("p1".into())]);
+        assert_eq!(one.completed_posts, Posts::Ids(vec![PostRef("p1".into())]));
         assert_eq!(one.user.map(|u| u.uid), Some("a".into()));
         assert_eq!(
             s.course_progress("a@x.de", "c3"),
@@ -1071,7 +1079,8 @@ mod tests {
             s.course_progress("b@x.de", "c1")
                 .unwrap()
                 .active_posts
-                .is_empty()
+                .count()
+                == 0
         );
     }
 

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::watch;
 
-use crate::config::{Faults, SandboxConfig, SeedSize};
+use crate::config::{Faults, SandboxConfig, SeedSize, Shapes};
 use crate::faults::FaultInjector;
 use crate::persist::{self, StateOut};
 use crate::ratelimit::RateLimiter;
@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub dirty: AtomicBool,
     pub shutdown: watch::Sender<bool>,
     pub state_file: Option<PathBuf>,
+    /// The answer shapes spoken; fixed for the sandbox's life.
+    pub shapes: Shapes,
 }
 
 /// Handle to the sandbox's state; cheap to clone. Build one with
@@ -114,6 +116,7 @@ impl SandboxState {
                 dirty: AtomicBool::new(false),
                 shutdown,
                 state_file: config.state_file,
+                shapes: config.shapes,
             }),
         };
         if let Some(path) = state.inner.state_file.as_ref().filter(|p| !p.exists()) {
@@ -124,6 +127,18 @@ impl SandboxState {
 
     pub fn api_key(&self) -> &str {
         &self.inner.api_key
+    }
+
+    /// The answer shapes this sandbox speaks.
+    pub fn shapes(&self) -> Shapes {
+        self.inner.shapes
+    }
+
+    /// The school's id, as the alternate shapes name it on property definitions:
+    /// derived from the seed, so the same seed gives the same id.
+    pub(crate) fn school_id(&self) -> String {
+        let seed = self.origin().0;
+        seed::firebase_id(&mut StdRng::seed_from_u64(seed ^ 0x5C00_1D00_5C00_1D00))
     }
 
     /// The sandbox clock: wall clock plus the offset set via `/_sandbox/clock`.

@@ -252,6 +252,11 @@ fn secret_looking_fields(schema: &Value, path: &str, found: &mut Vec<String>) {
                 "api_key",
                 "apikey",
                 "credential",
+                // A login link carries its token.
+                "login_url",
+                "loginurl",
+                "login_link",
+                "loginlink",
             ]
             .iter()
             .any(|w| lower.contains(w))
@@ -272,11 +277,13 @@ fn secret_output_fields_are_declared_and_redacted_for_records() {
     for d in c.descriptors() {
         let mut looks_secret = Vec::new();
         secret_looking_fields(&d.output_schema, "", &mut looks_secret);
-        let declared: Vec<String> = d
+        let mut declared: Vec<String> = d
             .secret_output_fields
             .iter()
             .map(|s| s.to_string())
             .collect();
+        looks_secret.sort();
+        declared.sort();
         assert_eq!(
             looks_secret, declared,
             "{}: declare every secret output field in SECRET_OUTPUT_FIELDS (and only those)",
@@ -284,9 +291,13 @@ fn secret_output_fields_are_declared_and_redacted_for_records() {
         );
     }
     let entry = c.get("create_login_token").expect("tool");
-    assert_eq!(entry.descriptor.secret_output_fields, ["token"]);
+    assert_eq!(
+        entry.descriptor.secret_output_fields,
+        ["token", "login_url"]
+    );
     let token = "q7Vd0yJrX2mNcL5tB8wKp1ZsH4gE6fAu9RiOeT3";
-    let result = json!({"token": token, "expires_in_seconds": 3600});
+    let url = format!("https://school.example/auth/login?token={token}");
+    let result = json!({"token": token, "login_url": url, "expires_in_seconds": 3600});
     let recorded = entry.redact_for_record(&result);
     assert!(!recorded.to_string().contains(token), "{recorded}");
     assert!(
@@ -295,8 +306,14 @@ fn secret_output_fields_are_declared_and_redacted_for_records() {
             .is_some_and(|t| t.starts_with("q7Vd… (redacted, sha256:")),
         "{recorded}"
     );
+    assert!(
+        recorded["login_url"]
+            .as_str()
+            .is_some_and(|u| u.contains("(redacted, sha256:")),
+        "the login link is fingerprinted too: {recorded}"
+    );
     assert_eq!(recorded["expires_in_seconds"], 3600);
-    assert_eq!(entry.secrets_in(&result), [token]);
+    assert_eq!(entry.secrets_in(&result), [token.to_string(), url]);
     let other = c.get("list_offers").expect("tool");
     let offers = json!({"offers": [{"id": "o1", "name": "Token Kurs"}]});
     assert_eq!(

@@ -12,9 +12,10 @@ mod lenient;
 pub mod model;
 pub mod requests;
 pub mod responses;
+pub mod shape;
 mod timestamp;
 
-pub use lenient::{OneOrMany, PostRef};
+pub use lenient::{OneOrMany, PostRef, Posts};
 pub use model::*;
 pub use requests::*;
 pub use responses::*;

@@ -3,15 +3,16 @@
 use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::lenient::{self, PostRef};
+use crate::lenient::{self, Posts};
+use crate::shape;
 use crate::{Extra, Timestamp};
 
 /// A member of the school.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct User {
     /// Stable user id (used by the login-token call).
     #[serde(deserialize_with = "lenient::string", alias = "id")]
@@ -39,10 +40,18 @@ pub struct User {
     #[serde(
         default,
         alias = "created_at",
+        alias = "created",
         deserialize_with = "lenient::opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub created_at: Option<Timestamp>,
+    /// Whether the member (not one of their offers) is active, when the API says so.
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub active: Option<bool>,
     /// Offers the member holds, active or not.
     #[serde(default, alias = "userOffers", deserialize_with = "lenient::vec")]
     pub offers: Vec<OfferHolding>,
@@ -54,6 +63,14 @@ pub struct User {
         deserialize_with = "custom_properties"
     )]
     pub custom_properties: BTreeMap<String, Value>,
+    /// Course progress embedded in the member, when the API includes it: per course the
+    /// posts started (`activePosts`) and completed (`completedPosts`), as counts or ids.
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub progress: Option<UserProgress>,
     /// Fields this version does not know, kept verbatim.
     #[serde(flatten)]
     #[schemars(skip)]
@@ -64,6 +81,25 @@ impl User {
     pub fn holding(&self, offer_id: &str) -> Option<&OfferHolding> {
         self.offers.iter().find(|h| h.offer_id == offer_id)
     }
+
+    /// The embedded progress per course; empty when there is none or it came in a form
+    /// this version does not read (then it is kept in [`UserProgress::Other`]).
+    pub fn course_progress(&self) -> &[CourseProgress] {
+        match &self.progress {
+            Some(UserProgress::Courses(courses)) => courses,
+            _ => &[],
+        }
+    }
+}
+
+/// Progress embedded in a member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum UserProgress {
+    /// One entry per course: `[{courseId, activePosts, completedPosts}]`.
+    Courses(Vec<CourseProgress>),
+    /// Any other form, kept as it came.
+    Other(Value),
 }
 
 /// Custom properties arrive as a map `{id: value}` or as a list of
@@ -88,7 +124,7 @@ fn custom_properties<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String,
 
 /// An offer as held by a member.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct OfferHolding {
     /// The offer's id.
     #[serde(alias = "offer_id", alias = "id", deserialize_with = "lenient::string")]
@@ -133,7 +169,7 @@ fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 
 /// A product that grants access to courses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct Offer {
     /// The offer id (the Zugangs-ID).
     #[serde(deserialize_with = "lenient::string", alias = "_id")]
@@ -144,6 +180,7 @@ pub struct Offer {
     /// Courses the offer grants access to.
     #[serde(
         default,
+        alias = "hasCourseIds",
         alias = "courses",
         alias = "course_ids",
         deserialize_with = "lenient::vec"
@@ -171,7 +208,7 @@ pub struct Offer {
 
 /// Short user block embedded in progress answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct UserRef {
     #[serde(deserialize_with = "lenient::string", alias = "id")]
     pub uid: String,
@@ -196,17 +233,17 @@ pub struct UserRef {
 
 /// A member's progress in one course.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct CourseProgress {
     /// The course.
     #[serde(alias = "course_id", deserialize_with = "lenient::string")]
     pub course_id: String,
-    /// Posts (lessons) the member has started but not completed.
-    #[serde(default, alias = "active_posts", deserialize_with = "lenient::vec")]
-    pub active_posts: Vec<PostRef>,
-    /// Posts the member has completed.
-    #[serde(default, alias = "completed_posts", deserialize_with = "lenient::vec")]
-    pub completed_posts: Vec<PostRef>,
+    /// Posts (lessons) the member has started but not completed: their ids, or how many.
+    #[serde(default, alias = "active_posts")]
+    pub active_posts: Posts,
+    /// Posts the member has completed: their ids, or how many.
+    #[serde(default, alias = "completed_posts")]
+    pub completed_posts: Posts,
     /// The member, when the answer includes it.
     #[serde(
         default,
@@ -221,7 +258,7 @@ pub struct CourseProgress {
 
 /// Definition of a school-defined extra profile field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct CustomUserProperty {
     /// Id used when setting values.
     #[serde(deserialize_with = "lenient::string", alias = "propertyId")]
@@ -238,6 +275,14 @@ pub struct CustomUserProperty {
         skip_serializing_if = "Option::is_none"
     )]
     pub kind: Option<String>,
+    /// The school the property belongs to, when the API names it.
+    #[serde(
+        default,
+        alias = "school_id",
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub school_id: Option<String>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub extra: Extra,
@@ -245,7 +290,7 @@ pub struct CustomUserProperty {
 
 /// One member's submission of an exam.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct ExamResult {
     #[serde(
         default,
@@ -295,9 +340,43 @@ pub struct ExamResult {
     pub extra: Extra,
 }
 
+/// Serde's derive fails a whole object when a field arrives under two of its names
+/// (`courseIds` and `hasCourseIds`). These types read the first name present (the
+/// canonical one first) and keep the others in `extra`, as they came.
+macro_rules! one_name_per_field {
+    ($($ty:ty => $spec:expr),* $(,)?) => {$(
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let mut map = serde_json::Map::<String, Value>::deserialize(d)?;
+                let doubles = lenient::take_second_names(&mut map, &$spec);
+                let mut v = <$ty>::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
+                v.extra.extend(doubles);
+                Ok(v)
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                <$ty>::serialize(self, s)
+            }
+        }
+    )*};
+}
+
+one_name_per_field! {
+    User => shape::USER,
+    OfferHolding => shape::HOLDING,
+    Offer => shape::OFFER,
+    UserRef => shape::USER_REF,
+    CourseProgress => shape::COURSE_PROGRESS,
+    CustomUserProperty => shape::PROPERTY,
+    ExamResult => shape::EXAM_RESULT,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PostRef;
     use serde_json::json;
 
     #[test]
@@ -321,7 +400,88 @@ mod tests {
         assert!(!u.offers[0].active);
         assert!(u.offers[1].active);
         assert_eq!(u.custom_properties.get("p1"), Some(&json!("x")));
-        assert_eq!(u.extra.get("progress"), Some(&json!({"c1": 50})));
+        // A progress form this version does not read is kept as it came.
+        assert_eq!(
+            u.progress,
+            Some(UserProgress::Other(json!({"c1": 50}))),
+            "kept, not dropped"
+        );
+        assert!(u.course_progress().is_empty());
+    }
+
+    /// The shapes another integration platform's published types show, all at once.
+    #[test]
+    fn user_decodes_the_alternate_shapes_without_losing_anything() {
+        let u: User = serde_json::from_value(json!({
+            "uid": "u1", "email": "a@b.de",
+            "created": "2024-08-17T09:41:05.000Z",
+            "active": true,
+            "customUserProperties": {"p1": "Müller GmbH"},
+            "progress": [
+                {"courseId": "c1", "activePosts": 2, "completedPosts": 5},
+                {"courseId": "c2", "activePosts": 0, "completedPosts": ["x", "y"]}
+            ]
+        }))
+        .expect("decodes");
+        assert_eq!(
+            u.created_at.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2024-08-17T09:41:05.000Z")
+        );
+        assert_eq!(u.active, Some(true));
+        assert_eq!(u.custom_properties.get("p1"), Some(&json!("Müller GmbH")));
+        let p = u.course_progress();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].active_posts, Posts::Count(2), "a count stays a count");
+        assert_eq!(p[0].completed_posts.count(), 5);
+        assert_eq!(p[0].completed_posts.ids(), None);
+        assert_eq!(
+            p[1].active_posts,
+            Posts::Count(0),
+            "zero is not an empty list"
+        );
+        assert_eq!(p[1].completed_posts.count(), 2);
+        assert!(u.extra.is_empty(), "every field was read: {:?}", u.extra);
+        // And it is written back as read: counts as numbers.
+        let v = serde_json::to_value(&u).expect("encodes");
+        assert_eq!(v["progress"][0]["completedPosts"], json!(5));
+        assert_eq!(v["progress"][1]["completedPosts"], json!(["x", "y"]));
+        assert_eq!(v["active"], json!(true));
+    }
+
+    #[test]
+    fn offer_and_property_alternates() {
+        let o: Offer = serde_json::from_value(json!({
+            "id": "o1", "name": "Kurs", "hasCourseIds": ["c1", "c2"]
+        }))
+        .expect("decodes");
+        assert_eq!(o.course_ids, ["c1", "c2"]);
+        assert!(o.extra.is_empty());
+        // Both names at once: the canonical one is read, the other kept; the offer decodes.
+        let o: Offer = serde_json::from_value(json!({
+            "id": "o1", "hasCourseIds": ["b"], "courseIds": ["a"]
+        }))
+        .expect("decodes");
+        assert_eq!(o.course_ids, ["a"]);
+        assert_eq!(o.extra.get("hasCourseIds"), Some(&json!(["b"])));
+        let u: User = serde_json::from_value(json!({
+            "uid": "u", "email": "e", "created": "2024-01-01", "createdAt": "2024-01-02"
+        }))
+        .expect("decodes");
+        assert_eq!(
+            u.created_at.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2024-01-02T00:00:00.000Z")
+        );
+        assert_eq!(u.extra.get("created"), Some(&json!("2024-01-01")));
+        let p: CustomUserProperty = serde_json::from_value(json!({
+            "id": "p1", "name": "Firma", "type": "text", "schoolId": "s1"
+        }))
+        .expect("decodes");
+        assert_eq!(p.school_id.as_deref(), Some("s1"));
+        assert!(p.extra.is_empty());
+        assert_eq!(
+            serde_json::to_value(&p).expect("encodes")["schoolId"],
+            json!("s1")
+        );
     }
 
     #[test]
@@ -356,10 +516,10 @@ mod tests {
             "courseId": "c", "activePosts": ["p1"], "completedPosts": [{"id": "p2"}, {"postId": "p3"}]
         }))
         .expect("decodes");
-        assert_eq!(p.active_posts, vec![PostRef("p1".into())]);
+        assert_eq!(p.active_posts, Posts::Ids(vec![PostRef("p1".into())]));
         assert_eq!(
             p.completed_posts,
-            vec![PostRef("p2".into()), PostRef("p3".into())]
+            Posts::Ids(vec![PostRef("p2".into()), PostRef("p3".into())])
         );
     }
 }

@@ -47,6 +47,7 @@ pub async fn world() -> World {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox");

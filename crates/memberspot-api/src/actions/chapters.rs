@@ -30,6 +30,7 @@ impl Action for EnableChapterAccess {
     const NAME: &'static str = "enable_chapter_access";
     const METHOD: Method = Method::POST;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
+    const TEXT_ANSWER: bool = true;
 
     fn path(&self) -> String {
         "/chapters/chapter-access/enable".into()

@@ -77,6 +77,10 @@ pub trait Action: Send + Sync {
     const METHOD: Method;
     const IDEMPOTENCY: Idempotency;
     const BASE: Base = Base::V1;
+    /// A 2xx answer that is not JSON (e.g. the text `ok`) is the success it reports,
+    /// decoded as `{"ok": true, "message": "<text>"}` (writes). Reads need their data, so
+    /// text fails to decode there.
+    const TEXT_ANSWER: bool = false;
 
     /// Path below the base, starting with `/`, with parameters encoded.
     fn path(&self) -> String;

@@ -55,6 +55,7 @@ impl Action for SetCustomUserProperties {
     const NAME: &'static str = "set_custom_user_properties";
     const METHOD: Method = Method::POST;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
+    const TEXT_ANSWER: bool = true;
 
     fn path(&self) -> String {
         "/users/set-custom-user-properties".into()
@@ -73,6 +74,7 @@ impl Action for CheckApiKey {
     const NAME: &'static str = "check_api_key";
     const METHOD: Method = Method::GET;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
+    const TEXT_ANSWER: bool = true;
     const BASE: Base = Base::Root;
 
     fn path(&self) -> String {

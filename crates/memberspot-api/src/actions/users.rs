@@ -1,6 +1,7 @@
 use memberspot_wire::{
     DeleteUsersBody, DeleteUsersResult, GrantUserOfferBody, ListUsersQuery, LoginToken,
-    SetOfferExpiresBody, SetOfferStateBody, SetOrderStateBody, Timestamp, User, UsersPage,
+    SetOfferExpiresBody, SetOfferStateBody, SetOrderStateBody, StateAnswer, Timestamp, User,
+    UsersPage,
 };
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
@@ -134,6 +135,7 @@ impl Action for GrantUserOfferByEmail {
     const NAME: &'static str = "grant_user_offer_by_email";
     const METHOD: Method = Method::POST;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
+    const TEXT_ANSWER: bool = true;
 
     fn path(&self) -> String {
         "/users/grant-user-offer-by-mail".into()
@@ -172,6 +174,7 @@ impl Action for SetUserOfferState {
     const NAME: &'static str = "set_user_offer_state";
     const METHOD: Method = Method::POST;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
+    const TEXT_ANSWER: bool = true;
 
     fn path(&self) -> String {
         "/users/set-offer-state".into()
@@ -208,6 +211,7 @@ impl Action for SetOrderState {
     const NAME: &'static str = "set_order_state";
     const METHOD: Method = Method::POST;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
+    const TEXT_ANSWER: bool = true;
 
     fn path(&self) -> String {
         "/users/set-order-state".into()
@@ -245,6 +249,7 @@ impl Action for SetOfferExpiration {
     const NAME: &'static str = "set_offer_expiration";
     const METHOD: Method = Method::POST;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
+    const TEXT_ANSWER: bool = true;
 
     fn path(&self) -> String {
         "/users/set-offer-expires".into()
@@ -279,6 +284,7 @@ impl Action for DeleteUsers {
     const NAME: &'static str = "delete_users";
     const METHOD: Method = Method::DELETE;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
+    const TEXT_ANSWER: bool = true;
 
     fn path(&self) -> String {
         "/users/delete-users".into()
@@ -298,6 +304,7 @@ impl Action for DeleteUsersPost {
     const NAME: &'static str = "delete_users_post";
     const METHOD: Method = Method::POST;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
+    const TEXT_ANSWER: bool = true;
 
     fn path(&self) -> String {
         self.0.path()
@@ -330,12 +337,14 @@ impl Action for CreateLoginToken {
     }
 }
 
-/// Answer of a write: the updated member when the API returns one,
-/// otherwise whatever status object it sent (the shape is undocumented).
+/// Answer of a write: the updated member when the API returns one, the new state
+/// (`{active, email, offerId|orderId}`) when it answers with that, otherwise whatever it
+/// sent (`{"ok": true, "message": "…"}` for a text answer; the shape is undocumented).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum UserUpdate {
     User(Box<User>),
+    State(StateAnswer),
     Other(serde_json::Value),
 }
 
@@ -343,7 +352,7 @@ impl UserUpdate {
     pub fn user(&self) -> Option<&User> {
         match self {
             UserUpdate::User(u) => Some(u),
-            UserUpdate::Other(_) => None,
+            UserUpdate::State(_) | UserUpdate::Other(_) => None,
         }
     }
 }

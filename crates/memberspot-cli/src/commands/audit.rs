@@ -155,10 +155,7 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
                 Ok(ExitCode::SUCCESS)
             }
             AuditCommand::Verify { anchor } => {
-                let v = match &anchor {
-                    Some(a) => hub.store().verify_audit_anchor(a).await?,
-                    None => hub.store().verify_audit().await?,
-                };
+                let v = hub.verify_audit(anchor.as_ref()).await?;
                 if json {
                     print_json(&serde_json::json!({
                         "records": v.records, "ok": v.ok, "first_bad_seq": v.first_bad_seq, "problem": v.problem,
@@ -173,7 +170,7 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
                 Ok(if v.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
             }
             AuditCommand::Anchor => {
-                let head = hub.store().audit_head().await?;
+                let head = hub.audit_head().await?;
                 if json {
                     print_json(&serde_json::json!({ "seq": head.seq, "hash": head.hash, "anchor": head.to_string() }))?;
                 } else {
@@ -189,8 +186,7 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
                     .into());
                 };
                 confirm(&format!("Delete audit records older than {days} days?"), yes)?;
-                let before = chrono::Utc::now().timestamp_millis() - i64::from(days) * 86_400_000;
-                let n = hub.store().purge_audit_before(before).await?;
+                let n = hub.purge_audit_older_than(days).await?;
                 println!("deleted {n} audit record(s) older than {days} days; the remaining chain still verifies");
                 Ok(ExitCode::SUCCESS)
             }

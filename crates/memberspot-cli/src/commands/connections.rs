@@ -1,14 +1,16 @@
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use memberspot_api::{ApiKey, BaseUrlError, resolve_base_url};
 use memberspot_hub::admin::ConnectionView;
 use memberspot_hub::secrets::MasterKey;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::cli::{ConnectionsCommand, Global, MasterKeyCommand};
 use crate::connection::{close_hub, open_hub};
-use crate::output::{confirm, print_json, print_table, table};
+use crate::output::{Usage, confirm, print_json, print_table, table};
 
 /// The API key for `add` / `rotate-key`: the global flag or environment,
 /// standard input, or a prompt that does not echo.
@@ -36,21 +38,44 @@ fn read_key(global: &Global, stdin: bool) -> anyhow::Result<SecretString> {
     Ok(SecretString::from(key))
 }
 
+/// Where the API answers for `url` with `key` (offers are listed there, nothing changes):
+/// `url` itself or `url/v1`. A URL that answers neither way is bad input.
+async fn resolve_url(global: &Global, url: &str, key: &SecretString) -> anyhow::Result<String> {
+    let timeout = Duration::from_secs_f64(global.timeout.unwrap_or(30.0));
+    let key = ApiKey::new(key.expose_secret());
+    match resolve_base_url(url, &key, timeout).await {
+        Ok(found) => {
+            if found.added_v1 {
+                eprintln!(
+                    "note: the API answers at {} (with /v1); the connection uses that URL",
+                    found.base_url
+                );
+            }
+            Ok(found.base_url)
+        }
+        Err(e @ BaseUrlError::NotTheApi { .. }) => Err(Usage(e.to_string()).into()),
+        Err(BaseUrlError::Api(e)) => {
+            Err(anyhow::Error::new(e).context(format!("checking `{url}` with the key")))
+        }
+    }
+}
+
 pub async fn run(cmd: ConnectionsCommand, global: &Global) -> anyhow::Result<ExitCode> {
     let (hub, sandbox, _) = open_hub(global).await?;
     let result = async {
         match cmd {
             ConnectionsCommand::Add { name, url, api_key_stdin, rps } => {
                 let key = read_key(global, api_key_stdin)?;
+                let url = resolve_url(global, &url, &key).await?;
                 let c = hub.add_connection(&name, &url, &key, rps).await?;
                 if global.json {
                     print_json(&c)?;
                 } else {
-                    println!("connection `{}` added ({}, key {}). Check it with `memberspot connections test {}`.", c.name, c.base_url, c.key_hint, c.name);
+                    println!("connection `{}` added ({}, key {}): Memberspot accepts the key there.", c.name, c.base_url, c.key_hint);
                 }
             }
             ConnectionsCommand::List => {
-                let cs: Vec<ConnectionView> = hub.store().list_connections().await?.iter().map(ConnectionView::from).collect();
+                let cs: Vec<ConnectionView> = hub.list_connections().await?.iter().map(ConnectionView::from).collect();
                 if global.json {
                     print_json(&cs)?;
                 } else {
@@ -85,9 +110,7 @@ pub async fn run(cmd: ConnectionsCommand, global: &Global) -> anyhow::Result<Exi
             }
             ConnectionsCommand::Remove { name, yes } => {
                 confirm(&format!("Remove connection `{name}`?"), yes)?;
-                if !hub.store().delete_connection(&name).await? {
-                    bail!("no connection named `{name}`");
-                }
+                hub.remove_connection(&name).await?;
                 println!("connection `{name}` removed");
             }
         }

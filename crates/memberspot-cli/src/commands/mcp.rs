@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use memberspot_hub::SANDBOX_CONNECTION;
-use memberspot_hub::mcp::{McpServer, StdioIdentity, serve_stdio};
 use memberspot_hub::store::Persona;
+use memberspot_server::mcp::{McpServer, StdioIdentity, serve_stdio};
 
 use crate::cli::{Global, McpArgs};
 use crate::connection::{close_hub, open_hub_as};

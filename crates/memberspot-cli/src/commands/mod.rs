@@ -6,6 +6,7 @@ pub(crate) mod audit;
 pub mod chat;
 mod check;
 mod connections;
+mod doctor;
 mod events;
 mod flows;
 mod grant;
@@ -26,7 +27,9 @@ use memberspot_hub::{CallContext, HubError, Principal, Surface};
 use memberspot_tools::Catalogue;
 use serde_json::Value;
 
-use crate::cli::{Cli, Command, Global};
+use crate::cli::{
+    Cli, Command, ExamsCommand, Global, OffersCommand, PropertiesCommand, ToolsCommand,
+};
 use crate::connection::{self, Session};
 
 /// What every tool command gets: the connection, the catalogue and output mode.
@@ -65,8 +68,11 @@ impl Ctx {
     }
 }
 
+/// Every command is routed here, by an exhaustive match: a new command that is parsed
+/// but not routed does not compile.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let Cli { global, command } = cli;
+    let g = &global;
     match command {
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -77,29 +83,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sandbox(cmd) => sandbox::run(cmd, &global).await,
-        Command::Tools(crate::cli::ToolsCommand::List) => tools::list(global.json),
-        Command::Tools(crate::cli::ToolsCommand::Describe { name }) => {
-            tools::describe(&name, global.json)
+        Command::Sandbox(cmd) => sandbox::run(cmd, g).await,
+        Command::Tools(ToolsCommand::List) => tools::list(g.json),
+        Command::Tools(ToolsCommand::Describe { name }) => tools::describe(&name, g.json),
+        Command::Serve(args) => serve::run(args, g).await,
+        Command::Mcp(args) => mcp::run(args, g).await,
+        Command::Connections(cmd) => connections::run(cmd, g).await,
+        Command::Personas(cmd) => personas::run(cmd, g).await,
+        Command::Audit(cmd) => audit::run(cmd, g).await,
+        Command::Events(cmd) => events::run(cmd, g).await,
+        Command::Rules(cmd) => events::rules(cmd, g).await,
+        Command::Digest(args) => flows::digest(args, g).await,
+        Command::Flows(cmd) => flows::run(cmd, g).await,
+        Command::Sync(cmd) => flows::sync(cmd, g).await,
+        Command::Chat(args) => chat::run(args, g).await,
+        Command::AdminToken => personas::admin_token(g).await,
+        Command::MasterKey(cmd) => connections::master_key(cmd, g).await,
+        // Commands on a school: a session (connection, catalogue) around the command.
+        Command::Tools(ToolsCommand::Call(call)) => {
+            with_session(g, async |ctx| tools::call(ctx, call).await).await
         }
-        Command::Serve(args) => serve::run(args, &global).await,
-        Command::Mcp(args) => mcp::run(args, &global).await,
-        Command::Connections(cmd) => connections::run(cmd, &global).await,
-        Command::Personas(cmd) => personas::run(cmd, &global).await,
-        Command::Audit(cmd) => audit::run(cmd, &global).await,
-        Command::Events(cmd) => events::run(cmd, &global).await,
-        Command::Rules(cmd) => events::rules(cmd, &global).await,
-        Command::Digest(args) => flows::digest(args, &global).await,
-        Command::Flows(cmd) => flows::run(cmd, &global).await,
-        Command::Sync(cmd) => flows::sync(cmd, &global).await,
-        Command::Chat(args) => chat::run(args, &global).await,
-        Command::AdminToken => personas::admin_token(&global).await,
-        Command::MasterKey(cmd) => connections::master_key(cmd, &global).await,
-        command => with_session(&global, command).await,
+        Command::Users(cmd) => with_session(g, async |ctx| users::run(ctx, cmd).await).await,
+        Command::Offers(OffersCommand::List) => with_session(g, school::offers).await,
+        Command::Properties(PropertiesCommand::List) => with_session(g, school::properties).await,
+        Command::Exams(ExamsCommand::Results { exam_id }) => {
+            with_session(g, async |ctx| school::exam_results(ctx, &exam_id).await).await
+        }
+        Command::Progress(args) => {
+            with_session(g, async |ctx| progress::run(ctx, args).await).await
+        }
+        Command::LoginLink(args) => {
+            with_session(g, async |ctx| login_link::run(ctx, args).await).await
+        }
+        Command::Check => with_session(g, check::run).await,
+        Command::Doctor(args) => with_session(g, async |ctx| doctor::run(ctx, args).await).await,
     }
 }
 
-async fn with_session(global: &Global, command: Command) -> anyhow::Result<ExitCode> {
+/// Runs `command` with a session on the school the flags name, and closes the session
+/// (persisting the embedded school) whether it succeeded or not.
+async fn with_session(
+    global: &Global,
+    command: impl AsyncFnOnce(&Ctx) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
     let session = connection::open(global).await?;
     let ctx = Ctx {
         session,
@@ -107,26 +133,10 @@ async fn with_session(global: &Global, command: Command) -> anyhow::Result<ExitC
         json: global.json,
         reason: global.reason.clone(),
     };
-    let result = dispatch(&ctx, command).await;
+    let result = command(&ctx).await;
     // Persist the embedded school even when the command failed half-way.
     let closed = ctx.session.close().await;
     let code = result?;
     closed?;
     Ok(code)
-}
-
-async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::Tools(cmd) => tools::run(ctx, cmd).await,
-        Command::Users(cmd) => users::run(ctx, cmd).await,
-        Command::Offers(_) => school::offers(ctx).await,
-        Command::Properties(_) => school::properties(ctx).await,
-        Command::Exams(crate::cli::ExamsCommand::Results { exam_id }) => {
-            school::exam_results(ctx, &exam_id).await
-        }
-        Command::Progress(args) => progress::run(ctx, args).await,
-        Command::LoginLink(args) => login_link::run(ctx, args).await,
-        Command::Check => check::run(ctx).await,
-        _ => Ok(ExitCode::SUCCESS),
-    }
 }

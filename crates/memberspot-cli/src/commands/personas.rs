@@ -46,7 +46,7 @@ pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCo
                 }
             }
             PersonasCommand::List => {
-                let ps: Vec<PersonaView> = hub.store().list_personas().await?.iter().map(PersonaView::from).collect();
+                let ps: Vec<PersonaView> = hub.list_personas().await?.iter().map(PersonaView::from).collect();
                 if json {
                     print_json(&ps)?;
                 } else {

@@ -50,6 +50,7 @@ async fn serve(args: SandboxServeArgs, json: bool) -> anyhow::Result<ExitCode> {
         rate_limit: args.rate_limit,
         faults,
         state_file: args.state_file.clone(),
+        shapes: args.shapes.into(),
     };
     let listener = tokio::net::TcpListener::bind((args.host, args.port))
         .await
@@ -60,6 +61,7 @@ async fn serve(args: SandboxServeArgs, json: bool) -> anyhow::Result<ExitCode> {
             "base_url": sandbox.base_url(),
             "api_key": sandbox.api_key(),
             "admin_url": format!("{}/_sandbox/state", sandbox.root_url()),
+            "shapes": sandbox.state().shapes(),
         }))?;
     } else {
         println!("Memberspot sandbox listening");
@@ -69,6 +71,7 @@ async fn serve(args: SandboxServeArgs, json: bool) -> anyhow::Result<ExitCode> {
             "  admin:    {}/_sandbox/state (send the same X-API-KEY)",
             sandbox.root_url()
         );
+        println!("  shapes:   {}", sandbox.state().shapes());
         println!(
             "  rate limit: {} requests/s per key",
             if args.rate_limit == 0.0 {

@@ -1,12 +1,12 @@
 use std::io::Read;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use memberspot_tools::{Catalogue, ToolClass, ToolError};
 use serde_json::{Map, Value, json};
 
 use super::Ctx;
-use crate::cli::ToolsCommand;
+use crate::cli::CallArgs;
 use crate::output::{confirm, print_json, print_table, table};
 
 pub fn list(json: bool) -> anyhow::Result<ExitCode> {
@@ -98,17 +98,14 @@ pub fn describe(name: &str, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn run(ctx: &Ctx, cmd: ToolsCommand) -> anyhow::Result<ExitCode> {
-    let ToolsCommand::Call {
+pub async fn call(ctx: &Ctx, call: CallArgs) -> anyhow::Result<ExitCode> {
+    let CallArgs {
         name,
         json_args,
         args_file,
         args,
         yes,
-    } = cmd
-    else {
-        bail!("internal: list and describe need no connection");
-    };
+    } = call;
     let entry = ctx
         .catalogue
         .get(&name)

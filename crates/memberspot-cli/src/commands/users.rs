@@ -98,13 +98,13 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
                     .and_then(Value::as_array)
                     .map(Vec::len);
                 let count = out.pointer("/result/deletedCount").and_then(Value::as_u64);
-                println!(
-                    "deleted: {}",
-                    count
-                        .map(|c| c as usize)
-                        .or(deleted)
-                        .map_or("?".into(), |n| n.to_string())
-                );
+                let said = out.pointer("/result/message").and_then(Value::as_str);
+                match (count.map(|c| c as usize).or(deleted), said) {
+                    (Some(n), _) => println!("deleted: {n}"),
+                    // A text answer: the call succeeded, but who was deleted is not said.
+                    (None, Some(text)) => println!("deleted (Memberspot answered: {text})"),
+                    (None, None) => println!("deleted: ?"),
+                }
                 if let Some(missing) = out
                     .get("not_found")
                     .and_then(Value::as_array)

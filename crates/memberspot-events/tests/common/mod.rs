@@ -77,6 +77,7 @@ pub async fn sandbox(users: usize, rate_limit: f64) -> Sandbox {
         rate_limit,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox")
@@ -192,14 +193,14 @@ pub async fn serve(
     }
     .expect("events");
     let cancel = tokio_util::sync::CancellationToken::new();
-    let app = memberspot_hub::server::app_with(
+    // The routes as `serve` mounts them; the workers only when asked for.
+    let plugin = memberspot_events::EventsPlugin::new(events.clone(), None);
+    let app = memberspot_server::App::build(
         hub.clone(),
-        std::time::Duration::from_secs(30),
-        &[],
-        cancel.clone(),
-        vec![memberspot_events::rest::routes(events.clone())],
-        Some(memberspot_events::receiver::router(events.clone())),
-    );
+        memberspot_server::ServerSettings::default(),
+        vec![Box::new(plugin)],
+    )
+    .router(&cancel);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

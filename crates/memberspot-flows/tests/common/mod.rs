@@ -52,6 +52,7 @@ pub async fn sandbox() -> Sandbox {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .unwrap()

@@ -92,6 +92,7 @@ fn state_json(state: &SandboxState) -> Value {
             "customProperties": props,
             "users": users,
             "counters": counters,
+            "shapes": state.shapes(),
         })
     })
 }

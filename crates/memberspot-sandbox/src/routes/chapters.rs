@@ -1,7 +1,7 @@
 //! `POST /v1/chapters/chapter-access/enable`.
 
 use axum::response::Response;
-use memberspot_wire::{ChapterAccessResult, Extra};
+use memberspot_wire::ChapterAccessResult;
 
 use super::Ctx;
 use crate::errors::ApiError;
@@ -24,6 +24,6 @@ pub(super) fn enable(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
         course_id: Some(course_id),
         chapter_id: Some(chapter_id),
         enabled: Some(true),
-        extra: Extra::new(),
+        ..ChapterAccessResult::default()
     })
 }

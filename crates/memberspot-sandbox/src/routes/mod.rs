@@ -25,9 +25,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::config::Shapes;
 use crate::errors::ApiError;
 use crate::faults::Outcome;
-use crate::http::{Query, decode_path_param, json_response, parse_body};
+use crate::http::{Query, decode_path_param, json_response, parse_body, text_response};
 use crate::request_log::{LoggedRequest, body_value};
 use crate::state::{Counters, SandboxState, lock};
 
@@ -49,6 +50,8 @@ pub(crate) struct Ctx<'a> {
     pub now: DateTime<Utc>,
     /// 201 for POST, 200 otherwise, as NestJS does.
     pub success: StatusCode,
+    /// The answer shapes to speak.
+    pub shapes: Shapes,
 }
 
 impl Ctx<'_> {
@@ -58,6 +61,11 @@ impl Ctx<'_> {
 
     pub fn ok<T: Serialize + ?Sized>(&self, body: &T) -> Result<Response, ApiError> {
         Ok(json_response(self.success, body))
+    }
+
+    /// A text answer, as NestJS sends a handler's string (`ok`).
+    pub fn ok_text(&self, text: &'static str) -> Result<Response, ApiError> {
+        Ok(text_response(self.success, text))
     }
 }
 
@@ -379,6 +387,7 @@ fn run(
         } else {
             StatusCode::OK
         },
+        shapes: state.shapes(),
     };
     (route.handler)(&ctx)
 }

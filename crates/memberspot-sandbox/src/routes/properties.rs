@@ -1,20 +1,24 @@
 //! Custom user properties: definitions and values.
 
 use axum::response::Response;
-use memberspot_wire::CustomUserProperty;
 use serde_json::Value;
 
 use super::Ctx;
 use super::users::user_answer;
 use crate::errors::ApiError;
+use crate::render;
 use crate::school::School;
 use crate::validate::BodyCheck;
 
 /// `GET /v1/custom-user-properties/list`: a bare array of definitions.
 pub(super) fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
-    let props: Vec<CustomUserProperty> = ctx
-        .state
-        .read(|s| s.properties.iter().map(School::property_to_wire).collect());
+    let school_id = ctx.state.school_id();
+    let props: Vec<Value> = ctx.state.read(|s| {
+        s.properties
+            .iter()
+            .map(|p| render::property(School::property_to_wire(p), &school_id, ctx.shapes))
+            .collect()
+    });
     ctx.ok(&props)
 }
 

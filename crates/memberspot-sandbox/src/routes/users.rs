@@ -1,19 +1,22 @@
 //! `/v1/users/...`: listing, lookup, grants, state changes, deletion, login tokens.
 
 use axum::response::Response;
-use memberspot_wire::{DeleteUsersResult, Extra, LoginToken, UsersPage};
+use memberspot_wire::DeleteUsersResult;
 use serde_json::Value;
 
 use super::Ctx;
+use crate::config::Shapes;
 use crate::errors::ApiError;
+use crate::render;
 use crate::school::{Grant, SchoolError, UserFilter};
 use crate::validate::{BodyCheck, QueryCheck, is_email, path_email};
 
 /// Answers the user `uid` as it is now.
 pub(super) fn user_answer(ctx: &Ctx<'_>, uid: &str) -> Result<Response, ApiError> {
-    let user = ctx
-        .state
-        .read(|s| s.user_by_uid(uid).map(|u| s.user_to_wire(u, ctx.now)));
+    let user = ctx.state.read(|s| {
+        s.user_by_uid(uid)
+            .map(|u| render::user(s, u, ctx.now, ctx.shapes))
+    });
     ctx.ok(&user.ok_or(SchoolError::UserNotFound)?)
 }
 
@@ -33,22 +36,21 @@ pub(super) fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
             &filter,
             ctx.now,
         );
-        UsersPage {
-            users: users
-                .into_iter()
-                .map(|u| s.user_to_wire(u, ctx.now))
-                .collect(),
-            next_page,
-        }
+        let users = users
+            .into_iter()
+            .map(|u| render::user(s, u, ctx.now, ctx.shapes))
+            .collect();
+        render::users_page(users, next_page, ctx.shapes)
     });
     ctx.ok(&answer)
 }
 
 pub(super) fn find_by_mail(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     let email = path_email(ctx.param(0))?;
-    let user = ctx
-        .state
-        .read(|s| s.user_by_email(&email).map(|u| s.user_to_wire(u, ctx.now)));
+    let user = ctx.state.read(|s| {
+        s.user_by_email(&email)
+            .map(|u| render::user(s, u, ctx.now, ctx.shapes))
+    });
     ctx.ok(&user.ok_or(SchoolError::UserNotFound)?)
 }
 
@@ -98,7 +100,25 @@ pub(super) fn set_offer_state(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     let uid = ctx
         .state
         .write(|s| s.set_offer_state(&email, &offer_id, active))?;
-    user_answer(ctx, &uid)
+    state_answer(ctx, &uid, "offerId", &offer_id, active)
+}
+
+/// The member, or in the alternate shapes `{active, email, offerId|orderId}`.
+fn state_answer(
+    ctx: &Ctx<'_>,
+    uid: &str,
+    key: &str,
+    value: &str,
+    active: Option<bool>,
+) -> Result<Response, ApiError> {
+    let email = ctx
+        .state
+        .read(|s| s.user_by_uid(uid).map(|u| u.email.clone()));
+    let email = email.ok_or(SchoolError::UserNotFound)?;
+    match render::state_answer(key, value, &email, active, ctx.shapes) {
+        Some(answer) => ctx.ok(&answer),
+        None => user_answer(ctx, uid),
+    }
 }
 
 pub(super) fn set_order_state(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
@@ -106,7 +126,7 @@ pub(super) fn set_order_state(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     let uid = ctx
         .state
         .write(|s| s.set_order_state(&email, &order_id, active))?;
-    user_answer(ctx, &uid)
+    state_answer(ctx, &uid, "orderId", &order_id, active)
 }
 
 pub(super) fn set_offer_expires(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
@@ -140,10 +160,13 @@ pub(super) fn delete_users(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
         .filter(|e| is_email(e))
         .collect();
     let deleted = ctx.state.write(|s| s.delete_users(wanted));
+    if ctx.shapes == Shapes::Alternate {
+        return ctx.ok_text("ok");
+    }
     ctx.ok(&DeleteUsersResult {
         deleted_count: Some(deleted.len() as u64),
         deleted: Some(deleted),
-        extra: Extra::new(),
+        ..DeleteUsersResult::default()
     })
 }
 
@@ -152,7 +175,5 @@ pub(super) fn login_token(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     if ctx.state.read(|s| s.user_by_uid(uid).is_none()) {
         return Err(SchoolError::UserNotFound.into());
     }
-    ctx.ok(&LoginToken {
-        token: ctx.state.new_token(),
-    })
+    ctx.ok(&render::login_token(ctx.state.new_token(), ctx.shapes))
 }

@@ -9,4 +9,5 @@ mod common;
 mod guards;
 mod persistence;
 mod progress;
+mod shapes;
 mod users;

@@ -20,7 +20,7 @@ pub use users::{
 };
 
 use memberspot_api::actions::UserUpdate;
-use memberspot_wire::User;
+use memberspot_wire::{StateAnswer, User};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -39,22 +39,27 @@ pub(crate) const READ: Annotations = Annotations {
 pub struct UserChange {
     /// The member after the change, when the API returns it.
     pub user: Option<User>,
-    /// The API's answer when it is not a member object.
+    /// The new state when the API answers with it instead of the member:
+    /// `{active, email, offerId}` or `{active, email, orderId}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateAnswer>,
+    /// The API's answer when it is neither. When Memberspot answered with text instead
+    /// of JSON, the change was made and this is `{"ok": true, "message": "<the text>"}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<serde_json::Value>,
 }
 
 impl From<UserUpdate> for UserChange {
     fn from(u: UserUpdate) -> Self {
-        match u {
-            UserUpdate::User(user) => UserChange {
-                user: Some(*user),
-                answer: None,
-            },
-            UserUpdate::Other(v) => UserChange {
-                user: None,
-                answer: (!v.is_null()).then_some(v),
-            },
+        let (user, state, answer) = match u {
+            UserUpdate::User(user) => (Some(*user), None, None),
+            UserUpdate::State(state) => (None, Some(state), None),
+            UserUpdate::Other(v) => (None, None, (!v.is_null()).then_some(v)),
+        };
+        UserChange {
+            user,
+            state,
+            answer,
         }
     }
 }

@@ -368,6 +368,10 @@ pub struct UidInput {
 pub struct LoginTokenOutput {
     /// One-time token that logs the member in without a password.
     pub token: String,
+    /// A link that logs the member in with the token, when Memberspot sends one. It
+    /// carries the token: treat it like a password too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_url: Option<String>,
     /// Seconds until the token expires.
     pub expires_in_seconds: u32,
 }
@@ -388,7 +392,8 @@ impl Tool for CreateLoginTokenTool {
         argument: "uid",
         by: MemberKey::Uid,
     };
-    const SECRET_OUTPUT_FIELDS: &'static [&'static str] = &["token"];
+    // The login link carries the token.
+    const SECRET_OUTPUT_FIELDS: &'static [&'static str] = &["token", "login_url"];
 
     async fn run(client: &Client, input: Self::Input) -> Result<Self::Output, ApiError> {
         let t = client
@@ -396,6 +401,7 @@ impl Tool for CreateLoginTokenTool {
             .await?;
         Ok(LoginTokenOutput {
             token: t.token,
+            login_url: t.login_url,
             expires_in_seconds: 3600,
         })
     }

@@ -1,6 +1,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use memberspot_hub::{CallContext, Hub, Principal, Surface};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -9,7 +10,6 @@ use utoipa_axum::routes;
 
 use super::auth::{Caller, PersonaAuth};
 use super::{HttpError, body::ApiJson};
-use crate::{CallContext, Hub, Principal, Surface};
 
 pub fn routes() -> OpenApiRouter<Hub> {
     OpenApiRouter::new()

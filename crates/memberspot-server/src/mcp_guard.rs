@@ -21,7 +21,8 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use memberspot_store::Persona;
+use memberspot_hub::Hub;
+use memberspot_hub::store::Persona;
 use rmcp::model::{ClientJsonRpcMessage, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::local::{
     LocalSessionManager, LocalSessionManagerError, SessionConfig,
@@ -30,8 +31,6 @@ use rmcp::transport::streamable_http_server::session::{
     RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
 };
 use serde_json::{Value, json};
-
-use crate::Hub;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -507,7 +506,7 @@ async fn post(
             SERVER_BUSY,
             &e.to_string(),
         );
-        if let crate::HubError::Limited {
+        if let memberspot_hub::HubError::Limited {
             retry_after_secs, ..
         } = e
         {

@@ -2,11 +2,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use memberspot_hub::Hub;
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-use crate::Hub;
 
 pub fn routes() -> OpenApiRouter<Hub> {
     OpenApiRouter::new()
@@ -25,7 +24,7 @@ async fn healthz() -> Json<Value> {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "ready"), (status = 503, description = "the store does not answer")))]
 async fn readyz(State(hub): State<Hub>) -> impl IntoResponse {
-    match hub.store().get_meta("master_key_check").await {
+    match hub.check_ready().await {
         Ok(_) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,6 +1,6 @@
-//! The HTTP server of `memberspot serve`: the REST API (documented by the
-//! OpenAPI document at `/openapi.json`), health and metrics, and MCP over
-//! streamable HTTP at `/mcp`.
+//! The REST API (documented by the OpenAPI document at `/openapi.json`), health and
+//! metrics, and what other crates' routes share with it: bearer authentication, the JSON
+//! body extractor, query times and the error shape.
 
 mod admin;
 pub mod auth;
@@ -13,14 +13,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use memberspot_hub::Hub;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
 pub use error::HttpError;
-
-use crate::Hub;
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 256 * 1024;
@@ -74,7 +73,7 @@ pub fn query_time(field: &str, v: Option<&str>) -> Result<Option<i64>, HttpError
 }
 
 /// The REST routes and their OpenAPI document, generated from the same handlers.
-pub fn rest(hub: Hub) -> (Router, utoipa::openapi::OpenApi) {
+fn rest(hub: Hub) -> (Router, utoipa::openapi::OpenApi) {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(tools::routes())
         .merge(admin::routes())
@@ -83,14 +82,9 @@ pub fn rest(hub: Hub) -> (Router, utoipa::openapi::OpenApi) {
     (router.with_state(hub), api)
 }
 
-/// The whole HTTP application, without MCP (the server adds `/mcp`).
-pub fn app(hub: Hub, request_timeout: Duration) -> Router {
-    app_with(hub, request_timeout, Vec::new())
-}
-
-/// [`app`] plus routes from other parts of the product (e.g. events), each with its
-/// OpenAPI document, which is merged into `/openapi.json`.
-pub fn app_with(
+/// The REST API with the routes of the plug-ins (e.g. events), each with its OpenAPI
+/// document, which is merged into `/openapi.json`; without MCP (the app adds `/mcp`).
+pub(crate) fn rest_app(
     hub: Hub,
     request_timeout: Duration,
     extra: Vec<(Router, utoipa::openapi::OpenApi)>,
@@ -127,9 +121,4 @@ pub fn app_with(
             request_timeout,
         ))
         .layer(axum::middleware::map_response(error::json_envelope))
-}
-
-/// The OpenAPI document as JSON (also served at `/openapi.json`).
-pub fn openapi_json(hub: Hub) -> String {
-    rest(hub).1.to_pretty_json().unwrap_or_default()
 }

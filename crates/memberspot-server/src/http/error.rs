@@ -1,10 +1,9 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use memberspot_hub::HubError;
 use memberspot_tools::ToolError;
 use serde_json::{Value, json};
-
-use crate::HubError;
 
 /// The one error shape of the REST API: `{"error": {code, message, field?}}`.
 #[derive(Debug)]
@@ -60,8 +59,10 @@ impl From<HubError> for HttpError {
                 A::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 _ => StatusCode::BAD_GATEWAY,
             },
-            HubError::Store(memberspot_store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
-            HubError::Store(memberspot_store::StoreError::NotFound(_)) => StatusCode::NOT_FOUND,
+            HubError::Store(memberspot_hub::store::StoreError::Conflict(_)) => StatusCode::CONFLICT,
+            HubError::Store(memberspot_hub::store::StoreError::NotFound(_)) => {
+                StatusCode::NOT_FOUND
+            }
             HubError::Unavailable(_) | HubError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             HubError::WrongMasterKey | HubError::Secret(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

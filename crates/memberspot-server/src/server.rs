@@ -1,20 +1,16 @@
-//! The whole HTTP application of `memberspot serve`, and the server loop that runs it.
+//! The server loop of `memberspot serve` and its settings.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::serve::{ListenerExt, TapIo};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
-use crate::Hub;
 use crate::mcp_guard::SessionLimits;
 
 /// Limits and exposure of the HTTP server (`memberspot serve`'s flags).
@@ -49,63 +45,7 @@ impl Default for ServerSettings {
     }
 }
 
-/// REST, OpenAPI, health, metrics and MCP at `/mcp`.
-pub fn app(
-    hub: Hub,
-    request_timeout: Duration,
-    extra_hosts: &[String],
-    cancel: CancellationToken,
-) -> Router {
-    app_with(hub, request_timeout, extra_hosts, cancel, Vec::new(), None)
-}
-
-/// [`app`] plus documented REST routes from other parts of the product (merged into the
-/// OpenAPI document) and undocumented ones with their own limits (the webhook receivers).
-pub fn app_with(
-    hub: Hub,
-    request_timeout: Duration,
-    extra_hosts: &[String],
-    cancel: CancellationToken,
-    extra_rest: Vec<(Router, utoipa::openapi::OpenApi)>,
-    raw: Option<Router>,
-) -> Router {
-    let settings = ServerSettings {
-        request_timeout,
-        allowed_hosts: extra_hosts.to_vec(),
-        ..ServerSettings::default()
-    };
-    app_configured(hub, &settings, cancel, extra_rest, raw)
-}
-
-/// [`app_with`] with every setting.
-pub fn app_configured(
-    hub: Hub,
-    settings: &ServerSettings,
-    cancel: CancellationToken,
-    extra_rest: Vec<(Router, utoipa::openapi::OpenApi)>,
-    raw: Option<Router>,
-) -> Router {
-    let mcp = crate::mcp::http_router(hub.clone(), settings, cancel);
-    // MCP and the receivers first: the REST app's fallback answers every other path.
-    let front = match raw {
-        // The receivers get the request time-out too (REST and MCP have their own).
-        Some(r) => mcp.merge(r.layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            settings.request_timeout,
-        ))),
-        None => mcp,
-    };
-    front
-        .merge(crate::http::app_with(
-            hub,
-            settings.request_timeout,
-            extra_rest,
-        ))
-        // A body that stops arriving fails its read instead of holding the request.
-        .layer(RequestBodyTimeoutLayer::new(settings.body_read_timeout))
-}
-
-/// Serves `app` on `listener` until `shutdown` completes, then lets the open connections
+/// Serves `app` on `listener` until `stop` is cancelled, then lets the open connections
 /// finish (up to 30 s).
 ///
 /// Unlike `axum::serve`, a client must send its request headers within
@@ -114,20 +54,12 @@ pub fn app_configured(
 /// listen queue), so slow or idle clients cannot use up the process's file descriptors.
 /// Nagle's algorithm is off on every connection: an MCP answer is streamed in several
 /// small writes, and with Nagle on the last one waits for the client's delayed ACK.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     settings: &ServerSettings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let stop = CancellationToken::new();
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            stop.cancel();
-        });
-    }
     let max = settings.max_connections.max(1);
     let slots = Arc::new(tokio::sync::Semaphore::new(max));
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -201,17 +133,4 @@ pub async fn serve(
         tracing::warn!("connections still open 30 s after shutdown began; stopping anyway");
     }
     Ok(())
-}
-
-/// `listener` with Nagle's algorithm off on every accepted connection (for `axum::serve`;
-/// [`serve`] does the same).
-pub fn low_latency(
-    listener: tokio::net::TcpListener,
-) -> TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
-    fn no_delay(tcp: &mut tokio::net::TcpStream) {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    }
-    listener.tap_io(no_delay as fn(&mut tokio::net::TcpStream))
 }

@@ -6,23 +6,20 @@ use std::time::{Duration, Instant};
 
 use memberspot_api::ApiKey;
 use memberspot_hub::admin::PersonaSpec;
-use memberspot_hub::mcp_guard::SessionLimits;
 use memberspot_hub::secrets::MasterKey;
-use memberspot_hub::server::ServerSettings;
 use memberspot_hub::store::Store;
 use memberspot_hub::{EmbeddedSandbox, Hub};
 use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
+use memberspot_server::mcp_guard::SessionLimits;
+use memberspot_server::{App, Plugin, ServerSettings};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+mod common;
+use common::{Backend, database, drop_database};
 
 struct World {
     sandbox: Sandbox,
@@ -33,28 +30,19 @@ struct World {
     pg: Option<String>,
 }
 
-fn pg_admin_url() -> String {
-    std::env::var("MEMBERSPOT_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+/// A route that reads its body like the webhook receivers do.
+struct Hooks;
 
-async fn database(backend: Backend, dir: &std::path::Path) -> (String, Option<String>) {
-    use sqlx::Connection;
-    match backend {
-        Backend::Sqlite => (format!("sqlite://{}", dir.join("hub.db").display()), None),
-        Backend::Postgres => {
-            let admin = pg_admin_url();
-            let name = format!("net_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .unwrap_or_else(|e| panic!("PostgreSQL must be running ({admin}): {e}"));
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("create database");
-            let (base, _) = admin.rsplit_once('/').expect("a database URL");
-            (format!("{base}/{name}"), Some(name))
-        }
+impl Plugin for Hooks {
+    fn name(&self) -> &str {
+        "hooks"
+    }
+
+    fn raw_routes(&self) -> Option<axum::Router> {
+        Some(axum::Router::new().route(
+            "/hooks/{source}",
+            axum::routing::post(|body: axum::body::Bytes| async move { format!("{}", body.len()) }),
+        ))
     }
 }
 
@@ -70,6 +58,7 @@ async fn world(backend: Backend, settings: ServerSettings) -> World {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox");
@@ -84,29 +73,12 @@ async fn world(backend: Backend, settings: ServerSettings) -> World {
         .await
         .expect("hub");
     let cancel = CancellationToken::new();
-    // A route that reads its body like the webhook receivers do.
-    let hooks = axum::Router::new().route(
-        "/hooks/{source}",
-        axum::routing::post(|body: axum::body::Bytes| async move { format!("{}", body.len()) }),
-    );
-    let app = memberspot_hub::server::app_configured(
-        hub.clone(),
-        &settings,
-        cancel.clone(),
-        Vec::new(),
-        Some(hooks),
-    );
+    let app = App::build(hub.clone(), settings, vec![Box::new(Hooks)]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        let _ = memberspot_hub::server::serve(listener, app, &settings, async move {
-            stop.cancelled_owned().await
-        })
-        .await;
-    });
+    tokio::spawn(app.serve(listener, cancel.clone()));
     World {
         sandbox,
         hub,
@@ -136,12 +108,7 @@ impl World {
         self.hub.store().close().await;
         let _ = self.sandbox.shutdown().await;
         if let Some(name) = &self.pg {
-            use sqlx::Connection;
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
+            drop_database(name).await;
         }
     }
 

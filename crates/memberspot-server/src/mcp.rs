@@ -14,7 +14,8 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use memberspot_store::Persona;
+use memberspot_hub::store::Persona;
+use memberspot_hub::{CallContext, Hub, HubError, Principal, Surface};
 use memberspot_tools::ToolDescriptor;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -29,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::mcp_guard::{AllowedOrigins, BoundedSessions, Gate, SessionBook};
-use crate::{CallContext, Hub, HubError, Principal, Surface};
 
 /// Text content longer than this is shortened (the full result is in structuredContent).
 const TEXT_LIMIT: usize = 4000;
@@ -234,15 +234,8 @@ pub async fn serve_stdio(server: McpServer) -> anyhow::Result<()> {
 
 /// Authenticates the bearer token of each MCP HTTP request.
 async fn bearer_auth(State(hub): State<Hub>, mut req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+    let token = crate::http::auth::bearer(req.headers())
+        .ok()
         .map(str::to_string);
     let result = match token {
         Some(t) => hub.identify(&t).await,

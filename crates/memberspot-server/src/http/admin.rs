@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use memberspot_store::AuditFilter;
+use memberspot_hub::Hub;
+use memberspot_hub::admin::{ConnectionView, PersonaSpec, PersonaView, audit_csv, audit_jsonl};
+use memberspot_hub::store::AuditFilter;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -15,8 +17,6 @@ use utoipa_axum::routes;
 use super::HttpError;
 use super::auth::AdminAuth;
 use super::body::ApiJson;
-use crate::Hub;
-use crate::admin::{ConnectionView, PersonaSpec, PersonaView, audit_csv, audit_jsonl};
 
 pub fn routes() -> OpenApiRouter<Hub> {
     OpenApiRouter::new()
@@ -67,7 +67,7 @@ pub struct IssuedBody {
     token: String,
 }
 
-fn issued(t: crate::admin::IssuedToken) -> IssuedBody {
+fn issued(t: memberspot_hub::admin::IssuedToken) -> IssuedBody {
     IssuedBody {
         name: t.persona.name.clone(),
         persona: serde_json::to_value(PersonaView::from(&t.persona)).unwrap_or_default(),
@@ -75,7 +75,7 @@ fn issued(t: crate::admin::IssuedToken) -> IssuedBody {
     }
 }
 
-fn persona_json(p: &memberspot_store::Persona) -> Value {
+fn persona_json(p: &memberspot_hub::store::Persona) -> Value {
     serde_json::to_value(PersonaView::from(p)).unwrap_or_default()
 }
 
@@ -85,11 +85,7 @@ async fn list_personas(
     State(hub): State<Hub>,
     _: AdminAuth,
 ) -> Result<Json<Vec<Value>>, HttpError> {
-    let ps = hub
-        .store()
-        .list_personas()
-        .await
-        .map_err(crate::HubError::from)?;
+    let ps = hub.list_personas().await?;
     Ok(Json(ps.iter().map(persona_json).collect()))
 }
 
@@ -204,11 +200,7 @@ async fn list_connections(
     State(hub): State<Hub>,
     _: AdminAuth,
 ) -> Result<Json<Vec<ConnectionView>>, HttpError> {
-    let cs = hub
-        .store()
-        .list_connections()
-        .await
-        .map_err(crate::HubError::from)?;
+    let cs = hub.list_connections().await?;
     Ok(Json(cs.iter().map(ConnectionView::from).collect()))
 }
 
@@ -233,18 +225,7 @@ async fn remove_connection(
     _: AdminAuth,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    let removed = hub
-        .store()
-        .delete_connection(&name)
-        .await
-        .map_err(crate::HubError::from)?;
-    if !removed {
-        return Err(HttpError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no connection named `{name}`"),
-        ));
-    }
+    hub.remove_connection(&name).await?;
     Ok(Json(json!({ "name": name, "removed": true })))
 }
 
@@ -274,7 +255,7 @@ async fn update_connection(
     let c = hub
         .update_connection(
             &name,
-            memberspot_store::ConnectionUpdate {
+            memberspot_hub::store::ConnectionUpdate {
                 name: b.name,
                 base_url: b.base_url,
                 rate_limit: b.rate_limit,
@@ -378,15 +359,10 @@ async fn verify_audit(
     let anchor = q
         .anchor
         .as_deref()
-        .map(str::parse::<memberspot_store::ChainHead>)
+        .map(str::parse::<memberspot_hub::store::ChainHead>)
         .transpose()
         .map_err(|e| HttpError::field(StatusCode::BAD_REQUEST, "invalid_query", "anchor", e))?;
-    let store = hub.store();
-    let v = match &anchor {
-        Some(a) => store.verify_audit_anchor(a).await,
-        None => store.verify_audit().await,
-    }
-    .map_err(crate::HubError::from)?;
+    let v = hub.verify_audit(anchor.as_ref()).await?;
     Ok(Json(json!({
         "records": v.records, "ok": v.ok, "first_bad_seq": v.first_bad_seq, "problem": v.problem,
         "head": v.head, "anchor": anchor.map(|a| a.to_string()),

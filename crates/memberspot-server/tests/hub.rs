@@ -10,6 +10,7 @@ use memberspot_hub::secrets::MasterKey;
 use memberspot_hub::store::Store;
 use memberspot_hub::{EmbeddedSandbox, Hub};
 use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
+use memberspot_server::{App, ServerSettings};
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, RequestMetaObject};
 use secrecy::{ExposeSecret, SecretString};
@@ -91,6 +92,7 @@ async fn world(backend: Backend) -> World {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox");
@@ -165,18 +167,12 @@ async fn world(backend: Backend) -> World {
     let admin = hub.issue_admin_token().await.expect("admin token");
 
     let cancel = CancellationToken::new();
-    let app =
-        memberspot_hub::server::app(hub.clone(), Duration::from_secs(30), &[], cancel.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
-            .await;
-    });
+    let app = App::build(hub.clone(), ServerSettings::default(), Vec::new());
+    tokio::spawn(app.serve(listener, cancel.clone()));
     World {
         sandbox,
         hub,
@@ -655,7 +651,7 @@ async fn mcp_http_scopes_meta_and_audit_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mcp_stdio_persona_is_reread_on_every_call() {
-    use memberspot_hub::mcp::{McpServer, StdioIdentity};
+    use memberspot_server::mcp::{McpServer, StdioIdentity};
     let w = world(Backend::Sqlite).await;
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     let server = McpServer::stdio(w.hub.clone(), StdioIdentity::Persona("support".into()));
@@ -1170,129 +1166,6 @@ async fn cancelled_calls_are_recorded_postgres() {
     cancelled_calls_story(Backend::Postgres).await;
 }
 
-/// Several instances started together on a fresh database (a deployment rolling out,
-/// `serve` and a CLI command at once) all open: they agree on one master-key check and
-/// one built-in sandbox connection. A key that differs from the first one stored is
-/// refused, even when it races it.
-async fn instances_start_together_on_a_fresh_database(backend: Backend) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (url, pg) = empty_database(backend, dir.path()).await;
-    let hex = "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f";
-    let keys = (0..4)
-        .map(|_| MasterKey::parse(hex).expect("key"))
-        .collect();
-    let mut hubs = Vec::new();
-    for hub in open_together(&url, keys).await {
-        hubs.push(hub.unwrap_or_else(|e| panic!("every instance opens: {e}")));
-    }
-    let names: Vec<String> = hubs[0]
-        .store()
-        .list_connections()
-        .await
-        .expect("connections")
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
-    assert_eq!(names, ["sandbox"]);
-
-    // `serve` on first start: one instance mints the admin token, the others see it.
-    let firsts = futures::future::join_all(hubs.iter().map(|h| h.issue_first_admin_token())).await;
-    let minted: Vec<SecretString> = firsts
-        .into_iter()
-        .filter_map(|r| r.expect("first admin token"))
-        .collect();
-    assert_eq!(minted.len(), 1, "exactly one admin token is minted");
-    for hub in &hubs {
-        assert!(
-            hub.check_admin_token(minted[0].expose_secret())
-                .await
-                .expect("check")
-        );
-    }
-
-    let other = Hub::open(
-        Store::open(&url).await.expect("store"),
-        MasterKey::generate(),
-        None,
-    )
-    .await;
-    assert!(
-        matches!(other, Err(memberspot_hub::HubError::WrongMasterKey)),
-        "another key is refused"
-    );
-    for hub in hubs {
-        hub.store().close().await;
-    }
-    if let Some(name) = pg {
-        drop_pg(&name).await;
-    }
-
-    // Two different keys racing on a fresh database: exactly one of them wins.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (url, pg) = empty_database(backend, dir.path()).await;
-    let keys = vec![MasterKey::generate(), MasterKey::generate()];
-    let mut opened = Vec::new();
-    for r in open_together(&url, keys).await {
-        match r {
-            Ok(hub) => opened.push(hub),
-            Err(memberspot_hub::HubError::WrongMasterKey) => {}
-            Err(e) => panic!("only a key mismatch may refuse an instance: {e}"),
-        }
-    }
-    assert_eq!(opened.len(), 1, "one key is in force");
-    for hub in opened {
-        hub.store().close().await;
-    }
-    if let Some(name) = pg {
-        drop_pg(&name).await;
-    }
-}
-
-/// An empty database: a file in `dir`, or a fresh PostgreSQL database (named, to drop).
-async fn empty_database(backend: Backend, dir: &std::path::Path) -> (String, Option<String>) {
-    match backend {
-        Backend::Sqlite => (format!("sqlite://{}", dir.join("hub.db").display()), None),
-        Backend::Postgres => {
-            let (url, name) = fresh_pg().await;
-            (url, Some(name))
-        }
-    }
-}
-
-/// Opens one hub per key on `url`, each on its own store, all released at once so
-/// that their first-start steps overlap.
-async fn open_together(
-    url: &str,
-    keys: Vec<MasterKey>,
-) -> Vec<Result<Hub, memberspot_hub::HubError>> {
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(keys.len()));
-    let mut tasks = Vec::new();
-    for key in keys {
-        // Migrations take a lock of their own; open the stores before the race.
-        let store = Store::open(url).await.expect("store");
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            Hub::open(store, key, None).await
-        }));
-    }
-    let mut out = Vec::new();
-    for t in tasks {
-        out.push(t.await.expect("join"));
-    }
-    out
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instances_start_together_on_a_fresh_database_sqlite() {
-    instances_start_together_on_a_fresh_database(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn instances_start_together_on_a_fresh_database_postgres() {
-    instances_start_together_on_a_fresh_database(Backend::Postgres).await;
-}
-
 /// A persona's own calls-per-minute limit: the call over it is refused with 429, a
 /// `Retry-After` and a retryable error an agent can wait on; it is audited as denied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1379,22 +1252,16 @@ async fn every_rest_error_has_the_json_error_shape() {
         .expect("faults");
     assert!(faults.status().is_success());
     let cancel = CancellationToken::new();
-    let app = memberspot_hub::server::app(
-        w.hub.clone(),
-        Duration::from_millis(200),
-        &[],
-        cancel.clone(),
-    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
-            .await;
-    });
+    let settings = ServerSettings {
+        request_timeout: Duration::from_millis(200),
+        ..ServerSettings::default()
+    };
+    let app = App::build(w.hub.clone(), settings, Vec::new());
+    tokio::spawn(app.serve(listener, cancel.clone()));
     let resp = http
         .post(format!("{base}/v1/tools/list_offers/call"))
         .bearer_auth(&w.reader)

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -15,6 +14,7 @@ use memberspot_hub::secrets::MasterKey;
 use memberspot_hub::store::{AuditFilter, Store, audit_hash};
 use memberspot_hub::{CallContext, Hub, HubError, Principal, Surface};
 use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
+use memberspot_server::{App, ServerSettings};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -96,6 +96,7 @@ async fn school(seed: u64) -> Sandbox {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox")
@@ -181,18 +182,12 @@ async fn world(backend: Backend) -> World {
 }
 
 async fn serve(hub: &Hub, cancel: &CancellationToken) -> String {
-    let app =
-        memberspot_hub::server::app(hub.clone(), Duration::from_secs(30), &[], cancel.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
-            .await;
-    });
+    let app = App::build(hub.clone(), ServerSettings::default(), Vec::new());
+    tokio::spawn(app.serve(listener, cancel.clone()));
     format!("http://{addr}")
 }
 

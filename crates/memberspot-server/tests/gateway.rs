@@ -3,14 +3,13 @@
 //! records, limits and caps that keep callers from flooding the audit log, and a
 //! `/metrics` page that callers cannot write into.
 
-use std::time::Duration;
-
 use memberspot_api::ApiKey;
 use memberspot_hub::admin::PersonaSpec;
 use memberspot_hub::secrets::MasterKey;
 use memberspot_hub::store::Store;
 use memberspot_hub::{EmbeddedSandbox, Hub};
 use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
+use memberspot_server::{App, ServerSettings};
 use memberspot_tools::Catalogue;
 use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequestParams, RequestMetaObject};
@@ -77,6 +76,7 @@ async fn world(backend: Backend) -> World {
         rate_limit: 0.0,
         faults: Faults::default(),
         state_file: None,
+        shapes: Default::default(),
     })
     .await
     .expect("sandbox");
@@ -109,18 +109,12 @@ async fn world(backend: Backend) -> World {
     .expect("connection");
     let admin = hub.issue_admin_token().await.expect("admin token");
     let cancel = CancellationToken::new();
-    let app =
-        memberspot_hub::server::app(hub.clone(), Duration::from_secs(30), &[], cancel.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled_owned().await })
-            .await;
-    });
+    let app = App::build(hub.clone(), ServerSettings::default(), Vec::new());
+    tokio::spawn(app.serve(listener, cancel.clone()));
     World {
         sandbox,
         hub,

@@ -3,16 +3,17 @@
 //! request (see `directory.rs`), so a revocation applies to the next call.
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
-use memberspot_store::Persona;
+use axum::http::{HeaderMap, StatusCode};
+use memberspot_hub::Hub;
+use memberspot_hub::store::Persona;
 
 use super::HttpError;
-use crate::Hub;
 
-pub fn bearer(parts: &Parts) -> Result<&str, HttpError> {
-    let header = parts
-        .headers
+/// The token of an `Authorization: Bearer <token>` header: the one place the server reads
+/// bearer tokens (REST, `/mcp`, the plug-ins' routes).
+pub fn bearer(headers: &HeaderMap) -> Result<&str, HttpError> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .ok_or_else(|| {
             HttpError::new(
@@ -44,7 +45,7 @@ pub fn bearer(parts: &Parts) -> Result<&str, HttpError> {
 
 /// The persona whose token the request carries; a revoked one only if `revoked_ok`.
 async fn persona_of(parts: &Parts, hub: &Hub, revoked_ok: bool) -> Result<Persona, HttpError> {
-    let token = bearer(parts)?;
+    let token = bearer(&parts.headers)?;
     Ok(if revoked_ok {
         hub.identify(token).await?
     } else {
@@ -100,7 +101,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let hub = Hub::from_ref(state);
-        let token = bearer(parts)?;
+        let token = bearer(&parts.headers)?;
         if hub.check_admin_token(token).await? {
             Ok(AdminAuth)
         } else {
