@@ -4,7 +4,7 @@
 //! [sources.ds24]                      # receiver URL: POST /hooks/ds24
 //! provider = "digistore24"
 //! secret_env = "DS24_IPN_PASSPHRASE"  # or secret_file = "…", or secret = "…"
-//! connection = "sandbox"              # the school the rules act on
+//! connection = "akademie"             # the school the rules act on (see below)
 //!
 //! [[rules]]
 //! source = "ds24"
@@ -19,6 +19,11 @@
 //! refused_days = 30                   # refused delivery attempts
 //! ```
 //!
+//! A source (and the poller) acts on the connection it names, else on the file's top-level
+//! `default_connection`, else on the embedded sandbox while that is the hub's only
+//! connection; once a real school is connected, naming none is an error at start (see
+//! [`memberspot_hub::schools`]).
+//!
 //! Errors carry the file's line and column so `memberspot rules validate` can point at
 //! them; all problems are reported at once, not only the first.
 
@@ -31,6 +36,8 @@ use memberspot_webhooks::Provider;
 use secrecy::SecretString;
 use serde::Deserialize;
 use toml::Spanned;
+
+use memberspot_hub::schools::{School, Schools, Unresolved, resolve_all};
 
 use crate::poller::PollerConfig;
 
@@ -54,8 +61,9 @@ pub struct Source {
     pub secret: Option<SecretString>,
     /// Where the secret should come from, for messages (`env DS24_PASS`, `file …`, `inline`).
     pub secret_origin: String,
-    /// The connection (school) the rules act on.
-    pub connection: String,
+    /// The connection (school) the rules act on, as the file names it; filled in when the
+    /// events subsystem starts ([`EventsConfig::resolve_connections`]).
+    pub connection: Option<String>,
     /// The persona the actions run as.
     pub persona: String,
     /// Signature age window for Stripe and COPE.
@@ -99,6 +107,14 @@ impl PaypalReceiver {
             _ => false,
         };
         id_ok || email_ok(receiver_email) || email_ok(business)
+    }
+}
+
+impl Source {
+    /// The school the rules act on once resolved; empty (no school, so nothing can act)
+    /// before.
+    pub fn connection(&self) -> &str {
+        self.connection.as_deref().unwrap_or_default()
     }
 }
 
@@ -243,6 +259,10 @@ impl Default for Processing {
 /// The whole, validated rules file.
 #[derive(Debug, Clone, Default)]
 pub struct EventsConfig {
+    /// The file as given to [`EventsConfig::parse`], for messages.
+    pub file: String,
+    /// The school of sources (and the poller) that name none.
+    pub default_connection: Option<String>,
     pub sources: BTreeMap<String, Source>,
     pub rules: Vec<Rule>,
     pub processing: Processing,
@@ -282,6 +302,8 @@ impl EventsConfig {
         let retention = retention(&mut c, raw.retention.as_ref());
         let warnings = c.finish(file)?;
         Ok(EventsConfig {
+            file: file.to_owned(),
+            default_connection: raw.default_connection.clone(),
             sources,
             rules,
             processing,
@@ -289,6 +311,25 @@ impl EventsConfig {
             retention,
             warnings,
         })
+    }
+
+    /// Decides the school of every source and of the poller (see [`Schools::resolve`]) and
+    /// fills it in; every item without one is reported at once.
+    pub fn resolve_connections(
+        &mut self,
+        schools: &Schools,
+    ) -> Result<Vec<(String, School)>, Unresolved> {
+        let default = self.default_connection.clone();
+        let mut items: Vec<(String, &mut Option<String>)> = self
+            .sources
+            .values_mut()
+            .map(|s| (format!("source `{}`", s.name), &mut s.connection))
+            .collect();
+        if let Some(p) = self.poller.as_mut() {
+            items.push(("the poller".to_owned(), &mut p.connection));
+        }
+        let file = config_file::describe("the rules file", &self.file);
+        resolve_all(schools, items, default.as_deref(), &file)
     }
 
     /// The rule for a source's product: an exact product match, else the source's `*` rule.
@@ -399,7 +440,7 @@ fn source(
         provider,
         secret,
         secret_origin: origin,
-        connection: s.connection.clone().unwrap_or_else(|| "sandbox".into()),
+        connection: s.connection.clone(),
         persona: s.persona.clone().unwrap_or_else(|| format!("hook-{name}")),
         tolerance: Duration::from_secs(s.tolerance_secs.unwrap_or(300)),
         max_body: s
@@ -651,10 +692,10 @@ fn poller(c: &mut Checker, raw: Option<&Spanned<RawPoller>>) -> Option<PollerCon
     if p.enabled == Some(false) {
         return None;
     }
-    let mut cfg = PollerConfig::default();
-    if let Some(conn) = &p.connection {
-        cfg.connection = conn.clone();
-    }
+    let mut cfg = PollerConfig {
+        connection: p.connection.clone(),
+        ..PollerConfig::default()
+    };
     if let Some(n) = &p.persona {
         cfg.persona = n.clone();
     }
@@ -752,6 +793,7 @@ fn valid_name(name: &str) -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    default_connection: Option<String>,
     #[serde(default)]
     sources: BTreeMap<String, Spanned<RawSource>>,
     #[serde(default)]
@@ -891,7 +933,9 @@ grace_days = 3
         let c = EventsConfig::parse(GOOD, "rules.toml", None).unwrap();
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.sources["ds24"].persona, "hook-ds24");
-        assert_eq!(c.sources["ds24"].connection, "sandbox");
+        // No school is assumed: it is decided at start, against the hub's connections.
+        assert_eq!(c.sources["ds24"].connection, None);
+        assert_eq!(c.default_connection, None);
         assert_eq!(c.rule_for("ds24", Some("12345")).unwrap().offer, "offer_a");
         assert_eq!(c.rule_for("ds24", Some("999")).unwrap().offer, "offer_b");
         assert!(c.rule_for("shop", Some("12345")).is_none());

@@ -439,7 +439,7 @@ fn new_event(source: &Source, e: &Event) -> NewEvent {
         currency: e.currency.as_deref().map(|c| c.trim().to_ascii_uppercase()),
         data: serde_json::to_value(e).unwrap_or_else(|_| json!({})),
         status,
-        connection: Some(source.connection.clone()),
+        connection: Some(source.connection().to_owned()),
         verified: true,
     }
 }

@@ -281,12 +281,17 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str, lease: &LeaseKee
     }
     // An event belongs to the school its source acted on when it arrived: a source moved
     // to another connection since never carries old events over.
-    if let Some(conn) = e.connection.as_deref().filter(|c| *c != source.connection) {
+    if let Some(conn) = e
+        .connection
+        .as_deref()
+        .filter(|c| *c != source.connection())
+    {
         return Handled::Final(
             EventStatus::Unmatched,
             format!(
                 "received for connection `{conn}`, but source `{}` now acts on `{}`: nothing changed",
-                source.name, source.connection
+                source.name,
+                source.connection()
             ),
         );
     }

@@ -20,7 +20,7 @@ const NEW_EMAIL: &str = "neu.mitglied@example.com";
 
 fn config(courses: &[&str]) -> PollerConfig {
     PollerConfig {
-        connection: "school".into(),
+        connection: Some("school".into()),
         persona: "poller".into(),
         interval: Duration::from_secs(300),
         rate_share: 1.0,

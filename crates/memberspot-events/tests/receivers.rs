@@ -170,7 +170,8 @@ async fn every_vector_through_the_http_receivers() {
     let w = common::world(Backend::Sqlite, 3).await;
     let cases = cases();
     assert!(cases.len() >= 80, "only {} cases", cases.len());
-    let mut rules = String::new();
+    // The world has a real school besides the sandbox: one default for every source.
+    let mut rules = String::from("default_connection = \"school\"\n\n");
     for (i, c) in cases.iter().enumerate() {
         rules.push_str(&format!(
             "[sources.v{i}]\nprovider = \"{}\"\ntolerance_secs = {}\n",
@@ -417,7 +418,7 @@ async fn source_without_secret_fails_closed() {
     let w = common::world(Backend::Sqlite, 3).await;
     let served = common::serve(
         &w.hub,
-        "[sources.s]\nprovider = \"stripe\"\nsecret_env = \"MEMBERSPOT_TEST_SURELY_UNSET\"\n",
+        "[sources.s]\nprovider = \"stripe\"\nconnection = \"school\"\nsecret_env = \"MEMBERSPOT_TEST_SURELY_UNSET\"\n",
         None,
         false,
     )

@@ -180,8 +180,9 @@ async fn bench_sync() {
     let toml = "[[syncs]]\nname = \"seats\"\npersona = \"seat-sync\"\nconnection = \"school\"\nconcurrency = 32\nsource.csv = \"seats.csv\"\n\
                 [syncs.map]\nemail = \"{{ row.email }}\"\noffer = \"{{ row.offer }}\"\nfirst_name = \"{{ row.first }}\"\n";
     let cfg = FlowsConfig::parse(toml, "flows.toml", Some(dir.path())).expect("flows");
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).expect("flows");
-    flows.ensure_personas().await.expect("personas");
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .expect("flows");
     let rss_before = peak_rss_mb();
     let t = Instant::now();
     let report = flows

@@ -12,7 +12,12 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use toml::Spanned;
 
+use memberspot_hub::schools::{School, SchoolError, Schools, Unresolved, resolve_all};
+
 use crate::schedule::{Missed, Schedule};
+
+/// How the daily summary is named where its school is reported.
+pub const DIGEST_ITEM: &str = "the daily summary";
 
 use memberspot_hub::config_file::{self, Checker, parse_toml};
 pub use memberspot_hub::config_file::{ConfigError, Problem};
@@ -45,8 +50,9 @@ pub struct DigestConfig {
     pub timezone: String,
     pub schedule: Schedule,
     pub missed: Missed,
-    /// The connection whose offer and course names are shown.
-    pub connection: String,
+    /// The connection whose day is summed up: as the file names it, filled in when flows
+    /// start (or when the summary is made, while it is off).
+    pub connection: Option<String>,
     /// Targets; empty = every configured one.
     pub to: Vec<Target>,
     /// A model from the models file; none = the template summary.
@@ -140,8 +146,9 @@ pub struct Flow {
     pub name: String,
     pub description: String,
     pub persona: String,
-    /// The school the persona acts on (where it is created when missing).
-    pub connection: String,
+    /// The school the persona acts on (where it is created when missing): as the file
+    /// names it, filled in when flows start.
+    pub connection: Option<String>,
     pub trigger: Trigger,
     pub steps: Vec<Step>,
     pub line: usize,
@@ -150,6 +157,10 @@ pub struct Flow {
 /// The whole, validated file.
 #[derive(Debug, Clone, Default)]
 pub struct FlowsConfig {
+    /// The file as given to [`FlowsConfig::parse`], for messages.
+    pub file: String,
+    /// The school of the summary, flows, syncs and exports that name none.
+    pub default_connection: Option<String>,
     pub digest: Option<DigestConfig>,
     pub delivery: Delivery,
     pub flows: Vec<Flow>,
@@ -192,6 +203,8 @@ impl FlowsConfig {
         let exports = raw.exports.iter().map(|ex| export(&mut c, ex)).collect();
         let warnings = c.finish(file)?;
         Ok(FlowsConfig {
+            file: file.to_owned(),
+            default_connection: raw.default_connection.clone(),
             digest,
             delivery,
             flows,
@@ -200,6 +213,53 @@ impl FlowsConfig {
             base: base.map(Path::to_path_buf),
             warnings,
         })
+    }
+
+    /// Decides the school of the daily summary (while it is on), every flow, sync and
+    /// export (see [`Schools::resolve`]) and fills it in; every item without one is
+    /// reported at once.
+    pub fn resolve_connections(
+        &mut self,
+        schools: &Schools,
+    ) -> Result<Vec<(String, School)>, Unresolved> {
+        let default = self.default_connection.clone();
+        let file = self.file_name();
+        let mut items: Vec<(String, &mut Option<String>)> = Vec::new();
+        if let Some(d) = self.digest.as_mut().filter(|d| d.enabled) {
+            items.push((DIGEST_ITEM.to_owned(), &mut d.connection));
+        }
+        items.extend(
+            self.flows
+                .iter_mut()
+                .map(|f| (format!("flow `{}`", f.name), &mut f.connection)),
+        );
+        items.extend(
+            self.syncs
+                .iter_mut()
+                .map(|s| (format!("sync `{}`", s.name), &mut s.connection)),
+        );
+        items.extend(
+            self.exports
+                .iter_mut()
+                .map(|e| (format!("export `{}`", e.name), &mut e.connection)),
+        );
+        resolve_all(schools, items, default.as_deref(), &file)
+    }
+
+    /// The school of the daily summary, decided now when it was not at start (the summary
+    /// is off, or there is no flows file).
+    pub fn digest_school(&self, schools: &Schools) -> Result<School, SchoolError> {
+        let named = self.digest.as_ref().and_then(|d| d.connection.as_deref());
+        schools.resolve(
+            DIGEST_ITEM,
+            named,
+            self.default_connection.as_deref(),
+            &self.file_name(),
+        )
+    }
+
+    fn file_name(&self) -> String {
+        config_file::describe("the flows file", &self.file)
     }
 
     pub fn sync(&self, name: &str) -> Option<&crate::sync::SyncSpec> {
@@ -360,9 +420,7 @@ fn digest(
         timezone: timezone.to_owned(),
         schedule,
         missed: d.and_then(|d| d.missed).unwrap_or(Missed::CatchUp),
-        connection: d
-            .and_then(|d| d.connection.clone())
-            .unwrap_or_else(|| "sandbox".into()),
+        connection: d.and_then(|d| d.connection.clone()),
         to,
         model: d.and_then(|d| d.model.clone()),
         prompt,
@@ -441,10 +499,7 @@ fn flow(
     Flow {
         description: f.description.clone().unwrap_or_default(),
         persona: f.persona.clone().unwrap_or_else(|| "automation".into()),
-        connection: f
-            .connection
-            .clone()
-            .unwrap_or_else(|| memberspot_hub::SANDBOX_CONNECTION.into()),
+        connection: f.connection.clone(),
         trigger,
         steps,
         line: c.line(spanned.span().start),
@@ -813,6 +868,7 @@ fn valid_name(name: &str) -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    default_connection: Option<String>,
     timezone: Option<String>,
     digest: Option<Spanned<RawDigest>>,
     #[serde(default)]

@@ -172,8 +172,9 @@ async fn daily_summary_arrives_by_email_and_slack_with_and_without_a_model() {
         cfg.digest.as_ref().unwrap().enabled,
         "on by default once a target is configured"
     );
-    let flows = Flows::new(hub.clone(), cfg, models_toml(&model)).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, models_toml(&model))
+        .await
+        .unwrap();
     seed_yesterday(&flows).await;
 
     let run = flows
@@ -332,8 +333,9 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
 "#
     );
     let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
 
     // Dry run: reads run, writes and posts do not.
     let report = flows
@@ -457,8 +459,9 @@ http = {{ method = "POST", url = "{mailer}/send", json = {{ to = "{email}", link
 "#
     );
     let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
     hub.set_persona_scopes(
         "welcomer",
         &["create_login_token".to_owned()],
@@ -553,8 +556,9 @@ http = {{ method = "POST", url = "{crm}/api/contacts", headers = {{ X-Api-Key = 
 "#
     );
     let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
     let report = flows
         .run_flow("push", "manual", json!({}), None, false)
         .await

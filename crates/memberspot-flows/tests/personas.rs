@@ -64,8 +64,9 @@ email = "{{ row.email }}"
 offer = "{{ row.offer }}"
 "#;
     let cfg = FlowsConfig::parse(toml, "flows.toml", Some(dir.path())).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
 
     // ---- the digest: its own persona, created when missing; the chain head in every form
     let run = flows

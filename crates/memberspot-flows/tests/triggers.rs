@@ -57,8 +57,9 @@ name = "who"
 transform = '{{ input.event.email }}'
 "#;
     let cfg = FlowsConfig::parse(toml, "flows.toml", None).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
     let store = hub.store();
     // The first pass only sets the checkpoint: history is not replayed.
     assert_eq!(

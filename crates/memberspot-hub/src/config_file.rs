@@ -70,6 +70,15 @@ pub fn read(path: &std::path::Path, what: &str) -> Result<String, ConfigError> {
     })
 }
 
+/// `what` and the file it was read from, for messages: "the rules file rules.toml".
+pub fn describe(what: &str, file: &str) -> String {
+    if file.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what} {file}")
+    }
+}
+
 /// Parses `text` as TOML into `T`; a syntax or type error is placed where it is.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(
     file: &str,

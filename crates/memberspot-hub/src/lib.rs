@@ -13,6 +13,7 @@ mod error;
 mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod schools;
 pub mod scopes;
 pub mod secrets;
 pub mod tokens;
