@@ -27,7 +27,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use memberspot_hub::store::{AuditRecord, Persona};
+use memberspot_hub::store::{AuditOutcome, AuditRecord, Persona};
 use memberspot_hub::{CallContext, Hub, HubError, Principal, Surface};
 use memberspot_tools::{ToolClass, ToolDescriptor};
 use serde::{Deserialize, Serialize};
@@ -745,8 +745,8 @@ impl ChatSession {
             Ok(v) => (CallStatus::Ok, Some(v.clone()), None, capped(&v)),
             Err(e) => {
                 let status = match e.outcome() {
-                    "denied" => CallStatus::Denied,
-                    "invalid" => CallStatus::Invalid,
+                    AuditOutcome::Denied => CallStatus::Denied,
+                    AuditOutcome::Invalid => CallStatus::Invalid,
                     _ => CallStatus::ToolError,
                 };
                 let body = json!({ "error": e.to_json() });

@@ -138,7 +138,7 @@ async fn read_only_persona_answers_from_list_offers_with_each_provider() {
         assert_eq!((a.tool.as_str(), a.outcome.as_str()), ("list_offers", "ok"));
         assert_eq!(a.prompt.as_deref(), Some("Which offers do we have?"));
         assert_eq!(a.persona.as_deref(), Some("reader"));
-        assert_eq!(a.surface, "cli");
+        assert_eq!(a.surface.as_str(), "cli");
         assert_eq!(a.end_user.as_deref(), Some("anna@staff.example"));
         assert_eq!(a.request_id, turn.request_id);
         assert_eq!(call.audit_seq, Some(a.seq));
@@ -338,7 +338,7 @@ async fn a_declined_destructive_call_is_not_run() {
 
     let audit = w.audit_of("admin").await;
     assert_eq!(audit.len(), 1);
-    assert_eq!(audit[0].outcome, "denied");
+    assert_eq!(audit[0].outcome.as_str(), "denied");
     assert!(audit[0].error.as_deref().unwrap().contains("declined"));
     assert_eq!(
         audit[0].prompt.as_deref(),
@@ -412,7 +412,7 @@ async fn invalid_destructive_arguments_are_refused_without_asking() {
     let turn = chat.send("delete nope").await.unwrap();
     assert!(turn.pending.is_none());
     assert_eq!(turn.tool_calls[0].outcome, CallStatus::Invalid);
-    assert_eq!(w.audit_of("admin").await[0].outcome, "invalid");
+    assert_eq!(w.audit_of("admin").await[0].outcome.as_str(), "invalid");
     w.close().await;
 }
 

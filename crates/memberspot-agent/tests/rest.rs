@@ -365,7 +365,7 @@ async fn out_of_scope_model_errors_and_expired_confirmations_over_rest() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(expired.len(), 1);
-    assert_eq!(expired[0].outcome, "denied");
+    assert_eq!(expired[0].outcome.as_str(), "denied");
     assert!(expired[0].error.as_deref().unwrap().contains("expired"));
     assert_eq!(expired[0].prompt.as_deref(), Some("delete"));
     w.close().await;

@@ -73,6 +73,88 @@ pub fn hub_settings(global: &Global, file: &ConfigFile) -> HubSettings {
     }
 }
 
+/// The hub's connections, for checking which school a rules or flows file acts on:
+/// `Ok(None)` when the hub has no database yet (checking never creates one).
+pub async fn visible_schools(
+    global: &Global,
+    file: &ConfigFile,
+) -> anyhow::Result<Option<memberspot_hub::schools::Schools>> {
+    let settings = hub_settings(global, file);
+    let custom = settings
+        .database_url
+        .as_deref()
+        .is_some_and(|u| !u.trim().is_empty());
+    if !custom && !settings.data_dir.join("hub.db").exists() {
+        return Ok(None);
+    }
+    let store = memberspot_hub::store::Store::open(&settings.database_url()).await?;
+    let connections = store.list_connections().await;
+    store.close().await;
+    Ok(Some(memberspot_hub::schools::Schools::new(&connections?)))
+}
+
+/// The schools of a validated file's items, as `rules validate` / `flows validate` show
+/// them.
+pub type ItemSchools = Vec<(String, memberspot_hub::schools::School)>;
+
+/// Decides which school each item of a validated file acts on, when the hub's database
+/// can be seen: `Ok(None)` when it cannot (decided when `serve` starts), `Err(code)` after
+/// reporting every item that has none.
+pub async fn check_schools(
+    global: &Global,
+    file: &ConfigFile,
+    path: &std::path::Path,
+    resolve: impl FnOnce(
+        &memberspot_hub::schools::Schools,
+    ) -> Result<ItemSchools, memberspot_hub::schools::Unresolved>,
+) -> anyhow::Result<Result<Option<ItemSchools>, std::process::ExitCode>> {
+    let known = match visible_schools(global, file).await {
+        Ok(Some(known)) => known,
+        Ok(None) => return Ok(Ok(None)),
+        Err(e) => {
+            eprintln!("warning: the connections were not checked: {e:#}");
+            return Ok(Ok(None));
+        }
+    };
+    match resolve(&known) {
+        Ok(schools) => Ok(Ok(Some(schools))),
+        Err(unresolved) => {
+            if global.json {
+                crate::output::print_json(&serde_json::json!({
+                    "ok": false, "file": path.display().to_string(),
+                    "problems": unresolved.0.iter().map(|e| serde_json::json!({"message": e.to_string()})).collect::<Vec<_>>(),
+                }))?;
+            } else {
+                for e in &unresolved.0 {
+                    eprintln!("{}: {e}", path.display());
+                }
+                eprintln!("{} problem(s)", unresolved.0.len());
+            }
+            Ok(Err(std::process::ExitCode::from(1)))
+        }
+    }
+}
+
+/// How an item's school reads in `validate` output.
+pub fn school_of(schools: &Option<ItemSchools>, item: &str) -> String {
+    match schools {
+        None => "the school decided when `serve` starts (no hub database to check yet)".to_owned(),
+        Some(list) => list
+            .iter()
+            .find(|(i, _)| i == item)
+            .map_or_else(|| "(no school)".to_owned(), |(_, s)| s.to_string()),
+    }
+}
+
+/// `{item: {connection, choice}}` for `--json`.
+pub fn schools_json(schools: &[(String, memberspot_hub::schools::School)]) -> serde_json::Value {
+    schools
+        .iter()
+        .map(|(item, s)| (item.clone(), serde_json::json!(s)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// The embedded sandbox school of the data directory: run by this process, or by another
 /// one on the same directory (see [`LocalSchool`]).
 pub async fn start_embedded(

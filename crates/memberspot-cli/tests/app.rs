@@ -142,13 +142,13 @@ async fn start(hub: &Hub, rules: &str, flows: &str) -> Instance {
     .await
     .unwrap();
     let worker = events.worker_id().to_owned();
-    let flows = Flows::new(
+    let flows = Flows::start(
         hub.clone(),
         FlowsConfig::parse(flows, "flows.toml", None).unwrap(),
         ModelsConfig::default(),
     )
+    .await
     .unwrap();
-    flows.ensure_personas().await.unwrap();
     let plugins: Vec<Box<dyn Plugin>> = vec![
         Box::new(EventsPlugin::new(events, Some("rules.toml".into()))),
         Box::new(FlowsPlugin::new(flows, Some("flows.toml".into()))),
@@ -237,7 +237,7 @@ async fn the_whole_app_serves_every_surface_in_process_and_stops_cleanly() {
     )
     .await;
     let admin = set_up(&hub, &sb, 0.0).await;
-    let flows = "[[flows]]\nname = \"offers\"\ntrigger.manual = true\n\n\
+    let flows = "[[flows]]\nname = \"offers\"\nconnection = \"school\"\ntrigger.manual = true\n\n\
                  [[flows.steps]]\nname = \"list\"\ntool = \"list_offers\"\n";
     let app = start(&hub, &rules(&sb).await, flows).await;
 
@@ -267,6 +267,17 @@ async fn the_whole_app_serves_every_surface_in_process_and_stops_cleanly() {
         "{:?}",
         app.summary
     );
+    // Each item's school is printed with the summary.
+    for line in [
+        "          source `ds24` acts on `school`",
+        "          flow `offers` acts on `school`",
+    ] {
+        assert!(
+            app.summary.iter().any(|l| l == line),
+            "{line}: {:?}",
+            app.summary
+        );
+    }
 
     // One OpenAPI document for the gateway and every plug-in.
     let doc = app.admin_get(&admin, "/openapi.json").await;
@@ -468,7 +479,7 @@ async fn two_apps_never_leave_a_refunded_buyer_with_access() {
 async fn two_apps_on_one_postgres_send_each_scheduled_summary_once() {
     let (slack, seen) = common::slack_stand_in().await;
     let flows = format!(
-        "[digest]\ncron = \"* * * * *\"\nmissed = \"catch_up\"\n\n[delivery.slack]\nwebhook_url = \"{slack}\"\n"
+        "default_connection = \"school\"\n\n[digest]\ncron = \"* * * * *\"\nmissed = \"catch_up\"\n\n[delivery.slack]\nwebhook_url = \"{slack}\"\n"
     );
     let mut p = pair(13, 0.0, false, &flows).await;
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -484,7 +495,11 @@ async fn two_apps_on_one_postgres_send_each_scheduled_summary_once() {
     // Stopping waits for both schedulers, which try the start-up fire before they look at
     // the cancellation: once both returned, both have tried it.
     p.stop_apps().await;
-    let runs = p.h1.store().list_runs(Some("digest"), 100).await.unwrap();
+    let runs =
+        p.h1.flows_store()
+            .list_runs(Some("digest"), 100)
+            .await
+            .unwrap();
     let runs = serde_json::to_value(runs).unwrap();
     let runs = runs.as_array().unwrap();
     let keys: std::collections::BTreeSet<&str> =

@@ -3,7 +3,8 @@
 //! purchases are delivered while `memberspot serve` is killed with SIGKILL and restarted
 //! twice. Senders retry until acknowledged, as providers do. Afterwards every purchase was
 //! granted exactly once (counted by the sandbox), none lost. (Several instances on one
-//! PostgreSQL database run in process: app.rs.)
+//! PostgreSQL database run in process: app.rs.) Which school a source acts on is never
+//! assumed once a real school is connected: `serve` refuses to start, `validate` says so.
 
 #![allow(clippy::unwrap_used)]
 
@@ -32,6 +33,7 @@ fn cmd(dir: &Path, db: Option<&str>) -> tokio::process::Command {
         "MEMBERSPOT_CONNECTION",
         "MEMBERSPOT_PERSONA",
         "MEMBERSPOT_RULES",
+        "MEMBERSPOT_FLOWS",
         "DATABASE_URL",
     ] {
         c.env_remove(var);
@@ -399,4 +401,166 @@ async fn rules_validate_names_lines_and_events_commands_answer() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "clap usage error");
+}
+
+/// Runs `memberspot ARGS` on the data directory `d`: (exit code, stdout, stderr).
+async fn run(d: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd(d, None).args(args).output())
+        .await
+        .expect("the command returns")
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_school_is_assumed_once_a_real_school_is_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let body = format!(
+        "[sources.ds24]\nprovider = \"digistore24\"\nsecret = \"{PASS}\"\n\n\
+         [[rules]]\nsource = \"ds24\"\nproduct = \"1\"\noffer = \"o\"\n"
+    );
+    let unnamed = d.join("unnamed.toml");
+    std::fs::write(&unnamed, &body).unwrap();
+    let unnamed_s = unnamed.display().to_string();
+    let flows = d.join("flows-unnamed.toml");
+    std::fs::write(
+        &flows,
+        "[[flows]]\nname = \"offers\"\ntrigger.manual = true\n\n\
+         [[flows.steps]]\nname = \"list\"\ntool = \"list_offers\"\n",
+    )
+    .unwrap();
+    let flows_s = flows.display().to_string();
+
+    // No hub database yet: validating decides nothing (and creates none).
+    let (code, stdout, stderr) = run(d, &["rules", "validate", &unnamed_s]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("acts on the school decided when `serve` starts"),
+        "{stdout}"
+    );
+    assert!(!d.join("hub.db").exists());
+
+    // The embedded sandbox is the only connection: it is the school, and it says so.
+    let (code, _, stderr) = run(d, &["connections", "list"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stdout, stderr) = run(d, &["rules", "validate", &unnamed_s]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("acts on `sandbox` (the embedded sandbox, not a real school"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = run(d, &["flows", "validate", &flows_s]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("flow `offers` acts on `sandbox` (the embedded sandbox"),
+        "{stdout}"
+    );
+
+    // A real school: naming none is an error, for `validate` and for `serve`.
+    let sb = sandbox().await;
+    setup(d, None, &sb).await;
+    let (code, _, stderr) = run(d, &["rules", "validate", &unnamed_s]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let expected = format!(
+        "source `ds24`: no `connection` is set, and the hub has schools besides the embedded \
+         sandbox (connections: sandbox, school); name one with `connection = \"…\"`, or set \
+         `default_connection` at the top of the rules file {unnamed_s}"
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    let (code, stdout, _) = run(d, &["rules", "validate", "--json", &unnamed_s]).await;
+    assert_eq!(code, Some(1));
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["problems"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("source `ds24`: no `connection`")),
+        "{v}"
+    );
+    let (code, _, stderr) = run(d, &["flows", "validate", &flows_s]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("flow `offers`: no `connection` is set")
+            && stderr.contains(&format!("the flows file {flows_s}")),
+        "{stderr}"
+    );
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (code, _, stderr) = run(d, &["serve", "--listen", &listen, "--rules", &unnamed_s]).await;
+    assert_ne!(code, Some(0), "serve refuses to start: {stderr}");
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(
+        reqwest::get(format!("http://{listen}/healthz"))
+            .await
+            .is_err(),
+        "nothing listens"
+    );
+
+    // The file's default_connection picks the school of every item that names none.
+    let rules = d.join("default.toml");
+    std::fs::write(&rules, format!("default_connection = \"school\"\n\n{body}")).unwrap();
+    let rules_s = rules.display().to_string();
+    std::fs::write(
+        &flows,
+        format!(
+            "default_connection = \"school\"\n\n{}",
+            std::fs::read_to_string(&flows).unwrap()
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(d, &["rules", "validate", &rules_s]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("acts on `school` (default_connection) as persona `hook-ds24`"),
+        "{stdout}"
+    );
+    let (_, stdout, _) = run(d, &["rules", "validate", "--json", &rules_s]).await;
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        v["schools"]["source `ds24`"],
+        serde_json::json!({"connection": "school", "choice": "default"}),
+        "{v}"
+    );
+    let (_, stdout, _) = run(d, &["flows", "validate", "--json", &flows_s]).await;
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["schools"]["flow `offers`"]["connection"], "school", "{v}");
+
+    // `serve` starts, and its summary names each item's school.
+    let log = d.join("serve.log");
+    let mut serve = cmd(d, None);
+    serve
+        .args([
+            "serve", "--listen", &listen, "--rules", &rules_s, "--flows", &flows_s,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    let mut child = serve.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("http://{listen}/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not come up: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    let log = std::fs::read_to_string(&log).unwrap();
+    for line in [
+        "          source `ds24` acts on `school` (default_connection)",
+        "          flow `offers` acts on `school` (default_connection)",
+    ] {
+        assert!(log.lines().any(|l| l == line), "{line}: {log}");
+    }
+    let _ = sb.shutdown().await;
 }

@@ -218,7 +218,12 @@ impl Served {
 
     /// Events in the store, by status.
     async fn counts(&self) -> Result<(i64, String), BoxError> {
-        let counts = self.events.hub().store().event_status_counts().await?;
+        let counts = self
+            .events
+            .hub()
+            .events_store()
+            .event_status_counts()
+            .await?;
         let mut by: Vec<_> = counts.iter().collect();
         by.sort();
         let text = by
@@ -467,7 +472,12 @@ async fn latency() -> Result<(), BoxError> {
     // Let the workers record the last outcomes (not timed).
     let mut done = 0;
     for _ in 0..100 {
-        let counts = served.events.hub().store().event_status_counts().await?;
+        let counts = served
+            .events
+            .hub()
+            .events_store()
+            .event_status_counts()
+            .await?;
         done = counts.get("done").copied().unwrap_or(0);
         if done >= PURCHASES as i64 {
             break;

@@ -120,7 +120,7 @@ async fn main() {
     let poller = Poller::new(
         hub.clone(),
         PollerConfig {
-            connection: "school".into(),
+            connection: Some("school".into()),
             rate_share: share,
             ..PollerConfig::default()
         },

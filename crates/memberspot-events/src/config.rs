@@ -4,7 +4,7 @@
 //! [sources.ds24]                      # receiver URL: POST /hooks/ds24
 //! provider = "digistore24"
 //! secret_env = "DS24_IPN_PASSPHRASE"  # or secret_file = "…", or secret = "…"
-//! connection = "sandbox"              # the school the rules act on
+//! connection = "akademie"             # the school the rules act on (see below)
 //!
 //! [[rules]]
 //! source = "ds24"
@@ -19,6 +19,11 @@
 //! refused_days = 30                   # refused delivery attempts
 //! ```
 //!
+//! A source (and the poller) acts on the connection it names, else on the file's top-level
+//! `default_connection`, else on the embedded sandbox while that is the hub's only
+//! connection; once a real school is connected, naming none is an error at start (see
+//! [`memberspot_hub::schools`]).
+//!
 //! Errors carry the file's line and column so `memberspot rules validate` can point at
 //! them; all problems are reported at once, not only the first.
 
@@ -32,6 +37,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use toml::Spanned;
 
+use memberspot_hub::schools::{School, Schools, Unresolved, resolve_all};
+
 use crate::poller::PollerConfig;
 
 /// Largest body a receiver accepts unless the source says otherwise.
@@ -42,7 +49,7 @@ pub const PAYPAL_POSTBACK_URL: &str = "https://ipnpb.paypal.com/cgi-bin/webscr";
 pub const DEFAULT_REVOKE_ON: [&str; 3] = ["refund", "chargeback", "end_of_term"];
 const REVOCABLE: [&str; 3] = ["refund", "chargeback", "end_of_term"];
 
-use memberspot_hub::config_file::{self, line_col, parse_toml, problem_at};
+use memberspot_hub::config_file::{self, Checker, parse_toml};
 pub use memberspot_hub::config_file::{ConfigError, Problem};
 
 /// A webhook source: one receiver URL, one provider, one secret, one persona.
@@ -54,8 +61,9 @@ pub struct Source {
     pub secret: Option<SecretString>,
     /// Where the secret should come from, for messages (`env DS24_PASS`, `file …`, `inline`).
     pub secret_origin: String,
-    /// The connection (school) the rules act on.
-    pub connection: String,
+    /// The connection (school) the rules act on, as the file names it; filled in when the
+    /// events subsystem starts ([`EventsConfig::resolve_connections`]).
+    pub connection: Option<String>,
     /// The persona the actions run as.
     pub persona: String,
     /// Signature age window for Stripe and COPE.
@@ -99,6 +107,14 @@ impl PaypalReceiver {
             _ => false,
         };
         id_ok || email_ok(receiver_email) || email_ok(business)
+    }
+}
+
+impl Source {
+    /// The school the rules act on once resolved; empty (no school, so nothing can act)
+    /// before.
+    pub fn connection(&self) -> &str {
+        self.connection.as_deref().unwrap_or_default()
     }
 }
 
@@ -243,6 +259,10 @@ impl Default for Processing {
 /// The whole, validated rules file.
 #[derive(Debug, Clone, Default)]
 pub struct EventsConfig {
+    /// The file as given to [`EventsConfig::parse`], for messages.
+    pub file: String,
+    /// The school of sources (and the poller) that name none.
+    pub default_connection: Option<String>,
     pub sources: BTreeMap<String, Source>,
     pub rules: Vec<Rule>,
     pub processing: Processing,
@@ -260,380 +280,56 @@ impl EventsConfig {
     }
 
     /// Parses and validates rules text. `base` resolves relative `secret_file` paths.
+    /// Every section is checked, so all problems are reported at once.
     pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<EventsConfig, ConfigError> {
-        let at = |span, message| problem_at(text, span, message);
         let raw: RawFile = parse_toml(file, text)?;
-        let mut problems = Vec::new();
-        let mut warnings = Vec::new();
+        let mut c = Checker::new(text);
         let mut sources = BTreeMap::new();
         for (name, raw_source) in &raw.sources {
-            let span = raw_source.span();
-            let s = raw_source.get_ref();
-            if !valid_name(name) {
-                problems.push(at(
-                    span.clone(),
-                    format!(
-                        "source name `{name}` must be 1-64 letters, digits, `-` or `_` (it becomes the URL /hooks/{name})"
-                    ),
-                ));
+            if let Some(source) = source(&mut c, base, name, raw_source) {
+                sources.insert(name.clone(), source);
             }
-            let provider = match s.provider.get_ref().parse::<Provider>() {
-                Ok(p) => p,
-                Err(_) => {
-                    problems.push(at(
-                        s.provider.span(),
-                        format!(
-                            "source `{name}`: unknown provider `{}`; expected one of {}",
-                            s.provider.get_ref(),
-                            Provider::ALL.map(|p| p.as_str()).join(", ")
-                        ),
-                    ));
-                    continue;
-                }
-            };
-            let given = [
-                s.secret.is_some(),
-                s.secret_env.is_some(),
-                s.secret_file.is_some(),
-            ]
+        }
+        let mut seen = BTreeMap::new();
+        let rules = raw
+            .rules
             .iter()
-            .filter(|b| **b)
-            .count();
-            if given > 1 {
-                problems.push(at(
-                    span.clone(),
-                    format!(
-                        "source `{name}`: set only one of `secret`, `secret_env`, `secret_file`"
-                    ),
-                ));
-            }
-            let (secret, origin) = resolve_secret(s, base, &mut warnings, name);
-            if given == 0 && provider != Provider::PaypalIpn {
-                warnings.push(format!(
-                    "source `{name}`: no secret configured; its receiver rejects every delivery until one is set (`secret_env`, `secret_file` or `secret`)"
-                ));
-            }
-            if let Some(url) = &s.postback_url
-                && !(url.get_ref().starts_with("http://") || url.get_ref().starts_with("https://"))
-            {
-                problems.push(at(
-                    url.span(),
-                    format!("source `{name}`: `postback_url` must be an http(s) URL"),
-                ));
-            }
-            if s.postback_url.is_some() && provider != Provider::PaypalIpn {
-                warnings.push(format!(
-                    "source `{name}`: `postback_url` only applies to PayPal IPN sources"
-                ));
-            }
-            let paypal_receiver = PaypalReceiver {
-                emails: s
-                    .receiver_email
-                    .as_ref()
-                    .map(|v| v.get_ref().clone().into_vec())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|e| e.trim().to_ascii_lowercase())
-                    .filter(|e| !e.is_empty())
-                    .collect(),
-                id: s
-                    .receiver_id
-                    .as_ref()
-                    .map(|v| v.get_ref().trim().to_owned())
-                    .filter(|v| !v.is_empty()),
-            };
-            if let Some(list) = &s.receiver_email
-                && let Some(bad) = paypal_receiver.emails.iter().find(|e| !e.contains('@'))
-            {
-                problems.push(at(
-                    list.span(),
-                    format!("source `{name}`: `receiver_email` `{bad}` is not an e-mail address"),
-                ));
-            }
-            if provider == Provider::PaypalIpn && !paypal_receiver.is_configured() {
-                problems.push(at(
-                    span.clone(),
-                    format!(
-                        "source `{name}`: a PayPal source needs `receiver_email` (your PayPal account's address, or a list of them) and/or `receiver_id` (your merchant id): PayPal confirms that it sent a notification, not that the payment went to you"
-                    ),
-                ));
-            }
-            if provider != Provider::PaypalIpn
-                && (s.receiver_email.is_some() || s.receiver_id.is_some())
-            {
-                warnings.push(format!(
-                    "source `{name}`: `receiver_email` and `receiver_id` only apply to PayPal IPN sources"
-                ));
-            }
-            if s.max_body_kb == Some(0) {
-                problems.push(at(
-                    span.clone(),
-                    format!("source `{name}`: `max_body_kb` must be at least 1"),
-                ));
-            }
-            sources.insert(
-                name.clone(),
-                Source {
-                    name: name.clone(),
-                    provider,
-                    secret,
-                    secret_origin: origin,
-                    connection: s.connection.clone().unwrap_or_else(|| "sandbox".into()),
-                    persona: s.persona.clone().unwrap_or_else(|| format!("hook-{name}")),
-                    tolerance: Duration::from_secs(s.tolerance_secs.unwrap_or(300)),
-                    max_body: s
-                        .max_body_kb
-                        .map_or(DEFAULT_MAX_BODY, |kb| (kb as usize).saturating_mul(1024)),
-                    postback_url: s
-                        .postback_url
-                        .as_ref()
-                        .map_or_else(|| PAYPAL_POSTBACK_URL.to_owned(), |u| u.get_ref().clone()),
-                    paypal_receiver,
-                },
-            );
-        }
+            .enumerate()
+            .map(|(i, r)| rule(&mut c, i + 1, r, &raw.sources, &mut seen))
+            .collect();
+        let processing = processing(&mut c, raw.processing.as_ref());
+        let poller = poller(&mut c, raw.poller.as_ref());
+        let retention = retention(&mut c, raw.retention.as_ref());
+        let warnings = c.finish(file)?;
+        Ok(EventsConfig {
+            file: file.to_owned(),
+            default_connection: raw.default_connection.clone(),
+            sources,
+            rules,
+            processing,
+            poller,
+            retention,
+            warnings,
+        })
+    }
 
-        let mut rules = Vec::new();
-        let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for (i, spanned) in raw.rules.iter().enumerate() {
-            let index = i + 1;
-            let r = spanned.get_ref();
-            let (line, _) = line_col(text, spanned.span().start);
-            let source = r.source.get_ref().clone();
-            if !raw.sources.contains_key(&source) {
-                let known: Vec<&str> = raw.sources.keys().map(String::as_str).collect();
-                problems.push(at(
-                    r.source.span(),
-                    format!(
-                        "rule {index}: unknown source `{source}`{}",
-                        if known.is_empty() {
-                            " (no [sources.NAME] table is defined)".to_owned()
-                        } else {
-                            format!("; defined sources: {}", known.join(", "))
-                        }
-                    ),
-                ));
-            }
-            let product = r.product.get_ref().trim().to_owned();
-            if product.is_empty() {
-                problems.push(at(
-                    r.product.span(),
-                    format!(
-                        "rule {index}: `product` must not be empty (use \"*\" for any product)"
-                    ),
-                ));
-            }
-            let offer = r.offer.get_ref().trim().to_owned();
-            if offer.is_empty() {
-                problems.push(at(
-                    r.offer.span(),
-                    format!("rule {index}: `offer` must not be empty"),
-                ));
-            }
-            if let Some(d) = &r.access_days
-                && *d.get_ref() == 0
-            {
-                problems.push(at(
-                    d.span(),
-                    format!("rule {index}: `access_days` must be at least 1 (leave it out for unlimited access)"),
-                ));
-            }
-            let revoke_on = match &r.revoke_on {
-                None => DEFAULT_REVOKE_ON.map(str::to_owned).to_vec(),
-                Some(list) => {
-                    for k in list.get_ref() {
-                        if !REVOCABLE.contains(&k.as_str()) {
-                            problems.push(at(
-                                list.span(),
-                                format!(
-                                    "rule {index}: `revoke_on` has `{k}`; allowed: {}",
-                                    REVOCABLE.join(", ")
-                                ),
-                            ));
-                        }
-                    }
-                    list.get_ref().clone()
-                }
-            };
-            if r.grace_days.is_some() && !r.subscription.unwrap_or(false) {
-                problems.push(at(
-                    spanned.span(),
-                    format!("rule {index}: `grace_days` needs `subscription = true`"),
-                ));
-            }
-            if let Some(first) = seen.insert((source.clone(), product.clone()), index) {
-                problems.push(at(
-                    r.product.span(),
-                    format!(
-                        "rule {index}: source `{source}` product `{product}` is already mapped by rule {first}"
-                    ),
-                ));
-            }
-            let currency = r.currency.as_ref().and_then(|c| {
-                let v = c.get_ref().trim().to_ascii_uppercase();
-                if v.len() == 3 && v.chars().all(|ch| ch.is_ascii_alphabetic()) {
-                    Some(v)
-                } else {
-                    problems.push(at(
-                        c.span(),
-                        format!(
-                            "rule {index}: `currency` must be a three-letter ISO 4217 code such as \"EUR\", not `{}`",
-                            c.get_ref()
-                        ),
-                    ));
-                    None
-                }
-            });
-            let min_amount = r
-                .min_amount
-                .as_ref()
-                .and_then(|m| match m.get_ref().parse_amount() {
-                    Ok(a) if a.is_positive() => Some(a),
-                    Ok(_) => {
-                        problems.push(at(
-                            m.span(),
-                            format!(
-                                "rule {index}: `min_amount` must be above 0 (leave it out to accept any amount)"
-                            ),
-                        ));
-                        None
-                    }
-                    Err(e) => {
-                        problems.push(at(m.span(), format!("rule {index}: `min_amount` {e}")));
-                        None
-                    }
-                });
-            if r.min_amount.is_some() && r.currency.is_none() {
-                problems.push(at(
-                    spanned.span(),
-                    format!(
-                        "rule {index}: `min_amount` needs `currency` (an amount means nothing without its currency)"
-                    ),
-                ));
-            }
-            rules.push(Rule {
-                index,
-                line,
-                source,
-                product,
-                offer,
-                access_days: r.access_days.as_ref().map(|d| *d.get_ref()),
-                subscription: r.subscription.unwrap_or(false),
-                grace_days: r.grace_days.unwrap_or(0),
-                revoke_on,
-                include_test: r.include_test.unwrap_or(true),
-                currency,
-                min_amount,
-            });
+    /// Decides the school of every source and of the poller (see [`Schools::resolve`]) and
+    /// fills it in; every item without one is reported at once.
+    pub fn resolve_connections(
+        &mut self,
+        schools: &Schools,
+    ) -> Result<Vec<(String, School)>, Unresolved> {
+        let default = self.default_connection.clone();
+        let mut items: Vec<(String, &mut Option<String>)> = self
+            .sources
+            .values_mut()
+            .map(|s| (format!("source `{}`", s.name), &mut s.connection))
+            .collect();
+        if let Some(p) = self.poller.as_mut() {
+            items.push(("the poller".to_owned(), &mut p.connection));
         }
-
-        let mut processing = Processing::default();
-        if let Some(p) = &raw.processing {
-            if let Some(n) = &p.max_attempts {
-                if *n.get_ref() == 0 {
-                    problems.push(at(
-                        n.span(),
-                        "`processing.max_attempts` must be at least 1".into(),
-                    ));
-                }
-                processing.max_attempts = *n.get_ref();
-            }
-            if let Some(n) = &p.concurrency {
-                if *n.get_ref() == 0 || *n.get_ref() > 64 {
-                    problems.push(at(
-                        n.span(),
-                        "`processing.concurrency` must be 1 to 64".into(),
-                    ));
-                }
-                processing.concurrency = *n.get_ref() as usize;
-            }
-            if let Some(s) = p.base_backoff_secs {
-                processing.base_backoff = Duration::from_secs_f64(s.max(0.01));
-            }
-            if let Some(s) = p.max_backoff_secs {
-                processing.max_backoff = Duration::from_secs_f64(s.max(0.01));
-            }
-            if let Some(s) = &p.lease_secs {
-                if *s.get_ref() < 2 {
-                    problems.push(at(
-                        s.span(),
-                        "`processing.lease_secs` must be at least 2".into(),
-                    ));
-                }
-                processing.lease = Duration::from_secs(*s.get_ref());
-            }
-        }
-
-        let poller = match &raw.poller {
-            None => None,
-            Some(p) if p.get_ref().enabled == Some(false) => None,
-            Some(spanned) => {
-                let p = spanned.get_ref();
-                let mut cfg = PollerConfig::default();
-                if let Some(c) = &p.connection {
-                    cfg.connection = c.clone();
-                }
-                if let Some(n) = &p.persona {
-                    cfg.persona = n.clone();
-                }
-                if let Some(s) = &p.interval_secs {
-                    if *s.get_ref() < 10 {
-                        problems.push(at(
-                            s.span(),
-                            "`poller.interval_secs` must be at least 10".into(),
-                        ));
-                    }
-                    cfg.interval = Duration::from_secs(*s.get_ref());
-                }
-                if let Some(s) = &p.rate_share {
-                    let v = *s.get_ref();
-                    if !(v > 0.0 && v <= 1.0) {
-                        problems.push(at(
-                            s.span(),
-                            format!("`poller.rate_share` must be above 0 and at most 1, got {v}"),
-                        ));
-                    }
-                    cfg.rate_share = v;
-                }
-                cfg.courses = p.courses.clone().unwrap_or_default();
-                Some(cfg)
-            }
-        };
-
-        let mut retention = Retention::default();
-        if let Some(r) = &raw.retention {
-            for (value, field, slot) in [
-                (&r.events_days, "events_days", &mut retention.events_days),
-                (&r.refused_days, "refused_days", &mut retention.refused_days),
-            ] {
-                if let Some(v) = value {
-                    if *v.get_ref() == 0 {
-                        problems.push(at(
-                            v.span(),
-                            format!("`retention.{field}` must be at least 1"),
-                        ));
-                    }
-                    *slot = *v.get_ref();
-                }
-            }
-        }
-
-        if problems.is_empty() {
-            Ok(EventsConfig {
-                sources,
-                rules,
-                processing,
-                poller,
-                retention,
-                warnings,
-            })
-        } else {
-            problems.sort_by_key(|p| (p.line, p.column));
-            Err(ConfigError {
-                file: file.to_owned(),
-                problems,
-            })
-        }
+        let file = config_file::describe("the rules file", &self.file);
+        resolve_all(schools, items, default.as_deref(), &file)
     }
 
     /// The rule for a source's product: an exact product match, else the source's `*` rule.
@@ -671,10 +367,382 @@ impl EventsConfig {
     }
 }
 
+/// `[sources.NAME]`: `None` when its provider is unknown (the rest cannot be checked).
+fn source(
+    c: &mut Checker,
+    base: Option<&Path>,
+    name: &str,
+    raw: &Spanned<RawSource>,
+) -> Option<Source> {
+    let span = raw.span();
+    let s = raw.get_ref();
+    if !valid_name(name) {
+        c.problem(
+            span.clone(),
+            format!(
+                "source name `{name}` must be 1-64 letters, digits, `-` or `_` (it becomes the URL /hooks/{name})"
+            ),
+        );
+    }
+    let Ok(provider) = s.provider.get_ref().parse::<Provider>() else {
+        c.problem(
+            s.provider.span(),
+            format!(
+                "source `{name}`: unknown provider `{}`; expected one of {}",
+                s.provider.get_ref(),
+                Provider::ALL.map(|p| p.as_str()).join(", ")
+            ),
+        );
+        return None;
+    };
+    let given = [
+        s.secret.is_some(),
+        s.secret_env.is_some(),
+        s.secret_file.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given > 1 {
+        c.problem(
+            span.clone(),
+            format!("source `{name}`: set only one of `secret`, `secret_env`, `secret_file`"),
+        );
+    }
+    let (secret, origin) = resolve_secret(s, base, c, name);
+    if given == 0 && provider != Provider::PaypalIpn {
+        c.warn(format!(
+            "source `{name}`: no secret configured; its receiver rejects every delivery until one is set (`secret_env`, `secret_file` or `secret`)"
+        ));
+    }
+    if let Some(url) = &s.postback_url
+        && !(url.get_ref().starts_with("http://") || url.get_ref().starts_with("https://"))
+    {
+        c.problem(
+            url.span(),
+            format!("source `{name}`: `postback_url` must be an http(s) URL"),
+        );
+    }
+    if s.postback_url.is_some() && provider != Provider::PaypalIpn {
+        c.warn(format!(
+            "source `{name}`: `postback_url` only applies to PayPal IPN sources"
+        ));
+    }
+    let paypal_receiver = paypal_receiver(c, span.clone(), name, s, provider);
+    if s.max_body_kb == Some(0) {
+        c.problem(
+            span,
+            format!("source `{name}`: `max_body_kb` must be at least 1"),
+        );
+    }
+    Some(Source {
+        name: name.to_owned(),
+        provider,
+        secret,
+        secret_origin: origin,
+        connection: s.connection.clone(),
+        persona: s.persona.clone().unwrap_or_else(|| format!("hook-{name}")),
+        tolerance: Duration::from_secs(s.tolerance_secs.unwrap_or(300)),
+        max_body: s
+            .max_body_kb
+            .map_or(DEFAULT_MAX_BODY, |kb| (kb as usize).saturating_mul(1024)),
+        postback_url: s
+            .postback_url
+            .as_ref()
+            .map_or_else(|| PAYPAL_POSTBACK_URL.to_owned(), |u| u.get_ref().clone()),
+        paypal_receiver,
+    })
+}
+
+/// A source's `receiver_email` / `receiver_id`: required for PayPal, meaningless elsewhere.
+fn paypal_receiver(
+    c: &mut Checker,
+    span: std::ops::Range<usize>,
+    name: &str,
+    s: &RawSource,
+    provider: Provider,
+) -> PaypalReceiver {
+    let receiver = PaypalReceiver {
+        emails: s
+            .receiver_email
+            .as_ref()
+            .map(|v| v.get_ref().clone().into_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.trim().to_ascii_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect(),
+        id: s
+            .receiver_id
+            .as_ref()
+            .map(|v| v.get_ref().trim().to_owned())
+            .filter(|v| !v.is_empty()),
+    };
+    if let Some(list) = &s.receiver_email
+        && let Some(bad) = receiver.emails.iter().find(|e| !e.contains('@'))
+    {
+        c.problem(
+            list.span(),
+            format!("source `{name}`: `receiver_email` `{bad}` is not an e-mail address"),
+        );
+    }
+    if provider == Provider::PaypalIpn && !receiver.is_configured() {
+        c.problem(
+            span,
+            format!(
+                "source `{name}`: a PayPal source needs `receiver_email` (your PayPal account's address, or a list of them) and/or `receiver_id` (your merchant id): PayPal confirms that it sent a notification, not that the payment went to you"
+            ),
+        );
+    }
+    if provider != Provider::PaypalIpn && (s.receiver_email.is_some() || s.receiver_id.is_some()) {
+        c.warn(format!(
+            "source `{name}`: `receiver_email` and `receiver_id` only apply to PayPal IPN sources"
+        ));
+    }
+    receiver
+}
+
+/// `[[rules]]` number `index`; `seen` maps each (source, product) to the rule that took it.
+fn rule(
+    c: &mut Checker,
+    index: usize,
+    spanned: &Spanned<RawRule>,
+    sources: &BTreeMap<String, Spanned<RawSource>>,
+    seen: &mut BTreeMap<(String, String), usize>,
+) -> Rule {
+    let r = spanned.get_ref();
+    let source = r.source.get_ref().clone();
+    if !sources.contains_key(&source) {
+        let known: Vec<&str> = sources.keys().map(String::as_str).collect();
+        c.problem(
+            r.source.span(),
+            format!(
+                "rule {index}: unknown source `{source}`{}",
+                if known.is_empty() {
+                    " (no [sources.NAME] table is defined)".to_owned()
+                } else {
+                    format!("; defined sources: {}", known.join(", "))
+                }
+            ),
+        );
+    }
+    let product = r.product.get_ref().trim().to_owned();
+    if product.is_empty() {
+        c.problem(
+            r.product.span(),
+            format!("rule {index}: `product` must not be empty (use \"*\" for any product)"),
+        );
+    }
+    let offer = r.offer.get_ref().trim().to_owned();
+    if offer.is_empty() {
+        c.problem(
+            r.offer.span(),
+            format!("rule {index}: `offer` must not be empty"),
+        );
+    }
+    if let Some(d) = &r.access_days
+        && *d.get_ref() == 0
+    {
+        c.problem(
+            d.span(),
+            format!(
+                "rule {index}: `access_days` must be at least 1 (leave it out for unlimited access)"
+            ),
+        );
+    }
+    let revoke_on = revoke_on(c, index, r);
+    if r.grace_days.is_some() && !r.subscription.unwrap_or(false) {
+        c.problem(
+            spanned.span(),
+            format!("rule {index}: `grace_days` needs `subscription = true`"),
+        );
+    }
+    if let Some(first) = seen.insert((source.clone(), product.clone()), index) {
+        c.problem(
+            r.product.span(),
+            format!(
+                "rule {index}: source `{source}` product `{product}` is already mapped by rule {first}"
+            ),
+        );
+    }
+    let (currency, min_amount) = price(c, index, spanned);
+    Rule {
+        index,
+        line: c.line(spanned.span().start),
+        source,
+        product,
+        offer,
+        access_days: r.access_days.as_ref().map(|d| *d.get_ref()),
+        subscription: r.subscription.unwrap_or(false),
+        grace_days: r.grace_days.unwrap_or(0),
+        revoke_on,
+        include_test: r.include_test.unwrap_or(true),
+        currency,
+        min_amount,
+    }
+}
+
+/// A rule's `revoke_on`: the event kinds that end access.
+fn revoke_on(c: &mut Checker, index: usize, r: &RawRule) -> Vec<String> {
+    let Some(list) = &r.revoke_on else {
+        return DEFAULT_REVOKE_ON.map(str::to_owned).to_vec();
+    };
+    for k in list.get_ref() {
+        if !REVOCABLE.contains(&k.as_str()) {
+            c.problem(
+                list.span(),
+                format!(
+                    "rule {index}: `revoke_on` has `{k}`; allowed: {}",
+                    REVOCABLE.join(", ")
+                ),
+            );
+        }
+    }
+    list.get_ref().clone()
+}
+
+/// A rule's `currency` and `min_amount`: the price a payment must have to grant.
+fn price(
+    c: &mut Checker,
+    index: usize,
+    spanned: &Spanned<RawRule>,
+) -> (Option<String>, Option<Amount>) {
+    let r = spanned.get_ref();
+    let currency = r.currency.as_ref().and_then(|cur| {
+        let v = cur.get_ref().trim().to_ascii_uppercase();
+        if v.len() == 3 && v.chars().all(|ch| ch.is_ascii_alphabetic()) {
+            Some(v)
+        } else {
+            c.problem(
+                cur.span(),
+                format!(
+                    "rule {index}: `currency` must be a three-letter ISO 4217 code such as \"EUR\", not `{}`",
+                    cur.get_ref()
+                ),
+            );
+            None
+        }
+    });
+    let min_amount = r
+        .min_amount
+        .as_ref()
+        .and_then(|m| match m.get_ref().parse_amount() {
+            Ok(a) if a.is_positive() => Some(a),
+            Ok(_) => {
+                c.problem(
+                    m.span(),
+                    format!(
+                        "rule {index}: `min_amount` must be above 0 (leave it out to accept any amount)"
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                c.problem(m.span(), format!("rule {index}: `min_amount` {e}"));
+                None
+            }
+        });
+    if r.min_amount.is_some() && r.currency.is_none() {
+        c.problem(
+            spanned.span(),
+            format!(
+                "rule {index}: `min_amount` needs `currency` (an amount means nothing without its currency)"
+            ),
+        );
+    }
+    (currency, min_amount)
+}
+
+/// `[processing]`.
+fn processing(c: &mut Checker, raw: Option<&RawProcessing>) -> Processing {
+    let mut processing = Processing::default();
+    let Some(p) = raw else {
+        return processing;
+    };
+    if let Some(n) = &p.max_attempts {
+        if *n.get_ref() == 0 {
+            c.problem(n.span(), "`processing.max_attempts` must be at least 1");
+        }
+        processing.max_attempts = *n.get_ref();
+    }
+    if let Some(n) = &p.concurrency {
+        if *n.get_ref() == 0 || *n.get_ref() > 64 {
+            c.problem(n.span(), "`processing.concurrency` must be 1 to 64");
+        }
+        processing.concurrency = *n.get_ref() as usize;
+    }
+    if let Some(s) = p.base_backoff_secs {
+        processing.base_backoff = Duration::from_secs_f64(s.max(0.01));
+    }
+    if let Some(s) = p.max_backoff_secs {
+        processing.max_backoff = Duration::from_secs_f64(s.max(0.01));
+    }
+    if let Some(s) = &p.lease_secs {
+        if *s.get_ref() < 2 {
+            c.problem(s.span(), "`processing.lease_secs` must be at least 2");
+        }
+        processing.lease = Duration::from_secs(*s.get_ref());
+    }
+    processing
+}
+
+/// `[poller]`: `None` when absent or switched off.
+fn poller(c: &mut Checker, raw: Option<&Spanned<RawPoller>>) -> Option<PollerConfig> {
+    let p = raw?.get_ref();
+    if p.enabled == Some(false) {
+        return None;
+    }
+    let mut cfg = PollerConfig {
+        connection: p.connection.clone(),
+        ..PollerConfig::default()
+    };
+    if let Some(n) = &p.persona {
+        cfg.persona = n.clone();
+    }
+    if let Some(s) = &p.interval_secs {
+        if *s.get_ref() < 10 {
+            c.problem(s.span(), "`poller.interval_secs` must be at least 10");
+        }
+        cfg.interval = Duration::from_secs(*s.get_ref());
+    }
+    if let Some(s) = &p.rate_share {
+        let v = *s.get_ref();
+        if !(v > 0.0 && v <= 1.0) {
+            c.problem(
+                s.span(),
+                format!("`poller.rate_share` must be above 0 and at most 1, got {v}"),
+            );
+        }
+        cfg.rate_share = v;
+    }
+    cfg.courses = p.courses.clone().unwrap_or_default();
+    Some(cfg)
+}
+
+/// `[retention]`.
+fn retention(c: &mut Checker, raw: Option<&RawRetention>) -> Retention {
+    let mut retention = Retention::default();
+    let Some(r) = raw else {
+        return retention;
+    };
+    for (value, field, slot) in [
+        (&r.events_days, "events_days", &mut retention.events_days),
+        (&r.refused_days, "refused_days", &mut retention.refused_days),
+    ] {
+        if let Some(v) = value {
+            if *v.get_ref() == 0 {
+                c.problem(v.span(), format!("`retention.{field}` must be at least 1"));
+            }
+            *slot = *v.get_ref();
+        }
+    }
+    retention
+}
+
 fn resolve_secret(
     s: &RawSource,
     base: Option<&Path>,
-    warnings: &mut Vec<String>,
+    c: &mut Checker,
     name: &str,
 ) -> (Option<SecretString>, String) {
     let non_empty = |v: String| {
@@ -688,7 +756,7 @@ fn resolve_secret(
         let var = var.get_ref();
         let value = std::env::var(var).ok().and_then(non_empty);
         if value.is_none() {
-            warnings.push(format!(
+            c.warn(format!(
                 "source `{name}`: environment variable {var} is not set; its receiver rejects every delivery"
             ));
         }
@@ -702,7 +770,7 @@ fn resolve_secret(
         let value = match std::fs::read_to_string(&path) {
             Ok(t) => non_empty(t),
             Err(e) => {
-                warnings.push(format!(
+                c.warn(format!(
                     "source `{name}`: cannot read secret file {}: {e}; its receiver rejects every delivery",
                     path.display()
                 ));
@@ -725,6 +793,7 @@ fn valid_name(name: &str) -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    default_connection: Option<String>,
     #[serde(default)]
     sources: BTreeMap<String, Spanned<RawSource>>,
     #[serde(default)]
@@ -864,7 +933,9 @@ grace_days = 3
         let c = EventsConfig::parse(GOOD, "rules.toml", None).unwrap();
         assert_eq!(c.sources.len(), 2);
         assert_eq!(c.sources["ds24"].persona, "hook-ds24");
-        assert_eq!(c.sources["ds24"].connection, "sandbox");
+        // No school is assumed: it is decided at start, against the hub's connections.
+        assert_eq!(c.sources["ds24"].connection, None);
+        assert_eq!(c.default_connection, None);
         assert_eq!(c.rule_for("ds24", Some("12345")).unwrap().offer, "offer_a");
         assert_eq!(c.rule_for("ds24", Some("999")).unwrap().offer, "offer_b");
         assert!(c.rule_for("shop", Some("12345")).is_none());

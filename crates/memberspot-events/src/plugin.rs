@@ -65,6 +65,13 @@ impl Plugin for EventsPlugin {
                 s.name, s.provider
             ));
         }
+        // Which school each item acts on is never left for the operator to guess.
+        lines.extend(
+            self.events
+                .schools()
+                .iter()
+                .map(|(item, school)| format!("          {item} acts on {school}")),
+        );
         lines
     }
 }

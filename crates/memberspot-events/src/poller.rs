@@ -35,8 +35,8 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use memberspot_api::wire::{CourseProgress, Offer, User};
-use memberspot_hub::store::{EventStatus, Inserted, NewEvent, Store, StoreError};
-use memberspot_hub::{CallContext, Hub, HubError, Principal, SANDBOX_CONNECTION, Surface};
+use memberspot_hub::store::{EventStatus, EventStore, Inserted, NewEvent, StoreError};
+use memberspot_hub::{CallContext, Hub, HubError, Principal, Surface};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -61,8 +61,10 @@ const COURSE_PREFIX: &str = "course:";
 /// What the poller watches and how hard it may read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PollerConfig {
-    /// Hub connection name, e.g. "sandbox" or "school".
-    pub connection: String,
+    /// Hub connection name, e.g. "school": as the rules file names it, filled in when the
+    /// events subsystem starts (the file's `default_connection`, or the embedded sandbox
+    /// while it is the only connection).
+    pub connection: Option<String>,
     /// Persona the reads run as; must exist on `connection` with scope "read".
     pub persona: String,
     /// Between cycle starts.
@@ -75,10 +77,17 @@ pub struct PollerConfig {
     pub courses: Vec<String>,
 }
 
+impl PollerConfig {
+    /// The school watched once resolved; empty (no school: every cycle fails) before.
+    pub fn connection(&self) -> &str {
+        self.connection.as_deref().unwrap_or_default()
+    }
+}
+
 impl Default for PollerConfig {
     fn default() -> Self {
         PollerConfig {
-            connection: SANDBOX_CONNECTION.to_string(),
+            connection: None,
             persona: DEFAULT_PERSONA.to_string(),
             interval: Duration::from_secs(300),
             rate_share: 0.5,
@@ -747,7 +756,7 @@ impl Poller {
         if let Err(e) = &result {
             // For status pages; best effort, the error is returned either way.
             let value = json!({ "at": Utc::now().timestamp_millis(), "error": e.to_string() });
-            let key = meta_key(&self.config.connection, "last_error");
+            let key = meta_key(self.config.connection(), "last_error");
             if let Err(store_err) = self.store().set_meta(&key, &value.to_string()).await {
                 tracing::debug!(error = %store_err, "poller: could not record the failure");
             }
@@ -760,7 +769,7 @@ impl Poller {
     pub async fn run(self, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(self.config.interval.max(MIN_INTERVAL));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let connection = self.config.connection.clone();
+        let connection = self.config.connection().to_owned();
         tracing::info!(connection = %connection, persona = %self.config.persona, "poller started");
         loop {
             tokio::select! {
@@ -797,28 +806,28 @@ impl Poller {
         tracing::info!(connection = %connection, "poller stopped");
     }
 
-    fn store(&self) -> &Store {
-        self.hub.store()
+    fn store(&self) -> EventStore<'_> {
+        self.hub.events_store()
     }
 
     fn store_err(&self, source: StoreError) -> PollError {
         PollError::Store {
-            connection: self.config.connection.clone(),
+            connection: self.config.connection().to_owned(),
             source,
         }
     }
 
     async fn meta(&self, name: &str) -> Result<Option<String>, PollError> {
         self.store()
-            .get_meta(&meta_key(&self.config.connection, name))
+            .get_meta(&meta_key(self.config.connection(), name))
             .await
             .map_err(|e| self.store_err(e))
     }
 
     fn check_config(&self) -> Result<(), PollError> {
         let c = &self.config;
-        let problem = if c.connection.trim().is_empty() {
-            Some("the connection name is empty".to_string())
+        let problem = if c.connection().trim().is_empty() {
+            Some("no connection: it is decided when the events subsystem starts".to_string())
         } else if c.persona.trim().is_empty() {
             Some("the persona name is empty".to_string())
         } else if !(c.rate_share.is_finite() && c.rate_share > 0.0 && c.rate_share <= 1.0) {
@@ -831,7 +840,7 @@ impl Poller {
         };
         match problem {
             Some(message) => Err(PollError::Config {
-                connection: c.connection.clone(),
+                connection: c.connection().to_owned(),
                 message,
             }),
             None => Ok(()),
@@ -843,7 +852,7 @@ impl Poller {
         let started_ms = Utc::now().timestamp_millis();
         self.check_config()?;
         let cfg = &self.config;
-        let connection = cfg.connection.as_str();
+        let connection = cfg.connection();
 
         // Re-read every cycle: a revoked persona stops the reads, a new scope or rate
         // limit applies without a restart.
@@ -863,14 +872,13 @@ impl Poller {
                 actual: persona.connection.clone(),
             });
         }
-        let conn = self
-            .store()
-            .get_connection(connection)
-            .await
-            .map_err(|e| self.store_err(e))?
-            .ok_or_else(|| PollError::NoConnection {
+        // The hub answers an absent connection as not found, anything else is the store's.
+        let conn = self.hub.connection(connection).await.map_err(|e| match e {
+            HubError::Store(e) => self.store_err(e),
+            _ => PollError::NoConnection {
                 connection: connection.to_string(),
-            })?;
+            },
+        })?;
 
         // Where the last applied cycle left off.
         let baseline_at = self.meta("baseline_at").await?;

@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use memberspot_hub::store::{EventStatus, Inserted, NewDelivery, NewEvent};
+use memberspot_hub::store::{EventStatus, Inserted, NewDelivery, NewEvent, Verification};
 use memberspot_webhooks::{Delivery, Event, EventKind, Provider, VerifyError};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -202,7 +202,7 @@ async fn handle(
         headers: stored_headers(&pairs),
         body: Some(memberspot_webhooks::redact_body(source.provider, &body)),
         body_bytes: body.len(),
-        verification: "verified".into(),
+        verification: Verification::Verified,
         error: None,
     };
     let parsed = memberspot_webhooks::normalize(source.provider, &delivery);
@@ -215,7 +215,7 @@ async fn handle(
     };
     let stored = events
         .hub()
-        .store()
+        .events_store()
         .record_delivery(&record, &new_events)
         .await;
     let inserted = match stored {
@@ -416,10 +416,15 @@ async fn refuse(
         headers: Vec::new(),
         body: None,
         body_bytes,
-        verification: "rejected".into(),
+        verification: Verification::Rejected,
         error: Some(reason.reason()),
     };
-    if let Err(err) = events.hub().store().record_delivery(&record, &[]).await {
+    if let Err(err) = events
+        .hub()
+        .events_store()
+        .record_delivery(&record, &[])
+        .await
+    {
         tracing::error!(error = %err, "could not record a refused delivery");
     }
     error(status, code, message)
@@ -451,7 +456,7 @@ fn new_event(source: &Source, e: &Event) -> NewEvent {
         currency: e.currency.as_deref().map(|c| c.trim().to_ascii_uppercase()),
         data: serde_json::to_value(e).unwrap_or_else(|_| json!({})),
         status,
-        connection: Some(source.connection.clone()),
+        connection: Some(source.connection().to_owned()),
         verified: true,
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use chrono::{DateTime, Utc};
 use memberspot_hub::admin::PersonaSpec;
+use memberspot_hub::schools::School;
 use memberspot_hub::store::{
     Delivery, EventAction, EventFilter, EventLogEntry, EventPurge, EventStatus, StoredEvent,
 };
@@ -42,6 +43,8 @@ pub struct Events {
 struct Inner {
     hub: Hub,
     config: EventsConfig,
+    /// The school each source and the poller acts on, and how it was chosen.
+    schools: Vec<(String, School)>,
     notify: Notify,
     clock: Clock,
     http: reqwest::Client,
@@ -57,36 +60,46 @@ impl FromRef<Events> for Hub {
 }
 
 impl Events {
-    /// Sets the events subsystem up on `hub`: creates each source's persona (and the
-    /// poller's) when missing. Workers start with [`Events::spawn`].
+    /// Sets the events subsystem up on `hub`: decides the school of each source and of the
+    /// poller (an error names every one that has none, see
+    /// [`EventsConfig::resolve_connections`]) and creates their personas when missing.
+    /// Workers start with [`Events::spawn`].
     pub async fn start(hub: Hub, config: EventsConfig) -> Result<Events, HubError> {
         Self::start_with_clock(hub, config, Arc::new(Utc::now)).await
     }
 
     pub async fn start_with_clock(
         hub: Hub,
-        config: EventsConfig,
+        mut config: EventsConfig,
         clock: Clock,
     ) -> Result<Events, HubError> {
+        let schools = config.resolve_connections(&hub.schools().await?)?;
+        memberspot_hub::schools::log(&schools);
         ensure_personas(&hub, &config).await?;
         for source in config.sources.values() {
             let n = hub
-                .store()
-                .backfill_event_connection(&source.name, &source.connection)
+                .events_store()
+                .backfill_event_connection(&source.name, source.connection())
                 .await?;
             if n > 0 {
-                tracing::info!(source = %source.name, connection = %source.connection, events = n, "assigned earlier events to their school");
+                tracing::info!(source = %source.name, connection = %source.connection(), events = n, "assigned earlier events to their school");
             }
         }
-        Self::build(hub, config, clock)
+        Self::build(hub, config, clock, schools)
     }
 
-    /// For reading, replaying and dry runs: creates no personas and starts nothing.
+    /// For reading, replaying and dry runs: creates no personas, starts nothing and decides
+    /// no school (see [`Events::start`]).
     pub fn offline(hub: Hub, config: EventsConfig) -> Result<Events, HubError> {
-        Self::build(hub, config, Arc::new(Utc::now))
+        Self::build(hub, config, Arc::new(Utc::now), Vec::new())
     }
 
-    fn build(hub: Hub, config: EventsConfig, clock: Clock) -> Result<Events, HubError> {
+    fn build(
+        hub: Hub,
+        config: EventsConfig,
+        clock: Clock,
+        schools: Vec<(String, School)>,
+    ) -> Result<Events, HubError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
@@ -95,6 +108,7 @@ impl Events {
             inner: Arc::new(Inner {
                 hub,
                 config,
+                schools,
                 notify: Notify::new(),
                 clock,
                 http,
@@ -113,6 +127,12 @@ impl Events {
 
     pub fn config(&self) -> &EventsConfig {
         &self.inner.config
+    }
+
+    /// The school each source (`source \`NAME\``) and the poller acts on, as decided at
+    /// start: for `serve` to print.
+    pub fn schools(&self) -> &[(String, School)] {
+        &self.inner.schools
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -163,7 +183,7 @@ impl Events {
 
     /// An event with its delivery, processing history, tool calls and their audit records.
     pub async fn show(&self, id: &str) -> Result<EventDetail, HubError> {
-        let store = self.inner.hub.store();
+        let store = self.inner.hub.events_store();
         let event = store
             .get_event(id)
             .await?
@@ -176,8 +196,10 @@ impl Events {
         let actions = store.event_actions(id).await?;
         let mut audit = Vec::new();
         for a in &actions {
-            let records = store
-                .query_audit(&AuditFilter {
+            let records = self
+                .inner
+                .hub
+                .audit(&AuditFilter {
                     request_id: Some(a.request_id.clone()),
                     limit: Some(10),
                     ..Default::default()
@@ -213,7 +235,7 @@ impl Events {
         let purged = self
             .inner
             .hub
-            .store()
+            .events_store()
             .purge_events(
                 before(retention.events_days),
                 before(retention.refused_days),
@@ -223,14 +245,14 @@ impl Events {
     }
 
     pub async fn list(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, HubError> {
-        Ok(self.inner.hub.store().list_events(filter).await?)
+        Ok(self.inner.hub.events_store().list_events(filter).await?)
     }
 
     /// Queues an event again. Tool calls it already planned are resumed (those that
     /// succeeded are not repeated); an event that planned none is decided afresh under the
     /// current rules (e.g. an unmatched event after its product was mapped).
     pub async fn replay(&self, id: &str, by: &str) -> Result<StoredEvent, HubError> {
-        let event = self.inner.hub.store().replay_event(id, by).await?;
+        let event = self.inner.hub.events_store().replay_event(id, by).await?;
         self.wake();
         Ok(event)
     }
@@ -240,7 +262,7 @@ impl Events {
     pub async fn dry_run(&self, filter: &EventFilter) -> Result<Vec<DryRunLine>, HubError> {
         let mut filter = filter.clone();
         filter.oldest_first = true;
-        let events = self.inner.hub.store().list_events(&filter).await?;
+        let events = self.inner.hub.events_store().list_events(&filter).await?;
         // Simulated order state: (state, email, offer).
         type Sim = (String, Option<String>, Option<String>);
         let mut orders: std::collections::HashMap<(String, String), Sim> = Default::default();
@@ -380,7 +402,7 @@ async fn ensure_personas(hub: &Hub, config: &EventsConfig) -> Result<(), HubErro
         ensure_persona(
                 hub,
                 &source.persona,
-                &source.connection,
+                source.connection(),
                 SOURCE_TOOLS.map(str::to_owned).to_vec(),
                 format!(
                     "Acts on {} webhooks received at /hooks/{} (offers {}); created by the events subsystem",
@@ -395,7 +417,7 @@ async fn ensure_personas(hub: &Hub, config: &EventsConfig) -> Result<(), HubErro
         ensure_persona(
             hub,
             &p.persona,
-            &p.connection,
+            p.connection(),
             vec!["read".into()],
             "Reads the school for change detection; created by the events subsystem".into(),
         )
@@ -411,7 +433,12 @@ async fn ensure_persona(
     scopes: Vec<String>,
     description: String,
 ) -> Result<(), HubError> {
-    match hub.store().get_persona(name).await? {
+    let existing = match hub.persona_any(name).await {
+        Ok(p) => Some(p),
+        Err(HubError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    match existing {
         Some(p) if p.revoked_at.is_some() => {
             tracing::warn!(
                 persona = name,

@@ -19,7 +19,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use memberspot_api::retry::Backoff;
-use memberspot_hub::store::{EventFinish, EventStatus, OrderAccess, OrderFence, StoredEvent};
+use memberspot_hub::store::{
+    EventFinish, EventStatus, OrderAccess, OrderFence, StoredEvent, Verification,
+};
 use memberspot_hub::{CallContext, HubError, Principal, Surface};
 use memberspot_tools::ToolError;
 use serde_json::{Value, json};
@@ -49,7 +51,7 @@ pub async fn run(events: Events, cancel: CancellationToken) {
         let owner = attempt_owner(events.worker_id());
         let claimed = events
             .hub()
-            .store()
+            .events_store()
             .claim_events(&owner, concurrency as u32, lease_until)
             .await;
         match claimed {
@@ -82,7 +84,7 @@ fn attempt_owner(worker: &str) -> String {
 
 /// Processes one event claimed under `owner` and records how it ended.
 pub async fn process(events: &Events, e: StoredEvent, owner: &str) {
-    let store = events.hub().store();
+    let store = events.hub().events_store();
     let worker = owner.to_owned();
     match store.start_attempt(&e.id, &worker).await {
         Ok(true) => {}
@@ -213,7 +215,7 @@ impl LeaseKeeper {
                     let held = order.lock().ok().and_then(|o| o.clone());
                     let renewed = events
                         .hub()
-                        .store()
+                        .events_store()
                         .renew_lease(
                             &event_id,
                             &owner,
@@ -280,12 +282,17 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str, lease: &LeaseKee
     }
     // An event belongs to the school its source acted on when it arrived: a source moved
     // to another connection since never carries old events over.
-    if let Some(conn) = e.connection.as_deref().filter(|c| *c != source.connection) {
+    if let Some(conn) = e
+        .connection
+        .as_deref()
+        .filter(|c| *c != source.connection())
+    {
         return Handled::Final(
             EventStatus::Unmatched,
             format!(
                 "received for connection `{conn}`, but source `{}` now acts on `{}`: nothing changed",
-                source.name, source.connection
+                source.name,
+                source.connection()
             ),
         );
     }
@@ -326,7 +333,7 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str, lease: &LeaseKee
         .order_id
         .clone()
         .unwrap_or_else(|| format!("event:{}", e.id));
-    let store = events.hub().store();
+    let store = events.hub().events_store();
     let lease_until = wall_ms() + lease_ms(events);
     // The lock belongs to this attempt alone: another task of this process working on an
     // event of the same order does not hold it.
@@ -386,7 +393,11 @@ async fn rule_via_order(
     let Some(order) = &e.order_id else {
         return Ok(None);
     };
-    let stored = events.hub().store().get_order(&e.source, order).await?;
+    let stored = events
+        .hub()
+        .events_store()
+        .get_order(&e.source, order)
+        .await?;
     Ok(stored
         .and_then(|o| o.offer_id)
         .and_then(|offer| events.config().rule_for_offer(&e.source, &offer).cloned()))
@@ -410,7 +421,11 @@ async fn rule_ending_unknown_order(
     let Some(rule) = ending else {
         return Ok(None);
     };
-    let known = events.hub().store().get_order(&e.source, order).await?;
+    let known = events
+        .hub()
+        .events_store()
+        .get_order(&e.source, order)
+        .await?;
     Ok(known.is_none().then(|| rule.clone()))
 }
 
@@ -423,7 +438,7 @@ async fn decide_and_act(
     attempt: &Attempt<'_>,
 ) -> Handled {
     let order_key = attempt.order_key;
-    let store = events.hub().store();
+    let store = events.hub().events_store();
     let planned = match store.event_actions(&e.id).await {
         Ok(p) => p,
         Err(err) => return failed_store(err),
@@ -576,7 +591,7 @@ async fn run_step(
     state: &str,
     prompt: &str,
 ) -> Result<(), Handled> {
-    let store = events.hub().store();
+    let store = events.hub().events_store();
     let mut ctx = CallContext::new(Surface::Events);
     ctx.prompt = Some(prompt.to_owned());
     if matches!(state, "ok" | "skipped") {
@@ -740,9 +755,9 @@ async fn check_postback(events: &Events, e: &StoredEvent, source: &Source) -> Op
         return None;
     }
     let delivery_id = e.delivery_id.as_deref()?;
-    let store = events.hub().store();
+    let store = events.hub().events_store();
     let delivery = match store.get_delivery(delivery_id).await {
-        Ok(Some(d)) if d.verification == "postback" => d,
+        Ok(Some(d)) if d.verification == Verification::Postback => d,
         Ok(_) => return None,
         Err(err) => return Some(failed_store(err)),
     };
@@ -788,7 +803,7 @@ pub async fn sweep_grace_periods(events: Events, cancel: CancellationToken) {
 
 /// One sweep; returns how many orders were suspended.
 pub async fn sweep_once(events: &Events) -> Result<usize, HubError> {
-    let store = events.hub().store();
+    let store = events.hub().events_store();
     let now = ms(events.now());
     let mut suspended = 0;
     for o in store.orders_in_state(state::GRACE).await? {
@@ -820,7 +835,7 @@ async fn suspend(
     o: &OrderAccess,
     owner: &str,
 ) -> Result<bool, HubError> {
-    let store = events.hub().store();
+    let store = events.hub().events_store();
     // Re-read under the lock: a payment may have arrived meanwhile.
     let Some(current) = store.get_order(&o.source, &o.order_id).await? else {
         return Ok(false);

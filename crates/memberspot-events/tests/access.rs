@@ -92,7 +92,7 @@ subscription = true
         })
         .await
         .unwrap();
-    assert_eq!(audit[0].surface, "events");
+    assert_eq!(audit[0].surface.as_str(), "events");
     assert!(audit[0].prompt.as_deref().unwrap().contains(&list[0].id));
     assert_eq!(audit[0].arguments["order_id"], "MBR7Q2XZ");
 
@@ -522,7 +522,7 @@ async fn grace_period_then_suspension_then_payment() {
     }
     let order = w
         .hub
-        .store()
+        .events_store()
         .get_order("ds24", "ORD-G")
         .await
         .unwrap()
@@ -551,7 +551,7 @@ async fn grace_period_then_suspension_then_payment() {
     assert_eq!(holding(&w, sub, &offers[1]).await.unwrap()["active"], false);
     assert_eq!(
         w.hub
-            .store()
+            .events_store()
             .get_order("ds24", "ORD-G")
             .await
             .unwrap()
@@ -610,7 +610,7 @@ async fn a_revoked_source_persona_stops_its_events() {
         .await
         .unwrap();
     assert!(
-        !records.is_empty() && records.iter().all(|r| r.outcome == "denied"),
+        !records.is_empty() && records.iter().all(|r| r.outcome.as_str() == "denied"),
         "{records:?}"
     );
     served.stop().await;

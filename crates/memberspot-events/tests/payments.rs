@@ -99,7 +99,7 @@ async fn events_of(
 async fn refused(w: &common::World, source: &str) -> Vec<memberspot_hub::store::Delivery> {
     let list = w
         .hub
-        .store()
+        .events_store()
         .refused_deliveries(Some(source), 1000)
         .await
         .unwrap();
@@ -322,7 +322,7 @@ async fn an_older_unverified_event_that_fails_gives_its_key_up() {
         headers: vec![],
         body: Some(forged.clone().into_bytes()),
         body_bytes: forged.len(),
-        verification: "postback".into(),
+        verification: memberspot_hub::store::Verification::Postback,
         error: None,
     };
     let stored = NewEvent {
@@ -343,7 +343,7 @@ async fn an_older_unverified_event_that_fails_gives_its_key_up() {
         verified: false,
     };
     w.hub
-        .store()
+        .events_store()
         .record_delivery(&delivery, &[stored])
         .await
         .unwrap();

@@ -20,7 +20,7 @@ const NEW_EMAIL: &str = "neu.mitglied@example.com";
 
 fn config(courses: &[&str]) -> PollerConfig {
     PollerConfig {
-        connection: "school".into(),
+        connection: Some("school".into()),
         persona: "poller".into(),
         interval: Duration::from_secs(300),
         rate_share: 1.0,
@@ -65,7 +65,7 @@ async fn complete_post(w: &World, email: &str, course: &str, post: &str) {
 
 /// Every poller event of the school, oldest first.
 async fn poll_events(hub: &Hub) -> Vec<StoredEvent> {
-    hub.store()
+    hub.events_store()
         .list_events(&EventFilter {
             source: Some("poll:school".into()),
             oldest_first: true,
@@ -459,7 +459,7 @@ async fn failures(backend: Backend) {
             ..config(&[])
         },
     );
-    let before = w.hub.store().load_snapshot("school").await.unwrap();
+    let before = w.hub.events_store().load_snapshot("school").await.unwrap();
     let err = slow.run_cycle().await.unwrap_err();
     assert!(
         matches!(
@@ -480,7 +480,10 @@ async fn failures(backend: Backend) {
         poll_events(&w.hub).await.is_empty(),
         "nobody reported deleted"
     );
-    assert_eq!(w.hub.store().load_snapshot("school").await.unwrap(), before);
+    assert_eq!(
+        w.hub.events_store().load_snapshot("school").await.unwrap(),
+        before
+    );
     assert!(
         w.hub
             .store()

@@ -89,7 +89,11 @@ async fn bench_digest() {
             })
             .collect();
         let at = start.timestamp_millis() + span * (b as i64) / ((N / BATCH) as i64);
-        store.insert_events_at(&events, at).await.expect("insert");
+        store
+            .events()
+            .insert_events_at(&events, at)
+            .await
+            .expect("insert");
     }
     println!(
         "digest: seeded {N} events in the day in {:.1}s",
@@ -99,9 +103,16 @@ async fn bench_digest() {
     let mut purchases = 0;
     for _ in 0..5 {
         let t = Instant::now();
-        let d = digest::build(&store, "school", date, tz, &Names::default(), Utc::now())
-            .await
-            .expect("digest");
+        let d = digest::build(
+            store.flows(),
+            "school",
+            date,
+            tz,
+            &Names::default(),
+            Utc::now(),
+        )
+        .await
+        .expect("digest");
         let _ = (d.to_text(), d.to_html(), d.to_slack_blocks());
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         purchases = d.numbers.purchases;
@@ -169,8 +180,9 @@ async fn bench_sync() {
     let toml = "[[syncs]]\nname = \"seats\"\npersona = \"seat-sync\"\nconnection = \"school\"\nconcurrency = 32\nsource.csv = \"seats.csv\"\n\
                 [syncs.map]\nemail = \"{{ row.email }}\"\noffer = \"{{ row.offer }}\"\nfirst_name = \"{{ row.first }}\"\n";
     let cfg = FlowsConfig::parse(toml, "flows.toml", Some(dir.path())).expect("flows");
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).expect("flows");
-    flows.ensure_personas().await.expect("personas");
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .expect("flows");
     let rss_before = peak_rss_mb();
     let t = Instant::now();
     let report = flows

@@ -3,7 +3,7 @@
 //! Validated as a whole; every problem names the file, line and column. Secrets (the Slack
 //! webhook URL, the SMTP password) come from environment variables or files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,9 +12,14 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use toml::Spanned;
 
+use memberspot_hub::schools::{School, SchoolError, Schools, Unresolved, resolve_all};
+
 use crate::schedule::{Missed, Schedule};
 
-use memberspot_hub::config_file::{self, line_col, parse_toml, problem_at};
+/// How the daily summary is named where its school is reported.
+pub const DIGEST_ITEM: &str = "the daily summary";
+
+use memberspot_hub::config_file::{self, Checker, parse_toml};
 pub use memberspot_hub::config_file::{ConfigError, Problem};
 
 /// Where the daily summary goes.
@@ -45,8 +50,9 @@ pub struct DigestConfig {
     pub timezone: String,
     pub schedule: Schedule,
     pub missed: Missed,
-    /// The connection whose offer and course names are shown.
-    pub connection: String,
+    /// The connection whose day is summed up: as the file names it, filled in when flows
+    /// start (or when the summary is made, while it is off).
+    pub connection: Option<String>,
     /// Targets; empty = every configured one.
     pub to: Vec<Target>,
     /// A model from the models file; none = the template summary.
@@ -140,8 +146,9 @@ pub struct Flow {
     pub name: String,
     pub description: String,
     pub persona: String,
-    /// The school the persona acts on (where it is created when missing).
-    pub connection: String,
+    /// The school the persona acts on (where it is created when missing): as the file
+    /// names it, filled in when flows start.
+    pub connection: Option<String>,
     pub trigger: Trigger,
     pub steps: Vec<Step>,
     pub line: usize,
@@ -150,6 +157,10 @@ pub struct Flow {
 /// The whole, validated file.
 #[derive(Debug, Clone, Default)]
 pub struct FlowsConfig {
+    /// The file as given to [`FlowsConfig::parse`], for messages.
+    pub file: String,
+    /// The school of the summary, flows, syncs and exports that name none.
+    pub default_connection: Option<String>,
     pub digest: Option<DigestConfig>,
     pub delivery: Delivery,
     pub flows: Vec<Flow>,
@@ -167,471 +178,88 @@ impl FlowsConfig {
     }
 
     /// Parses and validates. `base` resolves relative paths (`password_file`, `prompt_file`).
+    /// Every section is checked, so all problems are reported at once.
     pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<FlowsConfig, ConfigError> {
-        let at = |span, message| problem_at(text, span, message);
         let raw: RawFile = parse_toml(file, text)?;
-        let mut problems = Vec::new();
-        let mut warnings = Vec::new();
-        let resolve = |p: &Path| match base {
-            Some(b) if p.is_relative() => b.join(p),
-            _ => p.to_path_buf(),
-        };
-
-        // Delivery targets.
-        let mut delivery = Delivery::default();
-        if let Some(s) = &raw.delivery.slack {
-            let span = s.span();
-            let s = s.get_ref();
-            match secret_value("delivery.slack", "webhook_url", s.webhook_url.as_deref(), s.webhook_url_env.as_deref(), s.webhook_url_file.as_deref().map(resolve).as_deref()) {
-                Ok(Some(url)) => {
-                    let mut t = SlackTarget::new(url);
-                    if let Some(n) = s.max_attempts {
-                        t.max_attempts = n.max(1);
-                    }
-                    delivery.slack = Some(t);
-                }
-                Ok(None) => warnings.push("delivery.slack: the webhook URL is not set (webhook_url_env / webhook_url_file); Slack delivery is off".into()),
-                Err(m) => problems.push(at(span, m)),
-            }
-        }
-        if let Some(e) = &raw.delivery.email {
-            let span = e.span();
-            let e = e.get_ref();
-            let security = match e.security.as_deref().unwrap_or("starttls") {
-                "starttls" => Security::StartTls,
-                "tls" => Security::Tls,
-                "none" => Security::None,
-                other => {
-                    problems.push(at(
-                        span.clone(),
-                        format!("delivery.email.security: `{other}`; use starttls, tls or none"),
-                    ));
-                    Security::StartTls
-                }
-            };
-            if e.to.is_empty() {
-                problems.push(at(
-                    span.clone(),
-                    "delivery.email.to: give at least one recipient".into(),
-                ));
-            }
-            let password = match secret_value(
-                "delivery.email",
-                "password",
-                e.password.as_deref(),
-                e.password_env.as_deref(),
-                e.password_file.as_deref().map(resolve).as_deref(),
-            ) {
-                Ok(p) => p,
-                Err(m) => {
-                    problems.push(at(span.clone(), m));
-                    None
-                }
-            };
-            if e.username.is_some() && password.is_none() {
-                warnings.push(
-                    "delivery.email: a username without a password; the server may refuse to send"
-                        .into(),
-                );
-            }
-            delivery.email = Some(EmailTarget {
-                host: e.host.clone(),
-                port: e.port.unwrap_or_else(|| security.default_port()),
-                security,
-                username: e.username.clone(),
-                password: password.map(SecretString::from),
-                from: e.from.clone(),
-                to: e.to.clone(),
-                timeout: Duration::from_secs(e.timeout_secs.unwrap_or(30)),
-            });
-        }
-
-        // The daily summary: on when a target is configured, unless switched off.
-        let d = raw.digest.as_ref().map(|d| d.get_ref());
-        let digest_span = raw.digest.as_ref().map_or(0..0, |d| d.span());
-        let enabled = match d.and_then(|d| d.enabled) {
-            Some(v) => v,
-            None => delivery.slack.is_some() || delivery.email.is_some(),
-        };
+        let mut c = Checker::new(text);
+        let delivery = delivery(&mut c, &raw.delivery, base);
         let timezone = raw
             .timezone
             .clone()
-            .or_else(|| d.and_then(|d| d.timezone.clone()))
+            .or_else(|| {
+                raw.digest
+                    .as_ref()
+                    .and_then(|d| d.get_ref().timezone.clone())
+            })
             .unwrap_or_else(|| "Europe/Berlin".into());
-        let cron = match d.and_then(|d| d.at.as_deref()) {
-            Some(hhmm) => match parse_hhmm(hhmm) {
-                Some((h, m)) => format!("{m} {h} * * *"),
-                None => {
-                    problems.push(at(
-                        digest_span.clone(),
-                        format!("digest.at: `{hhmm}` is not a time like 07:00"),
-                    ));
-                    "0 7 * * *".into()
-                }
-            },
-            None => d
-                .and_then(|d| d.cron.clone())
-                .unwrap_or_else(|| "0 7 * * *".into()),
-        };
-        let digest = match Schedule::parse(&cron, &timezone) {
-            Ok(schedule) => {
-                let mut to = Vec::new();
-                for t in d.map(|d| d.to.clone()).unwrap_or_default() {
-                    match Target::parse(&t) {
-                        Some(t) => to.push(t),
-                        None => problems.push(at(
-                            digest_span.clone(),
-                            format!("digest.to: `{t}`; use slack, email or stdout"),
-                        )),
-                    }
-                }
-                for t in &to {
-                    if (*t == Target::Slack && delivery.slack.is_none())
-                        || (*t == Target::Email && delivery.email.is_none())
-                    {
-                        problems.push(at(
-                            digest_span.clone(),
-                            format!(
-                                "digest.to names {t:?} but [delivery.{}] is not configured",
-                                format!("{t:?}").to_lowercase()
-                            ),
-                        ));
-                    }
-                }
-                let prompt = match d.and_then(|d| d.prompt_file.as_ref()) {
-                    Some(p) => match std::fs::read_to_string(resolve(p)) {
-                        Ok(t) => Some(t),
-                        Err(e) => {
-                            problems.push(at(
-                                digest_span.clone(),
-                                format!("digest.prompt_file {}: {e}", p.display()),
-                            ));
-                            None
-                        }
-                    },
-                    None => d.and_then(|d| d.prompt.clone()),
-                };
-                Some(DigestConfig {
-                    enabled,
-                    timezone: timezone.clone(),
-                    schedule,
-                    missed: d.and_then(|d| d.missed).unwrap_or(Missed::CatchUp),
-                    connection: d
-                        .and_then(|d| d.connection.clone())
-                        .unwrap_or_else(|| "sandbox".into()),
-                    to,
-                    model: d.and_then(|d| d.model.clone()),
-                    prompt,
-                })
-            }
-            Err(m) => {
-                problems.push(at(digest_span.clone(), format!("digest: {m}")));
-                None
-            }
-        };
+        let digest = digest(&mut c, raw.digest.as_ref(), &timezone, &delivery, base);
+        let mut names = BTreeSet::new();
+        let flows = raw
+            .flows
+            .iter()
+            .map(|f| flow(&mut c, f, &mut names, &timezone, &raw.delivery))
+            .collect();
+        let syncs = raw.syncs.iter().map(|sy| sync(&mut c, sy)).collect();
+        let exports = raw.exports.iter().map(|ex| export(&mut c, ex)).collect();
+        let warnings = c.finish(file)?;
+        Ok(FlowsConfig {
+            file: file.to_owned(),
+            default_connection: raw.default_connection.clone(),
+            digest,
+            delivery,
+            flows,
+            syncs,
+            exports,
+            base: base.map(Path::to_path_buf),
+            warnings,
+        })
+    }
 
-        // User flows.
-        let mut flows = Vec::new();
-        let mut names = std::collections::BTreeSet::new();
-        for spanned in &raw.flows {
-            let f = spanned.get_ref();
-            let (line, _) = line_col(text, spanned.span().start);
-            let name = f.name.get_ref().clone();
-            if !valid_name(&name) {
-                problems.push(at(
-                    f.name.span(),
-                    format!("flow name `{name}` must be 1-64 letters, digits, `-` or `_`"),
-                ));
-            }
-            if name == "digest" {
-                problems.push(at(
-                    f.name.span(),
-                    "`digest` is the built-in daily summary's name; choose another".into(),
-                ));
-            }
-            if !names.insert(name.clone()) {
-                problems.push(at(f.name.span(), format!("flow `{name}` is defined twice")));
-            }
-            let trigger = match (&f.trigger.cron, &f.trigger.event, f.trigger.manual) {
-                (Some(c), None, None | Some(false)) => {
-                    let tz = f
-                        .trigger
-                        .timezone
-                        .clone()
-                        .unwrap_or_else(|| timezone.clone());
-                    match Schedule::parse(c.get_ref(), &tz) {
-                        Ok(schedule) => Trigger::Cron {
-                            schedule: Box::new(schedule),
-                            missed: f.trigger.missed.unwrap_or_default(),
-                        },
-                        Err(m) => {
-                            problems.push(at(c.span(), format!("flow `{name}`: {m}")));
-                            Trigger::Manual
-                        }
-                    }
-                }
-                (None, Some(kind), None | Some(false)) => Trigger::Event {
-                    kind: kind.clone(),
-                    source: f.trigger.source.clone(),
-                },
-                (None, None, _) => Trigger::Manual,
-                _ => {
-                    problems.push(at(
-                        spanned.span(),
-                        format!("flow `{name}`: give one trigger: cron, event or manual"),
-                    ));
-                    Trigger::Manual
-                }
-            };
-            let mut steps = Vec::new();
-            let mut step_names = std::collections::BTreeSet::new();
-            if f.steps.is_empty() {
-                problems.push(at(spanned.span(), format!("flow `{name}` has no steps")));
-            }
-            for (i, s) in f.steps.iter().enumerate() {
-                let st = s.get_ref();
-                let (sline, _) = line_col(text, s.span().start);
-                let step_name = st.name.clone().unwrap_or_else(|| format!("step{}", i + 1));
-                if !step_names.insert(step_name.clone()) {
-                    problems.push(at(
-                        s.span(),
-                        format!("flow `{name}`: step name `{step_name}` is used twice"),
-                    ));
-                }
-                let given = [
-                    st.tool.is_some(),
-                    st.model.is_some(),
-                    st.notify.is_some(),
-                    st.http.is_some(),
-                    st.transform.is_some(),
-                ]
-                .iter()
-                .filter(|b| **b)
-                .count();
-                if given != 1 {
-                    problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: give exactly one of tool, model, notify, http, transform")));
-                    continue;
-                }
-                let action = if let Some(tool) = &st.tool {
-                    if !is_tool(tool) {
-                        problems.push(at(
-                            s.span(),
-                            format!(
-                                "flow `{name}` step `{step_name}`: unknown tool `{tool}` (see `memberspot tools list`)"
-                            ),
-                        ));
-                        continue;
-                    }
-                    Action::Tool {
-                        tool: tool.clone(),
-                        args: st
-                            .args
-                            .clone()
-                            .unwrap_or(toml::Value::Table(Default::default())),
-                    }
-                } else if let Some(model) = &st.model {
-                    match &st.prompt {
-                        Some(p) => Action::Model {
-                            model: model.clone(),
-                            prompt: p.clone(),
-                        },
-                        None => {
-                            problems.push(at(
-                                s.span(),
-                                format!(
-                                    "flow `{name}` step `{step_name}`: a model step needs `prompt`"
-                                ),
-                            ));
-                            continue;
-                        }
-                    }
-                } else if let Some(n) = &st.notify {
-                    let target = match Target::parse(n) {
-                        Some(Target::Stdout) | None => {
-                            problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: notify = `{n}`; use slack or email")));
-                            continue;
-                        }
-                        Some(t) => t,
-                    };
-                    if (target == Target::Slack && raw.delivery.slack.is_none())
-                        || (target == Target::Email && raw.delivery.email.is_none())
-                    {
-                        problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: notify = `{n}` but [delivery.{n}] is not configured")));
-                    }
-                    Action::Notify {
-                        target,
-                        subject: st
-                            .subject
-                            .clone()
-                            .unwrap_or_else(|| format!("Memberspot flow {name}")),
-                        text: st.text.clone().unwrap_or_default(),
-                    }
-                } else if let Some(h) = &st.http {
-                    let method = h
-                        .method
-                        .clone()
-                        .unwrap_or_else(|| "POST".into())
-                        .to_ascii_uppercase();
-                    if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
-                        problems.push(at(
-                            s.span(),
-                            format!("flow `{name}` step `{step_name}`: http.method `{method}`"),
-                        ));
-                    }
-                    if h.body.is_some() && h.json.is_some() {
-                        problems.push(at(s.span(), format!("flow `{name}` step `{step_name}`: http takes `body` or `json`, not both")));
-                    }
-                    Action::Http {
-                        method,
-                        url: h.url.clone(),
-                        headers: h.headers.clone().unwrap_or_default(),
-                        body: h.body.clone(),
-                        json: h.json.clone(),
-                    }
-                } else {
-                    Action::Transform {
-                        template: st.transform.clone().unwrap_or_default(),
-                    }
-                };
-                // Templates are checked now, so typos fail at validation, not at 7 am.
-                for t in templates_of(&action) {
-                    if let Err(e) = crate::template::check(&t) {
-                        problems.push(at(
-                            s.span(),
-                            format!("flow `{name}` step `{step_name}`: template: {e}"),
-                        ));
-                    }
-                }
-                steps.push(Step {
-                    name: step_name,
-                    line: sline,
-                    action,
-                    for_each: st.for_each.clone(),
-                    item: st.item.clone().unwrap_or_else(|| "item".into()),
-                    attempts: st
-                        .retry
-                        .as_ref()
-                        .and_then(|r| r.attempts)
-                        .unwrap_or(1)
-                        .max(1),
-                    backoff: Duration::from_secs_f64(
-                        st.retry
-                            .as_ref()
-                            .and_then(|r| r.backoff_secs)
-                            .unwrap_or(2.0)
-                            .max(0.0),
-                    ),
-                    continue_on_error: st.continue_on_error.unwrap_or(false),
-                });
-            }
-            flows.push(Flow {
-                name,
-                description: f.description.clone().unwrap_or_default(),
-                persona: f.persona.clone().unwrap_or_else(|| "automation".into()),
-                connection: f
-                    .connection
-                    .clone()
-                    .unwrap_or_else(|| memberspot_hub::SANDBOX_CONNECTION.into()),
-                trigger,
-                steps,
-                line,
-            });
+    /// Decides the school of the daily summary (while it is on), every flow, sync and
+    /// export (see [`Schools::resolve`]) and fills it in; every item without one is
+    /// reported at once.
+    pub fn resolve_connections(
+        &mut self,
+        schools: &Schools,
+    ) -> Result<Vec<(String, School)>, Unresolved> {
+        let default = self.default_connection.clone();
+        let file = self.file_name();
+        let mut items: Vec<(String, &mut Option<String>)> = Vec::new();
+        if let Some(d) = self.digest.as_mut().filter(|d| d.enabled) {
+            items.push((DIGEST_ITEM.to_owned(), &mut d.connection));
         }
+        items.extend(
+            self.flows
+                .iter_mut()
+                .map(|f| (format!("flow `{}`", f.name), &mut f.connection)),
+        );
+        items.extend(
+            self.syncs
+                .iter_mut()
+                .map(|s| (format!("sync `{}`", s.name), &mut s.connection)),
+        );
+        items.extend(
+            self.exports
+                .iter_mut()
+                .map(|e| (format!("export `{}`", e.name), &mut e.connection)),
+        );
+        resolve_all(schools, items, default.as_deref(), &file)
+    }
 
-        let mut syncs = Vec::new();
-        for spanned in &raw.syncs {
-            let sy = spanned.get_ref();
-            if !valid_name(&sy.name) {
-                problems.push(at(
-                    spanned.span(),
-                    format!(
-                        "sync name `{}` must be 1-64 letters, digits, `-` or `_`",
-                        sy.name
-                    ),
-                ));
-            }
-            if sy.source.max_bytes == Some(0) {
-                problems.push(at(
-                    spanned.span(),
-                    format!("sync `{}`: source.max_bytes must be at least 1", sy.name),
-                ));
-            }
-            if let Some(u) = &sy.source.url
-                && !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-            {
-                problems.push(at(
-                    spanned.span(),
-                    format!("sync `{}`: source.url `{u}` is not an http(s) URL", sy.name),
-                ));
-            }
-            if sy.source.csv.is_none() && sy.source.url.is_none() {
-                problems.push(at(
-                    spanned.span(),
-                    format!("sync `{}`: source needs `csv` (a file) or `url`", sy.name),
-                ));
-            }
-            let m = &sy.map;
-            let mut templates = vec![("email", m.email.clone()), ("offer", m.offer.clone())];
-            for (k, v) in [
-                ("first_name", &m.first_name),
-                ("last_name", &m.last_name),
-                ("order_id", &m.order_id),
-                ("expires_at", &m.expires_at),
-                ("active", &m.active),
-            ] {
-                if let Some(v) = v {
-                    templates.push((k, v.clone()));
-                }
-            }
-            templates.extend(m.properties.values().map(|v| ("properties", v.clone())));
-            for (k, t) in templates {
-                if let Err(e) = crate::template::check(&t) {
-                    problems.push(at(
-                        spanned.span(),
-                        format!("sync `{}` map.{k}: {e}", sy.name),
-                    ));
-                }
-            }
-            syncs.push(sy.clone());
-        }
+    /// The school of the daily summary, decided now when it was not at start (the summary
+    /// is off, or there is no flows file).
+    pub fn digest_school(&self, schools: &Schools) -> Result<School, SchoolError> {
+        let named = self.digest.as_ref().and_then(|d| d.connection.as_deref());
+        schools.resolve(
+            DIGEST_ITEM,
+            named,
+            self.default_connection.as_deref(),
+            &self.file_name(),
+        )
+    }
 
-        let mut exports = Vec::new();
-        for spanned in &raw.exports {
-            let ex = spanned.get_ref();
-            if ex.file.is_some() == ex.url.is_some() {
-                problems.push(at(
-                    spanned.span(),
-                    format!("export `{}`: give exactly one of `file` and `url`", ex.name),
-                ));
-            }
-            if let Some(f) = &ex.format
-                && !["csv", "json"].contains(&f.as_str())
-            {
-                problems.push(at(
-                    spanned.span(),
-                    format!("export `{}`: format `{f}`; use csv or json", ex.name),
-                ));
-            }
-            exports.push(ex.clone());
-        }
-
-        if problems.is_empty() {
-            Ok(FlowsConfig {
-                digest,
-                delivery,
-                flows,
-                syncs,
-                exports,
-                base: base.map(Path::to_path_buf),
-                warnings,
-            })
-        } else {
-            problems.sort_by_key(|p| (p.line, p.column));
-            Err(ConfigError {
-                file: file.to_owned(),
-                problems,
-            })
-        }
+    fn file_name(&self) -> String {
+        config_file::describe("the flows file", &self.file)
     }
 
     pub fn sync(&self, name: &str) -> Option<&crate::sync::SyncSpec> {
@@ -641,6 +269,508 @@ impl FlowsConfig {
     pub fn flow(&self, name: &str) -> Option<&Flow> {
         self.flows.iter().find(|f| f.name == name)
     }
+}
+
+/// `p` relative to the flows file's directory.
+fn resolve(base: Option<&Path>, p: &Path) -> PathBuf {
+    match base {
+        Some(b) if p.is_relative() => b.join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
+/// `[delivery.slack]` and `[delivery.email]`.
+fn delivery(c: &mut Checker, raw: &RawDelivery, base: Option<&Path>) -> Delivery {
+    Delivery {
+        slack: raw.slack.as_ref().and_then(|s| slack(c, s, base)),
+        email: raw.email.as_ref().map(|e| email(c, e, base)),
+    }
+}
+
+/// `[delivery.slack]`: off (with a warning) while its webhook URL is not set.
+fn slack(c: &mut Checker, raw: &Spanned<RawSlack>, base: Option<&Path>) -> Option<SlackTarget> {
+    let s = raw.get_ref();
+    let file = s.webhook_url_file.as_deref().map(|p| resolve(base, p));
+    match secret_value(
+        "delivery.slack",
+        "webhook_url",
+        s.webhook_url.as_deref(),
+        s.webhook_url_env.as_deref(),
+        file.as_deref(),
+    ) {
+        Ok(Some(url)) => {
+            let mut t = SlackTarget::new(url);
+            if let Some(n) = s.max_attempts {
+                t.max_attempts = n.max(1);
+            }
+            Some(t)
+        }
+        Ok(None) => {
+            c.warn("delivery.slack: the webhook URL is not set (webhook_url_env / webhook_url_file); Slack delivery is off");
+            None
+        }
+        Err(m) => {
+            c.problem(raw.span(), m);
+            None
+        }
+    }
+}
+
+/// `[delivery.email]`.
+fn email(c: &mut Checker, raw: &Spanned<RawEmail>, base: Option<&Path>) -> EmailTarget {
+    let span = raw.span();
+    let e = raw.get_ref();
+    let security = match e.security.as_deref().unwrap_or("starttls") {
+        "starttls" => Security::StartTls,
+        "tls" => Security::Tls,
+        "none" => Security::None,
+        other => {
+            c.problem(
+                span.clone(),
+                format!("delivery.email.security: `{other}`; use starttls, tls or none"),
+            );
+            Security::StartTls
+        }
+    };
+    if e.to.is_empty() {
+        c.problem(
+            span.clone(),
+            "delivery.email.to: give at least one recipient",
+        );
+    }
+    let file = e.password_file.as_deref().map(|p| resolve(base, p));
+    let password = match secret_value(
+        "delivery.email",
+        "password",
+        e.password.as_deref(),
+        e.password_env.as_deref(),
+        file.as_deref(),
+    ) {
+        Ok(p) => p,
+        Err(m) => {
+            c.problem(span, m);
+            None
+        }
+    };
+    if e.username.is_some() && password.is_none() {
+        c.warn("delivery.email: a username without a password; the server may refuse to send");
+    }
+    EmailTarget {
+        host: e.host.clone(),
+        port: e.port.unwrap_or_else(|| security.default_port()),
+        security,
+        username: e.username.clone(),
+        password: password.map(SecretString::from),
+        from: e.from.clone(),
+        to: e.to.clone(),
+        timeout: Duration::from_secs(e.timeout_secs.unwrap_or(30)),
+    }
+}
+
+/// `[digest]`: the daily summary, on when a delivery target is configured unless switched
+/// off. `None` when its schedule does not parse.
+fn digest(
+    c: &mut Checker,
+    raw: Option<&Spanned<RawDigest>>,
+    timezone: &str,
+    delivery: &Delivery,
+    base: Option<&Path>,
+) -> Option<DigestConfig> {
+    let d = raw.map(|d| d.get_ref());
+    let span = raw.map_or(0..0, |d| d.span());
+    let enabled = match d.and_then(|d| d.enabled) {
+        Some(v) => v,
+        None => delivery.slack.is_some() || delivery.email.is_some(),
+    };
+    let cron = match d.and_then(|d| d.at.as_deref()) {
+        Some(hhmm) => match parse_hhmm(hhmm) {
+            Some((h, m)) => format!("{m} {h} * * *"),
+            None => {
+                c.problem(
+                    span.clone(),
+                    format!("digest.at: `{hhmm}` is not a time like 07:00"),
+                );
+                "0 7 * * *".into()
+            }
+        },
+        None => d
+            .and_then(|d| d.cron.clone())
+            .unwrap_or_else(|| "0 7 * * *".into()),
+    };
+    let schedule = match Schedule::parse(&cron, timezone) {
+        Ok(schedule) => schedule,
+        Err(m) => {
+            c.problem(span, format!("digest: {m}"));
+            return None;
+        }
+    };
+    let to = digest_targets(c, span.clone(), d, delivery);
+    let prompt = match d.and_then(|d| d.prompt_file.as_ref()) {
+        Some(p) => match std::fs::read_to_string(resolve(base, p)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                c.problem(span, format!("digest.prompt_file {}: {e}", p.display()));
+                None
+            }
+        },
+        None => d.and_then(|d| d.prompt.clone()),
+    };
+    Some(DigestConfig {
+        enabled,
+        timezone: timezone.to_owned(),
+        schedule,
+        missed: d.and_then(|d| d.missed).unwrap_or(Missed::CatchUp),
+        connection: d.and_then(|d| d.connection.clone()),
+        to,
+        model: d.and_then(|d| d.model.clone()),
+        prompt,
+    })
+}
+
+/// `digest.to`: each target must be configured under `[delivery]`.
+fn digest_targets(
+    c: &mut Checker,
+    span: std::ops::Range<usize>,
+    d: Option<&RawDigest>,
+    delivery: &Delivery,
+) -> Vec<Target> {
+    let mut to = Vec::new();
+    for t in d.map(|d| d.to.clone()).unwrap_or_default() {
+        match Target::parse(&t) {
+            Some(t) => to.push(t),
+            None => c.problem(
+                span.clone(),
+                format!("digest.to: `{t}`; use slack, email or stdout"),
+            ),
+        }
+    }
+    for t in &to {
+        if (*t == Target::Slack && delivery.slack.is_none())
+            || (*t == Target::Email && delivery.email.is_none())
+        {
+            c.problem(
+                span.clone(),
+                format!(
+                    "digest.to names {t:?} but [delivery.{}] is not configured",
+                    format!("{t:?}").to_lowercase()
+                ),
+            );
+        }
+    }
+    to
+}
+
+/// One `[[flows]]`; `names` holds the flow names seen so far.
+fn flow(
+    c: &mut Checker,
+    spanned: &Spanned<RawFlow>,
+    names: &mut BTreeSet<String>,
+    timezone: &str,
+    delivery: &RawDelivery,
+) -> Flow {
+    let f = spanned.get_ref();
+    let name = f.name.get_ref().clone();
+    if !valid_name(&name) {
+        c.problem(
+            f.name.span(),
+            format!("flow name `{name}` must be 1-64 letters, digits, `-` or `_`"),
+        );
+    }
+    if name == "digest" {
+        c.problem(
+            f.name.span(),
+            "`digest` is the built-in daily summary's name; choose another",
+        );
+    }
+    if !names.insert(name.clone()) {
+        c.problem(f.name.span(), format!("flow `{name}` is defined twice"));
+    }
+    let trigger = trigger(c, &name, spanned, timezone);
+    if f.steps.is_empty() {
+        c.problem(spanned.span(), format!("flow `{name}` has no steps"));
+    }
+    let mut step_names = BTreeSet::new();
+    let steps = f
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| step(c, &name, i, s, &mut step_names, delivery))
+        .collect();
+    Flow {
+        description: f.description.clone().unwrap_or_default(),
+        persona: f.persona.clone().unwrap_or_else(|| "automation".into()),
+        connection: f.connection.clone(),
+        trigger,
+        steps,
+        line: c.line(spanned.span().start),
+        name,
+    }
+}
+
+/// A flow's `trigger`: one of cron, event or manual (none given: manual).
+fn trigger(c: &mut Checker, name: &str, spanned: &Spanned<RawFlow>, timezone: &str) -> Trigger {
+    let t = &spanned.get_ref().trigger;
+    match (&t.cron, &t.event, t.manual) {
+        (Some(cron), None, None | Some(false)) => {
+            let tz = t.timezone.as_deref().unwrap_or(timezone);
+            match Schedule::parse(cron.get_ref(), tz) {
+                Ok(schedule) => Trigger::Cron {
+                    schedule: Box::new(schedule),
+                    missed: t.missed.unwrap_or_default(),
+                },
+                Err(m) => {
+                    c.problem(cron.span(), format!("flow `{name}`: {m}"));
+                    Trigger::Manual
+                }
+            }
+        }
+        (None, Some(kind), None | Some(false)) => Trigger::Event {
+            kind: kind.clone(),
+            source: t.source.clone(),
+        },
+        (None, None, _) => Trigger::Manual,
+        _ => {
+            c.problem(
+                spanned.span(),
+                format!("flow `{name}`: give one trigger: cron, event or manual"),
+            );
+            Trigger::Manual
+        }
+    }
+}
+
+/// Step `i` of flow `name`: `None` when what it does cannot be made out.
+fn step(
+    c: &mut Checker,
+    name: &str,
+    i: usize,
+    s: &Spanned<RawStep>,
+    step_names: &mut BTreeSet<String>,
+    delivery: &RawDelivery,
+) -> Option<Step> {
+    let st = s.get_ref();
+    let step_name = st.name.clone().unwrap_or_else(|| format!("step{}", i + 1));
+    if !step_names.insert(step_name.clone()) {
+        c.problem(
+            s.span(),
+            format!("flow `{name}`: step name `{step_name}` is used twice"),
+        );
+    }
+    let action = action(
+        c,
+        &format!("flow `{name}` step `{step_name}`"),
+        name,
+        s,
+        delivery,
+    )?;
+    // Templates are checked now, so typos fail at validation, not at 7 am.
+    for t in templates_of(&action) {
+        if let Err(e) = crate::template::check(&t) {
+            c.problem(
+                s.span(),
+                format!("flow `{name}` step `{step_name}`: template: {e}"),
+            );
+        }
+    }
+    let retry = st.retry.as_ref();
+    Some(Step {
+        line: c.line(s.span().start),
+        action,
+        for_each: st.for_each.clone(),
+        item: st.item.clone().unwrap_or_else(|| "item".into()),
+        attempts: retry.and_then(|r| r.attempts).unwrap_or(1).max(1),
+        backoff: Duration::from_secs_f64(
+            retry.and_then(|r| r.backoff_secs).unwrap_or(2.0).max(0.0),
+        ),
+        continue_on_error: st.continue_on_error.unwrap_or(false),
+        name: step_name,
+    })
+}
+
+/// What a step does: exactly one of tool, model, notify, http and transform. `what` names
+/// the step in messages.
+fn action(
+    c: &mut Checker,
+    what: &str,
+    flow: &str,
+    s: &Spanned<RawStep>,
+    delivery: &RawDelivery,
+) -> Option<Action> {
+    let st = s.get_ref();
+    let given = [
+        st.tool.is_some(),
+        st.model.is_some(),
+        st.notify.is_some(),
+        st.http.is_some(),
+        st.transform.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if given != 1 {
+        c.problem(
+            s.span(),
+            format!("{what}: give exactly one of tool, model, notify, http, transform"),
+        );
+        return None;
+    }
+    if let Some(tool) = &st.tool {
+        if !is_tool(tool) {
+            c.problem(
+                s.span(),
+                format!("{what}: unknown tool `{tool}` (see `memberspot tools list`)"),
+            );
+            return None;
+        }
+        return Some(Action::Tool {
+            tool: tool.clone(),
+            args: st
+                .args
+                .clone()
+                .unwrap_or(toml::Value::Table(Default::default())),
+        });
+    }
+    if let Some(model) = &st.model {
+        let Some(p) = &st.prompt else {
+            c.problem(s.span(), format!("{what}: a model step needs `prompt`"));
+            return None;
+        };
+        return Some(Action::Model {
+            model: model.clone(),
+            prompt: p.clone(),
+        });
+    }
+    if let Some(n) = &st.notify {
+        let target = match Target::parse(n) {
+            Some(Target::Stdout) | None => {
+                c.problem(
+                    s.span(),
+                    format!("{what}: notify = `{n}`; use slack or email"),
+                );
+                return None;
+            }
+            Some(t) => t,
+        };
+        if (target == Target::Slack && delivery.slack.is_none())
+            || (target == Target::Email && delivery.email.is_none())
+        {
+            c.problem(
+                s.span(),
+                format!("{what}: notify = `{n}` but [delivery.{n}] is not configured"),
+            );
+        }
+        return Some(Action::Notify {
+            target,
+            subject: st
+                .subject
+                .clone()
+                .unwrap_or_else(|| format!("Memberspot flow {flow}")),
+            text: st.text.clone().unwrap_or_default(),
+        });
+    }
+    if let Some(h) = &st.http {
+        let method = h
+            .method
+            .clone()
+            .unwrap_or_else(|| "POST".into())
+            .to_ascii_uppercase();
+        if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+            c.problem(s.span(), format!("{what}: http.method `{method}`"));
+        }
+        if h.body.is_some() && h.json.is_some() {
+            c.problem(
+                s.span(),
+                format!("{what}: http takes `body` or `json`, not both"),
+            );
+        }
+        return Some(Action::Http {
+            method,
+            url: h.url.clone(),
+            headers: h.headers.clone().unwrap_or_default(),
+            body: h.body.clone(),
+            json: h.json.clone(),
+        });
+    }
+    Some(Action::Transform {
+        template: st.transform.clone().unwrap_or_default(),
+    })
+}
+
+/// One `[[syncs]]`.
+fn sync(c: &mut Checker, spanned: &Spanned<crate::sync::SyncSpec>) -> crate::sync::SyncSpec {
+    let sy = spanned.get_ref();
+    if !valid_name(&sy.name) {
+        c.problem(
+            spanned.span(),
+            format!(
+                "sync name `{}` must be 1-64 letters, digits, `-` or `_`",
+                sy.name
+            ),
+        );
+    }
+    if sy.source.max_bytes == Some(0) {
+        c.problem(
+            spanned.span(),
+            format!("sync `{}`: source.max_bytes must be at least 1", sy.name),
+        );
+    }
+    if let Some(u) = &sy.source.url
+        && !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    {
+        c.problem(
+            spanned.span(),
+            format!("sync `{}`: source.url `{u}` is not an http(s) URL", sy.name),
+        );
+    }
+    if sy.source.csv.is_none() && sy.source.url.is_none() {
+        c.problem(
+            spanned.span(),
+            format!("sync `{}`: source needs `csv` (a file) or `url`", sy.name),
+        );
+    }
+    let m = &sy.map;
+    let mut templates = vec![("email", m.email.clone()), ("offer", m.offer.clone())];
+    for (k, v) in [
+        ("first_name", &m.first_name),
+        ("last_name", &m.last_name),
+        ("order_id", &m.order_id),
+        ("expires_at", &m.expires_at),
+        ("active", &m.active),
+    ] {
+        if let Some(v) = v {
+            templates.push((k, v.clone()));
+        }
+    }
+    templates.extend(m.properties.values().map(|v| ("properties", v.clone())));
+    for (k, t) in templates {
+        if let Err(e) = crate::template::check(&t) {
+            c.problem(spanned.span(), format!("sync `{}` map.{k}: {e}", sy.name));
+        }
+    }
+    sy.clone()
+}
+
+/// One `[[exports]]`.
+fn export(
+    c: &mut Checker,
+    spanned: &Spanned<crate::export::ExportSpec>,
+) -> crate::export::ExportSpec {
+    let ex = spanned.get_ref();
+    if ex.file.is_some() == ex.url.is_some() {
+        c.problem(
+            spanned.span(),
+            format!("export `{}`: give exactly one of `file` and `url`", ex.name),
+        );
+    }
+    if let Some(f) = &ex.format
+        && !["csv", "json"].contains(&f.as_str())
+    {
+        c.problem(
+            spanned.span(),
+            format!("export `{}`: format `{f}`; use csv or json", ex.name),
+        );
+    }
+    ex.clone()
 }
 
 /// Whether the catalogue has a tool of this name.
@@ -738,6 +868,7 @@ fn valid_name(name: &str) -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    default_connection: Option<String>,
     timezone: Option<String>,
     digest: Option<Spanned<RawDigest>>,
     #[serde(default)]

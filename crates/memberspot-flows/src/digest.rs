@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
-use memberspot_hub::store::{AuditCount, ChainHead, EventCount, Store, Trusted};
+use memberspot_hub::store::{
+    AuditCount, AuditOutcome, ChainHead, EventCount, EventStatus, FlowStore, Trusted,
+};
 use serde::Serialize;
 
 /// Payment event kinds, in the order they are shown.
@@ -156,7 +158,7 @@ pub struct Names {
 /// events the hub trusts count as facts ([`Trusted`]: verified, not refused, of this
 /// school; test traffic is reported apart); refused ones are problems.
 pub async fn build(
-    store: &Store,
+    store: FlowStore<'_>,
     connection: &str,
     date: NaiveDate,
     tz: Tz,
@@ -264,13 +266,13 @@ fn numbers(events: &[EventCount], calls: &[AuditCount], rejected: &[(String, i64
                 _ => {}
             }
         }
-        if matches!(c.status.as_str(), "dead" | "retry") {
+        if matches!(c.status, EventStatus::Dead | EventStatus::Retry) {
             n.problems += c.count;
         }
     }
     for c in calls {
         n.tool_calls += c.count;
-        if c.outcome == "tool_error" {
+        if c.outcome == AuditOutcome::ToolError {
             n.problems += c.count;
         }
     }
@@ -337,10 +339,12 @@ fn personas(calls: &[AuditCount]) -> Vec<PersonaLine> {
             ..Default::default()
         });
         line.calls += c.count;
-        match c.outcome.as_str() {
-            "tool_error" | "invalid" | "cancelled" => line.errors += c.count,
-            "denied" => line.denied += c.count,
-            _ => {}
+        match c.outcome {
+            AuditOutcome::ToolError | AuditOutcome::Invalid | AuditOutcome::Cancelled => {
+                line.errors += c.count
+            }
+            AuditOutcome::Denied => line.denied += c.count,
+            AuditOutcome::Ok => {}
         }
     }
     let mut v: Vec<PersonaLine> = by.into_values().collect();
@@ -355,18 +359,24 @@ fn problems(
     refused: &[EventCount],
 ) -> Problems {
     let mut p = Problems::default();
-    for c in refused.iter().filter(|c| c.status == "refused_amount") {
+    for c in refused
+        .iter()
+        .filter(|c| c.status == EventStatus::RefusedAmount)
+    {
         *p.refused_payments.entry(c.source.clone()).or_insert(0) += c.count;
     }
     for c in events {
-        match c.status.as_str() {
-            "dead" => p.dead += c.count,
-            "retry" => p.retrying += c.count,
-            "unmatched" => p.unmatched += c.count,
+        match c.status {
+            EventStatus::Dead => p.dead += c.count,
+            EventStatus::Retry => p.retrying += c.count,
+            EventStatus::Unmatched => p.unmatched += c.count,
             _ => {}
         }
     }
-    for c in calls.iter().filter(|c| c.outcome == "tool_error") {
+    for c in calls
+        .iter()
+        .filter(|c| c.outcome == AuditOutcome::ToolError)
+    {
         *p.failed_calls.entry(c.tool.clone()).or_insert(0) += c.count;
     }
     for (source, n) in rejected {

@@ -24,8 +24,8 @@ pub struct ExportSpec {
     /// Read-only persona the school is read as (created with `read` when missing).
     #[serde(default = "default_persona")]
     pub persona: String,
-    #[serde(default = "default_connection")]
-    pub connection: String,
+    /// The school read: as the flows file names it, filled in when flows start.
+    pub connection: Option<String>,
     /// Write to this file (relative to the flows file)…
     pub file: Option<PathBuf>,
     /// …or POST the records as a JSON array to this URL.
@@ -43,10 +43,6 @@ pub struct ExportSpec {
 
 fn default_persona() -> String {
     "export".into()
-}
-
-fn default_connection() -> String {
-    memberspot_hub::SANDBOX_CONNECTION.into()
 }
 
 /// What an export did.
@@ -71,7 +67,7 @@ pub async fn run(
     base: Option<&std::path::Path>,
 ) -> Result<ExportReport, String> {
     let mut calls = 0usize;
-    let store = hub.store();
+    let store = hub.flows_store();
     let key = format!("export.{}.after_seq", spec.name);
     let previous = store
         .get_meta(&key)
@@ -188,7 +184,7 @@ async fn changed_emails(
     let mut cursor = after;
     loop {
         let page = hub
-            .store()
+            .events_store()
             .list_events(&EventFilter {
                 after_seq: Some(cursor),
                 oldest_first: true,

@@ -55,10 +55,18 @@ impl Plugin for FlowsPlugin {
             ),
             _ => "off (configure [delivery.slack] or [delivery.email])".into(),
         };
-        vec![format!(
+        let mut lines = vec![format!(
             "  flows   {} flow(s) from {}; daily summary {digest}",
             config.flows.len(),
             path.display(),
-        )]
+        )];
+        // Which school each item acts on is never left for the operator to guess.
+        lines.extend(
+            self.flows
+                .schools()
+                .iter()
+                .map(|(item, school)| format!("          {item} acts on {school}")),
+        );
+        lines
     }
 }

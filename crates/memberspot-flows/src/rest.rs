@@ -130,7 +130,7 @@ async fn list_runs(
 ) -> Result<Json<Value>, HttpError> {
     let runs = flows
         .hub()
-        .store()
+        .flows_store()
         .list_runs(q.flow.as_deref(), q.limit.unwrap_or(20))
         .await
         .map_err(|e| HttpError::from(memberspot_hub::HubError::Store(e)))?;
@@ -144,7 +144,7 @@ async fn show_run(
     _: AdminAuth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    let store = flows.hub().store();
+    let store = flows.hub().flows_store();
     let to_http = |e| HttpError::from(memberspot_hub::HubError::Store(e));
     let run = store.get_run(&id).await.map_err(to_http)?.ok_or_else(|| {
         HttpError::new(

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use memberspot_api::retry::Backoff;
-use memberspot_hub::store::{FlowStep, NewRun};
+use memberspot_hub::store::{FlowStep, NewRun, RunStatus};
 use memberspot_hub::{CallContext, Surface};
 use memberspot_notify::Message;
 use memberspot_tools::ToolClass;
@@ -27,8 +27,8 @@ pub struct RunReport {
     pub run_id: String,
     pub flow: String,
     pub dry_run: bool,
-    /// `ok` or `failed`.
-    pub status: String,
+    /// `Ok` or `Failed`.
+    pub status: RunStatus,
     pub error: Option<String>,
     pub steps: Vec<StepReport>,
 }
@@ -66,7 +66,7 @@ impl Flows {
     pub async fn rerun(&self, run_id: &str, dry_run: bool) -> Result<RunReport, RunError> {
         let run = self
             .hub()
-            .store()
+            .flows_store()
             .get_run(run_id)
             .await?
             .ok_or_else(|| RunError::UnknownRun(run_id.to_owned()))?;
@@ -89,7 +89,7 @@ impl Flows {
             .flow(name)
             .cloned()
             .ok_or_else(|| RunError::UnknownFlow(name.to_owned()))?;
-        let store = self.hub().store();
+        let store = self.hub().flows_store();
         let lease = format!("flow:{name}");
         let until = chrono::Utc::now().timestamp_millis() + 15 * 60_000;
         if !store.try_lease(&lease, self.worker_id(), until).await? {
@@ -112,7 +112,7 @@ impl Flows {
         fire_key: Option<String>,
         dry_run: bool,
     ) -> Result<RunReport, RunError> {
-        let store = self.hub().store();
+        let store = self.hub().flows_store();
         let run = store
             .insert_run(&NewRun {
                 flow: flow.name.clone(),
@@ -147,7 +147,11 @@ impl Flows {
                 break;
             }
         }
-        let status = if failure.is_some() { "failed" } else { "ok" };
+        let status = if failure.is_some() {
+            RunStatus::Failed
+        } else {
+            RunStatus::Ok
+        };
         store
             .finish_run(&run.id, status, failure.as_deref())
             .await?;
@@ -158,7 +162,7 @@ impl Flows {
             run_id: run.id,
             flow: flow.name.clone(),
             dry_run,
-            status: status.to_owned(),
+            status,
             error: failure,
             steps: reports,
         })
@@ -366,7 +370,7 @@ impl Flows {
             started_at: chrono::Utc::now().timestamp_millis() - duration_ms as i64,
             duration_ms: duration_ms as i64,
         };
-        if let Err(e) = self.hub().store().add_step(run_id, &record).await {
+        if let Err(e) = self.hub().flows_store().add_step(run_id, &record).await {
             tracing::warn!(run = run_id, error = %e, "could not record a flow step");
         }
         reports.push(StepReport {

@@ -10,14 +10,15 @@ use memberspot_agent::config::ModelsConfig;
 use memberspot_agent::model::{ChatMessage, ChatRequest, Model};
 use memberspot_api::retry::Backoff;
 use memberspot_hub::admin::PersonaSpec;
-use memberspot_hub::store::{EventFilter, EventStatus, FlowStep, NewRun, Trusted};
+use memberspot_hub::schools::School;
+use memberspot_hub::store::{EventFilter, EventStatus, FlowStep, NewRun, RunStatus, Trusted};
 use memberspot_hub::{CallContext, Hub, HubError};
 use memberspot_notify::Message;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{FlowsConfig, Target, Trigger};
+use crate::config::{DIGEST_ITEM, FlowsConfig, Target, Trigger};
 use crate::digest::{self, Digest, Names};
 use crate::personas::{CallError, call_as};
 use crate::schedule::{self, Schedule};
@@ -43,6 +44,8 @@ pub struct Flows {
 struct Inner {
     hub: Hub,
     config: FlowsConfig,
+    /// The school of each item, as decided by [`Flows::start`].
+    schools: Vec<(String, School)>,
     models: ModelsConfig,
     http: reqwest::Client,
     /// For sync sources and export targets: redirects only on the same origin.
@@ -61,7 +64,34 @@ pub struct DigestRun {
 }
 
 impl Flows {
+    /// Sets flows up on `hub`: decides the school of the daily summary (while it is on) and
+    /// of each flow, sync and export (an error names every one that has none, see
+    /// [`FlowsConfig::resolve_connections`]), and creates their personas when missing.
+    /// Scheduling starts with [`Flows::spawn`].
+    pub async fn start(
+        hub: Hub,
+        mut config: FlowsConfig,
+        models: ModelsConfig,
+    ) -> Result<Flows, HubError> {
+        let schools = config.resolve_connections(&hub.schools().await?)?;
+        memberspot_hub::schools::log(&schools);
+        let flows = Self::build(hub, config, models, schools)?;
+        flows.ensure_personas().await?;
+        Ok(flows)
+    }
+
+    /// For commands that only read or run on demand: decides no school up front (the
+    /// summary decides its own when made) and creates no personas.
     pub fn new(hub: Hub, config: FlowsConfig, models: ModelsConfig) -> Result<Flows, HubError> {
+        Self::build(hub, config, models, Vec::new())
+    }
+
+    fn build(
+        hub: Hub,
+        config: FlowsConfig,
+        models: ModelsConfig,
+        schools: Vec<(String, School)>,
+    ) -> Result<Flows, HubError> {
         // Flow http steps and Slack carry credentials in headers: a redirect to another
         // origin is not followed (reqwest would drop Authorization, not X-Api-Key).
         let http = reqwest::Client::builder()
@@ -78,6 +108,7 @@ impl Flows {
             inner: Arc::new(Inner {
                 hub,
                 config,
+                schools,
                 models,
                 http,
                 fetch,
@@ -94,6 +125,12 @@ impl Flows {
         &self.inner.config
     }
 
+    /// The school each item (`the daily summary`, `flow \`NAME\``, `sync …`, `export …`)
+    /// acts on, as decided at start: for `serve` to print.
+    pub fn schools(&self) -> &[(String, School)] {
+        &self.inner.schools
+    }
+
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.inner.http
     }
@@ -105,8 +142,9 @@ impl Flows {
     /// Creates the personas flows act as when missing: `digest` (read) on the digest's
     /// connection, each flow's persona (read, on the flow's connection; grant it more with
     /// `memberspot personas grant-scope`), and each sync's (exactly the tools a sync uses).
-    pub async fn ensure_personas(&self) -> Result<(), HubError> {
-        let mut wanted: Vec<(String, String, Vec<String>)> = Vec::new();
+    /// Only items whose school is decided ([`Flows::start`]) have one.
+    async fn ensure_personas(&self) -> Result<(), HubError> {
+        let mut wanted: Vec<(String, Option<String>, Vec<String>)> = Vec::new();
         if let Some(d) = &self.inner.config.digest {
             wanted.push((
                 DIGEST_PERSONA.into(),
@@ -137,7 +175,9 @@ impl Flows {
             wanted.push((e.persona.clone(), e.connection.clone(), vec!["read".into()]));
         }
         for (name, connection, scopes) in wanted {
-            self.ensure_persona(&name, &connection, scopes).await?;
+            if let Some(connection) = connection {
+                self.ensure_persona(&name, &connection, scopes).await?;
+            }
         }
         Ok(())
     }
@@ -150,7 +190,12 @@ impl Flows {
         connection: &str,
         scopes: Vec<String>,
     ) -> Result<(), HubError> {
-        match self.hub().store().get_persona(name).await? {
+        let existing = match self.hub().persona_any(name).await {
+            Ok(p) => Some(p),
+            Err(HubError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        match existing {
             Some(p) if p.revoked_at.is_some() => {
                 tracing::warn!(persona = name, "{}", crate::personas::revoked_message(&p));
                 return Ok(());
@@ -255,11 +300,19 @@ impl Flows {
             .unwrap_or(chrono_tz::Europe::Berlin);
         let now = Utc::now();
         let date = date.unwrap_or_else(|| yesterday(now, tz));
-        let store = self.hub().store();
-        let connection = cfg.as_ref().map_or_else(
-            || memberspot_hub::SANDBOX_CONNECTION.to_owned(),
-            |d| d.connection.clone(),
-        );
+        let store = self.hub().flows_store();
+        let connection = match cfg.as_ref().and_then(|d| d.connection.clone()) {
+            Some(c) => c,
+            None => {
+                let school = self
+                    .inner
+                    .config
+                    .digest_school(&self.hub().schools().await?)
+                    .map_err(|e| HubError::Invalid(e.to_string()))?;
+                memberspot_hub::schools::log(&[(DIGEST_ITEM.to_owned(), school.clone())]);
+                school.connection
+            }
+        };
         // The digest reads the school as its own persona, created here when missing.
         self.ensure_persona(DIGEST_PERSONA, &connection, vec!["read".into()])
             .await?;
@@ -301,7 +354,7 @@ impl Flows {
                 )
                 .await;
                 if let Some(r) = &run
-                    && let Err(f) = store.finish_run(&r.id, "failed", Some(&e)).await
+                    && let Err(f) = store.finish_run(&r.id, RunStatus::Failed, Some(&e)).await
                 {
                     tracing::error!(run = %r.id, error = %f, "could not mark the digest run failed");
                 }
@@ -314,7 +367,11 @@ impl Flows {
                 // The run is on record as started: it must not stay "running".
                 if let Some(r) = &run
                     && let Err(f) = store
-                        .finish_run(&r.id, "failed", Some(&format!("collecting the day: {e}")))
+                        .finish_run(
+                            &r.id,
+                            RunStatus::Failed,
+                            Some(&format!("collecting the day: {e}")),
+                        )
                         .await
                 {
                     tracing::error!(run = %r.id, error = %f, "could not mark the digest run failed");
@@ -414,9 +471,9 @@ impl Flows {
                 .filter_map(|(t, r)| r.as_ref().err().map(|e| format!("{t:?}: {e}")))
                 .collect();
             let (status, error) = if failed.is_empty() {
-                ("ok", None)
+                (RunStatus::Ok, None)
             } else {
-                ("failed", Some(failed.join("; ")))
+                (RunStatus::Failed, Some(failed.join("; ")))
             };
             store.finish_run(&r.id, status, error.as_deref()).await?;
         }
@@ -471,7 +528,7 @@ impl Flows {
             started_at: Utc::now().timestamp_millis() - ms,
             duration_ms: ms,
         };
-        if let Err(e) = self.hub().store().add_step(run_id, &s).await {
+        if let Err(e) = self.hub().flows_store().add_step(run_id, &s).await {
             tracing::warn!(error = %e, "could not record a digest step");
         }
     }
@@ -582,7 +639,7 @@ async fn scheduler(flows: Flows, cancel: CancellationToken) {
         if let Some(at) = s.missed(now, missed) {
             let fired = flows
                 .hub()
-                .store()
+                .flows_store()
                 .run_fired(&schedule::fire_key(&name, at))
                 .await
                 .unwrap_or(true);
@@ -662,14 +719,19 @@ pub async fn trigger_once(
     /// Events read per page; a pass reads at most this many pages.
     const PAGE: u32 = 200;
     const PAGES: usize = 10;
-    let store = flows.hub().store();
-    let connection = flows
+    let store = flows.hub().flows_store();
+    let flow = flows
         .config()
         .flows
         .iter()
         .find(|f| f.name == name)
-        .map(|f| f.connection.clone())
         .ok_or_else(|| HubError::NotFound(format!("no flow named `{name}`")))?;
+    // Only `Flows::start` decides a flow's school; without one nothing is trusted.
+    let connection = flow.connection.clone().ok_or_else(|| {
+        HubError::Invalid(format!(
+            "flow `{name}` has no school yet: flows are started with Flows::start"
+        ))
+    })?;
     let trusted = Trusted::live(connection);
     let key = format!("flow.{name}.after_seq");
     let checkpoint = match store.get_meta(&key).await? {

@@ -147,9 +147,9 @@ pub struct SyncSpec {
     pub name: String,
     #[serde(default = "default_persona")]
     pub persona: String,
-    /// The school written to (the persona is created on it).
-    #[serde(default = "default_connection")]
-    pub connection: String,
+    /// The school written to (the persona is created on it): as the flows file names it,
+    /// filled in when flows start (see [`crate::FlowsConfig::resolve_connections`]).
+    pub connection: Option<String>,
     pub source: SourceSpec,
     pub map: Mapping,
     /// Writes in flight at once (the connection's rate limit paces them).
@@ -158,10 +158,6 @@ pub struct SyncSpec {
 
 fn default_persona() -> String {
     "sync".into()
-}
-
-fn default_connection() -> String {
-    memberspot_hub::SANDBOX_CONNECTION.into()
 }
 
 /// What happened (or would happen) to one record.

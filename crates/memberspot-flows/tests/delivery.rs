@@ -15,7 +15,7 @@ use axum::routing::post;
 use memberspot_agent::config::ModelsConfig;
 use memberspot_flows::config::Target;
 use memberspot_flows::{Flows, FlowsConfig};
-use memberspot_hub::store::{EventStatus, NewEvent};
+use memberspot_hub::store::{EventStatus, NewEvent, RunStatus};
 use serde_json::{Value, json};
 
 type Seen = Arc<Mutex<Vec<Value>>>;
@@ -142,7 +142,7 @@ async fn seed_yesterday(flows: &Flows) {
     };
     flows
         .hub()
-        .store()
+        .events_store()
         .insert_events_at(
             &[
                 mk("a", "purchase", EventStatus::Done),
@@ -172,8 +172,9 @@ async fn daily_summary_arrives_by_email_and_slack_with_and_without_a_model() {
         cfg.digest.as_ref().unwrap().enabled,
         "on by default once a target is configured"
     );
-    let flows = Flows::new(hub.clone(), cfg, models_toml(&model)).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, models_toml(&model))
+        .await
+        .unwrap();
     seed_yesterday(&flows).await;
 
     let run = flows
@@ -225,9 +226,13 @@ async fn daily_summary_arrives_by_email_and_slack_with_and_without_a_model() {
     assert!(last["blocks"].as_array().unwrap().len() >= 3);
 
     // The run is on record with its steps.
-    let history = hub.store().list_runs(Some("digest"), 10).await.unwrap();
-    assert_eq!(history[0].status, "ok");
-    let steps = hub.store().run_steps(&history[0].id).await.unwrap();
+    let history = hub
+        .flows_store()
+        .list_runs(Some("digest"), 10)
+        .await
+        .unwrap();
+    assert_eq!(history[0].status.as_str(), "ok");
+    let steps = hub.flows_store().run_steps(&history[0].id).await.unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["collect", "summarise", "slack", "email"]);
 
@@ -328,15 +333,16 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
 "#
     );
     let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
 
     // Dry run: reads run, writes and posts do not.
     let report = flows
         .run_flow("offers-to-crm", "manual", json!({}), None, true)
         .await
         .unwrap();
-    assert_eq!(report.status, "ok", "{report:?}");
+    assert_eq!(report.status.as_str(), "ok", "{report:?}");
     assert!(
         crm_seen.lock().unwrap().is_empty(),
         "nothing posted in a dry run"
@@ -352,7 +358,7 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
         .run_flow("offers-to-crm", "manual", json!({}), None, false)
         .await
         .unwrap();
-    assert_eq!(report.status, "failed");
+    assert_eq!(report.status.as_str(), "failed");
     let failed_run = report.run_id.clone();
     assert!(
         report.error.as_deref().unwrap().contains("grant"),
@@ -385,9 +391,9 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
         .unwrap();
     // The failed run is re-run with its input.
     let report = flows.rerun(&failed_run, false).await.unwrap();
-    assert_eq!(report.status, "ok", "{report:?}");
+    assert_eq!(report.status.as_str(), "ok", "{report:?}");
     let runs = hub
-        .store()
+        .flows_store()
         .list_runs(Some("offers-to-crm"), 10)
         .await
         .unwrap();
@@ -396,7 +402,7 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
         ["ok", "failed", "ok"]
     );
     assert_eq!(runs[0].trigger, "rerun");
-    let steps = hub.store().run_steps(&runs[0].id).await.unwrap();
+    let steps = hub.flows_store().run_steps(&runs[0].id).await.unwrap();
     let recorded = serde_json::to_string(&steps).unwrap();
     assert!(
         !recorded.contains("crm-secret-token"),
@@ -453,8 +459,9 @@ http = {{ method = "POST", url = "{mailer}/send", json = {{ to = "{email}", link
 "#
     );
     let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
     hub.set_persona_scopes(
         "welcomer",
         &["create_login_token".to_owned()],
@@ -468,7 +475,7 @@ http = {{ method = "POST", url = "{mailer}/send", json = {{ to = "{email}", link
         .run_flow("welcome-link", "manual", json!({}), None, false)
         .await
         .unwrap();
-    assert_eq!(report.status, "ok", "{report:?}");
+    assert_eq!(report.status.as_str(), "ok", "{report:?}");
 
     // The mail step got the real token.
     let posted = sent.lock().unwrap().clone();
@@ -478,7 +485,7 @@ http = {{ method = "POST", url = "{mailer}/send", json = {{ to = "{email}", link
     assert!(token.len() >= 32, "{link}");
 
     // The history and the audit log never did.
-    let steps = hub.store().run_steps(&report.run_id).await.unwrap();
+    let steps = hub.flows_store().run_steps(&report.run_id).await.unwrap();
     let history = serde_json::to_string(&steps).unwrap();
     let reported = serde_json::to_string(&report).unwrap();
     let audit = serde_json::to_string(
@@ -549,14 +556,16 @@ http = {{ method = "POST", url = "{crm}/api/contacts", headers = {{ X-Api-Key = 
 "#
     );
     let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
     let report = flows
         .run_flow("push", "manual", json!({}), None, false)
         .await
         .unwrap();
     assert_eq!(
-        report.status, "failed",
+        report.status.as_str(),
+        "failed",
         "a redirect is not success: {report:?}"
     );
     assert!(
@@ -615,13 +624,14 @@ retry = {{ attempts = 4, backoff_secs = 0.15 }}
 "#
     );
     let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
     let report = flows
         .run_flow("flaky", "manual", json!({}), None, false)
         .await
         .unwrap();
-    assert_eq!(report.status, "ok", "{report:?}");
+    assert_eq!(report.status, RunStatus::Ok, "{report:?}");
     assert_eq!(report.steps[0].attempts, 4, "{report:?}");
     let at = arrivals.lock().unwrap().clone();
     assert_eq!(at.len(), 4);

@@ -218,19 +218,23 @@ async fn seed(store: &Store) {
         ),
     ];
     for (t, events) in inside.iter().chain(outside.iter()) {
-        store.insert_events_at(events, at(t)).await.unwrap();
+        store
+            .events()
+            .insert_events_at(events, at(t))
+            .await
+            .unwrap();
     }
     let call = |t: &str, persona: Option<&str>, tool: &str, outcome: &str| NewAuditRecord {
         at: at(t),
         request_id: uuid::Uuid::new_v4().to_string(),
-        surface: "mcp-http".into(),
+        surface: memberspot_hub::Surface::McpHttp,
         connection: Some("school".into()),
         persona: persona.map(str::to_owned),
         end_user: None,
         prompt: None,
         tool: tool.into(),
         arguments: json!({}),
-        outcome: outcome.into(),
+        outcome: memberspot_hub::store::AuditOutcome::parse(outcome).unwrap(),
         response: None,
         error: (outcome != "ok").then(|| "x".to_owned()),
         upstream_status: None,
@@ -270,7 +274,7 @@ async fn numbers_are_right(store: &Store) {
     };
     let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
     let date = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
-    let d = digest::build(store, "school", date, tz, &names, Utc::now())
+    let d = digest::build(store.flows(), "school", date, tz, &names, Utc::now())
         .await
         .unwrap();
     assert_eq!((d.end - d.start).num_hours(), 23);
@@ -389,11 +393,11 @@ async fn the_long_day_counts_its_extra_hour() {
             false,
             EventStatus::Done,
         );
-        store.insert_events_at(&[e], at(t)).await.unwrap();
+        store.events().insert_events_at(&[e], at(t)).await.unwrap();
     }
     let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
     let d = digest::build(
-        &store,
+        store.flows(),
         "school",
         NaiveDate::from_ymd_opt(2026, 10, 25).unwrap(),
         tz,
@@ -440,12 +444,13 @@ async fn only_trusted_events_count(store: &Store) {
     let elsewhere = variant(&mut n, EventStatus::Done, "other-school", true);
     let unverified = variant(&mut n, EventStatus::Pending, "school", false);
     store
+        .events()
         .insert_events_at(&[live, forged, cheap, elsewhere, unverified], t)
         .await
         .unwrap();
     let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
     let d = digest::build(
-        store,
+        store.flows(),
         "school",
         NaiveDate::from_ymd_opt(2026, 6, 10).unwrap(),
         tz,

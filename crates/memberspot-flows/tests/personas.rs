@@ -30,8 +30,8 @@ async fn newest_audit(hub: &Hub) -> AuditRecord {
 fn assert_denied_as(r: &AuditRecord, persona: &str, tool: &str) {
     assert_eq!(r.persona.as_deref(), Some(persona), "{r:?}");
     assert_eq!(r.tool, tool, "{r:?}");
-    assert_eq!(r.outcome, "denied", "{r:?}");
-    assert_eq!(r.surface, "flow", "{r:?}");
+    assert_eq!(r.outcome.as_str(), "denied", "{r:?}");
+    assert_eq!(r.surface.as_str(), "flow", "{r:?}");
 }
 
 async fn revoked_personas_stop_what_runs_as_them(url: &str) {
@@ -64,8 +64,9 @@ email = "{{ row.email }}"
 offer = "{{ row.offer }}"
 "#;
     let cfg = FlowsConfig::parse(toml, "flows.toml", Some(dir.path())).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
 
     // ---- the digest: its own persona, created when missing; the chain head in every form
     let run = flows
@@ -75,7 +76,7 @@ offer = "{{ row.offer }}"
         .unwrap();
     let names_call = newest_audit(&hub).await;
     assert_eq!(names_call.persona.as_deref(), Some("digest"));
-    assert_eq!(names_call.outcome, "ok");
+    assert_eq!(names_call.outcome.as_str(), "ok");
     let head = hub.store().audit_head().await.unwrap();
     assert_eq!(run.digest.audit_head, head);
     assert_eq!(
@@ -108,10 +109,14 @@ offer = "{{ row.offer }}"
         matches!(&err, HubError::Denied(m) if m == expected),
         "{err}"
     );
-    let failed = hub.store().list_runs(Some("digest"), 1).await.unwrap();
-    assert_eq!(failed[0].status, "failed");
+    let failed = hub
+        .flows_store()
+        .list_runs(Some("digest"), 1)
+        .await
+        .unwrap();
+    assert_eq!(failed[0].status.as_str(), "failed");
     assert_eq!(failed[0].error.as_deref(), Some(expected));
-    let steps = hub.store().run_steps(&failed[0].id).await.unwrap();
+    let steps = hub.flows_store().run_steps(&failed[0].id).await.unwrap();
     assert!(
         steps.iter().any(|s| s.error.as_deref() == Some(expected)),
         "{steps:?}"
@@ -146,21 +151,26 @@ offer = "{{ row.offer }}"
         .run_flow("offer-check", "manual", json!({}), None, false)
         .await
         .unwrap();
-    assert_eq!(report.status, "ok", "{report:?}");
+    assert_eq!(report.status.as_str(), "ok", "{report:?}");
     hub.revoke_persona("checker").await.unwrap();
     let report = flows
         .run_flow("offer-check", "manual", json!({}), None, false)
         .await
         .unwrap();
-    assert_eq!(report.status, "failed");
+    assert_eq!(report.status.as_str(), "failed");
     let expected = "persona `checker` is revoked; re-create it with `memberspot --connection \
                     sandbox personas create checker --scopes read --replace-revoked`";
     assert_eq!(
         report.error.as_deref(),
         Some(format!("step `offers`: {expected}").as_str())
     );
-    let run = hub.store().get_run(&report.run_id).await.unwrap().unwrap();
-    assert_eq!(run.status, "failed");
+    let run = hub
+        .flows_store()
+        .get_run(&report.run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status.as_str(), "failed");
     assert!(run.error.as_deref().is_some_and(|e| e.contains(expected)));
     assert_denied_as(&newest_audit(&hub).await, "checker", "list_offers");
 

@@ -78,8 +78,9 @@ expires_at = "{{ row.Bis }}"
     )
     .await
     .unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
     let persona = hub.store().get_persona("seat-sync").await.unwrap().unwrap();
     assert_eq!(
         persona.connection, "school",
@@ -214,8 +215,9 @@ map = {{ email = "{{{{ row.contact.mail }}}}", offer = "{{{{ row.plan }}}}", act
 "#
     );
     let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
     let report = flows.run_sync("crm", false, &|_, _| {}).await.unwrap();
     // 6 contacts over 2 pages; contact 4 is inactive and was never granted: unchanged.
     assert_eq!(report.rows.len(), 6, "{report:#?}");
@@ -238,8 +240,9 @@ async fn export_is_full_first_then_incremental_from_the_event_store() {
     .await;
     let toml = "[[exports]]\nname = \"crm\"\nfile = \"members.csv\"\n";
     let cfg = FlowsConfig::parse(toml, "flows.toml", Some(dir.path())).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
 
     let first = flows.run_export("crm").await.unwrap();
     assert_eq!(first.mode, "full");
@@ -285,7 +288,7 @@ async fn export_is_full_first_then_incremental_from_the_event_store() {
         connection: Some("sandbox".into()),
         verified: true,
     };
-    hub.store()
+    hub.events_store()
         .insert_events(std::slice::from_ref(&event))
         .await
         .unwrap();
@@ -313,7 +316,7 @@ async fn export_is_full_first_then_incremental_from_the_event_store() {
                 ..event.clone()
             }
         };
-    hub.store()
+    hub.events_store()
         .insert_events(&[
             // A forged PayPal notification (rejected) about someone who is no member.
             mk(
@@ -464,8 +467,9 @@ map = {{ email = "{{{{ row.mail }}}}", offer = "{{{{ row.plan }}}}" }}
     ]
     .concat();
     let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
 
     let report = flows.run_sync("same", true, &|_, _| {}).await.unwrap();
     assert_eq!(

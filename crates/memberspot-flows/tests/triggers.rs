@@ -57,8 +57,9 @@ name = "who"
 transform = '{{ input.event.email }}'
 "#;
     let cfg = FlowsConfig::parse(toml, "flows.toml", None).unwrap();
-    let flows = Flows::new(hub.clone(), cfg, ModelsConfig::default()).unwrap();
-    flows.ensure_personas().await.unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
     let store = hub.store();
     // The first pass only sets the checkpoint: history is not replayed.
     assert_eq!(
@@ -69,6 +70,7 @@ transform = '{{ input.event.email }}'
     );
 
     store
+        .events()
         .insert_events(&[
             purchase("e1", "paid@example.de", EventStatus::Done, "sandbox", true),
             purchase(
@@ -118,13 +120,13 @@ transform = '{{ input.event.email }}'
         2
     );
     assert_eq!(
-        fired(store.list_runs(Some("welcome"), 100).await.unwrap()),
+        fired(store.flows().list_runs(Some("welcome"), 100).await.unwrap()),
         vec!["later@example.de", "paid@example.de"]
     );
 
     // The worker decides the waiting one: it fires now, and nothing fires twice.
     let lease = chrono::Utc::now().timestamp_millis() + 60_000;
-    let claimed = store.claim_events("w#1", 10, lease).await.unwrap();
+    let claimed = store.events().claim_events("w#1", 10, lease).await.unwrap();
     assert_eq!(claimed.len(), 1);
     let done = EventFinish {
         status: EventStatus::Done,
@@ -135,6 +137,7 @@ transform = '{{ input.event.email }}'
     };
     assert!(
         store
+            .events()
             .finish_event(&claimed[0].id, "w#1", &done)
             .await
             .unwrap()
@@ -152,7 +155,7 @@ transform = '{{ input.event.email }}'
         0
     );
     assert_eq!(
-        fired(store.list_runs(Some("welcome"), 100).await.unwrap()),
+        fired(store.flows().list_runs(Some("welcome"), 100).await.unwrap()),
         vec!["later@example.de", "paid@example.de", "waiting@example.de"]
     );
     hub.store().close().await;

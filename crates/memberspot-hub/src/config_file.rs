@@ -70,6 +70,15 @@ pub fn read(path: &std::path::Path, what: &str) -> Result<String, ConfigError> {
     })
 }
 
+/// `what` and the file it was read from, for messages: "the rules file rules.toml".
+pub fn describe(what: &str, file: &str) -> String {
+    if file.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what} {file}")
+    }
+}
+
 /// Parses `text` as TOML into `T`; a syntax or type error is placed where it is.
 pub fn parse_toml<T: serde::de::DeserializeOwned>(
     file: &str,
@@ -85,6 +94,53 @@ pub fn problem_at(text: &str, span: std::ops::Range<usize>, message: String) -> 
         line,
         column,
         message,
+    }
+}
+
+/// What checking one file's sections collects: its problems, each placed in the file, and
+/// warnings (things that do not stop the hub). Every section is checked, so a file's
+/// problems are reported at once.
+#[derive(Debug)]
+pub struct Checker<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(text: &'a str) -> Checker<'a> {
+        Checker {
+            text,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// A problem at the start of `span` (a TOML value's byte range).
+    pub fn problem(&mut self, span: std::ops::Range<usize>, message: impl Into<String>) {
+        self.problems
+            .push(problem_at(self.text, span, message.into()));
+    }
+
+    pub fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
+    /// The 1-based line of a byte offset.
+    pub fn line(&self, offset: usize) -> usize {
+        line_col(self.text, offset).0
+    }
+
+    /// The warnings when there are no problems, else every problem in file order.
+    pub fn finish(mut self, file: &str) -> Result<Vec<String>, ConfigError> {
+        if self.problems.is_empty() {
+            return Ok(self.warnings);
+        }
+        self.problems.sort_by_key(|p| (p.line, p.column));
+        Err(ConfigError {
+            file: file.to_owned(),
+            problems: self.problems,
+        })
     }
 }
 

@@ -1,4 +1,4 @@
-use memberspot_store::StoreError;
+use memberspot_store::{AuditOutcome, StoreError};
 use memberspot_tools::ToolError;
 use serde_json::{Value, json};
 
@@ -40,16 +40,16 @@ pub enum HubError {
 
 impl HubError {
     /// The audit outcome of a failed call.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> AuditOutcome {
         match self {
             HubError::Denied(_) | HubError::Unauthenticated(_) | HubError::Limited { .. } => {
-                "denied"
+                AuditOutcome::Denied
             }
-            HubError::Invalid(_) => "invalid",
+            HubError::Invalid(_) => AuditOutcome::Invalid,
             HubError::Tool(ToolError::InvalidArguments { .. } | ToolError::UnknownTool { .. }) => {
-                "invalid"
+                AuditOutcome::Invalid
             }
-            _ => "tool_error",
+            _ => AuditOutcome::ToolError,
         }
     }
 

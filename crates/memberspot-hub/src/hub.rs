@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use memberspot_api::{ApiKey, Client};
 use memberspot_store::{
-    AuditRecord, Connection, NewAuditRecord, NewConnection, Persona, Store, StoreError,
+    AuditOutcome, AuditRecord, Connection, EventStore, FlowStore, NewAuditRecord, NewConnection,
+    Persona, Store, StoreError,
 };
 use memberspot_tools::{Catalogue, ToolDescriptor, ToolEntry, ToolError};
 use secrecy::ExposeSecret;
@@ -195,8 +196,22 @@ impl Hub {
         })
     }
 
+    /// The whole store. Subsystems use their own view instead ([`Hub::events_store`],
+    /// [`Hub::flows_store`]); this stays for the hub's own surfaces.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// What the events subsystem keeps in the store (deliveries, the queue, orders, the
+    /// poller's snapshots), and nothing else.
+    pub fn events_store(&self) -> EventStore<'_> {
+        self.inner.store.events()
+    }
+
+    /// What flows keep in the store (runs, steps, leases, the digest's reads), and
+    /// nothing else.
+    pub fn flows_store(&self) -> FlowStore<'_> {
+        self.inner.store.flows()
     }
 
     pub fn catalogue(&self) -> &Catalogue {
@@ -396,14 +411,14 @@ impl Hub {
             record: Some(NewAuditRecord {
                 at: 0,
                 request_id: ctx.request_id.clone(),
-                surface: ctx.surface.as_str().to_string(),
+                surface: ctx.surface,
                 connection: Some(who.connection().to_string()),
                 persona: who.persona_name().map(str::to_string),
                 end_user: ctx.end_user.as_deref().map(cap_text),
                 prompt: ctx.prompt.as_deref().map(cap_text),
                 tool: tool.to_string(),
                 arguments: args.clone(),
-                outcome: CANCELLED.to_string(),
+                outcome: AuditOutcome::Cancelled,
                 response: None,
                 error: Some(CANCELLED_ERROR.to_string()),
                 upstream_status: None,
@@ -412,12 +427,12 @@ impl Hub {
         };
         let (result, upstream_status) = self.run(who, tool, entry, args, client).await;
         let outcome = match &result {
-            Ok(_) => "ok",
+            Ok(_) => AuditOutcome::Ok,
             Err(e) => e.outcome(),
         };
         if let Some(record) = pending.record.as_mut() {
             record.at = chrono::Utc::now().timestamp_millis();
-            record.outcome = outcome.to_string();
+            record.outcome = outcome;
             (record.response, record.error) = match (&result, entry) {
                 // The caller gets secrets (a login token); the record keeps a fingerprint.
                 (Ok(v), Some(entry)) => (Some(cap(&entry.redact_for_record(v))), None),
@@ -427,7 +442,7 @@ impl Hub {
             if let (Some(error), Some(note)) = (record.error.as_mut(), &note) {
                 error.push_str(note);
             }
-            if matches!(outcome, "denied" | "invalid") {
+            if matches!(outcome, AuditOutcome::Denied | AuditOutcome::Invalid) {
                 record.arguments = cap_to(&record.arguments, AUDIT_REFUSED_ARGUMENTS_CAP);
             }
             record.upstream_status = upstream_status.or_else(|| result.as_ref().ok().map(|_| 200));
@@ -435,7 +450,7 @@ impl Hub {
         }
         self.inner.metrics.record_call(
             tool,
-            outcome,
+            outcome.as_str(),
             ctx.surface.as_str(),
             started.elapsed().as_secs_f64(),
         );
@@ -570,14 +585,14 @@ impl Hub {
         let mut record = Some(NewAuditRecord {
             at: chrono::Utc::now().timestamp_millis(),
             request_id: ctx.request_id.clone(),
-            surface: ctx.surface.as_str().to_string(),
+            surface: ctx.surface,
             connection,
             persona: Some(persona.to_string()),
             end_user: ctx.end_user.as_deref().map(cap_text),
             prompt: ctx.prompt.as_deref().map(cap_text),
             tool: tool.to_string(),
             arguments: cap_to(args, AUDIT_REFUSED_ARGUMENTS_CAP),
-            outcome: "denied".into(),
+            outcome: AuditOutcome::Denied,
             response: None,
             error: Some(cap_text(reason)),
             upstream_status: None,
@@ -647,8 +662,7 @@ impl Hub {
     }
 }
 
-/// The outcome of a call whose caller went away before it finished.
-const CANCELLED: &str = "cancelled";
+/// What the record of a call whose caller went away before it finished says.
 const CANCELLED_ERROR: &str =
     "the caller went away before the call finished; it may or may not have reached the school";
 
@@ -665,13 +679,13 @@ impl Drop for PendingAudit {
         let Some(mut record) = self.record.take() else {
             return;
         };
-        if record.outcome == CANCELLED {
+        if record.outcome == AuditOutcome::Cancelled {
             record.at = chrono::Utc::now().timestamp_millis();
             record.latency_ms = self.started.elapsed().as_millis() as u64;
             self.hub.inner.metrics.record_call(
                 &record.tool,
-                CANCELLED,
-                &record.surface,
+                AuditOutcome::Cancelled.as_str(),
+                record.surface.as_str(),
                 self.started.elapsed().as_secs_f64(),
             );
         }

@@ -13,6 +13,7 @@ mod error;
 mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod schools;
 pub mod scopes;
 pub mod secrets;
 pub mod tokens;
@@ -23,6 +24,8 @@ pub use hub::{
     SANDBOX_CONNECTION,
 };
 pub use memberspot_store as store;
+/// Where a call came from (stored with its audit record).
+pub use memberspot_store::Surface;
 
 /// This process's name in leases and run records (`host:pid:random`), so a stale lease
 /// can be told from a live one.
@@ -30,33 +33,4 @@ pub fn worker_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "hub".into());
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}:{}:{}", std::process::id(), &random[..8])
-}
-
-/// Where a call came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Surface {
-    #[default]
-    Cli,
-    McpStdio,
-    McpHttp,
-    Rest,
-    Flow,
-    /// Access rules acting on webhook events.
-    Events,
-    /// The change-detection poller.
-    Poller,
-}
-
-impl Surface {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Surface::Cli => "cli",
-            Surface::McpStdio => "mcp-stdio",
-            Surface::McpHttp => "mcp-http",
-            Surface::Rest => "rest",
-            Surface::Flow => "flow",
-            Surface::Events => "events",
-            Surface::Poller => "poller",
-        }
-    }
 }

@@ -485,7 +485,7 @@ async fn sealed_keys_are_bound_to_their_connection(backend: Backend) {
         })
         .await
         .expect("audit");
-    assert_eq!(refused[0].outcome, "tool_error");
+    assert_eq!(refused[0].outcome.as_str(), "tool_error");
     assert!(
         refused[0]
             .error

@@ -15,9 +15,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::query::Query;
 use sqlx::{Any, AnyConnection, Connection as _, Row};
 
+use crate::audit::AUDIT_HEAD_KEY;
 use crate::hash::{canonical_json, record_hash};
 use crate::sqlite_lane::{LaneError, Param, SqliteLane};
-use crate::{AUDIT_HEAD_KEY, AuditRecord, Backend, NewAuditRecord, Store, StoreError};
+use crate::{AuditRecord, Backend, NewAuditRecord, Store, StoreError};
 
 /// The error the database raises when an append does not link to the chain head.
 const AUDIT_HEAD_MOVED: &str = "audit chain head moved";
@@ -497,7 +498,7 @@ impl<'a> AuditRow<'a> {
             Param::Text(&self.id),
             Param::Int(r.at),
             Param::Text(&r.request_id),
-            Param::Text(&r.surface),
+            Param::Text(r.surface.as_str()),
             c0,
             c1,
             p0,
@@ -508,7 +509,7 @@ impl<'a> AuditRow<'a> {
             q1,
             Param::Text(&r.tool),
             Param::Text(&self.arguments),
-            Param::Text(&r.outcome),
+            Param::Text(r.outcome.as_str()),
             s0,
             s1,
             e0,
@@ -587,19 +588,20 @@ fn build_insert(rows: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{AuditOutcome, Surface};
 
     fn record(request_id: &str) -> NewAuditRecord {
         NewAuditRecord {
             at: 1,
             request_id: request_id.into(),
-            surface: "mcp".into(),
+            surface: Surface::McpHttp,
             connection: Some("school".into()),
             persona: Some("bot".into()),
             end_user: None,
             prompt: Some("why".into()),
             tool: "list_offers".into(),
             arguments: serde_json::json!({"page": 1}),
-            outcome: "ok".into(),
+            outcome: AuditOutcome::Ok,
             response: None,
             error: None,
             upstream_status: Some(200),

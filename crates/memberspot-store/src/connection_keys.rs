@@ -5,11 +5,12 @@
 //! knows nothing of sealing: it hands the caller the connection as stored and writes back
 //! what the caller returns, under one lock, all or nothing.
 
-use crate::{
-    CONNECTION_COLUMNS, Connection, ConnectionUpdate, Store, StoreError, check_meta_key,
-    check_name, check_rate_limit, connection_from_row, connection_not_found,
-    error::is_unique_violation, meta_value, now_ms, put_meta,
+use crate::connections::{
+    CONNECTION_COLUMNS, check_rate_limit, connection_from_row, connection_not_found,
 };
+use crate::error::is_unique_violation;
+use crate::meta::{check_meta_key, meta_value, put_meta};
+use crate::{Connection, ConnectionUpdate, Store, StoreError, check_name, now_ms};
 
 impl Store {
     /// Changes a connection's name, base URL and/or rate limit. When the name or the base

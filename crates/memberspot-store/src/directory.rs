@@ -8,10 +8,9 @@ use std::sync::LazyLock;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::{
-    CONNECTION_COLUMNS, Connection, PERSONA_SELECT, Persona, Store, StoreError,
-    connection_from_row, persona_from_row,
-};
+use crate::connections::{CONNECTION_COLUMNS, connection_from_row};
+use crate::personas::{PERSONA_SELECT, persona_from_row};
+use crate::{Connection, Persona, Store, StoreError};
 
 /// The directory version subquery every versioned lookup selects.
 const VERSION: &str = "(SELECT version FROM directory_version WHERE id = 1) AS directory_version";

@@ -14,10 +14,11 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::args::Args;
+use crate::kinds::parse_stored;
 use crate::model::Backend;
-use crate::{Store, StoreError, now_ms};
+use crate::{Store, StoreError, Verification, now_ms};
 
-/// Maximum number of rows [`Store::list_events`] returns.
+/// Maximum number of rows [`EventStore::list_events`] returns.
 pub const MAX_EVENT_LIMIT: u32 = 10_000;
 
 const EVENT_COLUMNS: &str = "seq, id, dedupe_key, delivery_id, source, provider, kind, name, \
@@ -25,62 +26,32 @@ const EVENT_COLUMNS: &str = "seq, id, dedupe_key, delivery_id, source, provider,
      next_attempt_at, locked_by, locked_until, last_error, finished_at, connection, verified, \
      refusal";
 
-/// Where an event is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventStatus {
-    /// Waiting for a worker.
-    Pending,
-    /// Claimed by a worker (see `locked_by`).
-    Processing,
-    /// Failed, waiting for its next attempt.
-    Retry,
-    /// Handled; its actions ran.
-    Done,
-    /// Stored and acknowledged, but no rule matches it: nothing was changed.
-    Unmatched,
-    /// Stored for the record; nothing to do (test pings, informational events).
-    Ignored,
-    /// Failed authenticity checks after acknowledgement (PayPal post-back said INVALID).
-    Rejected,
-    /// Gave up after the maximum number of attempts; replayable.
-    Dead,
-    /// Genuine, but its rule refuses it (another currency, or below the minimum amount):
-    /// nothing was granted. `refusal` says why.
-    RefusedAmount,
+crate::kinds::stored_text! {
+    /// Where an event is in its life.
+    pub enum EventStatus("event status") {
+        /// Waiting for a worker.
+        Pending = "pending",
+        /// Claimed by a worker (see `locked_by`).
+        Processing = "processing",
+        /// Failed, waiting for its next attempt.
+        Retry = "retry",
+        /// Handled; its actions ran.
+        Done = "done",
+        /// Stored and acknowledged, but no rule matches it: nothing was changed.
+        Unmatched = "unmatched",
+        /// Stored for the record; nothing to do (test pings, informational events).
+        Ignored = "ignored",
+        /// Failed authenticity checks after acknowledgement (PayPal post-back said INVALID).
+        Rejected = "rejected",
+        /// Gave up after the maximum number of attempts; replayable.
+        Dead = "dead",
+        /// Genuine, but its rule refuses it (another currency, or below the minimum amount):
+        /// nothing was granted. `refusal` says why.
+        RefusedAmount = "refused_amount",
+    }
 }
 
 impl EventStatus {
-    pub const ALL: [EventStatus; 9] = [
-        Self::Pending,
-        Self::Processing,
-        Self::Retry,
-        Self::Done,
-        Self::Unmatched,
-        Self::Ignored,
-        Self::Rejected,
-        Self::Dead,
-        Self::RefusedAmount,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Processing => "processing",
-            Self::Retry => "retry",
-            Self::Done => "done",
-            Self::Unmatched => "unmatched",
-            Self::Ignored => "ignored",
-            Self::Rejected => "rejected",
-            Self::Dead => "dead",
-            Self::RefusedAmount => "refused_amount",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<EventStatus> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-
     /// Refused for what it is (a forgery, a payment the rules do not accept): never acted
     /// on, never reported as a fact.
     pub fn is_refusal(self) -> bool {
@@ -136,12 +107,6 @@ impl Trusted {
     }
 }
 
-impl std::fmt::Display for EventStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// A received HTTP request to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
@@ -154,9 +119,9 @@ pub struct NewDelivery {
     /// Raw body; `None` for rejected deliveries (not kept).
     pub body: Option<Vec<u8>>,
     pub body_bytes: usize,
-    /// `verified`, or `rejected` (kept without headers and body: the reason, size, source
-    /// and time only). Older rows may say `postback` (PayPal, checked after acknowledging).
-    pub verification: String,
+    /// `Verified`, or `Rejected` (kept without headers and body: the reason, size, source
+    /// and time only). Older rows may say `Postback` (PayPal, checked after acknowledging).
+    pub verification: Verification,
     pub error: Option<String>,
 }
 
@@ -172,7 +137,7 @@ pub struct Delivery {
     #[serde(skip)]
     pub body: Option<Vec<u8>>,
     pub body_bytes: i64,
-    pub verification: String,
+    pub verification: Verification,
     pub error: Option<String>,
 }
 
@@ -249,7 +214,7 @@ pub struct StoredEvent {
     pub refusal: Option<String>,
 }
 
-/// Which events [`Store::list_events`] returns (newest first).
+/// Which events [`EventStore::list_events`] returns (newest first).
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     pub statuses: Vec<EventStatus>,
@@ -272,7 +237,7 @@ pub struct EventFilter {
     pub trusted: Option<Trusted>,
 }
 
-/// How an attempt ended, as recorded by [`Store::finish_event`].
+/// How an attempt ended, as recorded by [`EventStore::finish_event`].
 #[derive(Debug, Clone)]
 pub struct EventFinish {
     pub status: EventStatus,
@@ -335,7 +300,7 @@ pub struct OrderFence<'a> {
     pub prior_state: &'a str,
 }
 
-/// What [`Store::purge_events`] deleted.
+/// What [`EventStore::purge_events`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct EventPurge {
     pub events: u64,
@@ -346,7 +311,34 @@ pub struct EventPurge {
 /// Counts of events per status (for metrics and the digest).
 pub type StatusCounts = HashMap<String, i64>;
 
+/// What the events subsystem keeps in the store: deliveries, the event queue, per-order
+/// access state and the poller's snapshots and settings. A view of a [`Store`]
+/// ([`Store::events`]), so the subsystem reaches nothing else (personas, connections and
+/// the audit log are the hub's).
+#[derive(Debug, Clone, Copy)]
+pub struct EventStore<'a> {
+    store: &'a Store,
+}
+
 impl Store {
+    pub fn events(&self) -> EventStore<'_> {
+        EventStore { store: self }
+    }
+}
+
+impl EventStore<'_> {
+    /// A setting of the events subsystem (the poller's state), see [`Store::get_meta`].
+    pub async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.store.get_meta(key).await
+    }
+
+    /// See [`Store::set_meta`].
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.store.set_meta(key, value).await
+    }
+}
+
+impl EventStore<'_> {
     // ---------------------------------------------------------------- ingest
 
     /// Records a delivery and the events it carries in one transaction: when this returns
@@ -370,7 +362,7 @@ impl Store {
                 Err(_) => (Some(encode_base64(bytes)), true),
             },
         };
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let mut a = Args::default();
         let sql = format!(
             "INSERT INTO deliveries (id, source, provider, received_at, headers, body, \
@@ -384,7 +376,7 @@ impl Store {
             a.opt_text(body.as_deref()),
             a.int(i64::from(base64)),
             a.int(d.body_bytes as i64),
-            a.text(&d.verification),
+            a.text(d.verification.as_str()),
             a.opt_text(d.error.as_deref()),
         );
         a.bind(sqlx::query(&sql)).execute(&mut *tx).await?;
@@ -401,13 +393,13 @@ impl Store {
         self.insert_events_at(events, now_ms()).await
     }
 
-    /// As [`Store::insert_events`], received at `received_at` (epoch ms): imports and tests.
+    /// As [`EventStore::insert_events`], received at `received_at` (epoch ms): imports and tests.
     pub async fn insert_events_at(
         &self,
         events: &[NewEvent],
         received_at: i64,
     ) -> Result<Vec<Inserted>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let now = received_at;
         let mut out = Vec::with_capacity(events.len());
         for e in events {
@@ -423,7 +415,7 @@ impl Store {
              verification, error FROM deliveries WHERE id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.store.pool)
         .await?;
         row.as_ref().map(delivery_from_row).transpose()
     }
@@ -440,7 +432,7 @@ impl Store {
         )
         .bind(since)
         .bind(until)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("source")?, r.try_get("n")?)))
@@ -457,7 +449,7 @@ impl Store {
         refused_before: i64,
     ) -> Result<EventPurge, StoreError> {
         const DONE: &str = "status NOT IN ('pending', 'processing', 'retry')";
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         for table in ["event_log", "event_actions"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE event_id IN \
@@ -510,7 +502,7 @@ impl Store {
         )
         .bind(source)
         .bind(i64::from(limit.clamp(1, MAX_EVENT_LIMIT)))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter().map(delivery_from_row).collect()
     }
@@ -527,7 +519,7 @@ impl Store {
         lease_until: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let now = now_ms();
-        let skip_locked = match self.backend {
+        let skip_locked = match self.store.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
@@ -539,7 +531,7 @@ impl Store {
              ORDER BY next_attempt_at, seq LIMIT $4{skip_locked}) \
              RETURNING {EVENT_COLUMNS}"
         );
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let rows = sqlx::query(&sql)
             .bind(worker)
             .bind(lease_until)
@@ -562,7 +554,7 @@ impl Store {
             "SELECT MIN(CASE WHEN status = 'processing' THEN locked_until ELSE next_attempt_at END) \
              FROM events WHERE status IN ('pending', 'retry', 'processing')",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.store.pool)
         .await?;
         Ok(v)
     }
@@ -575,7 +567,7 @@ impl Store {
         )
         .bind(id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -593,7 +585,7 @@ impl Store {
             EventStatus::Pending | EventStatus::Processing | EventStatus::Retry => None,
             _ => Some(now),
         };
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let mut a = Args::default();
         // A rejected event is not verified and gives its idempotency key up, so a genuine
         // delivery with the same key is processed instead of counted as a redelivery.
@@ -649,7 +641,7 @@ impl Store {
         )
         .bind(connection)
         .bind(source)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(r.rows_affected())
     }
@@ -658,7 +650,7 @@ impl Store {
     pub async fn mark_verified(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE events SET verified = 1 WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.store.pool)
             .await?;
         Ok(())
     }
@@ -680,7 +672,7 @@ impl Store {
         .bind(until)
         .bind(id)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         if r.rows_affected() == 0 {
             return Ok(false);
@@ -694,7 +686,7 @@ impl Store {
             .bind(source)
             .bind(order_id)
             .bind(order_owner)
-            .execute(&self.pool)
+            .execute(&self.store.pool)
             .await?;
             if r.rows_affected() == 0 {
                 return Ok(false);
@@ -704,7 +696,7 @@ impl Store {
     }
 
     /// Puts a claimed event back (e.g. its order is busy), taking back the attempt
-    /// [`Store::start_attempt`] counted.
+    /// [`EventStore::start_attempt`] counted.
     pub async fn defer_event(
         &self,
         id: &str,
@@ -719,7 +711,7 @@ impl Store {
         .bind(due_at)
         .bind(id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -728,7 +720,7 @@ impl Store {
     /// processed. Returns the updated event.
     pub async fn replay_event(&self, id: &str, by: &str) -> Result<StoredEvent, StoreError> {
         let now = now_ms();
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let res = sqlx::query(
             "UPDATE events SET status = 'pending', attempts = 0, next_attempt_at = $1, \
              last_error = NULL, finished_at = NULL WHERE id = $2 AND status <> 'processing'",
@@ -764,7 +756,7 @@ impl Store {
     pub async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
         let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.store.pool)
             .await?;
         row.as_ref().map(event_from_row).transpose()
     }
@@ -813,14 +805,17 @@ impl Store {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events{filter} ORDER BY seq {order} LIMIT {limit}"
         );
-        let rows = a.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
+        let rows = a
+            .bind(sqlx::query(&sql))
+            .fetch_all(&self.store.pool)
+            .await?;
         rows.iter().map(event_from_row).collect()
     }
 
     /// Number of events per status.
     pub async fn event_status_counts(&self) -> Result<StatusCounts, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM events GROUP BY status")
-            .fetch_all(&self.pool)
+            .fetch_all(&self.store.pool)
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
@@ -833,7 +828,7 @@ impl Store {
              WHERE event_id = $1 ORDER BY seq",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter()
             .map(|r| {
@@ -856,7 +851,7 @@ impl Store {
              FROM event_actions WHERE event_id = $1 ORDER BY step",
         )
         .bind(event_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter().map(action_from_row).collect()
     }
@@ -875,7 +870,7 @@ impl Store {
         event_id: &str,
         actions: &[(&str, &serde_json::Value)],
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let leased: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM events WHERE id = $1 AND locked_by = $2 AND status = 'processing'",
         )
@@ -926,7 +921,7 @@ impl Store {
         .bind(event_id)
         .bind(step)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -951,7 +946,7 @@ impl Store {
             a.text(event_id),
             a.int(step),
         );
-        a.bind(sqlx::query(&sql)).execute(&self.pool).await?;
+        a.bind(sqlx::query(&sql)).execute(&self.store.pool).await?;
         Ok(())
     }
 
@@ -974,7 +969,7 @@ impl Store {
         .bind(source)
         .bind(order_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         let r = sqlx::query(
             "UPDATE order_access SET locked_by = $1, locked_until = $2 \
@@ -986,7 +981,7 @@ impl Store {
         .bind(source)
         .bind(order_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -1004,7 +999,7 @@ impl Store {
         .bind(source)
         .bind(order_id)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(())
     }
@@ -1020,7 +1015,7 @@ impl Store {
         )
         .bind(source)
         .bind(order_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.store.pool)
         .await?;
         row.as_ref().map(order_from_row).transpose()
     }
@@ -1032,27 +1027,27 @@ impl Store {
              FROM order_access WHERE state = $1 ORDER BY updated_at",
         )
         .bind(state)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter().map(order_from_row).collect()
     }
 
     /// Writes an order's state.
     pub async fn put_order(&self, o: &OrderAccess) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         upsert_order(&mut tx, o).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Writes an order's state if `fence` still holds (see [`Store::commit_decision`]; the
+    /// Writes an order's state if `fence` still holds (see [`EventStore::commit_decision`]; the
     /// event lease is not checked here). `false` when nothing was written.
     pub async fn put_order_fenced(
         &self,
         o: &OrderAccess,
         fence: &OrderFence<'_>,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         let written = update_order_fenced(&mut tx, o, fence).await?;
         tx.commit().await?;
         Ok(written)
@@ -1067,7 +1062,7 @@ impl Store {
     ) -> Result<HashMap<String, String>, StoreError> {
         let rows = sqlx::query("SELECT key, value FROM poll_snapshots WHERE connection = $1")
             .bind(connection)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.store.pool)
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
@@ -1084,7 +1079,7 @@ impl Store {
         events: &[NewEvent],
         meta: &[(String, String)],
     ) -> Result<Vec<Inserted>, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.store.begin_write().await?;
         for (key, value) in changes {
             match value {
                 Some(v) => {
@@ -1113,8 +1108,8 @@ impl Store {
             out.push(insert_event(&mut tx, None, e, now).await?);
         }
         for (k, v) in meta {
-            crate::check_meta_key(k)?;
-            crate::put_meta(&mut *tx, k, v).await?;
+            crate::meta::check_meta_key(k)?;
+            crate::meta::put_meta(&mut *tx, k, v).await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -1271,8 +1266,7 @@ fn event_from_row(r: &AnyRow) -> Result<StoredEvent, StoreError> {
             .map_err(|e| StoreError::Corrupt(format!("event {id}: data is not JSON: {e}")))?,
         received_at: r.try_get("received_at")?,
         redeliveries: r.try_get("redeliveries")?,
-        status: EventStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("event {id}: unknown status {status}")))?,
+        status: parse_stored(&status, &format!("event {id}"))?,
         attempts: r.try_get("attempts")?,
         next_attempt_at: r.try_get("next_attempt_at")?,
         locked_by: r.try_get("locked_by")?,
@@ -1291,6 +1285,7 @@ fn delivery_from_row(r: &AnyRow) -> Result<Delivery, StoreError> {
     let headers: String = r.try_get("headers")?;
     let body: Option<String> = r.try_get("body")?;
     let base64: i64 = r.try_get("body_base64")?;
+    let verification: String = r.try_get("verification")?;
     let body = match body {
         None => None,
         Some(t) if base64 != 0 => Some(decode_base64(&t).ok_or_else(|| {
@@ -1306,7 +1301,7 @@ fn delivery_from_row(r: &AnyRow) -> Result<Delivery, StoreError> {
             .map_err(|e| StoreError::Corrupt(format!("delivery {id}: headers: {e}")))?,
         body,
         body_bytes: r.try_get("body_bytes")?,
-        verification: r.try_get("verification")?,
+        verification: parse_stored(&verification, &format!("delivery {id}"))?,
         error: r.try_get("error")?,
         id,
     })

@@ -6,7 +6,11 @@ use sqlx::any::AnyRow;
 
 use crate::args::Args;
 use crate::error::is_unique_violation;
-use crate::{Store, StoreError, Trusted, now_ms};
+use crate::kinds::parse_stored;
+use crate::{
+    AuditOutcome, ChainHead, EventFilter, EventStatus, RunStatus, Store, StoreError, StoredEvent,
+    Surface, Trusted, now_ms,
+};
 
 /// Events in a window, grouped.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -14,7 +18,7 @@ pub struct EventCount {
     pub source: String,
     pub provider: String,
     pub kind: String,
-    pub status: String,
+    pub status: EventStatus,
     pub test: bool,
     pub currency: Option<String>,
     /// The offer or course (poller events) or product (payments).
@@ -28,9 +32,9 @@ pub struct EventCount {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditCount {
     pub persona: Option<String>,
-    pub surface: String,
+    pub surface: Surface,
     pub tool: String,
-    pub outcome: String,
+    pub outcome: AuditOutcome,
     pub count: i64,
 }
 
@@ -54,8 +58,7 @@ pub struct FlowRun {
     pub trigger: String,
     pub fire_key: Option<String>,
     pub dry_run: bool,
-    /// `running`, `ok` or `failed`.
-    pub status: String,
+    pub status: RunStatus,
     pub input: serde_json::Value,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -78,7 +81,52 @@ pub struct FlowStep {
 
 const RUN_COLUMNS: &str = "seq, id, flow, trigger, fire_key, dry_run, status, input, started_at, finished_at, error, worker";
 
+/// What flows keep in the store: runs and their steps, leases, and the reads the daily
+/// digest, event-triggered flows and exports need (grouped counts, events read only,
+/// the audit chain head, their own settings). A view of a [`Store`] ([`Store::flows`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FlowStore<'a> {
+    store: &'a Store,
+}
+
 impl Store {
+    pub fn flows(&self) -> FlowStore<'_> {
+        FlowStore { store: self }
+    }
+}
+
+impl FlowStore<'_> {
+    /// A setting of flows (an export's or trigger's checkpoint), see [`Store::get_meta`].
+    pub async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.store.get_meta(key).await
+    }
+
+    /// See [`Store::set_meta`].
+    pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.store.set_meta(key, value).await
+    }
+
+    /// Stored events, read only: see [`EventStore::list_events`](crate::EventStore::list_events).
+    pub async fn list_events(&self, f: &EventFilter) -> Result<Vec<StoredEvent>, StoreError> {
+        self.store.events().list_events(f).await
+    }
+
+    /// Refused delivery attempts per source: see [`EventStore::rejected_deliveries`](crate::EventStore::rejected_deliveries).
+    pub async fn rejected_deliveries(
+        &self,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.store.events().rejected_deliveries(since, until).await
+    }
+
+    /// The audit chain head (the digest shows it as an anchor): see [`Store::audit_head`].
+    pub async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        self.store.audit_head().await
+    }
+}
+
+impl FlowStore<'_> {
     // ---------------------------------------------------------------- digest reads
 
     /// Events received in `[since, until)` that `trusted` admits (PostgreSQL sums to
@@ -105,7 +153,7 @@ impl Store {
     }
 
     /// Events of `connection` received in `[since, until)` that were refused (rejected
-    /// forgeries, payments the rules refused), grouped like [`Store::event_counts`]: the
+    /// forgeries, payments the rules refused), grouped like [`FlowStore::event_counts`]: the
     /// digest's problems.
     pub async fn refused_event_counts(
         &self,
@@ -133,15 +181,16 @@ impl Store {
         a: Args<'_>,
         sql: &str,
     ) -> Result<Vec<EventCount>, StoreError> {
-        let rows = a.bind(sqlx::query(sql)).fetch_all(&self.pool).await?;
+        let rows = a.bind(sqlx::query(sql)).fetch_all(&self.store.pool).await?;
         rows.iter()
             .map(|r| {
                 let test: i64 = r.try_get("test")?;
+                let status: String = r.try_get("status")?;
                 Ok(EventCount {
                     source: r.try_get("source")?,
                     provider: r.try_get("provider")?,
                     kind: r.try_get("kind")?,
-                    status: r.try_get("status")?,
+                    status: parse_stored(&status, "events")?,
                     test: test != 0,
                     currency: r.try_get("currency")?,
                     product_id: r.try_get("product_id")?,
@@ -165,15 +214,17 @@ impl Store {
         )
         .bind(since)
         .bind(until)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter()
             .map(|r| {
+                let surface: String = r.try_get("surface")?;
+                let outcome: String = r.try_get("outcome")?;
                 Ok(AuditCount {
                     persona: r.try_get("persona")?,
-                    surface: r.try_get("surface")?,
+                    surface: parse_stored(&surface, "audit log")?,
                     tool: r.try_get("tool")?,
-                    outcome: r.try_get("outcome")?,
+                    outcome: parse_stored(&outcome, "audit log")?,
                     count: r.try_get("n")?,
                 })
             })
@@ -198,7 +249,7 @@ impl Store {
         .bind(name)
         .bind(holder)
         .bind(until)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         if inserted.rows_affected() > 0 {
             return Ok(true);
@@ -211,7 +262,7 @@ impl Store {
         .bind(until)
         .bind(name)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.store.pool)
         .await?;
         Ok(taken.rows_affected() > 0)
     }
@@ -220,7 +271,7 @@ impl Store {
         sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
             .bind(name)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&self.store.pool)
             .await?;
         Ok(())
     }
@@ -236,18 +287,19 @@ impl Store {
         let mut a = Args::default();
         let sql = format!(
             "INSERT INTO flow_runs (id, flow, trigger, fire_key, dry_run, status, input, \
-             started_at, worker) VALUES ({}, {}, {}, {}, {}, 'running', {}, {}, {}) \
+             started_at, worker) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}) \
              RETURNING {RUN_COLUMNS}",
             a.text(&id),
             a.text(&r.flow),
             a.text(&r.trigger),
             a.opt_text(r.fire_key.as_deref()),
             a.int(i64::from(r.dry_run)),
+            a.text(RunStatus::Running.as_str()),
             a.text(&input),
             a.int(now),
             a.text(&r.worker),
         );
-        match a.bind(sqlx::query(&sql)).fetch_one(&self.pool).await {
+        match a.bind(sqlx::query(&sql)).fetch_one(&self.store.pool).await {
             Ok(row) => run_from_row(&row).map(Some),
             Err(e) if is_unique_violation(&e) => Ok(None),
             Err(e) => Err(e.into()),
@@ -258,7 +310,7 @@ impl Store {
     pub async fn run_fired(&self, fire_key: &str) -> Result<bool, StoreError> {
         let v: Option<i64> = sqlx::query_scalar("SELECT seq FROM flow_runs WHERE fire_key = $1")
             .bind(fire_key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.store.pool)
             .await?;
         Ok(v.is_some())
     }
@@ -266,18 +318,18 @@ impl Store {
     pub async fn finish_run(
         &self,
         id: &str,
-        status: &str,
+        status: RunStatus,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut a = Args::default();
         let sql = format!(
             "UPDATE flow_runs SET status = {}, error = {}, finished_at = {} WHERE id = {}",
-            a.text(status),
+            a.text(status.as_str()),
             a.opt_text(error),
             a.int(now_ms()),
             a.text(id),
         );
-        a.bind(sqlx::query(&sql)).execute(&self.pool).await?;
+        a.bind(sqlx::query(&sql)).execute(&self.store.pool).await?;
         Ok(())
     }
 
@@ -298,7 +350,7 @@ impl Store {
             a.int(s.started_at),
             a.int(s.duration_ms),
         );
-        a.bind(sqlx::query(&sql)).execute(&self.pool).await?;
+        a.bind(sqlx::query(&sql)).execute(&self.store.pool).await?;
         Ok(())
     }
 
@@ -317,7 +369,10 @@ impl Store {
             "SELECT {RUN_COLUMNS} FROM flow_runs{filter} ORDER BY seq DESC LIMIT {}",
             limit.clamp(1, 10_000)
         );
-        let rows = a.bind(sqlx::query(&sql)).fetch_all(&self.pool).await?;
+        let rows = a
+            .bind(sqlx::query(&sql))
+            .fetch_all(&self.store.pool)
+            .await?;
         rows.iter().map(run_from_row).collect()
     }
 
@@ -326,7 +381,7 @@ impl Store {
             "SELECT {RUN_COLUMNS} FROM flow_runs WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.store.pool)
         .await?;
         row.as_ref().map(run_from_row).transpose()
     }
@@ -337,7 +392,7 @@ impl Store {
              FROM flow_steps WHERE run_id = $1 ORDER BY seq",
         )
         .bind(run_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.store.pool)
         .await?;
         rows.iter()
             .map(|r| {
@@ -366,14 +421,16 @@ fn parse_json(text: &str) -> serde_json::Value {
 fn run_from_row(r: &AnyRow) -> Result<FlowRun, StoreError> {
     let dry: i64 = r.try_get("dry_run")?;
     let input: String = r.try_get("input")?;
+    let id: String = r.try_get("id")?;
+    let status: String = r.try_get("status")?;
     Ok(FlowRun {
+        status: parse_stored(&status, &format!("flow run {id}"))?,
         seq: r.try_get("seq")?,
-        id: r.try_get("id")?,
+        id,
         flow: r.try_get("flow")?,
         trigger: r.try_get("trigger")?,
         fire_key: r.try_get("fire_key")?,
         dry_run: dry != 0,
-        status: r.try_get("status")?,
         input: parse_json(&input),
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,

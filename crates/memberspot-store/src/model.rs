@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::{AuditOutcome, Surface};
+
 /// Which database a [`crate::Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
@@ -171,15 +173,15 @@ pub struct NewAuditRecord {
     /// Epoch milliseconds.
     pub at: i64,
     pub request_id: String,
-    /// Where the call came from (e.g. "mcp", "http", "cli").
-    pub surface: String,
+    /// Where the call came from.
+    pub surface: Surface,
     pub connection: Option<String>,
     pub persona: Option<String>,
     pub end_user: Option<String>,
     pub prompt: Option<String>,
     pub tool: String,
     pub arguments: serde_json::Value,
-    pub outcome: String,
+    pub outcome: AuditOutcome,
     pub response: Option<serde_json::Value>,
     pub error: Option<String>,
     pub upstream_status: Option<u16>,
@@ -195,14 +197,14 @@ pub struct AuditRecord {
     pub id: String,
     pub at: i64,
     pub request_id: String,
-    pub surface: String,
+    pub surface: Surface,
     pub connection: Option<String>,
     pub persona: Option<String>,
     pub end_user: Option<String>,
     pub prompt: Option<String>,
     pub tool: String,
     pub arguments: serde_json::Value,
-    pub outcome: String,
+    pub outcome: AuditOutcome,
     pub response: Option<serde_json::Value>,
     pub error: Option<String>,
     pub upstream_status: Option<u16>,

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use memberspot_store::{
-    AuditFilter, AuditRecord, Backend, ConnectionUpdate, NewAuditRecord, NewConnection, NewPersona,
-    Store, StoreError, ZERO_HASH, audit_hash,
+    AuditFilter, AuditOutcome, AuditRecord, Backend, ConnectionUpdate, NewAuditRecord,
+    NewConnection, NewPersona, Store, StoreError, Surface, Verification, ZERO_HASH, audit_hash,
 };
 use serde_json::json;
 use sqlx::{Connection as _, Executor as _};
@@ -141,21 +141,29 @@ fn new_persona(name: &str, connection: &str, token_hash: &str) -> NewPersona {
     }
 }
 
-fn record(i: i64, persona: &str, tool: &str, outcome: &str) -> NewAuditRecord {
+fn record(i: i64, persona: &str, tool: &str, outcome: AuditOutcome) -> NewAuditRecord {
     NewAuditRecord {
         at: i * 1000,
         request_id: format!("req-{i}"),
-        surface: if i % 2 == 0 { "mcp" } else { "http" }.to_owned(),
+        surface: if i % 2 == 0 {
+            Surface::McpHttp
+        } else {
+            Surface::Rest
+        },
         connection: Some("acme".to_owned()),
         persona: Some(persona.to_owned()),
         end_user: (i % 3 == 0).then(|| "user@example.test".to_owned()),
         prompt: Some(format!("please do thing {i} — ünïcödé \"quoted\"")),
         tool: tool.to_owned(),
         arguments: json!({"z": i, "a": {"nested": [1, 2.5, null, "x"]}, "email": "a@b.test"}),
-        outcome: outcome.to_owned(),
-        response: (outcome == "ok").then(|| json!({"items": [{"id": i}], "total": 1})),
-        error: (outcome != "ok").then(|| "upstream said no".to_owned()),
-        upstream_status: Some(if outcome == "ok" { 200 } else { 403 }),
+        outcome,
+        response: (outcome == AuditOutcome::Ok).then(|| json!({"items": [{"id": i}], "total": 1})),
+        error: (outcome != AuditOutcome::Ok).then(|| "upstream said no".to_owned()),
+        upstream_status: Some(if outcome == AuditOutcome::Ok {
+            200
+        } else {
+            403
+        }),
         latency_ms: 10 + i as u64,
     }
 }
@@ -593,7 +601,11 @@ async fn story(url: String, raw: Raw, backend: Backend) {
         } else {
             "get_course"
         };
-        let outcome = if i == 4 || i == 9 { "error" } else { "ok" };
+        let outcome = if i == 4 || i == 9 {
+            AuditOutcome::ToolError
+        } else {
+            AuditOutcome::Ok
+        };
         let rec = store
             .append_audit(&record(i, persona, tool, outcome))
             .await
@@ -628,13 +640,13 @@ async fn story(url: String, raw: Raw, backend: Backend) {
     .await;
     assert_eq!(seqs(by_tool), [2, 4, 6, 8, 10]);
     let errors = q(AuditFilter {
-        outcome: Some("error".into()),
+        outcome: Some("tool_error".into()),
         ..Default::default()
     })
     .await;
     assert_eq!(seqs(errors), [4, 9]);
     let mcp_sales = q(AuditFilter {
-        surface: Some("mcp".into()),
+        surface: Some("mcp-http".into()),
         persona: Some("sales-bot".into()),
         ..Default::default()
     })
@@ -678,7 +690,7 @@ async fn story(url: String, raw: Raw, backend: Backend) {
     assert!(v.ok, "{v:?}");
     assert_eq!(v.records, 7);
     let more = store
-        .append_audit(&record(11, "beta-bot", "get_course", "ok"))
+        .append_audit(&record(11, "beta-bot", "get_course", AuditOutcome::Ok))
         .await
         .unwrap();
     assert_eq!(more.prev_hash, appended[9].hash);
@@ -719,7 +731,7 @@ async fn story(url: String, raw: Raw, backend: Backend) {
     assert!(v.problem.unwrap().contains("deleted"));
     // The next append still chains onto the deleted record, so the gap stays visible.
     let after_gap = store
-        .append_audit(&record(12, "beta-bot", "get_course", "ok"))
+        .append_audit(&record(12, "beta-bot", "get_course", AuditOutcome::Ok))
         .await
         .unwrap();
     assert_eq!(after_gap.prev_hash, more.hash);
@@ -756,7 +768,7 @@ async fn story(url: String, raw: Raw, backend: Backend) {
     let v = store.verify_audit().await.unwrap();
     assert!(v.ok && v.records == 0, "{v:?}");
     let fresh = store
-        .append_audit(&record(13, "beta-bot", "get_course", "ok"))
+        .append_audit(&record(13, "beta-bot", "get_course", AuditOutcome::Ok))
         .await
         .unwrap();
     assert_eq!(fresh.prev_hash, after_gap.hash);
@@ -795,7 +807,7 @@ async fn concurrent_appends(stores: Vec<Store>, tasks_per_store: usize) {
             let store = store.clone();
             handles.push(tokio::spawn(async move {
                 for i in 0..50 {
-                    let mut r = record(i, &format!("bot-{s}-{t}"), "list_users", "ok");
+                    let mut r = record(i, &format!("bot-{s}-{t}"), "list_users", AuditOutcome::Ok);
                     r.request_id = format!("req-{s}-{t}-{i}");
                     store.append_audit(&r).await.unwrap();
                 }
@@ -885,7 +897,7 @@ async fn sqlite_file_holds_no_plaintext_key() {
         .await
         .unwrap();
     store
-        .append_audit(&record(1, "bot", "list_users", "ok"))
+        .append_audit(&record(1, "bot", "list_users", AuditOutcome::Ok))
         .await
         .unwrap();
     store.close().await;
@@ -976,7 +988,7 @@ async fn absent_and_present_optionals_alternate_on_postgres() {
                 .update_persona_scopes("p", &["read".into()], offers.as_deref(), limit)
                 .await
                 .unwrap();
-            let mut r = record(i, "p", "list_users", "ok");
+            let mut r = record(i, "p", "list_users", AuditOutcome::Ok);
             if i % 2 == 0 {
                 r.upstream_status = None;
                 r.prompt = None;
@@ -1000,7 +1012,7 @@ fn delivery(i: usize) -> memberspot_store::NewDelivery {
         headers: vec![("Stripe-Signature".into(), "t=1,v1=ab".into())],
         body: Some(vec![0xff, b'{', b'}']),
         body_bytes: 3,
-        verification: "verified".into(),
+        verification: Verification::Verified,
         error: None,
     }
 }
@@ -1033,6 +1045,7 @@ async fn queue_story(stores: Vec<Store>) {
     let first = &stores[0];
     for i in 0..N {
         let got = first
+            .events()
             .record_delivery(&delivery(i), &[queued(i)])
             .await
             .unwrap();
@@ -1040,16 +1053,18 @@ async fn queue_story(stores: Vec<Store>) {
     }
     // A redelivery is counted, not queued.
     let again = first
+        .events()
         .record_delivery(&delivery(0), &[queued(0)])
         .await
         .unwrap();
     let Inserted::Duplicate(id0) = &again[0] else {
         panic!("{again:?}")
     };
-    let e0 = first.get_event(id0).await.unwrap().unwrap();
+    let e0 = first.events().get_event(id0).await.unwrap().unwrap();
     assert_eq!(e0.redeliveries, 1);
     // Non-UTF-8 bodies come back byte for byte.
     let d = first
+        .events()
         .get_delivery(e0.delivery_id.as_deref().unwrap())
         .await
         .unwrap()
@@ -1065,12 +1080,16 @@ async fn queue_story(stores: Vec<Store>) {
             let worker = format!("w{n}");
             let mut mine = Vec::new();
             loop {
-                let batch = store.claim_events(&worker, 5, lease).await.unwrap();
+                let batch = store
+                    .events()
+                    .claim_events(&worker, 5, lease)
+                    .await
+                    .unwrap();
                 if batch.is_empty() {
                     break;
                 }
                 for e in batch {
-                    assert!(store.start_attempt(&e.id, &worker).await.unwrap());
+                    assert!(store.events().start_attempt(&e.id, &worker).await.unwrap());
                     let finish = EventFinish {
                         status: EventStatus::Done,
                         error: None,
@@ -1078,7 +1097,13 @@ async fn queue_story(stores: Vec<Store>) {
                         detail: "ok".into(),
                         refusal: None,
                     };
-                    assert!(store.finish_event(&e.id, &worker, &finish).await.unwrap());
+                    assert!(
+                        store
+                            .events()
+                            .finish_event(&e.id, &worker, &finish)
+                            .await
+                            .unwrap()
+                    );
                     mine.push(e.id);
                 }
             }
@@ -1092,11 +1117,12 @@ async fn queue_story(stores: Vec<Store>) {
     let unique: std::collections::HashSet<_> = all.iter().collect();
     assert_eq!(all.len(), N, "every event claimed once");
     assert_eq!(unique.len(), N);
-    let counts = first.event_status_counts().await.unwrap();
+    let counts = first.events().event_status_counts().await.unwrap();
     assert_eq!(counts.get("done"), Some(&(N as i64)));
 
     // An expired lease is taken over; the old holder can no longer finish.
     let late = first
+        .events()
         .record_delivery(&delivery(N), &[queued(N)])
         .await
         .unwrap();
@@ -1104,13 +1130,18 @@ async fn queue_story(stores: Vec<Store>) {
     let past = chrono::Utc::now().timestamp_millis() - 1;
     assert_eq!(
         first
+            .events()
             .claim_events("dead-worker", 1, past)
             .await
             .unwrap()
             .len(),
         1
     );
-    let taken = first.claim_events("new-worker", 1, lease).await.unwrap();
+    let taken = first
+        .events()
+        .claim_events("new-worker", 1, lease)
+        .await
+        .unwrap();
     assert_eq!(taken[0].id, id);
     let finish = EventFinish {
         status: EventStatus::Done,
@@ -1121,32 +1152,47 @@ async fn queue_story(stores: Vec<Store>) {
     };
     assert!(
         !first
+            .events()
             .finish_event(&id, "dead-worker", &finish)
             .await
             .unwrap()
     );
     assert!(
         first
+            .events()
             .finish_event(&id, "new-worker", &finish)
             .await
             .unwrap()
     );
-    assert_eq!(first.event_log(&id).await.unwrap().len(), 1);
+    assert_eq!(first.events().event_log(&id).await.unwrap().len(), 1);
     // Replay queues it again.
-    let replayed = first.replay_event(&id, "test").await.unwrap();
+    let replayed = first.events().replay_event(&id, "test").await.unwrap();
     assert_eq!(replayed.status, EventStatus::Pending);
     assert_eq!(replayed.attempts, 0);
 
     // The order lock is exclusive until it expires.
-    assert!(first.lock_order("src", "o1", "a", lease).await.unwrap());
+    assert!(
+        first
+            .events()
+            .lock_order("src", "o1", "a", lease)
+            .await
+            .unwrap()
+    );
     assert!(
         !stores[stores.len() - 1]
+            .events()
             .lock_order("src", "o1", "b", lease)
             .await
             .unwrap()
     );
-    first.unlock_order("src", "o1", "a").await.unwrap();
-    assert!(first.lock_order("src", "o1", "b", lease).await.unwrap());
+    first.events().unlock_order("src", "o1", "a").await.unwrap();
+    assert!(
+        first
+            .events()
+            .lock_order("src", "o1", "b", lease)
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1180,7 +1226,7 @@ async fn queue_two_stores_one_postgres_database() {
 async fn batches_race_a_second_writer(a: Store, b: Store) {
     let single = tokio::spawn(async move {
         for i in 0..120 {
-            let mut r = record(i, "single", "list_offers", "ok");
+            let mut r = record(i, "single", "list_offers", AuditOutcome::Ok);
             r.request_id = format!("single-{i}");
             b.append_audit(&r).await.unwrap();
         }
@@ -1190,7 +1236,7 @@ async fn batches_race_a_second_writer(a: Store, b: Store) {
     for (round, size) in [37usize, 64, 3, 100, 1, 16, 5].into_iter().enumerate() {
         let batch: Vec<NewAuditRecord> = (0..size)
             .map(|i| {
-                let mut r = record(i as i64, "batch", "list_users", "ok");
+                let mut r = record(i as i64, "batch", "list_users", AuditOutcome::Ok);
                 r.request_id = format!("batch-{round}-{i}");
                 r
             })
@@ -1237,7 +1283,7 @@ async fn batches_race_a_second_writer_postgres() {
 async fn database_refuses_unlinked_records(url: String, raw: Raw) {
     let store = Store::open(&url).await.unwrap();
     let first = store
-        .append_audit(&record(1, "bot", "list_users", "ok"))
+        .append_audit(&record(1, "bot", "list_users", AuditOutcome::Ok))
         .await
         .unwrap();
     let forged = |prev: &str| {
@@ -1265,7 +1311,7 @@ async fn database_refuses_unlinked_records(url: String, raw: Raw) {
         );
     }
     let second = store
-        .append_audit(&record(2, "bot", "list_users", "ok"))
+        .append_audit(&record(2, "bot", "list_users", AuditOutcome::Ok))
         .await
         .unwrap();
     assert_eq!(second.prev_hash, first.hash);
@@ -1346,7 +1392,7 @@ async fn directory_version_moves(url: String, raw: Raw) {
     assert_eq!((conn.value.rate_limit, conn.version), (9.0, last));
     // Audit appends do not.
     reader
-        .append_audit(&record(1, "helper", "list_users", "ok"))
+        .append_audit(&record(1, "helper", "list_users", AuditOutcome::Ok))
         .await
         .unwrap();
     assert_eq!(reader.directory_version().await.unwrap(), last);
@@ -1379,10 +1425,11 @@ async fn fence_story(stores: Vec<Store>) {
     };
     let (a, b) = (&stores[0], &stores[stores.len() - 1]);
     let lease = chrono::Utc::now().timestamp_millis() + 60_000;
-    a.record_delivery(&delivery(900), &[queued(900), queued(901)])
+    a.events()
+        .record_delivery(&delivery(900), &[queued(900), queued(901)])
         .await
         .unwrap();
-    let claimed = a.claim_events("w1#a", 2, lease).await.unwrap();
+    let claimed = a.events().claim_events("w1#a", 2, lease).await.unwrap();
     assert_eq!(claimed.len(), 2);
     let (first, second) = (&claimed[0], &claimed[1]);
     let order = |state: &str| OrderAccess {
@@ -1398,12 +1445,14 @@ async fn fence_story(stores: Vec<Store>) {
     let plan = json!({"email": "x@example.de"});
     // Two tasks of one claim: each attempt has its own lock owner, so only one holds it.
     assert!(
-        a.lock_order("src", "shared", "w1#a/first", lease)
+        a.events()
+            .lock_order("src", "shared", "w1#a/first", lease)
             .await
             .unwrap()
     );
     assert!(
-        !b.lock_order("src", "shared", "w1#a/second", lease)
+        !b.events()
+            .lock_order("src", "shared", "w1#a/second", lease)
             .await
             .unwrap()
     );
@@ -1414,79 +1463,115 @@ async fn fence_story(stores: Vec<Store>) {
     };
     // Not the lock holder, or a state that has moved on: nothing is written.
     assert!(
-        !b.commit_decision(
-            &order("ended"),
-            &fence("w1#a/second", "none"),
-            &second.id,
-            &[("t", &plan)]
-        )
-        .await
-        .unwrap()
-    );
-    assert!(
-        !a.commit_decision(
-            &order("active"),
-            &fence("w1#a/first", "active"),
-            &first.id,
-            &[("t", &plan)]
-        )
-        .await
-        .unwrap()
-    );
-    assert!(a.event_actions(&first.id).await.unwrap().is_empty());
-    assert!(
-        a.commit_decision(
-            &order("active"),
-            &fence("w1#a/first", "none"),
-            &first.id,
-            &[("t", &plan)]
-        )
-        .await
-        .unwrap()
-    );
-    a.unlock_order("src", "shared", "w1#a/first").await.unwrap();
-    // The second now decides from the state the first left.
-    assert!(
-        b.lock_order("src", "shared", "w1#a/second", lease)
+        !b.events()
+            .commit_decision(
+                &order("ended"),
+                &fence("w1#a/second", "none"),
+                &second.id,
+                &[("t", &plan)]
+            )
             .await
             .unwrap()
     );
     assert!(
-        !b.commit_decision(
-            &order("ended"),
-            &fence("w1#a/second", "none"),
-            &second.id,
-            &[]
-        )
-        .await
-        .unwrap()
+        !a.events()
+            .commit_decision(
+                &order("active"),
+                &fence("w1#a/first", "active"),
+                &first.id,
+                &[("t", &plan)]
+            )
+            .await
+            .unwrap()
     );
     assert!(
-        b.commit_decision(
-            &order("ended"),
-            &fence("w1#a/second", "active"),
-            &second.id,
-            &[]
-        )
+        a.events()
+            .event_actions(&first.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        a.events()
+            .commit_decision(
+                &order("active"),
+                &fence("w1#a/first", "none"),
+                &first.id,
+                &[("t", &plan)]
+            )
+            .await
+            .unwrap()
+    );
+    a.events()
+        .unlock_order("src", "shared", "w1#a/first")
         .await
-        .unwrap()
+        .unwrap();
+    // The second now decides from the state the first left.
+    assert!(
+        b.events()
+            .lock_order("src", "shared", "w1#a/second", lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.events()
+            .commit_decision(
+                &order("ended"),
+                &fence("w1#a/second", "none"),
+                &second.id,
+                &[]
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.events()
+            .commit_decision(
+                &order("ended"),
+                &fence("w1#a/second", "active"),
+                &second.id,
+                &[]
+            )
+            .await
+            .unwrap()
     );
     assert_eq!(
-        a.get_order("src", "shared").await.unwrap().unwrap().state,
+        a.events()
+            .get_order("src", "shared")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         "ended"
     );
 
     // A lease renewed by its holder only; a step is started only under the lease.
     assert!(
-        a.renew_lease(&first.id, "w1#a", None, lease + 1000)
+        a.events()
+            .renew_lease(&first.id, "w1#a", None, lease + 1000)
             .await
             .unwrap()
     );
-    assert!(!b.renew_lease(&first.id, "w2#b", None, lease).await.unwrap());
-    assert!(a.start_action(&first.id, 0, "req-1", "w1#a").await.unwrap());
-    assert!(!b.start_action(&first.id, 0, "req-2", "w2#b").await.unwrap());
+    assert!(
+        !b.events()
+            .renew_lease(&first.id, "w2#b", None, lease)
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.events()
+            .start_action(&first.id, 0, "req-1", "w1#a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.events()
+            .start_action(&first.id, 0, "req-2", "w2#b")
+            .await
+            .unwrap()
+    );
     assert_eq!(
-        a.event_actions(&first.id).await.unwrap()[0].request_id,
+        a.events().event_actions(&first.id).await.unwrap()[0].request_id,
         "req-1"
     );
 
@@ -1498,8 +1583,14 @@ async fn fence_story(stores: Vec<Store>) {
         detail: "forged".into(),
         refusal: None,
     };
-    assert!(a.finish_event(&second.id, "w1#a", &finish).await.unwrap());
+    assert!(
+        a.events()
+            .finish_event(&second.id, "w1#a", &finish)
+            .await
+            .unwrap()
+    );
     let again = a
+        .events()
         .record_delivery(&delivery(902), &[queued(901)])
         .await
         .unwrap();
@@ -1515,10 +1606,12 @@ async fn fence_story(stores: Vec<Store>) {
     test.test = true;
     let mut unverified = queued(905);
     unverified.verified = false;
-    a.record_delivery(&delivery(903), &[other, test, unverified])
+    a.events()
+        .record_delivery(&delivery(903), &[other, test, unverified])
         .await
         .unwrap();
     let all: Vec<StoredEvent> = a
+        .events()
         .list_events(&EventFilter {
             limit: Some(1000),
             ..Default::default()
@@ -1531,6 +1624,7 @@ async fn fence_story(stores: Vec<Store>) {
         Trusted::live("other-school"),
     ] {
         let by_sql: Vec<String> = a
+            .events()
             .list_events(&EventFilter {
                 limit: Some(1000),
                 trusted: Some(trusted.clone()),
@@ -1593,9 +1687,9 @@ async fn purge_story(store: Store) {
     use memberspot_store::{EventFilter, EventStatus, NewDelivery};
     let day = 86_400_000_i64;
     let now = chrono::Utc::now().timestamp_millis();
-    let at = |d: i64, i: usize, verification: &str| NewDelivery {
+    let at = |d: i64, i: usize, verification: Verification| NewDelivery {
         received_at: now - d * day,
-        verification: verification.into(),
+        verification,
         ..delivery(i)
     };
     let mut old_done = queued(1);
@@ -1603,28 +1697,34 @@ async fn purge_story(store: Store) {
     let mut old_queued = queued(2);
     old_queued.status = EventStatus::Pending;
     store
-        .record_delivery(&at(500, 1, "verified"), &[old_done])
+        .events()
+        .record_delivery(&at(500, 1, Verification::Verified), &[old_done])
         .await
         .unwrap();
     store
-        .record_delivery(&at(500, 2, "verified"), &[old_queued])
+        .events()
+        .record_delivery(&at(500, 2, Verification::Verified), &[old_queued])
         .await
         .unwrap();
     let mut recent = queued(3);
     recent.status = EventStatus::Done;
     store
-        .record_delivery(&at(10, 3, "verified"), &[recent])
+        .events()
+        .record_delivery(&at(10, 3, Verification::Verified), &[recent])
         .await
         .unwrap();
     store
-        .record_delivery(&at(40, 4, "rejected"), &[])
+        .events()
+        .record_delivery(&at(40, 4, Verification::Rejected), &[])
         .await
         .unwrap();
     store
-        .record_delivery(&at(5, 5, "rejected"), &[])
+        .events()
+        .record_delivery(&at(5, 5, Verification::Rejected), &[])
         .await
         .unwrap();
     let purged = store
+        .events()
         .purge_events(now - 400 * day, now - 30 * day)
         .await
         .unwrap();
@@ -1632,10 +1732,22 @@ async fn purge_story(store: Store) {
         (purged.events, purged.deliveries, purged.refused_deliveries),
         (1, 1, 1)
     );
-    let left = store.list_events(&EventFilter::default()).await.unwrap();
+    let left = store
+        .events()
+        .list_events(&EventFilter::default())
+        .await
+        .unwrap();
     let keys: Vec<&str> = left.iter().map(|e| e.dedupe_key.as_str()).collect();
     assert_eq!(keys, vec!["src:evt-3", "src:evt-2"]);
-    assert_eq!(store.refused_deliveries(None, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .events()
+            .refused_deliveries(None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1647,4 +1759,255 @@ async fn retention_purge_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_purge_postgres() {
     with_pg_db(|url| async move { purge_story(Store::open(&url).await.unwrap()).await }).await;
+}
+
+// ------------------------------------------------------------------ stored words
+
+fn assert_corrupt<T: std::fmt::Debug>(r: Result<T, StoreError>, wanted: &[&str]) {
+    match r {
+        Err(StoreError::Corrupt(m)) => {
+            for w in wanted {
+                assert!(m.contains(w), "`{w}` missing from: {m}");
+            }
+        }
+        other => panic!("expected corrupt data naming {wanted:?}, got {other:?}"),
+    }
+}
+
+/// Columns holding one of a few words are read as types: a word the store does not know
+/// (written behind its back) is corrupt data naming the row, never passed on as text.
+async fn unknown_words_are_corrupt(url: String, raw: Raw) {
+    use memberspot_store::{AuditOutcome as O, EventFilter, NewRun, RunStatus};
+    let store = Store::open(&url).await.unwrap();
+
+    let rec = store
+        .append_audit(&record(1, "bot", "list_users", O::Ok))
+        .await
+        .unwrap();
+    let read = store.query_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!((read[0].outcome, read[0].surface), (O::Ok, Surface::Rest));
+    raw.exec(&format!(
+        "UPDATE audit_log SET outcome = 'maybe' WHERE seq = {}",
+        rec.seq
+    ))
+    .await;
+    let owner = format!("audit record {}", rec.seq);
+    assert_corrupt(
+        store.query_audit(&AuditFilter::default()).await,
+        &[&owner, "audit outcome", "maybe"],
+    );
+    assert_corrupt(
+        store.flows().audit_counts(0, i64::MAX).await,
+        &["audit outcome"],
+    );
+    // Verification still reads the stored text and names the edited record.
+    let v = store.verify_audit().await.unwrap();
+    assert!(!v.ok && v.first_bad_seq == Some(rec.seq), "{v:?}");
+    raw.exec(&format!(
+        "UPDATE audit_log SET outcome = 'ok', surface = 'telnet' WHERE seq = {}",
+        rec.seq
+    ))
+    .await;
+    assert_corrupt(
+        store.query_audit(&AuditFilter::default()).await,
+        &[&owner, "surface", "telnet"],
+    );
+
+    let d = delivery(1);
+    store
+        .events()
+        .record_delivery(&d, &[queued(1)])
+        .await
+        .unwrap();
+    let back = store.events().get_delivery(&d.id).await.unwrap().unwrap();
+    assert_eq!(back.verification, Verification::Verified);
+    raw.exec(&format!(
+        "UPDATE deliveries SET verification = 'trusted' WHERE id = '{}'",
+        d.id
+    ))
+    .await;
+    assert_corrupt(
+        store.events().get_delivery(&d.id).await,
+        &[&d.id, "delivery verification", "trusted"],
+    );
+    raw.exec("UPDATE events SET status = 'later'").await;
+    assert_corrupt(
+        store.events().list_events(&EventFilter::default()).await,
+        &["event status", "later"],
+    );
+    assert_corrupt(
+        store
+            .flows()
+            .event_counts(0, i64::MAX, &memberspot_store::Trusted::live("school"))
+            .await,
+        &["event status", "later"],
+    );
+
+    let run = store
+        .flows()
+        .insert_run(&NewRun {
+            flow: "f".into(),
+            trigger: "manual".into(),
+            fire_key: None,
+            dry_run: false,
+            input: json!({}),
+            worker: "w".into(),
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Running);
+    store
+        .flows()
+        .finish_run(&run.id, RunStatus::Ok, None)
+        .await
+        .unwrap();
+    let back = store.flows().get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!(back.status, RunStatus::Ok);
+    raw.exec(&format!(
+        "UPDATE flow_runs SET status = 'paused' WHERE id = '{}'",
+        run.id
+    ))
+    .await;
+    assert_corrupt(
+        store.flows().get_run(&run.id).await,
+        &[&run.id, "flow run status", "paused"],
+    );
+    assert_corrupt(store.flows().list_runs(None, 10).await, &["paused"]);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_words_are_corrupt_sqlite() {
+    let (_dir, path) = sqlite_db();
+    unknown_words_are_corrupt(sqlite_url(&path), Raw::Sqlite(path)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_words_are_corrupt_postgres() {
+    with_pg_db(|url| async move {
+        unknown_words_are_corrupt(url.clone(), Raw::Postgres(url)).await;
+    })
+    .await;
+}
+
+// ------------------------------------------------------------------ upgrades
+
+/// Databases written by the release whose migrations 1–6 were applied by a hand-listed
+/// runner (`memberspot` at 44a83e1: personas, a CLI and a flow call, a digest, two
+/// Memberspot webhooks and a refused one), dumped with `sqlite3 .dump` and
+/// `pg_dump --inserts`. Their `_sqlx_migrations` rows are what every existing database has.
+const OLD_SQLITE: &str = include_str!("fixtures/hub-0006.sqlite.sql");
+const OLD_POSTGRES: &str = include_str!("fixtures/hub-0006.postgres.sql");
+
+impl Raw {
+    /// Runs a dump in a new database (for SQLite: creates the file).
+    async fn restore(&self, dump: &str) {
+        if let Raw::Sqlite(path) = self {
+            let opts = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true);
+            let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+            c.execute(dump).await.unwrap();
+            c.close().await.unwrap();
+        } else {
+            self.exec(dump).await;
+        }
+    }
+
+    /// `_sqlx_migrations` as one line per row: version, description, success, checksum,
+    /// install time.
+    async fn migrations(&self) -> Vec<String> {
+        match self {
+            Raw::Sqlite(path) => {
+                let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+                let mut c = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT version || '|' || description || '|' || success || '|' \
+                     || lower(hex(checksum)) || '|' || installed_on \
+                     FROM _sqlx_migrations ORDER BY version",
+                )
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+                c.close().await.unwrap();
+                rows
+            }
+            Raw::Postgres(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT version::text || '|' || description || '|' || success::text || '|' \
+                     || encode(checksum, 'hex') || '|' || installed_on::text \
+                     FROM _sqlx_migrations ORDER BY version",
+                )
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+                c.close().await.unwrap();
+                rows
+            }
+        }
+    }
+}
+
+/// An existing database opens as it is: no migration runs again or is recorded anew (a
+/// changed migration file would be refused here as a checksum mismatch), its rows read
+/// back, and the audit chain goes on from its head.
+async fn opens_a_database_of_the_old_runner(url: String, raw: Raw, dump: &str, records: u64) {
+    raw.restore(dump).await;
+    let before = raw.migrations().await;
+    assert_eq!(before.len(), 6, "{before:?}");
+
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(
+        raw.migrations().await,
+        before,
+        "migrations were re-run or re-recorded"
+    );
+
+    let personas: Vec<String> = store
+        .list_personas()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(personas.contains(&"fixture-bot".to_owned()), "{personas:?}");
+    assert!(personas.contains(&"hook-school".to_owned()), "{personas:?}");
+    let v = store.verify_audit().await.unwrap();
+    assert!(v.ok && v.records == records, "{v:?}");
+    let events = store
+        .events()
+        .list_events(&memberspot_store::EventFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(store.flows().list_runs(None, 10).await.unwrap().len(), 1);
+
+    let mut r = record(1, "fixture-bot", "list_offers", AuditOutcome::Ok);
+    r.surface = Surface::Cli;
+    let appended = store.append_audit(&r).await.unwrap();
+    assert_eq!(appended.prev_hash, v.head.hash);
+    let v = store.verify_audit().await.unwrap();
+    assert!(v.ok && v.records == records + 1, "{v:?}");
+    store.close().await;
+
+    // And again: opening is idempotent on an upgraded database too.
+    let store = Store::open(&url).await.unwrap();
+    store.close().await;
+    assert_eq!(raw.migrations().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_a_sqlite_database_of_the_old_runner() {
+    let (_dir, path) = sqlite_db();
+    opens_a_database_of_the_old_runner(sqlite_url(&path), Raw::Sqlite(path), OLD_SQLITE, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_a_postgres_database_of_the_old_runner() {
+    with_pg_db(|url| async move {
+        opens_a_database_of_the_old_runner(url.clone(), Raw::Postgres(url), OLD_POSTGRES, 2).await;
+    })
+    .await;
 }

@@ -78,10 +78,10 @@ fn render(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
         t.add_row(vec![
             r.seq.to_string(),
             time,
-            r.surface.clone(),
+            r.surface.to_string(),
             r.persona.clone().unwrap_or_else(|| "(operator)".into()),
             r.tool.clone(),
-            r.outcome.clone(),
+            r.outcome.to_string(),
             r.latency_ms.to_string(),
             note,
         ]);

@@ -10,7 +10,7 @@ use memberspot_hub::store::{EventFilter, EventStatus, StoredEvent};
 use crate::cli::{EventFilterArgs, EventsCommand, Global, RulesCommand};
 use crate::commands::audit::parse_since;
 use crate::config::ConfigFile;
-use crate::connection::{close_hub, data_dir, open_hub};
+use crate::connection::{check_schools, close_hub, data_dir, open_hub, school_of, schools_json};
 use crate::output::{print_json, print_table, table};
 
 /// The rules file in use: `--rules`/`MEMBERSPOT_RULES`, the config file's `rules_file`,
@@ -210,12 +210,21 @@ pub async fn rules(cmd: RulesCommand, global: &Global) -> anyhow::Result<ExitCod
                 )?,
             };
             match EventsConfig::load(&path) {
-                Ok(cfg) => {
+                Ok(mut cfg) => {
+                    let schools = match check_schools(global, &file, &path, |known| {
+                        cfg.resolve_connections(known)
+                    })
+                    .await?
+                    {
+                        Ok(schools) => schools,
+                        Err(code) => return Ok(code),
+                    };
                     if global.json {
                         print_json(&serde_json::json!({
                             "ok": true, "file": path.display().to_string(),
                             "sources": cfg.sources.keys().collect::<Vec<_>>(),
                             "rules": cfg.rules.len(), "poller": cfg.poller.is_some(),
+                            "schools": schools.as_deref().map(schools_json),
                             "warnings": cfg.warnings,
                         }))?;
                     } else {
@@ -232,11 +241,18 @@ pub async fn rules(cmd: RulesCommand, global: &Global) -> anyhow::Result<ExitCod
                         );
                         for s in cfg.sources.values() {
                             println!(
-                                "  /hooks/{:<16} {:<12} acts on `{}` as persona `{}`",
+                                "  /hooks/{:<16} {:<12} acts on {} as persona `{}`",
                                 s.name,
                                 s.provider.as_str(),
-                                s.connection,
+                                school_of(&schools, &format!("source `{}`", s.name)),
                                 s.persona
+                            );
+                        }
+                        if let Some(p) = &cfg.poller {
+                            println!(
+                                "  poller acts on {} as persona `{}`",
+                                school_of(&schools, "the poller"),
+                                p.persona
                             );
                         }
                         for w in &cfg.warnings {

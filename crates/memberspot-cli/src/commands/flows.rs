@@ -5,13 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use memberspot_agent::config::ModelsConfig;
-use memberspot_flows::config::{Target, Trigger};
+use memberspot_flows::config::{DIGEST_ITEM, Target, Trigger};
 use memberspot_flows::{Flows, FlowsConfig};
 use memberspot_hub::Hub;
+use memberspot_hub::store::RunStatus;
 
 use crate::cli::{DigestArgs, DigestTarget, FlowsCommand, Global};
 use crate::config::ConfigFile;
-use crate::connection::{close_hub, data_dir, open_hub};
+use crate::connection::{check_schools, close_hub, data_dir, open_hub, school_of, schools_json};
 use crate::output::{print_json, print_table, table};
 
 /// An explicit path must exist; the default one is used when present.
@@ -55,7 +56,7 @@ pub fn load_models(global: &Global, file: &ConfigFile) -> anyhow::Result<ModelsC
     }
 }
 
-/// The flows subsystem on `hub`, with its personas in place.
+/// The flows subsystem on `hub`: each item's school decided, its personas in place.
 pub async fn open_flows(
     hub: &Hub,
     global: &Global,
@@ -66,8 +67,7 @@ pub async fn open_flows(
         eprintln!("warning: {w}");
     }
     let models = load_models(global, file)?;
-    let flows = Flows::new(hub.clone(), cfg, models)?;
-    flows.ensure_personas().await?;
+    let flows = Flows::start(hub.clone(), cfg, models).await?;
     Ok((flows, path))
 }
 
@@ -140,11 +140,20 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                 .unwrap_or_else(|| data_dir(global, &file).join("flows.toml")),
         };
         return match FlowsConfig::load(&path) {
-            Ok(cfg) => {
+            Ok(mut cfg) => {
+                let schools = match check_schools(global, &file, &path, |known| {
+                    cfg.resolve_connections(known)
+                })
+                .await?
+                {
+                    Ok(schools) => schools,
+                    Err(code) => return Ok(code),
+                };
                 if global.json {
                     print_json(&serde_json::json!({
                         "ok": true, "file": path.display().to_string(),
                         "digest": cfg.digest.as_ref().map(|d| d.enabled), "flows": cfg.flows.iter().map(|f| &f.name).collect::<Vec<_>>(),
+                        "schools": schools.as_deref().map(schools_json),
                         "warnings": cfg.warnings,
                     }))?;
                 } else {
@@ -158,6 +167,32 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                             _ => "off".into(),
                         }
                     );
+                    if cfg.digest.as_ref().is_some_and(|d| d.enabled) {
+                        println!(
+                            "  {DIGEST_ITEM} acts on {}",
+                            school_of(&schools, DIGEST_ITEM)
+                        );
+                    }
+                    let items = cfg
+                        .flows
+                        .iter()
+                        .map(|f| (format!("flow `{}`", f.name), &f.persona))
+                        .chain(
+                            cfg.syncs
+                                .iter()
+                                .map(|s| (format!("sync `{}`", s.name), &s.persona)),
+                        )
+                        .chain(
+                            cfg.exports
+                                .iter()
+                                .map(|e| (format!("export `{}`", e.name), &e.persona)),
+                        );
+                    for (item, persona) in items {
+                        println!(
+                            "  {item} acts on {} as persona `{persona}`",
+                            school_of(&schools, &item)
+                        );
+                    }
                     for w in &cfg.warnings {
                         eprintln!("warning: {w}");
                     }
@@ -211,7 +246,7 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
             FlowsCommand::Rerun { run, dry_run } => {
                 let report = flows.rerun(&run, dry_run).await?;
                 print_report(&report, global.json)?;
-                if report.status != "ok" {
+                if report.status != RunStatus::Ok {
                     return Ok(ExitCode::FAILURE);
                 }
             }
@@ -222,12 +257,12 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                 };
                 let report = flows.run_flow(&name, "manual", input, None, dry_run).await?;
                 print_report(&report, global.json)?;
-                if report.status != "ok" {
+                if report.status != RunStatus::Ok {
                     return Ok(ExitCode::FAILURE);
                 }
             }
             FlowsCommand::History { name, limit } => {
-                let runs = hub.store().list_runs(name.as_deref(), limit).await?;
+                let runs = hub.flows_store().list_runs(name.as_deref(), limit).await?;
                 if global.json {
                     print_json(&runs)?;
                 } else {
@@ -235,7 +270,7 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                     for r in runs {
                         t.add_row(vec![
                             chrono::DateTime::from_timestamp_millis(r.started_at).map(|x| x.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
-                            r.id, r.flow, format!("{}{}", r.trigger, if r.dry_run { " (dry)" } else { "" }), r.status,
+                            r.id, r.flow, format!("{}{}", r.trigger, if r.dry_run { " (dry)" } else { "" }), r.status.to_string(),
                             r.error.unwrap_or_default().chars().take(60).collect(),
                         ]);
                     }
@@ -243,8 +278,8 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                 }
             }
             FlowsCommand::Show { run } => {
-                let r = hub.store().get_run(&run).await?.with_context(|| format!("no run with id `{run}`"))?;
-                let steps = hub.store().run_steps(&run).await?;
+                let r = hub.flows_store().get_run(&run).await?.with_context(|| format!("no run with id `{run}`"))?;
+                let steps = hub.flows_store().run_steps(&run).await?;
                 if global.json {
                     print_json(&serde_json::json!({"run": r, "steps": steps}))?;
                 } else {
