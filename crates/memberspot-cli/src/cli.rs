@@ -504,6 +504,9 @@ pub enum RulesCommand {
     Validate {
         /// The file [default: --rules, else <data dir>/rules.toml]
         file: Option<PathBuf>,
+        /// Do not read the schools' offers to check the rules' offers exist
+        #[arg(long)]
+        offline: bool,
     },
     /// Show what each stored event would do under the rules (nothing is written)
     DryRun(EventFilterArgs),

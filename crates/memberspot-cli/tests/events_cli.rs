@@ -448,7 +448,7 @@ async fn no_school_is_assumed_once_a_real_school_is_connected() {
     // The embedded sandbox is the only connection: it is the school, and it says so.
     let (code, _, stderr) = run(d, &["connections", "list"]).await;
     assert_eq!(code, Some(0), "{stderr}");
-    let (code, stdout, stderr) = run(d, &["rules", "validate", &unnamed_s]).await;
+    let (code, stdout, stderr) = run(d, &["rules", "validate", "--offline", &unnamed_s]).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stdout.contains("acts on `sandbox` (the embedded sandbox, not a real school"),
@@ -513,13 +513,31 @@ async fn no_school_is_assumed_once_a_real_school_is_connected() {
         ),
     )
     .unwrap();
-    let (code, stdout, stderr) = run(d, &["rules", "validate", &rules_s]).await;
+    // The rule's offer `o` is not one of the school's: one read finds it, names the rule
+    // and lists the school's offers; `--offline` skips the read.
+    let (code, _, stderr) = run(d, &["rules", "validate", &rules_s]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let first_offer = common::sandbox_state(&sb).await["offers"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        stderr.contains("rule 1: offer `o` does not exist (its offers: ")
+            && stderr.contains(&first_offer)
+            && stderr.contains("on connection `school`"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = run(d, &["rules", "validate", "--offline", &rules_s]).await;
     assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("offers not checked (--offline)"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("acts on `school` (default_connection) as persona `hook-ds24`"),
         "{stdout}"
     );
-    let (_, stdout, _) = run(d, &["rules", "validate", "--json", &rules_s]).await;
+    let (_, stdout, _) = run(d, &["rules", "validate", "--json", "--offline", &rules_s]).await;
     let v: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
         v["schools"]["source `ds24`"],
@@ -562,5 +580,13 @@ async fn no_school_is_assumed_once_a_real_school_is_connected() {
     ] {
         assert!(log.lines().any(|l| l == line), "{line}: {log}");
     }
+    // It starts with the missing offer, and says loudly that its purchases will go dead.
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("  WARNING the rules file, line ")
+                && l.contains("rule 1: offer `o` does not exist")
+                && l.ends_with("its purchases will go dead")),
+        "{log}"
+    );
     let _ = sb.shutdown().await;
 }

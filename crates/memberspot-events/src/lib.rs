@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod config;
+pub mod offers;
 pub mod plugin;
 pub mod poller;
 pub mod postback;

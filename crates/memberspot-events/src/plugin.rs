@@ -72,6 +72,12 @@ impl Plugin for EventsPlugin {
                 .iter()
                 .map(|(item, school)| format!("          {item} acts on {school}")),
         );
+        lines.extend(
+            self.events
+                .offer_warnings()
+                .iter()
+                .map(|w| format!("  WARNING {w}")),
+        );
         lines
     }
 }

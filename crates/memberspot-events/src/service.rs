@@ -40,11 +40,16 @@ pub struct Events {
     inner: Arc<Inner>,
 }
 
+/// How long the start waits for the schools' offers before it goes on without the check.
+const OFFER_CHECK_TIME: Duration = Duration::from_secs(10);
+
 struct Inner {
     hub: Hub,
     config: EventsConfig,
     /// The school each source and the poller acts on, and how it was chosen.
     schools: Vec<(String, School)>,
+    /// What the start found wrong with the rules' offers, for `serve` to print.
+    offer_warnings: Vec<String>,
     notify: Notify,
     clock: Clock,
     http: reqwest::Client,
@@ -75,6 +80,23 @@ impl Events {
     ) -> Result<Events, HubError> {
         let schools = config.resolve_connections(&hub.schools().await?)?;
         memberspot_hub::schools::log(&schools);
+        // Loud, not fatal: the receivers must keep storing deliveries while a rule is
+        // fixed (a purchase under a missing offer goes dead and can be replayed).
+        let check = crate::offers::check_rule_offers(&hub, &mut config);
+        let offer_warnings = match tokio::time::timeout(OFFER_CHECK_TIME, check).await {
+            Ok(Ok(problems)) => problems
+                .iter()
+                .map(|p| format!("the rules file, {p}: its purchases will go dead"))
+                .collect(),
+            Ok(Err(e)) => vec![format!("the rules' offers were not checked: {e}")],
+            Err(_) => vec![format!(
+                "the rules' offers were not checked: no answer within {} s",
+                OFFER_CHECK_TIME.as_secs()
+            )],
+        };
+        for w in &offer_warnings {
+            tracing::warn!("{w}");
+        }
         ensure_personas(&hub, &config).await?;
         for source in config.sources.values() {
             let n = hub
@@ -85,13 +107,13 @@ impl Events {
                 tracing::info!(source = %source.name, connection = %source.connection(), events = n, "assigned earlier events to their school");
             }
         }
-        Self::build(hub, config, clock, schools)
+        Self::build(hub, config, clock, schools, offer_warnings)
     }
 
     /// For reading, replaying and dry runs: creates no personas, starts nothing and decides
     /// no school (see [`Events::start`]).
     pub fn offline(hub: Hub, config: EventsConfig) -> Result<Events, HubError> {
-        Self::build(hub, config, Arc::new(Utc::now), Vec::new())
+        Self::build(hub, config, Arc::new(Utc::now), Vec::new(), Vec::new())
     }
 
     fn build(
@@ -99,6 +121,7 @@ impl Events {
         config: EventsConfig,
         clock: Clock,
         schools: Vec<(String, School)>,
+        offer_warnings: Vec<String>,
     ) -> Result<Events, HubError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
@@ -109,6 +132,7 @@ impl Events {
                 hub,
                 config,
                 schools,
+                offer_warnings,
                 notify: Notify::new(),
                 clock,
                 http,
@@ -133,6 +157,11 @@ impl Events {
     /// start: for `serve` to print.
     pub fn schools(&self) -> &[(String, School)] {
         &self.inner.schools
+    }
+
+    /// Rules whose offer the school did not have at start (or could not be checked).
+    pub fn offer_warnings(&self) -> &[String] {
+        &self.inner.offer_warnings
     }
 
     pub fn now(&self) -> DateTime<Utc> {

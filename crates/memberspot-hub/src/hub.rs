@@ -324,18 +324,10 @@ impl Hub {
                 "an offer restriction needs at least one offer id (or none at all)".into(),
             ));
         }
-        let client = self.client_for(connection).await?;
-        let offers = client
-            .execute(&memberspot_api::actions::ListOffers)
-            .await
-            .map_err(|e| {
-                HubError::Unavailable(format!(
-                    "could not check the offers against connection `{connection}`: {e}"
-                ))
-            })?;
+        let offers = self.offers_of(connection).await?;
         let unknown: Vec<String> = wanted
             .iter()
-            .filter(|w| !offers.0.iter().any(|o| &o.id == *w))
+            .filter(|w| !offers.iter().any(|o| &o.id == *w))
             .map(|w| format!("`{w}`"))
             .collect();
         if !unknown.is_empty() {
@@ -345,6 +337,24 @@ impl Hub {
             )));
         }
         Ok(wanted)
+    }
+
+    /// The offers of `connection`, read now (one read call, not audited: it checks
+    /// configuration, like `connections test`).
+    pub async fn offers_of(
+        &self,
+        connection: &str,
+    ) -> Result<Vec<memberspot_api::wire::Offer>, HubError> {
+        let client = self.client_for(connection).await?;
+        client
+            .execute(&memberspot_api::actions::ListOffers)
+            .await
+            .map(|list| list.0)
+            .map_err(|e| {
+                HubError::Unavailable(format!(
+                    "could not read the offers of connection `{connection}`: {e}"
+                ))
+            })
     }
 
     /// Takes one call from the persona's per-minute budget: every call does, before any

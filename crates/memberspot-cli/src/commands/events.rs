@@ -201,7 +201,10 @@ pub async fn run(cmd: EventsCommand, global: &Global) -> anyhow::Result<ExitCode
 
 pub async fn rules(cmd: RulesCommand, global: &Global) -> anyhow::Result<ExitCode> {
     match cmd {
-        RulesCommand::Validate { file: explicit } => {
+        RulesCommand::Validate {
+            file: explicit,
+            offline,
+        } => {
             let (file, _) = ConfigFile::load(global.config.as_deref())?;
             let path = match explicit {
                 Some(p) => p,
@@ -219,9 +222,28 @@ pub async fn rules(cmd: RulesCommand, global: &Global) -> anyhow::Result<ExitCod
                         Ok(schools) => schools,
                         Err(code) => return Ok(code),
                     };
+                    let offers = match (&schools, offline) {
+                        (Some(_), false) => Some(check_offers(global, &mut cfg).await?),
+                        _ => None,
+                    };
+                    if let Some(problems) = offers.as_ref().filter(|p| !p.is_empty()) {
+                        if global.json {
+                            print_json(&serde_json::json!({
+                                "ok": false, "file": path.display().to_string(),
+                                "problems": problems.iter().map(|p| serde_json::json!({"line": p.line, "column": 1, "message": p.to_string()})).collect::<Vec<_>>(),
+                            }))?;
+                        } else {
+                            for p in problems {
+                                eprintln!("{}:{p}", path.display());
+                            }
+                            eprintln!("{} problem(s)", problems.len());
+                        }
+                        return Ok(ExitCode::from(1));
+                    }
                     if global.json {
                         print_json(&serde_json::json!({
                             "ok": true, "file": path.display().to_string(),
+                            "offers_checked": offers.is_some(),
                             "sources": cfg.sources.keys().collect::<Vec<_>>(),
                             "rules": cfg.rules.len(), "poller": cfg.poller.is_some(),
                             "schools": schools.as_deref().map(schools_json),
@@ -253,6 +275,16 @@ pub async fn rules(cmd: RulesCommand, global: &Global) -> anyhow::Result<ExitCod
                                 "  poller acts on {} as persona `{}`",
                                 school_of(&schools, "the poller"),
                                 p.persona
+                            );
+                        }
+                        if offers.is_none() && !cfg.rules.is_empty() {
+                            println!(
+                                "  offers not checked ({}); `serve` checks them at start",
+                                if offline {
+                                    "--offline"
+                                } else {
+                                    "no hub database yet"
+                                }
                             );
                         }
                         for w in &cfg.warnings {
@@ -316,6 +348,18 @@ pub async fn rules(cmd: RulesCommand, global: &Global) -> anyhow::Result<ExitCod
             result
         }
     }
+}
+
+/// The rules' offers checked against their schools (names become ids); the hub is
+/// opened for the schools' keys and closed again.
+async fn check_offers(
+    global: &Global,
+    cfg: &mut EventsConfig,
+) -> anyhow::Result<Vec<memberspot_events::offers::OfferProblem>> {
+    let (hub, sandbox, _) = open_hub(global).await?;
+    let checked = memberspot_events::offers::check_rule_offers(&hub, cfg).await;
+    close_hub(&hub, sandbox).await?;
+    checked.context("checking the rules' offers (--offline skips it)")
 }
 
 fn filter(a: &EventFilterArgs) -> anyhow::Result<EventFilter> {
