@@ -407,6 +407,10 @@ pub struct EventFilterArgs {
     /// Only events no rule matched (same as --status unmatched)
     #[arg(long)]
     pub unmatched: bool,
+    /// Deliveries refused before they became events (bad signature or token, too large,
+    /// another shop): source, time, size and reason
+    #[arg(long, conflicts_with_all = ["status", "unmatched", "kind", "email", "order_id", "since"])]
+    pub refused: bool,
     /// Webhook source name (or poll:<connection> for poller events)
     #[arg(long)]
     pub source: Option<String>,

@@ -571,8 +571,38 @@ async fn no_school_is_assumed_once_a_real_school_is_connected() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A forged delivery is refused at the door, and listed as refused.
+    let forged = reqwest::Client::new()
+        .post(format!("http://{listen}/hooks/ds24"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("event=on_payment&order_id=F-1&buyer_email=f%40example.com&sha_sign=FORGED")
+        .send()
+        .await
+        .unwrap();
+    assert!(forged.status().is_client_error(), "{}", forged.status());
     child.start_kill().unwrap();
     let _ = child.wait().await;
+    let (code, stdout, stderr) = run(d, &["events", "list", "--refused", "--json"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let refused: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(refused.as_array().map(Vec::len), Some(1), "{refused}");
+    assert_eq!(refused[0]["source"], "ds24");
+    assert!(
+        !stdout.contains("F-1"),
+        "nothing of the body is kept: {stdout}"
+    );
+    let (code, stdout, _) = run(d, &["events", "list", "--refused"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("ds24") && stdout.contains("digistore24"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = run(d, &["events", "list", "--refused", "--kind", "purchase"]).await;
+    assert_eq!(
+        code,
+        Some(2),
+        "--refused lists deliveries, not events: {stderr}"
+    );
     let log = std::fs::read_to_string(&log).unwrap();
     for line in [
         "          source `ds24` acts on `school` (default_connection)",

@@ -30,6 +30,7 @@ pub fn routes(events: Events) -> (axum::Router, utoipa::openapi::OpenApi) {
     let (router, api) = OpenApiRouter::with_openapi(EventsDoc::openapi())
         .routes(routes!(list_events))
         .routes(routes!(dead_events))
+        .routes(routes!(refused_deliveries))
         .routes(routes!(dry_run))
         .routes(routes!(show_event))
         .routes(routes!(replay_event))
@@ -122,6 +123,30 @@ async fn dead_events(
     f.statuses = vec![EventStatus::Dead];
     let list = events.list(&f).await?;
     Ok(Json(json!({ "events": list })))
+}
+
+/// Which refused deliveries to list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RefusedQuery {
+    /// Only this webhook source
+    source: Option<String>,
+    /// At most this many (default 50)
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/events/refused", tag = "events", security(("admin" = [])), params(RefusedQuery),
+    responses((status = 200, description = "deliveries refused before they became events (bad signature or token, too large, another shop), newest first: source, time, size and reason", body = [crate::service::RefusedDelivery])))]
+async fn refused_deliveries(
+    State(events): State<Events>,
+    _: AdminAuth,
+    Query(q): Query<RefusedQuery>,
+) -> Result<Json<Value>, HttpError> {
+    let list = events
+        .refused(q.source.as_deref(), q.limit.unwrap_or(50))
+        .await?;
+    Ok(Json(json!({ "refused": list })))
 }
 
 #[utoipa::path(get, path = "/v1/events/dry-run", tag = "events", security(("admin" = [])), params(EventQuery),

@@ -40,6 +40,19 @@ pub struct Events {
     inner: Arc<Inner>,
 }
 
+/// A delivery refused before it was stored as an event.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct RefusedDelivery {
+    pub id: String,
+    pub source: String,
+    pub provider: String,
+    /// Epoch milliseconds, like every time in the events API.
+    pub received_at: i64,
+    /// The body's size as sent.
+    pub bytes: i64,
+    pub reason: String,
+}
+
 /// How long the start waits for the schools' offers before it goes on without the check.
 const OFFER_CHECK_TIME: Duration = Duration::from_secs(10);
 
@@ -271,6 +284,33 @@ impl Events {
             )
             .await?;
         Ok(purged)
+    }
+
+    /// Deliveries refused at the door (signature or token wrong, body too large, not
+    /// meant for this shop), newest first: what was refused, from which source, when and
+    /// why; never their headers or body (they were not kept).
+    pub async fn refused(
+        &self,
+        source: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RefusedDelivery>, HubError> {
+        let list = self
+            .inner
+            .hub
+            .events_store()
+            .refused_deliveries(source, limit)
+            .await?;
+        Ok(list
+            .into_iter()
+            .map(|d| RefusedDelivery {
+                id: d.id,
+                source: d.source,
+                provider: d.provider,
+                received_at: d.received_at,
+                bytes: d.body_bytes,
+                reason: d.error.unwrap_or_default(),
+            })
+            .collect())
     }
 
     pub async fn list(&self, filter: &EventFilter) -> Result<Vec<StoredEvent>, HubError> {

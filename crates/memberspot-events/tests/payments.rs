@@ -640,6 +640,34 @@ async fn refused_requests_are_recorded_small_and_rate_limited() {
         !text.contains(&huge[..100]) && !text.contains("F-1"),
         "nothing of the requests is kept"
     );
+    // The owner lists them (`events list --refused` and REST): reason, size, source, time.
+    let listed: Value = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/events/refused?source=ds24&limit=5",
+            served.base
+        ))
+        .bearer_auth(secrecy::ExposeSecret::expose_secret(
+            &w.hub.issue_admin_token().await.unwrap(),
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = listed["refused"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{listed}");
+    assert!(
+        rows.iter().all(|r| r["source"] == "ds24"
+            && r["reason"].as_str().is_some_and(|s| !s.is_empty())
+            && r["bytes"].is_i64()),
+        "{listed}"
+    );
+    let text = listed.to_string();
+    assert!(
+        !text.contains(&huge[..100]) && !text.contains("F-1"),
+        "{text}"
+    );
     served.stop().await;
     w.hub.store().close().await;
     // The database files: no passphrase, nothing of the refused requests.

@@ -47,6 +47,10 @@ pub async fn run(cmd: EventsCommand, global: &Global) -> anyhow::Result<ExitCode
         // Reading and replaying need no personas; only `serve` acts.
         let events = Events::offline(hub.clone(), cfg)?;
         match cmd {
+            EventsCommand::List(args) if args.refused => {
+                let list = events.refused(args.source.as_deref(), args.limit).await?;
+                render_refused(&list, global.json)?;
+            }
             EventsCommand::List(args) => {
                 render(&events.list(&filter(&args)?).await?, global.json)?;
             }
@@ -385,6 +389,32 @@ fn filter(a: &EventFilterArgs) -> anyhow::Result<EventFilter> {
         limit: Some(a.limit),
         ..Default::default()
     })
+}
+
+fn render_refused(
+    list: &[memberspot_events::service::RefusedDelivery],
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(list);
+    }
+    if list.is_empty() {
+        println!("no refused deliveries");
+        return Ok(());
+    }
+    let mut t = table(&["received", "id", "source", "provider", "bytes", "reason"]);
+    for d in list {
+        t.add_row(vec![
+            time(d.received_at),
+            d.id.clone(),
+            d.source.clone(),
+            d.provider.clone(),
+            d.bytes.to_string(),
+            d.reason.clone(),
+        ]);
+    }
+    print_table(&t);
+    Ok(())
 }
 
 fn render(list: &[StoredEvent], json: bool) -> anyhow::Result<()> {
