@@ -46,6 +46,10 @@ pub struct Numbers {
     pub tool_calls: i64,
     /// Failed deliveries and tool calls, dead and retrying events, rejected signatures.
     pub problems: i64,
+    /// Whether the poller observed the day: without it, grants and revocations are those
+    /// the hub made for verified payments, and members, expirations and completions are
+    /// not known (shown as not observed, never as 0).
+    pub observed: bool,
 }
 
 /// Payments of one provider and kind.
@@ -241,8 +245,20 @@ fn is_payment(c: &EventCount) -> bool {
 }
 
 fn numbers(events: &[EventCount], calls: &[AuditCount], rejected: &[(String, i64)]) -> Numbers {
-    let mut n = Numbers::default();
+    let mut n = Numbers {
+        observed: events.iter().any(|c| c.provider == "poller"),
+        ..Numbers::default()
+    };
     for c in events {
+        // No poller: what the event store knows, the access the hub itself granted and
+        // ended for verified payments.
+        if !n.observed && is_payment(c) && !c.test && c.status == EventStatus::Done {
+            match c.kind.as_str() {
+                "purchase" => n.grants += c.count,
+                "refund" | "chargeback" | "end_of_term" => n.revocations += c.count,
+                _ => {}
+            }
+        }
         // Provider test traffic is reported on its own, not in the headline numbers.
         if is_payment(c) && !c.test {
             match c.kind.as_str() {
@@ -440,6 +456,23 @@ pub fn money(minor: i64, currency: &str) -> String {
     format!("{sign}{}.{:02} {currency}", m / 100, m % 100)
 }
 
+/// Said under the headline when the poller did not observe the day.
+const NOT_OBSERVED: &str =
+    "— not observed: enable the poller to see new and deleted members, expirations and completions";
+
+/// A headline number, or `—` where nothing observed it.
+fn cell(v: Option<i64>) -> String {
+    v.map_or_else(|| "—".to_owned(), |v| v.to_string())
+}
+
+/// The change against the day before, when both days were observed.
+fn change(now: Option<i64>, before: Option<i64>) -> String {
+    match (now, before) {
+        (Some(a), Some(b)) => delta(a, b),
+        _ => String::new(),
+    }
+}
+
 /// `+3`, `-1`, `±0` against the day before.
 pub fn delta(now: i64, before: i64) -> String {
     match now - before {
@@ -473,34 +506,62 @@ impl Digest {
         )
     }
 
-    /// The rows of the headline table: label, today, day before.
-    pub fn headline(&self) -> Vec<(&'static str, i64, i64)> {
+    /// The rows of the headline table: label, today, day before; `None` where nothing
+    /// observed the number (members, expirations and completions need the poller).
+    pub fn headline(&self) -> Vec<(&'static str, Option<i64>, Option<i64>)> {
         let (n, p) = (&self.numbers, &self.previous);
-        vec![
-            ("Purchases", n.purchases, p.purchases),
-            ("Renewals", n.renewals, p.renewals),
-            ("Refunds", n.refunds, p.refunds),
-            ("Chargebacks", n.chargebacks, p.chargebacks),
-            ("Cancellations", n.cancellations, p.cancellations),
-            ("Missed payments", n.missed_payments, p.missed_payments),
-            ("New members", n.new_members, p.new_members),
-            ("Deleted members", n.deleted_members, p.deleted_members),
-            ("Offers granted", n.grants, p.grants),
-            ("Offers revoked", n.revocations, p.revocations),
-            ("Offers expired", n.expirations, p.expirations),
-            ("Course completions", n.completions, p.completions),
-            ("Tool calls", n.tool_calls, p.tool_calls),
-            ("Problems", n.problems, p.problems),
+        let both = |a: i64, b: i64| (Some(a), Some(b));
+        let polled = |a: i64, b: i64| (n.observed.then_some(a), p.observed.then_some(b));
+        let access = if n.observed {
+            ("Offers granted", "Offers revoked")
+        } else {
+            ("Offers granted (webhooks)", "Offers revoked (webhooks)")
+        };
+        [
+            ("Purchases", both(n.purchases, p.purchases)),
+            ("Renewals", both(n.renewals, p.renewals)),
+            ("Refunds", both(n.refunds, p.refunds)),
+            ("Chargebacks", both(n.chargebacks, p.chargebacks)),
+            ("Cancellations", both(n.cancellations, p.cancellations)),
+            (
+                "Missed payments",
+                both(n.missed_payments, p.missed_payments),
+            ),
+            ("New members", polled(n.new_members, p.new_members)),
+            (
+                "Deleted members",
+                polled(n.deleted_members, p.deleted_members),
+            ),
+            (access.0, both(n.grants, p.grants)),
+            (access.1, both(n.revocations, p.revocations)),
+            ("Offers expired", polled(n.expirations, p.expirations)),
+            ("Course completions", polled(n.completions, p.completions)),
+            ("Tool calls", both(n.tool_calls, p.tool_calls)),
+            ("Problems", both(n.problems, p.problems)),
         ]
+        .into_iter()
+        .map(|(label, (now, before))| (label, now, before))
+        .collect()
     }
 
     /// The template summary used without a model (and as the model's fallback).
     pub fn plain_summary(&self) -> String {
         let n = &self.numbers;
         let mut s = format!(
-            "{} purchase(s), {} renewal(s), {} refund(s) and {} chargeback(s); {} new member(s), {} course completion(s).",
-            n.purchases, n.renewals, n.refunds, n.chargebacks, n.new_members, n.completions
+            "{} purchase(s), {} renewal(s), {} refund(s) and {} chargeback(s); ",
+            n.purchases, n.renewals, n.refunds, n.chargebacks
         );
+        if n.observed {
+            s.push_str(&format!(
+                "{} new member(s), {} course completion(s).",
+                n.new_members, n.completions
+            ));
+        } else {
+            s.push_str(&format!(
+                "{} offer(s) granted for payments (members and completions not observed).",
+                n.grants
+            ));
+        }
         if n.problems > 0 {
             s.push_str(&format!(" {} problem(s) need attention.", n.problems));
         } else {
@@ -560,9 +621,14 @@ impl Digest {
         ));
         for (label, now, before) in self.headline() {
             t.push_str(&format!(
-                "{label:<28}{now:>10}{before:>12}{:>10}\n",
-                delta(now, before)
+                "{label:<28}{:>10}{:>12}{:>10}\n",
+                cell(now),
+                cell(before),
+                change(now, before)
             ));
+        }
+        if !self.numbers.observed {
+            t.push_str(&format!("{NOT_OBSERVED}\n"));
         }
         t.push_str("\nPAYMENTS\n");
         if self.payments.is_empty() {
@@ -673,8 +739,16 @@ impl Digest {
             <tr style=\"background:#eee\"><th align=\"left\"></th><th align=\"right\">this day</th><th align=\"right\">day before</th><th align=\"right\">change</th></tr>");
         for (label, now, before) in self.headline() {
             h.push_str(&format!(
-                "<tr><td>{label}</td><td align=\"right\">{now}</td><td align=\"right\">{before}</td><td align=\"right\">{}</td></tr>",
-                e(&delta(now, before))
+                "<tr><td>{label}</td><td align=\"right\">{}</td><td align=\"right\">{}</td><td align=\"right\">{}</td></tr>",
+                e(&cell(now)),
+                e(&cell(before)),
+                e(&change(now, before))
+            ));
+        }
+        if !self.numbers.observed {
+            h.push_str(&format!(
+                "<tr><td colspan=\"4\" style=\"color:#666\">{}</td></tr>",
+                e(NOT_OBSERVED)
             ));
         }
         h.push_str("</table></td></tr>");
@@ -759,10 +833,10 @@ impl Digest {
         let fields: Vec<serde_json::Value> = self
             .headline()
             .into_iter()
-            .filter(|(_, now, before)| *now != 0 || *before != 0)
+            .filter(|(_, now, before)| now.unwrap_or(0) != 0 || before.unwrap_or(0) != 0)
             .take(10)
             .map(|(label, now, before)| {
-                serde_json::json!({"type": "mrkdwn", "text": format!("*{label}*\n{now} ({})", delta(now, before))})
+                serde_json::json!({"type": "mrkdwn", "text": format!("*{label}*\n{} ({})", cell(now), change(now, before))})
             })
             .collect();
         if !fields.is_empty() {

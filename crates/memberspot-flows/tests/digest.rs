@@ -477,6 +477,31 @@ async fn only_trusted_events_count(store: &Store) {
     let text = d.to_text();
     assert!(text.contains("refused by their rule"), "{text}");
     assert_eq!(d.numbers.problems, 2, "{:?}", d.numbers);
+
+    // No poller ran: the grant the hub made for the one trusted purchase is counted, and
+    // what only the poller sees is "not observed", never 0.
+    assert!(!d.numbers.observed);
+    assert_eq!((d.numbers.grants, d.numbers.revocations), (1, 0));
+    let row = |label: &str| {
+        text.lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("{label}: {text}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(
+        row("Offers granted (webhooks)").ends_with("1 0 +1"),
+        "{text}"
+    );
+    assert!(row("New members").ends_with("— —"), "{text}");
+    assert!(text.contains("not observed: enable the poller"), "{text}");
+    assert!(
+        d.plain_summary()
+            .contains("1 offer(s) granted for payments")
+    );
+    let html = d.to_html();
+    assert!(html.contains("Offers granted (webhooks)") && html.contains("—"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
