@@ -68,6 +68,29 @@ pub struct Delivery {
     pub email: Option<EmailTarget>,
 }
 
+/// Immediate alerts: a dead event, an event no rule matched, a refused delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertsConfig {
+    /// On unless `enabled = false`, and only with somewhere to send them.
+    pub enabled: bool,
+    pub to: Vec<Target>,
+    /// How often the store is checked.
+    pub check: Duration,
+    /// At most one alert per this long, across instances: a burst is one message.
+    pub quiet: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: false,
+            to: Vec::new(),
+            check: Duration::from_secs(30),
+            quiet: Duration::from_secs(600),
+        }
+    }
+}
+
 /// A step of a flow.
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -163,6 +186,8 @@ pub struct FlowsConfig {
     pub default_connection: Option<String>,
     pub digest: Option<DigestConfig>,
     pub delivery: Delivery,
+    /// Immediate alerts on problems (see [`crate::alerts`]).
+    pub alerts: AlertsConfig,
     pub flows: Vec<Flow>,
     pub syncs: Vec<crate::sync::SyncSpec>,
     pub exports: Vec<crate::export::ExportSpec>,
@@ -193,6 +218,7 @@ impl FlowsConfig {
             })
             .unwrap_or_else(|| "Europe/Berlin".into());
         let digest = digest(&mut c, raw.digest.as_ref(), &timezone, &delivery, base);
+        let alerts = alerts(&mut c, raw.alerts.as_ref(), &delivery);
         let mut names = BTreeSet::new();
         let flows = raw
             .flows
@@ -207,6 +233,7 @@ impl FlowsConfig {
             default_connection: raw.default_connection.clone(),
             digest,
             delivery,
+            alerts,
             flows,
             syncs,
             exports,
@@ -425,6 +452,65 @@ fn digest(
         model: d.and_then(|d| d.model.clone()),
         prompt,
     })
+}
+
+/// `[alerts]`: on by default wherever a delivery target is configured.
+fn alerts(c: &mut Checker, raw: Option<&Spanned<RawAlerts>>, delivery: &Delivery) -> AlertsConfig {
+    let span = raw.map_or(0..0, |a| a.span());
+    let a = raw.map(Spanned::get_ref);
+    let mut to = Vec::new();
+    for t in a.map(|a| a.to.clone()).unwrap_or_default() {
+        match Target::parse(&t) {
+            Some(t @ (Target::Slack | Target::Email)) => to.push(t),
+            _ => c.problem(
+                span.clone(),
+                format!("alerts.to: `{t}`; use slack or email"),
+            ),
+        }
+    }
+    for t in &to {
+        let configured = match t {
+            Target::Slack => delivery.slack.is_some(),
+            _ => delivery.email.is_some(),
+        };
+        if !configured {
+            c.problem(
+                span.clone(),
+                format!(
+                    "alerts.to names {t:?} but [delivery.{}] is not configured",
+                    if *t == Target::Slack {
+                        "slack"
+                    } else {
+                        "email"
+                    }
+                ),
+            );
+        }
+    }
+    if to.is_empty() {
+        to.extend(delivery.slack.as_ref().map(|_| Target::Slack));
+        to.extend(delivery.email.as_ref().map(|_| Target::Email));
+    }
+    let check_secs = a.and_then(|a| a.check_secs).unwrap_or(30);
+    if !(5..=60).contains(&check_secs) {
+        c.problem(
+            span.clone(),
+            format!("alerts.check_secs: {check_secs}; use 5 to 60 (alerts go out within a minute)"),
+        );
+    }
+    let quiet_minutes = a.and_then(|a| a.quiet_minutes).unwrap_or(10);
+    if !(1..=1440).contains(&quiet_minutes) {
+        c.problem(
+            span,
+            format!("alerts.quiet_minutes: {quiet_minutes}; use 1 to 1440"),
+        );
+    }
+    AlertsConfig {
+        enabled: a.and_then(|a| a.enabled).unwrap_or(true) && !to.is_empty(),
+        to,
+        check: Duration::from_secs(check_secs),
+        quiet: Duration::from_secs(quiet_minutes * 60),
+    }
 }
 
 /// `digest.to`: each target must be configured under `[delivery]`.
@@ -871,6 +957,7 @@ struct RawFile {
     default_connection: Option<String>,
     timezone: Option<String>,
     digest: Option<Spanned<RawDigest>>,
+    alerts: Option<Spanned<RawAlerts>>,
     #[serde(default)]
     delivery: RawDelivery,
     #[serde(default)]
@@ -895,6 +982,16 @@ struct RawDigest {
     model: Option<String>,
     prompt: Option<String>,
     prompt_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    enabled: Option<bool>,
+    #[serde(default)]
+    to: Vec<String>,
+    check_secs: Option<u64>,
+    quiet_minutes: Option<u64>,
 }
 
 #[derive(Default, Deserialize)]

@@ -9,6 +9,7 @@
 //! - [`personas`]: acting as the personas flows create; a revoked one stops what runs as it.
 //! - [`plugin`]: flows served by `memberspot serve` (routes, scheduler, triggers).
 
+pub mod alerts;
 pub mod config;
 pub mod digest;
 pub mod export;

@@ -344,7 +344,7 @@ impl Flows {
             Ok(n) => n,
             Err(e) => {
                 // On record as failed, with the reason; the refused call is in the audit log.
-                self.step(
+                self.record_step(
                     run.as_ref().map(|r| r.id.as_str()),
                     "names",
                     "tool",
@@ -379,7 +379,7 @@ impl Flows {
                 return Err(e.into());
             }
         };
-        self.step(
+        self.record_step(
             run.as_ref().map(|r| r.id.as_str()),
             "collect",
             "digest",
@@ -415,7 +415,7 @@ impl Flows {
                     ));
                 }
             }
-            self.step(
+            self.record_step(
                 run.as_ref().map(|r| r.id.as_str()),
                 "summarise",
                 "model",
@@ -454,7 +454,7 @@ impl Flows {
             } else {
                 self.deliver_with_retry(target, &msg).await
             };
-            self.step(
+            self.record_step(
                 run.as_ref().map(|r| r.id.as_str()),
                 &format!("{target:?}").to_lowercase(),
                 "notify",
@@ -487,7 +487,11 @@ impl Flows {
 
     /// E-mail gets three tries, 2 s and 4 s apart (Slack retries inside its client, per
     /// Slack's answers).
-    async fn deliver_with_retry(&self, target: Target, msg: &Message) -> Result<String, String> {
+    pub(crate) async fn deliver_with_retry(
+        &self,
+        target: Target,
+        msg: &Message,
+    ) -> Result<String, String> {
         let tries = if target == Target::Email { 3 } else { 1 };
         let backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(4));
         let mut last = String::new();
@@ -503,7 +507,7 @@ impl Flows {
         Err(last)
     }
 
-    async fn step(
+    pub(crate) async fn record_step(
         &self,
         run_id: Option<&str>,
         name: &str,
@@ -578,10 +582,14 @@ impl Flows {
 
     /// Starts the scheduler (digest and cron flows) and the event-trigger loop.
     pub fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
-        vec![
+        let mut tasks = vec![
             tokio::spawn(scheduler(self.clone(), cancel.clone())),
-            tokio::spawn(event_triggers(self.clone(), cancel)),
-        ]
+            tokio::spawn(event_triggers(self.clone(), cancel.clone())),
+        ];
+        if self.config().alerts.enabled {
+            tasks.push(tokio::spawn(crate::alerts::watch(self.clone(), cancel)));
+        }
+        tasks
     }
 
     /// Fires one scheduled occurrence (once across instances).

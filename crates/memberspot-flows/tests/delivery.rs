@@ -643,3 +643,150 @@ retry = {{ attempts = 4, backoff_secs = 0.15 }}
     hub.store().close().await;
     let _ = sandbox.shutdown().await;
 }
+
+/// A dead event, an event no rule matched and refused deliveries are told at the next
+/// check, in one message; a second burst in the same quiet period waits for the next
+/// period; two instances checking at the same moment send one alert, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problems_are_alerted_at_once_one_message_per_burst() {
+    use chrono::TimeZone;
+    use memberspot_flows::alerts;
+    use memberspot_hub::store::{NewDelivery, Verification};
+
+    let sandbox = common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = common::hub(
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+        &sandbox,
+    )
+    .await;
+    let (slack, seen) = stand_in("/services/T000/B000/XXXX", slack_ok).await;
+    let toml = format!(
+        "[delivery.slack]\nwebhook_url = \"{slack}/services/T000/B000/XXXX\"\n\n\
+         [alerts]\nquiet_minutes = 10\n"
+    );
+    let cfg = FlowsConfig::parse(&toml, "flows.toml", None).unwrap();
+    assert!(cfg.alerts.enabled, "on wherever a target is configured");
+    let one = Flows::start(hub.clone(), cfg.clone(), ModelsConfig::default())
+        .await
+        .unwrap();
+    let other = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
+
+    // The start of a quiet period, one period ahead of now.
+    let period = 600_000;
+    let t0 = (chrono::Utc::now().timestamp_millis() / period + 1) * period;
+    let at = |ms: i64| chrono::Utc.timestamp_millis_opt(t0 + ms).unwrap();
+    assert_eq!(
+        alerts::check(&one, at(0)).await.unwrap(),
+        None,
+        "first check: a watermark"
+    );
+
+    let event = |key: &str, status: EventStatus| NewEvent {
+        dedupe_key: key.into(),
+        source: "ds24".into(),
+        provider: "digistore24".into(),
+        kind: "purchase".into(),
+        name: "on_payment".into(),
+        order_id: Some(format!("ORD-{key}")),
+        product_id: Some("P-77".into()),
+        email: Some("buyer@example.com".into()),
+        test: false,
+        amount_minor: Some(4900),
+        currency: Some("EUR".into()),
+        data: json!({}),
+        status,
+        connection: Some("sandbox".into()),
+        verified: true,
+    };
+    let events = hub.events_store();
+    events
+        .insert_events_at(
+            &[
+                event("dead-1", EventStatus::Dead),
+                event("nomatch-1", EventStatus::Unmatched),
+            ],
+            t0 + 1_000,
+        )
+        .await
+        .unwrap();
+    for i in 0..3 {
+        events
+            .record_delivery(
+                &NewDelivery {
+                    id: format!("refused-{i}"),
+                    source: "ds24".into(),
+                    provider: "digistore24".into(),
+                    received_at: t0 + 2_000,
+                    headers: Vec::new(),
+                    body: None,
+                    body_bytes: 120,
+                    verification: Verification::Rejected,
+                    error: Some("signature mismatch".into()),
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+
+    // Both instances check at the same moment: one message.
+    let (a, b) = tokio::join!(
+        alerts::check(&one, at(30_000)),
+        alerts::check(&other, at(30_000))
+    );
+    let sent: Vec<String> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(sent.len(), 1, "one alert per burst across instances");
+    let posted = seen.lock().unwrap().clone();
+    assert_eq!(posted.len(), 1);
+    let text = posted[0]["text"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        text.starts_with("Memberspot Hub: 5 problems need attention\nSince "),
+        "{text}"
+    );
+    let body = posted[0].to_string();
+    for needle in [
+        "ORD-dead-1",
+        "NO RULE MATCHED",
+        "product P-77",
+        "/hooks/ds24: 3",
+        "events replay",
+    ] {
+        assert!(body.contains(needle), "{needle}: {body}");
+    }
+    assert!(
+        !body.contains("buyer@example.com"),
+        "no member's e-mail in an alert"
+    );
+
+    // A second burst within the quiet period waits; the next period tells it.
+    events
+        .insert_events_at(&[event("dead-2", EventStatus::Dead)], t0 + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        alerts::check(&one, at(90_000)).await.unwrap(),
+        None,
+        "quiet period"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let next = alerts::check(&other, at(period + 5_000)).await.unwrap();
+    assert!(next.is_some());
+    let posted = seen.lock().unwrap().clone();
+    assert_eq!(posted.len(), 2);
+    let body = posted[1].to_string();
+    assert!(
+        body.contains("ORD-dead-2") && !body.contains("ORD-dead-1"),
+        "{body}"
+    );
+    // Nothing new: nothing sent.
+    assert_eq!(
+        alerts::check(&one, at(2 * period + 5_000)).await.unwrap(),
+        None
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    hub.store().close().await;
+    let _ = sandbox.shutdown().await;
+}

@@ -226,6 +226,8 @@ pub struct EventFilter {
     pub since: Option<i64>,
     /// Received before (epoch ms).
     pub until: Option<i64>,
+    /// Reached a final status at or after (epoch ms).
+    pub finished_since: Option<i64>,
     /// Only events with seq below this (paging backwards).
     pub before_seq: Option<i64>,
     /// Only events with seq above this (following the stream).
@@ -785,6 +787,9 @@ impl EventStore<'_> {
         }
         if let Some(v) = f.until {
             clauses.push(format!("received_at < {}", a.int(v)));
+        }
+        if let Some(v) = f.finished_since {
+            clauses.push(format!("finished_at >= {}", a.int(v)));
         }
         if let Some(v) = f.before_seq {
             clauses.push(format!("seq < {}", a.int(v)));
