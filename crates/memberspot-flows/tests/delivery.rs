@@ -644,22 +644,31 @@ retry = {{ attempts = 4, backoff_secs = 0.15 }}
     let _ = sandbox.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problems_are_alerted_at_once_one_message_per_burst_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    alerts_story(&format!("sqlite://{}", dir.path().join("hub.db").display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problems_are_alerted_at_once_one_message_per_burst_postgres() {
+    let (url, name) = common::fresh_pg().await;
+    alerts_story(&url).await;
+    common::drop_pg(&name).await;
+}
+
 /// A dead event, an event no rule matched and refused deliveries are told at the next
 /// check, in one message; a second burst in the same quiet period waits for the next
-/// period; two instances checking at the same moment send one alert, not two.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn problems_are_alerted_at_once_one_message_per_burst() {
+/// period; two instances (two hubs on one database) checking at the same moment send one
+/// alert, not two.
+async fn alerts_story(url: &str) {
     use chrono::TimeZone;
     use memberspot_flows::alerts;
     use memberspot_hub::store::{NewDelivery, Verification};
 
     let sandbox = common::sandbox().await;
-    let dir = tempfile::tempdir().unwrap();
-    let hub = common::hub(
-        &format!("sqlite://{}", dir.path().join("hub.db").display()),
-        &sandbox,
-    )
-    .await;
+    let hub = common::hub(url, &sandbox).await;
+    let second_hub = common::hub(url, &sandbox).await;
     let (slack, seen) = stand_in("/services/T000/B000/XXXX", slack_ok).await;
     let toml = format!(
         "[delivery.slack]\nwebhook_url = \"{slack}/services/T000/B000/XXXX\"\n\n\
@@ -670,7 +679,7 @@ async fn problems_are_alerted_at_once_one_message_per_burst() {
     let one = Flows::start(hub.clone(), cfg.clone(), ModelsConfig::default())
         .await
         .unwrap();
-    let other = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+    let other = Flows::start(second_hub.clone(), cfg, ModelsConfig::default())
         .await
         .unwrap();
 
@@ -788,5 +797,6 @@ async fn problems_are_alerted_at_once_one_message_per_burst() {
     );
     assert_eq!(seen.lock().unwrap().len(), 2);
     hub.store().close().await;
+    second_hub.store().close().await;
     let _ = sandbox.shutdown().await;
 }

@@ -65,7 +65,8 @@ pub async fn hub(url: &str, sandbox: &Sandbox) -> Hub {
         base_url: sandbox.base_url(),
         api_key: ApiKey::new(sandbox.api_key()),
     };
-    Hub::open(store, MasterKey::generate(), Some(embedded))
-        .await
-        .unwrap()
+    // One key for every test hub: two hubs on one database (two instances) open it.
+    let key = MasterKey::parse("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+        .unwrap();
+    Hub::open(store, key, Some(embedded)).await.unwrap()
 }
