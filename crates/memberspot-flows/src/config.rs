@@ -1085,3 +1085,44 @@ struct RawRetry {
     attempts: Option<u32>,
     backoff_secs: Option<f64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SLACK: &str =
+        "[delivery.slack]\nwebhook_url = \"https://hooks.slack.com/services/T/B/X\"\n";
+
+    #[test]
+    fn alerts_are_on_with_a_target_and_off_without() {
+        let on = FlowsConfig::parse(SLACK, "flows.toml", None).expect("parses");
+        assert!(on.alerts.enabled);
+        assert_eq!(on.alerts.to, vec![Target::Slack]);
+        let off = FlowsConfig::parse("", "flows.toml", None).expect("parses");
+        assert!(!off.alerts.enabled, "nowhere to send them");
+        let disabled = FlowsConfig::parse(
+            &format!("{SLACK}\n[alerts]\nenabled = false\n"),
+            "flows.toml",
+            None,
+        )
+        .expect("parses");
+        assert!(!disabled.alerts.enabled);
+    }
+
+    #[test]
+    fn bad_alert_settings_are_named_all_at_once() {
+        let text = format!(
+            "{SLACK}\n[alerts]\nto = [\"email\", \"pager\"]\ncheck_secs = 600\nquiet_minutes = 0\n"
+        );
+        let e = FlowsConfig::parse(&text, "flows.toml", None).expect_err("refused");
+        let m = e.to_string();
+        for needle in [
+            "alerts.to names Email but [delivery.email] is not configured",
+            "alerts.to: `pager`; use slack or email",
+            "alerts.check_secs: 600; use 5 to 60",
+            "alerts.quiet_minutes: 0; use 1 to 1440",
+        ] {
+            assert!(m.contains(needle), "{needle}: {m}");
+        }
+    }
+}
