@@ -460,6 +460,16 @@ async fn offers_are_named_or_refused_with_the_candidates() {
         .cloned()
         .expect("granted");
     assert!(holder.to_string().contains(&id), "{holder}");
+    // Tables show the offer's name next to its id.
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &["users", "find", "named@example.com"],
+    )
+    .await;
+    assert_ok(&out, "find");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(&format!("{name} ({id}) active")), "{table}");
 
     let csv = format!("email,offer\r\na@example.com,{name}\r\nb@example.com,Nope\r\n");
     let path = dir.path().join("named.csv");

@@ -92,6 +92,7 @@ impl EventQuery {
             order_id: self.order_id.clone(),
             since: memberspot_server::http::query_time("since", self.since.as_deref())?,
             until: memberspot_server::http::query_time("until", self.until.as_deref())?,
+            finished_since: None,
             before_seq: self.before_seq,
             after_seq: self.after_seq,
             oldest_first: self.after_seq.is_some(),

@@ -36,7 +36,7 @@ pub async fn run(ctx: &Ctx, args: GrantArgs) -> anyhow::Result<ExitCode> {
     }
     let out = ctx.call("grant_user_offer_by_email", tool_args).await?;
     match out.get("user").filter(|u| !u.is_null()) {
-        Some(user) if !ctx.json => render_users(ctx, std::slice::from_ref(user))?,
+        Some(user) if !ctx.json => render_users(ctx, std::slice::from_ref(user)).await?,
         _ => print_json(&out)?,
     }
     Ok(ExitCode::SUCCESS)

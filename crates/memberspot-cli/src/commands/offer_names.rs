@@ -67,6 +67,15 @@ impl Offers {
         }
     }
 
+    /// The name of offer `id`, when the school has it.
+    pub fn name_of(&self, id: &str) -> Option<&str> {
+        self.offers
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, name)| name.as_str())
+            .filter(|name| !name.is_empty())
+    }
+
     fn listing(&self, offers: &[&(String, String)]) -> String {
         if offers.is_empty() {
             return "none".to_owned();
@@ -76,6 +85,18 @@ impl Offers {
             .map(|(id, name)| format!("{id} ({name})"))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// The school's offers for showing names next to ids; none when they cannot be read (the
+/// ids are shown alone then: a table must not fail for want of names).
+pub async fn for_display(ctx: &Ctx) -> Offers {
+    match Offers::read(ctx).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::debug!(error = %e, "offer names unavailable; ids shown");
+            Offers { offers: Vec::new() }
+        }
     }
 }
 
@@ -117,6 +138,8 @@ mod tests {
                 && unknown.contains("o1 (Online-Kurs Basis)"),
             "{unknown}"
         );
+        assert_eq!(o.name_of("o2"), Some("Premium"));
+        assert_eq!(o.name_of("o9"), None);
         let ambiguous = o
             .resolve("--offer", "PREMIUM")
             .expect_err("ambiguous")

@@ -39,7 +39,12 @@ pub async fn run(ctx: &Ctx, args: ProgressArgs) -> anyhow::Result<ExitCode> {
         print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let count = |v: &Value, k: &str| v[k].as_array().map_or(0, Vec::len).to_string();
+    // Post ids, or (in some answers) already a count: a count stays a count.
+    let count = |v: &Value, k: &str| match &v[k] {
+        Value::Array(ids) => ids.len().to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => "0".to_owned(),
+    };
     let mut t = table(&["course", "completed posts", "started posts"]);
     for p in &rows {
         t.add_row(vec![

@@ -42,7 +42,7 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
             let user = ctx
                 .call("find_user_by_email", json!({ "email": email }))
                 .await?;
-            render_users(ctx, std::slice::from_ref(&user))?;
+            render_users(ctx, std::slice::from_ref(&user)).await?;
             Ok(ExitCode::SUCCESS)
         }
         UsersCommand::Grant(args) => grant::run(ctx, args).await,
@@ -75,7 +75,7 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
                 args["expires_at"] = json!(at);
             }
             let out = ctx.call("set_offer_expiration", args).await?;
-            render_change(ctx, &out)
+            render_change(ctx, &out).await
         }
         UsersCommand::Delete { emails, yes } => {
             ctx.catalogue
@@ -134,7 +134,7 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
                     json!({ "email": email, "properties": properties }),
                 )
                 .await?;
-            render_change(ctx, &out)
+            render_change(ctx, &out).await
         }
         UsersCommand::UnlockChapter {
             email,
@@ -176,7 +176,7 @@ async fn set_state(ctx: &Ctx, target: AccessTarget, state: &str) -> anyhow::Resu
         }
         (None, None) => return Err(ToolError::invalid("--offer", "give --offer or --order").into()),
     };
-    render_change(ctx, &out)
+    render_change(ctx, &out).await
 }
 
 /// Lists one page, or every page with `--all` (progress on stderr).
@@ -192,7 +192,7 @@ async fn list(
         if ctx.json {
             return print_page(&users, page["next_cursor"].as_str()).map(|()| ExitCode::SUCCESS);
         }
-        render_users(ctx, &users)?;
+        render_users(ctx, &users).await?;
         if let Some(next) = page["next_cursor"].as_str() {
             eprintln!(
                 "more members: add --cursor {next} for the next page, or --all for everything"
@@ -228,7 +228,7 @@ async fn list(
     if ctx.json {
         return print_page(&users, None).map(|()| ExitCode::SUCCESS);
     }
-    render_users(ctx, &users)?;
+    render_users(ctx, &users).await?;
     eprintln!("{} member(s)", users.len());
     Ok(ExitCode::SUCCESS)
 }
@@ -239,10 +239,13 @@ fn print_page(users: &[Value], next_cursor: Option<&str>) -> anyhow::Result<()> 
     print_json(&json!({ "users": users, "next_cursor": next_cursor }))
 }
 
-pub fn render_users(ctx: &Ctx, users: &[Value]) -> anyhow::Result<()> {
+/// Members as a table, each holding with its offer's name next to the id (one read of the
+/// school's offers), or as JSON (Memberspot's fields, ids only).
+pub async fn render_users(ctx: &Ctx, users: &[Value]) -> anyhow::Result<()> {
     if ctx.json {
         return print_json(users);
     }
+    let offers = offer_names::for_display(ctx).await;
     let mut t = table(&["email", "name", "uid", "offers"]);
     for v in users {
         let u: User = serde_json::from_value(v.clone()).context("unexpected member shape")?;
@@ -255,11 +258,11 @@ pub fn render_users(ctx: &Ctx, users: &[Value]) -> anyhow::Result<()> {
             .offers
             .iter()
             .map(|h| {
-                let mut s = format!(
-                    "{} {}",
-                    h.offer_id,
-                    if h.active { "active" } else { "inactive" }
-                );
+                let offer = match offers.name_of(&h.offer_id) {
+                    Some(name) => format!("{name} ({})", h.offer_id),
+                    None => h.offer_id.clone(),
+                };
+                let mut s = format!("{offer} {}", if h.active { "active" } else { "inactive" });
                 if let Some(order) = &h.order_id {
                     s.push_str(&format!(" order {order}"));
                 }
@@ -276,9 +279,9 @@ pub fn render_users(ctx: &Ctx, users: &[Value]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn render_change(ctx: &Ctx, out: &Value) -> anyhow::Result<ExitCode> {
+async fn render_change(ctx: &Ctx, out: &Value) -> anyhow::Result<ExitCode> {
     match out.get("user").filter(|u| !u.is_null()) {
-        Some(user) if !ctx.json => render_users(ctx, std::slice::from_ref(user))?,
+        Some(user) if !ctx.json => render_users(ctx, std::slice::from_ref(user)).await?,
         _ => print_json(out)?,
     }
     Ok(ExitCode::SUCCESS)
