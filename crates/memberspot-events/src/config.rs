@@ -345,6 +345,31 @@ impl EventsConfig {
             })
     }
 
+    /// The rule for an event of `provider`: its product's rule; for Stripe, where the product
+    /// may be the offer id the seller put in `metadata.memberspot_offer_id` (Checkout
+    /// sessions carry no line items), also the rule that grants that offer; else the
+    /// source's `*` rule.
+    pub fn rule_for_event(
+        &self,
+        source: &str,
+        provider: &str,
+        product: Option<&str>,
+    ) -> Option<&Rule> {
+        let named = product.map(str::trim).filter(|p| !p.is_empty());
+        named
+            .and_then(|p| {
+                self.rules
+                    .iter()
+                    .find(|r| r.source == source && r.product == p)
+            })
+            .or_else(|| {
+                named
+                    .filter(|_| provider == "stripe")
+                    .and_then(|offer| self.rule_for_offer(source, offer))
+            })
+            .or_else(|| self.rule_for(source, None))
+    }
+
     /// The rule that granted `offer` for a source: refunds and cancellations often carry no
     /// product id, so they are matched through the order's stored offer.
     pub fn rule_for_offer(&self, source: &str, offer: &str) -> Option<&Rule> {

@@ -355,7 +355,7 @@ impl Events {
             let config = &self.inner.config;
             let known_offer = orders.get(&key).and_then(|o| o.2.clone());
             let rule = config
-                .rule_for(&e.source, e.product_id.as_deref())
+                .rule_for_event(&e.source, &e.provider, e.product_id.as_deref())
                 .or_else(|| known_offer.and_then(|o| config.rule_for_offer(&e.source, &o)));
             let Some(rule) = rule else {
                 out.push(line(

@@ -176,6 +176,36 @@ pub async fn process(events: &Events, e: StoredEvent, owner: &str) {
     }
 }
 
+/// Why no rule matched, and what to add so that the next such event (and a replay of this
+/// one) is handled.
+fn unmatched_note(e: &StoredEvent) -> String {
+    let source = &e.source;
+    match e.product_id.as_deref().filter(|p| !p.trim().is_empty()) {
+        Some(product) if e.provider == "stripe" => format!(
+            "no rule for source `{source}` product `{product}`: nothing changed. Add \
+             [[rules]] source = \"{source}\" product = \"{product}\" offer = \"OFFER_ID\", or \
+             set metadata.memberspot_offer_id to an offer a rule of `{source}` grants, then \
+             replay this event"
+        ),
+        Some(product) => format!(
+            "no rule for source `{source}` product `{product}`: nothing changed. Add \
+             [[rules]] source = \"{source}\" product = \"{product}\" offer = \"OFFER_ID\" \
+             (or product = \"*\"), then replay this event"
+        ),
+        None if e.provider == "stripe" => format!(
+            "no rule for source `{source}`: the event names no product (Stripe Checkout \
+             sessions and Payment Links carry no line items). Set metadata.memberspot_offer_id \
+             on the Payment Link or Checkout Session to the Memberspot offer id (a rule of \
+             `{source}` must grant that offer), or add a rule with product = \"*\"; then \
+             replay this event"
+        ),
+        None => format!(
+            "no rule for source `{source}`: the event names no product. Add a rule with \
+             product = \"*\" for this source, then replay this event"
+        ),
+    }
+}
+
 enum Handled {
     Done(String),
     Final(EventStatus, String),
@@ -296,7 +326,10 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str, lease: &LeaseKee
             ),
         );
     }
-    let rule = match events.config().rule_for(&e.source, e.product_id.as_deref()) {
+    let rule = match events
+        .config()
+        .rule_for_event(&e.source, &e.provider, e.product_id.as_deref())
+    {
         Some(r) => Some(r.clone()),
         None => match rule_via_order(events, e).await {
             Ok(Some(r)) => Some(r),
@@ -308,14 +341,7 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str, lease: &LeaseKee
         },
     };
     let Some(rule) = rule else {
-        return Handled::Final(
-            EventStatus::Unmatched,
-            format!(
-                "no rule for source `{}` product `{}`: nothing changed",
-                e.source,
-                e.product_id.as_deref().unwrap_or("-")
-            ),
-        );
+        return Handled::Final(EventStatus::Unmatched, unmatched_note(e));
     };
     if e.test && !rule.include_test {
         return Handled::Final(
