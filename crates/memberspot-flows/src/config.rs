@@ -375,12 +375,27 @@ fn email(c: &mut Checker, raw: &Spanned<RawEmail>, base: Option<&Path>) -> Email
     ) {
         Ok(p) => p,
         Err(m) => {
-            c.problem(span, m);
+            c.problem(span.clone(), m);
             None
         }
     };
     if e.username.is_some() && password.is_none() {
         c.warn("delivery.email: a username without a password; the server may refuse to send");
+    }
+    let password_given =
+        e.password.is_some() || e.password_env.is_some() || e.password_file.is_some();
+    if security == Security::None
+        && password_given
+        && !memberspot_notify::email::is_loopback(&e.host)
+    {
+        c.problem(
+            span,
+            format!(
+                "delivery.email: security = \"none\" would send the password unencrypted to {}; \
+                 use starttls or tls (none is for a relay on this machine)",
+                e.host
+            ),
+        );
     }
     EmailTarget {
         host: e.host.clone(),
@@ -572,6 +587,9 @@ fn flow(
         c.problem(f.name.span(), format!("flow `{name}` is defined twice"));
     }
     let trigger = trigger(c, &name, spanned, timezone);
+    if let Trigger::Event { kind, .. } = &trigger {
+        check_event_kind(c, &name, kind);
+    }
     if f.steps.is_empty() {
         c.problem(spanned.span(), format!("flow `{name}` has no steps"));
     }
@@ -591,6 +609,47 @@ fn flow(
         line: c.line(spanned.span().start),
         name,
     }
+}
+
+/// Event kinds the hub stores: payments (every provider) and what the poller observes.
+/// Memberspot's own outbound events keep the name Memberspot sends, which no list holds.
+const EVENT_KINDS: [&str; 15] = [
+    "purchase",
+    "recurring_payment",
+    "refund",
+    "chargeback",
+    "cancellation",
+    "end_of_term",
+    "payment_missed",
+    "member_created",
+    "member_deleted",
+    "offer_granted",
+    "offer_revoked",
+    "offer_expired",
+    "progress_changed",
+    "course_completed",
+    "auth_test",
+];
+
+/// A kind the hub does not produce fires only on a Memberspot event of exactly that
+/// name: a warning, with the nearest known kind when it looks like a typo.
+fn check_event_kind(c: &mut Checker, flow: &str, kind: &str) {
+    if EVENT_KINDS.contains(&kind) {
+        return;
+    }
+    let nearest = EVENT_KINDS
+        .iter()
+        .map(|k| (strsim::levenshtein(k, kind), *k))
+        .min()
+        .filter(|(d, _)| *d <= 3);
+    let hint = match nearest {
+        Some((_, k)) => format!("; did you mean `{k}`?"),
+        None => format!("; the hub's kinds: {}", EVENT_KINDS.join(", ")),
+    };
+    c.warn(format!(
+        "flow `{flow}`: trigger.event `{kind}` is not a kind the hub stores, so it fires only \
+         on a Memberspot event of exactly that name{hint}"
+    ));
 }
 
 /// A flow's `trigger`: one of cron, event or manual (none given: manual).
@@ -649,16 +708,65 @@ fn step(
         s,
         delivery,
     )?;
-    // Templates are checked now, so typos fail at validation, not at 7 am.
-    for t in templates_of(&action) {
-        if let Err(e) = crate::template::check(&t) {
-            c.problem(
+    // Templates are checked now, so typos fail at validation, not at 7 am: their syntax,
+    // and that what they read exists by then (an earlier step, the run's context).
+    let what = format!("flow `{name}` step `{step_name}`");
+    let item = st.item.clone().unwrap_or_else(|| "item".into());
+    let mut templates = templates_of(&action);
+    templates.extend(st.for_each.clone());
+    for t in templates {
+        match crate::template::variables(&t) {
+            Err(e) => c.problem(s.span(), format!("{what}: template: {e}")),
+            Ok(vars) => {
+                for var in vars {
+                    if let Some(m) = unknown_reference(
+                        &var,
+                        step_names,
+                        &step_name,
+                        &item,
+                        st.for_each.is_some(),
+                    ) {
+                        c.problem(s.span(), format!("{what}: `{var}`: {m}"));
+                    }
+                }
+            }
+        }
+    }
+    if let Action::Http { url, .. } = &action
+        && !url.contains("{{")
+    {
+        match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => c.problem(
                 s.span(),
-                format!("flow `{name}` step `{step_name}`: template: {e}"),
-            );
+                format!(
+                    "{what}: http.url `{url}`: use http or https, not {}",
+                    u.scheme()
+                ),
+            ),
+            Err(e) => c.problem(
+                s.span(),
+                format!("{what}: http.url `{url}` is not a URL: {e}"),
+            ),
         }
     }
     let retry = st.retry.as_ref();
+    if let Some(r) = retry {
+        if r.attempts == Some(0) || r.attempts.is_some_and(|a| a > 20) {
+            c.problem(
+                s.span(),
+                format!("{what}: retry.attempts must be 1 to 20 (1 = no retry)"),
+            );
+        }
+        if let Some(b) = r.backoff_secs
+            && !(b.is_finite() && (0.0..=3600.0).contains(&b))
+        {
+            c.problem(
+                s.span(),
+                format!("{what}: retry.backoff_secs {b} must be 0 to 3600 seconds"),
+            );
+        }
+    }
     Some(Step {
         line: c.line(s.span().start),
         action,
@@ -870,6 +978,45 @@ fn is_tool(name: &str) -> bool {
                 .collect()
         })
         .contains(&name)
+}
+
+/// Why a variable a step's template reads will not exist when the step runs, if it will
+/// not: the run's context (see [`crate::runner`]) and the steps before this one.
+fn unknown_reference(
+    var: &str,
+    earlier: &BTreeSet<String>,
+    this_step: &str,
+    item: &str,
+    looping: bool,
+) -> Option<String> {
+    let mut parts = var.split('.');
+    let root = parts.next().unwrap_or_default();
+    match root {
+        "flow" | "run_id" | "trigger" | "event" | "input" | "now" => None,
+        "loop" if looping => None,
+        r if looping && r == item => None,
+        "steps" => match parts.next() {
+            None => None,
+            Some(s) if s == this_step => Some(format!(
+                "step `{s}` reads its own output, which it has not made yet"
+            )),
+            // `earlier` holds this step too (it was added before the check).
+            Some(s) if earlier.contains(s) => None,
+            Some(s) => Some(format!(
+                "no step `{s}` before this one (a step reads only earlier steps' output)"
+            )),
+        },
+        r if r == item => Some(format!("`{item}` exists only in a step with for_each")),
+        r => Some(format!(
+            "`{r}` is not in a step's context; use flow, run_id, trigger, event, input, now, \
+             steps.NAME.output{}",
+            if looping {
+                format!(" or {item}")
+            } else {
+                String::new()
+            }
+        )),
+    }
 }
 
 fn templates_of(a: &Action) -> Vec<String> {
@@ -1107,6 +1254,82 @@ mod tests {
         )
         .expect("parses");
         assert!(!disabled.alerts.enabled);
+    }
+
+    /// Every problem of a flows file in one pass, each naming the flow, the step and what
+    /// to do: references to later or missing steps and unknown names in templates, bad
+    /// URLs and retry values, a password sent unencrypted to another machine.
+    #[test]
+    fn flows_files_are_checked_for_everything_at_once() {
+        let text = r#"
+[delivery.email]
+host = "smtp.example.com"
+security = "none"
+username = "u"
+password = "p"
+from = "a@b.de"
+to = ["c@d.de"]
+
+[[flows]]
+name = "welcome"
+trigger.manual = true
+
+[[flows.steps]]
+name = "one"
+tool = "list_offers"
+args = { note = "{{ steps.two.output.email }}" }
+
+[[flows.steps]]
+name = "two"
+http = { method = "POST", url = "not a url" }
+retry = { attempts = 0, backoff_secs = -1 }
+
+[[flows.steps]]
+name = "three"
+tool = "list_offers"
+args = { x = "{{ nope.value }}", y = "{{ steps.three.output }}", z = "{{ item.email }}" }
+
+[[flows.steps]]
+name = "four"
+for_each = "steps.one.output.offers"
+tool = "list_offers"
+args = { id = "{{ item.id }}", at = "{{ now }}", who = "{{ input.email }}", n = "{{ loop.index }}" }
+"#;
+        let e = FlowsConfig::parse(text, "flows.toml", None).expect_err("refused");
+        let m = e.to_string();
+        for needle in [
+            "security = \"none\" would send the password unencrypted to smtp.example.com",
+            "step `one`: `steps.two.output.email`: no step `two` before this one",
+            "step `two`: http.url `not a url` is not a URL",
+            "step `two`: retry.attempts must be 1 to 20",
+            "step `two`: retry.backoff_secs -1 must be 0 to 3600 seconds",
+            "step `three`: `nope.value`: `nope` is not in a step's context",
+            "step `three`: `steps.three.output`: step `three` reads its own output",
+            "step `three`: `item.email`: `item` exists only in a step with for_each",
+        ] {
+            assert!(m.contains(needle), "{needle}: {m}");
+        }
+        assert!(
+            !m.contains("step `four`"),
+            "a loop reads item, loop, now, input: {m}"
+        );
+        assert_eq!(e.problems.len(), 8, "{m}");
+    }
+
+    #[test]
+    fn an_event_kind_the_hub_does_not_store_is_a_warning_with_the_nearest_kind() {
+        let text = "[[flows]]\nname = \"w\"\ntrigger.event = \"purchse\"\n\n[[flows.steps]]\ntool = \"list_offers\"\n";
+        let cfg = FlowsConfig::parse(text, "flows.toml", None).expect("a warning, not an error");
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("`purchse`") && w.contains("did you mean `purchase`?")),
+            "{:?}",
+            cfg.warnings
+        );
+        let ok = text.replace("purchse", "purchase");
+        let cfg = FlowsConfig::parse(&ok, "flows.toml", None).expect("parses");
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
     }
 
     #[test]

@@ -26,6 +26,23 @@ pub fn check(template: &str) -> Result<(), String> {
     }
 }
 
+/// The variables a template (or a sole `{{ expr }}`) reads, dotted as far as plain
+/// attribute access goes (`steps.two.output`): for checking references before a run.
+pub fn variables(template: &str) -> Result<std::collections::BTreeSet<String>, String> {
+    let env = env();
+    let found = match sole_expression(template) {
+        Some(expr) => env
+            .compile_expression(expr)
+            .map_err(describe)?
+            .undeclared_variables(true),
+        None => env
+            .template_from_str(template)
+            .map_err(describe)?
+            .undeclared_variables(true),
+    };
+    Ok(found.into_iter().collect())
+}
+
 /// Renders a template to text.
 pub fn render(template: &str, ctx: &Value) -> Result<String, String> {
     let env = env();

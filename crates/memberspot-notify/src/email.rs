@@ -208,7 +208,9 @@ fn is_invalid_data(err: &lettre::transport::smtp::Error) -> bool {
     false
 }
 
-fn is_loopback(host: &str) -> bool {
+/// Whether `host` is this machine (`localhost`, `127.0.0.1`, `[::1]`): the only place a
+/// password may go without TLS.
+pub fn is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
