@@ -556,6 +556,17 @@ async fn audit_export_writes_every_record() {
     );
     assert_eq!(text.matches("seq,id,at").count(), 1);
     assert!(text.lines().nth(1).unwrap().contains("'=call 0"));
+    // Times in CSV are what they are in JSON: epoch milliseconds.
+    let csv_last_at: i64 = text
+        .lines()
+        .last()
+        .unwrap()
+        .split(',')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(Some(csv_last_at), last["at"].as_i64(), "{}", last["at"]);
 
     let out = run(d, &["audit", "export", "--limit", "10020"]).await;
     assert_eq!(

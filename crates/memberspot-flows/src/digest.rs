@@ -107,8 +107,12 @@ pub struct Digest {
     pub date: NaiveDate,
     pub timezone: String,
     /// `[start, end)` of the local day in UTC (23 or 25 hours on a daylight-saving change).
+    /// Epoch milliseconds in JSON, like every time the hub records.
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub start: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub end: DateTime<Utc>,
+    #[serde(with = "chrono::serde::ts_milliseconds")]
     pub generated_at: DateTime<Utc>,
     pub numbers: Numbers,
     pub previous: Numbers,

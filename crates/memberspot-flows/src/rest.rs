@@ -39,7 +39,7 @@ pub fn routes(flows: Flows) -> (axum::Router, utoipa::openapi::OpenApi) {
 }
 
 #[utoipa::path(get, path = "/v1/flows", tag = "flows", security(("admin" = [])),
-    responses((status = 200, description = "configured flows with their triggers and next runs")))]
+    responses((status = 200, description = "configured flows with their triggers and next runs (`next_run`: epoch milliseconds, like every time the hub records)")))]
 async fn list_flows(State(flows): State<Flows>, _: AdminAuth) -> Json<Value> {
     let now = chrono::Utc::now();
     let list: Vec<Value> = flows
@@ -50,7 +50,7 @@ async fn list_flows(State(flows): State<Flows>, _: AdminAuth) -> Json<Value> {
             let (trigger, next) = match &f.trigger {
                 Trigger::Cron { schedule, .. } => (
                     json!({"cron": schedule.expr(), "timezone": schedule.timezone().name()}),
-                    schedule.next_after(now).map(|t| t.to_rfc3339()),
+                    schedule.next_after(now).map(|t| t.timestamp_millis()),
                 ),
                 Trigger::Event { kind, source } => (json!({"event": kind, "source": source}), None),
                 Trigger::Manual => (json!({"manual": true}), None),
@@ -61,7 +61,7 @@ async fn list_flows(State(flows): State<Flows>, _: AdminAuth) -> Json<Value> {
         .collect();
     let digest = flows.config().digest.as_ref().map(|d| {
         json!({"enabled": d.enabled, "cron": d.schedule.expr(), "timezone": d.timezone,
-               "next_run": d.schedule.next_after(now).map(|t| t.to_rfc3339())})
+               "next_run": d.schedule.next_after(now).map(|t| t.timestamp_millis())})
     });
     Json(json!({"flows": list, "digest": digest}))
 }

@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 
-use chrono::SecondsFormat;
 use memberspot_store::{AuditRecord, canonical_json};
 
 use crate::HubError;
@@ -36,8 +35,8 @@ const CSV_HEADER: [&str; 18] = [
 ];
 
 /// Audit records as CSV: a header, then one row per record with the fields of
-/// [`audit_jsonl`] (`at` as an RFC 3339 time in UTC, JSON values as compact text, absent
-/// values empty), rows ending in `\n`, quoted as RFC 4180 says (a cell with a line break
+/// [`audit_jsonl`] (`at` in epoch milliseconds, as in the JSON lines and every time the hub
+/// records; JSON values as compact text, absent values empty), rows ending in `\n`, quoted as RFC 4180 says (a cell with a line break
 /// stays one quoted cell), and neutralised against formula injection.
 pub fn audit_csv(records: &[AuditRecord]) -> Result<String, HubError> {
     audit_csv_rows(records, true)
@@ -54,9 +53,7 @@ pub fn audit_csv_rows(records: &[AuditRecord], header: bool) -> Result<String, H
         w.write_record(CSV_HEADER).map_err(failed)?;
     }
     for r in records {
-        let at = chrono::DateTime::from_timestamp_millis(r.at)
-            .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-            .unwrap_or_default();
+        let at = r.at.to_string();
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
         let row: [String; 18] = [
             r.seq.to_string(),

@@ -234,7 +234,19 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                     rows.push((f.name.clone(), trigger, next, f.persona.clone()));
                 }
                 if global.json {
-                    print_json(&rows.iter().map(|(n, t, x, p)| serde_json::json!({"name": n, "trigger": t, "next": x, "persona": p})).collect::<Vec<_>>())?;
+                    // Times in JSON are epoch milliseconds, as everywhere in the hub's output.
+                    let next_run = |name: &str| -> Option<i64> {
+                        let schedule = if name == "digest" {
+                            flows.config().digest.as_ref().filter(|d| d.enabled).map(|d| &d.schedule)
+                        } else {
+                            flows.config().flows.iter().find(|f| f.name == name).and_then(|f| match &f.trigger {
+                                Trigger::Cron { schedule, .. } => Some(schedule.as_ref()),
+                                _ => None,
+                            })
+                        };
+                        schedule.and_then(|s| s.next_after(now)).map(|t| t.timestamp_millis())
+                    };
+                    print_json(&rows.iter().map(|(n, t, _, p)| serde_json::json!({"name": n, "trigger": t, "next_run": next_run(n), "persona": p})).collect::<Vec<_>>())?;
                 } else {
                     let mut t = table(&["flow", "trigger", "next run", "persona"]);
                     for (n, tr, x, p) in rows {
