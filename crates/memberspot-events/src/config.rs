@@ -74,7 +74,29 @@ pub struct Source {
     /// PayPal only: the shop's own account. A notification is acted on only when its
     /// `receiver_email` / `business` is one of these or its `receiver_id` matches.
     pub paypal_receiver: PaypalReceiver,
+    /// Stripe only: reads the product of a Checkout session that names none (see
+    /// [`crate::stripe_lookup`]).
+    pub stripe_api: Option<StripeApi>,
 }
+
+/// A Stripe API key and where Stripe's API is (a stand-in in tests).
+#[derive(Clone)]
+pub struct StripeApi {
+    pub key: SecretString,
+    pub url: String,
+}
+
+impl fmt::Debug for StripeApi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeApi")
+            .field("key", &"[redacted]")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+/// Stripe's API.
+pub const STRIPE_API_URL: &str = "https://api.stripe.com";
 
 /// Who a PayPal payment must have been made to (PayPal's `VERIFIED` only proves that PayPal
 /// sent the message, not that it paid this shop).
@@ -454,6 +476,7 @@ fn source(
         ));
     }
     let paypal_receiver = paypal_receiver(c, span.clone(), name, s, provider);
+    let stripe_api = stripe_api(c, span.clone(), base, name, s, provider);
     if s.max_body_kb == Some(0) {
         c.problem(
             span,
@@ -476,7 +499,80 @@ fn source(
             .as_ref()
             .map_or_else(|| PAYPAL_POSTBACK_URL.to_owned(), |u| u.get_ref().clone()),
         paypal_receiver,
+        stripe_api,
     })
+}
+
+/// A Stripe source's `stripe_api_key_env` / `stripe_api_key_file` and `stripe_api_url`.
+fn stripe_api(
+    c: &mut Checker,
+    span: std::ops::Range<usize>,
+    base: Option<&Path>,
+    name: &str,
+    s: &RawSource,
+    provider: Provider,
+) -> Option<StripeApi> {
+    let given = s.stripe_api_key_env.is_some() || s.stripe_api_key_file.is_some();
+    if !given {
+        if s.stripe_api_url.is_some() {
+            c.warn(format!(
+                "source `{name}`: `stripe_api_url` does nothing without `stripe_api_key_env` or `stripe_api_key_file`"
+            ));
+        }
+        return None;
+    }
+    if provider != Provider::Stripe {
+        c.problem(
+            span,
+            format!("source `{name}`: a Stripe API key only applies to Stripe sources"),
+        );
+        return None;
+    }
+    if s.stripe_api_key_env.is_some() && s.stripe_api_key_file.is_some() {
+        c.problem(
+            span.clone(),
+            format!("source `{name}`: set only one of `stripe_api_key_env`, `stripe_api_key_file`"),
+        );
+    }
+    let url = s.stripe_api_url.as_ref().map_or_else(
+        || STRIPE_API_URL.to_owned(),
+        |u| u.get_ref().trim().to_owned(),
+    );
+    // The key goes there: HTTPS, or plain HTTP to this machine (a stand-in).
+    let loopback_http = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    if !(url.starts_with("https://") || loopback_http) {
+        c.problem(
+            span.clone(),
+            format!("source `{name}`: `stripe_api_url` must be https (or http to this machine)"),
+        );
+        return None;
+    }
+    let key = if let Some(var) = &s.stripe_api_key_env {
+        std::env::var(var.get_ref()).ok()
+    } else if let Some(file) = &s.stripe_api_key_file {
+        let path = match base {
+            Some(b) if file.get_ref().is_relative() => b.join(file.get_ref()),
+            _ => file.get_ref().clone(),
+        };
+        std::fs::read_to_string(path).ok()
+    } else {
+        None
+    };
+    match key.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()) {
+        Some(k) => Some(StripeApi {
+            key: SecretString::from(k),
+            url,
+        }),
+        None => {
+            c.warn(format!(
+                "source `{name}`: the Stripe API key is not set (or its file cannot be read); \
+                 Checkout sessions without line items stay unmatched"
+            ));
+            None
+        }
+    }
 }
 
 /// A source's `receiver_email` / `receiver_id`: required for PayPal, meaningless elsewhere.
@@ -887,6 +983,9 @@ struct RawSource {
     postback_url: Option<Spanned<String>>,
     receiver_email: Option<Spanned<OneOrMany>>,
     receiver_id: Option<Spanned<String>>,
+    stripe_api_key_env: Option<Spanned<String>>,
+    stripe_api_key_file: Option<Spanned<PathBuf>>,
+    stripe_api_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -20,6 +20,7 @@ pub mod postback;
 pub mod receiver;
 pub mod rest;
 pub mod service;
+pub mod stripe_lookup;
 pub mod worker;
 
 pub use config::{ConfigError, EventsConfig};

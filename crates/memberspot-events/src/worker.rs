@@ -176,11 +176,37 @@ pub async fn process(events: &Events, e: StoredEvent, owner: &str) {
     }
 }
 
+/// The product of a Stripe Checkout session that names none, read from Stripe's API when
+/// the source has a key (`Ok(None)`: nothing to read, or no key).
+async fn stripe_product(
+    events: &Events,
+    source: &crate::config::Source,
+    e: &StoredEvent,
+) -> Result<Option<String>, Handled> {
+    let (Some(api), None) = (&source.stripe_api, e.product_id.as_deref()) else {
+        return Ok(None);
+    };
+    let Some(session) = e.data["transaction_id"].as_str() else {
+        return Ok(None);
+    };
+    match crate::stripe_lookup::session_product(events.http(), &api.url, &api.key, session).await {
+        Ok(p) => Ok(p),
+        Err(crate::stripe_lookup::LookupError::Retry(error)) => Err(Handled::Failed {
+            error,
+            retryable: true,
+        }),
+        Err(crate::stripe_lookup::LookupError::Refused(error)) => Err(Handled::Failed {
+            error,
+            retryable: false,
+        }),
+    }
+}
+
 /// Why no rule matched, and what to add so that the next such event (and a replay of this
 /// one) is handled.
-fn unmatched_note(e: &StoredEvent) -> String {
+fn unmatched_note(e: &StoredEvent, product: Option<&str>) -> String {
     let source = &e.source;
-    match e.product_id.as_deref().filter(|p| !p.trim().is_empty()) {
+    match product.filter(|p| !p.trim().is_empty()) {
         Some(product) if e.provider == "stripe" => format!(
             "no rule for source `{source}` product `{product}`: nothing changed. Add \
              [[rules]] source = \"{source}\" product = \"{product}\" offer = \"OFFER_ID\", or \
@@ -326,9 +352,13 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str, lease: &LeaseKee
             ),
         );
     }
+    let product = match stripe_product(events, &source, e).await {
+        Ok(p) => p.or_else(|| e.product_id.clone()),
+        Err(handled) => return handled,
+    };
     let rule = match events
         .config()
-        .rule_for_event(&e.source, &e.provider, e.product_id.as_deref())
+        .rule_for_event(&e.source, &e.provider, product.as_deref())
     {
         Some(r) => Some(r.clone()),
         None => match rule_via_order(events, e).await {
@@ -341,7 +371,10 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str, lease: &LeaseKee
         },
     };
     let Some(rule) = rule else {
-        return Handled::Final(EventStatus::Unmatched, unmatched_note(e));
+        return Handled::Final(
+            EventStatus::Unmatched,
+            unmatched_note(e, product.as_deref()),
+        );
     };
     if e.test && !rule.include_test {
         return Handled::Final(
