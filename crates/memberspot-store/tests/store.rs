@@ -667,6 +667,7 @@ async fn story(url: String, raw: Raw, backend: Backend) {
     .await;
     assert_eq!(seqs(page), [6, 7, 8]);
     let newest = q(AuditFilter {
+        before_seq: None,
         newest_first: true,
         limit: Some(2),
         ..Default::default()
