@@ -81,7 +81,7 @@ fn who(r: &AuditRecord) -> String {
         .unwrap_or_else(|| "—".into())
 }
 
-fn query_string(q: &AuditQuery, before: i64) -> String {
+fn query_string(q: &AuditQuery, before: Option<i64>) -> String {
     let mut s = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in [
         ("persona", &q.persona),
@@ -96,7 +96,9 @@ fn query_string(q: &AuditQuery, before: i64) -> String {
             s.append_pair(k, v);
         }
     }
-    s.append_pair("before", &before.to_string());
+    if let Some(b) = before {
+        s.append_pair("before", &b.to_string());
+    }
     s.finish()
 }
 
@@ -126,36 +128,23 @@ fn filters(v: &View<'_>, q: &AuditQuery) -> Markup {
     }
 }
 
-pub async fn list(
-    State(c): State<Arc<Console>>,
-    s: Signed,
-    Query(q): Query<AuditQuery>,
-) -> Response {
-    let v = View::signed(&c, &s, "/audit");
-    let times =
-        local_time(&c, "since", &q.since).and_then(|a| Ok((a, local_time(&c, "until", &q.until)?)));
-    let (since_ms, until_ms) = match times {
-        Ok(t) => t,
-        Err(msg) => {
-            return v.page(
-                StatusCode::BAD_REQUEST,
-                &v.t("audit-title"),
-                html! { (filters(&v, &q)) (notice("failed", &msg)) },
-            );
-        }
-    };
+/// The filter of the query, or what is wrong with it (naming the field).
+fn parse_filter(c: &Console, q: &AuditQuery) -> Result<AuditFilter, String> {
+    let since_ms = local_time(c, "since", &q.since)?;
+    let until_ms = local_time(c, "until", &q.until)?;
     if !q.outcome.is_empty() && AuditOutcome::parse(&q.outcome).is_none() {
-        let msg = format!(
+        return Err(format!(
             "outcome: use {}",
             <AuditOutcome as memberspot_hub::store::StoredText>::choices()
-        );
-        return v.page(
-            StatusCode::BAD_REQUEST,
-            &v.t("audit-title"),
-            html! { (filters(&v, &q)) (notice("failed", &msg)) },
-        );
+        ));
     }
-    let filter = AuditFilter {
+    if !q.surface.is_empty() && Surface::parse(&q.surface).is_none() {
+        return Err(format!(
+            "surface: use {}",
+            <Surface as memberspot_hub::store::StoredText>::choices()
+        ));
+    }
+    Ok(AuditFilter {
         persona: some(&q.persona),
         request_id: some(&q.request_id),
         tool: some(&q.tool),
@@ -167,6 +156,24 @@ pub async fn list(
         before_seq: q.before,
         limit: Some(PAGE + 1),
         newest_first: true,
+    })
+}
+
+pub async fn list(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    let v = View::signed(&c, &s, "/audit");
+    let filter = match parse_filter(&c, &q) {
+        Ok(f) => f,
+        Err(msg) => {
+            return v.page(
+                StatusCode::BAD_REQUEST,
+                &v.t("audit-title"),
+                html! { (filters(&v, &q)) (notice("failed", &msg)) },
+            );
+        }
     };
     let mut records = match c.hub.audit(&filter).await {
         Ok(r) => r,
@@ -180,7 +187,13 @@ pub async fn list(
         &v.t("audit-title"),
         html! {
             (filters(&v, &q))
-            p { a href="/audit/verify" { (v.t("audit-verify")) } }
+            p.links {
+                a href="/audit/verify" { (v.t("audit-verify")) }
+                " · "
+                a href={ "/audit/export?format=csv&" (query_string(&q, None)) } { (v.t("audit-export-csv")) }
+                " · "
+                a href={ "/audit/export?format=jsonl&" (query_string(&q, None)) } { (v.t("audit-export-jsonl")) }
+            }
             @if records.is_empty() {
                 (empty(&v.t("audit-empty")))
             } @else {
@@ -211,8 +224,8 @@ pub async fn list(
                     }
                 }
                 nav.pages {
-                    @if q.before.is_some() { a href={ "/audit?" (query_string(&q, i64::MAX)) } { (v.t("audit-newest")) } }
-                    @if let Some(seq) = older { a href={ "/audit?" (query_string(&q, seq)) } { (v.t("audit-older")) } }
+                    @if q.before.is_some() { a href={ "/audit?" (query_string(&q, None)) } { (v.t("audit-newest")) } }
+                    @if let Some(seq) = older { a href={ "/audit?" (query_string(&q, Some(seq))) } { (v.t("audit-older")) } }
                 }
             }
         },
@@ -301,4 +314,62 @@ pub async fn verify(State(c): State<Arc<Console>>, s: Signed) -> Response {
         &v.t("audit-verify"),
         html! { (body) p { a href="/audit" { (v.t("back")) } } },
     )
+}
+
+#[derive(Deserialize, Default)]
+pub struct ExportQuery {
+    #[serde(default)]
+    format: String,
+    #[serde(flatten)]
+    filter: AuditQuery,
+}
+
+/// The filtered view as CSV (neutralised for spreadsheets) or JSON lines, oldest first,
+/// at most 10 000 records: the same exports as `audit export` and `/v1/audit/export`.
+pub async fn export(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    Query(q): Query<ExportQuery>,
+) -> Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let v = View::signed(&c, &s, "/audit");
+    let mut filter = match parse_filter(&c, &q.filter) {
+        Ok(f) => f,
+        Err(msg) => return v.message(StatusCode::BAD_REQUEST, "error-title", &msg),
+    };
+    filter.limit = Some(10_000);
+    filter.newest_first = false;
+    filter.before_seq = None;
+    let records = match c.hub.audit(&filter).await {
+        Ok(r) => r,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let (body, kind, name) = match q.format.as_str() {
+        "csv" => (
+            memberspot_hub::admin::audit_csv(&records),
+            "text/csv; charset=utf-8",
+            "attachment; filename=\"audit.csv\"",
+        ),
+        "jsonl" | "" => (
+            memberspot_hub::admin::audit_jsonl(&records),
+            "application/x-ndjson",
+            "attachment; filename=\"audit.jsonl\"",
+        ),
+        other => {
+            let msg = format!("format: `{other}`: use csv or jsonl");
+            return v.message(StatusCode::BAD_REQUEST, "error-title", &msg);
+        }
+    };
+    match body {
+        Ok(b) => (
+            [
+                (header::CONTENT_TYPE, kind),
+                (header::CONTENT_DISPOSITION, name),
+            ],
+            b,
+        )
+            .into_response(),
+        Err(e) => failure(&c, s.lang, &e),
+    }
 }

@@ -175,6 +175,7 @@ fn router(console: Arc<Console>) -> Router {
         .route("/personas/{name}/rotate", post(personas::rotate))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
+        .route("/audit/export", get(audit::export))
         .route("/audit/{seq}", get(audit::detail))
         .route(
             "/assets/console.css",

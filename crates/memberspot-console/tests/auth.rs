@@ -463,3 +463,125 @@ async fn sessions_expire_and_end_sqlite() {
 async fn sessions_expire_and_end_postgres() {
     sessions_expire_and_end(Backend::Postgres).await;
 }
+
+async fn audit_pages_by_keyset_and_exports(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    add(&t, "anna", ConsoleRole::Owner).await;
+    let actor = memberspot_hub::admin::Actor {
+        surface: memberspot_hub::Surface::Console,
+        name: "anna".into(),
+    };
+    // 120 recorded (failed) admin actions.
+    for i in 0..120 {
+        let r = t
+            .hub
+            .acting_as(actor.clone())
+            .revoke_persona(&format!("ghost-{i}"))
+            .await;
+        assert!(r.is_err());
+    }
+    let plugin = console(&t, ConsoleSettings::default());
+    let mut c = Client::new(plugin.router());
+    c.login("anna", PASSWORD).await;
+    let mut seqs: Vec<i64> = Vec::new();
+    let mut path = "/audit?tool=admin.revoke_persona".to_owned();
+    for page in 0..3 {
+        let a = c.get(&path).await;
+        assert_eq!(a.status, StatusCode::OK);
+        let rows: Vec<i64> = a
+            .body
+            .match_indices("<td><a href=\"/audit/")
+            .filter_map(|(at, m)| {
+                let rest = &a.body[at + m.len()..];
+                rest[..rest.find('"')?].parse().ok()
+            })
+            .collect();
+        assert_eq!(rows.len(), if page < 2 { 50 } else { 20 }, "page {page}");
+        seqs.extend(rows);
+        let older = a.body.find("before=");
+        if page < 2 {
+            let at = older.expect("an older page");
+            let start = a.body[..at].rfind("href=\"").expect("link") + 6;
+            let end = start + a.body[start..].find('"').expect("end");
+            path = a.body[start..end].replace("&amp;", "&");
+        } else {
+            assert!(!a.body.contains("Older records"));
+        }
+    }
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(sorted, seqs, "newest first, no record twice");
+    assert_eq!(seqs.len(), 120);
+
+    // A record's detail, and the filtered view exported.
+    let detail = c.get(&format!("/audit/{}", seqs[0])).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(detail.body.contains("ghost-119") && detail.body.contains("console:anna"));
+    assert_eq!(c.get("/audit/999999").await.status, StatusCode::NOT_FOUND);
+    let csv = c
+        .get("/audit/export?format=csv&tool=admin.revoke_persona")
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert_eq!(csv.body.lines().count(), 121, "a header and 120 records");
+    let bad = c.get("/audit?outcome=maybe").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("outcome: use ok"));
+    let bad = c.get("/audit?since=yesterday").await;
+    assert!(
+        bad.body
+            .contains("since: `yesterday` is not a date and time")
+    );
+    let verify = c.get("/audit/verify").await;
+    assert!(verify.body.contains("is intact"), "{}", verify.body);
+    t.close().await;
+}
+
+#[tokio::test]
+async fn audit_pages_by_keyset_and_exports_sqlite() {
+    audit_pages_by_keyset_and_exports(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn audit_pages_by_keyset_and_exports_postgres() {
+    audit_pages_by_keyset_and_exports(Backend::Postgres).await;
+}
+
+/// Behind an HTTPS proxy (`--public-url https://…`): cookies are `Secure`, and forms must
+/// come from exactly that origin.
+#[tokio::test]
+async fn public_https_url_makes_cookies_secure_and_fixes_the_origin() {
+    let t = TestHub::open(Backend::Sqlite).await;
+    add(&t, "anna", ConsoleRole::Owner).await;
+    let plugin = console(
+        &t,
+        ConsoleSettings {
+            public_url: Some(url::Url::parse("https://hub.example.com").expect("url")),
+            ..ConsoleSettings::default()
+        },
+    );
+    let mut c = Client::new(plugin.router());
+    // The request's own host is not enough any more.
+    assert_eq!(
+        c.login("anna", PASSWORD).await.status,
+        StatusCode::FORBIDDEN
+    );
+    c.origin = Some("https://hub.example.com".into());
+    let ok = c.login("anna", PASSWORD).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    let cookie = ok
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("msh_session="))
+        .expect("session cookie")
+        .to_owned();
+    assert!(cookie.contains("Secure"), "{cookie}");
+    let link = plugin
+        .first_run_link("127.0.0.1:1".parse().expect("addr"))
+        .await
+        .expect("link");
+    assert!(link.is_none(), "users exist");
+    t.close().await;
+}

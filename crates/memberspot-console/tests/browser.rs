@@ -293,6 +293,22 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         vec!["read".to_string(), "write".to_string()]
     );
     assert_eq!(persona.calls_per_minute, Some(30));
+    // The token calls a tool over REST on the same listener.
+    let http = reqwest::Client::new();
+    let call = |token: String| {
+        let http = http.clone();
+        let url = format!("{base}/v1/tools/list_offers/call");
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "arguments": {}, "prompt": "which offers exist?" }))
+                .send()
+                .await
+                .expect("REST call")
+                .status()
+        }
+    };
+    assert_eq!(call(token.clone()).await, 200);
 
     // Listed, then revoked after the confirmation page.
     c.goto(&format!("{base}/personas")).await.expect("personas");
@@ -328,6 +344,7 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         t.hub.authenticate(&token).await.is_err(),
         "the token is refused after revoking"
     );
+    assert_eq!(call(token.clone()).await, 401, "the next call is refused");
 
     // The audit log shows both actions under the console user.
     c.goto(&format!("{base}/audit")).await.expect("audit");
@@ -345,6 +362,12 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         "{table}"
     );
     assert!(table.contains("console:anna"), "{table}");
+    // The persona's REST call, and its refused call after the revocation.
+    assert!(
+        table.contains("support-bot") && table.contains("list_offers"),
+        "{table}"
+    );
+    assert!(table.contains("denied"), "{table}");
     assert!(!table.contains(&token));
     shot(&c, "08-audit").await;
     let first = c
