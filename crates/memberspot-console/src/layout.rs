@@ -55,7 +55,9 @@ impl<'a> View<'a> {
         let nav = [
             ("/", "nav-overview"),
             ("/personas", "nav-personas"),
+            ("/connections", "nav-connections"),
             ("/audit", "nav-audit"),
+            ("/settings", "nav-settings"),
         ];
         let markup = html! {
             (DOCTYPE)
@@ -70,7 +72,7 @@ impl<'a> View<'a> {
                     header.top {
                         a.brand href="/" { (self.t("product")) }
                         @if let Some(u) = self.user {
-                            nav aria-label=(self.t("product")) {
+                            nav aria-label=(self.t("nav-label")) {
                                 @for (href, id) in nav {
                                     @let current = self.path == href
                                         || (href != "/" && self.path.starts_with(href));

@@ -8,11 +8,13 @@
 
 mod audit;
 mod auth;
+mod connections;
 pub mod i18n;
 mod layout;
 mod overview;
 mod personas;
 pub mod session;
+mod settings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -173,6 +175,20 @@ fn router(console: Arc<Console>) -> Router {
             get(personas::confirm_revoke).post(personas::revoke),
         )
         .route("/personas/{name}/rotate", post(personas::rotate))
+        .route(
+            "/connections",
+            get(connections::list).post(connections::add),
+        )
+        .route("/connections/{name}", get(connections::edit_page))
+        .route("/connections/{name}/test", post(connections::test))
+        .route("/connections/{name}/rate", post(connections::set_rate))
+        .route("/connections/{name}/key", post(connections::rotate_key))
+        .route("/settings", get(settings::page))
+        .route("/settings/users", post(settings::add_user))
+        .route(
+            "/settings/users/{name}/remove",
+            get(settings::confirm_remove).post(settings::remove),
+        )
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .route("/audit/export", get(audit::export))

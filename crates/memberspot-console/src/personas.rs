@@ -21,7 +21,7 @@ use crate::session::Signed;
 
 const CLASSES: [&str; 4] = ["read", "write", "destructive", "all"];
 
-fn actor(s: &Signed) -> Actor {
+pub(crate) fn actor(s: &Signed) -> Actor {
     Actor {
         surface: Surface::Console,
         name: s.name.clone(),
@@ -181,7 +181,7 @@ async fn render(
     )
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 

@@ -391,6 +391,23 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         .expect("text");
     assert!(verdict.contains("intact"), "{verdict}");
 
+    // Connections and settings: labelled forms, one h1.
+    c.goto(&format!("{base}/connections"))
+        .await
+        .expect("connections");
+    wait_h1(&c, "Connections").await;
+    check_page(&c, "connections").await;
+    shot(&c, "10-connections").await;
+    c.goto(&format!("{base}/connections/sandbox"))
+        .await
+        .expect("connection");
+    wait_h1(&c, "Change sandbox").await;
+    check_page(&c, "connection").await;
+    c.goto(&format!("{base}/settings")).await.expect("settings");
+    wait_h1(&c, "Settings").await;
+    check_page(&c, "settings").await;
+    shot(&c, "11-settings").await;
+
     // Auf Deutsch: the switch keeps the page.
     c.goto(&format!("{base}/audit")).await.expect("audit");
     c.find(Locator::Css("a.lang"))
@@ -401,14 +418,14 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         .expect("click");
     wait_h1(&c, "Protokoll").await;
     assert_eq!(path(&c).await, "/audit");
-    shot(&c, "10-audit-de").await;
+    shot(&c, "12-audit-de").await;
     c.goto(&format!("{base}/")).await.expect("overview");
     wait_h1(&c, "Übersicht").await;
 
     // A phone-sized screen: the read-only pages still fit.
     c.set_window_size(390, 844).await.expect("resize");
     c.goto(&format!("{base}/audit")).await.expect("audit");
-    shot(&c, "11-audit-phone").await;
+    shot(&c, "13-audit-phone").await;
 
     c.close().await.expect("close the browser");
     cancel.cancel();

@@ -645,4 +645,130 @@ impl ActingAdmin<'_> {
         .await;
         r
     }
+
+    /// [`Hub::add_connection`], recorded as `admin.add_connection` (the key is not).
+    pub async fn add_connection(
+        &self,
+        name: &str,
+        base_url: &str,
+        api_key: &SecretString,
+        rate_limit: f64,
+    ) -> Result<ConnectionView, HubError> {
+        let started = std::time::Instant::now();
+        let r = self
+            .hub
+            .add_connection(name, base_url, api_key, rate_limit)
+            .await;
+        let args =
+            serde_json::json!({ "name": name, "base_url": base_url, "rate_limit": rate_limit });
+        self.record(
+            "admin.add_connection",
+            args,
+            Some(name.to_string()),
+            &r,
+            |c| serde_json::to_value(c).unwrap_or_default(),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::update_connection`], recorded as `admin.update_connection`.
+    pub async fn update_connection(
+        &self,
+        name: &str,
+        change: ConnectionUpdate,
+    ) -> Result<ConnectionView, HubError> {
+        let started = std::time::Instant::now();
+        let args = serde_json::json!({
+            "name": name, "new_name": change.name, "base_url": change.base_url,
+            "rate_limit": change.rate_limit,
+        });
+        let r = self.hub.update_connection(name, change).await;
+        self.record(
+            "admin.update_connection",
+            args,
+            Some(name.to_string()),
+            &r,
+            |c| serde_json::to_value(c).unwrap_or_default(),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::rotate_connection_key`], recorded as `admin.rotate_connection_key` (the key
+    /// is not).
+    pub async fn rotate_connection_key(
+        &self,
+        name: &str,
+        api_key: &SecretString,
+    ) -> Result<(), HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub.rotate_connection_key(name, api_key).await;
+        self.record(
+            "admin.rotate_connection_key",
+            serde_json::json!({ "name": name }),
+            Some(name.to_string()),
+            &r,
+            |_| serde_json::json!({ "name": name, "rotated": true }),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::test_connection`], recorded as `admin.test_connection`.
+    pub async fn test_connection(&self, name: &str) -> Result<(), HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub.test_connection(name).await;
+        self.record(
+            "admin.test_connection",
+            serde_json::json!({ "name": name }),
+            Some(name.to_string()),
+            &r,
+            |_| serde_json::json!({ "name": name, "ok": true }),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::add_console_user`], recorded as `admin.add_console_user` (the password is
+    /// not).
+    pub async fn add_console_user(
+        &self,
+        name: &str,
+        password: &SecretString,
+        role: crate::console::ConsoleRole,
+    ) -> Result<crate::console::ConsoleUser, HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub.add_console_user(name, password, role).await;
+        self.record(
+            "admin.add_console_user",
+            serde_json::json!({ "name": name, "role": role }),
+            None,
+            &r,
+            |u| serde_json::json!({ "name": u.name, "role": u.role }),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::remove_console_user`], recorded as `admin.remove_console_user`.
+    pub async fn remove_console_user(&self, name: &str) -> Result<(), HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub.remove_console_user(name).await;
+        self.record(
+            "admin.remove_console_user",
+            serde_json::json!({ "name": name }),
+            None,
+            &r,
+            |_| serde_json::json!({ "name": name, "removed": true }),
+            started,
+        )
+        .await;
+        r
+    }
 }

@@ -1,0 +1,302 @@
+//! The connections and settings pages, in process on SQLite and PostgreSQL: a school added
+//! with its key entered once (never shown again, never in the audit log), tested, re-paced
+//! and given a new key; console users added and removed by an owner; viewers see no forms
+//! and their forged changes are refused; every change recorded as `console:anna`.
+
+use axum::http::StatusCode;
+use memberspot_console::{ConsolePlugin, ConsoleSettings};
+use memberspot_hub::console::ConsoleRole;
+use memberspot_hub::store::AuditFilter;
+use secrecy::SecretString;
+
+mod common;
+use common::{Backend, Client, TestHub};
+
+const PASSWORD: &str = "correct horse battery";
+const SCHOOL_KEY: &str = "sk_console_school";
+
+async fn signed_in(t: &TestHub, plugin: &ConsolePlugin, name: &str, role: ConsoleRole) -> Client {
+    t.hub
+        .add_console_user(name, &SecretString::from(PASSWORD), role)
+        .await
+        .expect("add user");
+    let mut c = Client::new(plugin.router());
+    assert_eq!(c.login(name, PASSWORD).await.status, StatusCode::SEE_OTHER);
+    c
+}
+
+async fn connections_page(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+    let page = c.get("/connections").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = page.csrf();
+    let url = t.sandbox.base_url();
+
+    let bad = c
+        .post(
+            "/connections",
+            &[
+                ("csrf", &csrf),
+                ("name", "school"),
+                ("base_url", &url),
+                ("api_key", SCHOOL_KEY),
+                ("rate_limit", "fast"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("rate_limit: `fast`"), "{}", bad.body);
+    assert!(!bad.body.contains(SCHOOL_KEY), "the key is not echoed");
+
+    let added = c
+        .post(
+            "/connections",
+            &[
+                ("csrf", &csrf),
+                ("name", "school"),
+                ("base_url", &url),
+                ("api_key", SCHOOL_KEY),
+                ("rate_limit", "2,5"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let list = c.get(added.location().expect("back to the list")).await;
+    assert!(list.body.contains("school") && list.body.contains("2.5"));
+    assert!(!list.body.contains(SCHOOL_KEY), "the key is never shown");
+
+    let tested = c.post("/connections/school/test", &[("csrf", &csrf)]).await;
+    assert_eq!(tested.status, StatusCode::OK);
+    assert!(
+        tested.body.contains("Memberspot accepts the key"),
+        "{}",
+        tested.body
+    );
+
+    let edit = c.get("/connections/school").await;
+    assert_eq!(edit.status, StatusCode::OK);
+    let rated = c
+        .post(
+            "/connections/school/rate",
+            &[("csrf", &csrf), ("rate_limit", "1")],
+        )
+        .await;
+    assert_eq!(rated.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        t.hub.connection("school").await.expect("conn").rate_limit,
+        1.0
+    );
+    let keyed = c
+        .post(
+            "/connections/school/key",
+            &[("csrf", &csrf), ("api_key", "sk_wrong_key")],
+        )
+        .await;
+    assert_eq!(keyed.status, StatusCode::SEE_OTHER);
+    let failed = c.post("/connections/school/test", &[("csrf", &csrf)]).await;
+    assert!(failed.body.contains("the test failed"), "{}", failed.body);
+
+    let records = t
+        .hub
+        .audit(&AuditFilter {
+            surface: Some("console".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    let tools: Vec<&str> = records.iter().map(|r| r.tool.as_str()).collect();
+    assert_eq!(
+        tools,
+        [
+            "admin.add_connection",
+            "admin.test_connection",
+            "admin.update_connection",
+            "admin.rotate_connection_key",
+            "admin.test_connection"
+        ],
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.end_user.as_deref() == Some("console:anna"))
+    );
+    let all = serde_json::to_string(&records).expect("json");
+    assert!(
+        !all.contains(SCHOOL_KEY) && !all.contains("sk_wrong_key"),
+        "no key in the audit log"
+    );
+
+    // A viewer sees the list without forms, and a forged test or change is refused.
+    let mut v = signed_in(&t, &plugin, "vera", ConsoleRole::Viewer).await;
+    let page = v.get("/connections").await;
+    assert!(page.body.contains("school"));
+    assert!(!page.body.contains("action=\"/connections"));
+    let vcsrf = page.csrf();
+    assert_eq!(
+        v.post("/connections/school/test", &[("csrf", &vcsrf)])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        v.post(
+            "/connections/school/rate",
+            &[("csrf", &vcsrf), ("rate_limit", "9")]
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        v.get("/connections/school").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        t.hub.connection("school").await.expect("conn").rate_limit,
+        1.0
+    );
+    t.close().await;
+}
+
+async fn settings_page(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+    let page = c.get("/settings").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Europe/Berlin") && page.body.contains(env!("CARGO_PKG_VERSION")));
+    let csrf = page.csrf();
+
+    let short = c
+        .post(
+            "/settings/users",
+            &[
+                ("csrf", &csrf),
+                ("name", "vera"),
+                ("role", "viewer"),
+                ("password", "short"),
+                ("password2", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    assert!(short.body.contains("password: use at least 10 characters"));
+    let added = c
+        .post(
+            "/settings/users",
+            &[
+                ("csrf", &csrf),
+                ("name", "vera"),
+                ("role", "viewer"),
+                ("password", "viewer password"),
+                ("password2", "viewer password"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let mut v = Client::new(plugin.router());
+    assert_eq!(
+        v.login("vera", "viewer password").await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // The viewer's settings: no users, no forms; a forged add is refused.
+    let vpage = v.get("/settings").await;
+    assert_eq!(vpage.status, StatusCode::OK);
+    assert!(!vpage.body.contains("action=\"/settings"));
+    let vcsrf = vpage.csrf();
+    let forged = v
+        .post(
+            "/settings/users",
+            &[
+                ("csrf", &vcsrf),
+                ("name", "mallory"),
+                ("role", "owner"),
+                ("password", "mallory password"),
+                ("password2", "mallory password"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    // An owner cannot remove themselves here; removing vera signs her out.
+    assert_eq!(
+        c.get("/settings/users/anna/remove").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.post("/settings/users/anna/remove", &[("csrf", &csrf)])
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.get("/settings/users/vera/remove").await.status,
+        StatusCode::OK
+    );
+    let removed = c
+        .post("/settings/users/vera/remove", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER);
+    assert_eq!(v.get("/settings").await.location(), Some("/login"));
+    let names: Vec<String> = t
+        .hub
+        .list_console_users()
+        .await
+        .expect("users")
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["anna"]);
+
+    let records = t
+        .hub
+        .audit(&AuditFilter {
+            surface: Some("console".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    let tools: Vec<&str> = records.iter().map(|r| r.tool.as_str()).collect();
+    assert_eq!(
+        tools,
+        [
+            "admin.add_console_user",
+            "admin.add_console_user",
+            "admin.remove_console_user"
+        ]
+    );
+    assert_eq!(
+        records[0].outcome.as_str(),
+        "invalid",
+        "the refused short password is on record"
+    );
+    let all = serde_json::to_string(&records).expect("json");
+    assert!(
+        !all.contains("viewer password") && !all.contains("short\""),
+        "no password in the audit log"
+    );
+    t.close().await;
+}
+
+#[tokio::test]
+async fn connections_page_sqlite() {
+    connections_page(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn connections_page_postgres() {
+    connections_page(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn settings_page_sqlite() {
+    settings_page(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn settings_page_postgres() {
+    settings_page(Backend::Postgres).await;
+}
