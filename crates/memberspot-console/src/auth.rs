@@ -287,7 +287,9 @@ pub async fn setup(
         Err(HubError::Invalid(m)) if m.starts_with("name:") || m.starts_with("password:") => {
             again(StatusCode::BAD_REQUEST, m)
         }
-        Err(HubError::Invalid(_) | HubError::Store(_)) => view(&c, v.lang, "/setup").message(
+        Err(
+            HubError::Invalid(_) | HubError::Store(memberspot_hub::store::StoreError::Invalid(_)),
+        ) => view(&c, v.lang, "/setup").message(
             StatusCode::GONE,
             "setup-title",
             &c.i18n.text(v.lang, "setup-invalid", &[]),

@@ -49,6 +49,8 @@ pub struct NewPersonaForm {
     scope: Vec<String>,
     #[serde(default)]
     per_minute: String,
+    #[serde(default)]
+    offers: String,
 }
 
 pub async fn list(
@@ -107,7 +109,10 @@ async fn render(
                                 tr {
                                     td { a href={ "/audit?persona=" (urlencode(&p.name)) } { (p.name) } }
                                     td { (p.connection) }
-                                    td { (p.scopes.join(", ")) }
+                                    td {
+                                        (p.scopes.join(", "))
+                                        @if let Some(o) = &p.offer_ids { br; small { (v.t("personas-offers-only")) " " (o.join(", ")) } }
+                                    }
                                     td { @match p.calls_per_minute { Some(n) => (n), None => (v.t("personas-unlimited")) } }
                                     td { code { (p.token_prefix) "…" } }
                                     td { (v.when(p.created_at)) }
@@ -170,6 +175,9 @@ async fn render(
                             }
                         }
                     }
+                    label for="offers" { (v.t("personas-offers")) }
+                    input #offers type="text" name="offers" value=(form.offers) aria-describedby="offers-hint";
+                    small #offers-hint { (v.t("personas-offers-hint")) }
                     label for="per_minute" { (v.t("personas-limit")) }
                     input #per_minute type="number" name="per_minute" min="1" max="100000" value=(form.per_minute) inputmode="numeric";
                     button type="submit" { (v.t("personas-create")) }
@@ -179,6 +187,18 @@ async fn render(
             }
         },
     )
+}
+
+/// The offer ids of the form (comma- or space-separated); none means no restriction. The
+/// hub checks them against the school.
+fn offer_ids(text: &str) -> Option<Vec<String>> {
+    let ids: Vec<String> = text
+        .split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    (!ids.is_empty()).then_some(ids)
 }
 
 pub(crate) fn urlencode(s: &str) -> String {
@@ -234,7 +254,7 @@ pub async fn create(
         description: f.description.trim().to_owned(),
         connection: Some(f.connection.clone()).filter(|c| !c.is_empty()),
         scopes: f.scope.clone(),
-        offer_ids: None,
+        offer_ids: offer_ids(&f.offers),
         calls_per_minute: per_minute,
     };
     match c.hub.acting_as(actor(&s)).create_persona(spec).await {

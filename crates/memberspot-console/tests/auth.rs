@@ -290,6 +290,22 @@ async fn forms_need_token_origin_and_owner(backend: Backend) {
             .any(|p| p.name == "bot")
     );
 
+    // Offer ids are checked against the school: an unknown one is refused, nothing stored.
+    let mut restricted = form(&csrf);
+    restricted[1].1 = "offer-bot".into();
+    restricted.push(("offers".into(), "no-such-offer".into()));
+    let refused = post(&mut c, restricted).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("no-such-offer"), "{}", refused.body);
+    assert!(
+        t.hub
+            .list_personas()
+            .await
+            .expect("personas")
+            .iter()
+            .all(|p| p.name != "offer-bot")
+    );
+
     // The change is recorded under the console user, without the token.
     let records = t
         .hub
@@ -299,8 +315,13 @@ async fn forms_need_token_origin_and_owner(backend: Backend) {
         })
         .await
         .expect("audit");
-    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records.len(), 2, "{records:?}");
     assert_eq!(records[0].tool, "admin.create_persona");
+    assert_eq!(
+        records[1].outcome.as_str(),
+        "invalid",
+        "the refused one is on record too"
+    );
     assert_eq!(records[0].end_user.as_deref(), Some("console:anna"));
     let stored = serde_json::to_string(&records[0]).expect("json");
     let token_start = made.body.find("value=\"msh_").expect("token field") + 7;

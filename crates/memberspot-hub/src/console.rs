@@ -294,6 +294,12 @@ impl Hub {
     ) -> Result<ConsoleUser, HubError> {
         check_user_name(name)?;
         check_password(password)?;
+        // A cheap refusal first: hashing is deliberately slow, and anyone can post here.
+        if !self.console_setup_usable(token).await? {
+            return Err(HubError::Invalid(
+                "this setup link is unknown, used or expired".into(),
+            ));
+        }
         let hash = hash_password(password).await?;
         Ok(self
             .store()
