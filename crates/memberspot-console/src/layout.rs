@@ -54,6 +54,7 @@ impl<'a> View<'a> {
     pub fn page(&self, status: StatusCode, title: &str, body: Markup) -> Response {
         let nav = [
             ("/", "nav-overview"),
+            ("/members", "nav-members"),
             ("/personas", "nav-personas"),
             ("/connections", "nav-connections"),
             ("/audit", "nav-audit"),

@@ -11,6 +11,7 @@ mod auth;
 mod connections;
 pub mod i18n;
 mod layout;
+mod members;
 mod overview;
 mod personas;
 pub mod session;
@@ -175,6 +176,10 @@ fn router(console: Arc<Console>) -> Router {
             get(personas::confirm_revoke).post(personas::revoke),
         )
         .route("/personas/{name}/rotate", post(personas::rotate))
+        .route("/members", get(members::page))
+        .route("/members/revoke", get(members::confirm_revoke))
+        .route("/members/grant", post(members::grant))
+        .route("/members/state", post(members::set_state))
         .route(
             "/connections",
             get(connections::list).post(connections::add),

@@ -391,13 +391,58 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         .expect("text");
     assert!(verdict.contains("intact"), "{verdict}");
 
+    // Members: find one by e-mail and see what they hold.
+    let users = t
+        .hub
+        .call(
+            &memberspot_hub::Principal::Operator {
+                connection: "sandbox".into(),
+            },
+            &memberspot_hub::CallContext::new(memberspot_hub::Surface::Cli),
+            "list_users",
+            serde_json::json!({}),
+        )
+        .await
+        .result
+        .expect("users");
+    let email = users["users"][0]["email"]
+        .as_str()
+        .expect("email")
+        .to_owned();
+    c.goto(&format!("{base}/members")).await.expect("members");
+    wait_h1(&c, "Members").await;
+    check_page(&c, "members").await;
+    c.find(Locator::Id("m-email"))
+        .await
+        .expect("email field")
+        .send_keys(&email)
+        .await
+        .expect("type");
+    c.find(Locator::Css("form.filters button"))
+        .await
+        .expect("find")
+        .click()
+        .await
+        .expect("click");
+    let mut found = false;
+    for _ in 0..50 {
+        if c.find(Locator::Css("main h2")).await.is_ok() {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "the member's page");
+    check_page(&c, "member").await;
+    shot(&c, "10-member").await;
+
     // Connections and settings: labelled forms, one h1.
     c.goto(&format!("{base}/connections"))
         .await
         .expect("connections");
     wait_h1(&c, "Connections").await;
     check_page(&c, "connections").await;
-    shot(&c, "10-connections").await;
+    shot(&c, "11-connections").await;
     c.goto(&format!("{base}/connections/sandbox"))
         .await
         .expect("connection");
@@ -406,7 +451,7 @@ async fn first_run_to_revoked_persona_in_a_browser() {
     c.goto(&format!("{base}/settings")).await.expect("settings");
     wait_h1(&c, "Settings").await;
     check_page(&c, "settings").await;
-    shot(&c, "11-settings").await;
+    shot(&c, "12-settings").await;
 
     // Auf Deutsch: the switch keeps the page.
     c.goto(&format!("{base}/audit")).await.expect("audit");
@@ -418,14 +463,14 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         .expect("click");
     wait_h1(&c, "Protokoll").await;
     assert_eq!(path(&c).await, "/audit");
-    shot(&c, "12-audit-de").await;
+    shot(&c, "13-audit-de").await;
     c.goto(&format!("{base}/")).await.expect("overview");
     wait_h1(&c, "Übersicht").await;
 
     // A phone-sized screen: the read-only pages still fit.
     c.set_window_size(390, 844).await.expect("resize");
     c.goto(&format!("{base}/audit")).await.expect("audit");
-    shot(&c, "13-audit-phone").await;
+    shot(&c, "14-audit-phone").await;
 
     c.close().await.expect("close the browser");
     cancel.cancel();

@@ -281,6 +281,201 @@ async fn settings_page(backend: Backend) {
     t.close().await;
 }
 
+async fn members_page(backend: Backend) {
+    use memberspot_hub::{CallContext, Principal, Surface};
+    let t = TestHub::open(backend).await;
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    // A seeded member and an offer they do not hold yet.
+    let who = Principal::Operator {
+        connection: "sandbox".into(),
+    };
+    let cli = CallContext::new(Surface::Cli);
+    let users = t
+        .hub
+        .call(&who, &cli, "list_users", serde_json::json!({}))
+        .await
+        .result
+        .expect("users");
+    let member = &users["users"][0];
+    let email = member["email"].as_str().expect("email").to_owned();
+    let offers = t
+        .hub
+        .call(&who, &cli, "list_offers", serde_json::json!({}))
+        .await
+        .result
+        .expect("offers");
+    let held: Vec<String> = member["offers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h["offerId"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let offer = offers["offers"]
+        .as_array()
+        .expect("offers")
+        .iter()
+        .find(|o| !held.contains(&o["id"].as_str().unwrap_or("").to_owned()))
+        .expect("an offer the member does not hold");
+    let offer_id = offer["id"].as_str().expect("id").to_owned();
+    let offer_name = offer["name"].as_str().expect("name").to_owned();
+
+    let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+    assert!(
+        c.get("/members")
+            .await
+            .body
+            .contains("Find a member by e-mail")
+    );
+    let missing = c
+        .get("/members?connection=sandbox&email=nobody%40example.com")
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(
+        missing
+            .body
+            .contains("No member has the address nobody@example.com")
+    );
+
+    let q = format!(
+        "/members?connection=sandbox&email={}",
+        email.replace('@', "%40")
+    );
+    let page = c.get(&q).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains(&email));
+    let csrf = page.csrf();
+    let granted = c
+        .post(
+            "/members/grant",
+            &[
+                ("csrf", &csrf),
+                ("connection", "sandbox"),
+                ("email", &email),
+                ("offer_id", &offer_id),
+            ],
+        )
+        .await;
+    assert_eq!(granted.status, StatusCode::SEE_OTHER, "{}", granted.body);
+    let page = c.get(granted.location().expect("back")).await;
+    assert!(page.body.contains("The offer is granted."));
+    assert!(page.body.contains(&offer_name), "offer names, not only ids");
+
+    let confirm = c
+        .get(&format!(
+            "/members/revoke?connection=sandbox&email={}&offer_id={offer_id}",
+            email.replace('@', "%40")
+        ))
+        .await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(
+        confirm.body.contains("progress is kept") || confirm.body.contains("progress is kept"),
+        "{}",
+        confirm.body
+    );
+    let revoked = c
+        .post(
+            "/members/state",
+            &[
+                ("csrf", &csrf),
+                ("connection", "sandbox"),
+                ("email", &email),
+                ("offer_id", &offer_id),
+                ("state", "inactive"),
+            ],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
+    let page = c.get(revoked.location().expect("back")).await;
+    assert!(
+        page.body.contains("Access revoked") && page.body.contains("Restore"),
+        "{}",
+        page.body
+    );
+    let removal = c
+        .post(
+            "/members/state",
+            &[
+                ("csrf", &csrf),
+                ("connection", "sandbox"),
+                ("email", &email),
+                ("offer_id", &offer_id),
+                ("state", "remove"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        removal.status,
+        StatusCode::BAD_REQUEST,
+        "removing is not offered here"
+    );
+
+    // A viewer reads, and cannot change.
+    let mut v = signed_in(&t, &plugin, "vera", ConsoleRole::Viewer).await;
+    let vpage = v.get(&q).await;
+    assert_eq!(vpage.status, StatusCode::OK);
+    assert!(!vpage.body.contains("action=\"/members/"));
+    let vcsrf = vpage.csrf();
+    let forged = v
+        .post(
+            "/members/state",
+            &[
+                ("csrf", &vcsrf),
+                ("connection", "sandbox"),
+                ("email", &email),
+                ("offer_id", &offer_id),
+                ("state", "active"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        v.get(&format!("/members/revoke?email=x&offer_id={offer_id}"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Every look-up and change went through the gateway, under the console user.
+    let records = t
+        .hub
+        .audit(&AuditFilter {
+            surface: Some("console".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    let changes: Vec<(&str, Option<&str>)> = records
+        .iter()
+        .filter(|r| r.tool != "find_user_by_email" && r.tool != "list_offers")
+        .map(|r| (r.tool.as_str(), r.end_user.as_deref()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("grant_user_offer_by_email", Some("console:anna")),
+            ("set_user_offer_state", Some("console:anna")),
+        ]
+    );
+    assert!(
+        records.iter().any(
+            |r| r.tool == "find_user_by_email" && r.end_user.as_deref() == Some("console:vera")
+        )
+    );
+    t.close().await;
+}
+
+#[tokio::test]
+async fn members_page_sqlite() {
+    members_page(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn members_page_postgres() {
+    members_page(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn connections_page_sqlite() {
     connections_page(Backend::Sqlite).await;
