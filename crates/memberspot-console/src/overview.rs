@@ -1,13 +1,15 @@
-//! The overview: today's and yesterday's tool calls (the digest's grouped reads) and
+//! The overview: the daily summary's numbers for today and yesterday (built by
+//! `memberspot_flows::digest`, as the digest is), the tool calls of both days, and
 //! what needs attention (dead and unmatched events, refused deliveries, failed flow runs).
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{Days, TimeZone, Utc};
 use maud::{Markup, html};
+use memberspot_flows::digest::{Digest, Names};
 use memberspot_hub::store::{AuditOutcome, EventFilter, EventStatus, RunStatus};
 
 use crate::Console;
@@ -145,21 +147,132 @@ fn numbers(v: &View<'_>, title: &str, d: &Day) -> Markup {
     }
 }
 
-pub async fn page(State(c): State<Arc<Console>>, s: Signed) -> Response {
+#[derive(serde::Deserialize, Default)]
+pub struct OverviewQuery {
+    #[serde(default)]
+    connection: String,
+}
+
+/// The digest's headline rows with their message ids.
+fn headline(d: &Digest) -> Vec<(&'static str, i64, i64)> {
+    let (n, p) = (&d.numbers, &d.previous);
+    vec![
+        ("digest-purchases", n.purchases, p.purchases),
+        ("digest-renewals", n.renewals, p.renewals),
+        ("digest-refunds", n.refunds, p.refunds),
+        ("digest-chargebacks", n.chargebacks, p.chargebacks),
+        ("digest-cancellations", n.cancellations, p.cancellations),
+        (
+            "digest-missed-payments",
+            n.missed_payments,
+            p.missed_payments,
+        ),
+        ("digest-new-members", n.new_members, p.new_members),
+        (
+            "digest-deleted-members",
+            n.deleted_members,
+            p.deleted_members,
+        ),
+        ("digest-grants", n.grants, p.grants),
+        ("digest-revocations", n.revocations, p.revocations),
+        ("digest-expirations", n.expirations, p.expirations),
+        ("digest-completions", n.completions, p.completions),
+        ("digest-tool-calls", n.tool_calls, p.tool_calls),
+        ("digest-problems", n.problems, p.problems),
+    ]
+}
+
+/// The school the overview is about: the one asked for, else the first that is not the
+/// built-in sandbox, else the sandbox.
+fn school(asked: &str, connections: &[memberspot_hub::store::Connection]) -> String {
+    if !asked.trim().is_empty() {
+        return asked.trim().to_owned();
+    }
+    connections
+        .iter()
+        .map(|c| c.name.as_str())
+        .find(|n| *n != memberspot_hub::SANDBOX_CONNECTION)
+        .unwrap_or(memberspot_hub::SANDBOX_CONNECTION)
+        .to_owned()
+}
+
+pub async fn page(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    Query(q): Query<OverviewQuery>,
+) -> Response {
     let v = View::signed(&c, &s, "/");
-    let (yesterday, today, tomorrow) = day_starts(&c);
+    let connections = match c.hub.list_connections().await {
+        Ok(cs) => cs,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let connection = school(&q.connection, &connections);
+    let tz = c.settings.time_zone;
+    let today = Utc::now().with_timezone(&tz).date_naive();
+    let digest = memberspot_flows::digest::build(
+        c.hub.flows_store(),
+        &connection,
+        today,
+        tz,
+        &Names::default(),
+        Utc::now(),
+    )
+    .await
+    .map_err(memberspot_hub::HubError::from);
+    let (yesterday, today_ms, tomorrow) = day_starts(&c);
     let (t, y, a) = match (
-        day(&c, today, tomorrow).await,
-        day(&c, yesterday, today).await,
+        day(&c, today_ms, tomorrow).await,
+        day(&c, yesterday, today_ms).await,
         attention(&c, &v).await,
     ) {
         (Ok(t), Ok(y), Ok(a)) => (t, y, a),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return failure(&c, s.lang, &e),
     };
+    let digest = match digest {
+        Ok(d) => d,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let rows = headline(&digest);
+    let quiet = rows.iter().all(|(_, a, b)| *a == 0 && *b == 0);
     v.page(
         StatusCode::OK,
         &v.t("overview-title"),
         html! {
+            @if connections.len() > 1 {
+                form.filters method="get" action="/" {
+                    div {
+                        label for="o-connection" { (v.t("personas-connection")) }
+                        select #o-connection name="connection" {
+                            @for conn in &connections {
+                                option value=(conn.name) selected[conn.name == connection] { (conn.name) }
+                            }
+                        }
+                    }
+                    div { button type="submit" { (v.t("overview-show")) } }
+                }
+            }
+            h2 { (v.ta("overview-school", &[("connection", connection.clone().into())])) }
+            @if quiet {
+                (empty(&v.t("overview-quiet")))
+            } @else {
+                div.scroll { table.digest {
+                    thead { tr {
+                        th scope="col" { }
+                        th scope="col" { (v.t("overview-today")) }
+                        th scope="col" { (v.t("overview-yesterday")) }
+                    } }
+                    tbody { @for (id, now, before) in &rows {
+                        @if *now != 0 || *before != 0 {
+                            tr class=[(*id == "digest-problems" && *now > 0).then_some("failed")] {
+                                th scope="row" { (v.t(id)) }
+                                td.num { (now) }
+                                td.num { (before) }
+                            }
+                        }
+                    } }
+                } }
+            }
+            h2 { (v.t("overview-calls")) }
             div.stats {
                 (numbers(&v, &v.t("overview-today"), &t))
                 (numbers(&v, &v.t("overview-yesterday"), &y))

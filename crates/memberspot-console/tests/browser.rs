@@ -436,6 +436,11 @@ async fn first_run_to_revoked_persona_in_a_browser() {
     check_page(&c, "member").await;
     shot(&c, "10-member").await;
 
+    // The overview after all this: the day's tool calls.
+    c.goto(&format!("{base}/")).await.expect("overview");
+    wait_h1(&c, "Overview").await;
+    shot(&c, "10b-overview-later").await;
+
     // Connections and settings: labelled forms, one h1.
     c.goto(&format!("{base}/connections"))
         .await

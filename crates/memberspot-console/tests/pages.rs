@@ -495,3 +495,87 @@ async fn settings_page_sqlite() {
 async fn settings_page_postgres() {
     settings_page(Backend::Postgres).await;
 }
+
+async fn overview_page(backend: Backend) {
+    use memberspot_hub::store::{NewRun, RunStatus};
+    use memberspot_hub::{CallContext, Principal, Surface};
+    let t = TestHub::open(backend).await;
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+
+    // A fresh hub: empty states that say what to do.
+    let quiet = c.get("/").await;
+    assert_eq!(quiet.status, StatusCode::OK);
+    assert!(
+        quiet.body.contains("Nothing happened today or yesterday"),
+        "{}",
+        quiet.body
+    );
+    assert!(quiet.body.contains("Nothing needs attention"));
+
+    // A tool call and a failed flow run.
+    let who = Principal::Operator {
+        connection: "sandbox".into(),
+    };
+    let r = t
+        .hub
+        .call(
+            &who,
+            &CallContext::new(Surface::Cli),
+            "list_offers",
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(r.result.is_ok());
+    let run = t
+        .hub
+        .flows_store()
+        .insert_run(&NewRun {
+            flow: "welcome-mail".into(),
+            trigger: "manual".into(),
+            fire_key: None,
+            dry_run: false,
+            input: serde_json::json!({}),
+            worker: "test".into(),
+        })
+        .await
+        .expect("run")
+        .expect("inserted");
+    t.hub
+        .flows_store()
+        .finish_run(&run.id, RunStatus::Failed, Some("smtp refused"))
+        .await
+        .expect("finish");
+
+    let busy = c.get("/").await;
+    assert!(busy.body.contains("School: sandbox"));
+    assert!(
+        busy.body.contains("<th scope=\"row\">Tool calls</th>"),
+        "{}",
+        busy.body
+    );
+    assert!(
+        busy.body.contains("Flow run of welcome-mail failed"),
+        "{}",
+        busy.body
+    );
+    let de = {
+        c.cookies.insert("msh_lang".into(), "de".into());
+        c.get("/").await
+    };
+    assert!(
+        de.body.contains("<h1>Übersicht</h1>")
+            && de.body.contains("Lauf von welcome-mail fehlgeschlagen")
+    );
+    t.close().await;
+}
+
+#[tokio::test]
+async fn overview_page_sqlite() {
+    overview_page(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn overview_page_postgres() {
+    overview_page(Backend::Postgres).await;
+}
