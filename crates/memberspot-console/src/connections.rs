@@ -11,6 +11,7 @@ use axum_extra::extract::Form;
 use maud::{Markup, html};
 use memberspot_hub::HubError;
 use memberspot_hub::store::ConnectionUpdate;
+use memberspot_hub::store::StoreError;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -207,9 +208,12 @@ pub async fn add(
         Ok(conn) => {
             Redirect::to(&format!("/connections?added={}", urlencode(&conn.name))).into_response()
         }
-        Err(e @ (HubError::Invalid(_) | HubError::Store(_))) => {
-            again(StatusCode::BAD_REQUEST, e.to_string()).await
-        }
+        Err(
+            e @ (HubError::Invalid(_)
+            | HubError::Store(
+                StoreError::Conflict(_) | StoreError::Invalid(_) | StoreError::NotFound(_),
+            )),
+        ) => again(StatusCode::BAD_REQUEST, e.to_string()).await,
         Err(e) => failure(&c, s.lang, &e),
     }
 }

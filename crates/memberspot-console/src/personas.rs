@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::Form;
 use maud::{Markup, html};
 use memberspot_hub::admin::{Actor, IssuedToken, PersonaSpec};
+use memberspot_hub::store::StoreError;
 use memberspot_hub::{HubError, Surface};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -259,7 +260,13 @@ pub async fn create(
     };
     match c.hub.acting_as(actor(&s)).create_persona(spec).await {
         Ok(issued) => token_page(&c, &s, &issued),
-        Err(e @ (HubError::Invalid(_) | HubError::NotFound(_) | HubError::Store(_))) => {
+        Err(
+            e @ (HubError::Invalid(_)
+            | HubError::NotFound(_)
+            | HubError::Store(
+                StoreError::Conflict(_) | StoreError::Invalid(_) | StoreError::NotFound(_),
+            )),
+        ) => {
             let status = match &e {
                 HubError::NotFound(_) => StatusCode::NOT_FOUND,
                 HubError::Store(memberspot_hub::store::StoreError::Conflict(_)) => {

@@ -12,6 +12,7 @@ use maud::{Markup, html};
 use memberspot_hub::HubError;
 use memberspot_hub::console::ConsoleRole;
 use memberspot_hub::store::Backend;
+use memberspot_hub::store::StoreError;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -204,7 +205,12 @@ pub async fn add_user(
         .await
     {
         Ok(u) => Redirect::to(&format!("/settings?added={}", urlencode(&u.name))).into_response(),
-        Err(e @ (HubError::Invalid(_) | HubError::Store(_))) => {
+        Err(
+            e @ (HubError::Invalid(_)
+            | HubError::Store(
+                StoreError::Conflict(_) | StoreError::Invalid(_) | StoreError::NotFound(_),
+            )),
+        ) => {
             render(
                 &c,
                 &s,
