@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{NaiveDateTime, TimeZone};
 use maud::{Markup, html};
-use memberspot_hub::store::{AuditFilter, AuditOutcome, AuditRecord, Surface};
+use memberspot_hub::store::{AuditFilter, AuditOutcome, AuditRecord, ChainHead, Surface};
 use serde::Deserialize;
 
 use crate::Console;
@@ -280,9 +280,43 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(seq): Path<St
     )
 }
 
-pub async fn verify(State(c): State<Arc<Console>>, s: Signed) -> Response {
+#[derive(Deserialize, Default)]
+pub struct VerifyQuery {
+    /// `SEQ:HASH` kept outside the database (`memberspot audit anchor`, the digest).
+    #[serde(default)]
+    anchor: String,
+}
+
+pub async fn verify(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    Query(q): Query<VerifyQuery>,
+) -> Response {
     let v = View::signed(&c, &s, "/audit");
-    let result = match c.hub.verify_audit(None).await {
+    let form = html! {
+        form.filters method="get" action="/audit/verify" {
+            div {
+                label for="anchor" { (v.t("audit-anchor")) }
+                input #anchor type="text" name="anchor" value=(q.anchor) placeholder="SEQ:HASH" spellcheck="false";
+            }
+            div { button type="submit" { (v.t("audit-verify")) } }
+        }
+    };
+    let anchor = match q.anchor.trim() {
+        "" => None,
+        a => match a.parse::<ChainHead>() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                let msg = format!("anchor: {e}");
+                return v.page(
+                    StatusCode::BAD_REQUEST,
+                    &v.t("audit-verify"),
+                    html! { (form) (notice("failed", &msg)) },
+                );
+            }
+        },
+    };
+    let result = match c.hub.verify_audit(anchor.as_ref()).await {
         Ok(r) => r,
         Err(e) => return failure(&c, s.lang, &e),
     };
@@ -312,7 +346,12 @@ pub async fn verify(State(c): State<Arc<Console>>, s: Signed) -> Response {
     v.page(
         StatusCode::OK,
         &v.t("audit-verify"),
-        html! { (body) p { a href="/audit" { (v.t("back")) } } },
+        html! {
+            (body)
+            @if let Some(a) = &anchor { p { (v.ta("audit-anchor-checked", &[("anchor", a.to_string().into())])) } }
+            (form)
+            p { a href="/audit" { (v.t("back")) } }
+        },
     )
 }
 

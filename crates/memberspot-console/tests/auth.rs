@@ -555,6 +555,32 @@ async fn audit_pages_by_keyset_and_exports(backend: Backend) {
     );
     let verify = c.get("/audit/verify").await;
     assert!(verify.body.contains("is intact"), "{}", verify.body);
+    // Against an anchor: the head itself holds; a wrong hash for it does not; a malformed
+    // anchor is refused naming the field.
+    let head = t.hub.audit_head().await.expect("head");
+    let good = c
+        .get(&format!(
+            "/audit/verify?anchor={}%3A{}",
+            head.seq, head.hash
+        ))
+        .await;
+    assert!(
+        good.body.contains("is intact") && good.body.contains("Also checked against the anchor"),
+        "{}",
+        good.body
+    );
+    let wrong = c
+        .get(&format!(
+            "/audit/verify?anchor={}%3A{}",
+            head.seq,
+            "0".repeat(64)
+        ))
+        .await;
+    assert_eq!(wrong.status, StatusCode::OK);
+    assert!(wrong.body.contains("The chain is broken"), "{}", wrong.body);
+    let bad = c.get("/audit/verify?anchor=nonsense").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("anchor:"), "{}", bad.body);
     t.close().await;
 }
 

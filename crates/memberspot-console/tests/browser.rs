@@ -310,6 +310,33 @@ async fn first_run_to_revoked_persona_in_a_browser() {
     };
     assert_eq!(call(token.clone()).await, 200);
 
+    // The persona form with the keyboard alone: Tab to the name field, type, Enter.
+    c.goto(&format!("{base}/personas")).await.expect("personas");
+    wait_h1(&c, "Personas").await;
+    let mut reached = false;
+    for _ in 0..60 {
+        let focused = c.active_element().await.expect("focus");
+        if focused.attr("id").await.expect("id").as_deref() == Some("name") {
+            reached = true;
+            break;
+        }
+        focused
+            .send_keys(&char::from(Key::Tab).to_string())
+            .await
+            .expect("Tab");
+    }
+    assert!(
+        reached,
+        "the persona form's name field is reachable with Tab"
+    );
+    c.active_element()
+        .await
+        .expect("focus")
+        .send_keys(&format!("keyboard-bot{}", char::from(Key::Enter)))
+        .await
+        .expect("type and send");
+    wait_h1(&c, "Token of keyboard-bot").await;
+
     // Listed, then revoked after the confirmation page.
     c.goto(&format!("{base}/personas")).await.expect("personas");
     let row = c
