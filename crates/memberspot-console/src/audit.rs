@@ -39,7 +39,7 @@ pub struct AuditQuery {
     before: Option<i64>,
 }
 
-fn outcome_kind(o: AuditOutcome) -> &'static str {
+pub(crate) fn outcome_kind(o: AuditOutcome) -> &'static str {
     match o {
         AuditOutcome::Ok => "ok",
         AuditOutcome::Denied | AuditOutcome::Invalid => "warning",

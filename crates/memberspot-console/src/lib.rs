@@ -171,6 +171,7 @@ fn router(console: Arc<Console>) -> Router {
         .route("/logout-everywhere", post(auth::logout_everywhere))
         .route("/lang", get(auth::switch_language))
         .route("/personas", get(personas::list).post(personas::create))
+        .route("/personas/{name}", get(personas::show))
         .route(
             "/personas/{name}/revoke",
             get(personas::confirm_revoke).post(personas::revoke),

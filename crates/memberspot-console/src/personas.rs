@@ -108,7 +108,7 @@ async fn render(
                         tbody {
                             @for p in &personas {
                                 tr {
-                                    td { a href={ "/audit?persona=" (urlencode(&p.name)) } { (p.name) } }
+                                    td { a href={ "/personas/" (urlencode(&p.name)) } { (p.name) } }
                                     td { (p.connection) }
                                     td {
                                         (p.scopes.join(", "))
@@ -336,4 +336,65 @@ pub async fn rotate(
         Ok(issued) => token_page(&c, &s, &issued),
         Err(e) => failure(&c, s.lang, &e),
     }
+}
+
+/// One persona: its settings and its 20 most recent calls.
+pub async fn show(State(c): State<Arc<Console>>, s: Signed, Path(name): Path<String>) -> Response {
+    let p = match c.hub.persona_any(&name).await {
+        Ok(p) => p,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let filter = memberspot_hub::store::AuditFilter {
+        persona: Some(p.name.clone()),
+        limit: Some(20),
+        newest_first: true,
+        ..memberspot_hub::store::AuditFilter::default()
+    };
+    let calls = match c.hub.audit(&filter).await {
+        Ok(r) => r,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let v = View::signed(&c, &s, "/personas");
+    v.page(
+        StatusCode::OK,
+        &p.name,
+        html! {
+            dl.record {
+                div { dt { (v.t("personas-status")) } dd {
+                    @if p.revoked_at.is_some() { (badge("failed", &v.t("personas-revoked"))) } @else { (badge("ok", &v.t("personas-active"))) }
+                } }
+                @if !p.description.is_empty() { div { dt { (v.t("personas-description")) } dd { (p.description) } } }
+                div { dt { (v.t("personas-connection")) } dd { (p.connection) } }
+                div { dt { (v.t("personas-scopes")) } dd { (p.scopes.join(", ")) } }
+                div { dt { (v.t("personas-offers")) } dd { (p.offer_ids.as_ref().map(|o| o.join(", ")).unwrap_or_else(|| "—".into())) } }
+                div { dt { (v.t("personas-limit")) } dd { @match p.calls_per_minute { Some(n) => (n), None => (v.t("personas-unlimited")) } } }
+                div { dt { (v.t("personas-token")) } dd { code { (p.token_prefix) "…" } } }
+                div { dt { (v.t("personas-created")) } dd { (v.when(p.created_at)) } }
+            }
+            h2 { (v.t("personas-recent")) }
+            @if calls.is_empty() {
+                (empty(&v.t("personas-no-calls")))
+            } @else {
+                div.scroll { table {
+                    thead { tr {
+                        th scope="col" { "#" }
+                        th scope="col" { (v.t("audit-time")) }
+                        th scope="col" { (v.t("audit-surface")) }
+                        th scope="col" { (v.t("audit-tool")) }
+                        th scope="col" { (v.t("audit-outcome")) }
+                    } }
+                    tbody { @for r in &calls {
+                        tr {
+                            td { a href={ "/audit/" (r.seq) } { (r.seq) } }
+                            td { (v.when(r.at)) }
+                            td { (r.surface) }
+                            td { code { (r.tool) } }
+                            td { (badge(crate::audit::outcome_kind(r.outcome), r.outcome.as_str())) }
+                        }
+                    } }
+                } }
+            }
+            p { a href={ "/audit?persona=" (urlencode(&p.name)) } { (v.t("personas-all-calls")) } " · " a href="/personas" { (v.t("back")) } }
+        },
+    )
 }

@@ -366,6 +366,24 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         .await
         .expect("listed");
     assert!(row.text().await.expect("row").contains("revoked"));
+    // Its page: settings and recent calls (the REST call).
+    row.find(Locator::Css("td a"))
+        .await
+        .expect("name link")
+        .click()
+        .await
+        .expect("click");
+    wait_h1(&c, "support-bot").await;
+    check_page(&c, "persona").await;
+    let calls = c
+        .find(Locator::Css("table"))
+        .await
+        .expect("calls")
+        .text()
+        .await
+        .expect("text");
+    assert!(calls.contains("list_offers"), "{calls}");
+    c.back().await.expect("back");
     shot(&c, "07-persona-revoked").await;
     assert!(
         t.hub.authenticate(&token).await.is_err(),
