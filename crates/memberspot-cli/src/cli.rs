@@ -117,6 +117,9 @@ pub enum Command {
     /// AI agents and automations, each with its own token, scopes and limits
     #[command(subcommand)]
     Personas(PersonasCommand),
+    /// The web console's users (the console is served at / by `memberspot serve`)
+    #[command(subcommand)]
+    Console(ConsoleCommand),
     /// The audit record of every tool call
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -192,6 +195,64 @@ pub struct ServeArgs {
     /// Seconds after which an unused MCP session ends
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub mcp_session_idle_timeout: u64,
+    /// Where browsers reach the hub (e.g. `https://hub.example.com`, behind a reverse
+    /// proxy): the console's setup link uses it, its forms must come from this origin, and
+    /// with `https://` its cookies are `Secure`
+    #[arg(long, value_name = "URL", env = "MEMBERSPOT_PUBLIC_URL", value_parser = public_url)]
+    pub public_url: Option<url::Url>,
+    /// The school's time zone: the console shows every time in it
+    #[arg(long, value_name = "TZ", default_value = "Europe/Berlin", env = "MEMBERSPOT_TIME_ZONE", value_parser = time_zone)]
+    pub time_zone: chrono_tz::Tz,
+}
+
+/// `--public-url`: an absolute http(s) URL without query or fragment.
+fn public_url(s: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("`{s}` is not a URL: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(format!("`{s}`: use http://HOST or https://HOST"));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(format!("`{s}`: leave out the query and fragment"));
+    }
+    Ok(u)
+}
+
+/// `--time-zone`: an IANA name such as `Europe/Berlin`.
+fn time_zone(s: &str) -> Result<chrono_tz::Tz, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an IANA time zone (e.g. Europe/Berlin)"))
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ConsoleRoleArg {
+    /// Everything
+    Owner,
+    /// Read-only pages
+    Viewer,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConsoleCommand {
+    /// Add a console user (the password is read from stdin or asked for, never an argument)
+    AddUser {
+        name: String,
+        #[arg(long, value_enum)]
+        role: ConsoleRoleArg,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// The console users and their roles (`--json` for JSON)
+    ListUsers,
+    /// Remove a console user and end their sessions
+    RemoveUser { name: String },
+    /// Set a new password for a console user and end their sessions
+    ResetPassword {
+        name: String,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 /// A browser origin for `--allowed-origin`.

@@ -19,6 +19,7 @@ use serde_json::json;
 async fn newest_audit(hub: &Hub) -> AuditRecord {
     hub.audit(&AuditFilter {
         limit: Some(1),
+        before_seq: None,
         newest_first: true,
         ..Default::default()
     })

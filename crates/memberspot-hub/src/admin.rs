@@ -537,3 +537,238 @@ fn recreate_command(p: &Persona) -> String {
     cmd.push_str(" --replace-revoked");
     cmd
 }
+
+/// Who does an admin operation, for its audit record: the surface and a name, shown as
+/// `surface:name` (`console:anna`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub surface: crate::Surface,
+    pub name: String,
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.surface, self.name)
+    }
+}
+
+/// The admin operations of [`Hub`] done by a known [`Actor`]: each runs the same operation
+/// and writes one audit record of it, whether it succeeded or not.
+pub struct ActingAdmin<'a> {
+    hub: &'a Hub,
+    actor: Actor,
+}
+
+impl Hub {
+    /// Admin operations recorded in the audit log under `actor`.
+    pub fn acting_as(&self, actor: Actor) -> ActingAdmin<'_> {
+        ActingAdmin { hub: self, actor }
+    }
+}
+
+fn persona_value(p: &Persona) -> serde_json::Value {
+    serde_json::to_value(PersonaView::from(p)).unwrap_or_default()
+}
+
+impl ActingAdmin<'_> {
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    async fn record<T>(
+        &self,
+        action: &str,
+        arguments: serde_json::Value,
+        connection: Option<String>,
+        result: &Result<T, HubError>,
+        view: impl FnOnce(&T) -> serde_json::Value,
+        started: std::time::Instant,
+    ) {
+        let result = result.as_ref().map(view);
+        self.hub
+            .record_admin_action(&self.actor, action, arguments, connection, result, started)
+            .await;
+    }
+
+    /// [`Hub::create_persona`], recorded as `admin.create_persona` (the token is not).
+    pub async fn create_persona(&self, spec: PersonaSpec) -> Result<IssuedToken, HubError> {
+        let started = std::time::Instant::now();
+        let args = serde_json::json!({
+            "name": spec.name, "description": spec.description, "connection": spec.connection,
+            "scopes": spec.scopes, "offer_ids": spec.offer_ids,
+            "calls_per_minute": spec.calls_per_minute,
+        });
+        let r = self.hub.create_persona(spec).await;
+        let conn = r.as_ref().ok().map(|t| t.persona.connection.clone());
+        self.record(
+            "admin.create_persona",
+            args,
+            conn,
+            &r,
+            |t| persona_value(&t.persona),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::revoke_persona`], recorded as `admin.revoke_persona`.
+    pub async fn revoke_persona(&self, name: &str) -> Result<bool, HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub.revoke_persona(name).await;
+        self.record(
+            "admin.revoke_persona",
+            serde_json::json!({ "name": name }),
+            None,
+            &r,
+            |changed| serde_json::json!({ "name": name, "revoked": true, "changed": changed }),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::rotate_persona_token`], recorded as `admin.rotate_persona_token` (the new
+    /// token is not).
+    pub async fn rotate_persona_token(&self, name: &str) -> Result<IssuedToken, HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub.rotate_persona_token(name).await;
+        let conn = r.as_ref().ok().map(|t| t.persona.connection.clone());
+        self.record(
+            "admin.rotate_persona_token",
+            serde_json::json!({ "name": name }),
+            conn,
+            &r,
+            |t| persona_value(&t.persona),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::add_connection`], recorded as `admin.add_connection` (the key is not).
+    pub async fn add_connection(
+        &self,
+        name: &str,
+        base_url: &str,
+        api_key: &SecretString,
+        rate_limit: f64,
+    ) -> Result<ConnectionView, HubError> {
+        let started = std::time::Instant::now();
+        let r = self
+            .hub
+            .add_connection(name, base_url, api_key, rate_limit)
+            .await;
+        let args =
+            serde_json::json!({ "name": name, "base_url": base_url, "rate_limit": rate_limit });
+        self.record(
+            "admin.add_connection",
+            args,
+            Some(name.to_string()),
+            &r,
+            |c| serde_json::to_value(c).unwrap_or_default(),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::update_connection`], recorded as `admin.update_connection`.
+    pub async fn update_connection(
+        &self,
+        name: &str,
+        change: ConnectionUpdate,
+    ) -> Result<ConnectionView, HubError> {
+        let started = std::time::Instant::now();
+        let args = serde_json::json!({
+            "name": name, "new_name": change.name, "base_url": change.base_url,
+            "rate_limit": change.rate_limit,
+        });
+        let r = self.hub.update_connection(name, change).await;
+        self.record(
+            "admin.update_connection",
+            args,
+            Some(name.to_string()),
+            &r,
+            |c| serde_json::to_value(c).unwrap_or_default(),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::rotate_connection_key`], recorded as `admin.rotate_connection_key` (the key
+    /// is not).
+    pub async fn rotate_connection_key(
+        &self,
+        name: &str,
+        api_key: &SecretString,
+    ) -> Result<(), HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub.rotate_connection_key(name, api_key).await;
+        self.record(
+            "admin.rotate_connection_key",
+            serde_json::json!({ "name": name }),
+            Some(name.to_string()),
+            &r,
+            |_| serde_json::json!({ "name": name, "rotated": true }),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::test_connection`], recorded as `admin.test_connection`.
+    pub async fn test_connection(&self, name: &str) -> Result<(), HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub.test_connection(name).await;
+        self.record(
+            "admin.test_connection",
+            serde_json::json!({ "name": name }),
+            Some(name.to_string()),
+            &r,
+            |_| serde_json::json!({ "name": name, "ok": true }),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::add_console_user`], recorded as `admin.add_console_user` (the password is
+    /// not).
+    pub async fn add_console_user(
+        &self,
+        name: &str,
+        password: &SecretString,
+        role: crate::console::ConsoleRole,
+    ) -> Result<crate::console::ConsoleUser, HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub.add_console_user(name, password, role).await;
+        self.record(
+            "admin.add_console_user",
+            serde_json::json!({ "name": name, "role": role }),
+            None,
+            &r,
+            |u| serde_json::json!({ "name": u.name, "role": u.role }),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::remove_console_user`], recorded as `admin.remove_console_user`.
+    pub async fn remove_console_user(&self, name: &str) -> Result<(), HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub.remove_console_user(name).await;
+        self.record(
+            "admin.remove_console_user",
+            serde_json::json!({ "name": name }),
+            None,
+            &r,
+            |_| serde_json::json!({ "name": name, "removed": true }),
+            started,
+        )
+        .await;
+        r
+    }
+}

@@ -617,6 +617,48 @@ impl Hub {
         }
     }
 
+    /// Records an admin operation (a persona created, a token rotated) done by `actor` as
+    /// one audit record: surface and actor from `actor` (the actor in `end_user`, e.g.
+    /// `console:anna`), the operation as the tool (`admin.create_persona`), its outcome
+    /// from `result`. Never holds a secret: callers pass the persona's view, not its token.
+    pub async fn record_admin_action(
+        &self,
+        actor: &crate::admin::Actor,
+        action: &str,
+        arguments: Value,
+        connection: Option<String>,
+        result: Result<Value, &HubError>,
+        started: Instant,
+    ) -> Option<AuditRecord> {
+        let (outcome, response, error) = match result {
+            Ok(v) => (AuditOutcome::Ok, Some(v), None),
+            Err(e) => (e.outcome(), None, Some(cap_text(&e.to_string()))),
+        };
+        let mut record = Some(NewAuditRecord {
+            at: chrono::Utc::now().timestamp_millis(),
+            request_id: uuid::Uuid::now_v7().to_string(),
+            surface: actor.surface,
+            connection,
+            persona: None,
+            end_user: Some(cap_text(&actor.to_string())),
+            prompt: None,
+            tool: action.to_string(),
+            arguments: cap_to(&arguments, AUDIT_REFUSED_ARGUMENTS_CAP),
+            outcome,
+            response,
+            error,
+            upstream_status: None,
+            latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+        match self.inner.audit.append(&mut record).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(action, error = %e, "could not write the audit record");
+                None
+            }
+        }
+    }
+
     /// The client of a connection, rebuilt when the connection changed.
     pub async fn client_for(&self, name: &str) -> Result<Client, HubError> {
         self.client_at(name, Freshness::Check).await

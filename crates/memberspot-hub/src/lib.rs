@@ -8,6 +8,7 @@ mod audit_export;
 mod audit_writer;
 pub mod bootstrap;
 pub mod config_file;
+pub mod console;
 mod directory;
 mod error;
 mod hub;

@@ -85,9 +85,9 @@ pub(crate) async fn serve(
         if slots.available_permits() > 0 {
             full_logged = false;
         }
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors or a connection reset before accept: go on.
                     tracing::warn!(error = %e, "accept failed");
@@ -102,7 +102,14 @@ pub(crate) async fn serve(
         }
         let service = TowerToHyperService::new(
             app.clone()
-                .map_request(|req: axum::http::Request<Incoming>| req.map(Body::new)),
+                // The peer address as axum's `ConnectInfo` (the console's per-address
+                // sign-in limit reads it).
+                .map_request(move |req: axum::http::Request<Incoming>| {
+                    let mut req = req.map(Body::new);
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                }),
         );
         let http = http.clone();
         let stop = stop.clone();

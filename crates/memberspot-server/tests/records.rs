@@ -480,6 +480,7 @@ async fn sealed_keys_are_bound_to_their_connection(backend: Backend) {
         .hub
         .audit(&AuditFilter {
             limit: Some(1),
+            before_seq: None,
             newest_first: true,
             ..Default::default()
         })

@@ -49,6 +49,7 @@ impl Store {
             ("at >=", f.since_ms),
             ("at <", f.until_ms),
             ("seq >", f.after_seq),
+            ("seq <", f.before_seq),
         ];
         for (cond, value) in ints {
             if let Some(v) = value {

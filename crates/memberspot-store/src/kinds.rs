@@ -106,6 +106,8 @@ stored_text! {
         Events = "events",
         /// The change-detection poller.
         Poller = "poller",
+        /// The web console (a signed-in console user).
+        Console = "console",
     }
 }
 
@@ -184,7 +186,7 @@ mod tests {
     fn stored_words_are_stable() {
         assert_eq!(
             Surface::choices(),
-            "cli, mcp-stdio, mcp-http, rest, flow, events, poller"
+            "cli, mcp-stdio, mcp-http, rest, flow, events, poller, console"
         );
         assert_eq!(
             AuditOutcome::choices(),

@@ -20,6 +20,7 @@ mod audit; // reading, verifying and purging the audit chain
 mod audit_append; // appending to it (group commit, pinned connections)
 mod connection_keys; // connection changes that re-seal the key in the same transaction
 mod connections; // schools and their sealed API keys
+mod console; // the web console's users, sessions and setup links
 mod directory; // the directory version and versioned look-ups for the hub's cache
 mod events; // deliveries, the event queue, order access state, poller snapshots
 mod flows; // flow runs and steps, leases, the digest's grouped reads
@@ -38,6 +39,7 @@ use sqlx::AnyPool;
 
 pub use audit::{DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT};
 pub use audit_append::{PinnedConnection, audit_chunk_len};
+pub use console::{ConsoleRole, ConsoleSession, ConsoleUser};
 pub use directory::Versioned;
 pub use error::StoreError;
 pub use events::{

@@ -228,6 +228,8 @@ pub struct AuditFilter {
     pub until_ms: Option<i64>,
     /// Only records with `seq > after_seq` (paging forward).
     pub after_seq: Option<i64>,
+    /// Only records with `seq < before_seq` (paging backward, newest first).
+    pub before_seq: Option<i64>,
     /// Default 100, at most 10000.
     pub limit: Option<u32>,
     /// Order by seq descending instead of ascending.

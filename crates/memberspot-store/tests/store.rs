@@ -667,6 +667,7 @@ async fn story(url: String, raw: Raw, backend: Backend) {
     .await;
     assert_eq!(seqs(page), [6, 7, 8]);
     let newest = q(AuditFilter {
+        before_seq: None,
         newest_first: true,
         limit: Some(2),
         ..Default::default()
@@ -1959,11 +1960,17 @@ async fn opens_a_database_of_the_old_runner(url: String, raw: Raw, dump: &str, r
     assert_eq!(before.len(), 6, "{before:?}");
 
     let store = Store::open(&url).await.unwrap();
+    let after = raw.migrations().await;
     assert_eq!(
-        raw.migrations().await,
-        before,
+        after[..before.len().min(after.len())],
+        before[..],
         "migrations were re-run or re-recorded"
     );
+    // The migrations newer than the dump (0007 on) are applied once, on top.
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .count();
+    assert_eq!(after.len(), files, "{after:?}");
 
     let personas: Vec<String> = store
         .list_personas()
@@ -1995,7 +2002,7 @@ async fn opens_a_database_of_the_old_runner(url: String, raw: Raw, dump: &str, r
     // And again: opening is idempotent on an upgraded database too.
     let store = Store::open(&url).await.unwrap();
     store.close().await;
-    assert_eq!(raw.migrations().await, before);
+    assert_eq!(raw.migrations().await, after);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,7 @@ fn filter(a: &AuditFilterArgs) -> anyhow::Result<AuditFilter> {
         until_ms: None,
         after_seq: None,
         limit: Some(a.limit.unwrap_or(100)),
+        before_seq: None,
         newest_first: false,
     })
 }

@@ -6,6 +6,7 @@ pub(crate) mod audit;
 pub mod chat;
 mod check;
 mod connections;
+mod console;
 mod doctor;
 mod events;
 mod flows;
@@ -91,6 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mcp(args) => mcp::run(args, g).await,
         Command::Connections(cmd) => connections::run(cmd, g).await,
         Command::Personas(cmd) => personas::run(cmd, g).await,
+        Command::Console(cmd) => console::run(cmd, g).await,
         Command::Audit(cmd) => audit::run(cmd, g).await,
         Command::Events(cmd) => events::run(cmd, g).await,
         Command::Rules(cmd) => events::rules(cmd, g).await,

@@ -52,11 +52,22 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         hub.clone(),
         models,
     )));
-    let app = App::build(hub.clone(), server_settings(&args), plugins);
-
+    let console = memberspot_console::ConsolePlugin::new(
+        hub.clone(),
+        memberspot_console::ConsoleSettings {
+            public_url: args.public_url.clone(),
+            time_zone: args.time_zone,
+            ..memberspot_console::ConsoleSettings::default()
+        },
+    )?;
+    // Bound before the setup link is made: the link names the address really listened on.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let setup_link = console.first_run_link(listener.local_addr()?).await?;
+    plugins.push(Box::new(console));
+    let app = App::build(hub.clone(), server_settings(&args), plugins);
+
     for line in app.summary(listener.local_addr()?) {
         eprintln!("{line}");
     }
@@ -68,6 +79,13 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
             "SQLite in the data directory"
         }
     );
+    if let Some(link) = setup_link {
+        eprintln!();
+        eprintln!("no console user yet: open this link to choose the owner's name and password");
+        eprintln!("(valid for one hour, once):");
+        eprintln!("  {link}");
+        eprintln!();
+    }
     app.serve_until_signal(listener)
         .await
         .context("HTTP server")?;

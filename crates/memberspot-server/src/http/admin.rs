@@ -324,6 +324,7 @@ fn filter(q: &AuditQuery) -> Result<AuditFilter, HttpError> {
         until_ms: parse_time("until", &q.until)?,
         after_seq: q.after_seq,
         limit: q.limit,
+        before_seq: None,
         newest_first: false,
     })
 }

@@ -1,0 +1,414 @@
+//! The audit log: filters, newest first with keyset pagination (`before=SEQ`), a record's
+//! detail, and verifying the chain.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{NaiveDateTime, TimeZone};
+use maud::{Markup, html};
+use memberspot_hub::store::{AuditFilter, AuditOutcome, AuditRecord, ChainHead, Surface};
+use serde::Deserialize;
+
+use crate::Console;
+use crate::auth::failure;
+use crate::layout::{View, badge, empty, notice};
+use crate::session::Signed;
+
+const PAGE: u32 = 50;
+
+#[derive(Deserialize, Default)]
+pub struct AuditQuery {
+    #[serde(default)]
+    persona: String,
+    #[serde(default)]
+    tool: String,
+    #[serde(default)]
+    outcome: String,
+    #[serde(default)]
+    surface: String,
+    #[serde(default)]
+    since: String,
+    #[serde(default)]
+    until: String,
+    #[serde(default)]
+    request_id: String,
+    /// Keyset: records with a smaller seq than this.
+    #[serde(default)]
+    before: Option<i64>,
+}
+
+pub(crate) fn outcome_kind(o: AuditOutcome) -> &'static str {
+    match o {
+        AuditOutcome::Ok => "ok",
+        AuditOutcome::Denied | AuditOutcome::Invalid => "warning",
+        AuditOutcome::ToolError | AuditOutcome::Cancelled => "failed",
+    }
+}
+
+fn some(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+/// A `datetime-local` value (`2026-12-04T10:30`) in the console's time zone.
+fn local_time(console: &Console, field: &str, v: &str) -> Result<Option<i64>, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let parsed = NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M")
+        .or_else(|_| NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S"));
+    let Ok(naive) = parsed else {
+        return Err(format!(
+            "{field}: `{v}` is not a date and time (2026-12-04T10:30)"
+        ));
+    };
+    console
+        .settings
+        .time_zone
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| Some(t.timestamp_millis()))
+        .ok_or_else(|| format!("{field}: `{v}` does not exist in the time zone"))
+}
+
+/// Who a record is about: the persona, or the actor of an admin action (`console:anna`).
+fn who(r: &AuditRecord) -> String {
+    r.persona
+        .clone()
+        .or_else(|| r.end_user.clone())
+        .unwrap_or_else(|| "—".into())
+}
+
+fn query_string(q: &AuditQuery, before: Option<i64>) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [
+        ("persona", &q.persona),
+        ("tool", &q.tool),
+        ("outcome", &q.outcome),
+        ("surface", &q.surface),
+        ("since", &q.since),
+        ("until", &q.until),
+        ("request_id", &q.request_id),
+    ] {
+        if !v.is_empty() {
+            s.append_pair(k, v);
+        }
+    }
+    if let Some(b) = before {
+        s.append_pair("before", &b.to_string());
+    }
+    s.finish()
+}
+
+fn filters(v: &View<'_>, q: &AuditQuery) -> Markup {
+    html! {
+        form.filters method="get" action="/audit" {
+            div { label for="f-persona" { (v.t("audit-persona")) } input #f-persona type="text" name="persona" value=(q.persona); }
+            div { label for="f-tool" { (v.t("audit-tool")) } input #f-tool type="text" name="tool" value=(q.tool); }
+            div {
+                label for="f-outcome" { (v.t("audit-outcome")) }
+                select #f-outcome name="outcome" {
+                    option value="" { (v.t("audit-any")) }
+                    @for o in AuditOutcome::ALL { option value=(o.as_str()) selected[q.outcome == o.as_str()] { (o.as_str()) } }
+                }
+            }
+            div {
+                label for="f-surface" { (v.t("audit-surface")) }
+                select #f-surface name="surface" {
+                    option value="" { (v.t("audit-any")) }
+                    @for su in Surface::ALL { option value=(su.as_str()) selected[q.surface == su.as_str()] { (su.as_str()) } }
+                }
+            }
+            div { label for="f-since" { (v.t("audit-since")) } input #f-since type="datetime-local" name="since" value=(q.since); }
+            div { label for="f-until" { (v.t("audit-until")) } input #f-until type="datetime-local" name="until" value=(q.until); }
+            div { button type="submit" { (v.t("audit-filter")) } }
+        }
+    }
+}
+
+/// The filter of the query, or what is wrong with it (naming the field).
+fn parse_filter(c: &Console, q: &AuditQuery) -> Result<AuditFilter, String> {
+    let since_ms = local_time(c, "since", &q.since)?;
+    let until_ms = local_time(c, "until", &q.until)?;
+    if !q.outcome.is_empty() && AuditOutcome::parse(&q.outcome).is_none() {
+        return Err(format!(
+            "outcome: use {}",
+            <AuditOutcome as memberspot_hub::store::StoredText>::choices()
+        ));
+    }
+    if !q.surface.is_empty() && Surface::parse(&q.surface).is_none() {
+        return Err(format!(
+            "surface: use {}",
+            <Surface as memberspot_hub::store::StoredText>::choices()
+        ));
+    }
+    Ok(AuditFilter {
+        persona: some(&q.persona),
+        request_id: some(&q.request_id),
+        tool: some(&q.tool),
+        outcome: some(&q.outcome),
+        surface: some(&q.surface),
+        since_ms,
+        until_ms,
+        after_seq: None,
+        before_seq: q.before,
+        limit: Some(PAGE + 1),
+        newest_first: true,
+    })
+}
+
+pub async fn list(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    let v = View::signed(&c, &s, "/audit");
+    let filter = match parse_filter(&c, &q) {
+        Ok(f) => f,
+        Err(msg) => {
+            return v.page(
+                StatusCode::BAD_REQUEST,
+                &v.t("audit-title"),
+                html! { (filters(&v, &q)) (notice("failed", &msg)) },
+            );
+        }
+    };
+    let mut records = match c.hub.audit(&filter).await {
+        Ok(r) => r,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let more = records.len() > PAGE as usize;
+    records.truncate(PAGE as usize);
+    let older = more.then(|| records.last().map(|r| r.seq)).flatten();
+    v.page(
+        StatusCode::OK,
+        &v.t("audit-title"),
+        html! {
+            (filters(&v, &q))
+            p.links {
+                a href="/audit/verify" { (v.t("audit-verify")) }
+                " · "
+                a href={ "/audit/export?format=csv&" (query_string(&q, None)) } { (v.t("audit-export-csv")) }
+                " · "
+                a href={ "/audit/export?format=jsonl&" (query_string(&q, None)) } { (v.t("audit-export-jsonl")) }
+            }
+            @if records.is_empty() {
+                (empty(&v.t("audit-empty")))
+            } @else {
+                div.scroll {
+                    table {
+                        thead { tr {
+                            th scope="col" { "#" }
+                            th scope="col" { (v.t("audit-time")) }
+                            th scope="col" { (v.t("audit-surface")) }
+                            th scope="col" { (v.t("audit-who")) }
+                            th scope="col" { (v.t("audit-tool")) }
+                            th scope="col" { (v.t("audit-outcome")) }
+                            th scope="col" { (v.t("audit-latency")) }
+                        } }
+                        tbody {
+                            @for r in &records {
+                                tr {
+                                    td { a href={ "/audit/" (r.seq) } { (r.seq) } }
+                                    td { (v.when(r.at)) }
+                                    td { (r.surface) }
+                                    td { (who(r)) }
+                                    td { code { (r.tool) } }
+                                    td { (badge(outcome_kind(r.outcome), r.outcome.as_str())) }
+                                    td.num { (r.latency_ms) " ms" }
+                                }
+                            }
+                        }
+                    }
+                }
+                nav.pages {
+                    @if q.before.is_some() { a href={ "/audit?" (query_string(&q, None)) } { (v.t("audit-newest")) } }
+                    @if let Some(seq) = older { a href={ "/audit?" (query_string(&q, Some(seq))) } { (v.t("audit-older")) } }
+                }
+            }
+        },
+    )
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(seq): Path<String>) -> Response {
+    let v = View::signed(&c, &s, "/audit");
+    let Ok(seq) = seq.parse::<i64>() else {
+        return v.message(StatusCode::NOT_FOUND, "error-title", &v.t("not-found"));
+    };
+    let filter = AuditFilter {
+        after_seq: Some(seq - 1),
+        limit: Some(1),
+        ..AuditFilter::default()
+    };
+    let record = match c.hub.audit(&filter).await {
+        Ok(r) => r.into_iter().find(|r| r.seq == seq),
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let Some(r) = record else {
+        return v.message(StatusCode::NOT_FOUND, "error-title", &v.t("not-found"));
+    };
+    let row = |label: String, value: Markup| html! { div { dt { (label) } dd { (value) } } };
+    v.page(
+        StatusCode::OK,
+        &v.ta("audit-record", &[("seq", r.seq.into())]),
+        html! {
+            dl.record {
+                (row(v.t("audit-time"), html! { (v.when(r.at)) }))
+                (row(v.t("audit-surface"), html! { (r.surface) }))
+                (row(v.t("audit-who"), html! { (who(&r)) }))
+                (row(v.t("audit-tool"), html! { code { (r.tool) } }))
+                (row(v.t("audit-outcome"), badge(outcome_kind(r.outcome), r.outcome.as_str())))
+                (row(v.t("audit-latency"), html! { (r.latency_ms) " ms" }))
+                (row(v.t("audit-connection"), html! { (r.connection.as_deref().unwrap_or("—")) }))
+                (row(v.t("audit-end-user"), html! { (r.end_user.as_deref().unwrap_or("—")) }))
+                (row(v.t("audit-request"), html! { a href={ "/audit?request_id=" (r.request_id) } { code { (r.request_id) } } }))
+                (row(v.t("audit-hash"), html! { code.hash { (r.hash) } }))
+            }
+            @if let Some(p) = &r.prompt { h2 { (v.t("audit-prompt")) } pre { (p) } }
+            h2 { (v.t("audit-arguments")) }
+            pre { (pretty(&r.arguments)) }
+            @if let Some(resp) = &r.response { h2 { (v.t("audit-response")) } pre { (pretty(resp)) } }
+            @if let Some(e) = &r.error { h2 { (v.t("audit-error")) } pre.failed { (e) } }
+            p { a href="/audit" { (v.t("back")) } }
+        },
+    )
+}
+
+#[derive(Deserialize, Default)]
+pub struct VerifyQuery {
+    /// `SEQ:HASH` kept outside the database (`memberspot audit anchor`, the digest).
+    #[serde(default)]
+    anchor: String,
+}
+
+pub async fn verify(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    Query(q): Query<VerifyQuery>,
+) -> Response {
+    let v = View::signed(&c, &s, "/audit");
+    let form = html! {
+        form.filters method="get" action="/audit/verify" {
+            div {
+                label for="anchor" { (v.t("audit-anchor")) }
+                input #anchor type="text" name="anchor" value=(q.anchor) placeholder="SEQ:HASH" spellcheck="false";
+            }
+            div { button type="submit" { (v.t("audit-verify")) } }
+        }
+    };
+    let anchor = match q.anchor.trim() {
+        "" => None,
+        a => match a.parse::<ChainHead>() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                let msg = format!("anchor: {e}");
+                return v.page(
+                    StatusCode::BAD_REQUEST,
+                    &v.t("audit-verify"),
+                    html! { (form) (notice("failed", &msg)) },
+                );
+            }
+        },
+    };
+    let result = match c.hub.verify_audit(anchor.as_ref()).await {
+        Ok(r) => r,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let body = if result.ok {
+        notice(
+            "ok",
+            &v.ta(
+                "audit-verify-ok",
+                &[
+                    ("records", (result.records as i64).into()),
+                    ("head", result.head.to_string().into()),
+                ],
+            ),
+        )
+    } else {
+        notice(
+            "failed",
+            &v.ta(
+                "audit-verify-bad",
+                &[
+                    ("seq", result.first_bad_seq.unwrap_or_default().into()),
+                    ("problem", result.problem.clone().unwrap_or_default().into()),
+                ],
+            ),
+        )
+    };
+    v.page(
+        StatusCode::OK,
+        &v.t("audit-verify"),
+        html! {
+            (body)
+            @if let Some(a) = &anchor { p { (v.ta("audit-anchor-checked", &[("anchor", a.to_string().into())])) } }
+            (form)
+            p { a href="/audit" { (v.t("back")) } }
+        },
+    )
+}
+
+#[derive(Deserialize, Default)]
+pub struct ExportQuery {
+    #[serde(default)]
+    format: String,
+    #[serde(flatten)]
+    filter: AuditQuery,
+}
+
+/// The filtered view as CSV (neutralised for spreadsheets) or JSON lines, oldest first,
+/// at most 10 000 records: the same exports as `audit export` and `/v1/audit/export`.
+pub async fn export(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    Query(q): Query<ExportQuery>,
+) -> Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let v = View::signed(&c, &s, "/audit");
+    let mut filter = match parse_filter(&c, &q.filter) {
+        Ok(f) => f,
+        Err(msg) => return v.message(StatusCode::BAD_REQUEST, "error-title", &msg),
+    };
+    filter.limit = Some(10_000);
+    filter.newest_first = false;
+    filter.before_seq = None;
+    let records = match c.hub.audit(&filter).await {
+        Ok(r) => r,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let (body, kind, name) = match q.format.as_str() {
+        "csv" => (
+            memberspot_hub::admin::audit_csv(&records),
+            "text/csv; charset=utf-8",
+            "attachment; filename=\"audit.csv\"",
+        ),
+        "jsonl" | "" => (
+            memberspot_hub::admin::audit_jsonl(&records),
+            "application/x-ndjson",
+            "attachment; filename=\"audit.jsonl\"",
+        ),
+        other => {
+            let msg = format!("format: `{other}`: use csv or jsonl");
+            return v.message(StatusCode::BAD_REQUEST, "error-title", &msg);
+        }
+    };
+    match body {
+        Ok(b) => (
+            [
+                (header::CONTENT_TYPE, kind),
+                (header::CONTENT_DISPOSITION, name),
+            ],
+            b,
+        )
+            .into_response(),
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}

@@ -1,0 +1,409 @@
+//! Connections (schools): the list with the personas using each, adding one (the API key
+//! entered once, never shown again), testing, a new rate limit, a new key. Changes go
+//! through [`memberspot_hub::admin::ActingAdmin`] as the signed-in user.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::Form;
+use maud::{Markup, html};
+use memberspot_hub::HubError;
+use memberspot_hub::store::ConnectionUpdate;
+use memberspot_hub::store::StoreError;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::Console;
+use crate::auth::{CsrfForm, failure, refused};
+use crate::layout::{View, empty, notice};
+use crate::personas::{actor, urlencode};
+use crate::session::{Refusal, Signed};
+
+const DEFAULT_URL: &str = "https://api.memberspot.de/v1";
+
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    #[serde(default)]
+    added: Option<String>,
+    #[serde(default)]
+    changed: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct NewConnectionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    base_url: String,
+    #[serde(default)]
+    api_key: SecretString,
+    #[serde(default)]
+    rate_limit: String,
+}
+
+/// A rate limit in requests per second; an error names the field.
+fn rate(v: &str) -> Result<f64, String> {
+    let v = v.trim().replace(',', ".");
+    match v.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "rate_limit: `{v}` is not a number of requests per second (0 or more)"
+        )),
+    }
+}
+
+pub async fn list(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let message = if let Some(name) = q.added {
+        Some(notice(
+            "ok",
+            &c.i18n
+                .text(s.lang, "connections-added", &[("name", name.into())]),
+        ))
+    } else {
+        q.changed.map(|name| {
+            notice(
+                "ok",
+                &c.i18n
+                    .text(s.lang, "connections-changed", &[("name", name.into())]),
+            )
+        })
+    };
+    render(
+        &c,
+        &s,
+        StatusCode::OK,
+        message,
+        &NewConnectionForm::default(),
+    )
+    .await
+}
+
+async fn render(
+    c: &Console,
+    s: &Signed,
+    status: StatusCode,
+    message: Option<Markup>,
+    form: &NewConnectionForm,
+) -> Response {
+    let v = View::signed(c, s, "/connections");
+    let (connections, personas) =
+        match (c.hub.list_connections().await, c.hub.list_personas().await) {
+            (Ok(cs), Ok(ps)) => (cs, ps),
+            (Err(e), _) | (_, Err(e)) => return failure(c, s.lang, &e),
+        };
+    let base_url = if form.base_url.is_empty() {
+        DEFAULT_URL
+    } else {
+        &form.base_url
+    };
+    let rate_limit = if form.rate_limit.is_empty() {
+        "4"
+    } else {
+        &form.rate_limit
+    };
+    v.page(
+        status,
+        &v.t("connections-title"),
+        html! {
+            @if let Some(m) = message { (m) }
+            @if connections.is_empty() {
+                (empty(&v.t("connections-empty")))
+            } @else {
+                div.scroll { table {
+                    thead { tr {
+                        th scope="col" { (v.t("personas-name")) }
+                        th scope="col" { (v.t("connections-url")) }
+                        th scope="col" { (v.t("connections-key")) }
+                        th scope="col" { (v.t("connections-rate")) }
+                        th scope="col" { (v.t("connections-used-by")) }
+                        @if s.is_owner() { th scope="col" { (v.t("personas-actions")) } }
+                    } }
+                    tbody { @for conn in &connections {
+                        @let users: Vec<&str> = personas.iter()
+                            .filter(|p| p.connection == conn.name && p.revoked_at.is_none())
+                            .map(|p| p.name.as_str()).collect();
+                        tr {
+                            td { (conn.name) }
+                            td { code { (conn.base_url) } }
+                            td { code { (conn.key_hint) } }
+                            td.num { (conn.rate_limit) }
+                            td { @if users.is_empty() { "—" } @else { (users.join(", ")) } }
+                            @if s.is_owner() {
+                                td.actions {
+                                    form method="post" action={ "/connections/" (urlencode(&conn.name)) "/test" } {
+                                        input type="hidden" name="csrf" value=(s.csrf);
+                                        button.secondary type="submit" { (v.t("connections-test")) }
+                                    }
+                                    a.button.secondary href={ "/connections/" (urlencode(&conn.name)) } { (v.t("connections-edit")) }
+                                }
+                            }
+                        }
+                    } }
+                } }
+            }
+            @if s.is_owner() {
+                h2 { (v.t("connections-new")) }
+                form.card method="post" action="/connections" autocomplete="off" {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    label for="name" { (v.t("personas-name")) }
+                    input #name type="text" name="name" value=(form.name) required maxlength="64";
+                    label for="base_url" { (v.t("connections-url")) }
+                    input #base_url type="text" name="base_url" value=(base_url) required inputmode="url";
+                    label for="api_key" { (v.t("connections-key-new")) }
+                    input #api_key type="password" name="api_key" required autocomplete="off" aria-describedby="api-key-hint";
+                    small #api-key-hint { (v.t("connections-key-hint")) }
+                    label for="rate_limit" { (v.t("connections-rate")) }
+                    input #rate_limit type="text" name="rate_limit" value=(rate_limit) inputmode="decimal";
+                    button type="submit" { (v.t("connections-add")) }
+                }
+            }
+        },
+    )
+}
+
+pub async fn add(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    headers: HeaderMap,
+    Form(f): Form<NewConnectionForm>,
+) -> Response {
+    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
+        return refused(&c, s.lang, r);
+    }
+    let again = |status, text: String| {
+        let c = c.clone();
+        let s = &s;
+        let f = NewConnectionForm {
+            csrf: String::new(),
+            name: f.name.clone(),
+            base_url: f.base_url.clone(),
+            api_key: SecretString::default(),
+            rate_limit: f.rate_limit.clone(),
+        };
+        async move { render(&c, s, status, Some(notice("failed", &text)), &f).await }
+    };
+    let limit = match rate(if f.rate_limit.trim().is_empty() {
+        "4"
+    } else {
+        &f.rate_limit
+    }) {
+        Ok(r) => r,
+        Err(m) => return again(StatusCode::BAD_REQUEST, m).await,
+    };
+    let name = f.name.trim().to_owned();
+    match c
+        .hub
+        .acting_as(actor(&s))
+        .add_connection(&name, f.base_url.trim(), &f.api_key, limit)
+        .await
+    {
+        Ok(conn) => {
+            Redirect::to(&format!("/connections?added={}", urlencode(&conn.name))).into_response()
+        }
+        Err(
+            e @ (HubError::Invalid(_)
+            | HubError::Store(
+                StoreError::Conflict(_) | StoreError::Invalid(_) | StoreError::NotFound(_),
+            )),
+        ) => again(StatusCode::BAD_REQUEST, e.to_string()).await,
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}
+
+pub async fn test(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
+        return refused(&c, s.lang, r);
+    }
+    let message = match c.hub.acting_as(actor(&s)).test_connection(&name).await {
+        Ok(()) => notice(
+            "ok",
+            &c.i18n.text(
+                s.lang,
+                "connections-test-ok",
+                &[("name", name.clone().into())],
+            ),
+        ),
+        Err(HubError::NotFound(m)) => notice("failed", &m),
+        Err(e) => notice(
+            "failed",
+            &c.i18n.text(
+                s.lang,
+                "connections-test-failed",
+                &[
+                    ("name", name.clone().into()),
+                    ("error", e.to_string().into()),
+                ],
+            ),
+        ),
+    };
+    render(
+        &c,
+        &s,
+        StatusCode::OK,
+        Some(message),
+        &NewConnectionForm::default(),
+    )
+    .await
+}
+
+pub async fn edit_page(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    Path(name): Path<String>,
+) -> Response {
+    if !s.is_owner() {
+        return refused(&c, s.lang, Refusal::Viewer);
+    }
+    edit(&c, &s, &name, StatusCode::OK, None).await
+}
+
+async fn edit(
+    c: &Console,
+    s: &Signed,
+    name: &str,
+    status: StatusCode,
+    message: Option<Markup>,
+) -> Response {
+    let conn = match c.hub.connection(name).await {
+        Ok(conn) => conn,
+        Err(e) => return failure(c, s.lang, &e),
+    };
+    let v = View::signed(c, s, "/connections");
+    v.page(
+        status,
+        &v.ta("connections-edit-title", &[("name", name.to_owned().into())]),
+        html! {
+            @if let Some(m) = message { (m) }
+            form.card method="post" action={ "/connections/" (urlencode(name)) "/rate" } {
+                input type="hidden" name="csrf" value=(s.csrf);
+                label for="rate_limit" { (v.t("connections-rate")) }
+                input #rate_limit type="text" name="rate_limit" value=(conn.rate_limit) inputmode="decimal" required;
+                button type="submit" { (v.t("connections-save-rate")) }
+            }
+            h2 { (v.t("connections-rotate")) }
+            form.card method="post" action={ "/connections/" (urlencode(name)) "/key" } autocomplete="off" {
+                input type="hidden" name="csrf" value=(s.csrf);
+                label for="api_key" { (v.t("connections-key-new")) }
+                input #api_key type="password" name="api_key" required autocomplete="off" aria-describedby="api-key-hint";
+                small #api-key-hint { (v.t("connections-key-hint")) }
+                button type="submit" { (v.t("connections-rotate")) }
+            }
+            p { a href="/connections" { (v.t("back")) } }
+        },
+    )
+}
+
+#[derive(Deserialize, Default)]
+pub struct RateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    rate_limit: String,
+}
+
+pub async fn set_rate(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<RateForm>,
+) -> Response {
+    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
+        return refused(&c, s.lang, r);
+    }
+    let limit = match rate(&f.rate_limit) {
+        Ok(r) => r,
+        Err(m) => {
+            return edit(
+                &c,
+                &s,
+                &name,
+                StatusCode::BAD_REQUEST,
+                Some(notice("failed", &m)),
+            )
+            .await;
+        }
+    };
+    let change = ConnectionUpdate {
+        rate_limit: Some(limit),
+        ..ConnectionUpdate::default()
+    };
+    match c
+        .hub
+        .acting_as(actor(&s))
+        .update_connection(&name, change)
+        .await
+    {
+        Ok(_) => {
+            Redirect::to(&format!("/connections?changed={}", urlencode(&name))).into_response()
+        }
+        Err(e @ HubError::Invalid(_)) => {
+            let m = e.to_string();
+            edit(
+                &c,
+                &s,
+                &name,
+                StatusCode::BAD_REQUEST,
+                Some(notice("failed", &m)),
+            )
+            .await
+        }
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct KeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    api_key: SecretString,
+}
+
+pub async fn rotate_key(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<KeyForm>,
+) -> Response {
+    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
+        return refused(&c, s.lang, r);
+    }
+    match c
+        .hub
+        .acting_as(actor(&s))
+        .rotate_connection_key(&name, &f.api_key)
+        .await
+    {
+        Ok(()) => {
+            Redirect::to(&format!("/connections?changed={}", urlencode(&name))).into_response()
+        }
+        Err(e @ HubError::Invalid(_)) => {
+            let m = e.to_string();
+            edit(
+                &c,
+                &s,
+                &name,
+                StatusCode::BAD_REQUEST,
+                Some(notice("failed", &m)),
+            )
+            .await
+        }
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}

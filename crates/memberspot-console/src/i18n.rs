@@ -1,0 +1,159 @@
+//! One message catalogue per language (Fluent, `i18n/*.ftl`, compiled in) and the choice
+//! of language: the `msh_lang` cookie, else `Accept-Language`, else English.
+
+use std::collections::HashMap;
+
+use fluent_bundle::concurrent::FluentBundle;
+use fluent_bundle::{FluentArgs, FluentResource, FluentValue};
+use fluent_langneg::{NegotiationStrategy, negotiate_languages};
+use unic_langid::LanguageIdentifier;
+
+/// The languages of the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lang {
+    En,
+    De,
+}
+
+impl Lang {
+    pub const ALL: [Lang; 2] = [Lang::En, Lang::De];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::De => "de",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Lang> {
+        Lang::ALL.into_iter().find(|l| l.code() == code)
+    }
+
+    /// The other language, for the switch.
+    pub fn other(self) -> Lang {
+        match self {
+            Lang::En => Lang::De,
+            Lang::De => Lang::En,
+        }
+    }
+
+    fn source(self) -> &'static str {
+        match self {
+            Lang::En => include_str!("../i18n/en.ftl"),
+            Lang::De => include_str!("../i18n/de.ftl"),
+        }
+    }
+
+    /// The best of ours for an `Accept-Language` header.
+    pub fn negotiate(accept_language: &str) -> Lang {
+        let requested = fluent_langneg::accepted_languages::parse(accept_language);
+        let available: Vec<LanguageIdentifier> = Lang::ALL
+            .iter()
+            .filter_map(|l| l.code().parse().ok())
+            .collect();
+        let chosen = negotiate_languages(
+            &requested,
+            &available,
+            available.first(),
+            NegotiationStrategy::Lookup,
+        );
+        chosen
+            .first()
+            .and_then(|l| Lang::parse(l.language.as_str()))
+            .unwrap_or(Lang::En)
+    }
+}
+
+/// The compiled catalogues.
+pub struct I18n {
+    bundles: HashMap<Lang, FluentBundle<FluentResource>>,
+}
+
+impl I18n {
+    /// Parses the embedded catalogues. They are part of the binary and checked by tests, so
+    /// an error here is a build mistake; it is reported, not hidden.
+    pub fn load() -> anyhow::Result<I18n> {
+        let mut bundles = HashMap::new();
+        for lang in Lang::ALL {
+            let resource = FluentResource::try_new(lang.source().to_owned())
+                .map_err(|(_, e)| anyhow::anyhow!("i18n/{}.ftl: {e:?}", lang.code()))?;
+            let id: LanguageIdentifier = lang.code().parse()?;
+            let mut bundle = FluentBundle::new_concurrent(vec![id]);
+            // Plain text into HTML: no Unicode isolation marks around arguments.
+            bundle.set_use_isolating(false);
+            bundle
+                .add_resource(resource)
+                .map_err(|e| anyhow::anyhow!("i18n/{}.ftl: {e:?}", lang.code()))?;
+            bundles.insert(lang, bundle);
+        }
+        Ok(I18n { bundles })
+    }
+
+    /// The message `id` in `lang` with `args`; the id itself if it is missing (a test
+    /// keeps both catalogues complete).
+    pub fn text(&self, lang: Lang, id: &str, args: &[(&str, FluentValue<'_>)]) -> String {
+        let Some(bundle) = self.bundles.get(&lang) else {
+            return id.to_owned();
+        };
+        let Some(pattern) = bundle.get_message(id).and_then(|m| m.value()) else {
+            return id.to_owned();
+        };
+        let mut fargs = FluentArgs::new();
+        for (k, v) in args {
+            fargs.set(*k, v.clone());
+        }
+        let mut errors = Vec::new();
+        let out = bundle.format_pattern(pattern, (!args.is_empty()).then_some(&fargs), &mut errors);
+        out.into_owned()
+    }
+
+    /// The message ids of `lang`'s catalogue.
+    pub fn ids(lang: Lang) -> Vec<String> {
+        let Ok(resource) = FluentResource::try_new(lang.source().to_owned()) else {
+            return Vec::new();
+        };
+        resource
+            .entries()
+            .filter_map(|e| match e {
+                fluent_syntax::ast::Entry::Message(m) => Some(m.id.name.to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_catalogues_parse_and_have_the_same_ids() {
+        I18n::load().expect("catalogues parse");
+        let mut en = I18n::ids(Lang::En);
+        let mut de = I18n::ids(Lang::De);
+        assert!(en.len() > 50, "{}", en.len());
+        en.sort();
+        de.sort();
+        assert_eq!(en, de);
+    }
+
+    #[test]
+    fn accept_language_picks_german_or_english() {
+        assert_eq!(Lang::negotiate("de-DE,de;q=0.9,en;q=0.8"), Lang::De);
+        assert_eq!(Lang::negotiate("en-US,en;q=0.9"), Lang::En);
+        assert_eq!(Lang::negotiate("fr-FR, de;q=0.5"), Lang::De);
+        assert_eq!(Lang::negotiate("fr"), Lang::En);
+        assert_eq!(Lang::negotiate(""), Lang::En);
+    }
+
+    #[test]
+    fn arguments_are_filled_in() {
+        let i = I18n::load().expect("catalogues parse");
+        let s = i.text(
+            Lang::De,
+            "nav-signed-in",
+            &[("name", "anna".into()), ("role", "Inhaber".into())],
+        );
+        assert_eq!(s, "Angemeldet als anna (Inhaber)");
+    }
+}

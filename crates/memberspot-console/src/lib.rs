@@ -1,0 +1,230 @@
+//! The web console of Memberspot Hub: server-rendered pages (maud, compiled in) at `/`,
+//! served by `memberspot serve` on the same listener as REST and MCP, through the
+//! server's [`Plugin`] trait.
+//!
+//! Every change made here goes through the hub's admin operations as the signed-in
+//! console user ([`memberspot_hub::admin::Hub::acting_as`]), so it lands in the audit log
+//! as `console:NAME`. See `docs/console.md`.
+
+mod audit;
+mod auth;
+mod connections;
+pub mod i18n;
+mod layout;
+mod members;
+mod overview;
+mod personas;
+pub mod session;
+mod settings;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use memberspot_hub::Hub;
+use memberspot_server::Plugin;
+use secrecy::ExposeSecret;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::i18n::I18n;
+use crate::session::LoginLimits;
+
+/// Form bodies are small; anything larger is refused before it is read.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// How the console behaves.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    /// Where browsers reach the console (`--public-url`). With `https://` cookies are
+    /// `Secure`; when set, state-changing requests must come from exactly this origin.
+    pub public_url: Option<url::Url>,
+    /// The school's time zone: every time on the pages is shown in it.
+    pub time_zone: chrono_tz::Tz,
+    /// A session ends after this long without a request.
+    pub idle_timeout: Duration,
+    /// A session ends this long after sign-in, whatever happens.
+    pub absolute_timeout: Duration,
+    /// Sign-in attempts per name and minute (per instance).
+    pub login_per_user_per_minute: u32,
+    /// Sign-in attempts per address and minute (per instance).
+    pub login_per_address_per_minute: u32,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            public_url: None,
+            time_zone: chrono_tz::Europe::Berlin,
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            login_per_user_per_minute: 5,
+            login_per_address_per_minute: 20,
+        }
+    }
+}
+
+/// The console's shared state.
+pub struct Console {
+    hub: Hub,
+    settings: ConsoleSettings,
+    i18n: I18n,
+    limits: LoginLimits,
+}
+
+/// The console as a plug-in of the server.
+pub struct ConsolePlugin {
+    console: Arc<Console>,
+}
+
+impl ConsolePlugin {
+    pub fn new(hub: Hub, settings: ConsoleSettings) -> anyhow::Result<ConsolePlugin> {
+        let limits = LoginLimits::new(
+            settings.login_per_user_per_minute,
+            settings.login_per_address_per_minute,
+        );
+        Ok(ConsolePlugin {
+            console: Arc::new(Console {
+                hub,
+                settings,
+                i18n: I18n::load()?,
+                limits,
+            }),
+        })
+    }
+
+    /// The console's routes, for tests that serve them without the rest of the app.
+    pub fn router(&self) -> Router {
+        router(self.console.clone())
+    }
+
+    /// When no console user exists: a one-time setup link (valid one hour) for the first
+    /// owner, on the public URL or else `http://addr`. `None` once users exist.
+    pub async fn first_run_link(&self, addr: SocketAddr) -> anyhow::Result<Option<String>> {
+        let Some(token) = self.console.hub.issue_console_setup_token().await? else {
+            return Ok(None);
+        };
+        let base = self.base_url(addr);
+        Ok(Some(format!(
+            "{}/setup?token={}",
+            base.trim_end_matches('/'),
+            token.expose_secret()
+        )))
+    }
+
+    fn base_url(&self, addr: SocketAddr) -> String {
+        match &self.console.settings.public_url {
+            Some(u) => u.as_str().to_owned(),
+            None => format!("http://{addr}"),
+        }
+    }
+}
+
+impl Plugin for ConsolePlugin {
+    fn name(&self) -> &str {
+        "console"
+    }
+
+    fn raw_routes(&self) -> Option<Router> {
+        Some(self.router())
+    }
+
+    fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+        let console = self.console.clone();
+        // Ended sessions are refused when used; this only keeps the table small.
+        vec![tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = every.tick() => {
+                        if let Err(e) = console.hub.purge_console_sessions(console.settings.idle_timeout).await {
+                            tracing::warn!(error = %e, "console: purging ended sessions failed");
+                        }
+                    }
+                }
+            }
+        })]
+    }
+
+    fn summary(&self, addr: SocketAddr) -> Vec<String> {
+        vec![format!(
+            "  console {}/",
+            self.base_url(addr).trim_end_matches('/')
+        )]
+    }
+}
+
+const CSS: &str = include_str!("../assets/console.css");
+
+fn router(console: Arc<Console>) -> Router {
+    Router::new()
+        .route("/", get(overview::page))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/setup", get(auth::setup_page).post(auth::setup))
+        .route("/logout", post(auth::logout))
+        .route("/logout-everywhere", post(auth::logout_everywhere))
+        .route("/lang", get(auth::switch_language))
+        .route("/personas", get(personas::list).post(personas::create))
+        .route("/personas/{name}", get(personas::show))
+        .route(
+            "/personas/{name}/revoke",
+            get(personas::confirm_revoke).post(personas::revoke),
+        )
+        .route("/personas/{name}/rotate", post(personas::rotate))
+        .route("/members", get(members::page))
+        .route("/members/revoke", get(members::confirm_revoke))
+        .route("/members/grant", post(members::grant))
+        .route("/members/state", post(members::set_state))
+        .route(
+            "/connections",
+            get(connections::list).post(connections::add),
+        )
+        .route("/connections/{name}", get(connections::edit_page))
+        .route("/connections/{name}/test", post(connections::test))
+        .route("/connections/{name}/rate", post(connections::set_rate))
+        .route("/connections/{name}/key", post(connections::rotate_key))
+        .route("/settings", get(settings::page))
+        .route("/settings/users", post(settings::add_user))
+        .route(
+            "/settings/users/{name}/remove",
+            get(settings::confirm_remove).post(settings::remove),
+        )
+        .route("/audit", get(audit::list))
+        .route("/audit/verify", get(audit::verify))
+        .route("/audit/export", get(audit::export))
+        .route("/audit/{seq}", get(audit::detail))
+        .route(
+            "/assets/console.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }),
+        )
+        .with_state(console)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(protect))
+}
+
+/// Headers of every console answer: nothing is cached (tokens are shown once), no
+/// script runs, no other site frames the pages, no URL leaks to other sites through `Referer`.
+async fn protect(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, k: header::HeaderName, v: &'static str| {
+        h.insert(k, HeaderValue::from_static(v));
+    };
+    set(h, header::CACHE_CONTROL, "no-store");
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    // `same-origin`, not `no-referrer`: with the latter browsers send `Origin: null` on
+    // POST, and the origin check needs the real one.
+    set(h, header::REFERRER_POLICY, "same-origin");
+    r.into_response()
+}

@@ -1,0 +1,400 @@
+//! Personas: the list, creating one (scopes, connection, per-minute limit; its token shown
+//! once), a new token, revoking (after a confirmation page). Changes go through
+//! [`memberspot_hub::admin::ActingAdmin`] as the signed-in user.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::Form;
+use maud::{Markup, html};
+use memberspot_hub::admin::{Actor, IssuedToken, PersonaSpec};
+use memberspot_hub::store::StoreError;
+use memberspot_hub::{HubError, Surface};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use crate::Console;
+use crate::auth::{CsrfForm, failure, refused};
+use crate::layout::{View, badge, empty, notice};
+use crate::session::Signed;
+
+const CLASSES: [&str; 4] = ["read", "write", "destructive", "all"];
+
+pub(crate) fn actor(s: &Signed) -> Actor {
+    Actor {
+        surface: Surface::Console,
+        name: s.name.clone(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    #[serde(default)]
+    revoked: Option<String>,
+}
+
+/// What the create form held, to show it again with an error.
+#[derive(Deserialize, Default)]
+pub struct NewPersonaForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    connection: String,
+    #[serde(default)]
+    scope: Vec<String>,
+    #[serde(default)]
+    per_minute: String,
+    #[serde(default)]
+    offers: String,
+}
+
+pub async fn list(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let first = q.revoked.map(|name| {
+        notice(
+            "ok",
+            &c.i18n
+                .text(s.lang, "personas-revoked-done", &[("name", name.into())]),
+        )
+    });
+    render(&c, &s, StatusCode::OK, first, &NewPersonaForm::default()).await
+}
+
+async fn render(
+    c: &Console,
+    s: &Signed,
+    status: StatusCode,
+    message: Option<Markup>,
+    form: &NewPersonaForm,
+) -> Response {
+    let v = View::signed(c, s, "/personas");
+    let personas = match c.hub.list_personas().await {
+        Ok(p) => p,
+        Err(e) => return failure(c, s.lang, &e),
+    };
+    let connections = match c.hub.list_connections().await {
+        Ok(cs) => cs,
+        Err(e) => return failure(c, s.lang, &e),
+    };
+    v.page(
+        status,
+        &v.t("personas-title"),
+        html! {
+            @if let Some(m) = message { (m) }
+            @if personas.is_empty() {
+                (empty(&v.t("personas-empty")))
+            } @else {
+                div.scroll {
+                    table {
+                        thead { tr {
+                            th scope="col" { (v.t("personas-name")) }
+                            th scope="col" { (v.t("personas-connection")) }
+                            th scope="col" { (v.t("personas-scopes")) }
+                            th scope="col" { (v.t("personas-limit")) }
+                            th scope="col" { (v.t("personas-token")) }
+                            th scope="col" { (v.t("personas-created")) }
+                            th scope="col" { (v.t("personas-status")) }
+                            @if s.is_owner() { th scope="col" { (v.t("personas-actions")) } }
+                        } }
+                        tbody {
+                            @for p in &personas {
+                                tr {
+                                    td { a href={ "/personas/" (urlencode(&p.name)) } { (p.name) } }
+                                    td { (p.connection) }
+                                    td {
+                                        (p.scopes.join(", "))
+                                        @if let Some(o) = &p.offer_ids { br; small { (v.t("personas-offers-only")) " " (o.join(", ")) } }
+                                    }
+                                    td { @match p.calls_per_minute { Some(n) => (n), None => (v.t("personas-unlimited")) } }
+                                    td { code { (p.token_prefix) "…" } }
+                                    td { (v.when(p.created_at)) }
+                                    td {
+                                        @if p.revoked_at.is_some() { (badge("failed", &v.t("personas-revoked"))) }
+                                        @else { (badge("ok", &v.t("personas-active"))) }
+                                    }
+                                    @if s.is_owner() {
+                                        td.actions {
+                                            @if p.revoked_at.is_none() {
+                                                form method="post" action={ "/personas/" (urlencode(&p.name)) "/rotate" } {
+                                                    input type="hidden" name="csrf" value=(s.csrf);
+                                                    button.secondary type="submit" { (v.t("personas-rotate")) }
+                                                }
+                                                a.button.danger href={ "/personas/" (urlencode(&p.name)) "/revoke" } { (v.t("personas-revoke")) }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if s.is_owner() {
+                h2 #new { (v.t("personas-new")) }
+                form.card method="post" action="/personas" {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    label for="name" { (v.t("personas-name")) }
+                    input #name type="text" name="name" value=(form.name) required maxlength="64";
+                    label for="description" { (v.t("personas-description")) }
+                    input #description type="text" name="description" value=(form.description);
+                    label for="connection" { (v.t("personas-connection")) }
+                    select #connection name="connection" {
+                        @for conn in &connections {
+                            option value=(conn.name) selected[form.connection == conn.name] { (conn.name) }
+                        }
+                    }
+                    fieldset {
+                        legend { (v.t("personas-scope-classes")) }
+                        @for class in CLASSES {
+                            @let id = format!("scope-{class}");
+                            @let checked = form.scope.iter().any(|x| x == class) || (form.scope.is_empty() && class == "read");
+                            div.check {
+                                input id=(id) type="checkbox" name="scope" value=(class) checked[checked];
+                                label for=(id) { (v.t(&format!("scope-{class}"))) }
+                            }
+                        }
+                    }
+                    details {
+                        summary { (v.t("personas-scope-tools")) }
+                        fieldset {
+                            legend { (v.t("personas-scope-tools")) }
+                            @for tool in c.hub.catalogue().descriptors() {
+                                @let id = format!("tool-{}", tool.name);
+                                div.check {
+                                    input id=(id) type="checkbox" name="scope" value=(tool.name) checked[form.scope.iter().any(|x| x == tool.name)];
+                                    label for=(id) { code { (tool.name) } " — " (tool.title) }
+                                }
+                            }
+                        }
+                    }
+                    label for="offers" { (v.t("personas-offers")) }
+                    input #offers type="text" name="offers" value=(form.offers) aria-describedby="offers-hint";
+                    small #offers-hint { (v.t("personas-offers-hint")) }
+                    label for="per_minute" { (v.t("personas-limit")) }
+                    input #per_minute type="number" name="per_minute" min="1" max="100000" value=(form.per_minute) inputmode="numeric";
+                    button type="submit" { (v.t("personas-create")) }
+                }
+            } @else {
+                (notice("warning", &v.t("personas-viewer-note")))
+            }
+        },
+    )
+}
+
+/// The offer ids of the form (comma- or space-separated); none means no restriction. The
+/// hub checks them against the school.
+fn offer_ids(text: &str) -> Option<Vec<String>> {
+    let ids: Vec<String> = text
+        .split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    (!ids.is_empty()).then_some(ids)
+}
+
+pub(crate) fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The token page, shown once after creating a persona or rotating its token.
+fn token_page(c: &Console, s: &Signed, issued: &IssuedToken) -> Response {
+    let v = View::signed(c, s, "/personas");
+    let name = issued.persona.name.clone();
+    v.page(
+        StatusCode::OK,
+        &v.ta("personas-token-title", &[("name", name.into())]),
+        html! {
+            (notice("warning", &v.t("personas-token-once")))
+            div.card {
+                label for="token" { (v.t("personas-token-label")) }
+                input #token.token type="text" readonly value=(issued.token.expose_secret()) autocomplete="off" spellcheck="false";
+            }
+            p { a href="/personas" { (v.t("back")) } }
+        },
+    )
+}
+
+pub async fn create(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    headers: HeaderMap,
+    Form(f): Form<NewPersonaForm>,
+) -> Response {
+    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
+        return refused(&c, s.lang, r);
+    }
+    let per_minute = match f.per_minute.trim() {
+        "" => None,
+        n => match n.parse::<u32>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                let msg = format!("per_minute: `{n}` is not a whole number above 0");
+                return render(
+                    &c,
+                    &s,
+                    StatusCode::BAD_REQUEST,
+                    Some(notice("failed", &msg)),
+                    &f,
+                )
+                .await;
+            }
+        },
+    };
+    let spec = PersonaSpec {
+        name: f.name.trim().to_owned(),
+        description: f.description.trim().to_owned(),
+        connection: Some(f.connection.clone()).filter(|c| !c.is_empty()),
+        scopes: f.scope.clone(),
+        offer_ids: offer_ids(&f.offers),
+        calls_per_minute: per_minute,
+    };
+    match c.hub.acting_as(actor(&s)).create_persona(spec).await {
+        Ok(issued) => token_page(&c, &s, &issued),
+        Err(
+            e @ (HubError::Invalid(_)
+            | HubError::NotFound(_)
+            | HubError::Store(
+                StoreError::Conflict(_) | StoreError::Invalid(_) | StoreError::NotFound(_),
+            )),
+        ) => {
+            let status = match &e {
+                HubError::NotFound(_) => StatusCode::NOT_FOUND,
+                HubError::Store(memberspot_hub::store::StoreError::Conflict(_)) => {
+                    StatusCode::CONFLICT
+                }
+                _ => StatusCode::BAD_REQUEST,
+            };
+            render(&c, &s, status, Some(notice("failed", &e.to_string())), &f).await
+        }
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}
+
+pub async fn confirm_revoke(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    Path(name): Path<String>,
+) -> Response {
+    if !s.is_owner() {
+        return refused(&c, s.lang, crate::session::Refusal::Viewer);
+    }
+    if let Err(e) = c.hub.persona_any(&name).await {
+        return failure(&c, s.lang, &e);
+    }
+    let v = View::signed(&c, &s, "/personas");
+    v.page(
+        StatusCode::OK,
+        &v.ta("personas-revoke-title", &[("name", name.clone().into())]),
+        html! {
+            p { (v.t("personas-revoke-explain")) }
+            form method="post" action={ "/personas/" (urlencode(&name)) "/revoke" } {
+                input type="hidden" name="csrf" value=(s.csrf);
+                button.danger type="submit" { (v.ta("personas-revoke-confirm", &[("name", name.clone().into())])) }
+            }
+            p { a href="/personas" { (v.t("back")) } }
+        },
+    )
+}
+
+pub async fn revoke(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
+        return refused(&c, s.lang, r);
+    }
+    match c.hub.acting_as(actor(&s)).revoke_persona(&name).await {
+        Ok(_) => Redirect::to(&format!("/personas?revoked={}", urlencode(&name))).into_response(),
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}
+
+pub async fn rotate(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
+        return refused(&c, s.lang, r);
+    }
+    match c.hub.acting_as(actor(&s)).rotate_persona_token(&name).await {
+        Ok(issued) => token_page(&c, &s, &issued),
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}
+
+/// One persona: its settings and its 20 most recent calls.
+pub async fn show(State(c): State<Arc<Console>>, s: Signed, Path(name): Path<String>) -> Response {
+    let p = match c.hub.persona_any(&name).await {
+        Ok(p) => p,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let filter = memberspot_hub::store::AuditFilter {
+        persona: Some(p.name.clone()),
+        limit: Some(20),
+        newest_first: true,
+        ..memberspot_hub::store::AuditFilter::default()
+    };
+    let calls = match c.hub.audit(&filter).await {
+        Ok(r) => r,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let v = View::signed(&c, &s, "/personas");
+    v.page(
+        StatusCode::OK,
+        &p.name,
+        html! {
+            dl.record {
+                div { dt { (v.t("personas-status")) } dd {
+                    @if p.revoked_at.is_some() { (badge("failed", &v.t("personas-revoked"))) } @else { (badge("ok", &v.t("personas-active"))) }
+                } }
+                @if !p.description.is_empty() { div { dt { (v.t("personas-description")) } dd { (p.description) } } }
+                div { dt { (v.t("personas-connection")) } dd { (p.connection) } }
+                div { dt { (v.t("personas-scopes")) } dd { (p.scopes.join(", ")) } }
+                div { dt { (v.t("personas-offers")) } dd { (p.offer_ids.as_ref().map(|o| o.join(", ")).unwrap_or_else(|| "—".into())) } }
+                div { dt { (v.t("personas-limit")) } dd { @match p.calls_per_minute { Some(n) => (n), None => (v.t("personas-unlimited")) } } }
+                div { dt { (v.t("personas-token")) } dd { code { (p.token_prefix) "…" } } }
+                div { dt { (v.t("personas-created")) } dd { (v.when(p.created_at)) } }
+            }
+            h2 { (v.t("personas-recent")) }
+            @if calls.is_empty() {
+                (empty(&v.t("personas-no-calls")))
+            } @else {
+                div.scroll { table {
+                    thead { tr {
+                        th scope="col" { "#" }
+                        th scope="col" { (v.t("audit-time")) }
+                        th scope="col" { (v.t("audit-surface")) }
+                        th scope="col" { (v.t("audit-tool")) }
+                        th scope="col" { (v.t("audit-outcome")) }
+                    } }
+                    tbody { @for r in &calls {
+                        tr {
+                            td { a href={ "/audit/" (r.seq) } { (r.seq) } }
+                            td { (v.when(r.at)) }
+                            td { (r.surface) }
+                            td { code { (r.tool) } }
+                            td { (badge(crate::audit::outcome_kind(r.outcome), r.outcome.as_str())) }
+                        }
+                    } }
+                } }
+            }
+            p { a href={ "/audit?persona=" (urlencode(&p.name)) } { (v.t("personas-all-calls")) } " · " a href="/personas" { (v.t("back")) } }
+        },
+    )
+}

@@ -1,0 +1,634 @@
+//! The console's doors, in process, on SQLite and PostgreSQL: first-run setup (single
+//! use), sign-in (same answer for a wrong password and an unknown user, rate limits),
+//! CSRF and Origin checks, viewers refused, session expiry, sign-out (everywhere), and
+//! changes recorded in the audit log under the console user.
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use memberspot_console::{ConsolePlugin, ConsoleSettings};
+use memberspot_hub::console::ConsoleRole;
+use memberspot_hub::store::AuditFilter;
+use secrecy::SecretString;
+
+mod common;
+use common::{Backend, Client, TestHub};
+
+const PASSWORD: &str = "correct horse battery";
+
+fn console(t: &TestHub, settings: ConsoleSettings) -> ConsolePlugin {
+    ConsolePlugin::new(t.hub.clone(), settings).expect("console")
+}
+
+async fn add(t: &TestHub, name: &str, role: ConsoleRole) {
+    t.hub
+        .add_console_user(name, &SecretString::from(PASSWORD), role)
+        .await
+        .expect("add user");
+}
+
+async fn setup_link_is_single_use(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    let plugin = console(&t, ConsoleSettings::default());
+    let link = plugin
+        .first_run_link("127.0.0.1:8787".parse().expect("addr"))
+        .await
+        .expect("link")
+        .expect("no users yet: a link");
+    let path = link.trim_start_matches("http://127.0.0.1:8787");
+    assert!(path.starts_with("/setup?token="), "{link}");
+    let token = path.trim_start_matches("/setup?token=").to_owned();
+    let mut c = Client::new(plugin.router());
+
+    // Not signed in: the overview sends to the sign-in page, which says how to start.
+    let home = c.get("/").await;
+    assert_eq!(home.status, StatusCode::SEE_OTHER);
+    assert_eq!(home.location(), Some("/login"));
+    assert!(c.get("/login").await.body.contains("console add-user"));
+
+    let page = c.get(path).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let csrf = page.csrf();
+    // Different passwords: asked again, nothing stored.
+    let again = c
+        .post(
+            "/setup",
+            &[
+                ("csrf", &csrf),
+                ("token", &token),
+                ("name", "anna"),
+                ("password", PASSWORD),
+                ("password2", "something else"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    let short = c
+        .post(
+            "/setup",
+            &[
+                ("csrf", &csrf),
+                ("token", &token),
+                ("name", "anna"),
+                ("password", "short"),
+                ("password2", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    assert!(
+        short.body.contains("password: use at least 10 characters"),
+        "{}",
+        short.body
+    );
+    let done = c
+        .post(
+            "/setup",
+            &[
+                ("csrf", &csrf),
+                ("token", &token),
+                ("name", "anna"),
+                ("password", PASSWORD),
+                ("password2", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert!(c.cookies.contains_key("msh_session"));
+    let home = c.get("/").await;
+    assert_eq!(home.status, StatusCode::OK);
+    assert!(home.body.contains("anna"));
+    let users = t.hub.list_console_users().await.expect("users");
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].role, ConsoleRole::Owner);
+
+    // The link is used up: shown as invalid, and a second owner cannot be made with it.
+    let mut other = Client::new(plugin.router());
+    assert_eq!(other.get(path).await.status, StatusCode::NOT_FOUND);
+    let login = other.get("/login").await;
+    let csrf = login.csrf();
+    let reuse = other
+        .post(
+            "/setup",
+            &[
+                ("csrf", &csrf),
+                ("token", &token),
+                ("name", "mallory"),
+                ("password", PASSWORD),
+                ("password2", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(reuse.status, StatusCode::GONE, "{}", reuse.body);
+    assert_eq!(t.hub.list_console_users().await.expect("users").len(), 1);
+    // With a user, no new link is printed.
+    assert!(
+        plugin
+            .first_run_link("127.0.0.1:8787".parse().expect("addr"))
+            .await
+            .expect("link")
+            .is_none()
+    );
+    t.close().await;
+}
+
+async fn login_reveals_nothing_and_is_limited(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    add(&t, "anna", ConsoleRole::Owner).await;
+    let plugin = console(
+        &t,
+        ConsoleSettings {
+            login_per_user_per_minute: 3,
+            login_per_address_per_minute: 8,
+            ..ConsoleSettings::default()
+        },
+    );
+    let mut c = Client::new(plugin.router());
+
+    let started = Instant::now();
+    let wrong = c.login("anna", "not the password").await;
+    let wrong_took = started.elapsed();
+    let started = Instant::now();
+    let unknown = c.login("nobody", "not the password").await;
+    let unknown_took = started.elapsed();
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    let notice = |b: &str| b.find("Wrong name or password.").is_some();
+    assert!(notice(&wrong.body) && notice(&unknown.body));
+    // Apart from the echoed name, the two pages are the same.
+    assert_eq!(
+        wrong.body.replace("anna", "X"),
+        unknown.body.replace("nobody", "X")
+    );
+    // An unknown user costs a password hash too (a decoy): comparable time.
+    assert!(
+        unknown_took * 4 > wrong_took && wrong_took * 4 > unknown_took,
+        "wrong password {wrong_took:?}, unknown user {unknown_took:?}"
+    );
+
+    // Per user: three attempts for anna this minute; the fourth is refused, right password
+    // or not.
+    assert_eq!(
+        c.login("anna", "still wrong").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        c.login("anna", "wrong again").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let limited = c.login("anna", PASSWORD).await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.body
+    );
+    assert!(limited.headers.contains_key("retry-after"));
+    assert!(!c.cookies.contains_key("msh_session"));
+    // The same for a name that does not exist: the limit says nothing about existence.
+    for _ in 0..2 {
+        c.login("nobody", "x").await;
+    }
+    assert_eq!(
+        c.login("nobody", "x").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Per address: 8 attempts in all from here (used up above), whatever the names.
+    let fresh_name = c.login("guess", "x").await;
+    assert_eq!(fresh_name.status, StatusCode::TOO_MANY_REQUESTS);
+
+    // A fresh console (another instance's limits) signs anna in.
+    let plugin = console(&t, ConsoleSettings::default());
+    let mut c = Client::new(plugin.router());
+    let ok = c.login("anna", PASSWORD).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    assert_eq!(ok.location(), Some("/"));
+    let cookie = ok
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap_or("").to_owned())
+        .find(|v| v.starts_with("msh_session="))
+        .expect("session cookie");
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http without a public URL: {cookie}"
+    );
+    t.close().await;
+}
+
+async fn forms_need_token_origin_and_owner(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    add(&t, "anna", ConsoleRole::Owner).await;
+    add(&t, "vera", ConsoleRole::Viewer).await;
+    let plugin = console(&t, ConsoleSettings::default());
+
+    // The sign-in form itself needs its token and the origin.
+    let mut c = Client::new(plugin.router());
+    c.get("/login").await;
+    let no_token = c
+        .post("/login", &[("name", "anna"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+    assert!(c.login("anna", PASSWORD).await.status == StatusCode::SEE_OTHER);
+    let page = c.get("/personas").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("action=\"/personas\""));
+    let csrf = page.csrf();
+
+    let form = |csrf: &str| {
+        vec![
+            ("csrf".to_owned(), csrf.to_owned()),
+            ("name".into(), "bot".into()),
+            ("connection".into(), "sandbox".into()),
+            ("scope".into(), "read".into()),
+        ]
+    };
+    // Missing and wrong tokens are refused.
+    let missing: Vec<(String, String)> =
+        form("").into_iter().filter(|(k, _)| k != "csrf").collect();
+    assert_eq!(post(&mut c, missing).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        post(&mut c, form(&"0".repeat(64))).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // A foreign origin is refused even with the right token; so is no origin at all.
+    c.origin = Some("https://evil.example".into());
+    let foreign = post(&mut c, form(&csrf)).await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    assert!(foreign.body.contains("another site"), "{}", foreign.body);
+    c.origin = None;
+    assert_eq!(
+        post(&mut c, form(&csrf)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert!(
+        t.hub
+            .list_personas()
+            .await
+            .expect("personas")
+            .iter()
+            .all(|p| p.name != "bot")
+    );
+    // Right token, own origin: created, token shown once.
+    c.origin = Some(common::ORIGIN.into());
+    let made = post(&mut c, form(&csrf)).await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.body);
+    assert!(made.body.contains("msh_"), "the token is on the page");
+    assert!(
+        t.hub
+            .list_personas()
+            .await
+            .expect("personas")
+            .iter()
+            .any(|p| p.name == "bot")
+    );
+
+    // Offer ids are checked against the school: an unknown one is refused, nothing stored.
+    let mut restricted = form(&csrf);
+    restricted[1].1 = "offer-bot".into();
+    restricted.push(("offers".into(), "no-such-offer".into()));
+    let refused = post(&mut c, restricted).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.body.contains("no-such-offer"), "{}", refused.body);
+    assert!(
+        t.hub
+            .list_personas()
+            .await
+            .expect("personas")
+            .iter()
+            .all(|p| p.name != "offer-bot")
+    );
+
+    // The change is recorded under the console user, without the token.
+    let records = t
+        .hub
+        .audit(&AuditFilter {
+            surface: Some("console".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0].tool, "admin.create_persona");
+    assert_eq!(
+        records[1].outcome.as_str(),
+        "invalid",
+        "the refused one is on record too"
+    );
+    assert_eq!(records[0].end_user.as_deref(), Some("console:anna"));
+    let stored = serde_json::to_string(&records[0]).expect("json");
+    let token_start = made.body.find("value=\"msh_").expect("token field") + 7;
+    let token = &made.body[token_start..token_start + 40];
+    assert!(
+        !stored.contains(token),
+        "the token is not in the audit record"
+    );
+
+    // A viewer sees no forms that change anything, and a forged POST is refused.
+    let mut v = Client::new(plugin.router());
+    assert_eq!(
+        v.login("vera", PASSWORD).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let page = v.get("/personas").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("action=\"/personas\""));
+    assert!(!page.body.contains("/revoke"));
+    assert!(!page.body.contains("/rotate"));
+    let vcsrf = page.csrf(); // the sign-out form's
+    let mut vf = form(&vcsrf);
+    vf[1].1 = "viewer-bot".into();
+    assert_eq!(post(&mut v, vf).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        v.post("/personas/bot/revoke", &[("csrf", &vcsrf)])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        v.get("/personas/bot/revoke").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let personas = t.hub.list_personas().await.expect("personas");
+    assert!(personas.iter().all(|p| p.name != "viewer-bot"));
+    assert!(
+        personas
+            .iter()
+            .any(|p| p.name == "bot" && p.revoked_at.is_none())
+    );
+    // The viewer reads the audit log.
+    let audit = v.get("/audit?surface=console").await;
+    assert_eq!(audit.status, StatusCode::OK);
+    assert!(audit.body.contains("console:anna") && audit.body.contains("admin.create_persona"));
+    t.close().await;
+}
+
+async fn post(c: &mut Client, f: Vec<(String, String)>) -> common::Answer {
+    let pairs: Vec<(&str, &str)> = f.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    c.post("/personas", &pairs).await
+}
+
+async fn sessions_expire_and_end(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    add(&t, "anna", ConsoleRole::Owner).await;
+
+    // Idle: a session unused for longer than the idle time-out is over.
+    let idle = console(
+        &t,
+        ConsoleSettings {
+            idle_timeout: Duration::from_millis(1500),
+            ..ConsoleSettings::default()
+        },
+    );
+    let mut c = Client::new(idle.router());
+    c.login("anna", PASSWORD).await;
+    assert_eq!(c.get("/").await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_eq!(c.get("/").await.location(), Some("/login"));
+
+    // Absolute: over after its lifetime however busy.
+    let short = console(
+        &t,
+        ConsoleSettings {
+            absolute_timeout: Duration::from_millis(1500),
+            ..ConsoleSettings::default()
+        },
+    );
+    let mut c = Client::new(short.router());
+    c.login("anna", PASSWORD).await;
+    for _ in 0..3 {
+        assert_eq!(c.get("/").await.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(c.get("/").await.location(), Some("/login"));
+
+    // Sign-out ends this session; sign-out everywhere ends the others too. Sessions live
+    // in the database: a second console (another instance) sees them.
+    let one = console(&t, ConsoleSettings::default());
+    let two = console(&t, ConsoleSettings::default());
+    let mut a = Client::new(one.router());
+    let mut b = Client::new(one.router());
+    a.login("anna", PASSWORD).await;
+    b.login("anna", PASSWORD).await;
+    let mut b_elsewhere = Client::new(two.router());
+    b_elsewhere.cookies = b.cookies.clone();
+    assert_eq!(b_elsewhere.get("/").await.status, StatusCode::OK);
+    let home = a.get("/").await;
+    let out = a.post("/logout", &[("csrf", &home.csrf())]).await;
+    assert_eq!(out.location(), Some("/login?bye=1"));
+    assert!(!a.cookies.contains_key("msh_session"));
+    assert_eq!(b.get("/").await.status, StatusCode::OK);
+    let mut c = Client::new(one.router());
+    c.login("anna", PASSWORD).await;
+    let home = c.get("/").await;
+    c.post("/logout-everywhere", &[("csrf", &home.csrf())])
+        .await;
+    assert_eq!(b.get("/").await.location(), Some("/login"));
+    assert_eq!(b_elsewhere.get("/").await.location(), Some("/login"));
+
+    // A reset password and a removed user end sessions too.
+    let mut d = Client::new(one.router());
+    d.login("anna", PASSWORD).await;
+    t.hub
+        .reset_console_password("anna", &SecretString::from("another good password"))
+        .await
+        .expect("reset");
+    assert_eq!(d.get("/").await.location(), Some("/login"));
+    t.close().await;
+}
+
+#[tokio::test]
+async fn setup_link_is_single_use_sqlite() {
+    setup_link_is_single_use(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn setup_link_is_single_use_postgres() {
+    setup_link_is_single_use(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn login_reveals_nothing_and_is_limited_sqlite() {
+    login_reveals_nothing_and_is_limited(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn login_reveals_nothing_and_is_limited_postgres() {
+    login_reveals_nothing_and_is_limited(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn forms_need_token_origin_and_owner_sqlite() {
+    forms_need_token_origin_and_owner(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn forms_need_token_origin_and_owner_postgres() {
+    forms_need_token_origin_and_owner(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn sessions_expire_and_end_sqlite() {
+    sessions_expire_and_end(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn sessions_expire_and_end_postgres() {
+    sessions_expire_and_end(Backend::Postgres).await;
+}
+
+async fn audit_pages_by_keyset_and_exports(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    add(&t, "anna", ConsoleRole::Owner).await;
+    let actor = memberspot_hub::admin::Actor {
+        surface: memberspot_hub::Surface::Console,
+        name: "anna".into(),
+    };
+    // 120 recorded (failed) admin actions.
+    for i in 0..120 {
+        let r = t
+            .hub
+            .acting_as(actor.clone())
+            .revoke_persona(&format!("ghost-{i}"))
+            .await;
+        assert!(r.is_err());
+    }
+    let plugin = console(&t, ConsoleSettings::default());
+    let mut c = Client::new(plugin.router());
+    c.login("anna", PASSWORD).await;
+    let mut seqs: Vec<i64> = Vec::new();
+    let mut path = "/audit?tool=admin.revoke_persona".to_owned();
+    for page in 0..3 {
+        let a = c.get(&path).await;
+        assert_eq!(a.status, StatusCode::OK);
+        let rows: Vec<i64> = a
+            .body
+            .match_indices("<td><a href=\"/audit/")
+            .filter_map(|(at, m)| {
+                let rest = &a.body[at + m.len()..];
+                rest[..rest.find('"')?].parse().ok()
+            })
+            .collect();
+        assert_eq!(rows.len(), if page < 2 { 50 } else { 20 }, "page {page}");
+        seqs.extend(rows);
+        let older = a.body.find("before=");
+        if page < 2 {
+            let at = older.expect("an older page");
+            let start = a.body[..at].rfind("href=\"").expect("link") + 6;
+            let end = start + a.body[start..].find('"').expect("end");
+            path = a.body[start..end].replace("&amp;", "&");
+        } else {
+            assert!(!a.body.contains("Older records"));
+        }
+    }
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(sorted, seqs, "newest first, no record twice");
+    assert_eq!(seqs.len(), 120);
+
+    // A record's detail, and the filtered view exported.
+    let detail = c.get(&format!("/audit/{}", seqs[0])).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(detail.body.contains("ghost-119") && detail.body.contains("console:anna"));
+    assert_eq!(c.get("/audit/999999").await.status, StatusCode::NOT_FOUND);
+    let csv = c
+        .get("/audit/export?format=csv&tool=admin.revoke_persona")
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert_eq!(csv.body.lines().count(), 121, "a header and 120 records");
+    let bad = c.get("/audit?outcome=maybe").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("outcome: use ok"));
+    let bad = c.get("/audit?since=yesterday").await;
+    assert!(
+        bad.body
+            .contains("since: `yesterday` is not a date and time")
+    );
+    let verify = c.get("/audit/verify").await;
+    assert!(verify.body.contains("is intact"), "{}", verify.body);
+    // Against an anchor: the head itself holds; a wrong hash for it does not; a malformed
+    // anchor is refused naming the field.
+    let head = t.hub.audit_head().await.expect("head");
+    let good = c
+        .get(&format!(
+            "/audit/verify?anchor={}%3A{}",
+            head.seq, head.hash
+        ))
+        .await;
+    assert!(
+        good.body.contains("is intact") && good.body.contains("Also checked against the anchor"),
+        "{}",
+        good.body
+    );
+    let wrong = c
+        .get(&format!(
+            "/audit/verify?anchor={}%3A{}",
+            head.seq,
+            "0".repeat(64)
+        ))
+        .await;
+    assert_eq!(wrong.status, StatusCode::OK);
+    assert!(wrong.body.contains("The chain is broken"), "{}", wrong.body);
+    let bad = c.get("/audit/verify?anchor=nonsense").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("anchor:"), "{}", bad.body);
+    t.close().await;
+}
+
+#[tokio::test]
+async fn audit_pages_by_keyset_and_exports_sqlite() {
+    audit_pages_by_keyset_and_exports(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn audit_pages_by_keyset_and_exports_postgres() {
+    audit_pages_by_keyset_and_exports(Backend::Postgres).await;
+}
+
+/// Behind an HTTPS proxy (`--public-url https://…`): cookies are `Secure`, and forms must
+/// come from exactly that origin.
+#[tokio::test]
+async fn public_https_url_makes_cookies_secure_and_fixes_the_origin() {
+    let t = TestHub::open(Backend::Sqlite).await;
+    add(&t, "anna", ConsoleRole::Owner).await;
+    let plugin = console(
+        &t,
+        ConsoleSettings {
+            public_url: Some(url::Url::parse("https://hub.example.com").expect("url")),
+            ..ConsoleSettings::default()
+        },
+    );
+    let mut c = Client::new(plugin.router());
+    // The request's own host is not enough any more.
+    assert_eq!(
+        c.login("anna", PASSWORD).await.status,
+        StatusCode::FORBIDDEN
+    );
+    c.origin = Some("https://hub.example.com".into());
+    let ok = c.login("anna", PASSWORD).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    let cookie = ok
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("msh_session="))
+        .expect("session cookie")
+        .to_owned();
+    assert!(cookie.contains("Secure"), "{cookie}");
+    let link = plugin
+        .first_run_link("127.0.0.1:1".parse().expect("addr"))
+        .await
+        .expect("link");
+    assert!(link.is_none(), "users exist");
+    t.close().await;
+}

@@ -1,0 +1,529 @@
+//! A real browser (Debian's headless Chromium through its chromedriver, driven with
+//! fantoccini) through the console served by the whole app on a TCP port: first-run
+//! setup → sign-out → sign-in with the keyboard → create a persona → its token shown once
+//! → the persona listed → revoke it → the audit page shows both actions under the console
+//! user → the German pages. Screenshots go to `target/screenshots/`; every page is
+//! checked for one `h1` and a label for every form field.
+//!
+//! Needs `chromium` and `chromium-driver` (`.ci/run` installs them): without them this
+//! test fails and says so.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use memberspot_console::{ConsolePlugin, ConsoleSettings};
+use memberspot_server::{App, Plugin, ServerSettings};
+use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::{Backend, TestHub};
+
+const PASSWORD: &str = "a long enough password";
+
+/// chromedriver: `MEMBERSPOT_CHROMEDRIVER`, or on the `PATH` (Debian installs it as
+/// `/usr/bin/chromedriver`).
+fn chromedriver() -> PathBuf {
+    if let Ok(p) = std::env::var("MEMBERSPOT_CHROMEDRIVER") {
+        return PathBuf::from(p);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("chromedriver"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "chromedriver not found on PATH: the browser tests need Debian's `chromium` and \
+                 `chromium-driver` (apt-get install -y chromium chromium-driver), or set \
+                 MEMBERSPOT_CHROMEDRIVER"
+            )
+        })
+}
+
+fn chromium() -> String {
+    std::env::var("MEMBERSPOT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// The driver process, ended when the test ends (also on failure).
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_driver() -> (Driver, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new(chromedriver())
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver(child);
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return (driver, format!("http://127.0.0.1:{port}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not listen on port {port} within 10 s");
+}
+
+async fn browser(driver_url: &str) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium(),
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1000", "--lang=en-US"],
+            "prefs": { "intl.accept_languages": "en-US,en" },
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(driver_url)
+        .await
+        .expect("a Chromium session (is `chromium` installed?)")
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot directory");
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+/// Accessibility basics of the page on screen: exactly one `h1`, and every visible form
+/// field has a `<label for=…>`.
+async fn check_page(c: &Client, what: &str) {
+    let h1 = c.find_all(Locator::Css("h1")).await.expect("h1");
+    assert_eq!(h1.len(), 1, "{what}: one h1");
+    let fields = c
+        .find_all(Locator::Css("input:not([type=hidden]), select, textarea"))
+        .await
+        .expect("fields");
+    for f in fields {
+        let id = f.attr("id").await.expect("id attribute");
+        let name = f.attr("name").await.ok().flatten().unwrap_or_default();
+        let id = id.unwrap_or_else(|| panic!("{what}: field `{name}` has no id for a label"));
+        let labels = c
+            .find_all(Locator::Css(&format!("label[for=\"{id}\"]")))
+            .await
+            .expect("labels");
+        assert!(!labels.is_empty(), "{what}: field `{id}` has no label");
+    }
+}
+
+/// The page's `h1`, read again while a navigation is still under way (an element of the
+/// page before is stale).
+async fn h1(c: &Client) -> String {
+    let mut last = String::new();
+    for _ in 0..50 {
+        if let Ok(e) = c.find(Locator::Css("h1")).await
+            && let Ok(t) = e.text().await
+        {
+            return t;
+        }
+        last = "no h1 yet".into();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{last}");
+}
+
+/// Waits until the page's `h1` is `expected` (after a click that navigates).
+async fn wait_h1(c: &Client, expected: &str) {
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = h1(c).await;
+        if seen == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("expected the page `{expected}`, still on `{seen}`");
+}
+
+async fn path(c: &Client) -> String {
+    c.current_url().await.expect("url").path().to_owned()
+}
+
+#[tokio::test]
+async fn first_run_to_revoked_persona_in_a_browser() {
+    let (_driver, driver_url) = start_driver().await;
+    let t = TestHub::open(Backend::Sqlite).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let console = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let link = console
+        .first_run_link(addr)
+        .await
+        .expect("link")
+        .expect("a setup link");
+    let plugins: Vec<Box<dyn Plugin>> = vec![Box::new(console)];
+    let app = App::build(t.hub.clone(), ServerSettings::default(), plugins);
+    let cancel = CancellationToken::new();
+    let serving = tokio::spawn(app.serve(listener, cancel.clone()));
+    let base = format!("http://{addr}");
+
+    let c = browser(&driver_url).await;
+
+    // First run: the setup link, the owner's name and password.
+    c.goto(&link).await.expect("setup page");
+    wait_h1(&c, "Set up the console").await;
+    check_page(&c, "setup").await;
+    shot(&c, "01-setup").await;
+    c.find(Locator::Id("name"))
+        .await
+        .expect("name")
+        .send_keys("anna")
+        .await
+        .expect("type");
+    c.find(Locator::Id("password"))
+        .await
+        .expect("pw")
+        .send_keys(PASSWORD)
+        .await
+        .expect("type");
+    c.find(Locator::Id("password2"))
+        .await
+        .expect("pw2")
+        .send_keys(PASSWORD)
+        .await
+        .expect("type");
+    c.find(Locator::Css("form.card button[type=submit]"))
+        .await
+        .expect("submit")
+        .click()
+        .await
+        .expect("click");
+    wait_h1(&c, "Overview").await;
+    assert_eq!(path(&c).await, "/");
+    check_page(&c, "overview").await;
+    shot(&c, "02-overview").await;
+
+    // Sign out, then sign in again with the keyboard alone.
+    c.find(Locator::Css("form[action=\"/logout\"] button"))
+        .await
+        .expect("sign out")
+        .click()
+        .await
+        .expect("click");
+    wait_h1(&c, "Sign in").await;
+    assert_eq!(path(&c).await, "/login");
+    check_page(&c, "login").await;
+    // The name field has the focus; Tab to the password, Enter sends the form.
+    let name = c.active_element().await.expect("focus");
+    assert_eq!(name.attr("id").await.expect("id").as_deref(), Some("name"));
+    name.send_keys(&format!(
+        "anna{}{PASSWORD}{}",
+        char::from(Key::Tab),
+        char::from(Key::Enter)
+    ))
+    .await
+    .expect("keyboard sign-in");
+    wait_h1(&c, "Overview").await;
+    assert_eq!(path(&c).await, "/");
+    shot(&c, "03-signed-in").await;
+
+    // Personas: empty, then create one with a limit and the write class.
+    c.goto(&format!("{base}/personas")).await.expect("personas");
+    wait_h1(&c, "Personas").await;
+    check_page(&c, "personas").await;
+    shot(&c, "04-personas-empty").await;
+    c.find(Locator::Id("name"))
+        .await
+        .expect("name")
+        .send_keys("support-bot")
+        .await
+        .expect("type");
+    c.find(Locator::Id("scope-write"))
+        .await
+        .expect("write")
+        .click()
+        .await
+        .expect("check");
+    c.find(Locator::Id("per_minute"))
+        .await
+        .expect("limit")
+        .send_keys("30")
+        .await
+        .expect("type");
+    c.find(Locator::Css("form.card button[type=submit]"))
+        .await
+        .expect("create")
+        .click()
+        .await
+        .expect("click");
+    wait_h1(&c, "Token of support-bot").await;
+    check_page(&c, "token").await;
+    let token = c
+        .find(Locator::Id("token"))
+        .await
+        .expect("token field")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a token");
+    assert!(token.starts_with("msh_"), "{token}");
+    shot(&c, "05-token-shown-once").await;
+    let persona = t.hub.authenticate(&token).await.expect("the token works");
+    assert_eq!(
+        persona.scopes,
+        vec!["read".to_string(), "write".to_string()]
+    );
+    assert_eq!(persona.calls_per_minute, Some(30));
+    // The token calls a tool over REST on the same listener.
+    let http = reqwest::Client::new();
+    let call = |token: String| {
+        let http = http.clone();
+        let url = format!("{base}/v1/tools/list_offers/call");
+        async move {
+            http.post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "arguments": {}, "prompt": "which offers exist?" }))
+                .send()
+                .await
+                .expect("REST call")
+                .status()
+        }
+    };
+    assert_eq!(call(token.clone()).await, 200);
+
+    // The persona form with the keyboard alone: Tab to the name field, type, Enter.
+    c.goto(&format!("{base}/personas")).await.expect("personas");
+    wait_h1(&c, "Personas").await;
+    let mut reached = false;
+    for _ in 0..60 {
+        let focused = c.active_element().await.expect("focus");
+        if focused.attr("id").await.expect("id").as_deref() == Some("name") {
+            reached = true;
+            break;
+        }
+        focused
+            .send_keys(&char::from(Key::Tab).to_string())
+            .await
+            .expect("Tab");
+    }
+    assert!(
+        reached,
+        "the persona form's name field is reachable with Tab"
+    );
+    c.active_element()
+        .await
+        .expect("focus")
+        .send_keys(&format!("keyboard-bot{}", char::from(Key::Enter)))
+        .await
+        .expect("type and send");
+    wait_h1(&c, "Token of keyboard-bot").await;
+
+    // Listed, then revoked after the confirmation page.
+    c.goto(&format!("{base}/personas")).await.expect("personas");
+    let row = c
+        .find(Locator::XPath("//tr[td/a[text()='support-bot']]"))
+        .await
+        .expect("listed");
+    assert!(row.text().await.expect("row").contains("active"));
+    shot(&c, "06-personas-listed").await;
+    row.find(Locator::Css("a.danger"))
+        .await
+        .expect("revoke link")
+        .click()
+        .await
+        .expect("click");
+    wait_h1(&c, "Revoke support-bot?").await;
+    check_page(&c, "revoke").await;
+    c.find(Locator::Css("main form button.danger"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("click");
+    wait_h1(&c, "Personas").await;
+    assert_eq!(path(&c).await, "/personas");
+    let row = c
+        .find(Locator::XPath("//tr[td/a[text()='support-bot']]"))
+        .await
+        .expect("listed");
+    assert!(row.text().await.expect("row").contains("revoked"));
+    // Its page: settings and recent calls (the REST call).
+    row.find(Locator::Css("td a"))
+        .await
+        .expect("name link")
+        .click()
+        .await
+        .expect("click");
+    wait_h1(&c, "support-bot").await;
+    check_page(&c, "persona").await;
+    let calls = c
+        .find(Locator::Css("table"))
+        .await
+        .expect("calls")
+        .text()
+        .await
+        .expect("text");
+    assert!(calls.contains("list_offers"), "{calls}");
+    c.back().await.expect("back");
+    shot(&c, "07-persona-revoked").await;
+    assert!(
+        t.hub.authenticate(&token).await.is_err(),
+        "the token is refused after revoking"
+    );
+    assert_eq!(call(token.clone()).await, 401, "the next call is refused");
+
+    // The audit log shows both actions under the console user.
+    c.goto(&format!("{base}/audit")).await.expect("audit");
+    wait_h1(&c, "Audit log").await;
+    check_page(&c, "audit").await;
+    let table = c
+        .find(Locator::Css("table"))
+        .await
+        .expect("records")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        table.contains("admin.create_persona") && table.contains("admin.revoke_persona"),
+        "{table}"
+    );
+    assert!(table.contains("console:anna"), "{table}");
+    // The persona's REST call, and its refused call after the revocation.
+    assert!(
+        table.contains("support-bot") && table.contains("list_offers"),
+        "{table}"
+    );
+    assert!(table.contains("denied"), "{table}");
+    assert!(!table.contains(&token));
+    shot(&c, "08-audit").await;
+    let first = c
+        .find(Locator::Css("tbody tr:first-child td a"))
+        .await
+        .expect("record link");
+    let seq = first.text().await.expect("seq");
+    first.click().await.expect("click");
+    wait_h1(&c, &format!("Record {seq}")).await;
+    check_page(&c, "record").await;
+    shot(&c, "09-audit-record").await;
+    c.goto(&format!("{base}/audit/verify"))
+        .await
+        .expect("verify");
+    let verdict = c
+        .find(Locator::Css(".notice"))
+        .await
+        .expect("verdict")
+        .text()
+        .await
+        .expect("text");
+    assert!(verdict.contains("intact"), "{verdict}");
+
+    // Members: find one by e-mail and see what they hold.
+    let users = t
+        .hub
+        .call(
+            &memberspot_hub::Principal::Operator {
+                connection: "sandbox".into(),
+            },
+            &memberspot_hub::CallContext::new(memberspot_hub::Surface::Cli),
+            "list_users",
+            serde_json::json!({}),
+        )
+        .await
+        .result
+        .expect("users");
+    let email = users["users"][0]["email"]
+        .as_str()
+        .expect("email")
+        .to_owned();
+    c.goto(&format!("{base}/members")).await.expect("members");
+    wait_h1(&c, "Members").await;
+    check_page(&c, "members").await;
+    c.find(Locator::Id("m-email"))
+        .await
+        .expect("email field")
+        .send_keys(&email)
+        .await
+        .expect("type");
+    c.find(Locator::Css("form.filters button"))
+        .await
+        .expect("find")
+        .click()
+        .await
+        .expect("click");
+    let mut found = false;
+    for _ in 0..50 {
+        if c.find(Locator::Css("main h2")).await.is_ok() {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "the member's page");
+    check_page(&c, "member").await;
+    shot(&c, "10-member").await;
+
+    // The overview after all this: the day's tool calls.
+    c.goto(&format!("{base}/")).await.expect("overview");
+    wait_h1(&c, "Overview").await;
+    shot(&c, "10b-overview-later").await;
+
+    // Connections and settings: labelled forms, one h1.
+    c.goto(&format!("{base}/connections"))
+        .await
+        .expect("connections");
+    wait_h1(&c, "Connections").await;
+    check_page(&c, "connections").await;
+    shot(&c, "11-connections").await;
+    c.goto(&format!("{base}/connections/sandbox"))
+        .await
+        .expect("connection");
+    wait_h1(&c, "Change sandbox").await;
+    check_page(&c, "connection").await;
+    c.goto(&format!("{base}/settings")).await.expect("settings");
+    wait_h1(&c, "Settings").await;
+    check_page(&c, "settings").await;
+    shot(&c, "12-settings").await;
+
+    // Auf Deutsch: the switch keeps the page.
+    c.goto(&format!("{base}/audit")).await.expect("audit");
+    c.find(Locator::Css("a.lang"))
+        .await
+        .expect("switch")
+        .click()
+        .await
+        .expect("click");
+    wait_h1(&c, "Protokoll").await;
+    assert_eq!(path(&c).await, "/audit");
+    shot(&c, "13-audit-de").await;
+    c.goto(&format!("{base}/")).await.expect("overview");
+    wait_h1(&c, "Übersicht").await;
+
+    // A phone-sized screen: the read-only pages still fit.
+    c.set_window_size(390, 844).await.expect("resize");
+    c.goto(&format!("{base}/audit")).await.expect("audit");
+    shot(&c, "14-audit-phone").await;
+
+    c.close().await.expect("close the browser");
+    cancel.cancel();
+    let _ = serving.await;
+    t.close().await;
+}

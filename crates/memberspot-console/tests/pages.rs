@@ -1,0 +1,581 @@
+//! The connections and settings pages, in process on SQLite and PostgreSQL: a school added
+//! with its key entered once (never shown again, never in the audit log), tested, re-paced
+//! and given a new key; console users added and removed by an owner; viewers see no forms
+//! and their forged changes are refused; every change recorded as `console:anna`.
+
+use axum::http::StatusCode;
+use memberspot_console::{ConsolePlugin, ConsoleSettings};
+use memberspot_hub::console::ConsoleRole;
+use memberspot_hub::store::AuditFilter;
+use secrecy::SecretString;
+
+mod common;
+use common::{Backend, Client, TestHub};
+
+const PASSWORD: &str = "correct horse battery";
+const SCHOOL_KEY: &str = "sk_console_school";
+
+async fn signed_in(t: &TestHub, plugin: &ConsolePlugin, name: &str, role: ConsoleRole) -> Client {
+    t.hub
+        .add_console_user(name, &SecretString::from(PASSWORD), role)
+        .await
+        .expect("add user");
+    let mut c = Client::new(plugin.router());
+    assert_eq!(c.login(name, PASSWORD).await.status, StatusCode::SEE_OTHER);
+    c
+}
+
+async fn connections_page(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+    let page = c.get("/connections").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csrf = page.csrf();
+    let url = t.sandbox.base_url();
+
+    let bad = c
+        .post(
+            "/connections",
+            &[
+                ("csrf", &csrf),
+                ("name", "school"),
+                ("base_url", &url),
+                ("api_key", SCHOOL_KEY),
+                ("rate_limit", "fast"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("rate_limit: `fast`"), "{}", bad.body);
+    assert!(!bad.body.contains(SCHOOL_KEY), "the key is not echoed");
+
+    let added = c
+        .post(
+            "/connections",
+            &[
+                ("csrf", &csrf),
+                ("name", "school"),
+                ("base_url", &url),
+                ("api_key", SCHOOL_KEY),
+                ("rate_limit", "2,5"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let list = c.get(added.location().expect("back to the list")).await;
+    assert!(list.body.contains("school") && list.body.contains("2.5"));
+    assert!(!list.body.contains(SCHOOL_KEY), "the key is never shown");
+
+    let tested = c.post("/connections/school/test", &[("csrf", &csrf)]).await;
+    assert_eq!(tested.status, StatusCode::OK);
+    assert!(
+        tested.body.contains("Memberspot accepts the key"),
+        "{}",
+        tested.body
+    );
+
+    let edit = c.get("/connections/school").await;
+    assert_eq!(edit.status, StatusCode::OK);
+    let rated = c
+        .post(
+            "/connections/school/rate",
+            &[("csrf", &csrf), ("rate_limit", "1")],
+        )
+        .await;
+    assert_eq!(rated.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        t.hub.connection("school").await.expect("conn").rate_limit,
+        1.0
+    );
+    let keyed = c
+        .post(
+            "/connections/school/key",
+            &[("csrf", &csrf), ("api_key", "sk_wrong_key")],
+        )
+        .await;
+    assert_eq!(keyed.status, StatusCode::SEE_OTHER);
+    let failed = c.post("/connections/school/test", &[("csrf", &csrf)]).await;
+    assert!(failed.body.contains("the test failed"), "{}", failed.body);
+
+    let records = t
+        .hub
+        .audit(&AuditFilter {
+            surface: Some("console".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    let tools: Vec<&str> = records.iter().map(|r| r.tool.as_str()).collect();
+    assert_eq!(
+        tools,
+        [
+            "admin.add_connection",
+            "admin.test_connection",
+            "admin.update_connection",
+            "admin.rotate_connection_key",
+            "admin.test_connection"
+        ],
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.end_user.as_deref() == Some("console:anna"))
+    );
+    let all = serde_json::to_string(&records).expect("json");
+    assert!(
+        !all.contains(SCHOOL_KEY) && !all.contains("sk_wrong_key"),
+        "no key in the audit log"
+    );
+
+    // A viewer sees the list without forms, and a forged test or change is refused.
+    let mut v = signed_in(&t, &plugin, "vera", ConsoleRole::Viewer).await;
+    let page = v.get("/connections").await;
+    assert!(page.body.contains("school"));
+    assert!(!page.body.contains("action=\"/connections"));
+    let vcsrf = page.csrf();
+    assert_eq!(
+        v.post("/connections/school/test", &[("csrf", &vcsrf)])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        v.post(
+            "/connections/school/rate",
+            &[("csrf", &vcsrf), ("rate_limit", "9")]
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        v.get("/connections/school").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        t.hub.connection("school").await.expect("conn").rate_limit,
+        1.0
+    );
+    t.close().await;
+}
+
+async fn settings_page(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+    let page = c.get("/settings").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Europe/Berlin") && page.body.contains(env!("CARGO_PKG_VERSION")));
+    let csrf = page.csrf();
+
+    let short = c
+        .post(
+            "/settings/users",
+            &[
+                ("csrf", &csrf),
+                ("name", "vera"),
+                ("role", "viewer"),
+                ("password", "short"),
+                ("password2", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    assert!(short.body.contains("password: use at least 10 characters"));
+    let added = c
+        .post(
+            "/settings/users",
+            &[
+                ("csrf", &csrf),
+                ("name", "vera"),
+                ("role", "viewer"),
+                ("password", "viewer password"),
+                ("password2", "viewer password"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let mut v = Client::new(plugin.router());
+    assert_eq!(
+        v.login("vera", "viewer password").await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // The viewer's settings: no users, no forms; a forged add is refused.
+    let vpage = v.get("/settings").await;
+    assert_eq!(vpage.status, StatusCode::OK);
+    assert!(!vpage.body.contains("action=\"/settings"));
+    let vcsrf = vpage.csrf();
+    let forged = v
+        .post(
+            "/settings/users",
+            &[
+                ("csrf", &vcsrf),
+                ("name", "mallory"),
+                ("role", "owner"),
+                ("password", "mallory password"),
+                ("password2", "mallory password"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    // An owner cannot remove themselves here; removing vera signs her out.
+    assert_eq!(
+        c.get("/settings/users/anna/remove").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.post("/settings/users/anna/remove", &[("csrf", &csrf)])
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.get("/settings/users/vera/remove").await.status,
+        StatusCode::OK
+    );
+    let removed = c
+        .post("/settings/users/vera/remove", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER);
+    assert_eq!(v.get("/settings").await.location(), Some("/login"));
+    let names: Vec<String> = t
+        .hub
+        .list_console_users()
+        .await
+        .expect("users")
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["anna"]);
+
+    let records = t
+        .hub
+        .audit(&AuditFilter {
+            surface: Some("console".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    let tools: Vec<&str> = records.iter().map(|r| r.tool.as_str()).collect();
+    assert_eq!(
+        tools,
+        [
+            "admin.add_console_user",
+            "admin.add_console_user",
+            "admin.remove_console_user"
+        ]
+    );
+    assert_eq!(
+        records[0].outcome.as_str(),
+        "invalid",
+        "the refused short password is on record"
+    );
+    let all = serde_json::to_string(&records).expect("json");
+    assert!(
+        !all.contains("viewer password") && !all.contains("short\""),
+        "no password in the audit log"
+    );
+    t.close().await;
+}
+
+async fn members_page(backend: Backend) {
+    use memberspot_hub::{CallContext, Principal, Surface};
+    let t = TestHub::open(backend).await;
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    // A seeded member and an offer they do not hold yet.
+    let who = Principal::Operator {
+        connection: "sandbox".into(),
+    };
+    let cli = CallContext::new(Surface::Cli);
+    let users = t
+        .hub
+        .call(&who, &cli, "list_users", serde_json::json!({}))
+        .await
+        .result
+        .expect("users");
+    let member = &users["users"][0];
+    let email = member["email"].as_str().expect("email").to_owned();
+    let offers = t
+        .hub
+        .call(&who, &cli, "list_offers", serde_json::json!({}))
+        .await
+        .result
+        .expect("offers");
+    let held: Vec<String> = member["offers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h["offerId"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let offer = offers["offers"]
+        .as_array()
+        .expect("offers")
+        .iter()
+        .find(|o| !held.contains(&o["id"].as_str().unwrap_or("").to_owned()))
+        .expect("an offer the member does not hold");
+    let offer_id = offer["id"].as_str().expect("id").to_owned();
+    let offer_name = offer["name"].as_str().expect("name").to_owned();
+
+    let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+    assert!(
+        c.get("/members")
+            .await
+            .body
+            .contains("Find a member by e-mail")
+    );
+    let missing = c
+        .get("/members?connection=sandbox&email=nobody%40example.com")
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(
+        missing
+            .body
+            .contains("No member has the address nobody@example.com")
+    );
+
+    let q = format!(
+        "/members?connection=sandbox&email={}",
+        email.replace('@', "%40")
+    );
+    let page = c.get(&q).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains(&email));
+    let csrf = page.csrf();
+    let granted = c
+        .post(
+            "/members/grant",
+            &[
+                ("csrf", &csrf),
+                ("connection", "sandbox"),
+                ("email", &email),
+                ("offer_id", &offer_id),
+            ],
+        )
+        .await;
+    assert_eq!(granted.status, StatusCode::SEE_OTHER, "{}", granted.body);
+    let page = c.get(granted.location().expect("back")).await;
+    assert!(page.body.contains("The offer is granted."));
+    assert!(page.body.contains(&offer_name), "offer names, not only ids");
+
+    let confirm = c
+        .get(&format!(
+            "/members/revoke?connection=sandbox&email={}&offer_id={offer_id}",
+            email.replace('@', "%40")
+        ))
+        .await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    assert!(
+        confirm.body.contains("progress is kept") || confirm.body.contains("progress is kept"),
+        "{}",
+        confirm.body
+    );
+    let revoked = c
+        .post(
+            "/members/state",
+            &[
+                ("csrf", &csrf),
+                ("connection", "sandbox"),
+                ("email", &email),
+                ("offer_id", &offer_id),
+                ("state", "inactive"),
+            ],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
+    let page = c.get(revoked.location().expect("back")).await;
+    assert!(
+        page.body.contains("Access revoked") && page.body.contains("Restore"),
+        "{}",
+        page.body
+    );
+    let removal = c
+        .post(
+            "/members/state",
+            &[
+                ("csrf", &csrf),
+                ("connection", "sandbox"),
+                ("email", &email),
+                ("offer_id", &offer_id),
+                ("state", "remove"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        removal.status,
+        StatusCode::BAD_REQUEST,
+        "removing is not offered here"
+    );
+
+    // A viewer reads, and cannot change.
+    let mut v = signed_in(&t, &plugin, "vera", ConsoleRole::Viewer).await;
+    let vpage = v.get(&q).await;
+    assert_eq!(vpage.status, StatusCode::OK);
+    assert!(!vpage.body.contains("action=\"/members/"));
+    let vcsrf = vpage.csrf();
+    let forged = v
+        .post(
+            "/members/state",
+            &[
+                ("csrf", &vcsrf),
+                ("connection", "sandbox"),
+                ("email", &email),
+                ("offer_id", &offer_id),
+                ("state", "active"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        v.get(&format!("/members/revoke?email=x&offer_id={offer_id}"))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Every look-up and change went through the gateway, under the console user.
+    let records = t
+        .hub
+        .audit(&AuditFilter {
+            surface: Some("console".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    let changes: Vec<(&str, Option<&str>)> = records
+        .iter()
+        .filter(|r| r.tool != "find_user_by_email" && r.tool != "list_offers")
+        .map(|r| (r.tool.as_str(), r.end_user.as_deref()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("grant_user_offer_by_email", Some("console:anna")),
+            ("set_user_offer_state", Some("console:anna")),
+        ]
+    );
+    assert!(
+        records.iter().any(
+            |r| r.tool == "find_user_by_email" && r.end_user.as_deref() == Some("console:vera")
+        )
+    );
+    t.close().await;
+}
+
+#[tokio::test]
+async fn members_page_sqlite() {
+    members_page(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn members_page_postgres() {
+    members_page(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn connections_page_sqlite() {
+    connections_page(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn connections_page_postgres() {
+    connections_page(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn settings_page_sqlite() {
+    settings_page(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn settings_page_postgres() {
+    settings_page(Backend::Postgres).await;
+}
+
+async fn overview_page(backend: Backend) {
+    use memberspot_hub::store::{NewRun, RunStatus};
+    use memberspot_hub::{CallContext, Principal, Surface};
+    let t = TestHub::open(backend).await;
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+
+    // A fresh hub: empty states that say what to do.
+    let quiet = c.get("/").await;
+    assert_eq!(quiet.status, StatusCode::OK);
+    assert!(
+        quiet.body.contains("Nothing happened today or yesterday"),
+        "{}",
+        quiet.body
+    );
+    assert!(quiet.body.contains("Nothing needs attention"));
+
+    // A tool call and a failed flow run.
+    let who = Principal::Operator {
+        connection: "sandbox".into(),
+    };
+    let r = t
+        .hub
+        .call(
+            &who,
+            &CallContext::new(Surface::Cli),
+            "list_offers",
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(r.result.is_ok());
+    let run = t
+        .hub
+        .flows_store()
+        .insert_run(&NewRun {
+            flow: "welcome-mail".into(),
+            trigger: "manual".into(),
+            fire_key: None,
+            dry_run: false,
+            input: serde_json::json!({}),
+            worker: "test".into(),
+        })
+        .await
+        .expect("run")
+        .expect("inserted");
+    t.hub
+        .flows_store()
+        .finish_run(&run.id, RunStatus::Failed, Some("smtp refused"))
+        .await
+        .expect("finish");
+
+    let busy = c.get("/").await;
+    assert!(busy.body.contains("School: sandbox"));
+    assert!(
+        busy.body.contains("<th scope=\"row\">Tool calls</th>"),
+        "{}",
+        busy.body
+    );
+    assert!(
+        busy.body.contains("Flow run of welcome-mail failed"),
+        "{}",
+        busy.body
+    );
+    let de = {
+        c.cookies.insert("msh_lang".into(), "de".into());
+        c.get("/").await
+    };
+    assert!(
+        de.body.contains("<h1>Übersicht</h1>")
+            && de.body.contains("Lauf von welcome-mail fehlgeschlagen")
+    );
+    t.close().await;
+}
+
+#[tokio::test]
+async fn overview_page_sqlite() {
+    overview_page(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn overview_page_postgres() {
+    overview_page(Backend::Postgres).await;
+}
