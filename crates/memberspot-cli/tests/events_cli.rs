@@ -286,6 +286,26 @@ async fn sigkill_twice_during_500_deliveries_loses_nothing_and_grants_once() {
     assert_granted_once(&sb, N).await;
     hub.start_kill().unwrap();
     let _ = hub.wait().await;
+
+    // `events show` names the rule and its offer (by name, from the school).
+    let offer = &common::sandbox_state(&sb).await["offers"][0];
+    let id = events[0]["id"].as_str().unwrap().to_owned();
+    let out = cmd(dir.path(), None)
+        .args(["--rules", rules.to_str().unwrap(), "events", "show", &id])
+        .output()
+        .await
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let expected = format!(
+        "rule       1 (line 6): product `1` grants {} ({})",
+        offer["name"].as_str().unwrap(),
+        offer["id"].as_str().unwrap()
+    );
+    assert!(
+        shown.lines().any(|l| l == expected),
+        "{expected}\n{shown}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = sb.shutdown().await;
 }
 

@@ -92,6 +92,9 @@ pub async fn run(cmd: EventsCommand, global: &Global) -> anyhow::Result<ExitCode
                     if e.test {
                         println!("test       yes (provider test traffic)");
                     }
+                    if let Some(line) = rule_line(&events, e).await {
+                        println!("rule       {line}");
+                    }
                     if let Some(del) = &d.delivery {
                         println!(
                             "delivery   {} ({} bytes, {})",
@@ -352,6 +355,31 @@ pub async fn rules(cmd: RulesCommand, global: &Global) -> anyhow::Result<ExitCod
             result
         }
     }
+}
+
+/// The rule the event falls under, with its offer's name from the school (best effort: the
+/// id alone when the school cannot be read).
+async fn rule_line(events: &Events, e: &StoredEvent) -> Option<String> {
+    let cfg = events.config();
+    let rule = cfg.rule_for_event(&e.source, &e.provider, e.product_id.as_deref())?;
+    // The school the event was received for (the source's, when it was stored).
+    let connection = e.connection.clone()?;
+    let name = match events.hub().offers_of(&connection).await {
+        Ok(offers) => offers
+            .into_iter()
+            .find(|o| o.id == rule.offer)
+            .map(|o| o.name)
+            .filter(|n| !n.is_empty()),
+        Err(_) => None,
+    };
+    let offer = match name {
+        Some(n) => format!("{n} ({})", rule.offer),
+        None => rule.offer.clone(),
+    };
+    Some(format!(
+        "{} (line {}): product `{}` grants {offer}",
+        rule.index, rule.line, rule.product
+    ))
 }
 
 /// The rules' offers checked against their schools (names become ids); the hub is
