@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use memberspot_api::wire::{CourseProgress, User};
 use memberspot_api::{Client, Page, cursor_stream};
 use memberspot_tools::Tool;
-use memberspot_tools::inputs::PageLength;
+use memberspot_tools::inputs::{Id, PageLength};
 use memberspot_tools::tools::{
     ListProgressInput, ListUserCourseProgressTool, ListUsersInput, ListUsersTool,
 };
@@ -43,9 +43,9 @@ impl Hub {
         ctx: &CallContext,
         mut filter: ListUsersInput,
         options: ListOptions,
-    ) -> impl Stream<Item = Result<User, HubError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<User, HubError>> + Send + use<> {
         let page_length = *filter.page_length.get_or_insert(PageLength::LARGEST);
-        self.pages::<ListUsersTool, _>(
+        self.pages::<ListUsersTool, _, _>(
             who,
             ctx,
             page_length,
@@ -72,9 +72,9 @@ impl Hub {
         ctx: &CallContext,
         mut request: ListProgressInput,
         options: ListOptions,
-    ) -> impl Stream<Item = Result<CourseProgress, HubError>> + Send + 'static {
+    ) -> impl Stream<Item = Result<CourseProgress, HubError>> + Send + use<> {
         let page_length = *request.page_length.get_or_insert(PageLength::LARGEST);
-        self.pages::<ListUserCourseProgressTool, _>(
+        self.pages::<ListUserCourseProgressTool, _, _>(
             who,
             ctx,
             page_length,
@@ -95,17 +95,18 @@ impl Hub {
 
     /// The pages of `T` as one stream. A persona is read again before each page, so a
     /// revocation applies to the next page (the hub refuses it and records the attempt).
-    fn pages<T: Tool, I: Send + 'static>(
+    fn pages<T: Tool, I, F>(
         &self,
         who: &Principal,
         ctx: &CallContext,
         page_length: PageLength,
         options: ListOptions,
-        input_for: impl Fn(Option<memberspot_tools::inputs::Id>) -> T::Input + Send + Sync + 'static,
+        input_for: F,
         split: fn(T::Output) -> Page<I>,
-    ) -> impl Stream<Item = Result<I, HubError>> + Send + 'static
+    ) -> impl Stream<Item = Result<I, HubError>> + Send + use<T, I, F>
     where
-        T::Input: 'static,
+        I: Send + 'static,
+        F: Fn(Option<Id>) -> T::Input + Send + Sync + 'static,
     {
         let hub = self.clone();
         let who = who.clone();
@@ -121,7 +122,7 @@ impl Hub {
             let (input_for, before_page) = (input_for.clone(), before_page.clone());
             async move {
                 let cursor = match cursor {
-                    Some(c) => Some(memberspot_tools::inputs::Id::parse(&c).map_err(|e| {
+                    Some(c) => Some(Id::parse(&c).map_err(|e| {
                         HubError::from(memberspot_api::ApiError::Decode {
                             status: 200,
                             path: "nextPage".into(),

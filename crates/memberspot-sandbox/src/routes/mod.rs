@@ -431,3 +431,11 @@ mod tests {
         assert!(!key_matches(&h, ""));
     }
 }
+
+/// The cursor a page was asked with, when the `repeatCursor` fault is on: a list that
+/// has a next page then answers it as `nextPage` again.
+fn repeat_cursor(ctx: &Ctx<'_>, asked: Option<&str>) -> Option<String> {
+    asked
+        .filter(|_| ctx.state.faults().repeat_cursor)
+        .map(str::to_owned)
+}

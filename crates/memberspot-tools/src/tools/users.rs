@@ -14,7 +14,7 @@ use crate::{Annotations, MemberKey, OfferScope, Tool, ToolError};
 pub struct ListUsersTool;
 
 /// Filters and paging for `list_users`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListUsersInput {
     /// Only members holding this offer (any state unless `active` is set).
