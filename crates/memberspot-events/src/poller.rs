@@ -35,11 +35,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use memberspot_api::wire::{CourseProgress, Offer, User};
+use memberspot_api::wire::{CourseProgress, User};
 use memberspot_hub::store::{EventStatus, EventStore, Inserted, NewEvent, StoreError};
 use memberspot_hub::{CallContext, Hub, HubError, ListOptions, PageHook, Principal, Surface};
+use memberspot_tools::Tool;
 use memberspot_tools::inputs::PageLength;
-use memberspot_tools::tools::ListUsersInput;
+use memberspot_tools::tools::{ListOffersTool, ListUsersInput, NoInput};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -352,6 +353,16 @@ impl Reader<'_> {
         self.hub.call(&self.who, &ctx, tool, args).await.result
     }
 
+    /// As [`Reader::call`], typed.
+    async fn run<T: Tool>(&self, input: T::Input) -> Result<T::Output, HubError> {
+        if let Some(p) = &self.pacer {
+            p.until_ready().await;
+        }
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let ctx = CallContext::new(Surface::Poller);
+        self.hub.run::<T>(&self.who, &ctx, input).await
+    }
+
     fn failed(&self, tool: &'static str, source: HubError) -> PollError {
         PollError::Call {
             connection: self.connection.to_string(),
@@ -411,18 +422,11 @@ impl Reader<'_> {
 
     /// Course id → offers containing it.
     async fn course_offers(&self) -> Result<HashMap<String, BTreeSet<String>>, PollError> {
-        const TOOL: &str = "list_offers";
-        #[derive(Deserialize)]
-        struct Offers {
-            #[serde(default)]
-            offers: Vec<Offer>,
-        }
-        let answer = self
-            .call(TOOL, json!({}))
+        const TOOL: &str = ListOffersTool::NAME;
+        let offers = self
+            .run::<ListOffersTool>(NoInput {})
             .await
             .map_err(|e| self.failed(TOOL, e))?;
-        let offers: Offers =
-            serde_json::from_value(answer).map_err(|e| self.bad_answer(TOOL, e))?;
         let mut map: HashMap<String, BTreeSet<String>> = HashMap::new();
         for offer in offers.offers {
             for course in offer.course_ids {
