@@ -319,6 +319,7 @@ fn failure(e: &ApiError) -> String {
         ApiError::Http { .. } => "an unexpected status",
         ApiError::Redirect { .. } => "a redirect (not followed)",
         ApiError::Config(_) => "the client is not configured correctly",
+        ApiError::RepeatedCursor { .. } => "a list that repeats its cursor",
     };
     format!("{} ({what})", e.code())
 }

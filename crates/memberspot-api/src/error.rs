@@ -55,6 +55,12 @@ pub enum ApiError {
     },
     #[error("invalid client configuration: {0}")]
     Config(String),
+    /// A paged list answered a cursor it had given before: following it would loop, and
+    /// stopping there could miss items, so the list cannot be read completely.
+    #[error(
+        "the list answered the cursor `{cursor}` a second time; it cannot be read completely (stopped instead of looping)"
+    )]
+    RepeatedCursor { cursor: String },
 }
 
 impl ApiError {
@@ -70,7 +76,10 @@ impl ApiError {
             | ApiError::Decode { status, .. }
             | ApiError::Http { status, .. }
             | ApiError::Redirect { status, .. } => Some(*status),
-            ApiError::Timeout { .. } | ApiError::Transport { .. } | ApiError::Config(_) => None,
+            ApiError::Timeout { .. }
+            | ApiError::Transport { .. }
+            | ApiError::Config(_)
+            | ApiError::RepeatedCursor { .. } => None,
         }
     }
 
@@ -89,6 +98,7 @@ impl ApiError {
             ApiError::Http { .. } => "http",
             ApiError::Redirect { .. } => "redirect",
             ApiError::Config(_) => "config",
+            ApiError::RepeatedCursor { .. } => "repeated_cursor",
         }
     }
 

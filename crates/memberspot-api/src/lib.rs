@@ -34,7 +34,7 @@ pub use client::{
 pub use error::ApiError;
 pub use memberspot_wire as wire;
 pub use memberspot_wire::DEFAULT_RATE_LIMIT;
-pub use paginate::{Paged, paged_stream, progress_stream, users_stream};
+pub use paginate::{Page, Paged, cursor_stream, paged_stream, progress_stream, users_stream};
 pub use probe::{BaseUrlError, ResolvedBase, resolve_base_url};
 pub use retry::RetryPolicy;
 pub use secret::ApiKey;

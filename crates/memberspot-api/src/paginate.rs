@@ -1,5 +1,12 @@
-//! Pagination as streams that follow the `nextPage` cursor and cannot loop
-//! forever (a repeated cursor, a short page or an empty page ends the stream).
+//! Pagination as streams that follow the `nextPage` cursor and cannot loop forever.
+//!
+//! The rules live in [`cursor_stream`], whoever fetches the pages (the client here, the
+//! gateway's audited calls in `memberspot-hub`): a missing or empty cursor, a short page
+//! or an empty page ends the stream; a cursor given before ends it with
+//! [`ApiError::RepeatedCursor`], since stopping there could silently miss items.
+
+use std::collections::HashSet;
+use std::future::Future;
 
 use futures::{Stream, StreamExt, TryStreamExt, stream};
 use memberspot_wire::{CourseProgress, User};
@@ -8,10 +15,17 @@ use crate::actions::{Action, ListUserCourseProgress, ListUsers};
 use crate::{ApiError, Client};
 
 /// Page length used when a stream's action does not set one.
-const DEFAULT_PAGE_LENGTH: u32 = 50;
+pub const DEFAULT_PAGE_LENGTH: u32 = 50;
+
+/// One page of a list: its items and the cursor of the next page, as answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
 
 /// A list action that pages with `lastLoadedId`/`pageLength`/`nextPage`.
-pub trait Paged: Action + Sized + 'static {
+pub trait Paged: Action + Clone + Sized + Send + Sync + 'static {
     type Item: Send + 'static;
     fn page_length_mut(&mut self) -> &mut Option<u32>;
     fn continue_after(self, cursor: String) -> Self;
@@ -44,6 +58,54 @@ impl Paged for ListUserCourseProgress {
     }
 }
 
+/// Every item of a list whose pages `fetch(cursor)` gets (`None` for the first page),
+/// asked for `page_length` at a time, at most `max_items`. The one place the paging
+/// rules are written (see the module documentation).
+pub fn cursor_stream<T, E, F, Fut>(
+    page_length: usize,
+    max_items: Option<usize>,
+    fetch: F,
+) -> impl Stream<Item = Result<T, E>> + Send + 'static
+where
+    T: Send + 'static,
+    E: From<ApiError> + Send + 'static,
+    F: FnMut(Option<String>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Page<T>, E>> + Send + 'static,
+{
+    struct State<F> {
+        fetch: F,
+        /// The cursor of the next page to fetch (`Some(None)`: the first); `None`: done.
+        next: Option<Option<String>>,
+        seen: HashSet<String>,
+    }
+    let page_length = page_length.max(1);
+    let start = State {
+        fetch,
+        next: Some(None),
+        seen: HashSet::new(),
+    };
+    stream::try_unfold(start, move |mut st| async move {
+        let Some(cursor) = st.next.take() else {
+            return Ok(None);
+        };
+        let page = (st.fetch)(cursor).await?;
+        let full = page.items.len() >= page_length;
+        st.next = match page.next.filter(|c| !c.is_empty()) {
+            Some(c) if full => {
+                if !st.seen.insert(c.clone()) {
+                    return Err(E::from(ApiError::RepeatedCursor { cursor: c }));
+                }
+                Some(Some(c))
+            }
+            _ => None,
+        };
+        Ok(Some((page.items, st)))
+    })
+    .map_ok(|items| stream::iter(items.into_iter().map(Ok)))
+    .try_flatten()
+    .take(max_items.unwrap_or(usize::MAX))
+}
+
 /// Every item of a paged list, at most `max_items`.
 pub fn paged_stream<A: Paged>(
     client: &Client,
@@ -55,24 +117,17 @@ where
 {
     let page_length = *first.page_length_mut().get_or_insert(DEFAULT_PAGE_LENGTH) as usize;
     let client = client.clone();
-    stream::try_unfold((Some(first), None::<String>), move |(next, last_cursor)| {
+    cursor_stream(page_length, max_items, move |cursor| {
         let client = client.clone();
+        let action = match cursor {
+            None => first.clone(),
+            Some(c) => first.clone().continue_after(c),
+        };
         async move {
-            let Some(action) = next else { return Ok(None) };
-            let (items, cursor) = A::split(client.execute(&action).await?);
-            let follow = match cursor {
-                Some(c) if items.len() >= page_length && last_cursor.as_ref() != Some(&c) => {
-                    Some((action.continue_after(c.clone()), Some(c)))
-                }
-                _ => None,
-            };
-            let state = follow.map_or((None, None), |(a, c)| (Some(a), c));
-            Ok(Some((items, state)))
+            let (items, next) = A::split(client.execute(&action).await?);
+            Ok(Page { items, next })
         }
     })
-    .map_ok(|items| stream::iter(items.into_iter().map(Ok)))
-    .try_flatten()
-    .take(max_items.unwrap_or(usize::MAX))
 }
 
 /// Every member matching `filter`, at most `max_items`.
@@ -91,4 +146,66 @@ pub fn progress_stream(
     max_items: Option<usize>,
 ) -> impl Stream<Item = Result<CourseProgress, ApiError>> + Send + 'static {
     paged_stream(client, request, max_items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pages(
+        script: Vec<(Vec<u32>, Option<&'static str>)>,
+    ) -> impl Stream<Item = Result<u32, ApiError>> {
+        let script = std::sync::Arc::new(std::sync::Mutex::new(script.into_iter()));
+        cursor_stream(2, None, move |_cursor| {
+            let next = script.lock().ok().and_then(|mut s| s.next());
+            async move {
+                let (items, next) = next.unwrap_or_default();
+                Ok(Page {
+                    items,
+                    next: next.map(str::to_owned),
+                })
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn follows_cursors_until_a_short_page_or_none() {
+        let all: Vec<u32> = pages(vec![
+            (vec![1, 2], Some("a")),
+            (vec![3, 4], Some("b")),
+            (vec![5], Some("c")),
+            (vec![6, 7], None),
+        ])
+        .try_collect()
+        .await
+        .expect("pages");
+        assert_eq!(all, vec![1, 2, 3, 4, 5]);
+        let all: Vec<u32> = pages(vec![(vec![1, 2], Some("a")), (vec![3, 4], None)])
+            .try_collect()
+            .await
+            .expect("pages");
+        assert_eq!(all, vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_cursor_is_an_error_not_a_loop() {
+        // Also a cursor that comes back later than on the next page (a → b → a).
+        for script in [
+            vec![(vec![1, 2], Some("a")), (vec![3, 4], Some("a"))],
+            vec![
+                (vec![1, 2], Some("a")),
+                (vec![3, 4], Some("b")),
+                (vec![5, 6], Some("a")),
+            ],
+        ] {
+            let e = pages(script)
+                .try_collect::<Vec<u32>>()
+                .await
+                .expect_err("repeats");
+            assert!(
+                matches!(&e, ApiError::RepeatedCursor { cursor } if cursor == "a"),
+                "{e:?}"
+            );
+        }
+    }
 }

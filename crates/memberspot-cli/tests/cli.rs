@@ -927,3 +927,53 @@ async fn users_delete_says_what_memberspot_answered() {
         sb.shutdown().await.expect("shutdown");
     }
 }
+
+/// `users list --all` pages through the gateway's member stream: every member once in
+/// pages of 10, and a school that answers a cursor a second time stops the command with
+/// an error that says so (never a loop, never a silently short list).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_list_all_reads_every_member_once_and_stops_on_a_repeated_cursor() {
+    let sb = sandbox(0.0, Faults::default()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        Some(&sb),
+        dir.path(),
+        &["users", "list", "--all", "--page-length", "10", "--json"],
+    )
+    .await;
+    assert_ok(&out, "list all");
+    let all = stdout_json(&out);
+    let mut uids: Vec<&str> = all["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["uid"].as_str())
+        .collect();
+    uids.sort_unstable();
+    uids.dedup();
+    assert_eq!(uids.len(), 25, "every member once");
+    sb.shutdown().await.expect("shutdown");
+
+    let looping = sandbox(
+        0.0,
+        Faults {
+            repeat_cursor: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        run(
+            Some(&looping),
+            dir.path(),
+            &["users", "list", "--all", "--page-length", "10", "--json"],
+        ),
+    )
+    .await
+    .expect("stops instead of looping");
+    assert!(!out.status.success(), "a repeated cursor is an error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("a second time"), "{stderr}");
+    looping.shutdown().await.expect("shutdown");
+}

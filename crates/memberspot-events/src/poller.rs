@@ -26,17 +26,21 @@
 //! and derives a percentage from it. Because that denominator can grow, `progress_changed`
 //! fires when the member's own completed posts change, never because the course grew.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use memberspot_api::wire::{CourseProgress, Offer, User};
+use memberspot_api::wire::{CourseProgress, User};
 use memberspot_hub::store::{EventStatus, EventStore, Inserted, NewEvent, StoreError};
-use memberspot_hub::{CallContext, Hub, HubError, Principal, Surface};
+use memberspot_hub::{CallContext, Hub, HubError, ListOptions, PageHook, Principal, Surface};
+use memberspot_tools::Tool;
+use memberspot_tools::inputs::PageLength;
+use memberspot_tools::tools::{ListOffersTool, ListUsersInput, NoInput};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -46,7 +50,7 @@ pub const DEFAULT_PERSONA: &str = "poller";
 /// `provider` of every poller event.
 pub const PROVIDER: &str = "poller";
 /// Members per `list_users` page: the API's maximum, so a school costs the fewest calls.
-const PAGE_LENGTH: u64 = 100;
+const PAGE_LENGTH: u32 = 100;
 /// Progress reads in flight at once. The pacer sets the rate; a few concurrent requests
 /// only hide the round-trip time, so the rate can actually be reached.
 const PROGRESS_CONCURRENCY: usize = 4;
@@ -335,8 +339,8 @@ struct Reader<'a> {
     who: Principal,
     connection: &'a str,
     persona: &'a str,
-    pacer: Option<DefaultDirectRateLimiter>,
-    calls: AtomicU64,
+    pacer: Option<Arc<DefaultDirectRateLimiter>>,
+    calls: Arc<AtomicU64>,
 }
 
 impl Reader<'_> {
@@ -347,6 +351,16 @@ impl Reader<'_> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let ctx = CallContext::new(Surface::Poller);
         self.hub.call(&self.who, &ctx, tool, args).await.result
+    }
+
+    /// As [`Reader::call`], typed.
+    async fn run<T: Tool>(&self, input: T::Input) -> Result<T::Output, HubError> {
+        if let Some(p) = &self.pacer {
+            p.until_ready().await;
+        }
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let ctx = CallContext::new(Surface::Poller);
+        self.hub.run::<T>(&self.who, &ctx, input).await
     }
 
     fn failed(&self, tool: &'static str, source: HubError) -> PollError {
@@ -366,49 +380,41 @@ impl Reader<'_> {
         }
     }
 
-    /// Every member, keyed by uid. Fails unless the whole list was read.
+    /// Every member, keyed by uid. Fails unless the whole list was read: a cursor that
+    /// comes back would loop, and stopping there could miss members (and report them
+    /// deleted), so the cycle fails instead.
     async fn members(&self, now_ms: i64) -> Result<HashMap<String, MemberSnap>, PollError> {
         const TOOL: &str = "list_users";
-        #[derive(Deserialize)]
-        struct Page {
-            #[serde(default)]
-            users: Vec<User>,
-            #[serde(default)]
-            next_cursor: Option<String>,
-        }
-        let mut members = HashMap::new();
-        let mut seen_cursors = HashSet::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut args = json!({ "page_length": PAGE_LENGTH });
-            if let Some(c) = &cursor {
-                args["cursor"] = json!(c);
-            }
-            let answer = self
-                .call(TOOL, args)
-                .await
-                .map_err(|e| self.failed(TOOL, e))?;
-            let page: Page =
-                serde_json::from_value(answer).map_err(|e| self.bad_answer(TOOL, e))?;
-            let empty = page.users.is_empty();
-            for user in page.users {
-                members.insert(user.uid.clone(), member_snap(&user, now_ms));
-            }
-            match page.next_cursor.filter(|c| !c.is_empty()) {
-                None => break,
-                // Nothing after an empty page, whatever the cursor says.
-                Some(_) if empty => break,
-                Some(next) => {
-                    // A cursor seen before would loop; stopping there could miss members
-                    // (and report them deleted), so the cycle fails instead.
-                    if !seen_cursors.insert(next.clone()) {
-                        return Err(self.bad_answer(
-                            TOOL,
-                            format!("the cursor `{next}` came back again; the list cannot be read completely"),
-                        ));
-                    }
-                    cursor = Some(next);
+        let filter = ListUsersInput {
+            page_length: PageLength::new(PAGE_LENGTH),
+            ..ListUsersInput::default()
+        };
+        let pacer = self.pacer.clone();
+        let calls = self.calls.clone();
+        let before_page: PageHook = Arc::new(move || {
+            let (pacer, calls) = (pacer.clone(), calls.clone());
+            Box::pin(async move {
+                if let Some(p) = &pacer {
+                    p.until_ready().await;
                 }
+                calls.fetch_add(1, Ordering::Relaxed);
+            })
+        });
+        let options = ListOptions {
+            before_page: Some(before_page),
+            ..ListOptions::default()
+        };
+        let ctx = CallContext::new(Surface::Poller);
+        let mut users = std::pin::pin!(self.hub.users_stream(&self.who, &ctx, filter, options));
+        let mut members = HashMap::new();
+        loop {
+            match users.next().await {
+                None => break,
+                Some(Ok(user)) => {
+                    members.insert(user.uid.clone(), member_snap(&user, now_ms));
+                }
+                Some(Err(e)) if e.is_repeated_cursor() => return Err(self.bad_answer(TOOL, e)),
+                Some(Err(e)) => return Err(self.failed(TOOL, e)),
             }
         }
         Ok(members)
@@ -416,18 +422,11 @@ impl Reader<'_> {
 
     /// Course id → offers containing it.
     async fn course_offers(&self) -> Result<HashMap<String, BTreeSet<String>>, PollError> {
-        const TOOL: &str = "list_offers";
-        #[derive(Deserialize)]
-        struct Offers {
-            #[serde(default)]
-            offers: Vec<Offer>,
-        }
-        let answer = self
-            .call(TOOL, json!({}))
+        const TOOL: &str = ListOffersTool::NAME;
+        let offers = self
+            .run::<ListOffersTool>(NoInput {})
             .await
             .map_err(|e| self.failed(TOOL, e))?;
-        let offers: Offers =
-            serde_json::from_value(answer).map_err(|e| self.bad_answer(TOOL, e))?;
         let mut map: HashMap<String, BTreeSet<String>> = HashMap::new();
         for offer in offers.offers {
             for course in offer.course_ids {
@@ -446,7 +445,7 @@ impl Reader<'_> {
             .await
         {
             Ok(v) => v,
-            Err(e) if e.code() == "not_found" => return Ok(None),
+            Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(self.failed(TOOL, e)),
         };
         let p: CourseProgress =
@@ -906,8 +905,8 @@ impl Poller {
             who: Principal::Persona(persona),
             connection,
             persona: &cfg.persona,
-            pacer: pacer(conn.rate_limit * cfg.rate_share),
-            calls: AtomicU64::new(0),
+            pacer: pacer(conn.rate_limit * cfg.rate_share).map(Arc::new),
+            calls: Arc::new(AtomicU64::new(0)),
         };
         let mut members = reader.members(started_ms).await?;
 

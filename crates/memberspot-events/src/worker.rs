@@ -23,7 +23,6 @@ use memberspot_hub::store::{
     EventFinish, EventStatus, OrderAccess, OrderFence, StoredEvent, Verification,
 };
 use memberspot_hub::{CallContext, HubError, Principal, Surface};
-use memberspot_tools::ToolError;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -797,8 +796,10 @@ fn parse_time(s: &str) -> Option<i64> {
         })
 }
 
+/// The school answered 404 (a hub object that is missing, such as the connection, is
+/// not a member that is gone).
 fn is_not_found(e: &HubError) -> bool {
-    matches!(e, HubError::Tool(ToolError::Api(api)) if api.status() == Some(404))
+    matches!(e, HubError::Tool(t) if t.is_not_found())
 }
 
 fn is_revocation(tool: &str, args: &Value) -> bool {

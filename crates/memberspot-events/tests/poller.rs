@@ -557,6 +557,49 @@ async fn failures_postgres() {
 }
 
 /// `run` cycles on its own and stops when cancelled.
+/// A school whose member list repeats a cursor cannot be read completely: the cycle
+/// fails with an error that says so (never loops), and applies nothing (nobody is
+/// reported deleted for being on the pages it could not read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_cursor_fails_the_cycle_and_applies_nothing() {
+    let w = common::world(Backend::Sqlite, 250).await;
+    create_persona(&w.hub, "poller", "school", None).await;
+    let poller = Poller::new(w.hub.clone(), config(&[]));
+    let r = poller.run_cycle().await.unwrap();
+    assert_eq!((r.members, r.api_calls), (250, 3));
+    let before = w.hub.events_store().load_snapshot("school").await.unwrap();
+
+    let resp = reqwest::Client::new()
+        .put(format!("{}/_sandbox/faults", w.sandbox.root_url()))
+        .header("X-API-KEY", common::SCHOOL_KEY)
+        .json(&json!({ "repeatCursor": true }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let err = tokio::time::timeout(Duration::from_secs(30), poller.run_cycle())
+        .await
+        .expect("stops instead of looping")
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PollError::Answer {
+                tool: "list_users",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("a second time"), "{err}");
+    assert!(poll_events(&w.hub).await.is_empty());
+    assert_eq!(
+        w.hub.events_store().load_snapshot("school").await.unwrap(),
+        before
+    );
+    w.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_loop_cycles_until_cancelled() {
     let w = common::world(Backend::Sqlite, 20).await;

@@ -14,7 +14,9 @@ use memberspot_hub::{CallContext, Hub, Surface};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::personas::{CallError, call_as};
+use memberspot_tools::tools::ListUsersInput;
+
+use crate::personas::{CallError, call_as, users_as};
 
 /// One `[[exports]]` entry.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -112,29 +114,21 @@ pub async fn run(
                 // Exported as deleted only when the school itself was seen deleting the
                 // member (the poller): a buyer who never became a member, or an e-mail
                 // from a payment, is no reason to tell the other app to delete anyone.
-                Err(CallError::Call(e)) if e.code() == "not_found" && deletion_seen => {
+                Err(CallError::Call(e)) if e.is_not_found() && deletion_seen => {
                     members.push(json!({"email": email, "deleted": true}))
                 }
-                Err(CallError::Call(e)) if e.code() == "not_found" => {}
+                Err(CallError::Call(e)) if e.is_not_found() => {}
                 Err(e) => return Err(format!("find_user_by_email {email}: {e}")),
             }
         }
     } else {
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut args = json!({"page_length": 100});
-            if let Some(c) = &cursor {
-                args["cursor"] = json!(c);
-            }
-            calls += 1;
-            let page = call_as(hub, &spec.persona, &ctx, "list_users", args)
-                .await
-                .map_err(|e| format!("list_users: {e}"))?;
-            members.extend(page["users"].as_array().cloned().unwrap_or_default());
-            cursor = page["next_cursor"].as_str().map(str::to_owned);
-            if cursor.is_none() {
-                break;
-            }
+        // Every member, 100 per call; a repeated cursor fails the export.
+        let (users, pages) = users_as(hub, &spec.persona, &ctx, ListUsersInput::default())
+            .await
+            .map_err(|e| format!("list_users: {e}"))?;
+        calls += pages;
+        for u in users {
+            members.push(serde_json::to_value(u).map_err(|e| format!("list_users: {e}"))?);
         }
     }
     for m in members.iter_mut().filter(|m| m["deleted"] != true) {

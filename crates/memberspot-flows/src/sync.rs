@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use futures::StreamExt;
 use memberspot_hub::{CallContext, Hub, Surface};
+use memberspot_tools::tools::ListUsersInput;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -424,27 +425,14 @@ pub async fn run(
 
     // What the school holds now: every member, 100 per call.
     let mut school: HashMap<String, Value> = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = json!({"page_length": 100});
-        if let Some(c) = &cursor {
-            args["cursor"] = json!(c);
-        }
-        let page = call(
-            "list_users",
-            args,
-            format!("sync {}: read members", spec.name),
-        )
-        .await?;
-        for u in page["users"].as_array().into_iter().flatten() {
-            if let Some(e) = u["email"].as_str() {
-                school.insert(e.to_ascii_lowercase(), u.clone());
-            }
-        }
-        cursor = page["next_cursor"].as_str().map(str::to_owned);
-        if cursor.is_none() {
-            break;
-        }
+    let mut ctx = CallContext::new(Surface::Flow);
+    ctx.prompt = Some(format!("sync {}: read members", spec.name));
+    let read = crate::personas::users_as(hub, &spec.persona, &ctx, ListUsersInput::default()).await;
+    let (users, pages) = read.map_err(|e| e.to_string())?;
+    calls.fetch_add(pages, std::sync::atomic::Ordering::Relaxed);
+    for u in users {
+        let email = u.email.to_ascii_lowercase();
+        school.insert(email, serde_json::to_value(u).map_err(|e| e.to_string())?);
     }
 
     // The plan: only differences.

@@ -512,3 +512,70 @@ map = {{ email = "{{{{ row.mail }}}}", offer = "{{{{ row.plan }}}}" }}
     hub.store().close().await;
     let _ = sandbox.shutdown().await;
 }
+
+/// A school whose member list repeats a cursor: a sync and a full export each stop with
+/// an error that says so (never loop), and the sync writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_cursor_stops_sync_and_export_with_an_error() {
+    // Three pages of 100: the second is full, so the cursor it repeats is followed.
+    let sandbox = common::sandbox_of(250).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = common::hub(
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+        &sandbox,
+    )
+    .await;
+    let o = offers(&sandbox).await;
+    std::fs::write(
+        dir.path().join("seats.csv"),
+        format!("email,offer\nanna@firma.de,{}\n", o[0]),
+    )
+    .unwrap();
+    let toml = r#"
+[[syncs]]
+name = "seats"
+persona = "seat-sync"
+source.csv = "seats.csv"
+
+[syncs.map]
+email = "{{ row.email }}"
+offer = "{{ row.offer }}"
+
+[[exports]]
+name = "crm"
+file = "members.csv"
+incremental = false
+"#;
+    let cfg = FlowsConfig::parse(toml, "flows.toml", Some(dir.path())).unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
+    // Normal paging first: every member once.
+    let full = flows.run_export("crm").await.unwrap();
+    assert_eq!((full.members, full.api_calls), (250, 3));
+    std::fs::remove_file(dir.path().join("members.csv")).unwrap();
+
+    common::set_faults(&sandbox, json!({ "repeatCursor": true })).await;
+    let limit = std::time::Duration::from_secs(30);
+    let err = tokio::time::timeout(limit, flows.run_sync("seats", false, &|_, _| {}))
+        .await
+        .expect("the sync stops instead of looping")
+        .unwrap_err();
+    assert!(err.to_string().contains("a second time"), "{err}");
+    let err = tokio::time::timeout(limit, flows.run_export("crm"))
+        .await
+        .expect("the export stops instead of looping")
+        .unwrap_err();
+    assert!(err.to_string().contains("a second time"), "{err}");
+    assert!(!dir.path().join("members.csv").exists(), "nothing written");
+    assert!(
+        hub.store()
+            .query_audit(&Default::default())
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.tool.starts_with("list_")),
+        "the sync changed nothing"
+    );
+    sandbox.shutdown().await.unwrap();
+}

@@ -38,6 +38,50 @@ pub enum HubError {
     Store(#[from] StoreError),
 }
 
+impl From<memberspot_api::ApiError> for HubError {
+    fn from(e: memberspot_api::ApiError) -> Self {
+        HubError::Tool(ToolError::Api(e))
+    }
+}
+
+/// Kinds a caller branches on; match these, never the message text or [`HubError::code`].
+impl HubError {
+    /// The thing asked for does not exist: a member, a course, an enrolment (the school
+    /// answered 404) or a hub object (persona, connection).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            HubError::NotFound(_) => true,
+            HubError::Tool(e) => e.is_not_found(),
+            _ => false,
+        }
+    }
+
+    /// The caller is not who may act: an unknown token or persona, or a revoked persona.
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self, HubError::Unauthenticated(_))
+    }
+
+    /// Refused by the persona's scopes or offer restriction.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, HubError::Denied(_))
+    }
+
+    /// Over the persona's own per-minute limit.
+    pub fn is_limited(&self) -> bool {
+        matches!(self, HubError::Limited { .. })
+    }
+
+    /// A paged list answered a cursor it had already given: it cannot be read completely.
+    pub fn is_repeated_cursor(&self) -> bool {
+        matches!(
+            self,
+            HubError::Tool(ToolError::Api(
+                memberspot_api::ApiError::RepeatedCursor { .. }
+            ))
+        )
+    }
+}
+
 impl HubError {
     /// The audit outcome of a failed call.
     pub fn outcome(&self) -> AuditOutcome {

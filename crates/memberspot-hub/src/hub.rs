@@ -10,7 +10,7 @@ use memberspot_store::{
     AuditOutcome, AuditRecord, Connection, EventStore, FlowStore, NewAuditRecord, NewConnection,
     Persona, Store, StoreError,
 };
-use memberspot_tools::{Catalogue, ToolDescriptor, ToolEntry, ToolError};
+use memberspot_tools::{Catalogue, Tool, ToolDescriptor, ToolEntry, ToolError};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -387,6 +387,42 @@ impl Hub {
         self.call_on(who, ctx, tool, args, None).await
     }
 
+    /// A typed call of the tool `T`: its input becomes the JSON arguments of
+    /// [`Hub::call`] (absent options left out, as a JSON caller would), so it is
+    /// authenticated, limited, scoped, offer-checked and audited by the same path, and the
+    /// JSON result is read back as `T::Output`.
+    pub async fn run<T: Tool>(
+        &self,
+        who: &Principal,
+        ctx: &CallContext,
+        input: T::Input,
+    ) -> Result<T::Output, HubError> {
+        self.run_on::<T>(who, ctx, input, None).await
+    }
+
+    /// As [`Hub::run`], on `client` instead of the principal's stored connection (as
+    /// [`Hub::call_on`]).
+    pub async fn run_on<T: Tool>(
+        &self,
+        who: &Principal,
+        ctx: &CallContext,
+        input: T::Input,
+        client: Option<Client>,
+    ) -> Result<T::Output, HubError> {
+        // Encoding plain structs of strings, numbers and options cannot fail; were it to,
+        // the call is still made with the reason as its (non-object) arguments, which the
+        // gateway refuses as invalid and records.
+        let args = serde_json::to_value(&input)
+            .unwrap_or_else(|e| json!(format!("the arguments could not be encoded: {e}")));
+        let value = self.call_on(who, ctx, T::NAME, args, client).await.result?;
+        serde_json::from_value(value).map_err(|e| {
+            HubError::Unavailable(format!(
+                "the result of `{}` could not be read as its type: {e}",
+                T::NAME
+            ))
+        })
+    }
+
     /// As [`Hub::call`], on `client` instead of the principal's stored
     /// connection (the CLI with a key from the environment).
     pub async fn call_on(
@@ -435,7 +471,7 @@ impl Hub {
                 latency_ms: 0,
             }),
         };
-        let (result, upstream_status) = self.run(who, tool, entry, args, client).await;
+        let (result, upstream_status) = self.dispatch(who, tool, entry, args, client).await;
         let outcome = match &result {
             Ok(_) => AuditOutcome::Ok,
             Err(e) => e.outcome(),
@@ -474,7 +510,7 @@ impl Hub {
         CallOutcome { result, audit }
     }
 
-    async fn run(
+    async fn dispatch(
         &self,
         who: &Principal,
         tool: &str,

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod schools;
 pub mod scopes;
 pub mod secrets;
+mod streams;
 pub mod tokens;
 
 pub use error::HubError;
@@ -27,6 +28,7 @@ pub use hub::{
 pub use memberspot_store as store;
 /// Where a call came from (stored with its audit record).
 pub use memberspot_store::Surface;
+pub use streams::{ListOptions, PageHook};
 
 /// This process's name in leases and run records (`host:pid:random`), so a stale lease
 /// can be told from a live one.

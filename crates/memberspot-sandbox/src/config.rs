@@ -151,6 +151,10 @@ pub struct Faults {
     pub timeout_ms: u64,
     /// RNG seed for fault decisions; defaults to the school seed.
     pub seed: Option<u64>,
+    /// Lists (members, a member's progress) answer a page asked for with a cursor with
+    /// that same cursor as `nextPage` again: the loop a client must not follow.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub repeat_cursor: bool,
 }
 
 impl Faults {

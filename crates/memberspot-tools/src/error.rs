@@ -35,6 +35,11 @@ impl ToolError {
         }
     }
 
+    /// The school answered that what was asked for does not exist (404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ToolError::Api(ApiError::NotFound { .. }))
+    }
+
     /// The offending argument, where one is known.
     pub fn field(&self) -> Option<&str> {
         match self {

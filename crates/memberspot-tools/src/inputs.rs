@@ -131,6 +131,17 @@ pub struct PageLength(u32);
 
 impl PageLength {
     pub const MAX: u32 = 100;
+    /// The largest page: a whole list in the fewest calls.
+    pub const LARGEST: PageLength = PageLength(Self::MAX);
+
+    /// `n` when it is a page length the API accepts (1 to [`PageLength::MAX`]).
+    pub const fn new(n: u32) -> Option<Self> {
+        if n >= 1 && n <= Self::MAX {
+            Some(PageLength(n))
+        } else {
+            None
+        }
+    }
 
     pub fn get(self) -> u32 {
         self.0

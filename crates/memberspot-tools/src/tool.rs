@@ -92,10 +92,13 @@ pub struct ToolDescriptor {
 
 /// A typed tool. Implementations live in [`crate::tools`], one per action.
 pub trait Tool: Send + Sync + 'static {
-    /// Arguments; unknown fields are rejected, field docs become the schema.
-    type Input: DeserializeOwned + JsonSchema + Send;
-    /// Result; always a JSON object (MCP structured content requires one).
-    type Output: Serialize + JsonSchema + Send;
+    /// Arguments; unknown fields are rejected, field docs become the schema. Serialize
+    /// gives the JSON arguments of a typed call (`Hub::run`), absent options left out, so
+    /// it is checked and recorded exactly like the same call made with JSON.
+    type Input: Serialize + DeserializeOwned + JsonSchema + Send;
+    /// Result; always a JSON object (MCP structured content requires one). Deserialize
+    /// reads it back from the JSON result for a typed call.
+    type Output: Serialize + DeserializeOwned + JsonSchema + Send;
 
     const NAME: &'static str;
     const TITLE: &'static str;

@@ -25,8 +25,11 @@ mod users;
 use std::process::ExitCode;
 
 use clap::CommandFactory;
-use memberspot_hub::{CallContext, HubError, Principal, Surface};
+use futures::{Stream, TryStreamExt};
+use memberspot_api::wire::{CourseProgress, User};
+use memberspot_hub::{CallContext, HubError, ListOptions, Principal, Surface};
 use memberspot_tools::Catalogue;
+use memberspot_tools::tools::{ListProgressInput, ListUsersInput};
 use serde_json::Value;
 
 use crate::cli::{
@@ -47,9 +50,7 @@ impl Ctx {
     /// stays a [`memberspot_tools::ToolError`] so the exit code and the JSON
     /// error can be derived from it.
     pub async fn call(&self, tool: &str, args: Value) -> anyhow::Result<Value> {
-        let mut cx = CallContext::new(Surface::Cli);
-        cx.prompt = self.reason.clone();
-        cx.end_user = std::env::var("USER").ok();
+        let cx = self.call_context();
         let s = &self.session;
         // A persona is re-read on every call, so a revocation applies mid-run; a revoked
         // one's call is refused by the hub, which records the attempt.
@@ -57,16 +58,69 @@ impl Ctx {
             Principal::Persona(p) => Principal::Persona(s.hub.find_persona(&p.name).await?),
             operator => operator.clone(),
         };
-        match s
-            .hub
+        s.hub
             .call_on(&principal, &cx, tool, args, s.client.clone())
             .await
             .result
-        {
-            Ok(v) => Ok(v),
-            Err(HubError::Tool(e)) => Err(e.into()),
-            Err(e) => Err(e.into()),
+            .map_err(cli_error)
+    }
+
+    /// Every member matching `filter`, page by page through the hub (each page audited
+    /// as a `list_users` call; the persona re-read for each).
+    pub fn users(
+        &self,
+        filter: ListUsersInput,
+        max_items: Option<usize>,
+    ) -> impl Stream<Item = anyhow::Result<User>> + Send + use<> {
+        let s = &self.session;
+        s.hub
+            .users_stream(
+                &s.principal,
+                &self.call_context(),
+                filter,
+                self.list_options(max_items),
+            )
+            .map_err(cli_error)
+    }
+
+    /// A member's progress in every course, page by page through the hub.
+    pub fn progress(
+        &self,
+        request: ListProgressInput,
+    ) -> impl Stream<Item = anyhow::Result<CourseProgress>> + Send + use<> {
+        let s = &self.session;
+        s.hub
+            .progress_stream(
+                &s.principal,
+                &self.call_context(),
+                request,
+                self.list_options(None),
+            )
+            .map_err(cli_error)
+    }
+
+    fn list_options(&self, max_items: Option<usize>) -> ListOptions {
+        ListOptions {
+            max_items,
+            client: self.session.client.clone(),
+            before_page: None,
         }
+    }
+
+    fn call_context(&self) -> CallContext {
+        let mut cx = CallContext::new(Surface::Cli);
+        cx.prompt = self.reason.clone();
+        cx.end_user = std::env::var("USER").ok();
+        cx
+    }
+}
+
+/// A tool failure stays a [`memberspot_tools::ToolError`] so the exit code and the JSON
+/// error can be derived from it.
+fn cli_error(e: HubError) -> anyhow::Error {
+    match e {
+        HubError::Tool(e) => e.into(),
+        e => e.into(),
     }
 }
 

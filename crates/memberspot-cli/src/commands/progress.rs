@@ -1,5 +1,10 @@
 use std::process::ExitCode;
 
+use anyhow::Context;
+use futures::TryStreamExt;
+use memberspot_tools::ToolError;
+use memberspot_tools::tools::ListProgressInput;
+use memberspot_wire::CourseProgress;
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -18,21 +23,21 @@ pub async fn run(ctx: &Ctx, args: ProgressArgs) -> anyhow::Result<ExitCode> {
             ]
         }
         None => {
-            let mut all = Vec::new();
-            let mut call_args = json!({ "email": args.email, "page_length": 100 });
-            loop {
-                let page = ctx
-                    .call("list_user_course_progress", call_args.clone())
-                    .await?;
-                all.extend(page["progress"].as_array().cloned().unwrap_or_default());
-                match page["next_cursor"].as_str() {
-                    Some(next) if call_args["cursor"].as_str() != Some(next) => {
-                        call_args["cursor"] = json!(next)
-                    }
-                    _ => break,
-                }
-            }
-            all
+            let request = json!({ "email": args.email });
+            // Checked as the tool checks it, so a bad address names its field.
+            ctx.catalogue
+                .validate("list_user_course_progress", &request)?;
+            let request: ListProgressInput =
+                serde_json::from_value(request).map_err(|e| ToolError::InvalidArguments {
+                    field: Some("email".into()),
+                    message: e.to_string(),
+                })?;
+            let courses: Vec<CourseProgress> = ctx.progress(request).try_collect().await?;
+            courses
+                .into_iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()
+                .context("encode progress")?
         }
     };
     if ctx.json {

@@ -38,6 +38,7 @@ async fn serve(args: SandboxServeArgs, json: bool) -> anyhow::Result<ExitCode> {
         timeout_rate: share("fault-timeout-rate", args.fault_timeout_rate)?,
         timeout_ms: args.fault_timeout_ms,
         seed: None,
+        repeat_cursor: false,
     };
     let config = SandboxConfig {
         api_key: args.api_key.clone(),

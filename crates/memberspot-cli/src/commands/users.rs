@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use futures::TryStreamExt;
 use memberspot_tools::ToolError;
+use memberspot_tools::tools::ListUsersInput;
 use memberspot_wire::User;
 use serde_json::{Value, json};
 
@@ -180,12 +182,7 @@ async fn set_state(ctx: &Ctx, target: AccessTarget, state: &str) -> anyhow::Resu
 }
 
 /// Lists one page, or every page with `--all` (progress on stderr).
-async fn list(
-    ctx: &Ctx,
-    mut args: Value,
-    all: bool,
-    limit: Option<usize>,
-) -> anyhow::Result<ExitCode> {
+async fn list(ctx: &Ctx, args: Value, all: bool, limit: Option<usize>) -> anyhow::Result<ExitCode> {
     if !all {
         let page = ctx.call("list_users", args).await?;
         let users: Vec<Value> = page["users"].as_array().cloned().unwrap_or_default();
@@ -200,29 +197,19 @@ async fn list(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if args.get("page_length").is_none() {
-        args["page_length"] = json!(100);
-    }
+    // Checked as the tool checks it, so a bad flag names its field.
+    ctx.catalogue.validate("list_users", &args)?;
+    let filter: ListUsersInput =
+        serde_json::from_value(args).map_err(|e| ToolError::InvalidArguments {
+            field: None,
+            message: e.to_string(),
+        })?;
     let bar = progress(None, "members");
+    let mut members = std::pin::pin!(ctx.users(filter, limit));
     let mut users = Vec::new();
-    loop {
-        let page = ctx
-            .call("list_users", args.clone())
-            .await
-            .inspect_err(|_| bar.abandon())?;
-        let batch = page["users"].as_array().cloned().unwrap_or_default();
-        bar.inc(batch.len() as u64);
-        users.extend(batch);
-        if let Some(max) = limit
-            && users.len() >= max
-        {
-            users.truncate(max);
-            break;
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) if args["cursor"].as_str() != Some(next) => args["cursor"] = json!(next),
-            _ => break,
-        }
+    while let Some(user) = members.try_next().await.inspect_err(|_| bar.abandon())? {
+        bar.inc(1);
+        users.push(serde_json::to_value(user).context("encode a member")?);
     }
     bar.finish_and_clear();
     if ctx.json {

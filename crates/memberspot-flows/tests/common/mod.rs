@@ -41,11 +41,16 @@ pub async fn drop_pg(name: &str) {
 }
 
 pub async fn sandbox() -> Sandbox {
+    sandbox_of(10).await
+}
+
+/// A sandbox school of `users` members.
+pub async fn sandbox_of(users: usize) -> Sandbox {
     Sandbox::start_local(SandboxConfig {
         api_key: SCHOOL_KEY.into(),
         seed: 5,
         size: SeedSize {
-            users: 10,
+            users,
             offers: 3,
             courses: 2,
         },
@@ -69,4 +74,16 @@ pub async fn hub(url: &str, sandbox: &Sandbox) -> Hub {
     let key = MasterKey::parse("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
         .unwrap();
     Hub::open(store, key, Some(embedded)).await.unwrap()
+}
+
+/// Sets the sandbox's faults (`/_sandbox/faults`), e.g. `{"repeatCursor": true}`.
+pub async fn set_faults(sandbox: &Sandbox, faults: serde_json::Value) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/_sandbox/faults", sandbox.root_url()))
+        .header("X-API-KEY", SCHOOL_KEY)
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
 }

@@ -106,6 +106,7 @@ fn put_faults(state: &SandboxState, incoming: &Incoming) -> Result<Value, ApiErr
         "timeoutRate",
         "timeoutMs",
         "seed",
+        "repeatCursor",
     ];
     let faults: Faults = typed_body(incoming, KNOWN)?;
     faults.validate().map_err(ApiError::validation)?;

@@ -392,6 +392,14 @@ fn run(
     (route.handler)(&ctx)
 }
 
+/// The cursor a page was asked with, when the `repeatCursor` fault is on: a list that
+/// has a next page then answers it as `nextPage` again.
+fn repeat_cursor(ctx: &Ctx<'_>, asked: Option<&str>) -> Option<String> {
+    asked
+        .filter(|_| ctx.state.faults().repeat_cursor)
+        .map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,8 @@ pub(super) fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
     let (progress, next_page) = ctx
         .state
         .read(|s| s.list_progress(&email, page.last_loaded_id.as_deref(), page.page_length))?;
+    let repeat = super::repeat_cursor(ctx, page.last_loaded_id.as_deref());
+    let next_page = next_page.map(|next| repeat.unwrap_or(next));
     ctx.ok(&ProgressPage {
         progress,
         next_page,

@@ -29,6 +29,7 @@ pub(super) fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
         active: q.optional_bool("active"),
     };
     q.finish()?;
+    let repeat = super::repeat_cursor(ctx, page.last_loaded_id.as_deref());
     let answer = ctx.state.read(|s| {
         let (users, next_page) = s.list_users(
             page.last_loaded_id.as_deref(),
@@ -40,8 +41,10 @@ pub(super) fn list(ctx: &Ctx<'_>) -> Result<Response, ApiError> {
             .into_iter()
             .map(|u| render::user(s, u, ctx.now, ctx.shapes))
             .collect();
+        let next_page = next_page.map(|next| repeat.clone().unwrap_or(next));
         render::users_page(users, next_page, ctx.shapes)
     });
+
     ctx.ok(&answer)
 }
 

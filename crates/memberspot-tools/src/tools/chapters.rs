@@ -2,14 +2,14 @@ use memberspot_api::actions::EnableChapterAccess;
 use memberspot_api::{ApiError, Client};
 use memberspot_wire::ChapterAccessResult;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::inputs::{Email, Id};
 use crate::{Annotations, OfferScope, Tool};
 
 pub struct EnableChapterAccessTool;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChapterInput {
     /// The member's e-mail address.

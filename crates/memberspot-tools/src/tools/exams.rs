@@ -10,7 +10,7 @@ use crate::{Annotations, OfferScope, Tool};
 
 pub struct ListExamResultsTool;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExamInput {
     /// Id of the exam (quiz).
@@ -18,7 +18,7 @@ pub struct ExamInput {
 }
 
 /// Every submission of one exam.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ExamResultsOutput {
     pub results: Vec<ExamResult>,
 }

@@ -23,21 +23,29 @@ mod progress;
 mod properties;
 mod users;
 
-pub use chapters::EnableChapterAccessTool;
-pub use exams::ListExamResultsTool;
-pub use offers::ListOffersTool;
-pub use progress::{GetUserCourseProgressTool, ListUserCourseProgressTool};
-pub use properties::{ListCustomUserPropertiesTool, SetCustomUserPropertiesTool};
+pub use chapters::{ChapterInput, EnableChapterAccessTool};
+pub use exams::{ExamInput, ExamResultsOutput, ListExamResultsTool};
+pub use offers::{ListOffersTool, NoInput, OffersOutput};
+pub use progress::{
+    CourseProgressInput, GetUserCourseProgressTool, ListProgressInput, ListUserCourseProgressTool,
+    ProgressPageOutput,
+};
+pub use properties::{
+    ListCustomUserPropertiesTool, PropertiesOutput, PropertyValue, SetCustomUserPropertiesTool,
+    SetPropertiesInput,
+};
 pub use users::{
-    CreateLoginTokenTool, DeleteUsersPostTool, DeleteUsersTool, FindUserByEmailTool,
-    GrantUserOfferByEmailTool, ListUsersTool, SetOfferExpirationTool, SetOrderStateTool,
-    SetUserOfferStateTool,
+    CreateLoginTokenTool, DeleteUsersInput, DeleteUsersOutput, DeleteUsersPostTool,
+    DeleteUsersTool, EmailInput, ExpirationInput, FindUserByEmailTool, GrantInput,
+    GrantUserOfferByEmailTool, ListUsersInput, ListUsersTool, LoginTokenOutput, OfferStateInput,
+    OrderStateInput, SetOfferExpirationTool, SetOrderStateTool, SetUserOfferStateTool, UidInput,
+    UsersPageOutput,
 };
 
 use memberspot_api::actions::UserUpdate;
 use memberspot_wire::{StateAnswer, User};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Annotations;
 
@@ -50,7 +58,7 @@ pub(crate) const READ: Annotations = Annotations {
 };
 
 /// Output of a write that returns the member.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct UserChange {
     /// The member after the change, when the API returns it.
     pub user: Option<User>,

@@ -10,12 +10,12 @@ use crate::{Annotations, OfferScope, Tool};
 pub struct ListOffersTool;
 
 /// No arguments.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoInput {}
 
 /// Every offer of the school.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct OffersOutput {
     pub offers: Vec<Offer>,
 }

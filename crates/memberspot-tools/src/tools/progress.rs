@@ -10,21 +10,21 @@ use crate::{Annotations, OfferScope, Tool};
 
 pub struct ListUserCourseProgressTool;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListProgressInput {
     /// The member's e-mail address.
     pub email: Email,
     /// Courses per page, 1 to 100 (default 10).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_length: Option<PageLength>,
     /// `next_cursor` from the previous page.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<Id>,
 }
 
 /// One page of a member's course progress.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ProgressPageOutput {
     pub progress: Vec<CourseProgress>,
     /// Pass as `cursor` for the next page; null on the last page.
@@ -56,7 +56,7 @@ impl Tool for ListUserCourseProgressTool {
 
 pub struct GetUserCourseProgressTool;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CourseProgressInput {
     /// Id of the course.

@@ -12,7 +12,7 @@ use crate::{Annotations, MemberKey, OfferScope, Tool, ToolError};
 pub struct ListCustomUserPropertiesTool;
 
 /// The school's custom property definitions.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct PropertiesOutput {
     pub properties: Vec<CustomUserProperty>,
 }
@@ -38,7 +38,7 @@ impl Tool for ListCustomUserPropertiesTool {
 pub struct SetCustomUserPropertiesTool;
 
 /// One value to set.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PropertyValue {
     /// Id of the custom property (see list_custom_user_properties).
@@ -47,7 +47,7 @@ pub struct PropertyValue {
     pub value: String,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetPropertiesInput {
     /// The member's e-mail address.

@@ -14,28 +14,28 @@ use crate::{Annotations, MemberKey, OfferScope, Tool, ToolError};
 pub struct ListUsersTool;
 
 /// Filters and paging for `list_users`.
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListUsersInput {
     /// Only members holding this offer (any state unless `active` is set).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offer_id: Option<Id>,
     /// Only members with an offer granting this course.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub course_id: Option<Id>,
     /// true: only members whose (filtered) offer is active; false: only members without an active one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
     /// Members per page, 1 to 100 (default 10).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_length: Option<PageLength>,
     /// `next_cursor` from the previous page, to continue after it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<Id>,
 }
 
 /// One page of members.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct UsersPageOutput {
     pub users: Vec<User>,
     /// Pass as `cursor` to get the next page; null when this is the last page.
@@ -70,7 +70,7 @@ impl Tool for ListUsersTool {
 
 pub struct FindUserByEmailTool;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmailInput {
     /// The member's e-mail address (case does not matter).
@@ -97,7 +97,7 @@ impl Tool for FindUserByEmailTool {
 
 pub struct GrantUserOfferByEmailTool;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantInput {
     /// The member's e-mail address; a new member is created if none exists.
@@ -105,13 +105,13 @@ pub struct GrantInput {
     /// Id of the offer to grant (see list_offers).
     pub offer_id: Id,
     /// First name, used when the member is created.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_name: Option<String>,
     /// Last name, used when the member is created.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_name: Option<String>,
     /// External order id (e.g. from Digistore24, CopeCart, Stripe) to tie this access to, so set_order_state can switch it later.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<Id>,
 }
 
@@ -144,7 +144,7 @@ impl Tool for GrantUserOfferByEmailTool {
 
 pub struct SetUserOfferStateTool;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OfferStateInput {
     /// The member's e-mail address.
@@ -185,7 +185,7 @@ impl Tool for SetUserOfferStateTool {
 
 pub struct SetOrderStateTool;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderStateInput {
     /// The member's e-mail address.
@@ -225,7 +225,7 @@ impl Tool for SetOrderStateTool {
 
 pub struct SetOfferExpirationTool;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpirationInput {
     /// The member's e-mail address.
@@ -233,7 +233,7 @@ pub struct ExpirationInput {
     /// Id of the offer the member holds.
     pub offer_id: Id,
     /// When access ends, ISO-8601 (e.g. 2026-12-31T23:59:59Z; a bare date means midnight UTC). Omit or null to remove the expiration.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<IsoDateTime>,
 }
 
@@ -268,7 +268,7 @@ impl Tool for SetOfferExpirationTool {
 pub struct DeleteUsersTool;
 pub struct DeleteUsersPostTool;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteUsersInput {
     /// E-mail addresses of the members to delete (1 to 100).
@@ -277,7 +277,7 @@ pub struct DeleteUsersInput {
 }
 
 /// What the delete did.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct DeleteUsersOutput {
     /// The API's answer (deleted e-mails and count, when it reports them).
     pub result: DeleteUsersResult,
@@ -372,7 +372,7 @@ impl Tool for DeleteUsersPostTool {
 
 pub struct CreateLoginTokenTool;
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UidInput {
     /// The member's uid (from find_user_by_email or list_users), not the e-mail.
@@ -380,7 +380,7 @@ pub struct UidInput {
 }
 
 /// A passwordless login token.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct LoginTokenOutput {
     /// One-time token that logs the member in without a password.
     pub token: String,
