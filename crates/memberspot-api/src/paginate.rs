@@ -1,9 +1,12 @@
 //! Pagination as streams that follow the `nextPage` cursor and cannot loop forever.
 //!
 //! The rules live in [`cursor_stream`], whoever fetches the pages (the client here, the
-//! gateway's audited calls in `memberspot-hub`): a missing or empty cursor, a short page
-//! or an empty page ends the stream; a cursor given before ends it with
-//! [`ApiError::RepeatedCursor`], since stopping there could silently miss items.
+//! gateway's audited calls in `memberspot-hub`): a missing or empty cursor or an empty page
+//! ends the stream; a cursor given before ends it with [`ApiError::RepeatedCursor`], since
+//! stopping there could silently miss items. A *short* page with a cursor is followed: the
+//! school's largest page is not known, and a school that caps pages below the length asked
+//! for would otherwise end every list after its first page (and the poller would take the
+//! members it did not read for deleted). Following it costs at most one empty page.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -58,11 +61,10 @@ impl Paged for ListUserCourseProgress {
     }
 }
 
-/// Every item of a list whose pages `fetch(cursor)` gets (`None` for the first page),
-/// asked for `page_length` at a time, at most `max_items`. The one place the paging
-/// rules are written (see the module documentation).
+/// Every item of a list whose pages `fetch(cursor)` gets (`None` for the first page), at
+/// most `max_items`. The one place the paging rules are written (see the module
+/// documentation); the page length is the fetcher's.
 pub fn cursor_stream<T, E, F, Fut>(
-    page_length: usize,
     max_items: Option<usize>,
     fetch: F,
 ) -> impl Stream<Item = Result<T, E>> + Send + 'static
@@ -78,7 +80,6 @@ where
         next: Option<Option<String>>,
         seen: HashSet<String>,
     }
-    let page_length = page_length.max(1);
     let start = State {
         fetch,
         next: Some(None),
@@ -89,9 +90,8 @@ where
             return Ok(None);
         };
         let page = (st.fetch)(cursor).await?;
-        let full = page.items.len() >= page_length;
         st.next = match page.next.filter(|c| !c.is_empty()) {
-            Some(c) if full => {
+            Some(c) if !page.items.is_empty() => {
                 if !st.seen.insert(c.clone()) {
                     return Err(E::from(ApiError::RepeatedCursor { cursor: c }));
                 }
@@ -115,9 +115,9 @@ pub fn paged_stream<A: Paged>(
 where
     A::Output: Send,
 {
-    let page_length = *first.page_length_mut().get_or_insert(DEFAULT_PAGE_LENGTH) as usize;
+    first.page_length_mut().get_or_insert(DEFAULT_PAGE_LENGTH);
     let client = client.clone();
-    cursor_stream(page_length, max_items, move |cursor| {
+    cursor_stream(max_items, move |cursor| {
         let client = client.clone();
         let action = match cursor {
             None => first.clone(),
@@ -156,7 +156,7 @@ mod tests {
         script: Vec<(Vec<u32>, Option<&'static str>)>,
     ) -> impl Stream<Item = Result<u32, ApiError>> {
         let script = std::sync::Arc::new(std::sync::Mutex::new(script.into_iter()));
-        cursor_stream(2, None, move |_cursor| {
+        cursor_stream(None, move |_cursor| {
             let next = script.lock().ok().and_then(|mut s| s.next());
             async move {
                 let (items, next) = next.unwrap_or_default();
@@ -169,17 +169,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn follows_cursors_until_a_short_page_or_none() {
+    async fn follows_cursors_until_an_empty_page_or_none() {
+        // A school that caps its pages below the length asked for: short pages with a
+        // cursor are followed, an empty page ends the list.
         let all: Vec<u32> = pages(vec![
             (vec![1, 2], Some("a")),
             (vec![3, 4], Some("b")),
             (vec![5], Some("c")),
-            (vec![6, 7], None),
+            (vec![6], Some("d")),
+            (vec![], Some("e")),
+            (vec![7, 8], None),
         ])
         .try_collect()
         .await
         .expect("pages");
-        assert_eq!(all, vec![1, 2, 3, 4, 5]);
+        assert_eq!(all, vec![1, 2, 3, 4, 5, 6]);
         let all: Vec<u32> = pages(vec![(vec![1, 2], Some("a")), (vec![3, 4], None)])
             .try_collect()
             .await

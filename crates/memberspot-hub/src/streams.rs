@@ -44,11 +44,10 @@ impl Hub {
         mut filter: ListUsersInput,
         options: ListOptions,
     ) -> impl Stream<Item = Result<User, HubError>> + Send + use<> {
-        let page_length = *filter.page_length.get_or_insert(PageLength::LARGEST);
+        filter.page_length.get_or_insert(PageLength::LARGEST);
         self.pages::<ListUsersTool, _, _>(
             who,
             ctx,
-            page_length,
             options,
             move |cursor| {
                 let mut input = filter.clone();
@@ -73,11 +72,10 @@ impl Hub {
         mut request: ListProgressInput,
         options: ListOptions,
     ) -> impl Stream<Item = Result<CourseProgress, HubError>> + Send + use<> {
-        let page_length = *request.page_length.get_or_insert(PageLength::LARGEST);
+        request.page_length.get_or_insert(PageLength::LARGEST);
         self.pages::<ListUserCourseProgressTool, _, _>(
             who,
             ctx,
-            page_length,
             options,
             move |cursor| {
                 let mut input = request.clone();
@@ -99,7 +97,6 @@ impl Hub {
         &self,
         who: &Principal,
         ctx: &CallContext,
-        page_length: PageLength,
         options: ListOptions,
         input_for: F,
         split: fn(T::Output) -> Page<I>,
@@ -117,7 +114,7 @@ impl Hub {
             client,
             before_page,
         } = options;
-        cursor_stream(page_length.get() as usize, max_items, move |cursor| {
+        cursor_stream(max_items, move |cursor| {
             let (hub, who, ctx, client) = (hub.clone(), who.clone(), ctx.clone(), client.clone());
             let (input_for, before_page) = (input_for.clone(), before_page.clone());
             async move {
