@@ -57,6 +57,7 @@ impl<'a> View<'a> {
             ("/members", "nav-members"),
             ("/personas", "nav-personas"),
             ("/connections", "nav-connections"),
+            ("/events", "nav-events"),
             ("/audit", "nav-audit"),
             ("/settings", "nav-settings"),
         ];

@@ -9,6 +9,7 @@
 mod audit;
 mod auth;
 mod connections;
+mod events;
 pub mod i18n;
 mod layout;
 mod members;
@@ -75,6 +76,9 @@ pub struct Console {
     settings: ConsoleSettings,
     i18n: I18n,
     limits: LoginLimits,
+    /// The running events service, when `serve` gives it (replays wake its workers; the
+    /// rules' sources are listed). Set once, before the routes are served.
+    events: std::sync::OnceLock<memberspot_events::Events>,
 }
 
 /// The console as a plug-in of the server.
@@ -94,8 +98,16 @@ impl ConsolePlugin {
                 settings,
                 i18n: I18n::load()?,
                 limits,
+                events: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Gives the console the running events service (the Events page lists its sources;
+    /// replays go through it).
+    pub fn with_events(self, events: memberspot_events::Events) -> ConsolePlugin {
+        let _ = self.console.events.set(events);
+        self
     }
 
     /// The console's routes, for tests that serve them without the rest of the app.
@@ -194,6 +206,12 @@ fn router(console: Arc<Console>) -> Router {
         .route(
             "/settings/users/{name}/remove",
             get(settings::confirm_remove).post(settings::remove),
+        )
+        .route("/events", get(events::list))
+        .route("/events/{id}", get(events::detail))
+        .route(
+            "/events/{id}/replay",
+            get(events::confirm_replay).post(events::replay),
         )
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))

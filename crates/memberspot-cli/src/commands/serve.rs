@@ -40,6 +40,7 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {w}");
     }
     let events = memberspot_events::Events::start(hub.clone(), rules).await?;
+    let console_events = events.clone();
     plugins.push(Box::new(memberspot_events::EventsPlugin::new(
         events, rules_file,
     )));
@@ -59,7 +60,8 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
             time_zone: args.time_zone,
             ..memberspot_console::ConsoleSettings::default()
         },
-    )?;
+    )?
+    .with_events(console_events);
     // Bound before the setup link is made: the link names the address really listened on.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
