@@ -239,3 +239,41 @@ events-replay-title = { $name } erneut verarbeiten?
 events-replay-explain = Das Ereignis kommt wieder in die Warteschlange: bereits erfolgreiche Werkzeugaufrufe werden nicht wiederholt; ein Ereignis ohne geplante Aufrufe wird nach den aktuellen Regeln neu entschieden.
 events-replay-confirm = Ja, erneut verarbeiten
 events-replayed = Ereignis { $id } ist wieder in der Warteschlange.
+
+## Flows
+nav-flows = Abläufe
+flows-title = Abläufe
+flows-name = Ablauf
+flows-trigger = Auslöser
+flows-next = Nächster Lauf
+flows-actions = Aktionen
+flows-dry-run = Probelauf
+flows-run-now = Jetzt ausführen
+flows-dry = Probelauf
+flows-empty = Keine Abläufe eingerichtet. Beschreiben Sie geplante Arbeit und die Tageszusammenfassung in flows.toml (siehe docs/flows.md) und starten Sie den Hub neu.
+flows-digest = Tageszusammenfassung
+flows-digest-off = Die Tageszusammenfassung ist verfügbar, solange der Hub mit seiner Ablaufdatei läuft.
+flows-digest-date = Datum (leer: gestern)
+flows-digest-preview = Vorschau
+flows-digest-send = Jetzt senden
+flows-digest-viewer = Eine Inhaberin oder ein Inhaber kann die Tageszusammenfassung ansehen und senden.
+flows-digest-preview-note = Vorschau: nichts wurde gesendet.
+flows-digest-no-targets = Kein Empfänger eingerichtet: Slack oder E-Mail unter [delivery] in flows.toml angeben.
+flows-history = Verlauf der Läufe
+flows-history-empty = Noch keine Läufe. Geplante Abläufe laufen zu ihrer nächsten Zeit; starten Sie einen mit den Schaltflächen oben.
+flows-run-title = Lauf von { $flow }
+flows-dry-title = Probelauf von { $flow }
+flows-run-ok = Der Lauf endete ohne Fehler.
+flows-run-failed = Der Lauf ist fehlgeschlagen.
+flows-run-open = Lauf öffnen
+flows-steps = Schritte
+flows-steps-empty = Dieser Lauf hat keine Schritte aufgezeichnet.
+flows-step = Schritt
+flows-kind = Art
+flows-duration = Dauer
+flows-input = Eingabe
+flows-output = Ausgabe
+flows-attempts = { $count ->
+    [one] 1 Versuch
+   *[other] { $count } Versuche
+}

@@ -239,3 +239,41 @@ events-replay-title = Replay { $name }?
 events-replay-explain = The event is queued again: tool calls that already succeeded are not repeated; an event that planned none is decided afresh under the current rules.
 events-replay-confirm = Yes, replay it
 events-replayed = Event { $id } is queued again.
+
+## Flows
+nav-flows = Flows
+flows-title = Flows
+flows-name = Flow
+flows-trigger = Trigger
+flows-next = Next run
+flows-actions = Actions
+flows-dry-run = Dry run
+flows-run-now = Run now
+flows-dry = dry run
+flows-empty = No flows configured. Describe scheduled work and the daily summary in flows.toml (see docs/flows.md) and restart the hub.
+flows-digest = Daily summary
+flows-digest-off = The daily summary is available while the hub serves with its flows file.
+flows-digest-date = Date (empty: yesterday)
+flows-digest-preview = Preview
+flows-digest-send = Send now
+flows-digest-viewer = An owner can preview and send the daily summary.
+flows-digest-preview-note = Preview: nothing was sent.
+flows-digest-no-targets = No delivery target is configured: set Slack or e-mail under [delivery] in flows.toml.
+flows-history = Run history
+flows-history-empty = No runs yet. Scheduled flows run at their next time; run one now with the buttons above.
+flows-run-title = Run of { $flow }
+flows-dry-title = Dry run of { $flow }
+flows-run-ok = The run finished without errors.
+flows-run-failed = The run failed.
+flows-run-open = Open the run
+flows-steps = Steps
+flows-steps-empty = This run recorded no steps.
+flows-step = Step
+flows-kind = Kind
+flows-duration = Duration
+flows-input = Input
+flows-output = Output
+flows-attempts = { $count ->
+    [one] 1 attempt
+   *[other] { $count } attempts
+}

@@ -58,6 +58,7 @@ impl<'a> View<'a> {
             ("/personas", "nav-personas"),
             ("/connections", "nav-connections"),
             ("/events", "nav-events"),
+            ("/flows", "nav-flows"),
             ("/audit", "nav-audit"),
             ("/settings", "nav-settings"),
         ];

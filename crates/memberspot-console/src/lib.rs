@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod connections;
 mod events;
+mod flows;
 pub mod i18n;
 mod layout;
 mod members;
@@ -79,6 +80,8 @@ pub struct Console {
     /// The running events service, when `serve` gives it (replays wake its workers; the
     /// rules' sources are listed). Set once, before the routes are served.
     events: std::sync::OnceLock<memberspot_events::Events>,
+    /// The running flows service, when `serve` gives it (run now, dry run, the daily summary).
+    flows: std::sync::OnceLock<memberspot_flows::Flows>,
 }
 
 /// The console as a plug-in of the server.
@@ -99,6 +102,7 @@ impl ConsolePlugin {
                 i18n: I18n::load()?,
                 limits,
                 events: std::sync::OnceLock::new(),
+                flows: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -107,6 +111,13 @@ impl ConsolePlugin {
     /// replays go through it).
     pub fn with_events(self, events: memberspot_events::Events) -> ConsolePlugin {
         let _ = self.console.events.set(events);
+        self
+    }
+
+    /// Gives the console the running flows service (the Flows page runs flows and the
+    /// daily summary through it).
+    pub fn with_flows(self, flows: memberspot_flows::Flows) -> ConsolePlugin {
+        let _ = self.console.flows.set(flows);
         self
     }
 
@@ -213,6 +224,10 @@ fn router(console: Arc<Console>) -> Router {
             "/events/{id}/replay",
             get(events::confirm_replay).post(events::replay),
         )
+        .route("/flows", get(flows::list))
+        .route("/flows/digest", post(flows::digest))
+        .route("/flows/runs/{id}", get(flows::run_detail))
+        .route("/flows/{name}/run", post(flows::run))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .route("/audit/export", get(audit::export))

@@ -124,7 +124,7 @@ async fn attention(
         out.push(Attention {
             text: v.ta("overview-failed-run", &[("flow", r.flow.clone().into())]),
             at: r.started_at,
-            href: "/".into(),
+            href: format!("/flows/runs/{}", r.id),
             kind: "failed",
         });
     }

@@ -45,6 +45,7 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         events, rules_file,
     )));
     let (flows, flows_file) = crate::commands::flows::open_flows(&hub, global, &file).await?;
+    let console_flows = flows.clone();
     plugins.push(Box::new(memberspot_flows::FlowsPlugin::new(
         flows, flows_file,
     )));
@@ -61,7 +62,8 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
             ..memberspot_console::ConsoleSettings::default()
         },
     )?
-    .with_events(console_events);
+    .with_events(console_events)
+    .with_flows(console_flows);
     // Bound before the setup link is made: the link names the address really listened on.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
