@@ -277,3 +277,7 @@ flows-attempts = { $count ->
     [one] 1 Versuch
    *[other] { $count } Versuche
 }
+flows-with-input = Mit Eingabe ausführen
+flows-input-json = Eingabe (JSON, optional)
+flows-rerun-dry = Erneut als Probelauf
+flows-rerun = Erneut mit derselben Eingabe ausführen

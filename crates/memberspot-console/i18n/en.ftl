@@ -277,3 +277,7 @@ flows-attempts = { $count ->
     [one] 1 attempt
    *[other] { $count } attempts
 }
+flows-with-input = Run with input
+flows-input-json = Input (JSON, optional)
+flows-rerun-dry = Dry run again
+flows-rerun = Run again with the same input

@@ -123,6 +123,25 @@ pub async fn list(State(c): State<Arc<Console>>, s: Signed) -> Response {
                         }
                     } }
                 } }
+                @if s.is_owner() && rows.iter().any(|r| r.3) {
+                    h2 { (v.t("flows-with-input")) }
+                    form.card method="post" action="/flows/run" {
+                        input type="hidden" name="csrf" value=(s.csrf);
+                        label for="flow-name" { (v.t("flows-name")) }
+                        select id="flow-name" name="name" {
+                            @for (name, _, _, runnable) in &rows {
+                                @if *runnable { option value=(name) { (name) } }
+                            }
+                        }
+                        label for="flow-input" { (v.t("flows-input-json")) }
+                        textarea id="flow-input" name="input" rows="4" placeholder="{}" {}
+                        div {
+                            button.secondary type="submit" name="dry_run" value="1" { (v.t("flows-dry-run")) }
+                            " "
+                            button type="submit" { (v.t("flows-run-now")) }
+                        }
+                    }
+                }
             }
             h2 { (v.t("flows-digest")) }
             @if !has_digest {
@@ -200,6 +219,7 @@ pub async fn run_detail(
                 div { dt { (v.t("flows-trigger")) } dd { (run.trigger) @if run.dry_run { " (" (v.t("flows-dry")) ")" } } }
                 div { dt { (v.t("audit-time")) } dd { (v.when(run.started_at)) } }
                 @if let Some(e) = &run.error { div { dt { (v.t("events-error")) } dd { (e) } } }
+                div { dt { (v.t("flows-input")) } dd { code { (run.input.to_string()) } } }
             }
             h2 { (v.t("flows-steps")) }
             @if steps.is_empty() {
@@ -214,6 +234,18 @@ pub async fn run_detail(
                     }
                 }
             }
+            @if s.is_owner() && c.flows.get().is_some() {
+                form.inline method="post" action={ "/flows/runs/" (urlencode(&run.id)) "/rerun" } {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    input type="hidden" name="dry_run" value="1";
+                    button.secondary type="submit" { (v.t("flows-rerun-dry")) }
+                }
+                " "
+                form.inline method="post" action={ "/flows/runs/" (urlencode(&run.id)) "/rerun" } {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    button type="submit" { (v.t("flows-rerun")) }
+                }
+            }
             p { a href="/flows" { (v.t("back")) } }
         },
     )
@@ -223,6 +255,9 @@ pub async fn run_detail(
 pub struct RunForm {
     #[serde(default)]
     csrf: String,
+    /// The flow, when the form names it (the "run with input" form).
+    #[serde(default)]
+    name: String,
     #[serde(default)]
     dry_run: Option<String>,
     #[serde(default)]
@@ -235,6 +270,68 @@ pub async fn run(
     headers: HeaderMap,
     Path(name): Path<String>,
     Form(f): Form<RunForm>,
+) -> Response {
+    run_named(c, s, headers, name, f).await
+}
+
+/// The "run with input" form: the flow is picked in the form.
+pub async fn run_with_input(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    headers: HeaderMap,
+    Form(f): Form<RunForm>,
+) -> Response {
+    let name = f.name.clone();
+    run_named(c, s, headers, name, f).await
+}
+
+/// Runs a past run's flow again with its input (owners; a dry run when asked).
+pub async fn rerun(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<RunForm>,
+) -> Response {
+    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
+        return refused(&c, s.lang, r);
+    }
+    let Some(flows) = c.flows.get() else {
+        return failure(
+            &c,
+            s.lang,
+            &HubError::NotFound("flows are not running in this process".into()),
+        );
+    };
+    let dry_run = f.dry_run.is_some();
+    let started = std::time::Instant::now();
+    let result = flows.rerun(&id, dry_run).await.map_err(run_error);
+    if !dry_run {
+        c.hub
+            .record_admin_action(
+                &actor(&s),
+                "admin.rerun_flow",
+                serde_json::json!({ "run": id }),
+                None,
+                result.as_ref().map(
+                    |r| serde_json::json!({ "run_id": r.run_id, "status": r.status.as_str() }),
+                ),
+                started,
+            )
+            .await;
+    }
+    match result {
+        Ok(report) => report_page(&c, &s, &report),
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}
+
+async fn run_named(
+    c: Arc<Console>,
+    s: Signed,
+    headers: HeaderMap,
+    name: String,
+    f: RunForm,
 ) -> Response {
     if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
         return refused(&c, s.lang, r);
@@ -264,7 +361,7 @@ pub async fn run(
     let result = flows
         .run_flow(&name, "console", input.clone(), None, dry_run)
         .await
-        .map_err(|e| HubError::Invalid(e.to_string()));
+        .map_err(run_error);
     if !dry_run {
         c.hub
             .record_admin_action(
@@ -282,6 +379,15 @@ pub async fn run(
     match result {
         Ok(report) => report_page(&c, &s, &report),
         Err(e) => failure(&c, s.lang, &e),
+    }
+}
+
+fn run_error(e: memberspot_flows::runner::RunError) -> HubError {
+    use memberspot_flows::runner::RunError;
+    match e {
+        RunError::UnknownFlow(_) | RunError::UnknownRun(_) => HubError::NotFound(e.to_string()),
+        RunError::Busy(_) | RunError::AlreadyFired(_) => HubError::Invalid(e.to_string()),
+        RunError::Store(e) => HubError::from(e),
     }
 }
 

@@ -103,6 +103,49 @@ async fn flows_page(backend: Backend) {
     assert_eq!(run.status, StatusCode::OK);
     assert!(run.body.contains("Run of offers-report") && run.body.contains("offers"));
 
+    // With input, from the form that names the flow; then the run again as a dry run.
+    let with_input = anna
+        .post(
+            "/flows/run",
+            &[
+                ("csrf", &csrf),
+                ("name", "offers-report"),
+                ("input", "{\"note\": \"from the console\"}"),
+                ("dry_run", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(with_input.status, StatusCode::OK, "{}", with_input.body);
+    assert!(with_input.body.contains("Dry run of offers-report"));
+    let bad_input = anna
+        .post(
+            "/flows/run",
+            &[
+                ("csrf", &csrf),
+                ("name", "offers-report"),
+                ("input", "{oops"),
+            ],
+        )
+        .await;
+    assert_eq!(bad_input.status, StatusCode::BAD_REQUEST);
+    let unknown = anna
+        .post(
+            "/flows/no-such-flow/run",
+            &[("csrf", &csrf), ("dry_run", "1")],
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(run.body.contains("Dry run again"));
+    let run_id = link.trim_start_matches("/flows/runs/");
+    let again = anna
+        .post(
+            &format!("/flows/runs/{run_id}/rerun"),
+            &[("csrf", &csrf), ("dry_run", "1")],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert!(again.body.contains("Dry run of offers-report"));
+
     let preview = anna
         .post(
             "/flows/digest",
@@ -151,6 +194,8 @@ async fn flows_page(backend: Backend) {
     let seen = ben.get("/flows").await;
     assert!(seen.body.contains("offers-report"));
     assert!(!seen.body.contains("/run\"") && !seen.body.contains("/flows/digest"));
+    let seen_run = ben.get(link).await;
+    assert!(!seen_run.body.contains("/rerun"));
     let ben_csrf = seen.csrf();
     let forged = ben
         .post(
