@@ -281,3 +281,4 @@ flows-with-input = Mit Eingabe ausführen
 flows-input-json = Eingabe (JSON, optional)
 flows-rerun-dry = Erneut als Probelauf
 flows-rerun = Erneut mit derselben Eingabe ausführen
+events-delivery = Die Zustellung wie empfangen

@@ -281,3 +281,4 @@ flows-with-input = Run with input
 flows-input-json = Input (JSON, optional)
 flows-rerun-dry = Dry run again
 flows-rerun = Run again with the same input
+events-delivery = The delivery as received

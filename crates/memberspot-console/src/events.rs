@@ -228,6 +228,17 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<Str
             Err(e) => return failure(&c, s.lang, &e),
         }
     }
+    let delivery = match &event.delivery_id {
+        Some(d) => match store.get_delivery(d).await {
+            Ok(x) => x,
+            Err(e) => return failure(&c, s.lang, &HubError::from(e)),
+        },
+        None => None,
+    };
+    let body = delivery
+        .as_ref()
+        .and_then(|d| d.body.as_ref())
+        .map(|b| String::from_utf8_lossy(b).into_owned());
     let payload = serde_json::to_string_pretty(&event.data).unwrap_or_default();
     let v = View::signed(&c, &s, "/events");
     v.page(
@@ -254,6 +265,11 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<Str
             }
             h2 { (v.t("events-payload")) }
             pre.payload { (payload) }
+            @if let Some(d) = &delivery {
+                h2 { (v.t("events-delivery")) }
+                p { (v.when(d.received_at)) " · " (d.body_bytes) " " (v.t("events-bytes")) " · " (d.verification.as_str()) }
+                @if let Some(b) = &body { pre.payload { (b) } }
+            }
             h2 { (v.t("events-history")) }
             @if history.is_empty() {
                 (empty(&v.t("events-history-empty")))

@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use memberspot_console::{ConsolePlugin, ConsoleSettings};
 use memberspot_hub::console::ConsoleRole;
-use memberspot_hub::store::{AuditFilter, EventStatus, NewEvent};
+use memberspot_hub::store::{AuditFilter, EventStatus, NewDelivery, NewEvent, Verification};
 use secrecy::SecretString;
 
 mod common;
@@ -23,27 +23,55 @@ async fn signed_in(t: &TestHub, plugin: &ConsolePlugin, name: &str, role: Consol
     c
 }
 
+fn delivery(id: &str, body: Option<&str>, verification: Verification) -> NewDelivery {
+    NewDelivery {
+        id: id.into(),
+        source: "ds24".into(),
+        provider: "digistore24".into(),
+        received_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default(),
+        headers: vec![],
+        body: body.map(|b| b.as_bytes().to_vec()),
+        body_bytes: body.map(str::len).unwrap_or(321),
+        verification,
+        error: (verification == Verification::Rejected)
+            .then(|| "signature does not match".to_owned()),
+    }
+}
+
 async fn dead_event(t: &TestHub) -> String {
-    let inserted = t
-        .hub
-        .events_store()
-        .insert_events(&[NewEvent {
-            dedupe_key: "ds24:order-77:payment".into(),
-            source: "ds24".into(),
-            provider: "digistore24".into(),
-            kind: "purchase".into(),
-            name: "on_payment".into(),
-            order_id: Some("order-77".into()),
-            product_id: Some("4711".into()),
-            email: Some("kim@example.com".into()),
-            test: false,
-            amount_minor: Some(4900),
-            currency: Some("EUR".into()),
-            data: serde_json::json!({ "order_id": "order-77", "product_id": "4711" }),
-            status: EventStatus::Dead,
-            connection: Some("sandbox".into()),
-            verified: true,
-        }])
+    let store = t.hub.events_store();
+    store
+        .record_delivery(&delivery("d-refused", None, Verification::Rejected), &[])
+        .await
+        .expect("refused delivery");
+    let inserted = store
+        .record_delivery(
+            &delivery(
+                "d-77",
+                Some("event=on_payment&order_id=order-77"),
+                Verification::Verified,
+            ),
+            &[NewEvent {
+                dedupe_key: "ds24:order-77:payment".into(),
+                source: "ds24".into(),
+                provider: "digistore24".into(),
+                kind: "purchase".into(),
+                name: "on_payment".into(),
+                order_id: Some("order-77".into()),
+                product_id: Some("4711".into()),
+                email: Some("kim@example.com".into()),
+                test: false,
+                amount_minor: Some(4900),
+                currency: Some("EUR".into()),
+                data: serde_json::json!({ "order_id": "order-77", "product_id": "4711" }),
+                status: EventStatus::Dead,
+                connection: Some("sandbox".into()),
+                verified: true,
+            }],
+        )
         .await
         .expect("insert");
     inserted[0].id().to_owned()
@@ -70,6 +98,11 @@ async fn events_page(backend: Backend) {
     );
     let list = anna.get("/events?status=dead").await;
     assert!(list.body.contains("on_payment") && list.body.contains("order-77"));
+    assert!(
+        list.body.contains("signature does not match"),
+        "the refused delivery with its reason: {}",
+        list.body
+    );
     let none = anna.get("/events?status=done").await;
     assert!(none.body.contains("No events match"));
 
@@ -77,6 +110,13 @@ async fn events_page(backend: Backend) {
     assert_eq!(detail.status, StatusCode::OK);
     assert!(detail.body.contains("Replay this event"), "{}", detail.body);
     assert!(detail.body.contains("order-77"));
+    assert!(
+        detail
+            .body
+            .contains("event=on_payment&amp;order_id=order-77"),
+        "the delivery as received: {}",
+        detail.body
+    );
 
     // A viewer sees the event but no replay; a forged replay is refused.
     let mut ben = signed_in(&t, &plugin, "ben", ConsoleRole::Viewer).await;
