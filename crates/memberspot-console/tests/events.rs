@@ -178,6 +178,44 @@ async fn events_page(backend: Backend) {
     assert_eq!(replays.len(), 1, "only the owner's replay is recorded");
     assert_eq!(replays[0].end_user.as_deref(), Some("console:anna"));
 
+    // Keyset paging: 50 a page, older ones behind a link that names the last seq.
+    let many: Vec<NewEvent> = (0..55)
+        .map(|i| NewEvent {
+            dedupe_key: format!("poll:{i}"),
+            source: "poll:sandbox".into(),
+            provider: "poller".into(),
+            kind: "user_created".into(),
+            name: format!("user-{i:02}"),
+            order_id: None,
+            product_id: None,
+            email: None,
+            test: false,
+            amount_minor: None,
+            currency: None,
+            data: serde_json::json!({}),
+            status: EventStatus::Ignored,
+            connection: Some("sandbox".into()),
+            verified: true,
+        })
+        .collect();
+    t.hub
+        .events_store()
+        .insert_events(&many)
+        .await
+        .expect("insert many");
+    let first = anna.get("/events?status=ignored").await;
+    assert!(first.body.contains("user-54") && !first.body.contains("user-04"));
+    let at = first
+        .body
+        .find("href=\"/events?status=ignored&amp;before=")
+        .expect("a link to older events");
+    let rest = &first.body[at + "href=\"".len()..];
+    let older = rest[..rest.find('"').expect("end")].replace("&amp;", "&");
+    let second = anna.get(&older).await;
+    assert!(second.body.contains("user-04") && second.body.contains("user-00"));
+    assert!(!second.body.contains("user-54"), "{}", second.body);
+    assert!(second.body.contains("Newest events"));
+
     // German.
     anna.cookies.insert("msh_lang".into(), "de".into());
     let de = anna.get("/events").await;
