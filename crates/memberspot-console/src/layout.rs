@@ -57,6 +57,8 @@ impl<'a> View<'a> {
             ("/members", "nav-members"),
             ("/personas", "nav-personas"),
             ("/connections", "nav-connections"),
+            ("/events", "nav-events"),
+            ("/flows", "nav-flows"),
             ("/audit", "nav-audit"),
             ("/settings", "nav-settings"),
         ];

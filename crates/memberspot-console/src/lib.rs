@@ -9,6 +9,8 @@
 mod audit;
 mod auth;
 mod connections;
+mod events;
+mod flows;
 pub mod i18n;
 mod layout;
 mod members;
@@ -75,6 +77,11 @@ pub struct Console {
     settings: ConsoleSettings,
     i18n: I18n,
     limits: LoginLimits,
+    /// The running events service, when `serve` gives it (replays wake its workers; the
+    /// rules' sources are listed). Set once, before the routes are served.
+    events: std::sync::OnceLock<memberspot_events::Events>,
+    /// The running flows service, when `serve` gives it (run now, dry run, the daily summary).
+    flows: std::sync::OnceLock<memberspot_flows::Flows>,
 }
 
 /// The console as a plug-in of the server.
@@ -94,8 +101,24 @@ impl ConsolePlugin {
                 settings,
                 i18n: I18n::load()?,
                 limits,
+                events: std::sync::OnceLock::new(),
+                flows: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Gives the console the running events service (the Events page lists its sources;
+    /// replays go through it).
+    pub fn with_events(self, events: memberspot_events::Events) -> ConsolePlugin {
+        let _ = self.console.events.set(events);
+        self
+    }
+
+    /// Gives the console the running flows service (the Flows page runs flows and the
+    /// daily summary through it).
+    pub fn with_flows(self, flows: memberspot_flows::Flows) -> ConsolePlugin {
+        let _ = self.console.flows.set(flows);
+        self
     }
 
     /// The console's routes, for tests that serve them without the rest of the app.
@@ -195,6 +218,18 @@ fn router(console: Arc<Console>) -> Router {
             "/settings/users/{name}/remove",
             get(settings::confirm_remove).post(settings::remove),
         )
+        .route("/events", get(events::list))
+        .route("/events/{id}", get(events::detail))
+        .route(
+            "/events/{id}/replay",
+            get(events::confirm_replay).post(events::replay),
+        )
+        .route("/flows", get(flows::list))
+        .route("/flows/digest", post(flows::digest))
+        .route("/flows/run", post(flows::run_with_input))
+        .route("/flows/runs/{id}", get(flows::run_detail))
+        .route("/flows/runs/{id}/rerun", post(flows::rerun))
+        .route("/flows/{name}/run", post(flows::run))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .route("/audit/export", get(audit::export))

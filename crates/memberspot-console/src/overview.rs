@@ -96,8 +96,7 @@ async fn attention(
                 ],
             ),
             at: e.received_at,
-            // The Events page is still to come: the event's id leads to its calls.
-            href: format!("/audit?request_id={}", e.id),
+            href: format!("/events/{}", e.id),
             kind,
         });
     }
@@ -113,7 +112,7 @@ async fn attention(
                 &[("count", count.into()), ("source", source.into())],
             ),
             at: now,
-            href: "/".into(),
+            href: "/events".into(),
             kind: "warning",
         });
     }
@@ -125,7 +124,7 @@ async fn attention(
         out.push(Attention {
             text: v.ta("overview-failed-run", &[("flow", r.flow.clone().into())]),
             at: r.started_at,
-            href: "/".into(),
+            href: format!("/flows/runs/{}", r.id),
             kind: "failed",
         });
     }

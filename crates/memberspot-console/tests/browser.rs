@@ -2,7 +2,7 @@
 //! fantoccini) through the console served by the whole app on a TCP port: first-run
 //! setup → sign-out → sign-in with the keyboard → create a persona → its token shown once
 //! → the persona listed → revoke it → the audit page shows both actions under the console
-//! user → the German pages. Screenshots go to `target/screenshots/`; every page is
+//! user → a dead event replayed from the Events page → the Flows page → the German pages. Screenshots go to `target/screenshots/`; every page is
 //! checked for one `h1` and a label for every form field.
 //!
 //! Needs `chromium` and `chromium-driver` (`.ci/run` installs them): without them this
@@ -503,6 +503,79 @@ async fn first_run_to_revoked_persona_in_a_browser() {
     check_page(&c, "settings").await;
     shot(&c, "12-settings").await;
 
+    // Events: a dead purchase event, linked from the overview, replayed by the owner.
+    let dead = t
+        .hub
+        .events_store()
+        .insert_events(&[memberspot_hub::store::NewEvent {
+            dedupe_key: "ds24:order-88:payment".into(),
+            source: "ds24".into(),
+            provider: "digistore24".into(),
+            kind: "purchase".into(),
+            name: "on_payment".into(),
+            order_id: Some("order-88".into()),
+            product_id: Some("4711".into()),
+            email: Some(email.clone()),
+            test: false,
+            amount_minor: Some(4900),
+            currency: Some("EUR".into()),
+            data: serde_json::json!({ "order_id": "order-88", "product_id": "4711" }),
+            status: memberspot_hub::store::EventStatus::Dead,
+            connection: Some("sandbox".into()),
+            verified: true,
+        }])
+        .await
+        .expect("a dead event");
+    let dead_id = dead[0].id().to_owned();
+    c.goto(&format!("{base}/")).await.expect("overview");
+    wait_h1(&c, "Overview").await;
+    c.find(Locator::Css(&format!("a[href=\"/events/{dead_id}\"]")))
+        .await
+        .expect("the dead event under needs attention")
+        .click()
+        .await
+        .expect("click");
+    wait_h1(&c, "Event on_payment").await;
+    check_page(&c, "event").await;
+    shot(&c, "10c-event-dead").await;
+    c.find(Locator::Css("main a.button"))
+        .await
+        .expect("replay link")
+        .click()
+        .await
+        .expect("click");
+    wait_h1(&c, "Replay on_payment?").await;
+    check_page(&c, "replay").await;
+    c.find(Locator::Css("main form button[type=submit]"))
+        .await
+        .expect("confirm")
+        .click()
+        .await
+        .expect("click");
+    wait_h1(&c, "Events").await;
+    check_page(&c, "events").await;
+    let done = c
+        .find(Locator::Css(".notice"))
+        .await
+        .expect("notice")
+        .text()
+        .await
+        .expect("text");
+    assert!(done.contains("queued again"), "{done}");
+    shot(&c, "10d-events-replayed").await;
+    let replayed = t
+        .hub
+        .events_store()
+        .get_event(&dead_id)
+        .await
+        .expect("event")
+        .expect("stored");
+    assert_ne!(replayed.status, memberspot_hub::store::EventStatus::Dead);
+    c.goto(&format!("{base}/flows")).await.expect("flows");
+    wait_h1(&c, "Flows").await;
+    check_page(&c, "flows").await;
+    shot(&c, "10e-flows").await;
+
     // Auf Deutsch: the switch keeps the page.
     c.goto(&format!("{base}/audit")).await.expect("audit");
     c.find(Locator::Css("a.lang"))
@@ -521,6 +594,8 @@ async fn first_run_to_revoked_persona_in_a_browser() {
     c.set_window_size(390, 844).await.expect("resize");
     c.goto(&format!("{base}/audit")).await.expect("audit");
     shot(&c, "14-audit-phone").await;
+    c.goto(&format!("{base}/events")).await.expect("events");
+    shot(&c, "15-events-phone").await;
 
     c.close().await.expect("close the browser");
     cancel.cancel();

@@ -40,10 +40,12 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {w}");
     }
     let events = memberspot_events::Events::start(hub.clone(), rules).await?;
+    let console_events = events.clone();
     plugins.push(Box::new(memberspot_events::EventsPlugin::new(
         events, rules_file,
     )));
     let (flows, flows_file) = crate::commands::flows::open_flows(&hub, global, &file).await?;
+    let console_flows = flows.clone();
     plugins.push(Box::new(memberspot_flows::FlowsPlugin::new(
         flows, flows_file,
     )));
@@ -59,7 +61,9 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
             time_zone: args.time_zone,
             ..memberspot_console::ConsoleSettings::default()
         },
-    )?;
+    )?
+    .with_events(console_events)
+    .with_flows(console_flows);
     // Bound before the setup link is made: the link names the address really listened on.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

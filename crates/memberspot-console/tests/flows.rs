@@ -1,0 +1,221 @@
+//! The Flows page, in process on SQLite and PostgreSQL: the flows with their trigger, a dry
+//! run from the page shows its steps (and records no change), a run appears in the history
+//! with its steps, the daily summary's preview; a viewer sees no run buttons and a forged
+//! run from a viewer is refused, as is a run posted without its CSRF token.
+
+use axum::http::StatusCode;
+use memberspot_agent::config::ModelsConfig;
+use memberspot_console::{ConsolePlugin, ConsoleSettings};
+use memberspot_flows::{Flows, FlowsConfig};
+use memberspot_hub::console::ConsoleRole;
+use memberspot_hub::store::AuditFilter;
+use secrecy::SecretString;
+
+mod common;
+use common::{Backend, Client, TestHub};
+
+const PASSWORD: &str = "correct horse battery";
+
+const FLOWS: &str = r#"
+default_connection = "sandbox"
+
+[digest]
+at = "07:00"
+
+[[flows]]
+name = "offers-report"
+persona = "reporter"
+trigger.manual = true
+
+[[flows.steps]]
+name = "offers"
+tool = "list_offers"
+"#;
+
+async fn signed_in(t: &TestHub, plugin: &ConsolePlugin, name: &str, role: ConsoleRole) -> Client {
+    t.hub
+        .add_console_user(name, &SecretString::from(PASSWORD), role)
+        .await
+        .expect("add user");
+    let mut c = Client::new(plugin.router());
+    assert_eq!(c.login(name, PASSWORD).await.status, StatusCode::SEE_OTHER);
+    c
+}
+
+async fn flows_page(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    let bare = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let mut first = signed_in(&t, &bare, "anna", ConsoleRole::Owner).await;
+    let quiet = first.get("/flows").await;
+    assert_eq!(quiet.status, StatusCode::OK);
+    assert!(quiet.body.contains("No flows configured"), "{}", quiet.body);
+    assert!(quiet.body.contains("No runs yet"));
+
+    let cfg = FlowsConfig::parse(FLOWS, "flows.toml", None).expect("flows file");
+    let flows = Flows::start(t.hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .expect("flows");
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default())
+        .expect("console")
+        .with_flows(flows);
+    let mut anna = Client::new(plugin.router());
+    assert_eq!(
+        anna.login("anna", PASSWORD).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let page = anna.get("/flows").await;
+    assert!(page.body.contains("offers-report") && page.body.contains("manual"));
+    assert!(page.body.contains("Dry run") && page.body.contains("Run now"));
+    let csrf = page.csrf();
+
+    // Without the token nothing runs.
+    let no_token = anna
+        .post("/flows/offers-report/run", &[("dry_run", "1")])
+        .await;
+    assert_eq!(no_token.status, StatusCode::FORBIDDEN);
+
+    let dry = anna
+        .post(
+            "/flows/offers-report/run",
+            &[("csrf", &csrf), ("dry_run", "1")],
+        )
+        .await;
+    assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
+    assert!(
+        dry.body.contains("Dry run of offers-report"),
+        "{}",
+        dry.body
+    );
+    assert!(dry.body.contains("<td>offers</td>"), "{}", dry.body);
+
+    let real = anna
+        .post("/flows/offers-report/run", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(real.status, StatusCode::OK, "{}", real.body);
+    let history = anna.get("/flows").await;
+    let at = history
+        .body
+        .find("href=\"/flows/runs/")
+        .expect("a run link");
+    let rest = &history.body[at + "href=\"".len()..];
+    let link = &rest[..rest.find('"').expect("end")];
+    let run = anna.get(link).await;
+    assert_eq!(run.status, StatusCode::OK);
+    assert!(run.body.contains("Run of offers-report") && run.body.contains("offers"));
+
+    // With input, from the form that names the flow; then the run again as a dry run.
+    let with_input = anna
+        .post(
+            "/flows/run",
+            &[
+                ("csrf", &csrf),
+                ("name", "offers-report"),
+                ("input", "{\"note\": \"from the console\"}"),
+                ("dry_run", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(with_input.status, StatusCode::OK, "{}", with_input.body);
+    assert!(with_input.body.contains("Dry run of offers-report"));
+    let bad_input = anna
+        .post(
+            "/flows/run",
+            &[
+                ("csrf", &csrf),
+                ("name", "offers-report"),
+                ("input", "{oops"),
+            ],
+        )
+        .await;
+    assert_eq!(bad_input.status, StatusCode::BAD_REQUEST);
+    let unknown = anna
+        .post(
+            "/flows/no-such-flow/run",
+            &[("csrf", &csrf), ("dry_run", "1")],
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(run.body.contains("Dry run again"));
+    let run_id = link.trim_start_matches("/flows/runs/");
+    let again = anna
+        .post(
+            &format!("/flows/runs/{run_id}/rerun"),
+            &[("csrf", &csrf), ("dry_run", "1")],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert!(again.body.contains("Dry run of offers-report"));
+
+    let preview = anna
+        .post(
+            "/flows/digest",
+            &[
+                ("csrf", &csrf),
+                ("date", "2026-03-29"),
+                ("action", "preview"),
+            ],
+        )
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert!(
+        preview.body.contains("nothing was sent"),
+        "{}",
+        preview.body
+    );
+
+    let runs: Vec<_> = t
+        .hub
+        .audit(&AuditFilter {
+            surface: Some("console".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|r| r.tool == "admin.run_flow")
+        .collect();
+    assert_eq!(
+        runs.len(),
+        1,
+        "the real run is recorded, the dry run is not"
+    );
+    assert_eq!(runs[0].end_user.as_deref(), Some("console:anna"));
+
+    // A viewer sees the flows but no buttons; a forged run is refused.
+    t.hub
+        .add_console_user("ben", &SecretString::from(PASSWORD), ConsoleRole::Viewer)
+        .await
+        .expect("add viewer");
+    let mut ben = Client::new(plugin.router());
+    assert_eq!(
+        ben.login("ben", PASSWORD).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let seen = ben.get("/flows").await;
+    assert!(seen.body.contains("offers-report"));
+    assert!(!seen.body.contains("/run\"") && !seen.body.contains("/flows/digest"));
+    let seen_run = ben.get(link).await;
+    assert!(!seen_run.body.contains("/rerun"));
+    let ben_csrf = seen.csrf();
+    let forged = ben
+        .post(
+            "/flows/offers-report/run",
+            &[("csrf", &ben_csrf), ("dry_run", "1")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+
+    ben.cookies.insert("msh_lang".into(), "de".into());
+    assert!(ben.get("/flows").await.body.contains("<h1>Abläufe</h1>"));
+    t.close().await;
+}
+
+#[tokio::test]
+async fn flows_page_sqlite() {
+    flows_page(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn flows_page_postgres() {
+    flows_page(Backend::Postgres).await;
+}
