@@ -19,13 +19,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-const SCHOOL_KEY: &str = "sk_live_gateway_school_key_0c8e2a6f4b19d735";
+mod common;
+use common::{Backend, drop_database, fresh_postgres};
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+const SCHOOL_KEY: &str = "sk_live_gateway_school_key_0c8e2a6f4b19d735";
 
 struct World {
     sandbox: Sandbox,
@@ -36,29 +33,6 @@ struct World {
     db_file: Option<std::path::PathBuf>,
     pg: Option<(String, String)>,
     admin: String,
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("MEMBERSPOT_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-async fn fresh_pg() -> (String, String) {
-    use sqlx::Connection;
-    let admin = pg_admin_url();
-    let name = format!("gw_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL must be running for these tests ({admin}): {e}"));
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("bad MEMBERSPOT_TEST_PG"),
-    };
-    (url, name)
 }
 
 async fn world(backend: Backend) -> World {
@@ -87,7 +61,7 @@ async fn world(backend: Backend) -> World {
             (format!("sqlite://{}", f.display()), Some(f), None)
         }
         Backend::Postgres => {
-            let (url, name) = fresh_pg().await;
+            let (url, name) = fresh_postgres().await;
             (url.clone(), None, Some((url, name)))
         }
     };
@@ -133,12 +107,7 @@ impl World {
         self.hub.store().close().await;
         let _ = self.sandbox.shutdown().await;
         if let Some((_, name)) = &self.pg {
-            use sqlx::Connection;
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
+            drop_database(name).await;
         }
     }
 

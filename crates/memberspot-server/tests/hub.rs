@@ -17,13 +17,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-const SCHOOL_KEY: &str = "sk_live_school_key_5f2b9e1c7a3d4e6f8091";
+mod common;
+use common::{Backend, drop_database, fresh_postgres};
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
+const SCHOOL_KEY: &str = "sk_live_school_key_5f2b9e1c7a3d4e6f8091";
 
 struct World {
     sandbox: Sandbox,
@@ -41,42 +38,10 @@ struct World {
     email: String,
 }
 
-fn pg_admin_url() -> String {
-    std::env::var("MEMBERSPOT_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 /// rmcp's HTTP client uses reqwest 0.13, which (built together with the rest of the
 /// workspace) takes its TLS crypto from rustls with an explicitly installed provider.
 fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-async fn fresh_pg() -> (String, String) {
-    use sqlx::Connection;
-    let admin = pg_admin_url();
-    let name = format!("hub_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL must be running for these tests ({admin}): {e}"));
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("bad MEMBERSPOT_TEST_PG"),
-    };
-    (url, name)
-}
-
-async fn drop_pg(name: &str) {
-    use sqlx::Connection;
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
-    }
 }
 
 async fn world(backend: Backend) -> World {
@@ -103,7 +68,7 @@ async fn world(backend: Backend) -> World {
             (format!("sqlite://{}", f.display()), Some(f), None)
         }
         Backend::Postgres => {
-            let (url, name) = fresh_pg().await;
+            let (url, name) = fresh_postgres().await;
             (url.clone(), None, Some((url, name)))
         }
     };
@@ -196,7 +161,7 @@ impl World {
         self.hub.store().close().await;
         let _ = self.sandbox.shutdown().await;
         if let Some((_, name)) = &self.pg {
-            drop_pg(name).await;
+            drop_database(name).await;
         }
     }
 

@@ -19,18 +19,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::{Backend, drop_database, fresh_postgres};
+
 const SCHOOL_KEY: &str = "sk_live_records_school_key_2c7e9a4b1f6d";
-
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("MEMBERSPOT_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
 
 /// The database behind the hub's back, as someone with write access (not the master key)
 /// sees it.
@@ -126,19 +118,7 @@ async fn world(backend: Backend) -> World {
             (format!("sqlite://{}", f.display()), Raw::Sqlite(f), None)
         }
         Backend::Postgres => {
-            use sqlx::Connection;
-            let admin = pg_admin_url();
-            let name = format!("rec_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .unwrap_or_else(|e| {
-                    panic!("PostgreSQL must be running for these tests ({admin}): {e}")
-                });
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("create database");
-            let url = format!("{}/{name}", admin.rsplit_once('/').expect("url").0);
+            let (url, name) = fresh_postgres().await;
             (url.clone(), Raw::Postgres(url), Some(name))
         }
     };
@@ -197,12 +177,7 @@ impl World {
         self.hub.store().close().await;
         let _ = self.sandbox.shutdown().await;
         if let Some(name) = &self.pg_name {
-            use sqlx::Connection;
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_admin_url()).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
+            drop_database(name).await;
         }
     }
 

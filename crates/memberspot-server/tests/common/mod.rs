@@ -16,23 +16,30 @@ pub fn pg_admin_url() -> String {
 /// A database URL for `backend` (a file in `dir` for SQLite), and the PostgreSQL
 /// database's name, to drop with [`drop_database`].
 pub async fn database(backend: Backend, dir: &std::path::Path) -> (String, Option<String>) {
-    use sqlx::Connection;
     match backend {
         Backend::Sqlite => (format!("sqlite://{}", dir.join("hub.db").display()), None),
         Backend::Postgres => {
-            let admin = pg_admin_url();
-            let name = format!("srv_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = sqlx::PgConnection::connect(&admin)
-                .await
-                .unwrap_or_else(|e| panic!("PostgreSQL must be running ({admin}): {e}"));
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .await
-                .expect("create database");
-            let (base, _) = admin.rsplit_once('/').expect("a database URL");
-            (format!("{base}/{name}"), Some(name))
+            let (url, name) = fresh_postgres().await;
+            (url, Some(name))
         }
     }
+}
+
+/// A new, empty PostgreSQL database: its URL and its name (to drop with
+/// [`drop_database`]).
+pub async fn fresh_postgres() -> (String, String) {
+    use sqlx::Connection;
+    let admin = pg_admin_url();
+    let name = format!("srv_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL must be running ({admin}): {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let (base, _) = admin.rsplit_once('/').expect("a database URL");
+    (format!("{base}/{name}"), name)
 }
 
 pub async fn drop_database(name: &str) {
