@@ -307,7 +307,7 @@ async fn overhead(
     println!(
         "hub overhead [{label}]: one durable single-row commit on this store: median {commit:.3} ms"
     );
-    let audited = hub.store().verify_audit().await?;
+    let audited = hub.verify_audit(None).await?;
     println!(
         "hub overhead [{label}]: {} audit records written, chain ok = {}",
         audited.records, audited.ok
@@ -316,7 +316,7 @@ async fn overhead(
         let _ = m.cancel().await;
     }
     cancel.cancel();
-    hub.store().close().await;
+    hub.close().await;
     Ok(())
 }
 

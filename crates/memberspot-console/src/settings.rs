@@ -88,7 +88,7 @@ async fn render(
     } else {
         Vec::new()
     };
-    let store = match c.hub.store().backend() {
+    let store = match c.hub.store_backend() {
         Backend::Sqlite => "SQLite",
         Backend::Postgres => "PostgreSQL",
     };

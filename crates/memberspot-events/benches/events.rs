@@ -394,7 +394,7 @@ async fn ingest(label: &str, store_url: &str) -> Result<(), BoxError> {
         if ok { "ok" } else { "MISMATCH" }
     );
     served.stop().await;
-    hub.store().close().await;
+    hub.close().await;
     sandbox.shutdown().await?;
     if ok {
         Ok(())
@@ -512,7 +512,7 @@ async fn latency() -> Result<(), BoxError> {
         "latency: {holdings}/{PURCHASES} buyers hold the offer, active, under their order; events: {by_status}"
     );
     served.stop().await;
-    hub.store().close().await;
+    hub.close().await;
     sandbox.shutdown().await?;
     if holdings == PURCHASES && grants == PURCHASES as u64 && done == PURCHASES as i64 {
         Ok(())

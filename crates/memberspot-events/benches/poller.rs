@@ -145,7 +145,7 @@ async fn main() {
         "peak rss (VmHWM)    {:.1} MiB (hub and poller; the school runs in a child process)",
         status_mib("VmHWM:")
     );
-    hub.store().close().await;
+    hub.close().await;
     drop(child.stdin.take());
     let _ = child.wait();
 }

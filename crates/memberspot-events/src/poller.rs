@@ -36,7 +36,9 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use memberspot_api::wire::{CourseProgress, User};
-use memberspot_hub::store::{EventStatus, EventStore, Inserted, NewEvent, StoreError};
+use memberspot_hub::store::{
+    Connection, EventStatus, EventStore, Inserted, NewEvent, Persona, StoreError,
+};
 use memberspot_hub::{CallContext, Hub, HubError, ListOptions, PageHook, Principal, Surface};
 use memberspot_tools::Tool;
 use memberspot_tools::inputs::PageLength;
@@ -846,15 +848,94 @@ impl Poller {
         }
     }
 
+    /// One cycle: read the school, diff it against the snapshot, apply the difference.
     async fn cycle(&self) -> Result<CycleReport, PollError> {
         let started = Instant::now();
         let started_ms = Utc::now().timestamp_millis();
         self.check_config()?;
         let cfg = &self.config;
         let connection = cfg.connection();
+        let (persona, conn) = self.acting_persona().await?;
+        let mark = self.checkpoint(&conn.id).await?;
+        let prev = self
+            .store()
+            .load_snapshot(connection)
+            .await
+            .map_err(|e| self.store_err(e))?;
 
-        // Re-read every cycle: a revoked persona stops the reads, a new scope or rate
-        // limit applies without a restart.
+        let reader = Reader {
+            hub: &self.hub,
+            who: Principal::Persona(persona),
+            connection,
+            persona: &cfg.persona,
+            pacer: pacer(conn.rate_limit * cfg.rate_share).map(Arc::new),
+            calls: Arc::new(AtomicU64::new(0)),
+        };
+        let mut members = reader.members(started_ms).await?;
+        let courses = self
+            .read_courses(&reader, &prev, &mut members, &mark.recorded_courses)
+            .await?;
+
+        // Only courses recorded before this cycle are reported; a course recorded now
+        // (newly watched, or newly in an offer) is its own baseline.
+        let report_courses: BTreeSet<String> = courses
+            .known
+            .intersection(&mark.recorded_courses)
+            .cloned()
+            .collect();
+        let courses_baselined: Vec<String> = if mark.baseline {
+            Vec::new()
+        } else {
+            courses
+                .known
+                .difference(&mark.recorded_courses)
+                .cloned()
+                .collect()
+        };
+        let ctx = DiffCtx {
+            connection,
+            started_ms,
+            baseline: mark.baseline,
+            report_courses: &report_courses,
+        };
+        let mut d = diff(&ctx, &prev, &members).map_err(|e| encode_err(connection, e))?;
+        drop(prev);
+        d.changes.extend(courses.changes);
+
+        let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+        for e in &d.events {
+            *by_kind.entry(e.kind.clone()).or_default() += 1;
+        }
+        let mut report = CycleReport {
+            connection: connection.to_string(),
+            started_at: started_ms,
+            baseline: mark.baseline,
+            members: members.len(),
+            api_calls: reader.calls.load(Ordering::Relaxed),
+            events: d.events.len(),
+            duplicates: 0,
+            by_kind,
+            progress_reads: courses.progress_reads,
+            courses_baselined,
+            unknown_courses: courses.unknown,
+            snapshot_changes: d.changes.len(),
+            duration: started.elapsed(),
+        };
+        drop(members);
+        let duplicates = self
+            .apply(&mark, &conn.id, &courses.known, &d, &report)
+            .await?;
+        report.events -= duplicates;
+        report.duplicates = duplicates;
+        report.duration = started.elapsed();
+        Ok(report)
+    }
+
+    /// The persona the cycle reads as and its connection, read afresh every cycle: a
+    /// revoked persona stops the reads, a new scope or rate limit applies without a restart.
+    async fn acting_persona(&self) -> Result<(Persona, Connection), PollError> {
+        let cfg = &self.config;
+        let connection = cfg.connection();
         let persona =
             self.hub
                 .persona(&cfg.persona)
@@ -878,15 +959,18 @@ impl Poller {
                 connection: connection.to_string(),
             },
         })?;
+        Ok((persona, conn))
+    }
 
-        // Where the last applied cycle left off.
+    /// Where the last applied cycle left off.
+    async fn checkpoint(&self, connection_id: &str) -> Result<Checkpoint, PollError> {
         let baseline_at = self.meta("baseline_at").await?;
-        let conn_id = self.meta("connection_id").await?;
+        let recorded_id = self.meta("connection_id").await?;
         let last_cycle = self.meta("last_cycle").await?;
         // A connection deleted and re-created under the same name may be another
         // school: its first reading is a baseline, not a flood of changes.
-        let baseline = baseline_at.is_none() || conn_id.as_deref() != Some(conn.id.as_str());
-        let recorded_courses: BTreeSet<String> = if baseline {
+        let baseline = baseline_at.is_none() || recorded_id.as_deref() != Some(connection_id);
+        let recorded_courses = if baseline {
             BTreeSet::new()
         } else {
             match self.meta("courses").await? {
@@ -894,133 +978,105 @@ impl Poller {
                 None => BTreeSet::new(),
             }
         };
-        let prev = self
-            .store()
-            .load_snapshot(connection)
-            .await
-            .map_err(|e| self.store_err(e))?;
+        Ok(Checkpoint {
+            baseline,
+            recorded_courses,
+            last_cycle,
+        })
+    }
 
-        let reader = Reader {
-            hub: &self.hub,
-            who: Principal::Persona(persona),
-            connection,
-            persona: &cfg.persona,
-            pacer: pacer(conn.rate_limit * cfg.rate_share).map(Arc::new),
-            calls: Arc::new(AtomicU64::new(0)),
-        };
-        let mut members = reader.members(started_ms).await?;
-
-        let watched: BTreeSet<String> = cfg
+    /// Reads the progress of the watched courses into `members` and says which snapshot
+    /// rows of courses change.
+    async fn read_courses(
+        &self,
+        reader: &Reader<'_>,
+        prev: &HashMap<String, String>,
+        members: &mut HashMap<String, MemberSnap>,
+        recorded: &BTreeSet<String>,
+    ) -> Result<CourseReading, PollError> {
+        let watched: BTreeSet<String> = self
+            .config
             .courses
             .iter()
             .map(|c| c.trim().to_string())
             .filter(|c| !c.is_empty())
             .collect();
-        let mut course_changes = Vec::new();
-        let mut unknown_courses = Vec::new();
-        let mut known_courses = BTreeSet::new();
-        let mut progress_reads = 0;
+        let mut reading = CourseReading::default();
         if !watched.is_empty() {
             let course_offers = reader.course_offers().await?;
-            for course in &watched {
-                if course_offers.contains_key(course) {
-                    known_courses.insert(course.clone());
+            for course in watched {
+                if course_offers.contains_key(&course) {
+                    reading.known.insert(course);
                 } else {
-                    unknown_courses.push(course.clone());
+                    reading.unknown.push(course);
                 }
             }
-            if !unknown_courses.is_empty() {
+            if !reading.unknown.is_empty() {
                 tracing::warn!(
-                    connection,
-                    courses = ?unknown_courses,
+                    connection = reader.connection,
+                    courses = ?reading.unknown,
                     "poller: watched courses are in no offer of the school; their progress is not read"
                 );
             }
             let outcome = read_progress(
-                &reader,
-                &prev,
-                &mut members,
-                &known_courses,
-                &recorded_courses,
+                reader,
+                prev,
+                members,
+                &reading.known,
+                recorded,
                 &course_offers,
             )
             .await?;
-            progress_reads = outcome.reads;
-            course_changes = outcome.changes;
+            reading.progress_reads = outcome.reads;
+            reading.changes = outcome.changes;
         }
         // Courses no longer watched: their known posts go (their member progress is
         // dropped by the diff, since the reading no longer contains it).
         for key in prev.keys() {
             if let Some(course) = key.strip_prefix(COURSE_PREFIX)
-                && !known_courses.contains(course)
+                && !reading.known.contains(course)
             {
-                course_changes.push((key.clone(), None));
+                reading.changes.push((key.clone(), None));
             }
         }
+        Ok(reading)
+    }
 
-        // Only courses recorded before this cycle are reported; a course recorded now
-        // (newly watched, or newly in an offer) is its own baseline.
-        let report_courses: BTreeSet<String> = known_courses
-            .intersection(&recorded_courses)
-            .cloned()
-            .collect();
-        let courses_baselined: Vec<String> = if baseline {
-            Vec::new()
-        } else {
-            known_courses
-                .difference(&recorded_courses)
-                .cloned()
-                .collect()
-        };
-        let ctx = DiffCtx {
-            connection,
-            started_ms,
-            baseline,
-            report_courses: &report_courses,
-        };
-        let mut d = diff(&ctx, &prev, &members).map_err(|e| encode_err(connection, e))?;
-        drop(prev);
-        d.changes.extend(course_changes);
-
-        let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
-        for e in &d.events {
-            *by_kind.entry(e.kind.clone()).or_default() += 1;
-        }
-        let mut report = CycleReport {
-            connection: connection.to_string(),
-            started_at: started_ms,
-            baseline,
-            members: members.len(),
-            api_calls: reader.calls.load(Ordering::Relaxed),
-            events: d.events.len(),
-            duplicates: 0,
-            by_kind,
-            progress_reads,
-            courses_baselined,
-            unknown_courses,
-            snapshot_changes: d.changes.len(),
-            duration: started.elapsed(),
-        };
-        drop(members);
-
+    /// Writes the snapshot changes, the events and the meta keys in one transaction.
+    /// Answers how many events were already stored (duplicates).
+    async fn apply(
+        &self,
+        mark: &Checkpoint,
+        connection_id: &str,
+        known_courses: &BTreeSet<String>,
+        d: &Diff,
+        report: &CycleReport,
+    ) -> Result<usize, PollError> {
+        let connection = self.config.connection();
         let mut meta = vec![
             (
                 meta_key(connection, "courses"),
-                serde_json::to_string(&known_courses).map_err(|e| encode_err(connection, e))?,
+                serde_json::to_string(known_courses).map_err(|e| encode_err(connection, e))?,
             ),
             (
                 meta_key(connection, "last_cycle"),
-                serde_json::to_string(&report).map_err(|e| encode_err(connection, e))?,
+                serde_json::to_string(report).map_err(|e| encode_err(connection, e))?,
             ),
         ];
-        if baseline {
-            meta.push((meta_key(connection, "baseline_at"), started_ms.to_string()));
-            meta.push((meta_key(connection, "connection_id"), conn.id.clone()));
+        if mark.baseline {
+            meta.push((
+                meta_key(connection, "baseline_at"),
+                report.started_at.to_string(),
+            ));
+            meta.push((
+                meta_key(connection, "connection_id"),
+                connection_id.to_owned(),
+            ));
         }
         // Two pollers on one connection would diff against the same snapshot and report
         // every change twice. The service runs one per connection; this catches a second
         // process (not atomically, but a cycle takes seconds and the window is one query).
-        if self.meta("last_cycle").await? != last_cycle {
+        if self.meta("last_cycle").await? != mark.last_cycle {
             return Err(PollError::Concurrent {
                 connection: connection.to_string(),
             });
@@ -1030,15 +1086,34 @@ impl Poller {
             .apply_poll(connection, &d.changes, &d.events, &meta)
             .await
             .map_err(|e| self.store_err(e))?;
-        let duplicates = inserted
+        Ok(inserted
             .iter()
             .filter(|i| matches!(i, Inserted::Duplicate(_)))
-            .count();
-        report.events -= duplicates;
-        report.duplicates = duplicates;
-        report.duration = started.elapsed();
-        Ok(report)
+            .count())
     }
+}
+
+/// Where the last applied cycle left off.
+struct Checkpoint {
+    /// Record only, report nothing: the first cycle, or a connection re-created under the
+    /// same name (perhaps another school).
+    baseline: bool,
+    /// Courses whose progress the snapshot holds.
+    recorded_courses: BTreeSet<String>,
+    /// The last cycle's report as stored; a poller that applied since changed it.
+    last_cycle: Option<String>,
+}
+
+/// What a cycle read of the watched courses.
+#[derive(Default)]
+struct CourseReading {
+    /// Watched and in an offer of the school: their progress was read.
+    known: BTreeSet<String>,
+    /// Watched but in no offer of the school.
+    unknown: Vec<String>,
+    progress_reads: usize,
+    /// `course:<id>` snapshot rows that change (posts learnt, courses no longer watched).
+    changes: Vec<(String, Option<String>)>,
 }
 
 /// Encoding our own maps of strings cannot fail in practice; if it ever did, the cycle

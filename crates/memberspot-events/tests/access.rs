@@ -85,8 +85,7 @@ subscription = true
     assert_eq!(detail.audit[0]["persona"], "hook-ds24");
     let audit = w
         .hub
-        .store()
-        .query_audit(&AuditFilter {
+        .audit(&AuditFilter {
             request_id: Some(detail.actions[0].request_id.clone()),
             ..Default::default()
         })
@@ -602,8 +601,7 @@ async fn a_revoked_source_persona_stops_its_events() {
     assert_eq!(succeeded(&w, GRANT).await, 0, "nothing reached the school");
     let records = w
         .hub
-        .store()
-        .query_audit(&AuditFilter {
+        .audit(&AuditFilter {
             persona: Some("hook-ds24".into()),
             ..Default::default()
         })

@@ -669,7 +669,7 @@ async fn refused_requests_are_recorded_small_and_rate_limited() {
         "{text}"
     );
     served.stop().await;
-    w.hub.store().close().await;
+    w.hub.close().await;
     // The database files: no passphrase, nothing of the refused requests.
     for entry in std::fs::read_dir(w.dir.path()).unwrap() {
         let bytes = std::fs::read(entry.unwrap().path()).unwrap();

@@ -209,7 +209,7 @@ async fn story(backend: Backend) {
     let meta = |k: &str| format!("poll.school.{k}");
     assert!(
         w.hub
-            .store()
+            .events_store()
             .get_meta(&meta("baseline_at"))
             .await
             .unwrap()
@@ -217,7 +217,7 @@ async fn story(backend: Backend) {
     );
     let courses: Vec<String> = serde_json::from_str(
         &w.hub
-            .store()
+            .events_store()
             .get_meta(&meta("courses"))
             .await
             .unwrap()
@@ -333,7 +333,7 @@ async fn story(backend: Backend) {
 
     // --- restart: a new hub on the same database, a new poller.
     drop(poller);
-    w.hub.store().close().await;
+    w.hub.close().await;
     w.hub = common::open_hub(&w.db_url, common::TEST_MASTER_KEY, &w.sandbox).await;
     let poller = Poller::new(w.hub.clone(), config(&[&course]));
     let r = poller.run_cycle().await.unwrap();
@@ -413,7 +413,7 @@ async fn story(backend: Backend) {
     assert_eq!(keys.len(), events.len());
     let last_cycle: Value = serde_json::from_str(
         &w.hub
-            .store()
+            .events_store()
             .get_meta(&meta("last_cycle"))
             .await
             .unwrap()
@@ -486,7 +486,7 @@ async fn failures(backend: Backend) {
     );
     assert!(
         w.hub
-            .store()
+            .events_store()
             .get_meta("poll.school.last_error")
             .await
             .unwrap()
@@ -613,7 +613,7 @@ async fn run_loop_cycles_until_cancelled() {
         },
     );
     let task = tokio::spawn(poller.run(cancel.clone()));
-    let store = w.hub.store().clone();
+    let store = w.hub.events_store();
     let mut baselined = false;
     for _ in 0..50 {
         if store

@@ -117,7 +117,7 @@ async fn purchase_then_refund(backend: Backend, instances: usize) -> Tally {
         s.stop().await;
     }
     for h in &hubs {
-        h.store().close().await;
+        h.close().await;
     }
     let _ = sandbox.shutdown().await;
     if let Some(name) = pg {
@@ -223,8 +223,8 @@ async fn slow_attempt_keeps_its_lease(backend: Backend) {
     let _: Value = state;
     first.stop().await;
     second.stop().await;
-    a.store().close().await;
-    b.store().close().await;
+    a.close().await;
+    b.close().await;
     let _ = sandbox.shutdown().await;
     if let Some(name) = pg {
         common::drop_pg(&name).await;

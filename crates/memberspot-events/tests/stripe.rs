@@ -199,7 +199,7 @@ offer = "{}"
     served.stop().await;
 
     // The key never reaches the store.
-    w.hub.store().close().await;
+    w.hub.close().await;
     for entry in std::fs::read_dir(w.dir.path()).unwrap() {
         let path = entry.unwrap().path();
         if path == key_file {

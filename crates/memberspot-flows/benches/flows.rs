@@ -224,7 +224,7 @@ async fn bench_sync() {
         again.api_calls,
         t.elapsed().as_secs_f64()
     );
-    hub.store().close().await;
+    hub.close().await;
     drop(child.stdin.take());
     let _ = child.wait();
 }

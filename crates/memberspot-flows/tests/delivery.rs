@@ -291,7 +291,7 @@ async fn daily_summary_arrives_by_email_and_slack_with_and_without_a_model() {
             .is_none()
     );
 
-    hub.store().close().await;
+    hub.close().await;
     let _ = sandbox.shutdown().await;
 }
 
@@ -368,8 +368,7 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
     assert_eq!(posts.len(), 3, "one POST per offer");
     assert_eq!(posts[0]["source"], "memberspot");
     let denied = hub
-        .store()
-        .query_audit(&memberspot_hub::store::AuditFilter {
+        .audit(&memberspot_hub::store::AuditFilter {
             persona: Some("crm-sync".into()),
             outcome: Some("denied".into()),
             ..Default::default()
@@ -413,7 +412,7 @@ args = {{ email = "flow@example.de", offer_id = "{{{{ steps.shape.output[0] }}}}
         steps.iter().filter(|s| s.name.starts_with("push[")).count(),
         3
     );
-    hub.store().close().await;
+    hub.close().await;
     let _ = sandbox.shutdown().await;
 }
 
@@ -489,8 +488,7 @@ http = {{ method = "POST", url = "{mailer}/send", json = {{ to = "{email}", link
     let history = serde_json::to_string(&steps).unwrap();
     let reported = serde_json::to_string(&report).unwrap();
     let audit = serde_json::to_string(
-        &hub.store()
-            .query_audit(&memberspot_hub::store::AuditFilter::default())
+        &hub.audit(&memberspot_hub::store::AuditFilter::default())
             .await
             .unwrap(),
     )
@@ -506,7 +504,7 @@ http = {{ method = "POST", url = "{mailer}/send", json = {{ to = "{email}", link
             "{what} keeps its fingerprint: {text}"
         );
     }
-    hub.store().close().await;
+    hub.close().await;
     let raw = String::from_utf8_lossy(&std::fs::read(&db).unwrap()).into_owned()
         + &String::from_utf8_lossy(
             &std::fs::read(format!("{}-wal", db.display())).unwrap_or_default(),
@@ -572,7 +570,7 @@ http = {{ method = "POST", url = "{crm}/api/contacts", headers = {{ X-Api-Key = 
         elsewhere_seen.lock().unwrap().is_empty(),
         "the other origin received nothing"
     );
-    hub.store().close().await;
+    hub.close().await;
     let _ = sandbox.shutdown().await;
 }
 
@@ -640,7 +638,7 @@ retry = {{ attempts = 4, backoff_secs = 0.15 }}
     for (gap, want) in gaps.iter().zip([0.15, 0.3, 0.6]) {
         assert!(*gap >= want && *gap < want + 1.0, "waits {gaps:?}");
     }
-    hub.store().close().await;
+    hub.close().await;
     let _ = sandbox.shutdown().await;
 }
 
@@ -796,7 +794,7 @@ async fn alerts_story(url: &str) {
         None
     );
     assert_eq!(seen.lock().unwrap().len(), 2);
-    hub.store().close().await;
-    second_hub.store().close().await;
+    hub.close().await;
+    second_hub.close().await;
     let _ = sandbox.shutdown().await;
 }

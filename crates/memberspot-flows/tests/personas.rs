@@ -78,7 +78,7 @@ offer = "{{ row.offer }}"
     let names_call = newest_audit(&hub).await;
     assert_eq!(names_call.persona.as_deref(), Some("digest"));
     assert_eq!(names_call.outcome.as_str(), "ok");
-    let head = hub.store().audit_head().await.unwrap();
+    let head = hub.audit_head().await.unwrap();
     assert_eq!(run.digest.audit_head, head);
     assert_eq!(
         head.seq, names_call.seq,
@@ -97,7 +97,7 @@ offer = "{{ row.offer }}"
         .trim_start_matches("Audit chain head: ")
         .parse()
         .unwrap();
-    assert!(hub.store().verify_audit_anchor(&kept).await.unwrap().ok);
+    assert!(hub.verify_audit(Some(&kept)).await.unwrap().ok);
 
     hub.revoke_persona("digest").await.unwrap();
     let err = flows
@@ -203,7 +203,7 @@ offer = "{{ row.offer }}"
         "a call ran without a persona: {:?}",
         all.iter().find(|r| r.persona.is_none())
     );
-    hub.store().close().await;
+    hub.close().await;
     let _ = sandbox.shutdown().await;
 }
 

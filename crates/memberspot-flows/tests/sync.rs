@@ -81,7 +81,7 @@ expires_at = "{{ row.Bis }}"
     let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
         .await
         .unwrap();
-    let persona = hub.store().get_persona("seat-sync").await.unwrap().unwrap();
+    let persona = hub.persona_any("seat-sync").await.unwrap();
     assert_eq!(
         persona.connection, "school",
         "the sync's persona acts on the sync's school"
@@ -91,8 +91,7 @@ expires_at = "{{ row.Bis }}"
     let plan = flows.run_sync("b2b-seats", true, &|_, _| {}).await.unwrap();
     assert_eq!((plan.created, plan.failed), (2, 4), "{plan:#?}");
     assert!(
-        hub.store()
-            .query_audit(&Default::default())
+        hub.audit(&Default::default())
             .await
             .unwrap()
             .iter()
@@ -158,8 +157,7 @@ expires_at = "{{ row.Bis }}"
         "{again:#?}"
     );
     let writes = hub
-        .store()
-        .query_audit(&memberspot_hub::store::AuditFilter {
+        .audit(&memberspot_hub::store::AuditFilter {
             persona: Some("seat-sync".into()),
             limit: Some(1000),
             ..Default::default()
@@ -170,7 +168,7 @@ expires_at = "{{ row.Bis }}"
         .filter(|r| !r.tool.starts_with("list_"))
         .count();
     assert_eq!(writes, 3, "2 grants + 1 expiration, all in the first run");
-    hub.store().close().await;
+    hub.close().await;
     let _ = sandbox.shutdown().await;
 }
 
@@ -224,7 +222,7 @@ map = {{ email = "{{{{ row.contact.mail }}}}", offer = "{{{{ row.plan }}}}", act
     assert_eq!((report.created, report.unchanged), (5, 1));
     let again = flows.run_sync("crm", false, &|_, _| {}).await.unwrap();
     assert_eq!(again.unchanged, 6);
-    hub.store().close().await;
+    hub.close().await;
     let _ = sandbox.shutdown().await;
 }
 
@@ -368,7 +366,7 @@ async fn export_is_full_first_then_incremental_from_the_event_store() {
     for absent in ["ghost@", "other@", "buyer@"] {
         assert!(!text.contains(absent), "{absent} in {text}");
     }
-    hub.store().close().await;
+    hub.close().await;
     let _ = sandbox.shutdown().await;
 }
 
@@ -509,7 +507,7 @@ map = {{ email = "{{{{ row.mail }}}}", offer = "{{{{ row.plan }}}}" }}
     let bad = FlowsConfig::parse(&sync("zero", "/big", ", max_bytes = 0"), "flows.toml", None)
         .unwrap_err();
     assert!(bad.to_string().contains("source.max_bytes"), "{bad}");
-    hub.store().close().await;
+    hub.close().await;
     let _ = sandbox.shutdown().await;
 }
 
@@ -569,8 +567,7 @@ incremental = false
     assert!(err.to_string().contains("a second time"), "{err}");
     assert!(!dir.path().join("members.csv").exists(), "nothing written");
     assert!(
-        hub.store()
-            .query_audit(&Default::default())
+        hub.audit(&Default::default())
             .await
             .unwrap()
             .iter()

@@ -60,7 +60,6 @@ transform = '{{ input.event.email }}'
     let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
         .await
         .unwrap();
-    let store = hub.store();
     // The first pass only sets the checkpoint: history is not replayed.
     assert_eq!(
         trigger_once(&flows, "welcome", "purchase", None)
@@ -69,8 +68,7 @@ transform = '{{ input.event.email }}'
         0
     );
 
-    store
-        .events()
+    hub.events_store()
         .insert_events(&[
             purchase("e1", "paid@example.de", EventStatus::Done, "sandbox", true),
             purchase(
@@ -120,13 +118,22 @@ transform = '{{ input.event.email }}'
         2
     );
     assert_eq!(
-        fired(store.flows().list_runs(Some("welcome"), 100).await.unwrap()),
+        fired(
+            hub.flows_store()
+                .list_runs(Some("welcome"), 100)
+                .await
+                .unwrap()
+        ),
         vec!["later@example.de", "paid@example.de"]
     );
 
     // The worker decides the waiting one: it fires now, and nothing fires twice.
     let lease = chrono::Utc::now().timestamp_millis() + 60_000;
-    let claimed = store.events().claim_events("w#1", 10, lease).await.unwrap();
+    let claimed = hub
+        .events_store()
+        .claim_events("w#1", 10, lease)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     let done = EventFinish {
         status: EventStatus::Done,
@@ -136,8 +143,7 @@ transform = '{{ input.event.email }}'
         refusal: None,
     };
     assert!(
-        store
-            .events()
+        hub.events_store()
             .finish_event(&claimed[0].id, "w#1", &done)
             .await
             .unwrap()
@@ -155,9 +161,14 @@ transform = '{{ input.event.email }}'
         0
     );
     assert_eq!(
-        fired(store.flows().list_runs(Some("welcome"), 100).await.unwrap()),
+        fired(
+            hub.flows_store()
+                .list_runs(Some("welcome"), 100)
+                .await
+                .unwrap()
+        ),
         vec!["later@example.de", "paid@example.de", "waiting@example.de"]
     );
-    hub.store().close().await;
+    hub.close().await;
     let _ = sandbox.shutdown().await;
 }

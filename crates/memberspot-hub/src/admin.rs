@@ -10,7 +10,7 @@ use memberspot_store::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
-use crate::scopes::Scopes;
+use crate::scopes::{ScopeError, Scopes};
 use crate::secrets::{CHECK_META_KEY, MasterKey};
 use crate::{EMBEDDED_BASE_URL, Hub, HubError, tokens};
 
@@ -132,7 +132,7 @@ impl Hub {
         let scopes = if spec.scopes.is_empty() {
             Scopes::read_only()
         } else {
-            Scopes::parse(&spec.scopes, self.catalogue()).map_err(HubError::Invalid)?
+            Scopes::parse(&spec.scopes, self.catalogue()).map_err(invalid_scopes)?
         };
         if let Some(n) = spec.calls_per_minute
             && n == 0
@@ -195,7 +195,7 @@ impl Hub {
             Vec::new()
         };
         wanted.extend(scopes.iter().cloned());
-        let parsed = Scopes::parse(&wanted, self.catalogue()).map_err(HubError::Invalid)?;
+        let parsed = Scopes::parse(&wanted, self.catalogue()).map_err(invalid_scopes)?;
         let offer_ids = match &offer_ids {
             Some(ids) => Some(self.check_offer_ids(&current.connection, ids).await?),
             None => None,
@@ -432,6 +432,10 @@ impl Hub {
     pub async fn close(&self) {
         self.store().close().await;
     }
+}
+
+fn invalid_scopes(e: ScopeError) -> HubError {
+    HubError::Invalid(e.to_string())
 }
 
 fn check_connection_settings(

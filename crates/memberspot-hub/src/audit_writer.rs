@@ -4,7 +4,9 @@
 //! and commit for many calls). Alone, a call pays one statement. Every call
 //! still returns only after its record is durable.
 
-use memberspot_store::{AuditRecord, NewAuditRecord, PinnedConnection, Store, audit_chunk_len};
+use memberspot_store::{
+    AuditRecord, NewAuditRecord, PinnedConnection, Store, StoreError, audit_chunk_len,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::HubError;
@@ -12,7 +14,7 @@ use crate::HubError;
 /// Records taken from the queue at once.
 const BATCH: usize = 256;
 
-type Reply = oneshot::Sender<Result<AuditRecord, String>>;
+type Reply = oneshot::Sender<Result<AuditRecord, StoreError>>;
 
 #[derive(Clone)]
 pub(crate) struct AuditWriter {
@@ -92,9 +94,8 @@ async fn append(conn: &mut PinnedConnection, records: Vec<NewAuditRecord>, repli
             }
         }
         Err(e) => {
-            let message = e.to_string();
             for reply in replies {
-                let _ = reply.send(Err(message.clone()));
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }

@@ -22,7 +22,7 @@ use crate::HubError;
 /// Calls answered by one version check at most.
 const CHECK_BATCH: usize = 1024;
 
-type Waiter = oneshot::Sender<Result<i64, String>>;
+type Waiter = oneshot::Sender<Result<i64, StoreError>>;
 
 /// How fresh a lookup must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +98,7 @@ impl Directory {
                 if n == 0 {
                     break;
                 }
-                let version = conn.directory_version().await.map_err(|e| e.to_string());
+                let version = conn.directory_version().await;
                 for w in waiters.drain(..) {
                     let _ = w.send(version.clone());
                 }

@@ -196,10 +196,23 @@ impl Hub {
         })
     }
 
-    /// The whole store. Subsystems use their own view instead ([`Hub::events_store`],
-    /// [`Hub::flows_store`]); this stays for the hub's own surfaces.
+    /// The whole store, for the hub's own operations. Subsystems use their own views
+    /// ([`Hub::events_store`], [`Hub::flows_store`]) and every surface the operations.
+    #[cfg(not(feature = "test-support"))]
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The whole store, for tests that write what no operation would (a row as an older
+    /// version left it). Only with the `test-support` feature, never in the binary.
+    #[cfg(feature = "test-support")]
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Which database holds the hub (shown in the console's settings).
+    pub fn store_backend(&self) -> crate::store::Backend {
+        self.inner.store.backend()
     }
 
     /// What the events subsystem keeps in the store (deliveries, the queue, orders, the
@@ -545,9 +558,9 @@ impl Hub {
             );
         };
         if let Some(scopes) = &scopes
-            && let Err(msg) = scopes.check_allowed(&entry.descriptor)
+            && let Err(e) = scopes.check_allowed(&entry.descriptor)
         {
-            return (Err(HubError::Denied(msg)), None);
+            return (Err(HubError::Denied(e.to_string())), None);
         }
         if let Err(e) = entry.validate(&args) {
             return (Err(HubError::Tool(e)), None);
@@ -555,7 +568,7 @@ impl Hub {
         let proof = match &scopes {
             Some(scopes) => match scopes.check_call(&entry.descriptor, &args) {
                 Ok(proof) => proof,
-                Err(msg) => return (Err(HubError::Denied(msg)), None),
+                Err(e) => return (Err(HubError::Denied(e.to_string())), None),
             },
             None => OfferProof::Proven,
         };

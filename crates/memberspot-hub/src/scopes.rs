@@ -49,6 +49,42 @@ impl std::fmt::Display for MemberRef {
     }
 }
 
+/// Why scopes could not be read, or why they refuse a call (before anything is looked up).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error(
+        "unknown scope `{0}`: use read, write, destructive, all, or a tool name (see `memberspot tools list`)"
+    )]
+    Unknown(String),
+    #[error("at least one scope is needed (e.g. read)")]
+    Empty,
+    /// Neither the tool's class nor its name is among the scopes.
+    #[error("this persona may not call `{tool}` (a {class} tool); its scopes are: {scopes}")]
+    NotAllowed {
+        tool: String,
+        class: &'static str,
+        scopes: String,
+    },
+    /// Offer-restricted, and the tool is not tied to one offer.
+    #[error(
+        "this persona may only act within offers {offers}; `{tool}` can reach beyond them (it is not tied to one offer) and is not allowed"
+    )]
+    NotTiedToAnOffer { tool: String, offers: String },
+    /// Offer-restricted, and the argument that would show the call stays within them is
+    /// missing or invalid.
+    #[error(
+        "this persona may only act within offers {offers}; `{tool}` needs a valid `{argument}` to show that"
+    )]
+    Unproven {
+        tool: String,
+        offers: String,
+        argument: String,
+    },
+    /// Offer-restricted, and the call names another offer.
+    #[error("this persona may only change access to offers {offers}, not `{offer}`")]
+    OtherOffer { offer: String, offers: String },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Scopes {
     classes: BTreeSet<ToolClass>,
@@ -67,7 +103,7 @@ impl Scopes {
 
     /// Parses `read`, `write`, `destructive`, `all` and tool names; an
     /// unknown word is an error that names it.
-    pub fn parse<S: AsRef<str>>(items: &[S], catalogue: &Catalogue) -> Result<Self, String> {
+    pub fn parse<S: AsRef<str>>(items: &[S], catalogue: &Catalogue) -> Result<Self, ScopeError> {
         let mut s = Scopes::default();
         for item in items {
             let item = item.as_ref().trim();
@@ -89,15 +125,11 @@ impl Scopes {
                 name if catalogue.get(name).is_some() => {
                     s.tools.insert(name.to_string());
                 }
-                other => {
-                    return Err(format!(
-                        "unknown scope `{other}`: use read, write, destructive, all, or a tool name (see `memberspot tools list`)"
-                    ));
-                }
+                other => return Err(ScopeError::Unknown(other.to_owned())),
             }
         }
         if s.classes.is_empty() && s.tools.is_empty() {
-            return Err("at least one scope is needed (e.g. read)".into());
+            return Err(ScopeError::Empty);
         }
         Ok(s)
     }
@@ -133,48 +165,44 @@ impl Scopes {
     }
 
     /// Whether the tool is callable at all, as a refusal that names the scopes.
-    pub fn check_allowed(&self, d: &ToolDescriptor) -> Result<(), String> {
+    pub fn check_allowed(&self, d: &ToolDescriptor) -> Result<(), ScopeError> {
         if self.allows(d) {
             return Ok(());
         }
-        Err(format!(
-            "this persona may not call `{}` (a {} tool); its scopes are: {}",
-            d.name,
-            class_word(d.class),
-            self.to_strings().join(", ")
-        ))
+        Err(ScopeError::NotAllowed {
+            tool: d.name.to_owned(),
+            class: class_word(d.class),
+            scopes: self.to_strings().join(", "),
+        })
     }
 
     /// Checks that the persona may call the tool with these arguments, as far as the
     /// arguments alone tell; says what remains to be looked up (see [`Scopes::prove`]).
-    pub fn check_call(&self, d: &ToolDescriptor, args: &Value) -> Result<OfferProof, String> {
+    pub fn check_call(&self, d: &ToolDescriptor, args: &Value) -> Result<OfferProof, ScopeError> {
         self.check_allowed(d)?;
         let Some(allowed) = &self.offer_ids else {
             return Ok(OfferProof::Proven);
         };
-        let missing = |argument: &str| {
-            format!(
-                "this persona may only act within offers {}; `{}` needs a valid `{argument}` to show that",
-                list(allowed),
-                d.name
-            )
+        let missing = |argument: &str| ScopeError::Unproven {
+            tool: d.name.to_owned(),
+            offers: list(allowed),
+            argument: argument.to_owned(),
         };
         match d.offer_scope {
             OfferScope::NotApplicable => Ok(OfferProof::Proven),
-            OfferScope::Never => Err(format!(
-                "this persona may only act within offers {}; `{}` can reach beyond them (it is not tied to one offer) and is not allowed",
-                list(allowed),
-                d.name
-            )),
+            OfferScope::Never => Err(ScopeError::NotTiedToAnOffer {
+                tool: d.name.to_owned(),
+                offers: list(allowed),
+            }),
             OfferScope::NamesOffer { argument } => {
                 let offer = Id::from_argument(args, argument).ok_or_else(|| missing(argument))?;
                 if allowed.contains(offer.as_str()) {
                     Ok(OfferProof::Proven)
                 } else {
-                    Err(format!(
-                        "this persona may only change access to offers {}, not `{offer}`",
-                        list(allowed)
-                    ))
+                    Err(ScopeError::OtherOffer {
+                        offer: offer.to_string(),
+                        offers: list(allowed),
+                    })
                 }
             }
             OfferScope::CourseOfOffers { argument } => Id::from_argument(args, argument)
@@ -329,13 +357,18 @@ mod tests {
             json!({"email": "a@b.de", "offer_id": "premium"}),
         )
         .expect_err("other offer");
-        assert!(err.contains("premium"), "{err}");
+        assert!(
+            matches!(&err, ScopeError::OtherOffer { offer, .. } if offer == "premium"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("premium"), "{err}");
         // Read as the tool reads it: a numeric id is the offer `7`, not an absent one.
         assert!(check("set_offer_expiration", json!({"offer_id": 7})).is_err());
         assert_eq!(check("list_users", json!({})), Ok(OfferProof::Proven));
         for never in ["delete_users", "delete_users_post", "set_order_state"] {
             let err = check(never, json!({"emails": ["a@b.de"]})).expect_err(never);
-            assert!(err.contains("not allowed"), "{err}");
+            assert!(matches!(err, ScopeError::NotTiedToAnOffer { .. }), "{err}");
+            assert!(err.to_string().contains("not allowed"), "{err}");
         }
         assert_eq!(
             check("enable_chapter_access", json!({"course_id": "c1"})),
@@ -354,7 +387,10 @@ mod tests {
             )))
         );
         // Without the argument the rule cannot be shown to hold.
-        assert!(check("create_login_token", json!({})).is_err());
+        assert!(matches!(
+            check("create_login_token", json!({})),
+            Err(ScopeError::Unproven { argument, .. }) if argument == "uid"
+        ));
         // Without a restriction, nothing is left to look up.
         let unrestricted = Scopes::parse(&["all"], &c).expect("valid");
         for e in c.iter() {
@@ -367,7 +403,8 @@ mod tests {
         }
 
         let err = Scopes::parse(&["reed"], &c).expect_err("typo");
-        assert!(err.contains("reed"));
-        assert!(Scopes::parse::<&str>(&[], &c).is_err());
+        assert_eq!(err, ScopeError::Unknown("reed".into()));
+        assert!(err.to_string().contains("`reed`"), "{err}");
+        assert_eq!(Scopes::parse::<&str>(&[], &c), Err(ScopeError::Empty));
     }
 }

@@ -105,7 +105,7 @@ impl World {
 
     async fn close(self) {
         self.cancel.cancel();
-        self.hub.store().close().await;
+        self.hub.close().await;
         let _ = self.sandbox.shutdown().await;
         if let Some(name) = &self.pg {
             drop_database(name).await;

@@ -174,7 +174,7 @@ async fn serve(hub: &Hub, cancel: &CancellationToken) -> String {
 impl World {
     async fn close(self) {
         self.cancel.cancel();
-        self.hub.store().close().await;
+        self.hub.close().await;
         let _ = self.sandbox.shutdown().await;
         if let Some(name) = &self.pg_name {
             drop_database(name).await;
@@ -710,7 +710,7 @@ async fn old_format_keys_are_bound_once(backend: Backend) {
     assert!(call_as(&hubs[0], "reader").await.is_err());
     evil.assert_untouched();
     for hub in hubs {
-        hub.store().close().await;
+        hub.close().await;
     }
     w.close().await;
 }

@@ -104,7 +104,7 @@ impl World {
     }
 
     async fn close(self) {
-        self.hub.store().close().await;
+        self.hub.close().await;
         let _ = self.sandbox.shutdown().await;
     }
 }

@@ -5,8 +5,9 @@
 //! errors are reduced to the server's primary message (PostgreSQL puts offending key values
 //! in the *detail*, which is dropped here).
 
-/// Everything that can go wrong in the store.
-#[derive(Debug, thiserror::Error)]
+/// Everything that can go wrong in the store. `Clone`, so that one failed batch can answer
+/// every caller in it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The named thing does not exist (e.g. "connection 'acme' not found").
     #[error("{0}")]

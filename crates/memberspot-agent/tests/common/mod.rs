@@ -152,8 +152,7 @@ impl World {
     /// Audit records of a persona, oldest first.
     pub async fn audit_of(&self, persona: &str) -> Vec<AuditRecord> {
         self.hub
-            .store()
-            .query_audit(&AuditFilter {
+            .audit(&AuditFilter {
                 persona: Some(persona.into()),
                 limit: Some(1000),
                 ..Default::default()
@@ -163,7 +162,7 @@ impl World {
     }
 
     pub async fn close(self) {
-        self.hub.store().close().await;
+        self.hub.close().await;
         let _ = self.sandbox.shutdown().await;
     }
 }

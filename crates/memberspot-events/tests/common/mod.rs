@@ -109,13 +109,8 @@ pub async fn open_hub_paced(url: &str, key: &str, sandbox: &Sandbox, rate: f64) 
         api_key: ApiKey::new(sandbox.api_key()),
     };
     let hub = Hub::open(store, key, Some(embedded)).await.expect("hub");
-    if hub
-        .store()
-        .get_connection("school")
-        .await
-        .expect("get")
-        .is_none()
-    {
+    let connections = hub.list_connections().await.expect("connections");
+    if !connections.iter().any(|c| c.name == "school") {
         hub.add_connection(
             "school",
             &sandbox.base_url(),
@@ -145,7 +140,7 @@ pub async fn world(backend: Backend, users: usize) -> World {
 
 impl World {
     pub async fn close(self) {
-        self.hub.store().close().await;
+        self.hub.close().await;
         let _ = self.sandbox.shutdown().await;
         if let Some(name) = &self.pg {
             drop_pg(name).await;
