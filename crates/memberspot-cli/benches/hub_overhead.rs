@@ -502,8 +502,12 @@ async fn idle_rss() -> Result<(), BoxError> {
         }
     }
     let addr = addr.ok_or("serve did not start")?;
-    // One request so the server is fully warmed, then let it settle.
+    // Warm the server, the console included (its login page), then let it settle.
     reqwest::get(format!("{addr}/healthz")).await?;
+    let login = reqwest::get(format!("{addr}/login")).await?;
+    if !login.status().is_success() {
+        return Err(format!("the console's login page answered {}", login.status()).into());
+    }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = child.id().ok_or("no pid")?;
@@ -515,7 +519,7 @@ async fn idle_rss() -> Result<(), BoxError> {
         .and_then(|v| v.parse().ok())
         .ok_or("no VmRSS")?;
     println!(
-        "idle RSS of `memberspot serve` (SQLite, embedded sandbox running): {:.1} MB",
+        "idle RSS of `memberspot serve` (SQLite, embedded sandbox running, console served): {:.1} MB",
         kb / 1024.0
     );
     child.kill().await?;
