@@ -115,6 +115,7 @@ async fn run(label: &str, url: &str, audit: usize, events: usize) -> Result<(), 
         base_url: sandbox.base_url(),
         api_key: ApiKey::new(sandbox.api_key()),
     };
+    let member = first_member(&sandbox).await?;
     let hub = Hub::open(store, MasterKey::generate(), Some(embedded)).await?;
     hub.add_console_user("anna", &SecretString::from(PASSWORD), ConsoleRole::Owner)
         .await?;
@@ -144,7 +145,7 @@ async fn run(label: &str, url: &str, audit: usize, events: usize) -> Result<(), 
             format!("/events?before={deep_event}"),
         ),
         ("events, dead ones", "/events?status=dead".to_owned()),
-        ("members", "/members".to_owned()),
+        ("members, one member", format!("/members?email={member}")),
     ];
     println!(
         "{:<28} {:>10} {:>10} {:>10}",
@@ -177,6 +178,22 @@ async fn run(label: &str, url: &str, audit: usize, events: usize) -> Result<(), 
     hub.close().await;
     let _ = sandbox.shutdown().await;
     Ok(())
+}
+
+/// The e-mail of the school's first member, for the members page to look up.
+async fn first_member(sandbox: &Sandbox) -> Result<String, BoxError> {
+    let client = memberspot_api::Client::builder(sandbox.base_url())
+        .api_key(ApiKey::new(sandbox.api_key()))
+        .rate_limit(0.0)
+        .build()?;
+    let page = client
+        .execute(&memberspot_api::actions::ListUsers::new().page_length(1))
+        .await?;
+    let user = page
+        .users
+        .first()
+        .ok_or("the sandbox school has no members")?;
+    Ok(user.email.clone())
 }
 
 fn ms(d: Duration) -> f64 {
