@@ -171,6 +171,18 @@ pub async fn start_embedded(
 }
 
 /// Opens the hub with the embedded sandbox running, for one-off admin commands.
+/// Who the CLI's admin operations are recorded as: `cli:` and the operating-system user
+/// (`$USER`), or `cli:operator` when it is not set.
+pub fn cli_actor() -> memberspot_hub::admin::Actor {
+    memberspot_hub::admin::Actor {
+        surface: memberspot_hub::Surface::Cli,
+        name: std::env::var("USER")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| "operator".into()),
+    }
+}
+
 pub async fn open_hub(global: &Global) -> anyhow::Result<(Hub, LocalSchool, ConfigFile)> {
     open_hub_as(global, Role::Command).await
 }

@@ -189,7 +189,37 @@ async fn personas_mcp_stdio_and_audit_through_the_cli() {
         &run(d, &["audit", "search", "--json", "--limit", "100"]).await,
         "audit",
     );
-    let records = records.as_array().expect("records");
+    let all = records.as_array().expect("records");
+    // The persona changes made with the CLI are recorded as the operator's, the refused
+    // one too; the token is not.
+    let admin: Vec<(&str, &str)> = all
+        .iter()
+        .filter(|r| r["tool"].as_str().is_some_and(|t| t.starts_with("admin.")))
+        .map(|r| {
+            assert!(
+                r["end_user"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("cli:")),
+                "{r}"
+            );
+            (
+                r["tool"].as_str().unwrap_or(""),
+                r["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        admin,
+        vec![
+            ("admin.create_persona", "ok"),
+            ("admin.create_persona", "invalid")
+        ]
+    );
+    assert!(!records.to_string().contains(&token));
+    let records: Vec<&Value> = all
+        .iter()
+        .filter(|r| !r["tool"].as_str().is_some_and(|t| t.starts_with("admin.")))
+        .collect();
     let surfaces: Vec<(&str, &str, &str)> = records
         .iter()
         .map(|r| {
@@ -225,7 +255,11 @@ async fn personas_mcp_stdio_and_audit_through_the_cli() {
         &run(d, &["audit", "export", "--format", "csv"]).await,
         "export",
     );
-    assert_eq!(export.lines().count(), 4, "header + 3 records");
+    assert_eq!(
+        export.lines().count(),
+        6,
+        "header + 2 persona changes + 3 calls"
+    );
 
     // Revoked: the next MCP session is refused.
     ok(&run(d, &["personas", "revoke", "helper"]).await, "revoke");
@@ -467,8 +501,9 @@ async fn the_cli_runs_on_postgresql() {
         .await
         .expect("runs");
     let records = json_of(&out, "audit");
-    assert_eq!(records.as_array().map(Vec::len), Some(1));
-    assert_eq!(records[0]["prompt"], "pg check");
+    assert_eq!(records.as_array().map(Vec::len), Some(2), "{records}");
+    assert_eq!(records[0]["tool"], "admin.create_persona");
+    assert_eq!(records[1]["prompt"], "pg check");
     ok(
         &pg(&["audit", "verify"]).output().await.expect("runs"),
         "verify",

@@ -203,8 +203,11 @@ async fn csv_exports_neutralise_formulas_on_the_cli_and_over_rest() {
         .map(str::to_owned)
         .collect();
     let col = |name: &str| header.iter().position(|h| h == name).expect(name);
+    // The persona's creation is recorded first (an admin change); then the two calls.
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(&rows[0][col("tool")], "admin.create_persona");
+    let rows = &rows[1..];
     for (row, (prompt, end_user)) in rows.iter().zip(inputs) {
         assert_eq!(&row[col("prompt")], format!("'{prompt}"));
         assert_eq!(&row[col("end_user")], format!("'{end_user}"));
@@ -217,7 +220,7 @@ async fn csv_exports_neutralise_formulas_on_the_cli_and_over_rest() {
         &run(d, &["audit", "export", "--format", "jsonl"]).await,
         "jsonl",
     );
-    let first: Value = serde_json::from_str(jsonl.lines().next().expect("line")).expect("json");
+    let first: Value = serde_json::from_str(jsonl.lines().nth(1).expect("line")).expect("json");
     assert_eq!(
         first["prompt"], inputs[0].0,
         "JSON lines keep the exact text"

@@ -356,32 +356,12 @@ pub async fn replay(
         return refused(&c, s.lang, r);
     }
     let who = actor(&s);
-    let by = format!("console:{}", s.name);
-    let started = std::time::Instant::now();
     let result = match c.events.get() {
-        Some(events) => events.replay(&id, &by).await,
+        Some(events) => events.replay(&id, &who).await,
         // Without the events service (tests, tools): queued in the store; the workers
         // of the serving process find it on their next look.
-        None => c
-            .hub
-            .events_store()
-            .replay_event(&id, &by)
-            .await
-            .map_err(HubError::from),
+        None => memberspot_events::replay_event(&c.hub, &who, &id).await,
     };
-    let connection = result.as_ref().ok().and_then(|e| e.connection.clone());
-    c.hub
-        .record_admin_action(
-            &who,
-            "admin.replay_event",
-            serde_json::json!({ "id": id }),
-            connection,
-            result
-                .as_ref()
-                .map(|e| serde_json::json!({ "id": e.id, "status": e.status.as_str() })),
-            started,
-        )
-        .await;
     match result {
         Ok(_) => Redirect::to(&format!("/events?replayed={}", urlencode(&id))).into_response(),
         Err(e) => failure(&c, s.lang, &e),

@@ -25,4 +25,4 @@ pub mod worker;
 
 pub use config::{ConfigError, EventsConfig};
 pub use plugin::EventsPlugin;
-pub use service::Events;
+pub use service::{Events, replay_event};

@@ -178,9 +178,9 @@ async fn show_event(
     responses((status = 200, description = "queued again"), (status = 404), (status = 409, description = "being processed right now")))]
 async fn replay_event(
     State(events): State<Events>,
-    _: AdminAuth,
+    admin: AdminAuth,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    let e = events.replay(&id, "rest").await?;
+    let e = events.replay(&id, &admin.actor()).await?;
     Ok(Json(json!({ "event": e })))
 }

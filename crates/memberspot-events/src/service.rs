@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 use chrono::{DateTime, Utc};
-use memberspot_hub::admin::PersonaSpec;
+use memberspot_hub::admin::{Actor, PersonaSpec};
 use memberspot_hub::schools::School;
 use memberspot_hub::store::{
     Delivery, EventAction, EventFilter, EventLogEntry, EventPurge, EventStatus, StoredEvent,
@@ -320,8 +320,9 @@ impl Events {
     /// Queues an event again. Tool calls it already planned are resumed (those that
     /// succeeded are not repeated); an event that planned none is decided afresh under the
     /// current rules (e.g. an unmatched event after its product was mapped).
-    pub async fn replay(&self, id: &str, by: &str) -> Result<StoredEvent, HubError> {
-        let event = self.inner.hub.events_store().replay_event(id, by).await?;
+    /// Recorded in the audit log as `admin.replay_event` under `actor`.
+    pub async fn replay(&self, id: &str, actor: &Actor) -> Result<StoredEvent, HubError> {
+        let event = replay_event(&self.inner.hub, actor, id).await?;
         self.wake();
         Ok(event)
     }
@@ -536,4 +537,29 @@ async fn ensure_persona(
         }
     }
     Ok(())
+}
+
+/// Queues a stored event again without a running events service (the CLI, the console in
+/// tests): the workers of the serving process find it on their next look. Recorded in the
+/// audit log as `admin.replay_event` under `actor`, whether it succeeded or not.
+pub async fn replay_event(hub: &Hub, actor: &Actor, id: &str) -> Result<StoredEvent, HubError> {
+    let started = std::time::Instant::now();
+    let result = hub
+        .events_store()
+        .replay_event(id, &actor.to_string())
+        .await
+        .map_err(HubError::from);
+    let connection = result.as_ref().ok().and_then(|e| e.connection.clone());
+    hub.record_admin_action(
+        actor,
+        "admin.replay_event",
+        serde_json::json!({ "id": id }),
+        connection,
+        result
+            .as_ref()
+            .map(|e| serde_json::json!({ "id": e.id, "status": e.status.as_str() })),
+        started,
+    )
+    .await;
+    result
 }

@@ -596,20 +596,104 @@ impl ActingAdmin<'_> {
 
     /// [`Hub::create_persona`], recorded as `admin.create_persona` (the token is not).
     pub async fn create_persona(&self, spec: PersonaSpec) -> Result<IssuedToken, HubError> {
+        self.issue_persona(spec, false).await
+    }
+
+    /// [`Hub::recreate_persona`], recorded as `admin.recreate_persona` (the token is not).
+    pub async fn recreate_persona(&self, spec: PersonaSpec) -> Result<IssuedToken, HubError> {
+        self.issue_persona(spec, true).await
+    }
+
+    async fn issue_persona(
+        &self,
+        spec: PersonaSpec,
+        replace_revoked: bool,
+    ) -> Result<IssuedToken, HubError> {
         let started = std::time::Instant::now();
         let args = serde_json::json!({
             "name": spec.name, "description": spec.description, "connection": spec.connection,
             "scopes": spec.scopes, "offer_ids": spec.offer_ids,
             "calls_per_minute": spec.calls_per_minute,
         });
-        let r = self.hub.create_persona(spec).await;
+        let (action, r) = if replace_revoked {
+            (
+                "admin.recreate_persona",
+                self.hub.recreate_persona(spec).await,
+            )
+        } else {
+            ("admin.create_persona", self.hub.create_persona(spec).await)
+        };
         let conn = r.as_ref().ok().map(|t| t.persona.connection.clone());
         self.record(
-            "admin.create_persona",
+            action,
             args,
             conn,
             &r,
             |t| persona_value(&t.persona),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::set_persona_scopes`], recorded as `admin.set_persona_scopes`.
+    pub async fn set_persona_scopes(
+        &self,
+        name: &str,
+        scopes: &[String],
+        add: bool,
+        offer_ids: Option<Vec<String>>,
+        calls_per_minute: Option<u32>,
+    ) -> Result<Persona, HubError> {
+        let started = std::time::Instant::now();
+        let args = serde_json::json!({
+            "name": name, "scopes": scopes, "add": add, "offer_ids": offer_ids,
+            "calls_per_minute": calls_per_minute,
+        });
+        let r = self
+            .hub
+            .set_persona_scopes(name, scopes, add, offer_ids, calls_per_minute)
+            .await;
+        let conn = r.as_ref().ok().map(|p| p.connection.clone());
+        self.record(
+            "admin.set_persona_scopes",
+            args,
+            conn,
+            &r,
+            persona_value,
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::remove_connection`], recorded as `admin.remove_connection`.
+    pub async fn remove_connection(&self, name: &str) -> Result<(), HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub.remove_connection(name).await;
+        self.record(
+            "admin.remove_connection",
+            serde_json::json!({ "name": name }),
+            Some(name.to_string()),
+            &r,
+            |_| serde_json::json!({ "name": name, "removed": true }),
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::purge_audit_older_than`], recorded as `admin.purge_audit` (the record of
+    /// the purge is newer than what it deletes, so it stays).
+    pub async fn purge_audit_older_than(&self, days: u32) -> Result<u64, HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub.purge_audit_older_than(days).await;
+        self.record(
+            "admin.purge_audit",
+            serde_json::json!({ "older_than_days": days }),
+            None,
+            &r,
+            |n| serde_json::json!({ "deleted": n }),
             started,
         )
         .await;

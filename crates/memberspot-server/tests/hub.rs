@@ -7,7 +7,7 @@ use std::time::Duration;
 use memberspot_api::ApiKey;
 use memberspot_hub::admin::PersonaSpec;
 use memberspot_hub::secrets::MasterKey;
-use memberspot_hub::store::Store;
+use memberspot_hub::store::{AuditFilter, Store};
 use memberspot_hub::{EmbeddedSandbox, Hub};
 use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
 use memberspot_server::{App, ServerSettings};
@@ -1270,5 +1270,85 @@ async fn every_rest_error_has_the_json_error_shape() {
     let v: Value = resp.json().await.expect("a JSON body");
     assert_eq!(v["error"]["code"], "timeout", "{v}");
     cancel.cancel();
+    w.close().await;
+}
+
+/// Admin changes over REST land in the audit log like the console's, under `rest:admin`,
+/// failures included, and never with the token they issue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_over_rest_are_audited() {
+    let w = world(Backend::Sqlite).await;
+    let (s, created, _) = w
+        .rest(
+            reqwest::Method::POST,
+            "/v1/personas",
+            &w.admin,
+            Some(json!({"name": "helper", "scopes": ["read"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let token = created["token"].as_str().expect("a token").to_owned();
+    let (s, v, _) = w
+        .rest(
+            reqwest::Method::PUT,
+            "/v1/personas/helper/scopes",
+            &w.admin,
+            Some(json!({"scopes": ["write"], "add": true})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v, _) = w
+        .rest(
+            reqwest::Method::POST,
+            "/v1/personas/nobody/revoke",
+            &w.admin,
+            None,
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v, _) = w
+        .rest(
+            reqwest::Method::POST,
+            "/v1/personas/helper/revoke",
+            &w.admin,
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+
+    let records = w
+        .hub
+        .audit(&AuditFilter {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    let admin: Vec<_> = records
+        .iter()
+        .filter(|r| r.tool.starts_with("admin."))
+        .collect();
+    let mut seen: Vec<(&str, &str)> = admin
+        .iter()
+        .map(|r| (r.tool.as_str(), r.outcome.as_str()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("admin.create_persona", "ok"),
+            ("admin.revoke_persona", "ok"),
+            ("admin.revoke_persona", "tool_error"),
+            ("admin.set_persona_scopes", "ok"),
+        ],
+        "{admin:?}"
+    );
+    for r in &admin {
+        assert_eq!(r.end_user.as_deref(), Some("rest:admin"), "{r:?}");
+        assert_eq!(r.surface.as_str(), "rest");
+    }
+    let text = serde_json::to_string(&records).expect("json");
+    assert!(!text.contains(&token), "the issued token is not recorded");
+    assert!(w.hub.verify_audit(None).await.expect("verify").ok);
     w.close().await;
 }

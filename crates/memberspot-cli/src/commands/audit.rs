@@ -5,7 +5,7 @@ use memberspot_hub::admin::{audit_csv_rows, audit_jsonl};
 use memberspot_hub::store::{AuditFilter, AuditRecord};
 
 use crate::cli::{AuditCommand, AuditFilterArgs, ExportFormat, Global};
-use crate::connection::{close_hub, open_hub};
+use crate::connection::{cli_actor, close_hub, open_hub};
 use crate::output::{Usage, confirm, print_json, print_table, table};
 
 /// `--since`: RFC 3339, a date, or a duration back from now (`30m`, `2h`, `7d`, `1h 30m`).
@@ -188,7 +188,7 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
                     .into());
                 };
                 confirm(&format!("Delete audit records older than {days} days?"), yes)?;
-                let n = hub.purge_audit_older_than(days).await?;
+                let n = hub.acting_as(cli_actor()).purge_audit_older_than(days).await?;
                 println!("deleted {n} audit record(s) older than {days} days; the remaining chain still verifies");
                 Ok(ExitCode::SUCCESS)
             }

@@ -9,7 +9,7 @@ use memberspot_hub::secrets::MasterKey;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::cli::{ConnectionsCommand, Global, MasterKeyCommand};
-use crate::connection::{close_hub, open_hub};
+use crate::connection::{cli_actor, close_hub, open_hub};
 use crate::output::{Usage, confirm, print_json, print_table, table};
 
 /// The API key for `add` / `rotate-key`: the global flag or environment,
@@ -67,7 +67,7 @@ pub async fn run(cmd: ConnectionsCommand, global: &Global) -> anyhow::Result<Exi
             ConnectionsCommand::Add { name, url, api_key_stdin, rps } => {
                 let key = read_key(global, api_key_stdin)?;
                 let url = resolve_url(global, &url, &key).await?;
-                let c = hub.add_connection(&name, &url, &key, rps).await?;
+                let c = hub.acting_as(cli_actor()).add_connection(&name, &url, &key, rps).await?;
                 if global.json {
                     print_json(&c)?;
                 } else {
@@ -87,7 +87,7 @@ pub async fn run(cmd: ConnectionsCommand, global: &Global) -> anyhow::Result<Exi
                 }
             }
             ConnectionsCommand::Test { name } => {
-                hub.test_connection(&name).await?;
+                hub.acting_as(cli_actor()).test_connection(&name).await?;
                 if global.json {
                     print_json(&serde_json::json!({ "name": name, "ok": true }))?;
                 } else {
@@ -96,12 +96,12 @@ pub async fn run(cmd: ConnectionsCommand, global: &Global) -> anyhow::Result<Exi
             }
             ConnectionsCommand::RotateKey { name, api_key_stdin } => {
                 let key = read_key(global, api_key_stdin)?;
-                hub.rotate_connection_key(&name, &key).await?;
+                hub.acting_as(cli_actor()).rotate_connection_key(&name, &key).await?;
                 println!("the API key of `{name}` was replaced; personas on it use the new key from their next call");
             }
             ConnectionsCommand::Update { name, url, rename, rps } => {
                 let change = memberspot_hub::store::ConnectionUpdate { name: rename, base_url: url, rate_limit: rps };
-                let c = hub.update_connection(&name, change).await?;
+                let c = hub.acting_as(cli_actor()).update_connection(&name, change).await?;
                 if global.json {
                     print_json(&c)?;
                 } else {
@@ -110,7 +110,7 @@ pub async fn run(cmd: ConnectionsCommand, global: &Global) -> anyhow::Result<Exi
             }
             ConnectionsCommand::Remove { name, yes } => {
                 confirm(&format!("Remove connection `{name}`?"), yes)?;
-                hub.remove_connection(&name).await?;
+                hub.acting_as(cli_actor()).remove_connection(&name).await?;
                 println!("connection `{name}` removed");
             }
         }

@@ -10,7 +10,9 @@ use memberspot_hub::store::{EventFilter, EventStatus, StoredEvent};
 use crate::cli::{EventFilterArgs, EventsCommand, Global, RulesCommand};
 use crate::commands::audit::parse_since;
 use crate::config::ConfigFile;
-use crate::connection::{check_schools, close_hub, data_dir, open_hub, school_of, schools_json};
+use crate::connection::{
+    check_schools, cli_actor, close_hub, data_dir, open_hub, school_of, schools_json,
+};
 use crate::output::{print_json, print_table, table};
 
 /// The rules file in use: `--rules`/`MEMBERSPOT_RULES`, the config file's `rules_file`,
@@ -181,10 +183,11 @@ pub async fn run(cmd: EventsCommand, global: &Global) -> anyhow::Result<ExitCode
                     ids
                 };
                 let mut replayed = Vec::new();
+                let actor = cli_actor();
                 for id in &ids {
                     replayed.push(
                         events
-                            .replay(id, "cli")
+                            .replay(id, &actor)
                             .await
                             .with_context(|| format!("event {id}"))?,
                     );

@@ -7,7 +7,7 @@ use serde_json::json;
 use memberspot_hub::SANDBOX_CONNECTION;
 
 use crate::cli::{Global, PersonasCommand};
-use crate::connection::{close_hub, hub_settings, open_hub};
+use crate::connection::{cli_actor, close_hub, hub_settings, open_hub};
 use crate::output::{print_json, print_table, table};
 
 fn when(ms: i64) -> String {
@@ -30,7 +30,8 @@ pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCo
                     offer_ids: offers,
                     calls_per_minute: per_minute,
                 };
-                let t = if replace_revoked { hub.recreate_persona(spec).await? } else { hub.create_persona(spec).await? };
+                let acting = hub.acting_as(cli_actor());
+                let t = if replace_revoked { acting.recreate_persona(spec).await? } else { acting.create_persona(spec).await? };
                 if json {
                     let mut v = serde_json::to_value(PersonaView::from(&t.persona))?;
                     v["token"] = json!(t.token.expose_secret());
@@ -89,7 +90,7 @@ pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCo
                 }
             }
             PersonasCommand::GrantScope { name, scopes, replace } => {
-                let p = hub.set_persona_scopes(&name, &scopes, !replace, None, None).await?;
+                let p = hub.acting_as(cli_actor()).set_persona_scopes(&name, &scopes, !replace, None, None).await?;
                 if json {
                     print_json(&PersonaView::from(&p))?;
                 } else {
@@ -97,7 +98,7 @@ pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCo
                 }
             }
             PersonasCommand::Revoke { name } => {
-                let changed = hub.revoke_persona(&name).await?;
+                let changed = hub.acting_as(cli_actor()).revoke_persona(&name).await?;
                 if json {
                     print_json(&json!({ "name": name, "revoked": true, "changed": changed }))?;
                 } else if changed {
@@ -107,7 +108,7 @@ pub async fn run(cmd: PersonasCommand, global: &Global) -> anyhow::Result<ExitCo
                 }
             }
             PersonasCommand::RotateToken { name } => {
-                let t = hub.rotate_persona_token(&name).await?;
+                let t = hub.acting_as(cli_actor()).rotate_persona_token(&name).await?;
                 if json {
                     print_json(&json!({ "name": t.persona.name, "token": t.token.expose_secret() }))?;
                 } else {

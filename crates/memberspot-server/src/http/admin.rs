@@ -93,7 +93,7 @@ async fn list_personas(
     responses((status = 201, body = IssuedBody), (status = 400, description = "bad scopes or name"), (status = 409, description = "name taken")))]
 async fn create_persona(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    admin: AdminAuth,
     ApiJson(b): ApiJson<NewPersonaBody>,
 ) -> Result<Response, HttpError> {
     let spec = PersonaSpec {
@@ -104,10 +104,11 @@ async fn create_persona(
         offer_ids: b.offer_ids,
         calls_per_minute: b.calls_per_minute,
     };
+    let acting = hub.acting_as(admin.actor());
     let t = if b.replace_revoked {
-        hub.recreate_persona(spec).await?
+        acting.recreate_persona(spec).await?
     } else {
-        hub.create_persona(spec).await?
+        acting.create_persona(spec).await?
     };
     Ok((StatusCode::CREATED, Json(issued(t))).into_response())
 }
@@ -126,10 +127,10 @@ async fn show_persona(
     params(("name" = String, Path)), responses((status = 200, description = "revoked; effective on the persona's next call"), (status = 404)))]
 async fn revoke_persona(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    admin: AdminAuth,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    let changed = hub.revoke_persona(&name).await?;
+    let changed = hub.acting_as(admin.actor()).revoke_persona(&name).await?;
     Ok(Json(
         json!({ "name": name, "revoked": true, "changed": changed }),
     ))
@@ -139,10 +140,14 @@ async fn revoke_persona(
     params(("name" = String, Path)), responses((status = 200, body = IssuedBody), (status = 404)))]
 async fn rotate_persona_token(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    admin: AdminAuth,
     Path(name): Path<String>,
 ) -> Result<Json<IssuedBody>, HttpError> {
-    Ok(Json(issued(hub.rotate_persona_token(&name).await?)))
+    Ok(Json(issued(
+        hub.acting_as(admin.actor())
+            .rotate_persona_token(&name)
+            .await?,
+    )))
 }
 
 /// New scopes for a persona.
@@ -163,11 +168,12 @@ pub struct ScopesBody {
     params(("name" = String, Path)), request_body = ScopesBody, responses((status = 200, description = "the updated persona"), (status = 400), (status = 404)))]
 async fn set_persona_scopes(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    admin: AdminAuth,
     Path(name): Path<String>,
     ApiJson(b): ApiJson<ScopesBody>,
 ) -> Result<Json<Value>, HttpError> {
     let p = hub
+        .acting_as(admin.actor())
         .set_persona_scopes(&name, &b.scopes, b.add, b.offer_ids, b.calls_per_minute)
         .await?;
     Ok(Json(persona_json(&p)))
@@ -208,11 +214,12 @@ async fn list_connections(
     responses((status = 201, description = "created"), (status = 400), (status = 409, description = "name taken")))]
 async fn add_connection(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    admin: AdminAuth,
     ApiJson(b): ApiJson<NewConnectionBody>,
 ) -> Result<Response, HttpError> {
     let key = SecretString::from(b.api_key);
     let c = hub
+        .acting_as(admin.actor())
         .add_connection(&b.name, &b.base_url, &key, b.rate_limit)
         .await?;
     Ok((StatusCode::CREATED, Json(c)).into_response())
@@ -222,10 +229,12 @@ async fn add_connection(
     params(("name" = String, Path)), responses((status = 200), (status = 404), (status = 409, description = "still used by a persona")))]
 async fn remove_connection(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    admin: AdminAuth,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    hub.remove_connection(&name).await?;
+    hub.acting_as(admin.actor())
+        .remove_connection(&name)
+        .await?;
     Ok(Json(json!({ "name": name, "removed": true })))
 }
 
@@ -248,11 +257,12 @@ pub struct ConnectionChangeBody {
     responses((status = 200, description = "the connection as changed"), (status = 400, description = "nothing to change, a bad value, or a key that does not open for the connection"), (status = 404), (status = 409, description = "name taken")))]
 async fn update_connection(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    admin: AdminAuth,
     Path(name): Path<String>,
     ApiJson(b): ApiJson<ConnectionChangeBody>,
 ) -> Result<Json<ConnectionView>, HttpError> {
     let c = hub
+        .acting_as(admin.actor())
         .update_connection(
             &name,
             memberspot_hub::store::ConnectionUpdate {
@@ -269,10 +279,10 @@ async fn update_connection(
     params(("name" = String, Path)), responses((status = 200, description = "the key is accepted"), (status = 404), (status = 502, description = "Memberspot refused the key")))]
 async fn test_connection(
     State(hub): State<Hub>,
-    _: AdminAuth,
+    admin: AdminAuth,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, HttpError> {
-    hub.test_connection(&name).await?;
+    hub.acting_as(admin.actor()).test_connection(&name).await?;
     Ok(Json(json!({ "name": name, "ok": true })))
 }
 

@@ -5,8 +5,9 @@
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use memberspot_hub::Hub;
+use memberspot_hub::admin::Actor;
 use memberspot_hub::store::Persona;
+use memberspot_hub::{Hub, Surface};
 
 use super::HttpError;
 
@@ -90,6 +91,17 @@ where
 
 /// A request carrying the admin token.
 pub struct AdminAuth;
+
+impl AdminAuth {
+    /// Who the admin operations of this request are recorded as: `rest:admin` (the admin
+    /// token names no person).
+    pub fn actor(&self) -> Actor {
+        Actor {
+            surface: Surface::Rest,
+            name: "admin".into(),
+        }
+    }
+}
 
 /// Any router whose state can give the hub (the events routes too).
 impl<S> FromRequestParts<S> for AdminAuth
