@@ -54,7 +54,12 @@ pub async fn run(ctx: &Ctx, args: ProgressArgs) -> anyhow::Result<ExitCode> {
     // is shown by its id and the offers that unlock it, from the command's one read of
     // the school's offers (none when they cannot be read).
     let offers = ctx.offers.index().await.ok();
-    let mut t = table(&["course", "offers", "completed posts", "started posts"]);
+    let mut t = table(&[
+        "course",
+        "offers unlocking it",
+        "completed posts",
+        "started posts",
+    ]);
     for p in &rows {
         let course = p["courseId"].as_str().unwrap_or_default();
         let granting = offers
