@@ -142,6 +142,8 @@ async fn from_csv(ctx: &Ctx, path: &Path, args: &GrantArgs) -> anyhow::Result<Ex
             "retry_file": (retry_rows > 0).then(|| failed_path.display().to_string()),
         }))?;
     } else {
+        // The rows were checked against these offers: no further read for the names.
+        let offers = ctx.offers.index().await.unwrap_or_default();
         let mut t = table(&["line", "email", "offer", "result"]);
         for o in &outcomes {
             let result = match &o.status {
@@ -159,7 +161,7 @@ async fn from_csv(ctx: &Ctx, path: &Path, args: &GrantArgs) -> anyhow::Result<Ex
             t.add_row(vec![
                 o.line.to_string(),
                 o.email.clone(),
-                ctx.offers.label(&o.offer_id).await,
+                offers.label(&o.offer_id),
                 result,
             ]);
         }
