@@ -93,6 +93,9 @@ pub enum Command {
     #[command(subcommand)]
     Offers(OffersCommand),
     /// A member's course progress
+    ///
+    /// Each course by its id, with the offers that unlock it, and the numbers of completed
+    /// and started posts. There is no percentage: Memberspot's API tells no course's size.
     Progress(ProgressArgs),
     /// Create a one-hour passwordless login token for a member (by uid or e-mail)
     LoginLink(LoginLinkArgs),
@@ -380,6 +383,9 @@ pub enum PersonasCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// The latest records
+    ///
+    /// An offer id in a record's arguments is shown with the offer's name (with --json:
+    /// `offer_names`, id to name), from one read of each school's offers.
     Tail {
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: u32,
@@ -388,6 +394,9 @@ pub enum AuditCommand {
         follow: bool,
     },
     /// Records matching filters
+    ///
+    /// An offer id in a record's arguments is shown with the offer's name (with --json:
+    /// `offer_names`, id to name), from one read of each school's offers.
     Search(AuditFilterArgs),
     /// Write records as JSON lines or CSV
     Export {

@@ -496,7 +496,115 @@ async fn offers_are_named_or_refused_with_the_candidates() {
         (Some(3), Some("offer_id"))
     );
     assert_eq!(report["rows"][0]["offer_id"], id.as_str());
+    // A dry run checks, and grants nothing.
+    let users = state(&sb).await["users"].clone();
+    assert!(
+        !users
+            .as_array()
+            .expect("users")
+            .iter()
+            .any(|u| u["email"] == "a@example.com" || u["email"] == "b@example.com"),
+        "nothing granted"
+    );
     sb.shutdown().await.expect("shutdown");
+}
+
+/// The audit views show an offer's name next to the id in a record's arguments (the JSON
+/// adds `offer_names` and removes nothing), from one read of the school's offers per
+/// command, not one per record; `progress` shows the offers that unlock each course.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_and_progress_name_the_offers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let offers = run(None, d, &["offers", "list", "--json"]).await;
+    assert_ok(&offers, "offers");
+    let offers = stdout_json(&offers);
+    let pick = |i: usize| {
+        (
+            offers[i]["id"].as_str().expect("id").to_owned(),
+            offers[i]["name"].as_str().expect("name").to_owned(),
+        )
+    };
+    let ((id0, name0), (id1, name1)) = (pick(0), pick(1));
+    let email = "audit.names@example.com";
+    for offer in [&name0, &id1] {
+        let out = run(None, d, &["users", "grant", email, "--offer", offer]).await;
+        assert_ok(&out, "grant");
+    }
+    let offer_reads = || async {
+        let out = run(
+            None,
+            d,
+            &[
+                "--json",
+                "audit",
+                "search",
+                "--tool",
+                "list_offers",
+                "--limit",
+                "1000",
+            ],
+        )
+        .await;
+        assert_ok(&out, "audit search list_offers");
+        stdout_json(&out).as_array().map(Vec::len).expect("records")
+    };
+    let before = offer_reads().await;
+
+    let out = run(
+        None,
+        d,
+        &["audit", "search", "--tool", "grant_user_offer_by_email"],
+    )
+    .await;
+    assert_ok(&out, "audit search");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&format!("{name0} ({id0})")) && table.contains(&format!("{name1} ({id1})")),
+        "{table}"
+    );
+    let out = run(None, d, &["--json", "audit", "tail", "--lines", "50"]).await;
+    assert_ok(&out, "audit tail");
+    let records = stdout_json(&out);
+    let grants: Vec<&Value> = records
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["tool"] == "grant_user_offer_by_email")
+        .collect();
+    assert_eq!(grants.len(), 2);
+    assert_eq!(
+        grants[0]["arguments"]["offer_id"],
+        id0.as_str(),
+        "the id stays"
+    );
+    assert_eq!(grants[0]["offer_names"][&id0], name0.as_str());
+    assert_eq!(grants[1]["offer_names"][&id1], name1.as_str());
+    assert!(
+        records
+            .as_array()
+            .expect("records")
+            .iter()
+            .filter(|r| r["tool"] == "list_offers")
+            .all(|r| r.get("offer_names").is_none()),
+        "only records that name offers get names"
+    );
+    assert_eq!(
+        offer_reads().await,
+        before + 2,
+        "one read of the offers per audit command, not one per record"
+    );
+
+    let out = run(None, d, &["progress", email]).await;
+    assert_ok(&out, "progress");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let course = offers[0]["courseIds"][0].as_str().expect("a course");
+    assert!(
+        table.contains("offers")
+            && table.contains(course)
+            && table.contains(&format!("{name0} ({id0})")),
+        "{table}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,6 +120,7 @@ audit-end-user = Endnutzer
 audit-request = Anfrage-ID
 audit-hash = Hash
 audit-connection = Verbindung
+audit-offer = Angebot
 
 nav-connections = Verbindungen
 nav-settings = Einstellungen

@@ -120,6 +120,7 @@ audit-end-user = End user
 audit-request = Request id
 audit-hash = Hash
 audit-connection = Connection
+audit-offer = Offer
 
 nav-connections = Connections
 nav-settings = Settings

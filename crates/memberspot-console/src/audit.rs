@@ -1,6 +1,8 @@
 //! The audit log: filters, newest first with keyset pagination (`before=SEQ`), a record's
-//! detail, and verifying the chain.
+//! detail, and verifying the chain. An offer id in a record's arguments is shown with the
+//! offer's name: one read of each school's offers per page view, never one per row.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -8,6 +10,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{NaiveDateTime, TimeZone};
 use maud::{Markup, html};
+use memberspot_hub::CallContext;
+use memberspot_hub::offer_names::{self, OfferNamesByConnection, offer_ids_in};
 use memberspot_hub::store::{AuditFilter, AuditOutcome, AuditRecord, ChainHead, Surface};
 use serde::Deserialize;
 
@@ -79,6 +83,22 @@ fn who(r: &AuditRecord) -> String {
         .clone()
         .or_else(|| r.end_user.clone())
         .unwrap_or_else(|| "—".into())
+}
+
+/// The offer names of the schools a page shows, read as their operator under the signed-in
+/// console user.
+fn offer_names(c: &Console, s: &Signed) -> OfferNamesByConnection {
+    let mut ctx = CallContext::new(Surface::Console);
+    ctx.end_user = Some(format!("console:{}", s.name));
+    OfferNamesByConnection::new(&c.hub, ctx)
+}
+
+/// The offers `r`'s arguments name, `Name (id)` where the school knows the name.
+fn offers_of(r: &AuditRecord, names: &BTreeMap<String, String>) -> Vec<String> {
+    offer_ids_in(&r.arguments)
+        .into_iter()
+        .map(|id| offer_names::label(&id, names.get(&id).map(String::as_str)))
+        .collect()
 }
 
 fn query_string(q: &AuditQuery, before: Option<i64>) -> String {
@@ -182,6 +202,7 @@ pub async fn list(
     let more = records.len() > PAGE as usize;
     records.truncate(PAGE as usize);
     let older = more.then(|| records.last().map(|r| r.seq)).flatten();
+    let names = offer_names(&c, &s).in_records(&records).await;
     v.page(
         StatusCode::OK,
         &v.t("audit-title"),
@@ -205,17 +226,19 @@ pub async fn list(
                             th scope="col" { (v.t("audit-surface")) }
                             th scope="col" { (v.t("audit-who")) }
                             th scope="col" { (v.t("audit-tool")) }
+                            th scope="col" { (v.t("audit-offer")) }
                             th scope="col" { (v.t("audit-outcome")) }
                             th scope="col" { (v.t("audit-latency")) }
                         } }
                         tbody {
-                            @for r in &records {
+                            @for (r, names) in records.iter().zip(&names) {
                                 tr {
                                     td { a href={ "/audit/" (r.seq) } { (r.seq) } }
                                     td { (v.when(r.at)) }
                                     td { (r.surface) }
                                     td { (who(r)) }
                                     td { code { (r.tool) } }
+                                    td { @for (i, offer) in offers_of(r, names).iter().enumerate() { @if i > 0 { br; } (offer) } }
                                     td { (badge(outcome_kind(r.outcome), r.outcome.as_str())) }
                                     td.num { (r.latency_ms) " ms" }
                                 }
@@ -253,6 +276,8 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(seq): Path<St
     let Some(r) = record else {
         return v.message(StatusCode::NOT_FOUND, "error-title", &v.t("not-found"));
     };
+    let names = offer_names(&c, &s).in_record(&r).await;
+    let offers = offers_of(&r, &names);
     let row = |label: String, value: Markup| html! { div { dt { (label) } dd { (value) } } };
     v.page(
         StatusCode::OK,
@@ -263,6 +288,7 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(seq): Path<St
                 (row(v.t("audit-surface"), html! { (r.surface) }))
                 (row(v.t("audit-who"), html! { (who(&r)) }))
                 (row(v.t("audit-tool"), html! { code { (r.tool) } }))
+                @if !offers.is_empty() { (row(v.t("audit-offer"), html! { (offers.join(", ")) })) }
                 (row(v.t("audit-outcome"), badge(outcome_kind(r.outcome), r.outcome.as_str())))
                 (row(v.t("audit-latency"), html! { (r.latency_ms) " ms" }))
                 (row(v.t("audit-connection"), html! { (r.connection.as_deref().unwrap_or("—")) }))

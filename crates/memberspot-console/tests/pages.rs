@@ -579,3 +579,118 @@ async fn overview_page_sqlite() {
 async fn overview_page_postgres() {
     overview_page(Backend::Postgres).await;
 }
+
+/// The audit log shows the offer's name next to an offer id in a record's arguments, on the
+/// list and on a record's page: one read of the school's offers per page view (an audited
+/// `list_offers` under the console user), never one per row.
+#[tokio::test]
+async fn audit_page_names_the_offers() {
+    use memberspot_hub::{CallContext, Principal, Surface};
+    let t = TestHub::open(Backend::Sqlite).await;
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let who = Principal::Operator {
+        connection: "sandbox".into(),
+    };
+    let cli = CallContext::new(Surface::Cli);
+    let offers = t
+        .hub
+        .call(&who, &cli, "list_offers", serde_json::json!({}))
+        .await
+        .result
+        .expect("offers");
+    let offers: Vec<(String, String)> = offers["offers"]
+        .as_array()
+        .expect("offers")
+        .iter()
+        .map(|o| {
+            (
+                o["id"].as_str().expect("id").to_owned(),
+                o["name"].as_str().expect("name").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(offers.len(), 2);
+    for (i, (id, _)) in offers.iter().enumerate() {
+        let args = serde_json::json!({"email": format!("named{i}@example.com"), "offer_id": id});
+        let r = t
+            .hub
+            .call(&who, &cli, "grant_user_offer_by_email", args)
+            .await;
+        assert!(r.result.is_ok(), "{:?}", r.result);
+    }
+    let http = reqwest::Client::new();
+    let log = format!("{}/_sandbox/requests", t.sandbox.root_url());
+    let offer_reads = || async {
+        let entries: serde_json::Value = http
+            .get(&log)
+            .header("X-API-KEY", SCHOOL_KEY)
+            .send()
+            .await
+            .expect("request log")
+            .json()
+            .await
+            .expect("JSON");
+        entries
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["path"].as_str().is_some_and(|p| p.ends_with("/offers")))
+            .count()
+    };
+    let before = offer_reads().await;
+
+    let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+    let page = c.get("/audit?tool=grant_user_offer_by_email").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("<th scope=\"col\">Offer</th>"));
+    for (id, name) in &offers {
+        assert!(
+            page.body.contains(&format!("{name} ({id})")),
+            "{name} ({id}) on {}",
+            page.body
+        );
+    }
+    assert_eq!(offer_reads().await, before + 1, "one read for the page");
+
+    let grants = t
+        .hub
+        .audit(&AuditFilter {
+            tool: Some("grant_user_offer_by_email".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    let detail = c.get(&format!("/audit/{}", grants[0].seq)).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    let (id, name) = &offers[0];
+    assert!(
+        detail.body.contains(&format!("<dd>{name} ({id})</dd>")),
+        "{}",
+        detail.body
+    );
+    // The arguments are still shown as recorded.
+    assert!(
+        detail
+            .body
+            .contains(&format!("&quot;offer_id&quot;: &quot;{id}&quot;")),
+        "{}",
+        detail.body
+    );
+    // The reads were the console user's, recorded like any call.
+    let reads = t
+        .hub
+        .audit(&AuditFilter {
+            tool: Some("list_offers".into()),
+            surface: Some("console".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(reads.len(), 2, "one per page view");
+    assert!(
+        reads
+            .iter()
+            .all(|r| r.end_user.as_deref() == Some("console:anna"))
+    );
+    t.close().await;
+}

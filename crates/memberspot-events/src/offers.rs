@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use memberspot_hub::{Hub, HubError};
+use memberspot_hub::offer_names::{OfferNameError, OfferNames};
+use memberspot_hub::{CallContext, Hub, HubError, Principal};
 
 use crate::config::EventsConfig;
-
 /// A rule whose offer the school of its source does not have (or has under the same
 /// name more than once).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,10 +34,12 @@ impl fmt::Display for OfferProblem {
     }
 }
 
-/// Checks every rule's offer against the school of its source, one read per school, and
+/// Checks every rule's offer against the school of its source, one read of its offers per
+/// school (as the school's operator, with `ctx`: an audited `list_offers` call), and
 /// replaces offer names by ids. An unreachable school is an error (nothing was checked).
 pub async fn check_rule_offers(
     hub: &Hub,
+    ctx: &CallContext,
     config: &mut EventsConfig,
 ) -> Result<Vec<OfferProblem>, HubError> {
     let mut by_connection: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -51,45 +53,36 @@ pub async fn check_rule_offers(
     }
     let mut problems = Vec::new();
     for (connection, rules) in by_connection {
-        let offers = hub.offers_of(&connection).await?;
-        let listing = || {
-            let all: Vec<String> = offers
-                .iter()
-                .map(|o| format!("{} ({})", o.id, o.name))
-                .collect();
-            if all.is_empty() {
-                "it has none".to_owned()
-            } else {
-                format!("its offers: {}", all.join(", "))
-            }
+        let who = Principal::Operator {
+            connection: connection.clone(),
         };
+        let offers = OfferNames::new(hub, who, ctx.clone());
         for i in rules {
             let rule = &mut config.rules[i];
-            let given = rule.offer.trim().to_owned();
-            if offers.iter().any(|o| o.id == given) {
-                continue;
-            }
-            let named: Vec<&str> = offers
-                .iter()
-                .filter(|o| o.name.trim().eq_ignore_ascii_case(&given))
-                .map(|o| o.id.as_str())
-                .collect();
-            let reason = match named.as_slice() {
-                [id] => {
-                    rule.offer = (*id).to_owned();
+            let problem = match offers.find(&rule.offer).await? {
+                Ok(id) => {
+                    rule.offer = id;
                     continue;
                 }
-                [] => format!("does not exist ({})", listing()),
-                ids => format!(
+                Err(problem) => problem,
+            };
+            let reason = match &problem {
+                OfferNameError::Unknown { candidates, .. } if candidates.is_empty() => {
+                    "does not exist (it has none)".to_owned()
+                }
+                OfferNameError::Unknown { .. } => {
+                    format!("does not exist (its offers: {})", problem.listing())
+                }
+                OfferNameError::Ambiguous { candidates, .. } => format!(
                     "names {} offers ({}); give the id",
-                    ids.len(),
-                    ids.join(", ")
+                    candidates.len(),
+                    problem.listing()
                 ),
             };
             problems.push(OfferProblem {
                 rule: rule.index,
                 line: rule.line,
-                offer: given,
+                offer: problem.given().to_owned(),
                 connection: connection.clone(),
                 reason,
             });

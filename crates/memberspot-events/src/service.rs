@@ -12,7 +12,7 @@ use memberspot_hub::schools::School;
 use memberspot_hub::store::{
     Delivery, EventAction, EventFilter, EventLogEntry, EventPurge, EventStatus, StoredEvent,
 };
-use memberspot_hub::{Hub, HubError};
+use memberspot_hub::{CallContext, Hub, HubError, Surface};
 use memberspot_store::AuditFilter;
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -95,7 +95,8 @@ impl Events {
         memberspot_hub::schools::log(&schools);
         // Loud, not fatal: the receivers must keep storing deliveries while a rule is
         // fixed (a purchase under a missing offer goes dead and can be replayed).
-        let check = crate::offers::check_rule_offers(&hub, &mut config);
+        let check_ctx = CallContext::new(Surface::Events);
+        let check = crate::offers::check_rule_offers(&hub, &check_ctx, &mut config);
         let offer_warnings = match tokio::time::timeout(OFFER_CHECK_TIME, check).await {
             Ok(Ok(problems)) => problems
                 .iter()

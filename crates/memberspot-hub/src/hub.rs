@@ -285,6 +285,15 @@ impl Hub {
             .ok_or_else(|| HubError::Unauthenticated(format!("no persona named `{name}`")))
     }
 
+    /// `who` as stored now: a persona read again (so a revocation or a change applies to
+    /// the next call of a long-running command), the operator as it is.
+    pub async fn current(&self, who: &Principal) -> Result<Principal, HubError> {
+        Ok(match who {
+            Principal::Persona(p) => Principal::Persona(self.find_persona(&p.name).await?),
+            operator => operator.clone(),
+        })
+    }
+
     /// The persona's scopes. Stored scopes that no longer parse (a tool was renamed, the
     /// row was edited) are an error, logged and refused, never "no permissions".
     pub fn scopes_of(&self, p: &Persona) -> Result<Scopes, HubError> {

@@ -128,10 +128,7 @@ impl Hub {
                     })?),
                     None => None,
                 };
-                let who = match who {
-                    Principal::Persona(p) => Principal::Persona(hub.find_persona(&p.name).await?),
-                    operator => operator,
-                };
+                let who = hub.current(&who).await?;
                 if let Some(hook) = &before_page {
                     hook().await;
                 }

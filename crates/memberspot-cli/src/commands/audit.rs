@@ -2,7 +2,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use memberspot_hub::admin::{audit_csv_rows, audit_jsonl};
+use memberspot_hub::offer_names::{self, OfferNamesByConnection, offer_ids_in};
 use memberspot_hub::store::{AuditFilter, AuditRecord};
+use serde_json::Value;
 
 use crate::cli::{AuditCommand, AuditFilterArgs, ExportFormat, Global};
 use crate::connection::{cli_actor, close_hub, open_hub};
@@ -52,9 +54,25 @@ fn filter(a: &AuditFilterArgs) -> anyhow::Result<AuditFilter> {
     })
 }
 
-fn render(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
+/// Records as a table, or as JSON (each record as stored, with `offer_names`, id → name,
+/// when its arguments name offers the school knows). Offer names come from one read of
+/// each school's offers for the whole command.
+async fn render(
+    records: &[AuditRecord],
+    json: bool,
+    offers: &OfferNamesByConnection,
+) -> anyhow::Result<()> {
+    let names = offers.in_records(records).await;
     if json {
-        return print_json(records);
+        let mut list = Vec::with_capacity(records.len());
+        for (r, names) in records.iter().zip(names) {
+            let mut v = serde_json::to_value(r)?;
+            if let (Value::Object(map), false) = (&mut v, names.is_empty()) {
+                map.insert("offer_names".into(), serde_json::to_value(names)?);
+            }
+            list.push(v);
+        }
+        return print_json(&list);
     }
     let mut t = table(&[
         "seq",
@@ -62,11 +80,17 @@ fn render(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
         "surface",
         "persona",
         "tool",
+        "offer",
         "outcome",
         "ms",
         "prompt / error",
     ]);
-    for r in records {
+    for (r, names) in records.iter().zip(names) {
+        let offer = offer_ids_in(&r.arguments)
+            .into_iter()
+            .map(|id| offer_names::label(&id, names.get(&id).map(String::as_str)))
+            .collect::<Vec<_>>()
+            .join("\n");
         let time = chrono::DateTime::from_timestamp_millis(r.at)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default();
@@ -82,6 +106,7 @@ fn render(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
             r.surface.to_string(),
             r.persona.clone().unwrap_or_else(|| "(operator)".into()),
             r.tool.clone(),
+            offer,
             r.outcome.to_string(),
             r.latency_ms.to_string(),
             note,
@@ -94,6 +119,7 @@ fn render(records: &[AuditRecord], json: bool) -> anyhow::Result<()> {
 pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode> {
     let (hub, sandbox, file) = open_hub(global).await?;
     let json = global.json;
+    let offers = OfferNamesByConnection::new(&hub, super::call_context(global.reason.clone()));
     let result = async {
         match cmd {
             AuditCommand::Tail { lines, follow } => {
@@ -101,7 +127,7 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
                     .audit(&AuditFilter { limit: Some(lines), newest_first: true, ..AuditFilter::default() })
                     .await?;
                 latest.reverse();
-                render(&latest, json)?;
+                render(&latest, json, &offers).await?;
                 // Sequence numbers start at 1, so 0 means "from the beginning".
                 let mut after = latest.last().map_or(0, |r| r.seq);
                 if follow {
@@ -114,7 +140,7 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
                         let new = hub.audit(&filter).await?;
                         if let Some(last) = new.last() {
                             after = last.seq;
-                            render(&new, json)?;
+                            render(&new, json, &offers).await?;
                         }
                     }
                 }
@@ -126,7 +152,7 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
                 f.newest_first = true;
                 let mut found = hub.audit(&f).await?;
                 found.reverse();
-                render(&found, json)?;
+                render(&found, json, &offers).await?;
                 Ok(ExitCode::SUCCESS)
             }
             AuditCommand::Export { filter: args, format } => {

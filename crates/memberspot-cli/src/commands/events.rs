@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use memberspot_events::{Events, EventsConfig};
+use memberspot_hub::offer_names::{self, OfferNames, OfferNamesByConnection, offer_ids_in};
 use memberspot_hub::store::{EventFilter, EventStatus, StoredEvent};
 
 use crate::cli::{EventFilterArgs, EventsCommand, Global, RulesCommand};
@@ -70,6 +71,15 @@ pub async fn run(cmd: EventsCommand, global: &Global) -> anyhow::Result<ExitCode
                     print_json(&d)?;
                 } else {
                     let e = &d.event;
+                    // Offer names from the school the event was received for (one read).
+                    let offers = match &e.connection {
+                        Some(c) => {
+                            OfferNamesByConnection::new(&hub, super::call_context(global.reason.clone()))
+                                .of(c)
+                                .await
+                        }
+                        None => None,
+                    };
                     println!("event      {}", e.id);
                     println!(
                         "received   {}  ({} redeliveries)",
@@ -94,7 +104,7 @@ pub async fn run(cmd: EventsCommand, global: &Global) -> anyhow::Result<ExitCode
                     if e.test {
                         println!("test       yes (provider test traffic)");
                     }
-                    if let Some(line) = rule_line(&events, e).await {
+                    if let Some(line) = rule_line(&events, e, offers.as_deref()).await {
                         println!("rule       {line}");
                     }
                     if let Some(del) = &d.delivery {
@@ -118,8 +128,21 @@ pub async fn run(cmd: EventsCommand, global: &Global) -> anyhow::Result<ExitCode
                     if !d.actions.is_empty() {
                         println!("\ntool calls");
                         for a in &d.actions {
+                            let mut named = Vec::new();
+                            if let Some(o) = &offers {
+                                for id in offer_ids_in(&a.arguments) {
+                                    if let Some(name) = o.name_of(&id).await {
+                                        named.push(offer_names::label(&id, Some(&name)));
+                                    }
+                                }
+                            }
+                            let named = if named.is_empty() {
+                                String::new()
+                            } else {
+                                format!("  [offer {}]", named.join(", "))
+                            };
                             println!(
-                                "  {}. {} {}  -> {}{}  (request {})",
+                                "  {}. {} {}{named}  -> {}{}  (request {})",
                                 a.step + 1,
                                 a.tool,
                                 a.arguments,
@@ -360,23 +383,18 @@ pub async fn rules(cmd: RulesCommand, global: &Global) -> anyhow::Result<ExitCod
     }
 }
 
-/// The rule the event falls under, with its offer's name from the school (best effort: the
-/// id alone when the school cannot be read).
-async fn rule_line(events: &Events, e: &StoredEvent) -> Option<String> {
+/// The rule the event falls under, with its offer's name from the school the event was
+/// received for (best effort: the id alone when the school cannot be read).
+async fn rule_line(
+    events: &Events,
+    e: &StoredEvent,
+    offers: Option<&OfferNames>,
+) -> Option<String> {
     let cfg = events.config();
     let rule = cfg.rule_for_event(&e.source, &e.provider, e.product_id.as_deref())?;
-    // The school the event was received for (the source's, when it was stored).
-    let connection = e.connection.clone()?;
-    let name = match events.hub().offers_of(&connection).await {
-        Ok(offers) => offers
-            .into_iter()
-            .find(|o| o.id == rule.offer)
-            .map(|o| o.name)
-            .filter(|n| !n.is_empty()),
-        Err(_) => None,
-    };
-    let offer = match name {
-        Some(n) => format!("{n} ({})", rule.offer),
+    e.connection.as_ref()?;
+    let offer = match offers {
+        Some(o) => o.label(&rule.offer).await,
         None => rule.offer.clone(),
     };
     Some(format!(
@@ -392,7 +410,8 @@ async fn check_offers(
     cfg: &mut EventsConfig,
 ) -> anyhow::Result<Vec<memberspot_events::offers::OfferProblem>> {
     let (hub, sandbox, _) = open_hub(global).await?;
-    let checked = memberspot_events::offers::check_rule_offers(&hub, cfg).await;
+    let ctx = super::call_context(global.reason.clone());
+    let checked = memberspot_events::offers::check_rule_offers(&hub, &ctx, cfg).await;
     close_hub(&hub, sandbox).await?;
     checked.context("checking the rules' offers (--offline skips it)")
 }

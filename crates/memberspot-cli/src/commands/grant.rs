@@ -9,7 +9,6 @@ use memberspot_tools::bulk::{self, RowError, RowStatus, Summary};
 use serde_json::json;
 
 use super::Ctx;
-use super::offer_names::Offers;
 use super::users::render_users;
 use crate::cli::GrantArgs;
 use crate::output::{print_json, print_table, progress, table};
@@ -23,7 +22,7 @@ pub async fn run(ctx: &Ctx, args: GrantArgs) -> anyhow::Result<ExitCode> {
         .offer
         .clone()
         .ok_or_else(|| ToolError::invalid("--offer", "give the offer id or name to grant"))?;
-    let offer = Offers::read(ctx).await?.resolve("--offer", &offer)?;
+    let offer = ctx.offer_id("--offer", Some(offer)).await?;
     let mut tool_args = json!({ "email": email, "offer_id": offer });
     for (k, v) in [
         ("first_name", &args.first),
@@ -43,11 +42,17 @@ pub async fn run(ctx: &Ctx, args: GrantArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Every row's offer checked against the school (dry runs included) and names turned into
-/// ids: a row naming an unknown or ambiguous offer is refused with its line, not sent.
-fn offers_by_id(offers: &Offers, parsed: &mut bulk::ParsedCsv) {
+/// ids: a row naming an unknown or ambiguous offer is refused with its line, not sent. The
+/// school's offers are read once for the file (and once more for an offer not found).
+async fn offers_by_id(ctx: &Ctx, parsed: &mut bulk::ParsedCsv) -> anyhow::Result<()> {
     let rows = std::mem::take(&mut parsed.rows);
     for mut row in rows {
-        match offers.resolve("offer_id", &row.offer_id) {
+        match ctx
+            .offers
+            .find(&row.offer_id)
+            .await
+            .map_err(super::cli_error)?
+        {
             Ok(id) => {
                 row.offer_id = id;
                 parsed.rows.push(row);
@@ -64,6 +69,7 @@ fn offers_by_id(offers: &Offers, parsed: &mut bulk::ParsedCsv) {
             }),
         }
     }
+    Ok(())
 }
 
 fn default_failed_path(csv: &Path) -> PathBuf {
@@ -79,7 +85,7 @@ async fn from_csv(ctx: &Ctx, path: &Path, args: &GrantArgs) -> anyhow::Result<Ex
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut parsed = bulk::read_grant_csv(file, args.offer.as_deref())
         .with_context(|| format!("{}", path.display()))?;
-    offers_by_id(&Offers::read(ctx).await?, &mut parsed);
+    offers_by_id(ctx, &mut parsed).await?;
     let to_send = parsed.rows.len();
     let parsed_source = parsed.source;
     let bar = progress(
@@ -136,6 +142,8 @@ async fn from_csv(ctx: &Ctx, path: &Path, args: &GrantArgs) -> anyhow::Result<Ex
             "retry_file": (retry_rows > 0).then(|| failed_path.display().to_string()),
         }))?;
     } else {
+        // The rows were checked against these offers: no further read for the names.
+        let offers = ctx.offers.index().await.unwrap_or_default();
         let mut t = table(&["line", "email", "offer", "result"]);
         for o in &outcomes {
             let result = match &o.status {
@@ -153,7 +161,7 @@ async fn from_csv(ctx: &Ctx, path: &Path, args: &GrantArgs) -> anyhow::Result<Ex
             t.add_row(vec![
                 o.line.to_string(),
                 o.email.clone(),
-                o.offer_id.clone(),
+                offers.label(&o.offer_id),
                 result,
             ]);
         }

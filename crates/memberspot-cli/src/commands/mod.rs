@@ -13,7 +13,6 @@ mod flows;
 mod grant;
 mod login_link;
 mod mcp;
-mod offer_names;
 mod personas;
 mod progress;
 mod sandbox;
@@ -27,7 +26,8 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 use futures::{Stream, TryStreamExt};
 use memberspot_api::wire::{CourseProgress, User};
-use memberspot_hub::{CallContext, HubError, ListOptions, Principal, Surface};
+use memberspot_hub::offer_names::OfferNames;
+use memberspot_hub::{CallContext, HubError, ListOptions, Surface};
 use memberspot_tools::Catalogue;
 use memberspot_tools::tools::{ListProgressInput, ListUsersInput};
 use serde_json::Value;
@@ -43,6 +43,8 @@ pub struct Ctx {
     pub catalogue: Catalogue,
     pub json: bool,
     pub reason: Option<String>,
+    /// The school's offers, read once for the command (names next to ids, names for ids).
+    pub offers: OfferNames,
 }
 
 impl Ctx {
@@ -54,10 +56,7 @@ impl Ctx {
         let s = &self.session;
         // A persona is re-read on every call, so a revocation applies mid-run; a revoked
         // one's call is refused by the hub, which records the attempt.
-        let principal = match &s.principal {
-            Principal::Persona(p) => Principal::Persona(s.hub.find_persona(&p.name).await?),
-            operator => operator.clone(),
-        };
+        let principal = s.hub.current(&s.principal).await?;
         s.hub
             .call_on(&principal, &cx, tool, args, s.client.clone())
             .await
@@ -99,6 +98,21 @@ impl Ctx {
             .map_err(cli_error)
     }
 
+    /// The offer id `--offer` (`flag`) stands for: an id, or an offer's name; an unknown
+    /// or ambiguous one is an error listing the candidates.
+    pub async fn offer_id(
+        &self,
+        flag: &str,
+        given: Option<String>,
+    ) -> anyhow::Result<Option<String>> {
+        match given {
+            Some(g) => Ok(Some(
+                self.offers.resolve(flag, &g).await.map_err(cli_error)?,
+            )),
+            None => Ok(None),
+        }
+    }
+
     fn list_options(&self, max_items: Option<usize>) -> ListOptions {
         ListOptions {
             max_items,
@@ -108,11 +122,16 @@ impl Ctx {
     }
 
     fn call_context(&self) -> CallContext {
-        let mut cx = CallContext::new(Surface::Cli);
-        cx.prompt = self.reason.clone();
-        cx.end_user = std::env::var("USER").ok();
-        cx
+        call_context(self.reason.clone())
     }
+}
+
+/// A CLI call's context: surface `cli`, the `--reason` as its prompt, the local user.
+fn call_context(reason: Option<String>) -> CallContext {
+    let mut cx = CallContext::new(Surface::Cli);
+    cx.prompt = reason;
+    cx.end_user = std::env::var("USER").ok();
+    cx
 }
 
 /// A tool failure stays a [`memberspot_tools::ToolError`] so the exit code and the JSON
@@ -184,11 +203,18 @@ async fn with_session(
     command: impl AsyncFnOnce(&Ctx) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
     let session = connection::open(global).await?;
+    let offers = OfferNames::new(
+        &session.hub,
+        session.principal.clone(),
+        call_context(global.reason.clone()),
+    )
+    .on_client(session.client.clone());
     let ctx = Ctx {
         session,
         catalogue: Catalogue::standard(),
         json: global.json,
         reason: global.reason.clone(),
+        offers,
     };
     let result = command(&ctx).await;
     // Persist the embedded school even when the command failed half-way.

@@ -50,10 +50,30 @@ pub async fn run(ctx: &Ctx, args: ProgressArgs) -> anyhow::Result<ExitCode> {
         Value::Number(n) => n.to_string(),
         _ => "0".to_owned(),
     };
-    let mut t = table(&["course", "completed posts", "started posts"]);
+    // The API names no course and tells no course's size (so no percentage): a course
+    // is shown by its id and the offers that unlock it, from the command's one read of
+    // the school's offers (none when they cannot be read).
+    let offers = ctx.offers.index().await.ok();
+    let mut t = table(&[
+        "course",
+        "offers unlocking it",
+        "completed posts",
+        "started posts",
+    ]);
     for p in &rows {
+        let course = p["courseId"].as_str().unwrap_or_default();
+        let granting = offers
+            .as_deref()
+            .map(|o| {
+                o.granting(course)
+                    .map(|offer| o.label(&offer.id))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default();
         t.add_row(vec![
-            p["courseId"].as_str().unwrap_or_default().to_string(),
+            course.to_string(),
+            granting,
             count(p, "completedPosts"),
             count(p, "activePosts"),
         ]);

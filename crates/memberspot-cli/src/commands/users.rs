@@ -7,7 +7,7 @@ use memberspot_tools::tools::ListUsersInput;
 use memberspot_wire::User;
 use serde_json::{Value, json};
 
-use super::{Ctx, grant, offer_names};
+use super::{Ctx, grant};
 use crate::cli::{AccessTarget, ActiveFilter, UsersCommand};
 use crate::output::{confirm, print_json, print_table, progress, table};
 
@@ -23,7 +23,7 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
             cursor,
         } => {
             let mut args = json!({});
-            if let Some(o) = offer_names::resolve_flag(ctx, offer).await? {
+            if let Some(o) = ctx.offer_id("--offer", offer).await? {
                 args["offer_id"] = json!(o);
             }
             if let Some(c) = course {
@@ -71,7 +71,7 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
             at,
             clear,
         } => {
-            let offer = offer_names::resolve_flag(ctx, Some(offer)).await?;
+            let offer = ctx.offer_id("--offer", Some(offer)).await?;
             let mut args = json!({ "email": email, "offer_id": offer });
             if let (Some(at), false) = (at, clear) {
                 args["expires_at"] = json!(at);
@@ -160,7 +160,7 @@ pub async fn run(ctx: &Ctx, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn set_state(ctx: &Ctx, target: AccessTarget, state: &str) -> anyhow::Result<ExitCode> {
-    let offer = offer_names::resolve_flag(ctx, target.offer).await?;
+    let offer = ctx.offer_id("--offer", target.offer).await?;
     let out = match (offer, target.order) {
         (Some(offer), _) => {
             ctx.call(
@@ -226,13 +226,12 @@ fn print_page(users: &[Value], next_cursor: Option<&str>) -> anyhow::Result<()> 
     print_json(&json!({ "users": users, "next_cursor": next_cursor }))
 }
 
-/// Members as a table, each holding with its offer's name next to the id (one read of the
-/// school's offers), or as JSON (Memberspot's fields, ids only).
+/// Members as a table, each holding with its offer's name next to the id (the command's
+/// one read of the school's offers), or as JSON (Memberspot's fields, ids only).
 pub async fn render_users(ctx: &Ctx, users: &[Value]) -> anyhow::Result<()> {
     if ctx.json {
         return print_json(users);
     }
-    let offers = offer_names::for_display(ctx).await;
     let mut t = table(&["email", "name", "uid", "offers"]);
     for v in users {
         let u: User = serde_json::from_value(v.clone()).context("unexpected member shape")?;
@@ -241,25 +240,22 @@ pub async fn render_users(ctx: &Ctx, users: &[Value]) -> anyhow::Result<()> {
             .flatten()
             .collect::<Vec<_>>()
             .join(" ");
-        let offers = u
-            .offers
-            .iter()
-            .map(|h| {
-                let offer = match offers.name_of(&h.offer_id) {
-                    Some(name) => format!("{name} ({})", h.offer_id),
-                    None => h.offer_id.clone(),
-                };
-                let mut s = format!("{offer} {}", if h.active { "active" } else { "inactive" });
-                if let Some(order) = &h.order_id {
-                    s.push_str(&format!(" order {order}"));
-                }
-                if let Some(exp) = &h.expires_at {
-                    s.push_str(&format!(" until {}", exp.0.format("%Y-%m-%d")));
-                }
-                s
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let mut holdings = Vec::with_capacity(u.offers.len());
+        for h in &u.offers {
+            let mut s = format!(
+                "{} {}",
+                ctx.offers.label(&h.offer_id).await,
+                if h.active { "active" } else { "inactive" }
+            );
+            if let Some(order) = &h.order_id {
+                s.push_str(&format!(" order {order}"));
+            }
+            if let Some(exp) = &h.expires_at {
+                s.push_str(&format!(" until {}", exp.0.format("%Y-%m-%d")));
+            }
+            holdings.push(s);
+        }
+        let offers = holdings.join("\n");
         t.add_row(vec![u.email, name, u.uid, offers]);
     }
     print_table(&t);
