@@ -326,6 +326,7 @@ connections-use-digest = die tägliche Zusammenfassung
 connections-use-flow = Ablauf { $name }
 connections-use-sync = Abgleich { $name }
 connections-use-export = Export { $name }
+events-receiver = Empfangs-URL
 events-receiver-of = Empfangs-URL von { $name }
 events-dry-run = Probelauf gegen die Regeln
 events-dry-run-title = Probelauf von { $name }

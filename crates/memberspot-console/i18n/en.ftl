@@ -326,6 +326,7 @@ connections-use-digest = the daily summary
 connections-use-flow = flow { $name }
 connections-use-sync = sync { $name }
 connections-use-export = export { $name }
+events-receiver = Receiver URL
 events-receiver-of = Receiver URL of { $name }
 events-dry-run = Dry run against the rules
 events-dry-run-title = Dry run of { $name }
