@@ -500,30 +500,27 @@ pub async fn expiration_page(
     Owner(s): Owner,
     Query(q): Query<HoldingQuery>,
 ) -> Response {
-    let connection = connection_of(&q.connection);
-    expiration_form(
-        &c,
-        &s,
-        StatusCode::OK,
-        &connection,
-        &q.email,
-        &q.offer_id,
-        "",
-        None,
-    )
+    let h = HoldingQuery {
+        connection: connection_of(&q.connection),
+        ..q
+    };
+    expiration_form(&c, &s, &h, "", None)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The end-date form of the holding `h`, with the date typed and what was wrong with it.
 fn expiration_form(
     c: &Console,
     s: &Signed,
-    status: StatusCode,
-    connection: &str,
-    email: &str,
-    offer_id: &str,
+    h: &HoldingQuery,
     date: &str,
-    message: Option<Markup>,
+    failed: Option<String>,
 ) -> Response {
+    let (connection, email, offer_id) = (h.connection.as_str(), h.email.as_str(), &h.offer_id);
+    let status = if failed.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
     let v = View::signed(c, s, "/members");
     v.page(
         status,
@@ -535,7 +532,7 @@ fn expiration_form(
             ],
         ),
         html! {
-            @if let Some(m) = message { (m) }
+            @if let Some(m) = &failed { (notice("failed", m)) }
             form.card method="post" action="/members/expiration" {
                 (holding_fields(s, connection, email, offer_id))
                 label for="expires_on" { (v.t("members-expires-on")) }
@@ -666,18 +663,12 @@ pub async fn set_expiration(
     Change(s, f): Change<ChangeForm>,
 ) -> Response {
     let connection = connection_of(&f.connection);
-    let again = |text: String| {
-        expiration_form(
-            &c,
-            &s,
-            StatusCode::BAD_REQUEST,
-            &connection,
-            &f.email,
-            &f.offer_id,
-            &f.expires_on,
-            Some(notice("failed", &text)),
-        )
+    let holding = HoldingQuery {
+        connection: connection.clone(),
+        email: f.email.clone(),
+        offer_id: f.offer_id.clone(),
     };
+    let again = |text: String| expiration_form(&c, &s, &holding, &f.expires_on, Some(text));
     let (args, done) = match f.action.as_str() {
         "clear" => (
             json!({ "email": f.email, "offer_id": f.offer_id }),
@@ -733,7 +724,10 @@ pub async fn login_link(
         Ok(out) => out,
         Err(e) => return change_failed(&c, &s, &connection, &f.email, &e),
     };
-    let token = out["token"].as_str().unwrap_or_default();
+    let Some(token) = out["token"].as_str().filter(|t| !t.is_empty()) else {
+        let e = HubError::Invalid("create_login_token: the answer holds no token".into());
+        return change_failed(&c, &s, &connection, &f.email, &e);
+    };
     let url = out["login_url"].as_str();
     let v = View::signed(&c, &s, "/members");
     v.page(
