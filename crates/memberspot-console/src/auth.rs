@@ -407,3 +407,5 @@ pub fn failure(c: &Console, lang: Lang, e: &HubError) -> Response {
     };
     view(c, lang, "/").message(status, "error-title", &e.to_string())
 }
+
+crate::form::csrf_forms!(CsrfForm);

@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::Form;
 use maud::{Markup, html};
 use memberspot_hub::HubError;
 use memberspot_hub::store::ConnectionUpdate;
@@ -16,10 +15,11 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::Console;
-use crate::auth::{CsrfForm, failure, refused};
+use crate::auth::{CsrfForm, failure};
+use crate::form::{Change, Owner};
 use crate::layout::{View, empty, notice};
 use crate::personas::{actor, urlencode};
-use crate::session::{Refusal, Signed};
+use crate::session::Signed;
 
 const DEFAULT_URL: &str = "https://api.memberspot.de/v1";
 
@@ -124,6 +124,7 @@ async fn render(
                         th scope="col" { (v.t("connections-key")) }
                         th scope="col" { (v.t("connections-rate")) }
                         th scope="col" { (v.t("connections-used-by")) }
+                        th scope="col" { (v.t("connections-used-by-files")) }
                         @if s.is_owner() { th scope="col" { (v.t("personas-actions")) } }
                     } }
                     tbody { @for conn in &connections {
@@ -136,6 +137,10 @@ async fn render(
                             td { code { (conn.key_hint) } }
                             td.num { (conn.rate_limit) }
                             td { @if users.is_empty() { "—" } @else { (users.join(", ")) } }
+                            td {
+                                @let uses = file_users(c, &v, &conn.name);
+                                @if uses.is_empty() { "—" } @else { @for u in &uses { (u) br; } }
+                            }
                             @if s.is_owner() {
                                 td.actions {
                                     form method="post" action={ "/connections/" (urlencode(&conn.name)) "/test" } {
@@ -148,6 +153,9 @@ async fn render(
                         }
                     } }
                 } }
+            }
+            @if c.events.get().is_none() && c.flows.get().is_none() {
+                p { small { (v.t("connections-files-off")) } }
             }
             @if s.is_owner() {
                 h2 { (v.t("connections-new")) }
@@ -169,15 +177,75 @@ async fn render(
     )
 }
 
+/// What in the rules file (sources and their rules) and the flows file (the daily summary,
+/// flows, syncs, exports) acts on `connection`, as the running services decided it.
+fn file_users(c: &Console, v: &View<'_>, connection: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(events) = c.events.get() {
+        let config = events.config();
+        for src in config
+            .sources
+            .values()
+            .filter(|s| s.connection() == connection)
+        {
+            let rules = config.rules.iter().filter(|r| r.source == src.name).count();
+            out.push(v.ta(
+                "connections-use-source",
+                &[("name", src.name.clone().into()), ("rules", rules.into())],
+            ));
+        }
+        if config
+            .poller
+            .as_ref()
+            .is_some_and(|p| p.connection.as_deref() == Some(connection))
+        {
+            out.push(v.t("connections-use-poller"));
+        }
+    }
+    if let Some(flows) = c.flows.get() {
+        let config = flows.config();
+        let acts_on = |named: Option<&str>| {
+            named.or(config.default_connection.as_deref()) == Some(connection)
+        };
+        if config
+            .digest
+            .as_ref()
+            .is_some_and(|d| d.enabled && acts_on(d.connection.as_deref()))
+        {
+            out.push(v.t("connections-use-digest"));
+        }
+        let mut named = |id: &str, name: &str| {
+            out.push(v.ta(id, &[("name", name.to_owned().into())]));
+        };
+        for f in config
+            .flows
+            .iter()
+            .filter(|f| acts_on(f.connection.as_deref()))
+        {
+            named("connections-use-flow", &f.name);
+        }
+        for sy in config
+            .syncs
+            .iter()
+            .filter(|s| acts_on(s.connection.as_deref()))
+        {
+            named("connections-use-sync", &sy.name);
+        }
+        for ex in config
+            .exports
+            .iter()
+            .filter(|e| acts_on(e.connection.as_deref()))
+        {
+            named("connections-use-export", &ex.name);
+        }
+    }
+    out
+}
+
 pub async fn add(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
-    Form(f): Form<NewConnectionForm>,
+    Change(s, f): Change<NewConnectionForm>,
 ) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
     let again = |status, text: String| {
         let c = c.clone();
         let s = &s;
@@ -220,14 +288,9 @@ pub async fn add(
 
 pub async fn test(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Change(s, _f): Change<CsrfForm>,
 ) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
     let message = match c.hub.acting_as(actor(&s)).test_connection(&name).await {
         Ok(()) => notice(
             "ok",
@@ -262,12 +325,9 @@ pub async fn test(
 
 pub async fn edit_page(
     State(c): State<Arc<Console>>,
-    s: Signed,
+    Owner(s): Owner,
     Path(name): Path<String>,
 ) -> Response {
-    if !s.is_owner() {
-        return refused(&c, s.lang, Refusal::Viewer);
-    }
     edit(&c, &s, &name, StatusCode::OK, None).await
 }
 
@@ -317,14 +377,9 @@ pub struct RateForm {
 
 pub async fn set_rate(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(f): Form<RateForm>,
+    Change(s, f): Change<RateForm>,
 ) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
     let limit = match rate(&f.rate_limit) {
         Ok(r) => r,
         Err(m) => {
@@ -376,14 +431,9 @@ pub struct KeyForm {
 
 pub async fn rotate_key(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(f): Form<KeyForm>,
+    Change(s, f): Change<KeyForm>,
 ) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
     match c
         .hub
         .acting_as(actor(&s))
@@ -407,3 +457,5 @@ pub async fn rotate_key(
         Err(e) => failure(&c, s.lang, &e),
     }
 }
+
+crate::form::csrf_forms!(NewConnectionForm, RateForm, KeyForm);

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::Form;
 use maud::html;
 use memberspot_hub::HubError;
 use memberspot_hub::store::{EventFilter, EventStatus, StoredEvent};
 use serde::Deserialize;
 
 use crate::Console;
-use crate::auth::{CsrfForm, failure, refused};
-use crate::layout::{View, badge, empty, notice};
+use crate::auth::{CsrfForm, failure};
+use crate::form::{Change, Owner};
+use crate::layout::{View, badge, copy_field, empty, notice};
 use crate::personas::actor;
 use crate::session::Signed;
 
@@ -172,11 +172,15 @@ pub async fn list(
                         th scope="col" { (v.t("events-provider")) }
                         th scope="col" { (v.t("events-receiver")) }
                     } }
-                    tbody { @for (name, provider) in &sources {
+                    tbody { @for (i, (name, provider)) in sources.iter().enumerate() {
                         tr {
                             td { (name) }
                             td { (provider) }
-                            td { code { (base) "/hooks/" (urlencode(name)) } }
+                            td {
+                                (copy_field(&v, &format!("receiver-{i}"),
+                                    &v.ta("events-receiver-of", &[("name", name.clone().into())]),
+                                    &format!("{base}/hooks/{}", urlencode(name)), true))
+                            }
                         }
                     } }
                 } }
@@ -256,12 +260,16 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<Str
                 @if let Some(err) = &event.last_error { div { dt { (v.t("events-error")) } dd { (err) } } }
                 @if let Some(r) = &event.refusal { div { dt { (v.t("events-reason")) } dd { (r) } } }
             }
-            @if event.status == EventStatus::Dead {
-                @if s.is_owner() {
-                    p { a.button href={ "/events/" (urlencode(&event.id)) "/replay" } { (v.t("events-replay")) } }
-                } @else {
-                    (notice("warning", &v.t("events-dead-viewer")))
+            p {
+                @if event.status == EventStatus::Dead && s.is_owner() {
+                    a.button href={ "/events/" (urlencode(&event.id)) "/replay" } { (v.t("events-replay")) } " "
                 }
+                @if c.events.get().is_some() {
+                    a.button.secondary href={ "/events/" (urlencode(&event.id)) "/dry-run" } { (v.t("events-dry-run")) }
+                }
+            }
+            @if event.status == EventStatus::Dead && !s.is_owner() {
+                (notice("warning", &v.t("events-dead-viewer")))
             }
             h2 { (v.t("events-payload")) }
             pre.payload { (payload) }
@@ -317,12 +325,9 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<Str
 
 pub async fn confirm_replay(
     State(c): State<Arc<Console>>,
-    s: Signed,
+    Owner(s): Owner,
     Path(id): Path<String>,
 ) -> Response {
-    if !s.is_owner() {
-        return refused(&c, s.lang, crate::session::Refusal::Viewer);
-    }
     let event = match load(&c, &id).await {
         Ok(e) => e,
         Err(e) => return failure(&c, s.lang, &e),
@@ -347,14 +352,9 @@ pub async fn confirm_replay(
 
 pub async fn replay(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Change(s, _f): Change<CsrfForm>,
 ) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
     let who = actor(&s);
     let result = match c.events.get() {
         Some(events) => events.replay(&id, &who).await,
@@ -366,4 +366,81 @@ pub async fn replay(
         Ok(_) => Redirect::to(&format!("/events?replayed={}", urlencode(&id))).into_response(),
         Err(e) => failure(&c, s.lang, &e),
     }
+}
+
+/// What processing the event would do now under the running rules, from its order's
+/// stored state ([`memberspot_events::Events::preview`], the workers' own checks and
+/// decision): which rule, which tool calls. Changes nothing, so viewers may look too.
+pub async fn dry_run(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<String>) -> Response {
+    let Some(events) = c.events.get() else {
+        return failure(
+            &c,
+            s.lang,
+            &HubError::NotFound("the events service is not running in this process".into()),
+        );
+    };
+    let event = match load(&c, &id).await {
+        Ok(e) => e,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let p = match events.preview(&id).await {
+        Ok(p) => p,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let v = View::signed(&c, &s, "/events");
+    let json = |x: &serde_json::Value| serde_json::to_string(x).unwrap_or_default();
+    v.page(
+        StatusCode::OK,
+        &v.ta("events-dry-run-title", &[("name", event.name.clone().into())]),
+        html! {
+            (notice("warning", &v.t("events-dry-run-note")))
+            @for caveat in &p.caveats { (notice("warning", caveat)) }
+            dl.record {
+                div { dt { (v.t("events-rule")) } dd {
+                    @match &p.rule {
+                        Some(r) => (v.ta("events-rule-line", &[
+                            ("index", r.index.into()), ("line", r.line.into()),
+                            ("product", r.product.clone().into()), ("offer", r.offer.clone().into()),
+                        ])),
+                        None => (v.t("events-rule-none")),
+                    }
+                } }
+                div { dt { (v.t("events-outcome")) } dd {
+                    @match p.final_status {
+                        Some(st) => (badge(status_kind(st), st.as_str())),
+                        None => (v.ta("events-would-call", &[("count", p.calls.len().into())])),
+                    }
+                } }
+                div { dt { (v.t("events-detail")) } dd { (p.note) } }
+                @if let Some(now) = &p.order_state {
+                    div { dt { (v.t("events-order-state")) } dd {
+                        (now) @if let Some(after) = &p.new_state { " → " (after) }
+                    } }
+                }
+            }
+            @if p.resumes_plan { (notice("warning", &v.t("events-dry-run-resumes"))) }
+            h2 { (v.t("events-calls")) }
+            @if p.calls.is_empty() {
+                (empty(&v.t("events-dry-run-no-calls")))
+            } @else {
+                div.scroll { table {
+                    thead { tr {
+                        th scope="col" { "#" }
+                        th scope="col" { (v.t("audit-tool")) }
+                        th scope="col" { (v.t("audit-arguments")) }
+                        @if p.resumes_plan { th scope="col" { (v.t("events-status")) } }
+                    } }
+                    tbody { @for (i, call) in p.calls.iter().enumerate() {
+                        tr {
+                            td { (i) }
+                            td { code { (call.tool) } }
+                            td { code { (json(&call.args)) } }
+                            @if p.resumes_plan { td { (call.state.clone().unwrap_or_default()) } }
+                        }
+                    } }
+                } }
+            }
+            p { a href={ "/events/" (urlencode(&event.id)) } { (v.t("back")) } }
+        },
+    )
 }

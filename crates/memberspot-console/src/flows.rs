@@ -6,9 +6,8 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
-use axum_extra::extract::Form;
 use chrono::{NaiveDate, Utc};
 use maud::html;
 use memberspot_flows::config::Trigger;
@@ -18,7 +17,8 @@ use memberspot_hub::store::RunStatus;
 use serde::Deserialize;
 
 use crate::Console;
-use crate::auth::{failure, refused};
+use crate::auth::failure;
+use crate::form::Change;
 use crate::layout::{View, badge, empty, notice};
 use crate::personas::actor;
 use crate::session::Signed;
@@ -266,36 +266,27 @@ pub struct RunForm {
 
 pub async fn run(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(f): Form<RunForm>,
+    Change(s, f): Change<RunForm>,
 ) -> Response {
-    run_named(c, s, headers, name, f).await
+    run_named(c, s, name, f).await
 }
 
 /// The "run with input" form: the flow is picked in the form.
 pub async fn run_with_input(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
-    Form(f): Form<RunForm>,
+    Change(s, f): Change<RunForm>,
 ) -> Response {
     let name = f.name.clone();
-    run_named(c, s, headers, name, f).await
+    run_named(c, s, name, f).await
 }
 
 /// Runs a past run's flow again with its input (owners; a dry run when asked).
 pub async fn rerun(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(f): Form<RunForm>,
+    Change(s, f): Change<RunForm>,
 ) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
     let Some(flows) = c.flows.get() else {
         return failure(
             &c,
@@ -326,16 +317,7 @@ pub async fn rerun(
     }
 }
 
-async fn run_named(
-    c: Arc<Console>,
-    s: Signed,
-    headers: HeaderMap,
-    name: String,
-    f: RunForm,
-) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
+async fn run_named(c: Arc<Console>, s: Signed, name: String, f: RunForm) -> Response {
     let Some(flows) = c.flows.get() else {
         return failure(
             &c,
@@ -446,15 +428,7 @@ pub struct DigestForm {
     action: String,
 }
 
-pub async fn digest(
-    State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
-    Form(f): Form<DigestForm>,
-) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
+pub async fn digest(State(c): State<Arc<Console>>, Change(s, f): Change<DigestForm>) -> Response {
     let Some(flows) = c.flows.get() else {
         return failure(
             &c,
@@ -528,3 +502,5 @@ pub async fn digest(
         },
     )
 }
+
+crate::form::csrf_forms!(RunForm, DigestForm);

@@ -137,6 +137,48 @@ mod tests {
         assert_eq!(en, de);
     }
 
+    /// Every id the pages name literally (`t("…")`, `ta("…"`, `text(lang, "…"`) is in the
+    /// catalogue: a missing one would show its id on the page.
+    #[test]
+    fn every_literal_id_the_pages_use_exists() {
+        let sources = [
+            include_str!("audit.rs"),
+            include_str!("auth.rs"),
+            include_str!("connections.rs"),
+            include_str!("events.rs"),
+            include_str!("flows.rs"),
+            include_str!("layout.rs"),
+            include_str!("members.rs"),
+            include_str!("overview.rs"),
+            include_str!("personas.rs"),
+            include_str!("settings.rs"),
+        ];
+        let known = I18n::ids(Lang::En);
+        let mut missing = Vec::new();
+        for text in sources {
+            for opener in ["t(\"", "ta(\"", "s.lang, \"", "v.lang, \""] {
+                for (at, _) in text.match_indices(opener) {
+                    let rest = &text[at + opener.len()..];
+                    let id = &rest[..rest.find('"').unwrap_or(0)];
+                    // `.t("` and `.ta("`, not the end of another name (`get("`).
+                    let named = text[..at]
+                        .chars()
+                        .last()
+                        .is_some_and(|c| !c.is_alphanumeric() && c != '_');
+                    let literal = named
+                        && !id.is_empty()
+                        && id
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                    if literal && !known.iter().any(|k| k == id) {
+                        missing.push(id.to_owned());
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "ids without a message: {missing:?}");
+    }
+
     #[test]
     fn accept_language_picks_german_or_english() {
         assert_eq!(Lang::negotiate("de-DE,de;q=0.9,en;q=0.8"), Lang::De);

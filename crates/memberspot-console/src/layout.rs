@@ -70,6 +70,7 @@ impl<'a> View<'a> {
                     meta name="viewport" content="width=device-width, initial-scale=1";
                     title { (title) " · " (self.t("product")) }
                     link rel="stylesheet" href="/assets/console.css";
+                    script src="/assets/console.js" defer {}
                 }
                 body {
                     header.top {
@@ -142,4 +143,17 @@ pub fn empty(text: &str) -> Markup {
 /// A status badge; `kind` is `ok`, `warning` or `failed`.
 pub fn badge(kind: &str, text: &str) -> Markup {
     html! { span class={ "badge " (kind) } { (text) } }
+}
+
+/// A read-only field holding a value to copy (a token, a URL): selectable by hand, and with
+/// JavaScript a button beside it copies it (the button stays hidden without).
+/// `label_hidden` keeps the label for screen readers only (in a table row).
+pub fn copy_field(v: &View<'_>, id: &str, label: &str, value: &str, label_hidden: bool) -> Markup {
+    html! {
+        label.sr-only[label_hidden] for=(id) { (label) }
+        div.copy {
+            input.token id=(id) type="text" readonly value=(value) autocomplete="off" spellcheck="false";
+            button.secondary type="button" data-copy=(id) data-copied=(v.t("copied")) hidden { (v.t("copy")) }
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod auth;
 mod connections;
 mod events;
 mod flows;
+mod form;
 pub mod i18n;
 mod layout;
 mod members;
@@ -184,6 +185,8 @@ impl Plugin for ConsolePlugin {
 }
 
 const CSS: &str = include_str!("../assets/console.css");
+/// Copy buttons; every page works without it.
+const SCRIPT: &str = include_str!("../assets/console.js");
 
 fn router(console: Arc<Console>) -> Router {
     Router::new()
@@ -205,6 +208,11 @@ fn router(console: Arc<Console>) -> Router {
         .route("/members/grant", post(members::grant))
         .route("/members/state", post(members::set_state))
         .route(
+            "/members/expiration",
+            get(members::expiration_page).post(members::set_expiration),
+        )
+        .route("/members/login-link", post(members::login_link))
+        .route(
             "/connections",
             get(connections::list).post(connections::add),
         )
@@ -220,6 +228,7 @@ fn router(console: Arc<Console>) -> Router {
         )
         .route("/events", get(events::list))
         .route("/events/{id}", get(events::detail))
+        .route("/events/{id}/dry-run", get(events::dry_run))
         .route(
             "/events/{id}/replay",
             get(events::confirm_replay).post(events::replay),
@@ -238,13 +247,23 @@ fn router(console: Arc<Console>) -> Router {
             "/assets/console.css",
             get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }),
         )
+        .route(
+            "/assets/console.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    SCRIPT,
+                )
+            }),
+        )
         .with_state(console)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(protect))
 }
 
-/// Headers of every console answer: nothing is cached (tokens are shown once), no
-/// script runs, no other site frames the pages, no URL leaks to other sites through `Referer`.
+/// Headers of every console answer: nothing is cached (tokens are shown once), no script
+/// runs but the console's own file (no inline script, no other origin), no other site
+/// frames the pages, no URL leaks to other sites through `Referer`.
 async fn protect(mut r: Response) -> Response {
     let h = r.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, k: header::HeaderName, v: &'static str| {
@@ -254,7 +273,7 @@ async fn protect(mut r: Response) -> Response {
     set(
         h,
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     );
     set(h, header::X_FRAME_OPTIONS, "DENY");
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");

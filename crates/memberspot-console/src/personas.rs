@@ -5,19 +5,20 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::Form;
 use maud::{Markup, html};
 use memberspot_hub::admin::{Actor, IssuedToken, PersonaSpec};
 use memberspot_hub::store::StoreError;
 use memberspot_hub::{HubError, Surface};
+use memberspot_wire::Offer;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use crate::Console;
-use crate::auth::{CsrfForm, failure, refused};
-use crate::layout::{View, badge, empty, notice};
+use crate::auth::{CsrfForm, failure};
+use crate::form::{Change, Owner};
+use crate::layout::{View, badge, copy_field, empty, notice};
 use crate::session::Signed;
 
 const CLASSES: [&str; 4] = ["read", "write", "destructive", "all"];
@@ -50,8 +51,12 @@ pub struct NewPersonaForm {
     scope: Vec<String>,
     #[serde(default)]
     per_minute: String,
+    /// Offer ids typed by hand (when a school's offers could not be listed).
     #[serde(default)]
     offers: String,
+    /// Offers picked by name: `CONNECTION/OFFER_ID`.
+    #[serde(default)]
+    offer: Vec<String>,
 }
 
 pub async fn list(
@@ -85,6 +90,19 @@ async fn render(
         Ok(cs) => cs,
         Err(e) => return failure(c, s.lang, &e),
     };
+    // The offers to pick a restriction from, per school (only for the form).
+    let offers = if s.is_owner() {
+        futures::future::join_all(connections.iter().map(|conn| offers_of(c, &conn.name))).await
+    } else {
+        Vec::new()
+    };
+    let unlisted = offers.iter().any(Result::is_err) || !form.offers.trim().is_empty();
+    let mut names = std::collections::BTreeMap::new();
+    for (conn, list) in connections.iter().zip(&offers) {
+        for o in list.iter().flatten() {
+            names.insert((conn.name.as_str(), o.id.as_str()), o.name.as_str());
+        }
+    }
     v.page(
         status,
         &v.t("personas-title"),
@@ -112,7 +130,7 @@ async fn render(
                                     td { (p.connection) }
                                     td {
                                         (p.scopes.join(", "))
-                                        @if let Some(o) = &p.offer_ids { br; small { (v.t("personas-offers-only")) " " (o.join(", ")) } }
+                                        @if let Some(o) = &p.offer_ids { br; small { (v.t("personas-offers-only")) " " (offer_list(o, |id| names.get(&(p.connection.as_str(), id)).map(|n| n.to_string()))) } }
                                     }
                                     td { @match p.calls_per_minute { Some(n) => (n), None => (v.t("personas-unlimited")) } }
                                     td { code { (p.token_prefix) "…" } }
@@ -176,9 +194,25 @@ async fn render(
                             }
                         }
                     }
-                    label for="offers" { (v.t("personas-offers")) }
-                    input #offers type="text" name="offers" value=(form.offers) aria-describedby="offers-hint";
+                    label for="offer" { (v.t("personas-offers")) }
+                    select #offer name="offer" multiple size="6" aria-describedby="offers-hint" {
+                        @for (conn, list) in connections.iter().zip(&offers) {
+                            @match list {
+                                Ok(list) => optgroup label=(conn.name) {
+                                    @for o in list {
+                                        @let value = format!("{}/{}", conn.name, o.id);
+                                        option value=(value) selected[form.offer.contains(&value)] { (o.name) " (" (o.id) ")" }
+                                    }
+                                },
+                                Err(e) => optgroup label={ (conn.name) ": " (e) } disabled {},
+                            }
+                        }
+                    }
                     small #offers-hint { (v.t("personas-offers-hint")) }
+                    @if unlisted {
+                        label for="offers" { (v.t("personas-offer-ids")) }
+                        input #offers type="text" name="offers" value=(form.offers);
+                    }
                     label for="per_minute" { (v.t("personas-limit")) }
                     input #per_minute type="number" name="per_minute" min="1" max="100000" value=(form.per_minute) inputmode="numeric";
                     button type="submit" { (v.t("personas-create")) }
@@ -190,16 +224,66 @@ async fn render(
     )
 }
 
-/// The offer ids of the form (comma- or space-separated); none means no restriction. The
-/// hub checks them against the school.
-fn offer_ids(text: &str) -> Option<Vec<String>> {
-    let ids: Vec<String> = text
-        .split([',', ' ', '\n'])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    (!ids.is_empty()).then_some(ids)
+/// The per-minute limit of the form: empty for none.
+fn per_minute(text: &str) -> Result<Option<u32>, String> {
+    match text.trim() {
+        "" => Ok(None),
+        n => match n.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(format!("per_minute: `{n}` is not a whole number above 0")),
+        },
+    }
+}
+
+/// Offer ids as "Name (id)" where the name is known.
+fn offer_list(ids: &[String], name: impl Fn(&str) -> Option<String>) -> String {
+    ids.iter()
+        .map(|id| match name(id) {
+            Some(n) => format!("{n} ({id})"),
+            None => id.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How long the personas page waits for a school's offers before it offers the ids field.
+const OFFERS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A school's offers for the restriction picker (a configuration read, not audited), or
+/// why they could not be read.
+async fn offers_of(c: &Console, connection: &str) -> Result<Vec<Offer>, String> {
+    match tokio::time::timeout(OFFERS_WAIT, c.hub.offers_of(connection)).await {
+        Ok(Ok(list)) => Ok(list),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", OFFERS_WAIT.as_secs())),
+    }
+}
+
+/// The offer restriction of the form: the offers picked by name (they must belong to the
+/// persona's connection) and any ids typed by hand (comma- or space-separated). None
+/// means no restriction; the hub checks the ids against the school.
+fn offer_ids(f: &NewPersonaForm) -> Result<Option<Vec<String>>, String> {
+    let mut ids: Vec<String> = Vec::new();
+    for picked in &f.offer {
+        let Some((conn, id)) = picked.split_once('/') else {
+            return Err(format!("offer: `{picked}` is not CONNECTION/OFFER_ID"));
+        };
+        if conn != f.connection {
+            return Err(format!(
+                "offer: `{id}` is an offer of connection `{conn}`, but the persona acts on `{}`",
+                f.connection
+            ));
+        }
+        ids.push(id.to_owned());
+    }
+    ids.extend(
+        f.offers
+            .split([',', ' ', '\n'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+    );
+    Ok((!ids.is_empty()).then_some(ids))
 }
 
 pub(crate) fn urlencode(s: &str) -> String {
@@ -216,8 +300,7 @@ fn token_page(c: &Console, s: &Signed, issued: &IssuedToken) -> Response {
         html! {
             (notice("warning", &v.t("personas-token-once")))
             div.card {
-                label for="token" { (v.t("personas-token-label")) }
-                input #token.token type="text" readonly value=(issued.token.expose_secret()) autocomplete="off" spellcheck="false";
+                (copy_field(&v, "token", &v.t("personas-token-label"), issued.token.expose_secret(), false))
             }
             p { a href="/personas" { (v.t("back")) } }
         },
@@ -226,36 +309,22 @@ fn token_page(c: &Console, s: &Signed, issued: &IssuedToken) -> Response {
 
 pub async fn create(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
-    Form(f): Form<NewPersonaForm>,
+    Change(s, f): Change<NewPersonaForm>,
 ) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
-    let per_minute = match f.per_minute.trim() {
-        "" => None,
-        n => match n.parse::<u32>() {
-            Ok(n) if n > 0 => Some(n),
-            _ => {
-                let msg = format!("per_minute: `{n}` is not a whole number above 0");
-                return render(
-                    &c,
-                    &s,
-                    StatusCode::BAD_REQUEST,
-                    Some(notice("failed", &msg)),
-                    &f,
-                )
-                .await;
-            }
-        },
+    let parsed = per_minute(&f.per_minute).and_then(|n| Ok((n, offer_ids(&f)?)));
+    let (per_minute, offers) = match parsed {
+        Ok(p) => p,
+        Err(msg) => {
+            let message = Some(notice("failed", &msg));
+            return render(&c, &s, StatusCode::BAD_REQUEST, message, &f).await;
+        }
     };
     let spec = PersonaSpec {
         name: f.name.trim().to_owned(),
         description: f.description.trim().to_owned(),
         connection: Some(f.connection.clone()).filter(|c| !c.is_empty()),
         scopes: f.scope.clone(),
-        offer_ids: offer_ids(&f.offers),
+        offer_ids: offers,
         calls_per_minute: per_minute,
     };
     match c.hub.acting_as(actor(&s)).create_persona(spec).await {
@@ -282,12 +351,9 @@ pub async fn create(
 
 pub async fn confirm_revoke(
     State(c): State<Arc<Console>>,
-    s: Signed,
+    Owner(s): Owner,
     Path(name): Path<String>,
 ) -> Response {
-    if !s.is_owner() {
-        return refused(&c, s.lang, crate::session::Refusal::Viewer);
-    }
     if let Err(e) = c.hub.persona_any(&name).await {
         return failure(&c, s.lang, &e);
     }
@@ -308,14 +374,9 @@ pub async fn confirm_revoke(
 
 pub async fn revoke(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Change(s, _f): Change<CsrfForm>,
 ) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
     match c.hub.acting_as(actor(&s)).revoke_persona(&name).await {
         Ok(_) => Redirect::to(&format!("/personas?revoked={}", urlencode(&name))).into_response(),
         Err(e) => failure(&c, s.lang, &e),
@@ -324,14 +385,9 @@ pub async fn revoke(
 
 pub async fn rotate(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Change(s, _f): Change<CsrfForm>,
 ) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
     match c.hub.acting_as(actor(&s)).rotate_persona_token(&name).await {
         Ok(issued) => token_page(&c, &s, &issued),
         Err(e) => failure(&c, s.lang, &e),
@@ -354,6 +410,11 @@ pub async fn show(State(c): State<Arc<Console>>, s: Signed, Path(name): Path<Str
         Ok(r) => r,
         Err(e) => return failure(&c, s.lang, &e),
     };
+    // Names for the offer restriction; ids alone when the school does not answer.
+    let offers = match &p.offer_ids {
+        Some(_) => offers_of(&c, &p.connection).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
     let v = View::signed(&c, &s, "/personas");
     v.page(
         StatusCode::OK,
@@ -366,7 +427,10 @@ pub async fn show(State(c): State<Arc<Console>>, s: Signed, Path(name): Path<Str
                 @if !p.description.is_empty() { div { dt { (v.t("personas-description")) } dd { (p.description) } } }
                 div { dt { (v.t("personas-connection")) } dd { (p.connection) } }
                 div { dt { (v.t("personas-scopes")) } dd { (p.scopes.join(", ")) } }
-                div { dt { (v.t("personas-offers")) } dd { (p.offer_ids.as_ref().map(|o| o.join(", ")).unwrap_or_else(|| "—".into())) } }
+                div { dt { (v.t("personas-offers")) } dd { @match &p.offer_ids {
+                    Some(o) => (offer_list(o, |id| offers.iter().find(|x| x.id == id).map(|x| x.name.clone()))),
+                    None => "—",
+                } } }
                 div { dt { (v.t("personas-limit")) } dd { @match p.calls_per_minute { Some(n) => (n), None => (v.t("personas-unlimited")) } } }
                 div { dt { (v.t("personas-token")) } dd { code { (p.token_prefix) "…" } } }
                 div { dt { (v.t("personas-created")) } dd { (v.when(p.created_at)) } }
@@ -398,3 +462,5 @@ pub async fn show(State(c): State<Arc<Console>>, s: Signed, Path(name): Path<Str
         },
     )
 }
+
+crate::form::csrf_forms!(NewPersonaForm);

@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::Form;
 use maud::{Markup, html};
 use memberspot_hub::HubError;
 use memberspot_hub::console::ConsoleRole;
@@ -17,11 +16,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::Console;
-use crate::auth::{CsrfForm, failure, refused};
+use crate::auth::{CsrfForm, failure};
+use crate::form::{Change, Owner};
 use crate::i18n::Lang;
 use crate::layout::{View, badge, notice};
 use crate::personas::{actor, urlencode};
-use crate::session::{Refusal, Signed};
+use crate::session::Signed;
 
 #[derive(Deserialize, Default)]
 pub struct PageQuery {
@@ -172,13 +172,8 @@ fn lang_name(l: Lang) -> &'static str {
 
 pub async fn add_user(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
-    Form(f): Form<NewUserForm>,
+    Change(s, f): Change<NewUserForm>,
 ) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
     let keep = NewUserForm {
         name: f.name.clone(),
         role: f.role.clone(),
@@ -226,12 +221,9 @@ pub async fn add_user(
 
 pub async fn confirm_remove(
     State(c): State<Arc<Console>>,
-    s: Signed,
+    Owner(s): Owner,
     Path(name): Path<String>,
 ) -> Response {
-    if !s.is_owner() {
-        return refused(&c, s.lang, Refusal::Viewer);
-    }
     let v = View::signed(&c, &s, "/settings");
     if name == s.name {
         return v.message(
@@ -256,14 +248,9 @@ pub async fn confirm_remove(
 
 pub async fn remove(
     State(c): State<Arc<Console>>,
-    s: Signed,
-    headers: HeaderMap,
     Path(name): Path<String>,
-    Form(f): Form<CsrfForm>,
+    Change(s, _f): Change<CsrfForm>,
 ) -> Response {
-    if let Err(r) = c.check_change(&s, &headers, &f.csrf) {
-        return refused(&c, s.lang, r);
-    }
     // Removing yourself would also sign you out with no owner to undo it.
     if name == s.name {
         let v = View::signed(&c, &s, "/settings");
@@ -278,3 +265,5 @@ pub async fn remove(
         Err(e) => failure(&c, s.lang, &e),
     }
 }
+
+crate::form::csrf_forms!(NewUserForm);

@@ -23,6 +23,9 @@ use common::{Backend, TestHub};
 
 const PASSWORD: &str = "a long enough password";
 
+/// One browser at a time: the journeys share a small machine, and their waits are timed.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// chromedriver: `MEMBERSPOT_CHROMEDRIVER`, or on the `PATH` (Debian installs it as
 /// `/usr/bin/chromedriver`).
 fn chromedriver() -> PathBuf {
@@ -162,12 +165,24 @@ async fn wait_h1(c: &Client, expected: &str) {
     panic!("expected the page `{expected}`, still on `{seen}`");
 }
 
+/// The text of the element `at` finds.
+async fn text_of(c: &Client, at: Locator<'_>) -> String {
+    let what = format!("{at:?}");
+    c.find(at)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+        .text()
+        .await
+        .expect("text")
+}
+
 async fn path(c: &Client) -> String {
     c.current_url().await.expect("url").path().to_owned()
 }
 
 #[tokio::test]
 async fn first_run_to_revoked_persona_in_a_browser() {
+    let _one = ONE_BROWSER.lock().await;
     let (_driver, driver_url) = start_driver().await;
     let t = TestHub::open(Backend::Sqlite).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -375,13 +390,7 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         .expect("click");
     wait_h1(&c, "support-bot").await;
     check_page(&c, "persona").await;
-    let calls = c
-        .find(Locator::Css("table"))
-        .await
-        .expect("calls")
-        .text()
-        .await
-        .expect("text");
+    let calls = text_of(&c, Locator::Css("table")).await;
     assert!(calls.contains("list_offers"), "{calls}");
     c.back().await.expect("back");
     shot(&c, "07-persona-revoked").await;
@@ -395,13 +404,7 @@ async fn first_run_to_revoked_persona_in_a_browser() {
     c.goto(&format!("{base}/audit")).await.expect("audit");
     wait_h1(&c, "Audit log").await;
     check_page(&c, "audit").await;
-    let table = c
-        .find(Locator::Css("table"))
-        .await
-        .expect("records")
-        .text()
-        .await
-        .expect("text");
+    let table = text_of(&c, Locator::Css("table")).await;
     assert!(
         table.contains("admin.create_persona") && table.contains("admin.revoke_persona"),
         "{table}"
@@ -427,13 +430,7 @@ async fn first_run_to_revoked_persona_in_a_browser() {
     c.goto(&format!("{base}/audit/verify"))
         .await
         .expect("verify");
-    let verdict = c
-        .find(Locator::Css(".notice"))
-        .await
-        .expect("verdict")
-        .text()
-        .await
-        .expect("text");
+    let verdict = text_of(&c, Locator::Css(".notice")).await;
     assert!(verdict.contains("intact"), "{verdict}");
 
     // Members: find one by e-mail and see what they hold.
@@ -457,7 +454,7 @@ async fn first_run_to_revoked_persona_in_a_browser() {
     c.goto(&format!("{base}/members")).await.expect("members");
     wait_h1(&c, "Members").await;
     check_page(&c, "members").await;
-    c.find(Locator::Id("m-email"))
+    c.find(Locator::Id("m-q"))
         .await
         .expect("email field")
         .send_keys(&email)
@@ -554,13 +551,7 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         .expect("click");
     wait_h1(&c, "Events").await;
     check_page(&c, "events").await;
-    let done = c
-        .find(Locator::Css(".notice"))
-        .await
-        .expect("notice")
-        .text()
-        .await
-        .expect("text");
+    let done = text_of(&c, Locator::Css(".notice")).await;
     assert!(done.contains("queued again"), "{done}");
     shot(&c, "10d-events-replayed").await;
     let replayed = t
@@ -600,5 +591,382 @@ async fn first_run_to_revoked_persona_in_a_browser() {
     c.close().await.expect("close the browser");
     cancel.cancel();
     let _ = serving.await;
+    t.close().await;
+}
+
+/// The whole app on a TCP port with the console (and whatever else `plugins` adds), and
+/// a browser signed in as the owner `anna`.
+struct Served {
+    base: String,
+    cancel: CancellationToken,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    browser: Client,
+    _driver: Driver,
+}
+
+async fn serve_signed_in(
+    t: &TestHub,
+    console: ConsolePlugin,
+    mut plugins: Vec<Box<dyn Plugin>>,
+) -> Served {
+    let (driver, driver_url) = start_driver().await;
+    t.hub
+        .add_console_user(
+            "anna",
+            &secrecy::SecretString::from(PASSWORD),
+            memberspot_hub::console::ConsoleRole::Owner,
+        )
+        .await
+        .expect("owner");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    plugins.push(Box::new(console));
+    let app = App::build(t.hub.clone(), ServerSettings::default(), plugins);
+    let cancel = CancellationToken::new();
+    let serving = tokio::spawn(app.serve(listener, cancel.clone()));
+    let c = browser(&driver_url).await;
+    c.goto(&format!("{base}/login")).await.expect("login page");
+    wait_h1(&c, "Sign in").await;
+    c.find(Locator::Id("name"))
+        .await
+        .expect("name")
+        .send_keys(&format!(
+            "anna{}{PASSWORD}{}",
+            char::from(Key::Tab),
+            char::from(Key::Enter)
+        ))
+        .await
+        .expect("sign in");
+    wait_h1(&c, "Overview").await;
+    Served {
+        base,
+        cancel,
+        serving,
+        browser: c,
+        _driver: driver,
+    }
+}
+
+impl Served {
+    async fn stop(self) {
+        self.browser.close().await.expect("close the browser");
+        self.cancel.cancel();
+        let _ = self.serving.await;
+    }
+}
+
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .expect("click");
+}
+
+const DS24_PASS: &str = "Mbr-IPN-passphrase-2026!";
+
+/// A Digistore24 IPN signed with the passphrase, as the events tests build them.
+fn ds24_purchase(order: &str, email: &str) -> String {
+    let params = vec![
+        ("event", "on_payment"),
+        ("order_id", order),
+        ("product_id", "4711"),
+        ("transaction_id", "T-1"),
+        ("buyer_email", email),
+        ("buyer_first_name", "Lena"),
+        ("buyer_last_name", "Käufer"),
+        ("amount", "49.00"),
+        ("currency", "EUR"),
+        ("api_mode", "live"),
+    ];
+    let sign = memberspot_webhooks::digistore24::compute_sha_sign(params.clone(), DS24_PASS, false);
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in &params {
+        s.append_pair(k, v);
+    }
+    s.append_pair("sha_sign", &sign);
+    s.finish()
+}
+
+async fn sandbox_faults(t: &TestHub, error_rate: f64) {
+    let r = reqwest::Client::new()
+        .put(format!("{}/_sandbox/faults", t.sandbox.root_url()))
+        .header("X-API-KEY", t.sandbox.api_key())
+        .json(&serde_json::json!({ "errorRate": error_rate }))
+        .send()
+        .await
+        .expect("faults");
+    assert!(r.status().is_success(), "faults: {}", r.status());
+}
+
+/// Waits until the event of `order` has `status` (the workers run in the app).
+async fn event_of(
+    t: &TestHub,
+    order: &str,
+    status: memberspot_hub::store::EventStatus,
+) -> memberspot_hub::store::StoredEvent {
+    let filter = memberspot_hub::store::EventFilter {
+        order_id: Some(order.into()),
+        ..Default::default()
+    };
+    let mut last = None;
+    for _ in 0..200 {
+        let list = t
+            .hub
+            .events_store()
+            .list_events(&filter)
+            .await
+            .expect("events");
+        if let Some(e) = list.into_iter().next() {
+            if e.status == status {
+                return e;
+            }
+            last = Some(e.status);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the event of order {order} did not become {status:?} (last {last:?})");
+}
+
+/// A signed Digistore24 purchase over HTTP → the workers grant it → the Overview counts
+/// it; while the school fails, a second purchase goes dead → it shows under *needs
+/// attention* → its dry run names the rule and the grant → replayed from the Events page
+/// once the school is back → done, and the member holds the offer.
+#[tokio::test]
+async fn signed_purchase_to_replayed_dead_event_in_a_browser() {
+    use memberspot_hub::store::EventStatus;
+    let _one = ONE_BROWSER.lock().await;
+    let t = TestHub::open(Backend::Sqlite).await;
+    let offer = t.hub.offers_of("sandbox").await.expect("offers")[0].clone();
+    let rules = format!(
+        "[sources.ds24]\nprovider = \"digistore24\"\nsecret = \"{DS24_PASS}\"\nconnection = \"sandbox\"\n\n\
+         [[rules]]\nsource = \"ds24\"\nproduct = \"4711\"\noffer = \"{}\"\n\n\
+         [processing]\nmax_attempts = 1\n",
+        offer.id
+    );
+    let config = memberspot_events::EventsConfig::parse(&rules, "rules.toml", None).expect("rules");
+    let events = memberspot_events::Events::start(t.hub.clone(), config)
+        .await
+        .expect("events");
+    let console = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default())
+        .expect("console")
+        .with_events(events.clone());
+    let plugins: Vec<Box<dyn Plugin>> =
+        vec![Box::new(memberspot_events::EventsPlugin::new(events, None))];
+    let app = serve_signed_in(&t, console, plugins).await;
+    let (c, base) = (&app.browser, app.base.clone());
+    let http = reqwest::Client::new();
+    let deliver = |order: &'static str| {
+        let (http, url) = (http.clone(), format!("{base}/hooks/ds24"));
+        async move {
+            http.post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(ds24_purchase(order, "lena@example.com"))
+                .send()
+                .await
+                .expect("delivery")
+                .status()
+        }
+    };
+
+    // The purchase is granted and counted on the overview.
+    assert_eq!(deliver("DS-1001").await, 200);
+    event_of(&t, "DS-1001", EventStatus::Done).await;
+    c.goto(&format!("{base}/")).await.expect("overview");
+    wait_h1(c, "Overview").await;
+    let purchases = text_of(c, Locator::XPath("//table//tr[th[text()='Purchases']]")).await;
+    assert!(purchases.starts_with("Purchases 1"), "{purchases}");
+    check_page(c, "overview").await;
+    shot(c, "20-overview-purchase").await;
+
+    // The school fails while the next purchase arrives: one attempt, then dead.
+    sandbox_faults(&t, 1.0).await;
+    assert_eq!(deliver("DS-1002").await, 200);
+    let dead = event_of(&t, "DS-1002", EventStatus::Dead).await;
+    sandbox_faults(&t, 0.0).await;
+
+    c.goto(&format!("{base}/")).await.expect("overview");
+    wait_h1(c, "Overview").await;
+    shot(c, "21-overview-dead-event").await;
+    click(c, &format!("a[href=\"/events/{}\"]", dead.id)).await;
+    wait_h1(c, "Event on_payment").await;
+    check_page(c, "event").await;
+
+    // The dry run: which rule, which call; nothing changes.
+    click(c, &format!("a[href=\"/events/{}/dry-run\"]", dead.id)).await;
+    wait_h1(c, "Dry run of on_payment").await;
+    check_page(c, "dry run").await;
+    let plan = text_of(c, Locator::Css("main")).await;
+    assert!(
+        plan.contains(&format!(
+            "rule 1 (line 6): product 4711 → offer {}",
+            offer.id
+        )) && plan.contains("grant_user_offer_by_email")
+            && plan.contains("DS-1002"),
+        "{plan}"
+    );
+    shot(c, "22-event-dry-run").await;
+    c.back().await.expect("back");
+    wait_h1(c, "Event on_payment").await;
+
+    // Replayed from the Events page, after its confirmation.
+    click(c, &format!("a[href=\"/events/{}/replay\"]", dead.id)).await;
+    wait_h1(c, "Replay on_payment?").await;
+    click(c, "main form button[type=submit]").await;
+    wait_h1(c, "Events").await;
+    let done = text_of(c, Locator::Css(".notice")).await;
+    assert!(done.contains("queued again"), "{done}");
+    event_of(&t, "DS-1002", EventStatus::Done).await;
+    c.refresh().await.expect("reload");
+    wait_h1(c, "Events").await;
+    // The receiver URL with its copy button, shown by the console's script.
+    let copy = c
+        .find(Locator::Css("button[data-copy=\"receiver-0\"]"))
+        .await
+        .expect("a copy button");
+    assert!(copy.is_displayed().await.expect("shown"), "the script ran");
+    let url = c
+        .find(Locator::Id("receiver-0"))
+        .await
+        .expect("receiver URL")
+        .prop("value")
+        .await
+        .expect("value");
+    assert_eq!(url.as_deref(), Some(format!("{base}/hooks/ds24").as_str()));
+    check_page(c, "events").await;
+    shot(c, "23-events-replayed").await;
+    let history = t
+        .hub
+        .events_store()
+        .event_log(&dead.id)
+        .await
+        .expect("history");
+    assert!(history.iter().any(|h| h.worker == "console:anna"));
+    let members = t
+        .hub
+        .call(
+            &memberspot_hub::Principal::Operator {
+                connection: "sandbox".into(),
+            },
+            &memberspot_hub::CallContext::new(memberspot_hub::Surface::Cli),
+            "find_user_by_email",
+            serde_json::json!({ "email": "lena@example.com" }),
+        )
+        .await
+        .result
+        .expect("the buyer is a member");
+    let orders: Vec<&str> = members["offers"]
+        .as_array()
+        .expect("offers")
+        .iter()
+        .filter_map(|h| h["orderId"].as_str())
+        .collect();
+    assert_eq!(
+        orders,
+        ["DS-1002"],
+        "the replayed order holds the offer: {members}"
+    );
+
+    // The member's page: holdings, progress, and the owner's actions.
+    c.goto(&format!("{base}/members?connection=sandbox&q=Lena"))
+        .await
+        .expect("members");
+    wait_h1(c, "Members").await;
+    click(c, "main table a").await;
+    let mut on_member = false;
+    for _ in 0..50 {
+        if c.find(Locator::Css("form[action=\"/members/login-link\"]"))
+            .await
+            .is_ok()
+        {
+            on_member = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(on_member, "the member's page");
+    check_page(c, "member").await;
+    shot(c, "24-member-actions").await;
+    click(c, "form[action=\"/members/login-link\"] button").await;
+    wait_h1(c, "Login link for lena@example.com").await;
+    check_page(c, "login link").await;
+    let token = c
+        .find(Locator::Id("login-token"))
+        .await
+        .expect("the token")
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a token");
+    assert!(token.len() >= 16, "{token}");
+    shot(c, "24b-login-link-once").await;
+
+    // What uses the school: the rules source and the personas.
+    c.goto(&format!("{base}/connections"))
+        .await
+        .expect("connections");
+    wait_h1(c, "Connections").await;
+    let row = text_of(c, Locator::XPath("//tr[td[text()='sandbox']]")).await;
+    assert!(
+        row.contains("rules source ds24 (1 rules)") && row.contains("hook-ds24"),
+        "{row}"
+    );
+    shot(c, "27-connections-used-by").await;
+    app.stop().await;
+    t.close().await;
+}
+
+/// The Flows page: a dry run of a manual flow shows each step and its output; nothing is
+/// recorded as a run of the owner.
+#[tokio::test]
+async fn flow_dry_run_in_a_browser() {
+    let _one = ONE_BROWSER.lock().await;
+    let t = TestHub::open(Backend::Sqlite).await;
+    let file = "default_connection = \"sandbox\"\n\n\
+        [[flows]]\nname = \"offers-report\"\npersona = \"reporter\"\ntrigger.manual = true\n\n\
+        [[flows.steps]]\nname = \"offers\"\ntool = \"list_offers\"\n";
+    let flows = memberspot_flows::Flows::start(
+        t.hub.clone(),
+        memberspot_flows::FlowsConfig::parse(file, "flows.toml", None).expect("flows"),
+        memberspot_agent::config::ModelsConfig::default(),
+    )
+    .await
+    .expect("flows");
+    let console = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default())
+        .expect("console")
+        .with_flows(flows);
+    let app = serve_signed_in(&t, console, Vec::new()).await;
+    let (c, base) = (&app.browser, app.base.clone());
+    c.goto(&format!("{base}/flows")).await.expect("flows");
+    wait_h1(c, "Flows").await;
+    check_page(c, "flows").await;
+    shot(c, "25-flows").await;
+    click(
+        c,
+        "form[action=\"/flows/offers-report/run\"] input[name=dry_run] ~ button",
+    )
+    .await;
+    wait_h1(c, "Dry run of offers-report").await;
+    check_page(c, "flow dry run").await;
+    let steps = text_of(c, Locator::Css("main table")).await;
+    let offer = &t.hub.offers_of("sandbox").await.expect("offers")[0];
+    assert!(
+        steps.contains("offers") && steps.contains("tool") && steps.contains(&offer.name),
+        "{steps}"
+    );
+    shot(c, "26-flow-dry-run").await;
+    let runs = t
+        .hub
+        .audit(&memberspot_hub::store::AuditFilter {
+            tool: Some("admin.run_flow".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    assert!(runs.is_empty(), "a dry run is not a run");
+    app.stop().await;
     t.close().await;
 }

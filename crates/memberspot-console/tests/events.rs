@@ -6,22 +6,9 @@ use axum::http::StatusCode;
 use memberspot_console::{ConsolePlugin, ConsoleSettings};
 use memberspot_hub::console::ConsoleRole;
 use memberspot_hub::store::{AuditFilter, EventStatus, NewDelivery, NewEvent, Verification};
-use secrecy::SecretString;
 
 mod common;
-use common::{Backend, Client, TestHub};
-
-const PASSWORD: &str = "correct horse battery";
-
-async fn signed_in(t: &TestHub, plugin: &ConsolePlugin, name: &str, role: ConsoleRole) -> Client {
-    t.hub
-        .add_console_user(name, &SecretString::from(PASSWORD), role)
-        .await
-        .expect("add user");
-    let mut c = Client::new(plugin.router());
-    assert_eq!(c.login(name, PASSWORD).await.status, StatusCode::SEE_OTHER);
-    c
-}
+use common::{Backend, Client, PASSWORD, TestHub, signed_in};
 
 fn delivery(id: &str, body: Option<&str>, verification: Verification) -> NewDelivery {
     NewDelivery {
@@ -231,4 +218,247 @@ async fn events_page_sqlite() {
 #[tokio::test]
 async fn events_page_postgres() {
     events_page(Backend::Postgres).await;
+}
+
+const DS24_PASS: &str = "Mbr-IPN-passphrase-2026!";
+
+fn rules(offer: &str) -> String {
+    format!(
+        "[sources.ds24]\nprovider = \"digistore24\"\nsecret = \"{DS24_PASS}\"\nconnection = \"sandbox\"\n\n\
+         [[rules]]\nsource = \"ds24\"\nproduct = \"4711\"\noffer = \"{offer}\"\n"
+    )
+}
+
+fn purchase(order: &str, product: &str, email: &str) -> NewEvent {
+    NewEvent {
+        dedupe_key: format!("ds24:{order}:payment"),
+        source: "ds24".into(),
+        provider: "digistore24".into(),
+        kind: "purchase".into(),
+        name: "on_payment".into(),
+        order_id: Some(order.into()),
+        product_id: Some(product.into()),
+        email: Some(email.into()),
+        test: false,
+        amount_minor: Some(1900),
+        currency: Some("EUR".into()),
+        data: serde_json::json!({ "order_id": order, "product_id": product, "email": email }),
+        status: EventStatus::Dead,
+        connection: Some("sandbox".into()),
+        verified: true,
+    }
+}
+
+/// A dry run of the rules against stored events: the rule that matches and the calls it
+/// would make (or why nothing would happen), decided by the events crate's own checks;
+/// nothing is called or written. The sources with their receiver URLs, to copy.
+async fn dry_run_and_sources(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    let offer = t.hub.offers_of("sandbox").await.expect("offers")[0]
+        .id
+        .clone();
+    let config =
+        memberspot_events::EventsConfig::parse(&rules(&offer), "rules.toml", None).expect("rules");
+    let events = memberspot_events::Events::start(t.hub.clone(), config)
+        .await
+        .expect("events");
+    let store = t.hub.events_store();
+    let inserted = store
+        .insert_events(&[
+            purchase("order-1", "4711", "kim@example.com"),
+            purchase("order-2", "9999", "kim@example.com"),
+        ])
+        .await
+        .expect("events");
+    let (matched, unmatched) = (inserted[0].id().to_owned(), inserted[1].id().to_owned());
+
+    // Without the events service there is no dry run to offer.
+    let bare = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let mut first = signed_in(&t, &bare, "anna", ConsoleRole::Owner).await;
+    let plain = first.get(&format!("/events/{matched}")).await;
+    assert!(!plain.body.contains("/dry-run"));
+    assert_eq!(
+        first
+            .get(&format!("/events/{matched}/dry-run"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default())
+        .expect("console")
+        .with_events(events);
+    let mut anna = Client::new(plugin.router());
+    assert_eq!(
+        anna.login("anna", PASSWORD).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let detail = anna.get(&format!("/events/{matched}")).await;
+    assert!(
+        detail
+            .body
+            .contains(&format!("href=\"/events/{matched}/dry-run\"")),
+        "{}",
+        detail.body
+    );
+    let dry = anna.get(&format!("/events/{matched}/dry-run")).await;
+    assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
+    assert!(
+        dry.body
+            .contains(&format!("rule 1 (line 6): product 4711 → offer {offer}")),
+        "{}",
+        dry.body
+    );
+    assert!(dry.body.contains("<code>grant_user_offer_by_email</code>"));
+    assert!(dry.body.contains("kim@example.com"));
+    assert!(dry.body.contains("none → active"), "{}", dry.body);
+    assert!(dry.body.contains("A dry run changes nothing"));
+
+    let other = anna.get(&format!("/events/{unmatched}/dry-run")).await;
+    assert_eq!(other.status, StatusCode::OK);
+    assert!(
+        other
+            .body
+            .contains("no rule for source `ds24` product `9999`"),
+        "{}",
+        other.body
+    );
+    assert!(other.body.contains("unmatched"));
+    assert!(other.body.contains("No tool would be called."));
+
+    // Nothing was called or written.
+    for id in [&matched, &unmatched] {
+        let e = store.get_event(id).await.expect("get").expect("event");
+        assert_eq!(e.status, EventStatus::Dead);
+        assert!(store.event_actions(id).await.expect("actions").is_empty());
+    }
+    assert!(
+        store
+            .get_order("ds24", "order-1")
+            .await
+            .expect("order")
+            .is_none()
+    );
+    let calls = t
+        .hub
+        .audit(&AuditFilter {
+            tool: Some("grant_user_offer_by_email".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("audit");
+    assert!(calls.is_empty(), "no grant was made");
+
+    // The sources with their receiver URLs in a field to copy.
+    let list = anna.get("/events").await;
+    assert!(
+        list.body
+            .contains("<label class=\"sr-only\" for=\"receiver-0\">Receiver URL of ds24</label>"),
+        "{}",
+        list.body
+    );
+    assert!(
+        list.body
+            .contains("readonly value=\"http://console.test/hooks/ds24\"")
+    );
+    assert!(list.body.contains("data-copy=\"receiver-0\""));
+
+    // A viewer may look at a dry run: it changes nothing.
+    let mut ben = signed_in(&t, &plugin, "ben", ConsoleRole::Viewer).await;
+    let seen = ben.get(&format!("/events/{matched}/dry-run")).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert!(!seen.body.contains("method=\"post\" action=\"/events"));
+
+    anna.cookies.insert("msh_lang".into(), "de".into());
+    let de = anna.get(&format!("/events/{matched}/dry-run")).await;
+    assert!(de.body.contains("Probelauf von on_payment"), "{}", de.body);
+    assert!(
+        de.body.contains("würde 1 Werkzeug aufrufen") || de.body.contains("Werkzeuge aufrufen")
+    );
+    t.close().await;
+}
+
+#[tokio::test]
+async fn dry_run_and_sources_sqlite() {
+    dry_run_and_sources(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn dry_run_and_sources_postgres() {
+    dry_run_and_sources(Backend::Postgres).await;
+}
+
+/// The Connections page names what in the rules and flows files acts on each connection.
+async fn connections_show_their_users(backend: Backend) {
+    use memberspot_agent::config::ModelsConfig;
+    let t = TestHub::open(backend).await;
+    let offer = t.hub.offers_of("sandbox").await.expect("offers")[0]
+        .id
+        .clone();
+    let bare = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let mut first = signed_in(&t, &bare, "anna", ConsoleRole::Owner).await;
+    let quiet = first.get("/connections").await;
+    assert!(
+        quiet
+            .body
+            .contains("shown while the hub serves with its rules and flows files"),
+        "{}",
+        quiet.body
+    );
+
+    let config =
+        memberspot_events::EventsConfig::parse(&rules(&offer), "rules.toml", None).expect("rules");
+    let events = memberspot_events::Events::start(t.hub.clone(), config)
+        .await
+        .expect("events");
+    let flows_file = "default_connection = \"sandbox\"\n\n[digest]\nenabled = true\nat = \"07:00\"\n\n\
+        [[flows]]\nname = \"offers-report\"\npersona = \"reporter\"\ntrigger.manual = true\n\n\
+        [[flows.steps]]\nname = \"offers\"\ntool = \"list_offers\"\n";
+    let flows = memberspot_flows::Flows::start(
+        t.hub.clone(),
+        memberspot_flows::FlowsConfig::parse(flows_file, "flows.toml", None).expect("flows"),
+        ModelsConfig::default(),
+    )
+    .await
+    .expect("flows");
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default())
+        .expect("console")
+        .with_events(events)
+        .with_flows(flows);
+    let mut anna = Client::new(plugin.router());
+    assert_eq!(
+        anna.login("anna", PASSWORD).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let page = anna.get("/connections").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let row = &page.body[page.body.find("<td>sandbox</td>").expect("the sandbox row")..];
+    let row = &row[..row.find("</tr>").expect("end of row")];
+    for part in [
+        "rules source ds24 (1 rules)",
+        "the daily summary",
+        "flow offers-report",
+        "hook-ds24",
+        "reporter",
+    ] {
+        assert!(row.contains(part), "{part} in {row}");
+    }
+    anna.cookies.insert("msh_lang".into(), "de".into());
+    let de = anna.get("/connections").await;
+    assert!(
+        de.body.contains("Regelquelle ds24 (1 Regeln)"),
+        "{}",
+        de.body
+    );
+    t.close().await;
+}
+
+#[tokio::test]
+async fn connections_show_their_users_sqlite() {
+    connections_show_their_users(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn connections_show_their_users_postgres() {
+    connections_show_their_users(Backend::Postgres).await;
 }

@@ -12,9 +12,7 @@ use memberspot_hub::store::AuditFilter;
 use secrecy::SecretString;
 
 mod common;
-use common::{Backend, Client, TestHub};
-
-const PASSWORD: &str = "correct horse battery";
+use common::{Backend, Client, PASSWORD, TestHub, signed_in};
 
 const FLOWS: &str = r#"
 default_connection = "sandbox"
@@ -31,16 +29,6 @@ trigger.manual = true
 name = "offers"
 tool = "list_offers"
 "#;
-
-async fn signed_in(t: &TestHub, plugin: &ConsolePlugin, name: &str, role: ConsoleRole) -> Client {
-    t.hub
-        .add_console_user(name, &SecretString::from(PASSWORD), role)
-        .await
-        .expect("add user");
-    let mut c = Client::new(plugin.router());
-    assert_eq!(c.login(name, PASSWORD).await.status, StatusCode::SEE_OTHER);
-    c
-}
 
 async fn flows_page(backend: Backend) {
     let t = TestHub::open(backend).await;

@@ -10,20 +10,9 @@ use memberspot_hub::store::AuditFilter;
 use secrecy::SecretString;
 
 mod common;
-use common::{Backend, Client, TestHub};
+use common::{Backend, Client, TestHub, signed_in};
 
-const PASSWORD: &str = "correct horse battery";
 const SCHOOL_KEY: &str = "sk_console_school";
-
-async fn signed_in(t: &TestHub, plugin: &ConsolePlugin, name: &str, role: ConsoleRole) -> Client {
-    t.hub
-        .add_console_user(name, &SecretString::from(PASSWORD), role)
-        .await
-        .expect("add user");
-    let mut c = Client::new(plugin.router());
-    assert_eq!(c.login(name, PASSWORD).await.status, StatusCode::SEE_OTHER);
-    c
-}
 
 async fn connections_page(backend: Backend) {
     let t = TestHub::open(backend).await;
@@ -448,7 +437,12 @@ async fn members_page(backend: Backend) {
         .expect("audit");
     let changes: Vec<(&str, Option<&str>)> = records
         .iter()
-        .filter(|r| r.tool != "find_user_by_email" && r.tool != "list_offers")
+        .filter(|r| {
+            !matches!(
+                r.tool.as_str(),
+                "find_user_by_email" | "list_offers" | "list_user_course_progress"
+            )
+        })
         .map(|r| (r.tool.as_str(), r.end_user.as_deref()))
         .collect();
     assert_eq!(
@@ -693,4 +687,144 @@ async fn audit_page_names_the_offers() {
             .all(|r| r.end_user.as_deref() == Some("console:anna"))
     );
     t.close().await;
+}
+
+/// The offer restriction picked by name: the school's offers listed by name per
+/// connection (stored as ids), an offer of another connection refused with the field
+/// named, the token shown once with a copy button; a viewer gets no form.
+async fn personas_offer_restriction(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    // A second school (the same sandbox under another name), to pick a wrong offer from.
+    t.hub
+        .add_connection(
+            "school",
+            &t.sandbox.base_url(),
+            &SecretString::from(SCHOOL_KEY.to_string()),
+            0.0,
+        )
+        .await
+        .expect("connection");
+    let offers = t.hub.offers_of("sandbox").await.expect("offers");
+    let offer = &offers[0];
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+    let page = c.get("/personas").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body
+            .contains("<select id=\"offer\" name=\"offer\" multiple"),
+        "{}",
+        page.body
+    );
+    let option = format!(
+        "value=\"sandbox/{}\">{} ({})",
+        offer.id, offer.name, offer.id
+    );
+    assert!(page.body.contains(&option), "{option} in {}", page.body);
+    assert!(page.body.contains("<optgroup label=\"school\">"));
+    let csrf = page.csrf();
+
+    let wrong = c
+        .post(
+            "/personas",
+            &[
+                ("csrf", &csrf),
+                ("name", "shop-bot"),
+                ("connection", "sandbox"),
+                ("scope", "write"),
+                ("offer", &format!("school/{}", offer.id)),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+    assert!(
+        wrong.body.contains("offer: `")
+            && wrong.body.contains("is an offer of connection `school`"),
+        "{}",
+        wrong.body
+    );
+    assert!(t.hub.persona_any("shop-bot").await.is_err(), "not created");
+
+    let created = c
+        .post(
+            "/personas",
+            &[
+                ("csrf", &csrf),
+                ("name", "shop-bot"),
+                ("connection", "sandbox"),
+                ("scope", "write"),
+                ("offer", &format!("sandbox/{}", offer.id)),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    assert!(created.body.contains("<input class=\"token\" id=\"token\""));
+    assert!(created.body.contains("readonly"));
+    assert!(
+        created
+            .body
+            .contains("data-copy=\"token\" data-copied=\"Copied\" hidden"),
+        "a copy button, hidden until the script shows it: {}",
+        created.body
+    );
+    assert!(
+        created
+            .body
+            .contains("<script src=\"/assets/console.js\" defer>")
+    );
+    let persona = t.hub.persona_any("shop-bot").await.expect("created");
+    assert_eq!(persona.offer_ids, Some(vec![offer.id.clone()]));
+    let list = c.get("/personas").await;
+    assert!(
+        list.body
+            .contains(&format!("{} ({})", offer.name, offer.id)),
+        "the restriction by name: {}",
+        list.body
+    );
+    let shown = c.get("/personas/shop-bot").await;
+    assert!(
+        shown
+            .body
+            .contains(&format!("{} ({})", offer.name, offer.id))
+    );
+
+    // The script is served with its type, and the policy allows only the console's own.
+    let js = c.get("/assets/console.js").await;
+    assert_eq!(js.status, StatusCode::OK);
+    assert!(js.body.contains("data-copy") || js.body.contains("dataset.copy"));
+    let csp = js
+        .headers
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+
+    let mut v = signed_in(&t, &plugin, "vera", ConsoleRole::Viewer).await;
+    let vpage = v.get("/personas").await;
+    assert!(!vpage.body.contains("name=\"offer\""));
+    let vcsrf = vpage.csrf();
+    let forged = v
+        .post(
+            "/personas",
+            &[
+                ("csrf", &vcsrf),
+                ("name", "vera-bot"),
+                ("connection", "sandbox"),
+                ("offer", &format!("sandbox/{}", offer.id)),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(t.hub.persona_any("vera-bot").await.is_err());
+    t.close().await;
+}
+
+#[tokio::test]
+async fn personas_offer_restriction_sqlite() {
+    personas_offer_restriction(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn personas_offer_restriction_postgres() {
+    personas_offer_restriction(Backend::Postgres).await;
 }

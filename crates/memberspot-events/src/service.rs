@@ -328,6 +328,107 @@ impl Events {
         Ok(event)
     }
 
+    /// What processing the stored event `id` would do now: the same checks and rule choice
+    /// as the workers ([`crate::worker`]'s `judge`) and the same decision
+    /// ([`access::decide`]) from the order's stored state, without locking, writing or
+    /// calling anything.
+    pub async fn preview(&self, id: &str) -> Result<EventPreview, HubError> {
+        use crate::worker::{Verdict, inadmissible, judge, order_key, source_of, withheld};
+        let store = self.inner.hub.events_store();
+        let e = store
+            .get_event(id)
+            .await?
+            .ok_or_else(|| HubError::NotFound(format!("no event with id `{id}`")))?;
+        let mut preview = EventPreview {
+            event_id: e.id.clone(),
+            rule: None,
+            final_status: None,
+            note: String::new(),
+            order_state: None,
+            new_state: None,
+            calls: Vec::new(),
+            resumes_plan: false,
+            caveats: Vec::new(),
+        };
+        let finished = |mut p: EventPreview, status: EventStatus, note: String| {
+            p.final_status = Some(status);
+            p.note = note;
+            Ok(p)
+        };
+        let source = match source_of(self, &e) {
+            Ok(s) => s,
+            Err((status, note)) => return finished(preview, status, note),
+        };
+        if !e.verified && e.provider == "paypal" {
+            preview.caveats.push(
+                "the workers would first ask PayPal to confirm this IPN (a post-back); a dry run does not"
+                    .into(),
+            );
+        }
+        if let Some((status, note)) = inadmissible(&e, &source) {
+            return finished(preview, status, note);
+        }
+        if source.stripe_api.is_some() && e.product_id.is_none() {
+            preview.caveats.push(
+                "the workers would ask Stripe for the session's product; a dry run does not, so the rule is chosen without it"
+                    .into(),
+            );
+        }
+        let rule = match judge(self, &e, e.product_id.as_deref()).await? {
+            Verdict::Rule(rule) => rule,
+            Verdict::Final(status, note) => return finished(preview, status, note),
+            Verdict::Refused(why) => return finished(preview, EventStatus::RefusedAmount, why),
+        };
+        let order = store.get_order(&e.source, &order_key(&e)).await?;
+        let (state_now, stored_email) = order
+            .as_ref()
+            .map_or((access::state::NONE.to_owned(), None), |o| {
+                (o.state.clone(), o.email.clone())
+            });
+        preview.order_state = Some(state_now.clone());
+        let planned = store.event_actions(&e.id).await?;
+        if planned.is_empty() {
+            let d = access::decide(
+                &state_now,
+                stored_email.as_deref(),
+                &facts_of(&e),
+                &rule,
+                self.now(),
+            );
+            preview.new_state = Some(d.state.to_owned());
+            preview.note = d.note;
+            preview.calls = d
+                .actions
+                .into_iter()
+                .map(|a| PreviewCall {
+                    tool: a.tool.to_owned(),
+                    args: a.args,
+                    state: None,
+                })
+                .collect();
+        } else {
+            preview.resumes_plan = true;
+            preview.note = "resumes the planned tool calls".into();
+            preview.calls = planned
+                .into_iter()
+                .map(|a| {
+                    let state = if withheld(order.as_ref(), &a) {
+                        "skipped".to_owned()
+                    } else {
+                        a.state
+                    };
+                    PreviewCall {
+                        tool: a.tool,
+                        args: a.arguments,
+                        state: Some(state),
+                    }
+                })
+                .collect();
+        }
+        preview.rule = Some(rule);
+        Ok(preview)
+    }
+
     /// What each stored event would do under this configuration's rules, replaying them in
     /// arrival order from a blank order state (nothing is written).
     pub async fn dry_run(&self, filter: &EventFilter) -> Result<Vec<DryRunLine>, HubError> {
@@ -392,6 +493,39 @@ impl Events {
         }
         Ok(out)
     }
+}
+
+/// What processing one stored event would do now, under the running rules and its
+/// order's stored state (see [`Events::preview`]). Nothing is written or called.
+#[derive(Debug, Serialize)]
+pub struct EventPreview {
+    pub event_id: String,
+    /// The rule that would decide it.
+    pub rule: Option<crate::config::Rule>,
+    /// The status it would end in without calling anything (unmatched, ignored, refused,
+    /// rejected); `None` when it would call tools (or had nothing to call: done).
+    pub final_status: Option<EventStatus>,
+    /// The decision's line for the history, or why nothing would happen.
+    pub note: String,
+    /// The order's state now and afterwards (with a rule).
+    pub order_state: Option<String>,
+    pub new_state: Option<String>,
+    /// The tool calls, in order: decided now, or the plan a replay resumes.
+    pub calls: Vec<PreviewCall>,
+    /// The event already has a plan: a replay resumes it instead of deciding afresh.
+    pub resumes_plan: bool,
+    /// What the dry run did not do that the workers would (a Stripe look-up, a PayPal
+    /// post-back).
+    pub caveats: Vec<String>,
+}
+
+/// One tool call of a preview.
+#[derive(Debug, Serialize)]
+pub struct PreviewCall {
+    pub tool: String,
+    pub args: serde_json::Value,
+    /// For a resumed plan: the call's state (`ok` and `skipped` calls are not made again).
+    pub state: Option<String>,
 }
 
 /// Everything known about one event.

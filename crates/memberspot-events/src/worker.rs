@@ -320,77 +320,31 @@ impl Drop for LeaseKeeper {
 }
 
 async fn handle(events: &Events, e: &StoredEvent, worker: &str, lease: &LeaseKeeper) -> Handled {
-    let Some(source) = events.config().sources.get(&e.source).cloned() else {
-        return Handled::Final(
-            EventStatus::Unmatched,
-            format!("source `{}` is no longer configured", e.source),
-        );
+    let source = match source_of(events, e) {
+        Ok(s) => s,
+        Err((status, note)) => return Handled::Final(status, note),
     };
     if let Some(h) = check_postback(events, e, &source).await {
         return h;
     }
-    if !e.verified {
-        return Handled::Final(
-            EventStatus::Rejected,
-            "the event's authenticity was never established; nothing changed".into(),
-        );
-    }
-    // An event belongs to the school its source acted on when it arrived: a source moved
-    // to another connection since never carries old events over.
-    if let Some(conn) = e
-        .connection
-        .as_deref()
-        .filter(|c| *c != source.connection())
-    {
-        return Handled::Final(
-            EventStatus::Unmatched,
-            format!(
-                "received for connection `{conn}`, but source `{}` now acts on `{}`: nothing changed",
-                source.name,
-                source.connection()
-            ),
-        );
+    if let Some((status, note)) = inadmissible(e, &source) {
+        return Handled::Final(status, note);
     }
     let product = match stripe_product(events, &source, e).await {
         Ok(p) => p.or_else(|| e.product_id.clone()),
         Err(handled) => return handled,
     };
-    let rule = match events
-        .config()
-        .rule_for_event(&e.source, &e.provider, product.as_deref())
-    {
-        Some(r) => Some(r.clone()),
-        None => match rule_via_order(events, e).await {
-            Ok(Some(r)) => Some(r),
-            Ok(None) => match rule_ending_unknown_order(events, e).await {
-                Ok(r) => r,
-                Err(err) => return failed_store(err),
-            },
-            Err(err) => return failed_store(err),
-        },
+    let rule = match judge(events, e, product.as_deref()).await {
+        Ok(Verdict::Rule(rule)) => rule,
+        Ok(Verdict::Final(status, note)) => return Handled::Final(status, note),
+        Ok(Verdict::Refused(why)) => {
+            tracing::warn!(event = %e.id, source = %e.source, reason = %why, "payment refused by its rule");
+            return Handled::Refused(why);
+        }
+        Err(err) => return failed_store(err),
     };
-    let Some(rule) = rule else {
-        return Handled::Final(
-            EventStatus::Unmatched,
-            unmatched_note(e, product.as_deref()),
-        );
-    };
-    if e.test && !rule.include_test {
-        return Handled::Final(
-            EventStatus::Ignored,
-            format!("test event; rule {} has include_test = false", rule.index),
-        );
-    }
-    if let Some(why) = payment_refusal(e, &rule) {
-        tracing::warn!(event = %e.id, source = %e.source, reason = %why, "payment refused by its rule");
-        return Handled::Refused(why);
-    }
     let facts = facts_of(e);
-    // Events without an order still get a key of their own, so the decision logic is one.
-    let order_key = e
-        .order_id
-        .clone()
-        .unwrap_or_else(|| format!("event:{}", e.id));
+    let order_key = order_key(e);
     let store = events.hub().events_store();
     let lease_until = wall_ms() + lease_ms(events);
     // The lock belongs to this attempt alone: another task of this process working on an
@@ -419,6 +373,98 @@ async fn handle(events: &Events, e: &StoredEvent, worker: &str, lease: &LeaseKee
         tracing::warn!(error = %err, "could not unlock an order; its lease will expire");
     }
     result
+}
+
+/// The source an event arrived through, or why it can no longer be handled.
+pub(crate) fn source_of(events: &Events, e: &StoredEvent) -> Result<Source, (EventStatus, String)> {
+    events
+        .config()
+        .sources
+        .get(&e.source)
+        .cloned()
+        .ok_or_else(|| {
+            (
+                EventStatus::Unmatched,
+                format!("source `{}` is no longer configured", e.source),
+            )
+        })
+}
+
+/// Why the event may not be acted on at all (never verified, or received for another
+/// school than its source acts on now), if so.
+pub(crate) fn inadmissible(e: &StoredEvent, source: &Source) -> Option<(EventStatus, String)> {
+    if !e.verified {
+        return Some((
+            EventStatus::Rejected,
+            "the event's authenticity was never established; nothing changed".into(),
+        ));
+    }
+    // An event belongs to the school its source acted on when it arrived: a source moved
+    // to another connection since never carries old events over.
+    let conn = e
+        .connection
+        .as_deref()
+        .filter(|c| *c != source.connection())?;
+    Some((
+        EventStatus::Unmatched,
+        format!(
+            "received for connection `{conn}`, but source `{}` now acts on `{}`: nothing changed",
+            source.name,
+            source.connection()
+        ),
+    ))
+}
+
+/// What the rules make of an admissible event (its product already looked up) before its
+/// order is touched. The workers and [`Events::preview`] both decide through this.
+pub(crate) enum Verdict {
+    /// Nothing to do: unmatched, or an ignored test event.
+    Final(EventStatus, String),
+    /// The rule refuses the payment (currency, minimum amount).
+    Refused(String),
+    /// This rule decides the event.
+    Rule(crate::config::Rule),
+}
+
+pub(crate) async fn judge(
+    events: &Events,
+    e: &StoredEvent,
+    product: Option<&str>,
+) -> Result<Verdict, memberspot_store::StoreError> {
+    let rule = match events
+        .config()
+        .rule_for_event(&e.source, &e.provider, product)
+    {
+        Some(r) => Some(r.clone()),
+        None => match rule_via_order(events, e).await? {
+            Some(r) => Some(r),
+            None => rule_ending_unknown_order(events, e).await?,
+        },
+    };
+    let Some(rule) = rule else {
+        return Ok(Verdict::Final(
+            EventStatus::Unmatched,
+            unmatched_note(e, product),
+        ));
+    };
+    if e.test && !rule.include_test {
+        return Ok(Verdict::Final(
+            EventStatus::Ignored,
+            format!("test event; rule {} has include_test = false", rule.index),
+        ));
+    }
+    if let Some(why) = payment_refusal(e, &rule) {
+        return Ok(Verdict::Refused(why));
+    }
+    Ok(Verdict::Rule(rule))
+}
+
+/// The key an event's order is locked and stored under: events without an order get one
+/// of their own, so the decision logic is one.
+pub(crate) fn order_key(e: &StoredEvent) -> String {
+    e.order_id
+        .clone()
+        .unwrap_or_else(|| format!("event:{}", e.id))
 }
 
 /// Who an attempt is, for the store's fences.
@@ -562,13 +608,9 @@ async fn decide_and_act(
         // The order may have moved on since this plan was made (a refund decided while
         // this purchase's grant waited for a retry): access is not given back to an order
         // that has ended or been suspended since.
-        let closed = current
-            .as_ref()
-            .is_some_and(|o| o.state == state::ENDED || o.state == state::SUSPENDED);
         let mut steps = Vec::with_capacity(planned.len());
         for a in planned {
-            let open = !matches!(a.state.as_str(), "ok" | "skipped");
-            if closed && open && gives_access(&a.tool, &a.arguments) {
+            if withheld(current.as_ref(), &a) {
                 let why = format!(
                     "order {} since this was planned: not giving access back",
                     current.as_ref().map_or("changed", |o| o.state.as_str())
@@ -622,6 +664,17 @@ async fn decide_and_act(
         }
     }
     Handled::Done(note)
+}
+
+/// Whether a resumed plan's call is not made: it would give access back to an order that
+/// has ended or been suspended since it was planned.
+pub(crate) fn withheld(
+    order: Option<&OrderAccess>,
+    a: &memberspot_hub::store::EventAction,
+) -> bool {
+    let closed = order.is_some_and(|o| o.state == state::ENDED || o.state == state::SUSPENDED);
+    let open = !matches!(a.state.as_str(), "ok" | "skipped");
+    closed && open && gives_access(&a.tool, &a.arguments)
 }
 
 /// Whether a planned call gives access (rather than taking it away).

@@ -614,3 +614,90 @@ async fn a_revoked_source_persona_stops_its_events() {
     served.stop().await;
     w.close().await;
 }
+
+/// `Events::preview` decides a stored event as the workers would, without acting: the
+/// rule it names and the calls it lists are the ones the workers then make; an event no
+/// rule matches is previewed as unmatched; nothing is written before the workers run.
+async fn preview_predicts_the_workers(backend: Backend) {
+    let w = common::world(backend, 3).await;
+    let offers = offers(&w).await;
+    let rules = format!(
+        "[sources.ds24]\nprovider = \"digistore24\"\nsecret = \"{DS24_PASS}\"\nconnection = \"school\"\n\n\
+         [[rules]]\nsource = \"ds24\"\nproduct = \"598765\"\noffer = \"{}\"\n",
+        offers[0]
+    );
+    let mut served = common::serve(&w.hub, &rules, None, false).await;
+    let form = [(
+        "content-type",
+        "application/x-www-form-urlencoded".to_owned(),
+    )];
+    for (order, product) in [("P-1", "598765"), ("P-2", "424242")] {
+        let body = ds24(
+            "on_payment",
+            order,
+            product,
+            &format!("T-{order}"),
+            "pre@example.com",
+        );
+        assert_eq!(post(&served.base, "/hooks/ds24", &body, &form).await.0, 200);
+    }
+    let list = served.events.list(&EventFilter::default()).await.unwrap();
+    let id_of = |order: &str| {
+        list.iter()
+            .find(|e| e.order_id.as_deref() == Some(order))
+            .unwrap()
+            .id
+            .clone()
+    };
+    let (granted, unmatched) = (id_of("P-1"), id_of("P-2"));
+
+    let p = served.events.preview(&granted).await.unwrap();
+    assert_eq!(p.rule.as_ref().map(|r| r.index), Some(1));
+    assert_eq!(p.final_status, None);
+    assert_eq!(p.order_state.as_deref(), Some("none"));
+    assert_eq!(p.new_state.as_deref(), Some("active"));
+    assert!(!p.resumes_plan);
+    assert_eq!(p.calls[0].tool, "grant_user_offer_by_email");
+    let other = served.events.preview(&unmatched).await.unwrap();
+    assert!(other.rule.is_none() && other.calls.is_empty());
+    assert_eq!(other.final_status, Some(EventStatus::Unmatched));
+    assert!(other.note.contains("product `424242`"), "{}", other.note);
+    let store = w.hub.events_store();
+    assert!(store.event_actions(&granted).await.unwrap().is_empty());
+    assert!(store.get_order("ds24", "P-1").await.unwrap().is_none());
+    assert_eq!(succeeded(&w, GRANT).await, 0, "a preview calls nothing");
+
+    // The workers then do exactly what the preview said.
+    served
+        .handles
+        .extend(served.events.spawn(served.cancel.clone()));
+    served.drain(20).await;
+    let done: Vec<(String, Value)> = store
+        .event_actions(&granted)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.tool, a.arguments))
+        .collect();
+    let predicted: Vec<(String, Value)> = p.calls.into_iter().map(|c| (c.tool, c.args)).collect();
+    assert_eq!(done, predicted);
+    let e = store.get_event(&unmatched).await.unwrap().unwrap();
+    assert_eq!(e.status, EventStatus::Unmatched);
+    // Previewed again, the processed event resumes its (finished) plan.
+    let again = served.events.preview(&granted).await.unwrap();
+    assert!(again.resumes_plan);
+    assert_eq!(again.order_state.as_deref(), Some("active"));
+    assert!(again.calls.iter().all(|c| c.state.as_deref() == Some("ok")));
+    served.stop().await;
+    w.close().await;
+}
+
+#[tokio::test]
+async fn preview_predicts_the_workers_sqlite() {
+    preview_predicts_the_workers(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn preview_predicts_the_workers_postgres() {
+    preview_predicts_the_workers(Backend::Postgres).await;
+}

@@ -215,3 +215,22 @@ impl Client {
         .await
     }
 }
+
+/// The password the page tests give their console users.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Adds the console user `name` with `role` and signs them in through the login form.
+pub async fn signed_in(
+    t: &TestHub,
+    plugin: &memberspot_console::ConsolePlugin,
+    name: &str,
+    role: memberspot_hub::console::ConsoleRole,
+) -> Client {
+    t.hub
+        .add_console_user(name, &secrecy::SecretString::from(PASSWORD), role)
+        .await
+        .expect("add user");
+    let mut c = Client::new(plugin.router());
+    assert_eq!(c.login(name, PASSWORD).await.status, StatusCode::SEE_OTHER);
+    c
+}
