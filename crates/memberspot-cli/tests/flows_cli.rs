@@ -124,3 +124,33 @@ async fn fresh_install_sends_the_daily_summary_by_email_and_slack() {
         "{stderr}"
     );
 }
+
+/// A flow, sync or export the flows file does not have is `not_found`, whichever command
+/// names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_names_are_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("flows.toml"), "").unwrap();
+    for (args, message) in [
+        (
+            &["sync", "run", "nope"][..],
+            "no sync named `nope` in the flows file",
+        ),
+        (
+            &["sync", "export", "nope"][..],
+            "no export named `nope` in the flows file",
+        ),
+        (
+            &["flows", "run", "nope"][..],
+            "no flow named `nope` in the flows file",
+        ),
+        (&["flows", "show", "nope"][..], "no run with id `nope`"),
+    ] {
+        let out = cmd(d).args(args).arg("--json").output().await.unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err: Value = serde_json::from_slice(&out.stderr).unwrap();
+        assert_eq!(err["error"]["code"], "not_found", "{args:?}: {err}");
+        assert_eq!(err["error"]["message"], message, "{args:?}: {err}");
+    }
+}

@@ -87,6 +87,20 @@ pub async fn users_as(
     }
 }
 
+/// The school the persona `name` acts on.
+pub(crate) async fn connection_of(hub: &Hub, name: &str) -> Result<String, CallError> {
+    persona(hub, name).await.map(|p| p.connection)
+}
+
+/// A member as JSON, for comparing and writing (a `User` always serialises).
+pub(crate) fn member_json(u: User) -> Result<Value, crate::FlowsError> {
+    serde_json::to_value(u).map_err(|e| crate::FlowsError::Tool {
+        tool: "list_users".into(),
+        about: None,
+        error: HubError::Unavailable(format!("a member could not be read: {e}")),
+    })
+}
+
 /// The persona `name`, revoked or not: the hub refuses a revoked persona's call and
 /// records it.
 async fn persona(hub: &Hub, name: &str) -> Result<memberspot_hub::store::Persona, CallError> {

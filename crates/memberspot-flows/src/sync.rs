@@ -16,6 +16,8 @@ use memberspot_tools::tools::ListUsersInput;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::FlowsError;
+use crate::personas::{CallError, call_as, member_json, users_as};
 use crate::template;
 
 /// Where records come from.
@@ -72,21 +74,26 @@ fn origin_text(u: &url::Url) -> String {
 
 /// Reads an answer's body, refusing it past `max` bytes (counted as it arrives:
 /// `Content-Length` may be missing or wrong).
-async fn read_capped(mut resp: reqwest::Response, max: u64, what: &str) -> Result<Vec<u8>, String> {
+async fn read_capped(
+    mut resp: reqwest::Response,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>, FlowsError> {
     let too_large = || {
-        format!(
+        FlowsError::Source(format!(
             "{what}: the answer is larger than {max} bytes (source.max_bytes); raise it if that is expected"
-        )
+        ))
     };
     if resp.content_length().is_some_and(|n| n > max) {
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("{what}: reading the answer failed: {}", without_url(&e)))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        FlowsError::Source(format!(
+            "{what}: reading the answer failed: {}",
+            without_url(&e)
+        ))
+    })? {
         if (body.len() + chunk.len()) as u64 > max {
             return Err(too_large());
         }
@@ -96,7 +103,7 @@ async fn read_capped(mut resp: reqwest::Response, max: u64, what: &str) -> Resul
 }
 
 /// A reqwest error without its URL (which may carry a token in its query).
-fn without_url(e: &reqwest::Error) -> String {
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut msg = if e.is_timeout() {
         "timed out".to_string()
@@ -219,24 +226,25 @@ pub async fn read_source(
     http: &reqwest::Client,
     spec: &SourceSpec,
     base: Option<&std::path::Path>,
-) -> Result<Vec<(usize, Value)>, String> {
+) -> Result<Vec<(usize, Value)>, FlowsError> {
+    let fail = |m: String| FlowsError::Source(m);
     if let Some(path) = &spec.csv {
         let path = match base {
             Some(b) if path.is_relative() => b.join(path),
             _ => path.clone(),
         };
-        let text =
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read(&path)
+            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
         return parse_csv(&text);
     }
     let Some(url) = &spec.url else {
-        return Err("the source needs `csv` (a file) or `url`".into());
+        return Err(fail("the source needs `csv` (a file) or `url`".into()));
     };
     let format =
         spec.format
             .as_deref()
             .unwrap_or(if url.ends_with(".csv") { "csv" } else { "json" });
-    let origin = url::Url::parse(url).map_err(|e| format!("source.url: {e}"))?;
+    let origin = url::Url::parse(url).map_err(|e| fail(format!("source.url: {e}")))?;
     let max_bytes = spec.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
     let mut out = Vec::new();
     let mut next_url = Some(origin.clone());
@@ -244,19 +252,19 @@ pub async fn read_source(
     while let Some(u) = next_url.take() {
         pages += 1;
         if pages > spec.max_pages.unwrap_or(1000) {
-            return Err(format!(
+            return Err(fail(format!(
                 "stopped after {} pages; raise source.max_pages if that is expected",
                 pages - 1
-            ));
+            )));
         }
         // The headers are often a credential: never sent to another origin.
         if u.origin() != origin.origin() {
-            return Err(format!(
+            return Err(fail(format!(
                 "page {pages}: the next link points to {}, another origin than source.url ({}); \
                  only links on the source's origin are followed, so its headers never go elsewhere",
                 origin_text(&u),
                 origin_text(&origin)
-            ));
+            )));
         }
         let what = format!("GET {} (page {pages})", host(u.as_str()));
         let mut req = http.get(u.clone());
@@ -266,7 +274,7 @@ pub async fn read_source(
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("{what}: {}", without_url(&e)))?;
+            .map_err(|e| fail(format!("{what}: {}", without_url(&e))))?;
         if resp.status().is_redirection() {
             let to = resp
                 .headers()
@@ -274,30 +282,30 @@ pub async fn read_source(
                 .and_then(|l| l.to_str().ok())
                 .and_then(|l| u.join(l).ok())
                 .map_or_else(|| "nowhere".to_string(), |t| origin_text(&t));
-            return Err(format!(
+            return Err(fail(format!(
                 "{what} answered {} with a redirect to {to}; redirects to another origin are not followed",
                 resp.status()
-            ));
+            )));
         }
         if !resp.status().is_success() {
-            return Err(format!("{what} answered {}", resp.status()));
+            return Err(fail(format!("{what} answered {}", resp.status())));
         }
         let bytes = read_capped(resp, max_bytes, &what).await?;
         if format == "csv" {
             return parse_csv(&bytes);
         }
         let body: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{} did not answer JSON: {e}", host(u.as_str())))?;
+            .map_err(|e| fail(format!("{} did not answer JSON: {e}", host(u.as_str()))))?;
         let items = match &spec.items {
             Some(path) => lookup(&body, path).cloned().unwrap_or(Value::Null),
             None => body.clone(),
         };
         let Value::Array(items) = items else {
-            return Err(format!(
+            return Err(fail(format!(
                 "no list at `{}` in the answer of {}",
                 spec.items.as_deref().unwrap_or("(top level)"),
                 host(u.as_str())
-            ));
+            )));
         };
         let offset = out.len();
         out.extend(
@@ -313,7 +321,9 @@ pub async fn read_source(
                 .filter(|s| !s.is_empty())
             {
                 Some(link) => Some(u.join(link).map_err(|e| {
-                    format!("page {pages}: the next link at `{path}` is not a URL: {e}")
+                    fail(format!(
+                        "page {pages}: the next link at `{path}` is not a URL: {e}"
+                    ))
                 })?),
                 None => None,
             };
@@ -331,8 +341,9 @@ pub async fn read_source(
     Ok(out)
 }
 
-fn parse_csv(bytes: &[u8]) -> Result<Vec<(usize, Value)>, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("CSV is not UTF-8: {e}"))?;
+fn parse_csv(bytes: &[u8]) -> Result<Vec<(usize, Value)>, FlowsError> {
+    let fail = |m: String| FlowsError::Source(m);
+    let text = std::str::from_utf8(bytes).map_err(|e| fail(format!("CSV is not UTF-8: {e}")))?;
     let text = memberspot_tools::bulk::normalize_line_endings(text);
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -340,11 +351,11 @@ fn parse_csv(bytes: &[u8]) -> Result<Vec<(usize, Value)>, String> {
         .from_reader(text.as_bytes());
     let headers = reader
         .headers()
-        .map_err(|e| format!("CSV header: {e}"))?
+        .map_err(|e| fail(format!("CSV header: {e}")))?
         .clone();
     let mut out = Vec::new();
     for record in reader.records() {
-        let record = record.map_err(|e| format!("CSV: {e}"))?;
+        let record = record.map_err(|e| fail(format!("CSV: {e}")))?;
         let line = record.position().map_or(0, |p| p.line() as usize);
         let row: serde_json::Map<String, Value> = headers
             .iter()
@@ -370,7 +381,7 @@ pub async fn run(
     base: Option<&std::path::Path>,
     dry_run: bool,
     progress: &(dyn Fn(usize, usize) + Send + Sync),
-) -> Result<SyncReport, String> {
+) -> Result<SyncReport, FlowsError> {
     let calls = std::sync::atomic::AtomicUsize::new(0);
     // As the sync's persona, read for every call: a revocation stops the rest of the run.
     let call = |tool: &'static str, args: Value, prompt: String| {
@@ -379,9 +390,9 @@ pub async fn run(
             calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut ctx = CallContext::new(Surface::Flow);
             ctx.prompt = Some(prompt);
-            crate::personas::call_as(hub, &spec.persona, &ctx, tool, args)
+            call_as(hub, &spec.persona, &ctx, tool, args)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e: CallError| FlowsError::call(tool, e))
         }
     };
     let records = read_source(http, &spec.source, base).await?;
@@ -427,12 +438,12 @@ pub async fn run(
     let mut school: HashMap<String, Value> = HashMap::new();
     let mut ctx = CallContext::new(Surface::Flow);
     ctx.prompt = Some(format!("sync {}: read members", spec.name));
-    let read = crate::personas::users_as(hub, &spec.persona, &ctx, ListUsersInput::default()).await;
-    let (users, pages) = read.map_err(|e| e.to_string())?;
+    let read = users_as(hub, &spec.persona, &ctx, ListUsersInput::default()).await;
+    let (users, pages) = read.map_err(|e| FlowsError::call("list_users", e))?;
     calls.fetch_add(pages, std::sync::atomic::Ordering::Relaxed);
     for u in users {
         let email = u.email.to_ascii_lowercase();
-        school.insert(email, serde_json::to_value(u).map_err(|e| e.to_string())?);
+        school.insert(email, member_json(u)?);
     }
 
     // The plan: only differences.
@@ -471,7 +482,7 @@ pub async fn run(
                             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
                             total,
                         );
-                        return report(&w, RowOutcome::Failed, changes, Some(e));
+                        return report(&w, RowOutcome::Failed, changes, Some(e.to_string()));
                     }
                 }
                 progress(
@@ -722,10 +733,10 @@ mod tests {
         // What spreadsheets write: the same lines with CRLF endings.
         let crlf = parse_csv(b"Email,Offer\r\na@b.de,o1\r\n,o1\r\nnot-an-email,o1\r\n").unwrap();
         assert_eq!(crlf, rows);
+        let err = parse_csv(b"Email,Offer\n\xff,o1\n").unwrap_err();
         assert!(
-            parse_csv(b"Email,Offer\n\xff,o1\n")
-                .unwrap_err()
-                .contains("not UTF-8")
+            matches!(&err, FlowsError::Source(m) if m.contains("not UTF-8")),
+            "{err}"
         );
         let m = Mapping {
             email: "{{ row.Email }}".into(),

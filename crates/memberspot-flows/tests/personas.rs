@@ -10,7 +10,7 @@ mod common;
 
 use memberspot_agent::config::ModelsConfig;
 use memberspot_flows::config::Target;
-use memberspot_flows::{Flows, FlowsConfig};
+use memberspot_flows::{Flows, FlowsConfig, FlowsError};
 use memberspot_hub::admin::PersonaSpec;
 use memberspot_hub::store::{AuditFilter, AuditRecord};
 use memberspot_hub::{Hub, HubError};
@@ -53,6 +53,7 @@ trigger.manual = true
 [[flows.steps]]
 name = "offers"
 tool = "list_offers"
+retry = { attempts = 3, backoff_secs = 5 }
 
 [[syncs]]
 name = "seats"
@@ -165,6 +166,10 @@ offer = "{{ row.offer }}"
         report.error.as_deref(),
         Some(format!("step `offers`: {expected}").as_str())
     );
+    assert_eq!(
+        report.steps[0].attempts, 1,
+        "a persona that cannot act is not tried again: {report:?}"
+    );
     let run = hub
         .flows_store()
         .get_run(&report.run_id)
@@ -181,8 +186,9 @@ offer = "{{ row.offer }}"
         .run_sync("seats", false, &|_, _| {})
         .await
         .expect_err("a revoked sync persona stops the sync");
+    assert!(matches!(err, FlowsError::Persona(_)), "{err:?}");
     assert_eq!(
-        err,
+        err.to_string(),
         "persona `seat-sync` is revoked; re-create it with `memberspot --connection sandbox \
          personas create seat-sync --scopes grant_user_offer_by_email,list_offers,list_users,\
          set_custom_user_properties,set_offer_expiration,set_user_offer_state \

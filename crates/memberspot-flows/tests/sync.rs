@@ -8,7 +8,7 @@ mod common;
 
 use memberspot_agent::config::ModelsConfig;
 use memberspot_flows::sync::RowOutcome;
-use memberspot_flows::{Flows, FlowsConfig};
+use memberspot_flows::{Flows, FlowsConfig, FlowsError};
 use serde_json::{Value, json};
 
 async fn offers(sandbox: &memberspot_sandbox::Sandbox) -> Vec<String> {
@@ -222,6 +222,21 @@ map = {{ email = "{{{{ row.contact.mail }}}}", offer = "{{{{ row.plan }}}}", act
     assert_eq!((report.created, report.unchanged), (5, 1));
     let again = flows.run_sync("crm", false, &|_, _| {}).await.unwrap();
     assert_eq!(again.unchanged, 6);
+
+    // A name not in the flows file: not found, by kind, for syncs and exports alike.
+    let unknown = flows.run_sync("crn", true, &|_, _| {}).await.unwrap_err();
+    assert!(
+        matches!(&unknown, FlowsError::NotFound { kind: "sync", name } if name == "crn"),
+        "{unknown:?}"
+    );
+    assert!(unknown.is_not_found());
+    assert_eq!(unknown.code(), "not_found");
+    assert_eq!(unknown.to_string(), "no sync named `crn` in the flows file");
+    let unknown = flows.run_export("crm").await.unwrap_err();
+    assert!(
+        matches!(&unknown, FlowsError::NotFound { kind: "export", .. }),
+        "{unknown:?}"
+    );
     hub.close().await;
     let _ = sandbox.shutdown().await;
 }
@@ -480,6 +495,8 @@ map = {{ email = "{{{{ row.mail }}}}", offer = "{{{{ row.plan }}}}" }}
         .run_sync("elsewhere", true, &|_, _| {})
         .await
         .unwrap_err();
+    assert!(matches!(err, FlowsError::Source(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("another origin"), "{err}");
     assert!(err.contains(&other_addr.to_string()), "{err}");
     assert!(
@@ -487,11 +504,19 @@ map = {{ email = "{{{{ row.mail }}}}", offer = "{{{{ row.plan }}}}" }}
         "{err}"
     );
 
-    let err = flows.run_sync("moved", true, &|_, _| {}).await.unwrap_err();
+    let err = flows
+        .run_sync("moved", true, &|_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("302") && err.contains("redirect"), "{err}");
     assert!(!err.contains("crm-secret-key"), "{err}");
 
-    let err = flows.run_sync("big", true, &|_, _| {}).await.unwrap_err();
+    let err = flows
+        .run_sync("big", true, &|_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("larger than 1000000 bytes") && err.contains("max_bytes"),
         "{err}"

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use memberspot_agent::config::ModelsConfig;
 use memberspot_flows::config::{DIGEST_ITEM, Target, Trigger};
+use memberspot_flows::runner::RunError;
 use memberspot_flows::{Flows, FlowsConfig};
 use memberspot_hub::Hub;
 use memberspot_hub::store::RunStatus;
@@ -290,7 +291,7 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                 }
             }
             FlowsCommand::Show { run } => {
-                let r = hub.flows_store().get_run(&run).await?.with_context(|| format!("no run with id `{run}`"))?;
+                let r = hub.flows_store().get_run(&run).await?.ok_or_else(|| RunError::UnknownRun(run.clone()))?;
                 let steps = hub.flows_store().run_steps(&run).await?;
                 if global.json {
                     print_json(&serde_json::json!({"run": r, "steps": steps}))?;
@@ -376,10 +377,7 @@ pub async fn sync(cmd: crate::cli::SyncCommand, global: &Global) -> anyhow::Resu
                 Ok(ExitCode::SUCCESS)
             }
             SyncCommand::Export { name } => {
-                let r = flows
-                    .run_export(&name)
-                    .await
-                    .map_err(|e| anyhow::anyhow!(e))?;
+                let r = flows.run_export(&name).await?;
                 if global.json {
                     print_json(&r)?;
                 } else {
@@ -403,10 +401,7 @@ pub async fn sync(cmd: crate::cli::SyncCommand, global: &Global) -> anyhow::Resu
                         bar.set_position(done as u64);
                     }
                 };
-                let r = flows
-                    .run_sync(&name, dry_run, &tick)
-                    .await
-                    .map_err(|e| anyhow::anyhow!(e));
+                let r = flows.run_sync(&name, dry_run, &tick).await;
                 bar.finish_and_clear();
                 let r = r?;
                 if let Some(out) = report {
