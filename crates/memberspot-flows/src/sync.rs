@@ -397,40 +397,43 @@ pub async fn run(
     };
     let records = read_source(http, &spec.source, base).await?;
 
-    // The school's offers, to refuse unknown offer ids before anything is sent.
+    // The school's offers: a mapped offer is an id or a name, and one the school does not
+    // have (or has twice under that name) fails its row before anything is sent.
     let offers = call(
         "list_offers",
         json!({}),
         format!("sync {}: offers", spec.name),
     )
     .await?;
-    let known: std::collections::HashSet<String> = offers["offers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["id"].as_str().map(str::to_owned))
-        .collect();
+    let offers = SchoolOffers::from_list(&offers);
 
     let mut rows: Vec<RowReport> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     for (line, row) in records {
-        match map_row(&spec.map, line, &row) {
-            Err(reason) => rows.push(failed(line, None, None, reason)),
-            Ok(w) if !known.contains(&w.offer) => {
-                let reason = format!("offer `{}` does not exist in the school", w.offer);
+        let w = match map_row(&spec.map, line, &row) {
+            Ok(w) => w,
+            Err(reason) => {
+                rows.push(failed(line, None, None, reason));
+                continue;
+            }
+        };
+        let w = match offers.resolve(&w.offer) {
+            Ok(id) => Wanted { offer: id, ..w },
+            Err(reason) => {
+                rows.push(failed(line, Some(w.email), Some(w.offer), reason));
+                continue;
+            }
+        };
+        match seen.get(&(w.email.clone(), w.offer.clone())) {
+            Some(first) => {
+                let reason = format!("duplicate of line {first} (same e-mail and offer)");
                 rows.push(failed(line, Some(w.email), Some(w.offer), reason));
             }
-            Ok(w) => match seen.get(&(w.email.clone(), w.offer.clone())) {
-                Some(first) => {
-                    let reason = format!("duplicate of line {first} (same e-mail and offer)");
-                    rows.push(failed(line, Some(w.email), Some(w.offer), reason));
-                }
-                None => {
-                    seen.insert((w.email.clone(), w.offer.clone()), line);
-                    wanted.push(w);
-                }
-            },
+            None => {
+                seen.insert((w.email.clone(), w.offer.clone()), line);
+                wanted.push(w);
+            }
         }
     }
 
@@ -508,6 +511,69 @@ pub async fn run(
         api_calls: calls.load(std::sync::atomic::Ordering::Relaxed),
         rows,
     })
+}
+
+/// The school's offers as `list_offers` gave them: `(id, name)` in its order.
+struct SchoolOffers(Vec<(String, String)>);
+
+impl SchoolOffers {
+    fn from_list(answer: &Value) -> SchoolOffers {
+        let offers = answer["offers"].as_array().map(Vec::as_slice);
+        SchoolOffers(
+            offers
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|o| {
+                    let id = o["id"].as_str()?.to_owned();
+                    Some((id, o["name"].as_str().unwrap_or_default().to_owned()))
+                })
+                .collect(),
+        )
+    }
+
+    /// The id a mapped offer stands for: an offer's id; else the one offer with exactly
+    /// this name; else the one whose name it is regardless of case. Otherwise the row's
+    /// reason, naming the offers it could have meant.
+    fn resolve(&self, given: &str) -> Result<String, String> {
+        if self.0.iter().any(|(id, _)| id == given) {
+            return Ok(given.to_owned());
+        }
+        let exact: Vec<&(String, String)> =
+            self.0.iter().filter(|(_, n)| n.trim() == given).collect();
+        let named = if exact.is_empty() {
+            let lower = given.to_lowercase();
+            self.0
+                .iter()
+                .filter(|(_, n)| n.trim().to_lowercase() == lower)
+                .collect()
+        } else {
+            exact
+        };
+        match named.as_slice() {
+            [(id, _)] => Ok(id.clone()),
+            [] => Err(format!(
+                "offer `{given}` does not exist in the school: no offer has this id or name ({})",
+                if self.0.is_empty() {
+                    "it has none".to_owned()
+                } else {
+                    format!("its offers: {}", listing(self.0.iter()))
+                }
+            )),
+            several => Err(format!(
+                "offer `{given}` is the name of {} offers: {}; give the id",
+                several.len(),
+                listing(several.iter().copied())
+            )),
+        }
+    }
+}
+
+/// `id (name), …`
+fn listing<'a>(offers: impl Iterator<Item = &'a (String, String)>) -> String {
+    offers
+        .map(|(id, name)| format!("{id} ({name})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn map_row(m: &Mapping, line: usize, row: &Value) -> Result<Wanted, String> {
@@ -773,6 +839,38 @@ a@b.de,o1,nien
         assert!(map_row(&m, 3, &rows[1].1).unwrap().active);
         let err = map_row(&m, 4, &rows[2].1).unwrap_err();
         assert!(err.contains("nien"), "{err}");
+    }
+
+    #[test]
+    fn offers_by_id_then_exact_name_then_name_regardless_of_case() {
+        let offers = SchoolOffers::from_list(&json!({"offers": [
+            {"id": "o1", "name": "Online-Kurs Basis"},
+            {"id": "o2", "name": "Premium"},
+            {"id": "o3", "name": "premium"},
+            {"id": "o4", "name": "Gold"},
+            {"id": "o5", "name": "GOLD "},
+        ]}));
+        assert_eq!(offers.resolve("o2").unwrap(), "o2");
+        assert_eq!(offers.resolve("online-kurs basis").unwrap(), "o1");
+        // An exact name wins over names that differ only in case.
+        assert_eq!(offers.resolve("Premium").unwrap(), "o2");
+        assert_eq!(offers.resolve("premium").unwrap(), "o3");
+        assert_eq!(
+            offers.resolve("gold").unwrap_err(),
+            "offer `gold` is the name of 2 offers: o4 (Gold), o5 (GOLD ); give the id"
+        );
+        let unknown = offers.resolve("Platin").unwrap_err();
+        assert!(
+            unknown.starts_with("offer `Platin` does not exist in the school")
+                && unknown.contains("o1 (Online-Kurs Basis), o2 (Premium)"),
+            "{unknown}"
+        );
+        assert!(
+            SchoolOffers::from_list(&json!({"offers": []}))
+                .resolve("o1")
+                .unwrap_err()
+                .contains("it has none")
+        );
     }
 
     #[test]
