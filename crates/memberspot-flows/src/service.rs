@@ -140,44 +140,13 @@ impl Flows {
         &self.inner.worker_id
     }
 
-    /// Creates the personas flows act as when missing: `digest` (read) on the digest's
-    /// connection, each flow's persona (read, on the flow's connection; grant it more with
-    /// `memberspot personas grant-scope`), and each sync's (exactly the tools a sync uses).
-    /// Only items whose school is decided ([`Flows::start`]) have one.
+    /// Creates the personas flows act as when missing, on their items' schools, with the
+    /// scopes [`crate::personas::wanted`] gives them. Only items whose school is decided
+    /// ([`Flows::start`]) have one.
     async fn ensure_personas(&self) -> Result<(), HubError> {
-        let mut wanted: Vec<(String, Option<String>, Vec<String>)> = Vec::new();
-        if let Some(d) = &self.inner.config.digest {
-            wanted.push((
-                DIGEST_PERSONA.into(),
-                d.connection.clone(),
-                vec!["read".into()],
-            ));
-        }
-        for f in &self.inner.config.flows {
-            wanted.push((f.persona.clone(), f.connection.clone(), vec!["read".into()]));
-        }
-        for s in &self.inner.config.syncs {
-            // Exactly the tools a sync uses: read the school, change access and properties.
-            let tools = [
-                "list_offers",
-                "list_users",
-                "grant_user_offer_by_email",
-                "set_user_offer_state",
-                "set_offer_expiration",
-                "set_custom_user_properties",
-            ];
-            wanted.push((
-                s.persona.clone(),
-                s.connection.clone(),
-                tools.map(str::to_owned).to_vec(),
-            ));
-        }
-        for e in &self.inner.config.exports {
-            wanted.push((e.persona.clone(), e.connection.clone(), vec!["read".into()]));
-        }
-        for (name, connection, scopes) in wanted {
-            if let Some(connection) = connection {
-                self.ensure_persona(&name, &connection, scopes).await?;
+        for w in crate::personas::wanted(&self.inner.config) {
+            if let Some(connection) = &w.connection {
+                self.ensure_persona(&w.name, connection, w.scopes).await?;
             }
         }
         Ok(())
