@@ -520,7 +520,8 @@ pub enum DigestTarget {
 
 #[derive(Debug, Subcommand)]
 pub enum FlowsCommand {
-    /// Check the flows file; errors name the line and column
+    /// Check the flows file; errors name the line and column. With the hub's database, also
+    /// each item's school and whether its persona's scopes allow the tools it calls
     Validate {
         /// The file [default: --flows, else <data dir>/flows.toml]
         file: Option<PathBuf>,

@@ -73,12 +73,12 @@ pub fn hub_settings(global: &Global, file: &ConfigFile) -> HubSettings {
     }
 }
 
-/// The hub's connections, for checking which school a rules or flows file acts on:
-/// `Ok(None)` when the hub has no database yet (checking never creates one).
-pub async fn visible_schools(
+/// The hub's database, for checking a rules or flows file against it: `Ok(None)` when the
+/// hub has none yet (checking never creates one).
+pub async fn visible_store(
     global: &Global,
     file: &ConfigFile,
-) -> anyhow::Result<Option<memberspot_hub::schools::Schools>> {
+) -> anyhow::Result<Option<memberspot_hub::store::Store>> {
     let settings = hub_settings(global, file);
     let custom = settings
         .database_url
@@ -87,10 +87,47 @@ pub async fn visible_schools(
     if !custom && !settings.data_dir.join("hub.db").exists() {
         return Ok(None);
     }
-    let store = memberspot_hub::store::Store::open(&settings.database_url()).await?;
+    Ok(Some(
+        memberspot_hub::store::Store::open(&settings.database_url()).await?,
+    ))
+}
+
+/// The hub's connections, for checking which school a rules or flows file acts on:
+/// `Ok(None)` when the hub has no database yet.
+pub async fn visible_schools(
+    global: &Global,
+    file: &ConfigFile,
+) -> anyhow::Result<Option<memberspot_hub::schools::Schools>> {
+    let Some(store) = visible_store(global, file).await? else {
+        return Ok(None);
+    };
     let connections = store.list_connections().await;
     store.close().await;
     Ok(Some(memberspot_hub::schools::Schools::new(&connections?)))
+}
+
+/// Prints what `validate` found beyond the file's own problems (each an object with a
+/// `message`, and a `line` when it has one) and answers exit code 1.
+pub fn report_problems(
+    global: &Global,
+    path: &std::path::Path,
+    problems: &[serde_json::Value],
+) -> anyhow::Result<std::process::ExitCode> {
+    if global.json {
+        crate::output::print_json(&serde_json::json!({
+            "ok": false, "file": path.display().to_string(), "problems": problems,
+        }))?;
+    } else {
+        for p in problems {
+            let message = p["message"].as_str().unwrap_or_default();
+            match p["line"].as_u64() {
+                Some(line) => eprintln!("{}:{line}: {message}", path.display()),
+                None => eprintln!("{}: {message}", path.display()),
+            }
+        }
+        eprintln!("{} problem(s)", problems.len());
+    }
+    Ok(std::process::ExitCode::from(1))
 }
 
 /// The schools of a validated file's items, as `rules validate` / `flows validate` show
@@ -118,21 +155,21 @@ pub async fn check_schools(
     };
     match resolve(&known) {
         Ok(schools) => Ok(Ok(Some(schools))),
-        Err(unresolved) => {
-            if global.json {
-                crate::output::print_json(&serde_json::json!({
-                    "ok": false, "file": path.display().to_string(),
-                    "problems": unresolved.0.iter().map(|e| serde_json::json!({"message": e.to_string()})).collect::<Vec<_>>(),
-                }))?;
-            } else {
-                for e in &unresolved.0 {
-                    eprintln!("{}: {e}", path.display());
-                }
-                eprintln!("{} problem(s)", unresolved.0.len());
-            }
-            Ok(Err(std::process::ExitCode::from(1)))
-        }
+        Err(unresolved) => Ok(Err(report_problems(
+            global,
+            path,
+            &unresolved_json(&unresolved),
+        )?)),
     }
+}
+
+/// Items without a school, as `validate` problems.
+pub fn unresolved_json(unresolved: &memberspot_hub::schools::Unresolved) -> Vec<serde_json::Value> {
+    unresolved
+        .0
+        .iter()
+        .map(|e| serde_json::json!({"message": e.to_string()}))
+        .collect()
 }
 
 /// How an item's school reads in `validate` output.

@@ -116,13 +116,25 @@ pub fn report_error(err: &anyhow::Error, json: bool) -> ExitCode {
         let body = match (tool_err, hub_err) {
             (Some(e), _) => e.to_json(),
             (None, Some(e)) => e.to_json(),
-            (None, None) => serde_json::json!({ "code": "error", "message": describe(err) }),
+            (None, None) => flows_json(err).unwrap_or_else(
+                || serde_json::json!({ "code": "error", "message": describe(err) }),
+            ),
         };
         eprintln!("{}", serde_json::json!({ "error": body }));
     } else {
         eprintln!("error: {}", describe(err));
     }
     ExitCode::from(if usage { EXIT_USAGE } else { 1 })
+}
+
+/// The flows' own errors with their codes: a flow, sync or export name the flows file does
+/// not have is `not_found`, a failed tool call keeps the hub's code.
+fn flows_json(err: &anyhow::Error) -> Option<serde_json::Value> {
+    if let Some(e) = err.downcast_ref::<memberspot_flows::FlowsError>() {
+        return Some(e.to_json());
+    }
+    err.downcast_ref::<memberspot_flows::runner::RunError>()
+        .map(memberspot_flows::runner::RunError::to_json)
 }
 
 /// The error and its causes, joined by ": ", leaving out a cause whose text is already

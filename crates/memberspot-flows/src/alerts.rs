@@ -192,7 +192,7 @@ pub async fn check(flows: &Flows, now: DateTime<Utc>) -> Result<Option<String>, 
                 &name,
                 "deliver",
                 json!({"subject": msg.subject}),
-                result.map(|d| json!(d)),
+                result.as_ref().map(|d| json!(d)),
                 started,
             )
             .await;

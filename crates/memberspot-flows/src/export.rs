@@ -10,13 +10,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use memberspot_hub::store::{EventFilter, Trusted};
-use memberspot_hub::{CallContext, Hub, Surface};
+use memberspot_hub::{CallContext, Hub, HubError, Surface};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use memberspot_tools::tools::ListUsersInput;
 
-use crate::personas::{CallError, call_as, users_as};
+use crate::FlowsError;
+use crate::personas::{CallError, call_as, connection_of, member_json, users_as};
+use crate::sync::without_url;
 
 /// One `[[exports]]` entry.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -67,14 +69,13 @@ pub async fn run(
     http: &reqwest::Client,
     spec: &ExportSpec,
     base: Option<&std::path::Path>,
-) -> Result<ExportReport, String> {
+) -> Result<ExportReport, FlowsError> {
     let mut calls = 0usize;
     let store = hub.flows_store();
     let key = format!("export.{}.after_seq", spec.name);
     let previous = store
         .get_meta(&key)
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .and_then(|v| v.parse::<i64>().ok());
     // The newest event now: the next run starts after it.
     let newest = store
@@ -82,8 +83,7 @@ pub async fn run(
             limit: Some(1),
             ..Default::default()
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .first()
         .map_or(0, |e| e.seq);
     let incremental = spec.incremental.unwrap_or(true) && previous.is_some();
@@ -92,11 +92,15 @@ pub async fn run(
 
     let mut members: Vec<Value> = Vec::new();
     if incremental {
-        let connection = hub
-            .find_persona(&spec.persona)
+        let connection = connection_of(hub, &spec.persona)
             .await
-            .map_err(|e| format!("persona `{}`: {e}", spec.persona))?
-            .connection;
+            .map_err(|e| match e {
+                CallError::Persona(m) => FlowsError::Persona(m),
+                CallError::Call(HubError::Store(e)) => FlowsError::Store(e),
+                CallError::Call(e) => {
+                    FlowsError::Persona(format!("persona `{}`: {e}", spec.persona))
+                }
+            })?;
         let trusted = Trusted::live(connection);
         let changed = changed_emails(hub, &trusted, previous.unwrap_or(0), newest).await?;
         for (email, deletion_seen) in changed {
@@ -118,17 +122,17 @@ pub async fn run(
                     members.push(json!({"email": email, "deleted": true}))
                 }
                 Err(CallError::Call(e)) if e.is_not_found() => {}
-                Err(e) => return Err(format!("find_user_by_email {email}: {e}")),
+                Err(e) => return Err(FlowsError::call_about("find_user_by_email", &email, e)),
             }
         }
     } else {
         // Every member, 100 per call; a repeated cursor fails the export.
         let (users, pages) = users_as(hub, &spec.persona, &ctx, ListUsersInput::default())
             .await
-            .map_err(|e| format!("list_users: {e}"))?;
+            .map_err(|e| FlowsError::call("list_users", e))?;
         calls += pages;
         for u in users {
-            members.push(serde_json::to_value(u).map_err(|e| format!("list_users: {e}"))?);
+            members.push(member_json(u)?);
         }
     }
     for m in members.iter_mut().filter(|m| m["deleted"] != true) {
@@ -142,7 +146,9 @@ pub async fn run(
                     progress.insert(course.clone(), p);
                 }
                 // Best effort per course, but a persona that cannot act stops the export.
-                Err(e @ CallError::Persona(_)) => return Err(e.to_string()),
+                Err(e @ CallError::Persona(_)) => {
+                    return Err(FlowsError::call("get_user_course_progress", e));
+                }
                 Err(CallError::Call(_)) => {}
             }
         }
@@ -152,10 +158,7 @@ pub async fn run(
     }
 
     let target = write(http, spec, base, &members).await?;
-    store
-        .set_meta(&key, &newest.to_string())
-        .await
-        .map_err(|e| e.to_string())?;
+    store.set_meta(&key, &newest.to_string()).await?;
     Ok(ExportReport {
         export: spec.name.clone(),
         mode: if incremental { "incremental" } else { "full" }.into(),
@@ -173,7 +176,7 @@ async fn changed_emails(
     trusted: &Trusted,
     after: i64,
     upto: i64,
-) -> Result<BTreeMap<String, bool>, String> {
+) -> Result<BTreeMap<String, bool>, FlowsError> {
     let mut out = BTreeMap::new();
     let mut cursor = after;
     loop {
@@ -186,8 +189,7 @@ async fn changed_emails(
                 trusted: Some(trusted.clone()),
                 ..Default::default()
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let Some(last) = page.last().map(|e| e.seq) else {
             break;
         };
@@ -259,7 +261,8 @@ async fn write(
     spec: &ExportSpec,
     base: Option<&std::path::Path>,
     members: &[Value],
-) -> Result<String, String> {
+) -> Result<String, FlowsError> {
+    let fail = |m: String| FlowsError::Destination(m);
     match (&spec.file, &spec.url) {
         (Some(path), None) => {
             let path = match base {
@@ -276,15 +279,16 @@ async fn write(
             });
             // Written next to the target and renamed: a reader never sees half a file.
             let tmp = path.with_extension("partial");
+            let cannot_write =
+                |e: &dyn std::fmt::Display| fail(format!("cannot write {}: {e}", tmp.display()));
             match format.as_str() {
                 "json" => {
-                    let text = serde_json::to_string_pretty(members).map_err(|e| e.to_string())?;
-                    std::fs::write(&tmp, text)
-                        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+                    let text =
+                        serde_json::to_string_pretty(members).map_err(|e| cannot_write(&e))?;
+                    std::fs::write(&tmp, text).map_err(|e| cannot_write(&e))?;
                 }
                 "csv" => {
-                    let mut w = csv::Writer::from_path(&tmp)
-                        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+                    let mut w = csv::Writer::from_path(&tmp).map_err(|e| cannot_write(&e))?;
                     w.write_record([
                         "email",
                         "first_name",
@@ -295,21 +299,21 @@ async fn write(
                         "expires_at",
                         "progress",
                     ])
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| cannot_write(&e))?;
                     for r in csv_rows(members) {
-                        w.write_record(&r).map_err(|e| e.to_string())?;
+                        w.write_record(&r).map_err(|e| cannot_write(&e))?;
                     }
-                    w.flush().map_err(|e| e.to_string())?;
+                    w.flush().map_err(|e| cannot_write(&e))?;
                 }
                 other => {
-                    return Err(format!(
+                    return Err(fail(format!(
                         "export `{}`: format `{other}`; use csv or json",
                         spec.name
-                    ));
+                    )));
                 }
             }
             std::fs::rename(&tmp, &path)
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
             Ok(path.display().to_string())
         }
         (None, Some(url)) => {
@@ -321,18 +325,24 @@ async fn write(
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
                 .unwrap_or_default();
-            let resp = req.send().await.map_err(|e| format!("POST {host}: {e}"))?;
+            // The URL may carry a token in its query: messages name only the host.
+            let resp = req.send().await.map_err(|e| {
+                fail(format!(
+                    "POST {host}: {}; the checkpoint was not moved",
+                    without_url(&e)
+                ))
+            })?;
             if !resp.status().is_success() {
-                return Err(format!(
+                return Err(fail(format!(
                     "POST {host} answered {}; the checkpoint was not moved",
                     resp.status()
-                ));
+                )));
             }
             Ok(host)
         }
-        _ => Err(format!(
+        _ => Err(fail(format!(
             "export `{}`: give exactly one of `file` and `url`",
             spec.name
-        )),
+        ))),
     }
 }

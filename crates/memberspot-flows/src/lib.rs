@@ -1,6 +1,7 @@
 //! Flows for Memberspot Hub: work the hub does on its own, as personas.
 //!
 //! - [`config`]: `flows.toml` — the daily summary, delivery targets, user flows.
+//! - [`error`]: [`FlowsError`], why a sync, export, model question or delivery failed.
 //! - [`digest`]: the daily summary of a school's day, from the hub's records.
 //! - [`schedule`]: cron expressions in a time zone, and which fires are due.
 //! - [`template`]: minijinja templates over a run's context.
@@ -12,6 +13,7 @@
 pub mod alerts;
 pub mod config;
 pub mod digest;
+pub mod error;
 pub mod export;
 pub mod personas;
 pub mod plugin;
@@ -23,5 +25,6 @@ pub mod sync;
 pub mod template;
 
 pub use config::FlowsConfig;
+pub use error::FlowsError;
 pub use plugin::FlowsPlugin;
 pub use service::Flows;

@@ -16,9 +16,11 @@ use memberspot_tools::ToolClass;
 use memberspot_tools::redact::{redact_copies, redact_copies_in_text};
 use serde_json::{Value, json};
 
+use crate::FlowsError;
 use crate::config::{Action, Flow, Step, Target};
-use crate::personas::{CallError, call_as};
+use crate::personas::call_as;
 use crate::service::Flows;
+use crate::sync::without_url;
 use crate::template;
 
 /// How a run ended.
@@ -59,6 +61,22 @@ pub enum RunError {
     AlreadyFired(String),
     #[error("store: {0}")]
     Store(#[from] memberspot_hub::store::StoreError),
+}
+
+impl RunError {
+    /// Stable machine-readable code: an unknown flow or run is `not_found`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RunError::UnknownFlow(_) | RunError::UnknownRun(_) => "not_found",
+            RunError::Busy(_) | RunError::AlreadyFired(_) => "busy",
+            RunError::Store(_) => "store",
+        }
+    }
+
+    /// `{code, message}`, the error shape of every surface.
+    pub fn to_json(&self) -> Value {
+        json!({ "code": self.code(), "message": self.to_string() })
+    }
 }
 
 impl Flows {
@@ -260,7 +278,7 @@ impl Flows {
         reports: &mut Vec<StepReport>,
     ) -> (Value, Option<String>) {
         let started = Instant::now();
-        let mut last = (None, String::new());
+        let mut last = (None, String::new(), 0);
         let earlier_secrets = self.secrets_of_earlier_steps(flow, ctx);
         for attempt in 1..=step.attempts {
             match self.execute(flow, step, ctx, run_id, dry_run).await {
@@ -284,15 +302,17 @@ impl Flows {
                     return (output, None);
                 }
                 Err((input, e)) => {
-                    last = (input, e);
-                    if attempt < step.attempts {
-                        tokio::time::sleep(step_backoff(step).delay(attempt)).await;
+                    let retry = e.is_retryable() && attempt < step.attempts;
+                    last = (input, e.to_string(), attempt);
+                    if !retry {
+                        break;
                     }
+                    tokio::time::sleep(step_backoff(step).delay(attempt)).await;
                 }
             }
         }
         let ms = started.elapsed().as_millis() as u64;
-        let (input, error) = last;
+        let (input, error, attempts) = last;
         let input = input.map(|i| redact_copies(&i, &earlier_secrets));
         let error = redact_copies_in_text(&error, &earlier_secrets);
         self.record(
@@ -302,7 +322,7 @@ impl Flows {
             input.as_ref(),
             None,
             Some(&error),
-            step.attempts,
+            attempts,
             ms,
             reports,
         )
@@ -391,8 +411,8 @@ impl Flows {
         ctx: &Value,
         run_id: &str,
         dry_run: bool,
-    ) -> Result<(Value, Value), (Option<Value>, String)> {
-        let fail = |input: Option<Value>| move |e: String| (input, e);
+    ) -> Result<(Value, Value), (Option<Value>, FlowsError)> {
+        let fail = |input: Option<Value>| move |e: template::TemplateError| (input, e.into());
         match &step.action {
             Action::Tool { tool, args } => {
                 let args = template::render_value(args, ctx).map_err(fail(None))?;
@@ -401,7 +421,16 @@ impl Flows {
                     .catalogue()
                     .get(tool)
                     .map(|t| t.descriptor.clone())
-                    .ok_or_else(|| (Some(args.clone()), format!("unknown tool `{tool}`")))?;
+                    .ok_or_else(|| {
+                        let unknown =
+                            memberspot_tools::ToolError::UnknownTool { name: tool.clone() };
+                        let error = FlowsError::Tool {
+                            tool: tool.clone(),
+                            about: None,
+                            error: unknown.into(),
+                        };
+                        (Some(args.clone()), error)
+                    })?;
                 let input = json!({"tool": tool, "arguments": args});
                 if dry_run && descriptor.class != ToolClass::Read {
                     return Ok((
@@ -416,8 +445,7 @@ impl Flows {
                 ));
                 match call_as(self.hub(), &flow.persona, &call, tool, args).await {
                     Ok(v) => Ok((input, v)),
-                    Err(CallError::Persona(e)) => Err((Some(input), e)),
-                    Err(e) => Err((Some(input), format!("{tool}: {e}"))),
+                    Err(e) => Err((Some(input), FlowsError::call(tool, e))),
                 }
             }
             Action::Model { model, prompt } => {
@@ -515,8 +543,9 @@ impl Flows {
         url: &str,
         headers: &serde_json::Map<String, Value>,
         payload: Option<&Value>,
-    ) -> Result<Value, String> {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    ) -> Result<Value, FlowsError> {
+        let m = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| FlowsError::Http(format!("http.method `{method}`: {e}")))?;
         let mut req = self.http().request(m, url);
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str().unwrap_or_default());
@@ -526,42 +555,44 @@ impl Flows {
             Some(v) => req.json(v),
             None => req,
         };
+        // Only the host in messages: the URL may carry a token.
+        let what = format!("{method} {}", host_of(url));
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("{method} {}: {e}", host_of(url)))?;
+            .map_err(|e| FlowsError::Http(format!("{what}: {}", without_url(&e))))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| e.to_string())?;
+        let text = resp.text().await.map_err(|e| {
+            FlowsError::Http(format!(
+                "{what}: reading the answer failed: {}",
+                without_url(&e)
+            ))
+        })?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !status.is_success() {
-            return Err(format!("{method} {} answered {status}", host_of(url)));
+            return Err(FlowsError::Http(format!("{what} answered {status}")));
         }
         Ok(json!({"status": status.as_u16(), "body": body}))
     }
 
     /// Sends a message to one target; returns the delivery's detail line.
-    pub(crate) async fn deliver(&self, target: Target, msg: &Message) -> Result<String, String> {
+    pub(crate) async fn deliver(
+        &self,
+        target: Target,
+        msg: &Message,
+    ) -> Result<String, FlowsError> {
         let delivery = &self.config().delivery;
+        let not_configured = || FlowsError::NotConfigured(target);
         match target {
             Target::Slack => {
-                let t = delivery
-                    .slack
-                    .as_ref()
-                    .ok_or("Slack delivery is not configured ([delivery.slack])")?;
-                memberspot_notify::send_slack(self.http(), t, msg)
-                    .await
-                    .map(|d| d.detail)
-                    .map_err(|e| e.to_string())
+                let t = delivery.slack.as_ref().ok_or_else(not_configured)?;
+                Ok(memberspot_notify::send_slack(self.http(), t, msg)
+                    .await?
+                    .detail)
             }
             Target::Email => {
-                let t = delivery
-                    .email
-                    .as_ref()
-                    .ok_or("e-mail delivery is not configured ([delivery.email])")?;
-                memberspot_notify::send_email(t, msg)
-                    .await
-                    .map(|d| d.detail)
-                    .map_err(|e| e.to_string())
+                let t = delivery.email.as_ref().ok_or_else(not_configured)?;
+                Ok(memberspot_notify::send_email(t, msg).await?.detail)
             }
             Target::Stdout => {
                 println!("{}", msg.text);

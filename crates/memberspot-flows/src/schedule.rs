@@ -24,6 +24,19 @@ pub enum Missed {
     CatchUp,
 }
 
+/// Why a schedule cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("unknown time zone `{0}` (use an IANA name such as Europe/Berlin)")]
+    TimeZone(String),
+    #[error(
+        "cron expression `{expr}` has {fields} fields; use 5: minute hour day-of-month month day-of-week"
+    )]
+    Fields { expr: String, fields: usize },
+    #[error("cron expression `{expr}`: {problem}")]
+    Cron { expr: String, problem: String },
+}
+
 /// A parsed cron expression with its time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -35,19 +48,23 @@ pub struct Schedule {
 impl Schedule {
     /// Parses a 5-field cron expression (minute hour day-of-month month day-of-week; names
     /// and `@daily`-style shortcuts allowed) and an IANA time zone name.
-    pub fn parse(expr: &str, timezone: &str) -> Result<Schedule, String> {
-        let tz: Tz = timezone.parse().map_err(|_| {
-            format!("unknown time zone `{timezone}` (use an IANA name such as Europe/Berlin)")
-        })?;
+    pub fn parse(expr: &str, timezone: &str) -> Result<Schedule, ScheduleError> {
+        let tz: Tz = timezone
+            .parse()
+            .map_err(|_| ScheduleError::TimeZone(timezone.to_owned()))?;
         let fields = expr.split_whitespace().count();
         if !expr.trim_start().starts_with('@') && fields != 5 {
-            return Err(format!(
-                "cron expression `{expr}` has {fields} fields; use 5: minute hour day-of-month month day-of-week"
-            ));
+            return Err(ScheduleError::Fields {
+                expr: expr.to_owned(),
+                fields,
+            });
         }
         let cron = croner::Cron::new(expr)
             .parse()
-            .map_err(|e| format!("cron expression `{expr}`: {e}"))?;
+            .map_err(|e| ScheduleError::Cron {
+                expr: expr.to_owned(),
+                problem: e.to_string(),
+            })?;
         Ok(Schedule {
             cron,
             tz,
@@ -167,17 +184,19 @@ mod tests {
 
     #[test]
     fn bad_input_is_named() {
+        let fields = Schedule::parse("0 7 * *", "UTC").unwrap_err();
         assert!(
-            Schedule::parse("0 7 * *", "UTC")
-                .unwrap_err()
-                .contains("4 fields")
+            matches!(fields, ScheduleError::Fields { fields: 4, .. }),
+            "{fields}"
         );
-        assert!(
-            Schedule::parse("0 7 * * *", "Mars/Base")
-                .unwrap_err()
-                .contains("Mars/Base")
-        );
-        assert!(Schedule::parse("0 25 * * *", "UTC").is_err());
+        assert!(fields.to_string().contains("4 fields"), "{fields}");
+        let zone = Schedule::parse("0 7 * * *", "Mars/Base").unwrap_err();
+        assert_eq!(zone, ScheduleError::TimeZone("Mars/Base".into()));
+        assert!(zone.to_string().contains("Mars/Base"));
+        assert!(matches!(
+            Schedule::parse("0 25 * * *", "UTC"),
+            Err(ScheduleError::Cron { .. })
+        ));
     }
 
     #[test]

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::FlowsError;
 use crate::config::{DIGEST_ITEM, FlowsConfig, Target, Trigger};
 use crate::digest::{self, Digest, Names};
 use crate::personas::{CallError, call_as};
@@ -139,44 +140,13 @@ impl Flows {
         &self.inner.worker_id
     }
 
-    /// Creates the personas flows act as when missing: `digest` (read) on the digest's
-    /// connection, each flow's persona (read, on the flow's connection; grant it more with
-    /// `memberspot personas grant-scope`), and each sync's (exactly the tools a sync uses).
-    /// Only items whose school is decided ([`Flows::start`]) have one.
+    /// Creates the personas flows act as when missing, on their items' schools, with the
+    /// scopes [`crate::personas::wanted`] gives them. Only items whose school is decided
+    /// ([`Flows::start`]) have one.
     async fn ensure_personas(&self) -> Result<(), HubError> {
-        let mut wanted: Vec<(String, Option<String>, Vec<String>)> = Vec::new();
-        if let Some(d) = &self.inner.config.digest {
-            wanted.push((
-                DIGEST_PERSONA.into(),
-                d.connection.clone(),
-                vec!["read".into()],
-            ));
-        }
-        for f in &self.inner.config.flows {
-            wanted.push((f.persona.clone(), f.connection.clone(), vec!["read".into()]));
-        }
-        for s in &self.inner.config.syncs {
-            // Exactly the tools a sync uses: read the school, change access and properties.
-            let tools = [
-                "list_offers",
-                "list_users",
-                "grant_user_offer_by_email",
-                "set_user_offer_state",
-                "set_offer_expiration",
-                "set_custom_user_properties",
-            ];
-            wanted.push((
-                s.persona.clone(),
-                s.connection.clone(),
-                tools.map(str::to_owned).to_vec(),
-            ));
-        }
-        for e in &self.inner.config.exports {
-            wanted.push((e.persona.clone(), e.connection.clone(), vec!["read".into()]));
-        }
-        for (name, connection, scopes) in wanted {
-            if let Some(connection) = connection {
-                self.ensure_persona(&name, &connection, scopes).await?;
+        for w in crate::personas::wanted(&self.inner.config) {
+            if let Some(connection) = &w.connection {
+                self.ensure_persona(&w.name, connection, w.scopes).await?;
             }
         }
         Ok(())
@@ -228,25 +198,24 @@ impl Flows {
         name: &str,
         system: Option<&str>,
         prompt: &str,
-    ) -> Result<String, String> {
-        let cfg = self
-            .inner
-            .models
-            .models
-            .get(name)
-            .cloned()
-            .ok_or_else(|| format!("no model named `{name}` in {}", self.models_file()))?;
-        let model = Model::new(cfg).map_err(|e| e.to_string())?;
+    ) -> Result<String, FlowsError> {
+        let cfg = self.inner.models.models.get(name).cloned().ok_or_else(|| {
+            FlowsError::UnknownModel {
+                name: name.to_owned(),
+                file: self.models_file(),
+            }
+        })?;
+        let model = Model::new(cfg)?;
         let req = ChatRequest {
             system: system.map(str::to_owned),
             messages: vec![ChatMessage::user(prompt)],
             tools: Vec::new(),
         };
-        let answer = model.complete(&req).await.map_err(|e| e.to_string())?;
+        let answer = model.complete(&req).await?;
         answer
             .text
             .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| format!("model `{name}` answered without text"))
+            .ok_or_else(|| FlowsError::NoAnswer(name.to_owned()))
     }
 
     fn models_file(&self) -> String {
@@ -262,7 +231,7 @@ impl Flows {
     /// Offer and course names from the school, read as the digest persona (best effort:
     /// ids are shown when the school cannot be read). A digest persona that cannot act
     /// (revoked) is an error: the digest never reads the school as anyone else.
-    async fn names(&self) -> Result<Names, String> {
+    async fn names(&self) -> Result<Names, FlowsError> {
         let mut names = Names::default();
         let mut ctx = CallContext::new(memberspot_hub::Surface::Flow);
         ctx.prompt = Some("daily summary: offer names".into());
@@ -274,7 +243,7 @@ impl Flows {
                     }
                 }
             }
-            Err(CallError::Persona(e)) => return Err(e),
+            Err(e @ CallError::Persona(_)) => return Err(FlowsError::call("list_offers", e)),
             Err(CallError::Call(e)) => {
                 tracing::warn!(error = %e, "daily summary: offer names unavailable; ids shown");
             }
@@ -349,10 +318,11 @@ impl Flows {
                     "names",
                     "tool",
                     json!({"tool": "list_offers", "persona": DIGEST_PERSONA}),
-                    Err(e.clone()),
+                    Err(&e),
                     started,
                 )
                 .await;
+                let e = e.to_string();
                 if let Some(r) = &run
                     && let Err(f) = store.finish_run(&r.id, RunStatus::Failed, Some(&e)).await
                 {
@@ -401,29 +371,31 @@ impl Flows {
                 }))
                 .unwrap_or_default()
             );
-            let answer = if dry_run {
-                Err("dry run: the model was not asked".to_owned())
+            if dry_run {
+                d.summary_note = Some(format!(
+                    "dry run: model `{model}` was not asked; template summary shown"
+                ));
             } else {
-                self.ask_model(&model, None, &prompt).await
-            };
-            match &answer {
-                Ok(text) => d.summary = Some(text.trim().to_owned()),
-                Err(e) => {
-                    tracing::warn!(model = %model, error = %e, "digest model call failed; sending the template summary");
-                    d.summary_note = Some(format!(
-                        "model `{model}` unavailable: {e}; template summary shown"
-                    ));
+                let answer = self.ask_model(&model, None, &prompt).await;
+                match &answer {
+                    Ok(text) => d.summary = Some(text.trim().to_owned()),
+                    Err(e) => {
+                        tracing::warn!(model = %model, error = %e, "digest model call failed; sending the template summary");
+                        d.summary_note = Some(format!(
+                            "model `{model}` unavailable: {e}; template summary shown"
+                        ));
+                    }
                 }
+                self.record_step(
+                    run.as_ref().map(|r| r.id.as_str()),
+                    "summarise",
+                    "model",
+                    json!({"model": model}),
+                    answer.as_ref().map(|text| json!(text)),
+                    t,
+                )
+                .await;
             }
-            self.record_step(
-                run.as_ref().map(|r| r.id.as_str()),
-                "summarise",
-                "model",
-                json!({"model": model}),
-                answer.map(Value::String),
-                t,
-            )
-            .await;
         }
 
         let msg = Message {
@@ -459,11 +431,11 @@ impl Flows {
                 &format!("{target:?}").to_lowercase(),
                 "notify",
                 json!({"subject": msg.subject}),
-                result.clone().map(Value::String),
+                result.as_ref().map(|detail| json!(detail)),
                 t,
             )
             .await;
-            deliveries.push((target, result));
+            deliveries.push((target, result.map_err(|e| e.to_string())));
         }
         if let Some(r) = &run {
             let failed: Vec<String> = deliveries
@@ -485,26 +457,25 @@ impl Flows {
         }))
     }
 
-    /// E-mail gets three tries, 2 s and 4 s apart (Slack retries inside its client, per
-    /// Slack's answers).
+    /// E-mail gets three tries, 2 s and 4 s apart, while the failure may pass (Slack
+    /// retries inside its client, per Slack's answers).
     pub(crate) async fn deliver_with_retry(
         &self,
         target: Target,
         msg: &Message,
-    ) -> Result<String, String> {
+    ) -> Result<String, FlowsError> {
         let tries = if target == Target::Email { 3 } else { 1 };
         let backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(4));
-        let mut last = String::new();
-        for attempt in 1..=tries {
+        let mut attempt = 1;
+        loop {
             match self.deliver(target, msg).await {
                 Ok(d) => return Ok(d),
-                Err(e) => last = e,
+                Err(e) if attempt >= tries || !delivery_may_pass(&e) => return Err(e),
+                Err(_) => {}
             }
-            if attempt < tries {
-                tokio::time::sleep(backoff.delay(attempt)).await;
-            }
+            tokio::time::sleep(backoff.delay(attempt)).await;
+            attempt += 1;
         }
-        Err(last)
     }
 
     pub(crate) async fn record_step(
@@ -513,14 +484,14 @@ impl Flows {
         name: &str,
         kind: &str,
         input: Value,
-        result: Result<Value, String>,
+        result: Result<Value, &FlowsError>,
         started: std::time::Instant,
     ) {
         let Some(run_id) = run_id else { return };
         let ms = started.elapsed().as_millis() as i64;
         let (output, error) = match result {
             Ok(v) => (Some(v), None),
-            Err(e) => (None, Some(e)),
+            Err(e) => (None, Some(e.to_string())),
         };
         let s = FlowStep {
             name: name.into(),
@@ -543,12 +514,15 @@ impl Flows {
         name: &str,
         dry_run: bool,
         progress: &(dyn Fn(usize, usize) + Send + Sync),
-    ) -> Result<crate::sync::SyncReport, String> {
+    ) -> Result<crate::sync::SyncReport, FlowsError> {
         let spec = self
             .inner
             .config
             .sync(name)
-            .ok_or_else(|| format!("no sync named `{name}` in the flows file"))?;
+            .ok_or_else(|| FlowsError::NotFound {
+                kind: "sync",
+                name: name.to_owned(),
+            })?;
         crate::sync::run(
             self.hub(),
             &self.inner.fetch,
@@ -561,14 +535,17 @@ impl Flows {
     }
 
     /// Runs the export `name`.
-    pub async fn run_export(&self, name: &str) -> Result<crate::export::ExportReport, String> {
+    pub async fn run_export(&self, name: &str) -> Result<crate::export::ExportReport, FlowsError> {
         let spec = self
             .inner
             .config
             .exports
             .iter()
             .find(|e| e.name == name)
-            .ok_or_else(|| format!("no export named `{name}` in the flows file"))?;
+            .ok_or_else(|| FlowsError::NotFound {
+                kind: "export",
+                name: name.to_owned(),
+            })?;
         crate::export::run(
             self.hub(),
             &self.inner.fetch,
@@ -626,6 +603,15 @@ impl Flows {
             }
         }
         v
+    }
+}
+
+/// Whether sending again later may work: an outage or a 4xx SMTP reply, not missing
+/// settings or a refused message.
+fn delivery_may_pass(e: &FlowsError) -> bool {
+    match e {
+        FlowsError::Delivery(n) => n.is_temporary(),
+        _ => false,
     }
 }
 

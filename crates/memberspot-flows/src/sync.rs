@@ -16,6 +16,8 @@ use memberspot_tools::tools::ListUsersInput;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::FlowsError;
+use crate::personas::{CallError, call_as, member_json, users_as};
 use crate::template;
 
 /// Where records come from.
@@ -72,21 +74,26 @@ fn origin_text(u: &url::Url) -> String {
 
 /// Reads an answer's body, refusing it past `max` bytes (counted as it arrives:
 /// `Content-Length` may be missing or wrong).
-async fn read_capped(mut resp: reqwest::Response, max: u64, what: &str) -> Result<Vec<u8>, String> {
+async fn read_capped(
+    mut resp: reqwest::Response,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>, FlowsError> {
     let too_large = || {
-        format!(
+        FlowsError::Source(format!(
             "{what}: the answer is larger than {max} bytes (source.max_bytes); raise it if that is expected"
-        )
+        ))
     };
     if resp.content_length().is_some_and(|n| n > max) {
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| format!("{what}: reading the answer failed: {}", without_url(&e)))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        FlowsError::Source(format!(
+            "{what}: reading the answer failed: {}",
+            without_url(&e)
+        ))
+    })? {
         if (body.len() + chunk.len()) as u64 > max {
             return Err(too_large());
         }
@@ -96,7 +103,7 @@ async fn read_capped(mut resp: reqwest::Response, max: u64, what: &str) -> Resul
 }
 
 /// A reqwest error without its URL (which may carry a token in its query).
-fn without_url(e: &reqwest::Error) -> String {
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut msg = if e.is_timeout() {
         "timed out".to_string()
@@ -219,24 +226,25 @@ pub async fn read_source(
     http: &reqwest::Client,
     spec: &SourceSpec,
     base: Option<&std::path::Path>,
-) -> Result<Vec<(usize, Value)>, String> {
+) -> Result<Vec<(usize, Value)>, FlowsError> {
+    let fail = |m: String| FlowsError::Source(m);
     if let Some(path) = &spec.csv {
         let path = match base {
             Some(b) if path.is_relative() => b.join(path),
             _ => path.clone(),
         };
-        let text =
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read(&path)
+            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
         return parse_csv(&text);
     }
     let Some(url) = &spec.url else {
-        return Err("the source needs `csv` (a file) or `url`".into());
+        return Err(fail("the source needs `csv` (a file) or `url`".into()));
     };
     let format =
         spec.format
             .as_deref()
             .unwrap_or(if url.ends_with(".csv") { "csv" } else { "json" });
-    let origin = url::Url::parse(url).map_err(|e| format!("source.url: {e}"))?;
+    let origin = url::Url::parse(url).map_err(|e| fail(format!("source.url: {e}")))?;
     let max_bytes = spec.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
     let mut out = Vec::new();
     let mut next_url = Some(origin.clone());
@@ -244,19 +252,19 @@ pub async fn read_source(
     while let Some(u) = next_url.take() {
         pages += 1;
         if pages > spec.max_pages.unwrap_or(1000) {
-            return Err(format!(
+            return Err(fail(format!(
                 "stopped after {} pages; raise source.max_pages if that is expected",
                 pages - 1
-            ));
+            )));
         }
         // The headers are often a credential: never sent to another origin.
         if u.origin() != origin.origin() {
-            return Err(format!(
+            return Err(fail(format!(
                 "page {pages}: the next link points to {}, another origin than source.url ({}); \
                  only links on the source's origin are followed, so its headers never go elsewhere",
                 origin_text(&u),
                 origin_text(&origin)
-            ));
+            )));
         }
         let what = format!("GET {} (page {pages})", host(u.as_str()));
         let mut req = http.get(u.clone());
@@ -266,7 +274,7 @@ pub async fn read_source(
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("{what}: {}", without_url(&e)))?;
+            .map_err(|e| fail(format!("{what}: {}", without_url(&e))))?;
         if resp.status().is_redirection() {
             let to = resp
                 .headers()
@@ -274,30 +282,30 @@ pub async fn read_source(
                 .and_then(|l| l.to_str().ok())
                 .and_then(|l| u.join(l).ok())
                 .map_or_else(|| "nowhere".to_string(), |t| origin_text(&t));
-            return Err(format!(
+            return Err(fail(format!(
                 "{what} answered {} with a redirect to {to}; redirects to another origin are not followed",
                 resp.status()
-            ));
+            )));
         }
         if !resp.status().is_success() {
-            return Err(format!("{what} answered {}", resp.status()));
+            return Err(fail(format!("{what} answered {}", resp.status())));
         }
         let bytes = read_capped(resp, max_bytes, &what).await?;
         if format == "csv" {
             return parse_csv(&bytes);
         }
         let body: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{} did not answer JSON: {e}", host(u.as_str())))?;
+            .map_err(|e| fail(format!("{} did not answer JSON: {e}", host(u.as_str()))))?;
         let items = match &spec.items {
             Some(path) => lookup(&body, path).cloned().unwrap_or(Value::Null),
             None => body.clone(),
         };
         let Value::Array(items) = items else {
-            return Err(format!(
+            return Err(fail(format!(
                 "no list at `{}` in the answer of {}",
                 spec.items.as_deref().unwrap_or("(top level)"),
                 host(u.as_str())
-            ));
+            )));
         };
         let offset = out.len();
         out.extend(
@@ -313,7 +321,9 @@ pub async fn read_source(
                 .filter(|s| !s.is_empty())
             {
                 Some(link) => Some(u.join(link).map_err(|e| {
-                    format!("page {pages}: the next link at `{path}` is not a URL: {e}")
+                    fail(format!(
+                        "page {pages}: the next link at `{path}` is not a URL: {e}"
+                    ))
                 })?),
                 None => None,
             };
@@ -331,8 +341,9 @@ pub async fn read_source(
     Ok(out)
 }
 
-fn parse_csv(bytes: &[u8]) -> Result<Vec<(usize, Value)>, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("CSV is not UTF-8: {e}"))?;
+fn parse_csv(bytes: &[u8]) -> Result<Vec<(usize, Value)>, FlowsError> {
+    let fail = |m: String| FlowsError::Source(m);
+    let text = std::str::from_utf8(bytes).map_err(|e| fail(format!("CSV is not UTF-8: {e}")))?;
     let text = memberspot_tools::bulk::normalize_line_endings(text);
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -340,11 +351,11 @@ fn parse_csv(bytes: &[u8]) -> Result<Vec<(usize, Value)>, String> {
         .from_reader(text.as_bytes());
     let headers = reader
         .headers()
-        .map_err(|e| format!("CSV header: {e}"))?
+        .map_err(|e| fail(format!("CSV header: {e}")))?
         .clone();
     let mut out = Vec::new();
     for record in reader.records() {
-        let record = record.map_err(|e| format!("CSV: {e}"))?;
+        let record = record.map_err(|e| fail(format!("CSV: {e}")))?;
         let line = record.position().map_or(0, |p| p.line() as usize);
         let row: serde_json::Map<String, Value> = headers
             .iter()
@@ -370,7 +381,7 @@ pub async fn run(
     base: Option<&std::path::Path>,
     dry_run: bool,
     progress: &(dyn Fn(usize, usize) + Send + Sync),
-) -> Result<SyncReport, String> {
+) -> Result<SyncReport, FlowsError> {
     let calls = std::sync::atomic::AtomicUsize::new(0);
     // As the sync's persona, read for every call: a revocation stops the rest of the run.
     let call = |tool: &'static str, args: Value, prompt: String| {
@@ -379,47 +390,50 @@ pub async fn run(
             calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut ctx = CallContext::new(Surface::Flow);
             ctx.prompt = Some(prompt);
-            crate::personas::call_as(hub, &spec.persona, &ctx, tool, args)
+            call_as(hub, &spec.persona, &ctx, tool, args)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e: CallError| FlowsError::call(tool, e))
         }
     };
     let records = read_source(http, &spec.source, base).await?;
 
-    // The school's offers, to refuse unknown offer ids before anything is sent.
+    // The school's offers: a mapped offer is an id or a name, and one the school does not
+    // have (or has twice under that name) fails its row before anything is sent.
     let offers = call(
         "list_offers",
         json!({}),
         format!("sync {}: offers", spec.name),
     )
     .await?;
-    let known: std::collections::HashSet<String> = offers["offers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|o| o["id"].as_str().map(str::to_owned))
-        .collect();
+    let offers = SchoolOffers::from_list(&offers);
 
     let mut rows: Vec<RowReport> = Vec::new();
     let mut wanted: Vec<Wanted> = Vec::new();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     for (line, row) in records {
-        match map_row(&spec.map, line, &row) {
-            Err(reason) => rows.push(failed(line, None, None, reason)),
-            Ok(w) if !known.contains(&w.offer) => {
-                let reason = format!("offer `{}` does not exist in the school", w.offer);
+        let w = match map_row(&spec.map, line, &row) {
+            Ok(w) => w,
+            Err(reason) => {
+                rows.push(failed(line, None, None, reason));
+                continue;
+            }
+        };
+        let w = match offers.resolve(&w.offer) {
+            Ok(id) => Wanted { offer: id, ..w },
+            Err(reason) => {
+                rows.push(failed(line, Some(w.email), Some(w.offer), reason));
+                continue;
+            }
+        };
+        match seen.get(&(w.email.clone(), w.offer.clone())) {
+            Some(first) => {
+                let reason = format!("duplicate of line {first} (same e-mail and offer)");
                 rows.push(failed(line, Some(w.email), Some(w.offer), reason));
             }
-            Ok(w) => match seen.get(&(w.email.clone(), w.offer.clone())) {
-                Some(first) => {
-                    let reason = format!("duplicate of line {first} (same e-mail and offer)");
-                    rows.push(failed(line, Some(w.email), Some(w.offer), reason));
-                }
-                None => {
-                    seen.insert((w.email.clone(), w.offer.clone()), line);
-                    wanted.push(w);
-                }
-            },
+            None => {
+                seen.insert((w.email.clone(), w.offer.clone()), line);
+                wanted.push(w);
+            }
         }
     }
 
@@ -427,12 +441,12 @@ pub async fn run(
     let mut school: HashMap<String, Value> = HashMap::new();
     let mut ctx = CallContext::new(Surface::Flow);
     ctx.prompt = Some(format!("sync {}: read members", spec.name));
-    let read = crate::personas::users_as(hub, &spec.persona, &ctx, ListUsersInput::default()).await;
-    let (users, pages) = read.map_err(|e| e.to_string())?;
+    let read = users_as(hub, &spec.persona, &ctx, ListUsersInput::default()).await;
+    let (users, pages) = read.map_err(|e| FlowsError::call("list_users", e))?;
     calls.fetch_add(pages, std::sync::atomic::Ordering::Relaxed);
     for u in users {
         let email = u.email.to_ascii_lowercase();
-        school.insert(email, serde_json::to_value(u).map_err(|e| e.to_string())?);
+        school.insert(email, member_json(u)?);
     }
 
     // The plan: only differences.
@@ -471,7 +485,7 @@ pub async fn run(
                             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
                             total,
                         );
-                        return report(&w, RowOutcome::Failed, changes, Some(e));
+                        return report(&w, RowOutcome::Failed, changes, Some(e.to_string()));
                     }
                 }
                 progress(
@@ -497,6 +511,69 @@ pub async fn run(
         api_calls: calls.load(std::sync::atomic::Ordering::Relaxed),
         rows,
     })
+}
+
+/// The school's offers as `list_offers` gave them: `(id, name)` in its order.
+struct SchoolOffers(Vec<(String, String)>);
+
+impl SchoolOffers {
+    fn from_list(answer: &Value) -> SchoolOffers {
+        let offers = answer["offers"].as_array().map(Vec::as_slice);
+        SchoolOffers(
+            offers
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|o| {
+                    let id = o["id"].as_str()?.to_owned();
+                    Some((id, o["name"].as_str().unwrap_or_default().to_owned()))
+                })
+                .collect(),
+        )
+    }
+
+    /// The id a mapped offer stands for: an offer's id; else the one offer with exactly
+    /// this name; else the one whose name it is regardless of case. Otherwise the row's
+    /// reason, naming the offers it could have meant.
+    fn resolve(&self, given: &str) -> Result<String, String> {
+        if self.0.iter().any(|(id, _)| id == given) {
+            return Ok(given.to_owned());
+        }
+        let exact: Vec<&(String, String)> =
+            self.0.iter().filter(|(_, n)| n.trim() == given).collect();
+        let named = if exact.is_empty() {
+            let lower = given.to_lowercase();
+            self.0
+                .iter()
+                .filter(|(_, n)| n.trim().to_lowercase() == lower)
+                .collect()
+        } else {
+            exact
+        };
+        match named.as_slice() {
+            [(id, _)] => Ok(id.clone()),
+            [] => Err(format!(
+                "offer `{given}` does not exist in the school: no offer has this id or name ({})",
+                if self.0.is_empty() {
+                    "it has none".to_owned()
+                } else {
+                    format!("its offers: {}", listing(self.0.iter()))
+                }
+            )),
+            several => Err(format!(
+                "offer `{given}` is the name of {} offers: {}; give the id",
+                several.len(),
+                listing(several.iter().copied())
+            )),
+        }
+    }
+}
+
+/// `id (name), …`
+fn listing<'a>(offers: impl Iterator<Item = &'a (String, String)>) -> String {
+    offers
+        .map(|(id, name)| format!("{id} ({name})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn map_row(m: &Mapping, line: usize, row: &Value) -> Result<Wanted, String> {
@@ -722,10 +799,10 @@ mod tests {
         // What spreadsheets write: the same lines with CRLF endings.
         let crlf = parse_csv(b"Email,Offer\r\na@b.de,o1\r\n,o1\r\nnot-an-email,o1\r\n").unwrap();
         assert_eq!(crlf, rows);
+        let err = parse_csv(b"Email,Offer\n\xff,o1\n").unwrap_err();
         assert!(
-            parse_csv(b"Email,Offer\n\xff,o1\n")
-                .unwrap_err()
-                .contains("not UTF-8")
+            matches!(&err, FlowsError::Source(m) if m.contains("not UTF-8")),
+            "{err}"
         );
         let m = Mapping {
             email: "{{ row.Email }}".into(),
@@ -762,6 +839,38 @@ a@b.de,o1,nien
         assert!(map_row(&m, 3, &rows[1].1).unwrap().active);
         let err = map_row(&m, 4, &rows[2].1).unwrap_err();
         assert!(err.contains("nien"), "{err}");
+    }
+
+    #[test]
+    fn offers_by_id_then_exact_name_then_name_regardless_of_case() {
+        let offers = SchoolOffers::from_list(&json!({"offers": [
+            {"id": "o1", "name": "Online-Kurs Basis"},
+            {"id": "o2", "name": "Premium"},
+            {"id": "o3", "name": "premium"},
+            {"id": "o4", "name": "Gold"},
+            {"id": "o5", "name": "GOLD "},
+        ]}));
+        assert_eq!(offers.resolve("o2").unwrap(), "o2");
+        assert_eq!(offers.resolve("online-kurs basis").unwrap(), "o1");
+        // An exact name wins over names that differ only in case.
+        assert_eq!(offers.resolve("Premium").unwrap(), "o2");
+        assert_eq!(offers.resolve("premium").unwrap(), "o3");
+        assert_eq!(
+            offers.resolve("gold").unwrap_err(),
+            "offer `gold` is the name of 2 offers: o4 (Gold), o5 (GOLD ); give the id"
+        );
+        let unknown = offers.resolve("Platin").unwrap_err();
+        assert!(
+            unknown.starts_with("offer `Platin` does not exist in the school")
+                && unknown.contains("o1 (Online-Kurs Basis), o2 (Premium)"),
+            "{unknown}"
+        );
+        assert!(
+            SchoolOffers::from_list(&json!({"offers": []}))
+                .resolve("o1")
+                .unwrap_err()
+                .contains("it has none")
+        );
     }
 
     #[test]

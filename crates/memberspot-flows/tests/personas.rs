@@ -10,7 +10,7 @@ mod common;
 
 use memberspot_agent::config::ModelsConfig;
 use memberspot_flows::config::Target;
-use memberspot_flows::{Flows, FlowsConfig};
+use memberspot_flows::{Flows, FlowsConfig, FlowsError};
 use memberspot_hub::admin::PersonaSpec;
 use memberspot_hub::store::{AuditFilter, AuditRecord};
 use memberspot_hub::{Hub, HubError};
@@ -53,6 +53,7 @@ trigger.manual = true
 [[flows.steps]]
 name = "offers"
 tool = "list_offers"
+retry = { attempts = 3, backoff_secs = 5 }
 
 [[syncs]]
 name = "seats"
@@ -165,6 +166,10 @@ offer = "{{ row.offer }}"
         report.error.as_deref(),
         Some(format!("step `offers`: {expected}").as_str())
     );
+    assert_eq!(
+        report.steps[0].attempts, 1,
+        "a persona that cannot act is not tried again: {report:?}"
+    );
     let run = hub
         .flows_store()
         .get_run(&report.run_id)
@@ -181,8 +186,9 @@ offer = "{{ row.offer }}"
         .run_sync("seats", false, &|_, _| {})
         .await
         .expect_err("a revoked sync persona stops the sync");
+    assert!(matches!(err, FlowsError::Persona(_)), "{err:?}");
     assert_eq!(
-        err,
+        err.to_string(),
         "persona `seat-sync` is revoked; re-create it with `memberspot --connection sandbox \
          personas create seat-sync --scopes grant_user_offer_by_email,list_offers,list_users,\
          set_custom_user_properties,set_offer_expiration,set_user_offer_state \
@@ -222,4 +228,184 @@ async fn revoked_personas_stop_what_runs_as_them_postgres() {
     let (url, name) = common::fresh_pg().await;
     revoked_personas_stop_what_runs_as_them(&url).await;
     common::drop_pg(&name).await;
+}
+
+/// `flows validate`'s scope check against a real SQLite store: each tool a flow step, sync
+/// or export calls is checked against its persona's stored scopes, or, for a persona
+/// `serve` has yet to create, the scopes it would be created with; every problem names
+/// the item, the step and its line, the tool, the persona and the command that fixes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_outside_a_persona_s_scopes_are_reported_with_the_fix() {
+    use memberspot_flows::personas::check_scopes;
+    let sandbox = common::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = common::hub(
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+        &sandbox,
+    )
+    .await;
+    let offer = hub.offers_of("sandbox").await.unwrap()[0].id.clone();
+    for (name, scopes, offers) in [
+        ("welcomer", "read", None),
+        ("gone", "read", None),
+        ("bound", "all", Some(vec![offer.clone()])),
+    ] {
+        hub.create_persona(PersonaSpec {
+            name: name.into(),
+            connection: Some("sandbox".into()),
+            scopes: vec![scopes.into()],
+            offer_ids: offers,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    hub.revoke_persona("gone").await.unwrap();
+    let toml = r#"
+default_connection = "sandbox"
+
+[[flows]]
+name = "welcome"
+persona = "welcomer"
+trigger.manual = true
+
+[[flows.steps]]
+name = "find"
+tool = "find_user_by_email"
+args = { email = "{{ input.email }}" }
+
+[[flows.steps]]
+name = "grant"
+tool = "grant_user_offer_by_email"
+args = { email = "{{ input.email }}", offer_id = "o1" }
+
+[[flows.steps]]
+name = "tag"
+tool = "set_custom_user_properties"
+args = { email = "{{ input.email }}", properties = [] }
+
+[[flows]]
+name = "newcomer"
+persona = "fresh"
+trigger.manual = true
+
+[[flows.steps]]
+name = "tag"
+tool = "set_custom_user_properties"
+args = { email = "{{ input.email }}", properties = [] }
+
+[[flows]]
+name = "old"
+persona = "gone"
+trigger.manual = true
+
+[[flows.steps]]
+name = "list"
+tool = "list_offers"
+
+[[flows.steps]]
+name = "list-again"
+tool = "list_offers"
+
+[[flows]]
+name = "orders"
+persona = "bound"
+trigger.manual = true
+
+[[flows.steps]]
+name = "cancel"
+tool = "set_order_state"
+args = { order_id = "{{ input.order }}", state = "cancelled" }
+
+[[exports]]
+name = "crm"
+persona = "welcomer"
+file = "members.csv"
+"#;
+    let mut cfg = FlowsConfig::parse(toml, "flows.toml", None).unwrap();
+    cfg.resolve_connections(&hub.schools().await.unwrap())
+        .unwrap();
+    let problems = check_scopes(&cfg, &hub.list_personas().await.unwrap());
+    let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(problems.len(), 5, "{messages:#?}");
+
+    // A stored persona: the step, the tool's class, its scopes and the grant.
+    let grant = problems
+        .iter()
+        .find(|p| p.step.as_deref() == Some("grant"))
+        .unwrap();
+    assert_eq!(
+        (
+            grant.item.as_str(),
+            grant.persona.as_str(),
+            grant.tool.as_deref()
+        ),
+        (
+            "flow `welcome`",
+            "welcomer",
+            Some("grant_user_offer_by_email")
+        )
+    );
+    assert_eq!(grant.line, Some(14), "the line of its [[flows.steps]]");
+    assert_eq!(
+        grant.message,
+        "flow `welcome` step `grant`: persona `welcomer` may not call \
+         `grant_user_offer_by_email` (a write tool; its scopes: read); grant it with \
+         `memberspot personas grant-scope welcomer grant_user_offer_by_email`"
+    );
+    // A persona `serve` will create with read: what that allows, and how to create it so
+    // the flow works from its first run.
+    assert!(
+        messages.contains(
+            &"flow `newcomer` step `tag`: persona `fresh` does not exist yet, and \
+              `memberspot serve` would create it with scopes read, which do not allow \
+              `set_custom_user_properties` (a write tool); create it first with \
+              `memberspot --connection sandbox personas create fresh --scopes \
+              read,set_custom_user_properties`"
+        ),
+        "{messages:#?}"
+    );
+    // A revoked persona: once for its flow, not per step.
+    let revoked: Vec<_> = problems.iter().filter(|p| p.persona == "gone").collect();
+    assert_eq!(revoked.len(), 1, "{messages:#?}");
+    assert!(
+        revoked[0]
+            .message
+            .starts_with("flow `old` step `list`: persona `gone` is revoked; re-create it with"),
+        "{}",
+        revoked[0].message
+    );
+    // An offer-restricted persona and a tool not tied to one offer.
+    assert!(
+        messages.iter().any(
+            |m| m.starts_with("flow `orders` step `cancel`: persona `bound`: ")
+                && m.contains("not tied to one offer")
+                && m.ends_with("run flow `orders` as a persona without an offer restriction")
+        ),
+        "{messages:#?}"
+    );
+    // The export reads as `welcomer`: allowed, so nothing is said about it.
+    assert!(problems.iter().all(|p| p.item != "export `crm`"));
+
+    // Doing what the messages say clears them.
+    hub.set_persona_scopes(
+        "welcomer",
+        &[
+            "grant_user_offer_by_email".into(),
+            "set_custom_user_properties".into(),
+        ],
+        true,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    let problems = check_scopes(&cfg, &hub.list_personas().await.unwrap());
+    assert!(
+        problems.iter().all(|p| p.persona != "welcomer"),
+        "{problems:#?}"
+    );
+    assert_eq!(problems.len(), 3);
+    hub.close().await;
+    let _ = sandbox.shutdown().await;
 }

@@ -8,7 +8,7 @@ mod common;
 
 use memberspot_agent::config::ModelsConfig;
 use memberspot_flows::sync::RowOutcome;
-use memberspot_flows::{Flows, FlowsConfig};
+use memberspot_flows::{Flows, FlowsConfig, FlowsError};
 use serde_json::{Value, json};
 
 async fn offers(sandbox: &memberspot_sandbox::Sandbox) -> Vec<String> {
@@ -172,6 +172,117 @@ expires_at = "{{ row.Bis }}"
     let _ = sandbox.shutdown().await;
 }
 
+/// A sync's `offer` may be an offer's name: exact first, then regardless of case; a name
+/// the school has twice, or not at all, fails its row with the offers it could mean. The
+/// school is a real sandbox whose second and third offers share a name but for its case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_are_mapped_by_id_or_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("school.json");
+    let config = || memberspot_sandbox::SandboxConfig {
+        api_key: common::SCHOOL_KEY.into(),
+        seed: 5,
+        size: memberspot_sandbox::SeedSize {
+            users: 10,
+            offers: 3,
+            courses: 2,
+        },
+        rate_limit: 0.0,
+        state_file: Some(state_file.clone()),
+        ..Default::default()
+    };
+    // Seed the school, then give offer 3 the name of offer 2 in small letters.
+    memberspot_sandbox::Sandbox::start_local(config())
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    let mut state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let school = &mut state["school"]["offers"];
+    let premium = school[1]["name"].as_str().unwrap().to_owned();
+    school[2]["name"] = json!(premium.to_lowercase());
+    let (basis, ids) = (
+        school[0]["name"].as_str().unwrap().to_owned(),
+        (0..3)
+            .map(|i| school[i]["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+    );
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    let sandbox = memberspot_sandbox::Sandbox::start_local(config())
+        .await
+        .unwrap();
+    assert_eq!(offers(&sandbox).await, ids, "the edited school is served");
+    let hub = common::hub(
+        &format!("sqlite://{}", dir.path().join("hub.db").display()),
+        &sandbox,
+    )
+    .await;
+
+    let csv = format!(
+        "email,offer\n\
+         anna@firma.de,{basis_lower}\n\
+         bernd@firma.de,{premium}\n\
+         carla@firma.de,{premium_upper}\n\
+         dora@firma.de,Platin-Paket\n\
+         anna@firma.de,{o0}\n",
+        basis_lower = basis.to_lowercase(),
+        premium_upper = premium.to_uppercase(),
+        o0 = ids[0],
+    );
+    std::fs::write(dir.path().join("seats.csv"), csv).unwrap();
+    let toml = "[[syncs]]\nname = \"seats\"\nsource.csv = \"seats.csv\"\n\
+                map = { email = \"{{ row.email }}\", offer = \"{{ row.offer }}\" }\n";
+    let cfg = FlowsConfig::parse(toml, "flows.toml", Some(dir.path())).unwrap();
+    let flows = Flows::start(hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .unwrap();
+    let report = flows.run_sync("seats", false, &|_, _| {}).await.unwrap();
+    let by_line = |l: usize| report.rows.iter().find(|r| r.line == l).unwrap();
+
+    // A name regardless of case, and an exact name over one that differs in case.
+    assert_eq!(by_line(2).outcome, RowOutcome::Created, "{report:#?}");
+    assert_eq!(by_line(2).offer.as_deref(), Some(ids[0].as_str()));
+    assert!(
+        by_line(2).changes[0].contains(&format!("\"offer_id\":\"{}\"", ids[0])),
+        "granted by id: {:?}",
+        by_line(2).changes
+    );
+    assert_eq!(by_line(3).outcome, RowOutcome::Created, "{report:#?}");
+    assert_eq!(by_line(3).offer.as_deref(), Some(ids[1].as_str()));
+    // Two offers under the name regardless of case: both named, nothing sent.
+    assert_eq!(by_line(4).outcome, RowOutcome::Failed);
+    assert_eq!(
+        by_line(4).reason.as_deref().unwrap(),
+        format!(
+            "offer `{}` is the name of 2 offers: {} ({premium}), {} ({}); give the id",
+            premium.to_uppercase(),
+            ids[1],
+            ids[2],
+            premium.to_lowercase()
+        )
+    );
+    // No such offer: every offer of the school is named.
+    let unknown = by_line(5).reason.as_deref().unwrap();
+    assert!(
+        unknown.starts_with("offer `Platin-Paket` does not exist in the school")
+            && ids.iter().all(|id| unknown.contains(id.as_str())),
+        "{unknown}"
+    );
+    // The same offer by id and by name is the same offer.
+    assert_eq!(
+        by_line(6).reason.as_deref(),
+        Some("duplicate of line 2 (same e-mail and offer)")
+    );
+    assert_eq!((report.created, report.failed), (2, 3), "{report:#?}");
+
+    // What was granted is what the names stand for: a second run changes nothing.
+    let again = flows.run_sync("seats", false, &|_, _| {}).await.unwrap();
+    assert_eq!((again.unchanged, again.failed), (2, 3), "{again:#?}");
+    hub.close().await;
+    sandbox.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_api_with_pagination() {
     use axum::extract::Query;
@@ -222,6 +333,21 @@ map = {{ email = "{{{{ row.contact.mail }}}}", offer = "{{{{ row.plan }}}}", act
     assert_eq!((report.created, report.unchanged), (5, 1));
     let again = flows.run_sync("crm", false, &|_, _| {}).await.unwrap();
     assert_eq!(again.unchanged, 6);
+
+    // A name not in the flows file: not found, by kind, for syncs and exports alike.
+    let unknown = flows.run_sync("crn", true, &|_, _| {}).await.unwrap_err();
+    assert!(
+        matches!(&unknown, FlowsError::NotFound { kind: "sync", name } if name == "crn"),
+        "{unknown:?}"
+    );
+    assert!(unknown.is_not_found());
+    assert_eq!(unknown.code(), "not_found");
+    assert_eq!(unknown.to_string(), "no sync named `crn` in the flows file");
+    let unknown = flows.run_export("crm").await.unwrap_err();
+    assert!(
+        matches!(&unknown, FlowsError::NotFound { kind: "export", .. }),
+        "{unknown:?}"
+    );
     hub.close().await;
     let _ = sandbox.shutdown().await;
 }
@@ -480,6 +606,8 @@ map = {{ email = "{{{{ row.mail }}}}", offer = "{{{{ row.plan }}}}" }}
         .run_sync("elsewhere", true, &|_, _| {})
         .await
         .unwrap_err();
+    assert!(matches!(err, FlowsError::Source(_)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("another origin"), "{err}");
     assert!(err.contains(&other_addr.to_string()), "{err}");
     assert!(
@@ -487,11 +615,19 @@ map = {{ email = "{{{{ row.mail }}}}", offer = "{{{{ row.plan }}}}" }}
         "{err}"
     );
 
-    let err = flows.run_sync("moved", true, &|_, _| {}).await.unwrap_err();
+    let err = flows
+        .run_sync("moved", true, &|_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("302") && err.contains("redirect"), "{err}");
     assert!(!err.contains("crm-secret-key"), "{err}");
 
-    let err = flows.run_sync("big", true, &|_, _| {}).await.unwrap_err();
+    let err = flows
+        .run_sync("big", true, &|_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("larger than 1000000 bytes") && err.contains("max_bytes"),
         "{err}"

@@ -6,13 +6,19 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use memberspot_agent::config::ModelsConfig;
 use memberspot_flows::config::{DIGEST_ITEM, Target, Trigger};
+use memberspot_flows::personas::check_scopes;
+use memberspot_flows::runner::RunError;
 use memberspot_flows::{Flows, FlowsConfig};
 use memberspot_hub::Hub;
-use memberspot_hub::store::RunStatus;
+use memberspot_hub::schools::Schools;
+use memberspot_hub::store::{Persona, RunStatus};
 
 use crate::cli::{DigestArgs, DigestTarget, FlowsCommand, Global};
 use crate::config::ConfigFile;
-use crate::connection::{check_schools, close_hub, data_dir, open_hub, school_of, schools_json};
+use crate::connection::{
+    close_hub, data_dir, open_hub, report_problems, school_of, schools_json, unresolved_json,
+    visible_store,
+};
 use crate::output::{print_json, print_table, table};
 
 /// An explicit path must exist; the default one is used when present.
@@ -141,19 +147,43 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
         };
         return match FlowsConfig::load(&path) {
             Ok(mut cfg) => {
-                let schools = match check_schools(global, &file, &path, |known| {
-                    cfg.resolve_connections(known)
-                })
-                .await?
-                {
-                    Ok(schools) => schools,
-                    Err(code) => return Ok(code),
+                // With the hub's database: each item's school and its persona's scopes,
+                // every problem of both reported at once.
+                let hub_data = match hub_data(global, &file).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!(
+                            "warning: the schools and persona scopes were not checked: {e:#}"
+                        );
+                        None
+                    }
                 };
+                let mut problems = Vec::new();
+                let schools = match &hub_data {
+                    Some((known, _)) => match cfg.resolve_connections(known) {
+                        Ok(schools) => Some(schools),
+                        Err(unresolved) => {
+                            problems.extend(unresolved_json(&unresolved));
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let scopes_checked = hub_data.is_some();
+                if let Some((_, personas)) = &hub_data {
+                    for p in check_scopes(&cfg, personas) {
+                        problems.push(serde_json::to_value(p)?);
+                    }
+                }
+                if !problems.is_empty() {
+                    return report_problems(global, &path, &problems);
+                }
                 if global.json {
                     print_json(&serde_json::json!({
                         "ok": true, "file": path.display().to_string(),
                         "digest": cfg.digest.as_ref().map(|d| d.enabled), "flows": cfg.flows.iter().map(|f| &f.name).collect::<Vec<_>>(),
                         "schools": schools.as_deref().map(schools_json),
+                        "scopes_checked": scopes_checked,
                         "warnings": cfg.warnings,
                     }))?;
                 } else {
@@ -191,6 +221,12 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                         println!(
                             "  {item} acts on {} as persona `{persona}`",
                             school_of(&schools, &item)
+                        );
+                    }
+                    if !scopes_checked {
+                        println!(
+                            "  persona scopes not checked (no hub database yet); `serve` creates \
+                             a missing flow persona with read, a sync's with the tools a sync uses"
                         );
                     }
                     for w in &cfg.warnings {
@@ -290,7 +326,7 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
                 }
             }
             FlowsCommand::Show { run } => {
-                let r = hub.flows_store().get_run(&run).await?.with_context(|| format!("no run with id `{run}`"))?;
+                let r = hub.flows_store().get_run(&run).await?.ok_or_else(|| RunError::UnknownRun(run.clone()))?;
                 let steps = hub.flows_store().run_steps(&run).await?;
                 if global.json {
                     print_json(&serde_json::json!({"run": r, "steps": steps}))?;
@@ -311,6 +347,23 @@ pub async fn run(cmd: FlowsCommand, global: &Global) -> anyhow::Result<ExitCode>
     .await;
     close_hub(&hub, sandbox).await?;
     result
+}
+
+/// The hub's schools and personas, when it has a database (reading never creates one).
+async fn hub_data(
+    global: &Global,
+    file: &ConfigFile,
+) -> anyhow::Result<Option<(Schools, Vec<Persona>)>> {
+    let Some(store) = visible_store(global, file).await? else {
+        return Ok(None);
+    };
+    let read = async {
+        let known = Schools::new(&store.list_connections().await?);
+        anyhow::Ok((known, store.list_personas().await?))
+    }
+    .await;
+    store.close().await;
+    read.map(Some)
 }
 
 fn print_report(report: &memberspot_flows::runner::RunReport, json: bool) -> anyhow::Result<()> {
@@ -376,10 +429,7 @@ pub async fn sync(cmd: crate::cli::SyncCommand, global: &Global) -> anyhow::Resu
                 Ok(ExitCode::SUCCESS)
             }
             SyncCommand::Export { name } => {
-                let r = flows
-                    .run_export(&name)
-                    .await
-                    .map_err(|e| anyhow::anyhow!(e))?;
+                let r = flows.run_export(&name).await?;
                 if global.json {
                     print_json(&r)?;
                 } else {
@@ -403,10 +453,7 @@ pub async fn sync(cmd: crate::cli::SyncCommand, global: &Global) -> anyhow::Resu
                         bar.set_position(done as u64);
                     }
                 };
-                let r = flows
-                    .run_sync(&name, dry_run, &tick)
-                    .await
-                    .map_err(|e| anyhow::anyhow!(e));
+                let r = flows.run_sync(&name, dry_run, &tick).await;
                 bar.finish_and_clear();
                 let r = r?;
                 if let Some(out) = report {
