@@ -282,3 +282,24 @@ flows-input-json = Input (JSON, optional)
 flows-rerun-dry = Dry run again
 flows-rerun = Run again with the same input
 events-delivery = The delivery as received
+
+# Chat
+nav-chat = Chat
+chat-title = Chat
+chat-intro = Talk to a persona: its model (from models.toml) calls the persona's tools on its school. Every call is in the audit log under the persona, with you as end user. Changes that the persona's settings mark for confirmation wait until you click Confirm.
+chat-empty = No persona can chat yet: give one a model in models.toml ([personas.NAME] model = "…").
+chat-not-configured = Persona { $name } has no chat model in models.toml (or the console was started without one).
+chat-with = Chat with { $name }
+chat-start = No messages yet. Write the first one below.
+chat-message = Your message
+chat-send = Send
+chat-you = You
+chat-assistant = Answer
+chat-tool-call = Tool call
+chat-call-ok = ok
+chat-arguments = Arguments
+chat-result = Result
+chat-pending-title = Waiting for your confirmation
+chat-pending-text = The persona wants to run { $tool }. Nothing has run yet.
+chat-confirm = Confirm
+chat-deny = Deny

@@ -8,6 +8,7 @@
 
 mod audit;
 mod auth;
+mod chat;
 mod connections;
 mod events;
 mod flows;
@@ -82,6 +83,8 @@ pub struct Console {
     events: std::sync::OnceLock<memberspot_events::Events>,
     /// The running flows service, when `serve` gives it (run now, dry run, the daily summary).
     flows: std::sync::OnceLock<memberspot_flows::Flows>,
+    /// Persona chat, when `serve` gives it the models file.
+    chat: std::sync::OnceLock<chat::ChatService>,
 }
 
 /// The console as a plug-in of the server.
@@ -103,6 +106,7 @@ impl ConsolePlugin {
                 limits,
                 events: std::sync::OnceLock::new(),
                 flows: std::sync::OnceLock::new(),
+                chat: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -118,6 +122,12 @@ impl ConsolePlugin {
     /// daily summary through it).
     pub fn with_flows(self, flows: memberspot_flows::Flows) -> ConsolePlugin {
         let _ = self.console.flows.set(flows);
+        self
+    }
+
+    /// Gives the console the models file (the Chat page talks to the personas it configures).
+    pub fn with_models(self, models: memberspot_agent::ModelsConfig) -> ConsolePlugin {
+        let _ = self.console.chat.set(chat::ChatService::new(models));
         self
     }
 
@@ -230,6 +240,9 @@ fn router(console: Arc<Console>) -> Router {
         .route("/flows/runs/{id}", get(flows::run_detail))
         .route("/flows/runs/{id}/rerun", post(flows::rerun))
         .route("/flows/{name}/run", post(flows::run))
+        .route("/chat", get(chat::list))
+        .route("/chat/{persona}", get(chat::show).post(chat::send))
+        .route("/chat/{persona}/confirm", post(chat::confirm))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .route("/audit/export", get(audit::export))
