@@ -388,6 +388,10 @@ fn record(g: &mut Conversation, outcome: Result<memberspot_agent::Turn, ChatErro
                 .into_iter()
                 .filter(|c| !shown.contains(&c.id))
                 .collect();
+            // A turn paused before any call or text adds nothing to show.
+            if turn.answer.is_empty() && calls.is_empty() && turn.notices.is_empty() {
+                return;
+            }
             g.transcript.push(Entry::Assistant {
                 text: turn.answer,
                 calls,
