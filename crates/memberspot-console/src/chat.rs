@@ -34,10 +34,14 @@ const MAX_CONVERSATIONS: usize = 200;
 /// A conversation nobody touched for this long is dropped.
 const IDLE: Duration = Duration::from_secs(60 * 60);
 
+/// A conversation, locked while a turn runs.
+type Shared = Arc<tokio::sync::Mutex<Conversation>>;
+
 /// The console's chat: the models file and the open conversations.
 pub struct ChatService {
     config: ModelsConfig,
-    conversations: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<Conversation>>>>,
+    /// By (console session's CSRF token, persona).
+    conversations: Mutex<HashMap<(String, String), Shared>>,
 }
 
 /// One line of the transcript.
@@ -70,18 +74,13 @@ impl ChatService {
         self.config.for_persona_named(persona, None).is_ok()
     }
 
-    fn existing(&self, s: &Signed, persona: &str) -> Option<Arc<tokio::sync::Mutex<Conversation>>> {
+    fn existing(&self, s: &Signed, persona: &str) -> Option<Shared> {
         let map = self.conversations.lock().ok()?;
         map.get(&(s.csrf.clone(), persona.to_owned())).cloned()
     }
 
     /// The conversation of this console session with `persona`, started when missing.
-    fn open(
-        &self,
-        c: &Console,
-        s: &Signed,
-        persona: &str,
-    ) -> Result<Arc<tokio::sync::Mutex<Conversation>>, String> {
+    fn open(&self, c: &Console, s: &Signed, persona: &str) -> Result<Shared, String> {
         if let Some(conv) = self.existing(s, persona) {
             return Ok(conv);
         }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 mod common;
 use common::{Backend, TestHub};
 
-#[allow(dead_code, clippy::duplicate_mod)]
+// The agent tests' local scripted model server, shared rather than copied.
 #[path = "../../memberspot-agent/tests/common/mod.rs"]
 mod model_server;
 use model_server::{ScriptedServer, text_reply, tools_reply};

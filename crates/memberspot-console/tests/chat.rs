@@ -17,7 +17,7 @@ use serde_json::json;
 mod common;
 use common::{Backend, Client, TestHub};
 
-#[allow(dead_code, clippy::duplicate_mod)]
+// The agent tests' local scripted model server, shared rather than copied.
 #[path = "../../memberspot-agent/tests/common/mod.rs"]
 mod model_server;
 use model_server::{ScriptedServer, text_reply, tools_reply};
