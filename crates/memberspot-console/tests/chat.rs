@@ -205,6 +205,59 @@ async fn chat_confirm(backend: Backend) {
     assert!(!page.body.contains("Waiting for your confirmation"));
     assert!(page.body.contains("name=\"message\""), "the form is back");
 
+    // A second call denied: nothing runs, the call is shown as declined.
+    let second = {
+        let users = t
+            .hub
+            .call(
+                &Principal::Operator {
+                    connection: "sandbox".into(),
+                },
+                &CallContext::new(Surface::Cli),
+                "list_users",
+                json!({ "page_length": 5 }),
+            )
+            .await
+            .result
+            .expect("list users");
+        users["users"][0]["email"]
+            .as_str()
+            .expect("an e-mail")
+            .to_owned()
+    };
+    server.push(vec![
+        tools_reply(
+            kind,
+            &[("d2", "delete_users", json!({ "emails": [second] }))],
+        ),
+        text_reply(kind, "Understood, nothing deleted."),
+    ]);
+    c.post(
+        "/chat/helper",
+        &[("csrf", &csrf), ("message", &format!("And {second}"))],
+    )
+    .await;
+    let page = c.get("/chat/helper").await;
+    let id = {
+        let at = page
+            .body
+            .find("name=\"id\" value=\"")
+            .expect("the pending id");
+        let rest = &page.body[at + "name=\"id\" value=\"".len()..];
+        rest[..rest.find('"').expect("end")].to_owned()
+    };
+    let denied = c
+        .post(
+            "/chat/helper/confirm",
+            &[("csrf", &csrf), ("id", &id), ("approve", "no")],
+        )
+        .await;
+    assert_eq!(denied.status, StatusCode::SEE_OTHER);
+    assert!(member_exists(&t, &second).await, "denied: not deleted");
+    let page = c.get("/chat/helper").await;
+    assert!(page.body.contains("Understood, nothing deleted."));
+    assert!(page.body.contains("declined"), "{}", page.body);
+
     let audit = t
         .hub
         .audit(&AuditFilter {
@@ -214,8 +267,11 @@ async fn chat_confirm(backend: Backend) {
         })
         .await
         .expect("audit");
-    assert_eq!(audit.len(), 1);
-    let a = &audit[0];
+    let a = audit
+        .iter()
+        .find(|a| a.outcome.as_str() == "ok")
+        .expect("the confirmed call's record");
+    assert_eq!(audit.len(), 2, "the confirmed and the declined call");
     assert_eq!(
         (a.tool.as_str(), a.outcome.as_str(), a.surface.as_str()),
         ("delete_users", "ok", "console")
