@@ -87,6 +87,13 @@ async fn first_email(t: &TestHub) -> String {
         .to_owned()
 }
 
+/// The id of the call waiting on the page.
+fn pending_id(body: &str) -> String {
+    let at = body.find("name=\"id\" value=\"").expect("the pending id");
+    let rest = &body[at + "name=\"id\" value=\"".len()..];
+    rest[..rest.find('"').expect("end")].to_owned()
+}
+
 async fn chat_confirm(backend: Backend) {
     let kind = ProviderKind::OpenAiCompatible;
     let t = TestHub::open(backend).await;
@@ -151,14 +158,7 @@ async fn chat_confirm(backend: Backend) {
         member_exists(&t, &email).await,
         "nothing ran before Confirm"
     );
-    let id = {
-        let at = page
-            .body
-            .find("name=\"id\" value=\"")
-            .expect("the pending id");
-        let rest = &page.body[at + "name=\"id\" value=\"".len()..];
-        rest[..rest.find('"').expect("end")].to_owned()
-    };
+    let id = pending_id(&page.body);
 
     // A viewer sees no Chat entry and no page, and a forged confirm is refused.
     let mut v = signed_in(&t, &plugin, "vera", ConsoleRole::Viewer).await;
@@ -206,25 +206,7 @@ async fn chat_confirm(backend: Backend) {
     assert!(page.body.contains("name=\"message\""), "the form is back");
 
     // A second call denied: nothing runs, the call is shown as declined.
-    let second = {
-        let users = t
-            .hub
-            .call(
-                &Principal::Operator {
-                    connection: "sandbox".into(),
-                },
-                &CallContext::new(Surface::Cli),
-                "list_users",
-                json!({ "page_length": 5 }),
-            )
-            .await
-            .result
-            .expect("list users");
-        users["users"][0]["email"]
-            .as_str()
-            .expect("an e-mail")
-            .to_owned()
-    };
+    let second = first_email(&t).await;
     server.push(vec![
         tools_reply(
             kind,
@@ -238,14 +220,7 @@ async fn chat_confirm(backend: Backend) {
     )
     .await;
     let page = c.get("/chat/helper").await;
-    let id = {
-        let at = page
-            .body
-            .find("name=\"id\" value=\"")
-            .expect("the pending id");
-        let rest = &page.body[at + "name=\"id\" value=\"".len()..];
-        rest[..rest.find('"').expect("end")].to_owned()
-    };
+    let id = pending_id(&page.body);
     let denied = c
         .post(
             "/chat/helper/confirm",
