@@ -4,7 +4,9 @@
 //!
 //! Every change made here goes through the hub's admin operations as the signed-in
 //! console user ([`memberspot_hub::admin::Hub::acting_as`]), so it lands in the audit log
-//! as `console:NAME`. See `docs/console.md`.
+//! as `console:NAME`. The Chat page is the exception: its tool calls are the persona's
+//! (audited under it, the console user as end user), as in the REST chat. See
+//! `docs/console.md`.
 
 mod audit;
 mod auth;
