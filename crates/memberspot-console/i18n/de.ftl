@@ -343,3 +343,24 @@ events-would-call = { $count ->
 events-order-state = Stand der Bestellung
 events-dry-run-resumes = Dieses Ereignis hat schon einen Plan: Eine Wiederholung setzt diese Aufrufe fort (erfolgreiche werden nicht wiederholt), statt neu zu entscheiden.
 events-dry-run-no-calls = Kein Werkzeug würde aufgerufen.
+
+# Chat
+nav-chat = Chat
+chat-title = Chat
+chat-intro = Mit einer Persona sprechen: ihr Modell (aus models.toml) ruft die Werkzeuge der Persona an ihrer Schule auf. Jeder Aufruf steht im Audit-Log unter der Persona, mit Ihnen als Endnutzer. Änderungen, die laut den Einstellungen der Persona bestätigt werden müssen, warten auf Ihr Bestätigen.
+chat-empty = Noch keine Persona kann chatten: Geben Sie einer in models.toml ein Modell ([personas.NAME] model = "…").
+chat-not-configured = Die Persona { $name } hat kein Chat-Modell in models.toml (oder die Konsole wurde ohne gestartet).
+chat-with = Chat mit { $name }
+chat-start = Noch keine Nachrichten. Schreiben Sie unten die erste.
+chat-message = Ihre Nachricht
+chat-send = Senden
+chat-you = Sie
+chat-assistant = Antwort
+chat-tool-call = Werkzeugaufruf
+chat-call-ok = ok
+chat-arguments = Argumente
+chat-result = Ergebnis
+chat-pending-title = Wartet auf Ihre Bestätigung
+chat-pending-text = Die Persona möchte { $tool } ausführen. Noch ist nichts gelaufen.
+chat-confirm = Bestätigen
+chat-deny = Ablehnen

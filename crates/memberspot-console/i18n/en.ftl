@@ -343,3 +343,24 @@ events-would-call = { $count ->
 events-order-state = Order state
 events-dry-run-resumes = This event already has a plan: a replay resumes these calls (those that succeeded are not made again) instead of deciding afresh.
 events-dry-run-no-calls = No tool would be called.
+
+# Chat
+nav-chat = Chat
+chat-title = Chat
+chat-intro = Talk to a persona: its model (from models.toml) calls the persona's tools on its school. Every call is in the audit log under the persona, with you as end user. Changes that the persona's settings mark for confirmation wait until you click Confirm.
+chat-empty = No persona can chat yet: give one a model in models.toml ([personas.NAME] model = "…").
+chat-not-configured = Persona { $name } has no chat model in models.toml (or the console was started without one).
+chat-with = Chat with { $name }
+chat-start = No messages yet. Write the first one below.
+chat-message = Your message
+chat-send = Send
+chat-you = You
+chat-assistant = Answer
+chat-tool-call = Tool call
+chat-call-ok = ok
+chat-arguments = Arguments
+chat-result = Result
+chat-pending-title = Waiting for your confirmation
+chat-pending-text = The persona wants to run { $tool }. Nothing has run yet.
+chat-confirm = Confirm
+chat-deny = Deny

@@ -59,6 +59,7 @@ impl<'a> View<'a> {
             ("/connections", "nav-connections"),
             ("/events", "nav-events"),
             ("/flows", "nav-flows"),
+            ("/chat", "nav-chat"),
             ("/audit", "nav-audit"),
             ("/settings", "nav-settings"),
         ];
@@ -78,9 +79,12 @@ impl<'a> View<'a> {
                         @if let Some(u) = self.user {
                             nav aria-label=(self.t("nav-label")) {
                                 @for (href, id) in nav {
+                                    // Chat is for owners only (it changes the school).
+                                    @if href == "/chat" && !u.is_owner() { } @else {
                                     @let current = self.path == href
                                         || (href != "/" && self.path.starts_with(href));
                                     a href=(href) aria-current=[current.then_some("page")] { (self.t(id)) }
+                                    }
                                 }
                             }
                             div.who {

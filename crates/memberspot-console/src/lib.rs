@@ -4,10 +4,13 @@
 //!
 //! Every change made here goes through the hub's admin operations as the signed-in
 //! console user ([`memberspot_hub::admin::Hub::acting_as`]), so it lands in the audit log
-//! as `console:NAME`. See `docs/console.md`.
+//! as `console:NAME`. The Chat page is the exception: its tool calls are the persona's
+//! (audited under it, the console user as end user), as in the REST chat. See
+//! `docs/console.md`.
 
 mod audit;
 mod auth;
+mod chat;
 mod connections;
 mod events;
 mod flows;
@@ -83,6 +86,8 @@ pub struct Console {
     events: std::sync::OnceLock<memberspot_events::Events>,
     /// The running flows service, when `serve` gives it (run now, dry run, the daily summary).
     flows: std::sync::OnceLock<memberspot_flows::Flows>,
+    /// Persona chat, when `serve` gives it the models file.
+    chat: std::sync::OnceLock<chat::ChatService>,
 }
 
 /// The console as a plug-in of the server.
@@ -104,6 +109,7 @@ impl ConsolePlugin {
                 limits,
                 events: std::sync::OnceLock::new(),
                 flows: std::sync::OnceLock::new(),
+                chat: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -119,6 +125,12 @@ impl ConsolePlugin {
     /// daily summary through it).
     pub fn with_flows(self, flows: memberspot_flows::Flows) -> ConsolePlugin {
         let _ = self.console.flows.set(flows);
+        self
+    }
+
+    /// Gives the console the models file (the Chat page talks to the personas it configures).
+    pub fn with_models(self, models: memberspot_agent::ModelsConfig) -> ConsolePlugin {
+        let _ = self.console.chat.set(chat::ChatService::new(models));
         self
     }
 
@@ -239,6 +251,9 @@ fn router(console: Arc<Console>) -> Router {
         .route("/flows/runs/{id}", get(flows::run_detail))
         .route("/flows/runs/{id}/rerun", post(flows::rerun))
         .route("/flows/{name}/run", post(flows::run))
+        .route("/chat", get(chat::list))
+        .route("/chat/{persona}", get(chat::show).post(chat::send))
+        .route("/chat/{persona}/confirm", post(chat::confirm))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .route("/audit/export", get(audit::export))

@@ -52,7 +52,7 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     let models = crate::commands::flows::load_models(global, &file)?;
     plugins.push(Box::new(memberspot_agent::rest::AgentState::new(
         hub.clone(),
-        models,
+        models.clone(),
     )));
     let console = memberspot_console::ConsolePlugin::new(
         hub.clone(),
@@ -63,7 +63,8 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         },
     )?
     .with_events(console_events)
-    .with_flows(console_flows);
+    .with_flows(console_flows)
+    .with_models(models);
     // Bound before the setup link is made: the link names the address really listened on.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
