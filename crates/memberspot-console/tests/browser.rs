@@ -2,8 +2,10 @@
 //! fantoccini) through the console served by the whole app on a TCP port: first-run
 //! setup → sign-out → sign-in with the keyboard → create a persona → its token shown once
 //! → the persona listed → revoke it → the audit page shows both actions under the console
-//! user → a dead event replayed from the Events page → the Flows page → the German pages. Screenshots go to `target/screenshots/`; every page is
-//! checked for one `h1` and a label for every form field.
+//! user → a dead event replayed from the Events page → the Flows page → the German pages;
+//! and a viewer who finds no state-changing form anywhere and whose forged post is refused,
+//! like an owner's post without its CSRF token. Screenshots go to `target/screenshots/`;
+//! every page is checked for one `h1` and a label for every form field.
 //!
 //! Needs `chromium` and `chromium-driver` (`.ci/run` installs them): without them this
 //! test fails and says so.
@@ -968,5 +970,161 @@ async fn flow_dry_run_in_a_browser() {
         .expect("audit");
     assert!(runs.is_empty(), "a dry run is not a run");
     app.stop().await;
+    t.close().await;
+}
+
+/// Signs in through the login form (the name field has the focus).
+async fn sign_in(c: &Client, base: &str, name: &str) {
+    c.goto(&format!("{base}/login")).await.expect("login page");
+    wait_h1(c, "Sign in").await;
+    let field = c.active_element().await.expect("focus");
+    field
+        .send_keys(&format!(
+            "{name}{}{PASSWORD}{}",
+            char::from(Key::Tab),
+            char::from(Key::Enter)
+        ))
+        .await
+        .expect("sign in");
+    wait_h1(c, "Overview").await;
+}
+
+/// Posts a persona-creation form from the page itself (same origin, the session's cookie),
+/// as a script planted in the page would: a form built in the page and submitted, with the
+/// page's CSRF token when `with_csrf`. Answers the `h1` of the page that comes back.
+async fn post_from_page(c: &Client, with_csrf: bool) -> String {
+    let script = r#"
+        const withCsrf = arguments[0];
+        const field = document.querySelector('input[name=csrf]');
+        const form = document.createElement('form');
+        form.method = 'post';
+        form.action = '/personas';
+        const values = { csrf: withCsrf && field ? field.value : '', name: 'forged',
+                         connection: 'sandbox', scope: 'all' };
+        for (const [name, value] of Object.entries(values)) {
+            const input = document.createElement('input');
+            input.type = 'hidden';
+            input.name = name;
+            input.value = value;
+            form.appendChild(input);
+        }
+        document.body.appendChild(form);
+        form.submit();
+    "#;
+    let before = h1(c).await;
+    c.execute(script, vec![serde_json::json!(with_csrf)])
+        .await
+        .expect("script");
+    for _ in 0..100 {
+        let now = h1(c).await;
+        if now != before && now != "no h1 yet" {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no page came back after the post");
+}
+
+/// A viewer in a real browser: no page offers a form that changes something (signing out
+/// is the only post), and a change posted from the viewer's own session, with the page's
+/// valid CSRF token, is refused. An owner's change posted without its token is refused
+/// too. Nothing is created by either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_and_forged_posts_are_refused_in_a_browser() {
+    use memberspot_hub::console::ConsoleRole;
+    use secrecy::SecretString;
+    let _one = ONE_BROWSER.lock().await;
+    let (_driver, driver_url) = start_driver().await;
+    let t = TestHub::open(Backend::Sqlite).await;
+    for (name, role) in [("vera", ConsoleRole::Viewer), ("anna", ConsoleRole::Owner)] {
+        t.hub
+            .add_console_user(name, &SecretString::from(PASSWORD), role)
+            .await
+            .expect("console user");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let console = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let plugins: Vec<Box<dyn Plugin>> = vec![Box::new(console)];
+    let app = App::build(t.hub.clone(), ServerSettings::default(), plugins);
+    let cancel = CancellationToken::new();
+    let serving = tokio::spawn(app.serve(listener, cancel.clone()));
+    let base = format!("http://{addr}");
+
+    let c = browser(&driver_url).await;
+    sign_in(&c, &base, "vera").await;
+    for page in [
+        "/",
+        "/members",
+        "/personas",
+        "/connections",
+        "/audit",
+        "/events",
+        "/flows",
+        "/settings",
+    ] {
+        c.goto(&format!("{base}{page}")).await.expect("page");
+        let forms = c
+            .find_all(Locator::Css("form[method=post]"))
+            .await
+            .expect("forms");
+        for f in forms {
+            let action = f.attr("action").await.expect("action");
+            assert!(
+                matches!(action.as_deref(), Some("/logout" | "/logout-everywhere")),
+                "a viewer sees a form posting to {action:?} on {page}"
+            );
+        }
+    }
+    c.goto(&format!("{base}/personas")).await.expect("personas");
+    shot(&c, "30-viewer-personas").await;
+    assert_eq!(
+        post_from_page(&c, true).await,
+        "Refused",
+        "a viewer's change is refused"
+    );
+    assert!(
+        text_of(&c, Locator::Css("main"))
+            .await
+            .contains("Viewers cannot change anything"),
+        "the page says why"
+    );
+
+    // An owner's session: a change without the page's token is refused; with it, it works.
+    c.delete_all_cookies().await.expect("sign out");
+    sign_in(&c, &base, "anna").await;
+    c.goto(&format!("{base}/personas")).await.expect("personas");
+    assert_eq!(post_from_page(&c, false).await, "Refused", "no CSRF token");
+    assert!(
+        text_of(&c, Locator::Css("main"))
+            .await
+            .contains("without a valid security token"),
+        "the page says why"
+    );
+    c.goto(&format!("{base}/personas")).await.expect("personas");
+    let names: Vec<String> = t
+        .hub
+        .list_personas()
+        .await
+        .expect("personas")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(!names.contains(&"forged".to_owned()), "{names:?}");
+    let answer = post_from_page(&c, true).await;
+    assert_ne!(
+        answer, "Refused",
+        "the same post with the owner's token is accepted"
+    );
+    assert!(
+        t.hub.persona_any("forged").await.is_ok(),
+        "and creates the persona"
+    );
+
+    c.close().await.expect("close the browser");
+    cancel.cancel();
+    let _ = serving.await;
     t.close().await;
 }
