@@ -151,6 +151,7 @@ settings-language = Sprache
 settings-hub = Dieser Hub
 settings-version = Version
 settings-store = Datenbank
+settings-data-dir = Datenverzeichnis
 settings-time-zone = Zeitzone
 settings-public-url = Öffentliche URL
 settings-sessions = Sitzungen

@@ -151,6 +151,7 @@ settings-language = Language
 settings-hub = This hub
 settings-version = Version
 settings-store = Store
+settings-data-dir = Data directory
 settings-time-zone = Time zone
 settings-public-url = Public URL
 settings-sessions = Sessions

@@ -60,6 +60,8 @@ pub struct ConsoleSettings {
     pub login_per_user_per_minute: u32,
     /// Sign-in attempts per address and minute (per instance).
     pub login_per_address_per_minute: u32,
+    /// The hub's data directory (shown on the settings page).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ConsoleSettings {
@@ -71,6 +73,7 @@ impl Default for ConsoleSettings {
             absolute_timeout: Duration::from_secs(12 * 3600),
             login_per_user_per_minute: 5,
             login_per_address_per_minute: 20,
+            data_dir: None,
         }
     }
 }

@@ -110,6 +110,7 @@ async fn render(
             dl.record {
                 div { dt { (v.t("settings-version")) } dd { (env!("CARGO_PKG_VERSION")) } }
                 div { dt { (v.t("settings-store")) } dd { (store) } }
+                div { dt { (v.t("settings-data-dir")) } dd { (settings.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_else(|| "—".into())) } }
                 div { dt { (v.t("settings-time-zone")) } dd { (settings.time_zone.name()) } }
                 div { dt { (v.t("settings-public-url")) } dd { (settings.public_url.as_ref().map(|u| u.to_string()).unwrap_or_else(|| "—".into())) } }
                 div { dt { (v.t("settings-sessions")) } dd {

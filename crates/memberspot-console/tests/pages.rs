@@ -151,11 +151,20 @@ async fn connections_page(backend: Backend) {
 
 async fn settings_page(backend: Backend) {
     let t = TestHub::open(backend).await;
-    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let settings = ConsoleSettings {
+        data_dir: Some("/var/lib/memberspot".into()),
+        ..ConsoleSettings::default()
+    };
+    let plugin = ConsolePlugin::new(t.hub.clone(), settings).expect("console");
     let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
     let page = c.get("/settings").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("Europe/Berlin") && page.body.contains(env!("CARGO_PKG_VERSION")));
+    assert!(
+        page.body.contains("Data directory") && page.body.contains("/var/lib/memberspot"),
+        "{}",
+        page.body
+    );
     let csrf = page.csrf();
 
     let short = c

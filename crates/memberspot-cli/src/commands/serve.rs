@@ -59,6 +59,7 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         memberspot_console::ConsoleSettings {
             public_url: args.public_url.clone(),
             time_zone: args.time_zone,
+            data_dir: Some(crate::connection::data_dir(global, &file)),
             ..memberspot_console::ConsoleSettings::default()
         },
     )?
