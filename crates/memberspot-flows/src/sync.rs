@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use futures::StreamExt;
+use memberspot_api::wire::Offer;
+use memberspot_hub::offer_names::{OfferIndex, OfferNameError};
 use memberspot_hub::{CallContext, Hub, Surface};
 use memberspot_tools::tools::ListUsersInput;
 use serde::{Deserialize, Serialize};
@@ -513,67 +515,41 @@ pub async fn run(
     })
 }
 
-/// The school's offers as `list_offers` gave them: `(id, name)` in its order.
-struct SchoolOffers(Vec<(String, String)>);
+/// The school's offers as the sync read them, behind the hub's one offer-name index.
+struct SchoolOffers(OfferIndex);
 
 impl SchoolOffers {
     fn from_list(answer: &Value) -> SchoolOffers {
-        let offers = answer["offers"].as_array().map(Vec::as_slice);
-        SchoolOffers(
-            offers
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|o| {
-                    let id = o["id"].as_str()?.to_owned();
-                    Some((id, o["name"].as_str().unwrap_or_default().to_owned()))
-                })
-                .collect(),
-        )
+        let offers: Vec<Offer> = answer["offers"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|o| serde_json::from_value(o.clone()).ok())
+            .collect();
+        SchoolOffers(OfferIndex::new(offers))
     }
 
-    /// The id a mapped offer stands for: an offer's id; else the one offer with exactly
-    /// this name; else the one whose name it is regardless of case. Otherwise the row's
-    /// reason, naming the offers it could have meant.
+    /// The id a mapped offer stands for (an id, an exact name, a name regardless of case:
+    /// [`OfferIndex::resolve`]). Otherwise the row's reason, naming the offers it could
+    /// have meant.
     fn resolve(&self, given: &str) -> Result<String, String> {
-        if self.0.iter().any(|(id, _)| id == given) {
-            return Ok(given.to_owned());
-        }
-        let exact: Vec<&(String, String)> =
-            self.0.iter().filter(|(_, n)| n.trim() == given).collect();
-        let named = if exact.is_empty() {
-            let lower = given.to_lowercase();
-            self.0
-                .iter()
-                .filter(|(_, n)| n.trim().to_lowercase() == lower)
-                .collect()
-        } else {
-            exact
-        };
-        match named.as_slice() {
-            [(id, _)] => Ok(id.clone()),
-            [] => Err(format!(
+        self.0.resolve(given).map_err(|e| match &e {
+            OfferNameError::Unknown { given, candidates } => format!(
                 "offer `{given}` does not exist in the school: no offer has this id or name ({})",
-                if self.0.is_empty() {
+                if candidates.is_empty() {
                     "it has none".to_owned()
                 } else {
-                    format!("its offers: {}", listing(self.0.iter()))
+                    format!("its offers: {}", e.listing())
                 }
-            )),
-            several => Err(format!(
+            ),
+            OfferNameError::Ambiguous { given, candidates } => format!(
                 "offer `{given}` is the name of {} offers: {}; give the id",
-                several.len(),
-                listing(several.iter().copied())
-            )),
-        }
+                candidates.len(),
+                e.listing()
+            ),
+        })
     }
-}
-
-/// `id (name), …`
-fn listing<'a>(offers: impl Iterator<Item = &'a (String, String)>) -> String {
-    offers
-        .map(|(id, name)| format!("{id} ({name})"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn map_row(m: &Mapping, line: usize, row: &Value) -> Result<Wanted, String> {
