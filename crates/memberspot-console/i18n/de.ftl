@@ -52,6 +52,7 @@ overview-no-calls = Noch keine Tool-Aufrufe. Lege eine Persona an und gib ihr To
 
 personas-title = Personas
 personas-empty = Noch keine Personas. Lege unten eine an und gib ihr Token einem Agenten oder einer Automation.
+personas-empty-viewer = Noch keine Personas. Eine Inhaberin oder ein Inhaber legt sie an.
 personas-name = Name
 personas-connection = Verbindung
 personas-scopes = Berechtigungen

@@ -52,6 +52,7 @@ overview-no-calls = No tool calls yet. Create a persona and give its token to an
 
 personas-title = Personas
 personas-empty = No personas yet. Create one below and give its token to an agent or automation.
+personas-empty-viewer = No personas yet. An owner creates them.
 personas-name = Name
 personas-connection = Connection
 personas-scopes = Scopes

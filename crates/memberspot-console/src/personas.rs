@@ -109,7 +109,7 @@ async fn render(
         html! {
             @if let Some(m) = message { (m) }
             @if personas.is_empty() {
-                (empty(&v.t("personas-empty")))
+                (empty(&v.t(if s.is_owner() { "personas-empty" } else { "personas-empty-viewer" })))
             } @else {
                 div.scroll {
                     table {

@@ -10,12 +10,10 @@
 //! Needs `chromium` and `chromium-driver` (`.ci/run` installs them): without them this
 //! test fails and says so.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::key::Key;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use memberspot_console::{ConsolePlugin, ConsoleSettings};
 use memberspot_server::{App, Plugin, ServerSettings};
 use tokio_util::sync::CancellationToken;
@@ -23,99 +21,13 @@ use tokio_util::sync::CancellationToken;
 mod common;
 use common::{Backend, TestHub};
 
+mod browser_support;
+use browser_support::{Driver, browser, shot, start_driver};
+
 const PASSWORD: &str = "a long enough password";
 
 /// One browser at a time: the journeys share a small machine, and their waits are timed.
 static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// chromedriver: `MEMBERSPOT_CHROMEDRIVER`, or on the `PATH` (Debian installs it as
-/// `/usr/bin/chromedriver`).
-fn chromedriver() -> PathBuf {
-    if let Ok(p) = std::env::var("MEMBERSPOT_CHROMEDRIVER") {
-        return PathBuf::from(p);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("chromedriver"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "chromedriver not found on PATH: the browser tests need Debian's `chromium` and \
-                 `chromium-driver` (apt-get install -y chromium chromium-driver), or set \
-                 MEMBERSPOT_CHROMEDRIVER"
-            )
-        })
-}
-
-fn chromium() -> String {
-    std::env::var("MEMBERSPOT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
-}
-
-/// The driver process, ended when the test ends (also on failure).
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_driver() -> (Driver, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let child = Command::new(chromedriver())
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    let driver = Driver(child);
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return (driver, format!("http://127.0.0.1:{port}"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("chromedriver did not listen on port {port} within 10 s");
-}
-
-async fn browser(driver_url: &str) -> Client {
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": chromium(),
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1000", "--lang=en-US"],
-            "prefs": { "intl.accept_languages": "en-US,en" },
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(driver_url)
-        .await
-        .expect("a Chromium session (is `chromium` installed?)")
-}
-
-fn screenshot_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let dir = target.join("screenshots");
-    std::fs::create_dir_all(&dir).expect("screenshot directory");
-    dir
-}
-
-async fn shot(c: &Client, name: &str) {
-    let png = c.screenshot().await.expect("screenshot");
-    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write screenshot");
-}
 
 /// Accessibility basics of the page on screen: exactly one `h1`, and every visible form
 /// field has a `<label for=…>`.

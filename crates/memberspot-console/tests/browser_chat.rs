@@ -6,11 +6,9 @@
 //!
 //! Needs `chromium` and `chromium-driver`, as `tests/browser.rs`.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use memberspot_agent::{ModelsConfig, PersonaChat, ProviderKind};
 use memberspot_console::{ConsolePlugin, ConsoleSettings};
 use memberspot_hub::admin::PersonaSpec;
@@ -24,89 +22,15 @@ use tokio_util::sync::CancellationToken;
 mod common;
 use common::{Backend, TestHub};
 
+mod browser_support;
+use browser_support::{browser, shot, start_driver};
+
 // The agent tests' local scripted model server, shared rather than copied.
 #[path = "../../memberspot-agent/tests/common/mod.rs"]
 mod model_server;
 use model_server::{ScriptedServer, text_reply, tools_reply};
 
 const PASSWORD: &str = "a long enough password";
-
-fn chromedriver() -> PathBuf {
-    if let Ok(p) = std::env::var("MEMBERSPOT_CHROMEDRIVER") {
-        return PathBuf::from(p);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("chromedriver"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!("chromedriver not found on PATH: apt-get install -y chromium chromium-driver")
-        })
-}
-
-/// The driver process, ended when the test ends (also on failure).
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn start_driver() -> (Driver, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let child = Command::new(chromedriver())
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver starts");
-    let driver = Driver(child);
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return (driver, format!("http://127.0.0.1:{port}"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("chromedriver did not listen on port {port} within 10 s");
-}
-
-async fn browser(driver_url: &str) -> Client {
-    let chromium =
-        std::env::var("MEMBERSPOT_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1000", "--lang=en-US"],
-            "prefs": { "intl.accept_languages": "en-US,en" },
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(driver_url)
-        .await
-        .expect("a Chromium session (is `chromium` installed?)")
-}
-
-async fn shot(c: &Client, name: &str) {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let dir = target.join("screenshots");
-    std::fs::create_dir_all(&dir).expect("screenshot directory");
-    let png = c.screenshot().await.expect("screenshot");
-    std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
-}
 
 /// Waits until the page shows `text` (after a click that navigates).
 async fn wait_text(c: &Client, text: &str) {
