@@ -203,6 +203,11 @@ pub struct ServeArgs {
     /// with `https://` its cookies are `Secure`
     #[arg(long, value_name = "URL", env = "MEMBERSPOT_PUBLIC_URL", value_parser = public_url)]
     pub public_url: Option<url::Url>,
+    /// Let OAuth clients identified by a metadata document URL (`client_id` = URL) be
+    /// fetched from private and loopback addresses too. Off: a client id must not make the
+    /// hub reach into its own network
+    #[arg(long, env = "MEMBERSPOT_OAUTH_ALLOW_PRIVATE_CLIENT_METADATA")]
+    pub oauth_allow_private_client_metadata: bool,
     /// The school's time zone: the console shows every time in it
     #[arg(long, value_name = "TZ", default_value = "Europe/Berlin", env = "MEMBERSPOT_TIME_ZONE", value_parser = time_zone)]
     pub time_zone: chrono_tz::Tz,

@@ -11,6 +11,7 @@ pub mod http;
 pub mod mcp;
 pub mod mcp_guard;
 mod plugin;
+pub mod public_url;
 pub mod retention;
 mod server;
 

@@ -54,6 +54,14 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         hub.clone(),
         models.clone(),
     )));
+    // OAuth for hosted assistants: refuses to start on a plain-http public URL.
+    let oauth = memberspot_oauth::OAuthPlugin::new(
+        hub.clone(),
+        memberspot_oauth::OAuthSettings {
+            public_url: args.public_url.clone(),
+            allow_private_client_metadata: args.oauth_allow_private_client_metadata,
+        },
+    )?;
     let console = memberspot_console::ConsolePlugin::new(
         hub.clone(),
         memberspot_console::ConsoleSettings {
@@ -65,7 +73,9 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     )?
     .with_events(console_events)
     .with_flows(console_flows)
-    .with_models(models);
+    .with_models(models)
+    .with_oauth(oauth.oauth());
+    plugins.push(Box::new(oauth));
     // Bound before the setup link is made: the link names the address really listened on.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -113,5 +123,7 @@ fn server_settings(args: &ServeArgs) -> ServerSettings {
             max_per_persona: args.mcp_max_sessions_per_persona as usize,
             idle_timeout: Duration::from_secs(args.mcp_session_idle_timeout),
         },
+        public_url: args.public_url.clone(),
+        oauth: true,
     }
 }
