@@ -60,6 +60,12 @@ pub enum OAuthError {
     /// The `resource` is not this hub's MCP endpoint (RFC 8707).
     #[error("{0}")]
     InvalidTarget(String),
+    /// A registration's redirect URI is not allowed (RFC 7591 §3.2.2).
+    #[error("{0}")]
+    InvalidRedirectUri(String),
+    /// A registration's other metadata is not usable (RFC 7591 §3.2.2).
+    #[error("{0}")]
+    InvalidClientMetadata(String),
     #[error(transparent)]
     Hub(#[from] HubError),
 }
@@ -78,6 +84,8 @@ impl OAuthError {
             OAuthError::InvalidClient(_) => "invalid_client",
             OAuthError::InvalidRequest(_) => "invalid_request",
             OAuthError::InvalidTarget(_) => "invalid_target",
+            OAuthError::InvalidRedirectUri(_) => "invalid_redirect_uri",
+            OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
             OAuthError::Hub(_) => "server_error",
         }
     }
@@ -234,19 +242,19 @@ impl Hub {
         name: Option<&str>,
         redirect_uris: &[String],
         kind: OAuthClientKind,
-    ) -> Result<OAuthClient, HubError> {
+    ) -> Result<OAuthClient, OAuthError> {
         if redirect_uris.is_empty() {
-            return Err(HubError::Invalid(
+            return Err(OAuthError::InvalidClientMetadata(
                 "redirect_uris: at least one redirect URI is required".into(),
             ));
         }
         if redirect_uris.len() > MAX_REDIRECT_URIS {
-            return Err(HubError::Invalid(format!(
+            return Err(OAuthError::InvalidClientMetadata(format!(
                 "redirect_uris: at most {MAX_REDIRECT_URIS} are allowed"
             )));
         }
         for uri in redirect_uris {
-            check_redirect_uri(uri).map_err(HubError::Invalid)?;
+            check_redirect_uri(uri).map_err(OAuthError::InvalidRedirectUri)?;
         }
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
@@ -634,7 +642,11 @@ impl ActingAdmin<'_> {
         let r = self
             .hub()
             .register_oauth_client(Some(name), redirect_uris, OAuthClientKind::Preregistered)
-            .await;
+            .await
+            .map_err(|e| match e {
+                OAuthError::Hub(h) => h,
+                other => HubError::Invalid(other.to_string()),
+            });
         let result = r
             .as_ref()
             .map(|c| serde_json::json!({ "client_id": c.client_id, "name": c.name }));

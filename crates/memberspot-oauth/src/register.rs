@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use memberspot_hub::HubError;
+use memberspot_hub::oauth::OAuthError;
 use memberspot_hub::store::OAuthClientKind;
 use serde::Deserialize;
 use serde_json::json;
@@ -123,13 +123,8 @@ pub async fn register(State(o): State<Arc<OAuth>>, body: Bytes) -> Response {
         .await
     {
         Ok(c) => c,
-        Err(HubError::Invalid(m)) => {
-            let error = if m.starts_with("redirect_uri") {
-                "invalid_redirect_uri"
-            } else {
-                "invalid_client_metadata"
-            };
-            return refusal(StatusCode::BAD_REQUEST, error, &m);
+        Err(e @ (OAuthError::InvalidRedirectUri(_) | OAuthError::InvalidClientMetadata(_))) => {
+            return refusal(StatusCode::BAD_REQUEST, e.code(), &e.to_string());
         }
         Err(e) => {
             tracing::error!(error = %e, "oauth: storing a client registration failed");
