@@ -400,3 +400,5 @@ oauth-revoke-label = Anmeldung von { $client } als { $persona } widerrufen
 oauth-revoked-done = Die Anmeldung ist widerrufen. Die App muss sich neu anmelden.
 oauth-clients = Registrierte Apps
 oauth-clients-empty = Noch hat sich keine App registriert.
+personas-apps = Angemeldete Apps (OAuth)
+audit-oauth-client = Angemeldete App (OAuth)

@@ -400,3 +400,5 @@ oauth-revoke-label = Revoke the sign-in of { $client } as { $persona }
 oauth-revoked-done = The sign-in is revoked. The app has to sign in again.
 oauth-clients = Registered apps
 oauth-clients-empty = No app has registered yet.
+personas-apps = Signed-in apps (OAuth)
+audit-oauth-client = Signed-in app (OAuth)

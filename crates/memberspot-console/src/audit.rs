@@ -293,6 +293,9 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(seq): Path<St
                 (row(v.t("audit-latency"), html! { (r.latency_ms) " ms" }))
                 (row(v.t("audit-connection"), html! { (r.connection.as_deref().unwrap_or("—")) }))
                 (row(v.t("audit-end-user"), html! { (r.end_user.as_deref().unwrap_or("—")) }))
+                @if let Some(client) = &r.oauth_client {
+                    (row(v.t("audit-oauth-client"), html! { (client) }))
+                }
                 (row(v.t("audit-request"), html! { a href={ "/audit?request_id=" (r.request_id) } { code { (r.request_id) } } }))
                 (row(v.t("audit-hash"), html! { code.hash { (r.hash) } }))
             }

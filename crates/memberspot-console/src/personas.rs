@@ -415,6 +415,10 @@ pub async fn show(State(c): State<Arc<Console>>, s: Signed, Path(name): Path<Str
         Some(_) => offers_of(&c, &p.connection).await.unwrap_or_default(),
         None => Vec::new(),
     };
+    let signed_in_apps = match c.hub.list_oauth_grants(Some(&p.name)).await {
+        Ok(g) => g,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
     let v = View::signed(&c, &s, "/personas");
     v.page(
         StatusCode::OK,
@@ -434,6 +438,16 @@ pub async fn show(State(c): State<Arc<Console>>, s: Signed, Path(name): Path<Str
                 div { dt { (v.t("personas-limit")) } dd { @match p.calls_per_minute { Some(n) => (n), None => (v.t("personas-unlimited")) } } }
                 div { dt { (v.t("personas-token")) } dd { code { (p.token_prefix) "…" } } }
                 div { dt { (v.t("personas-created")) } dd { (v.when(p.created_at)) } }
+                div { dt { (v.t("personas-apps")) } dd {
+                    @let active: Vec<_> = signed_in_apps.iter().filter(|g| g.revoked_at.is_none()).collect();
+                    @if active.is_empty() { "—" } @else {
+                        @for (i, g) in active.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            (g.client_name)
+                        }
+                    }
+                    " · " a href="/oauth" { (v.t("nav-apps")) }
+                } }
             }
             h2 { (v.t("personas-recent")) }
             @if calls.is_empty() {

@@ -13,7 +13,7 @@ use memberspot_store::{AuditRecord, canonical_json};
 use crate::HubError;
 
 /// The CSV columns: the fields of a JSON line, in the same order.
-const CSV_HEADER: [&str; 18] = [
+const CSV_HEADER: [&str; 19] = [
     "seq",
     "id",
     "at",
@@ -32,6 +32,7 @@ const CSV_HEADER: [&str; 18] = [
     "latency_ms",
     "prev_hash",
     "hash",
+    "oauth_client",
 ];
 
 /// Audit records as CSV: a header, then one row per record with the fields of
@@ -55,7 +56,7 @@ pub fn audit_csv_rows(records: &[AuditRecord], header: bool) -> Result<String, H
     for r in records {
         let at = r.at.to_string();
         let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-        let row: [String; 18] = [
+        let row: [String; 19] = [
             r.seq.to_string(),
             r.id.clone(),
             at,
@@ -74,6 +75,7 @@ pub fn audit_csv_rows(records: &[AuditRecord], header: bool) -> Result<String, H
             r.latency_ms.to_string(),
             r.prev_hash.clone(),
             r.hash.clone(),
+            opt(&r.oauth_client),
         ];
         w.write_record(row.iter().map(|c| neutralise(c).into_owned()))
             .map_err(failed)?;

@@ -36,7 +36,9 @@ async fn an_owner_allows_an_assistant_in_the_browser() {
     let w = world(Backend::Sqlite).await;
 
     // The assistant's side: a callback page on loopback, as a desktop client has.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let callback = format!("http://{}/callback", listener.local_addr().expect("addr"));
     let app = axum::Router::new().route(
         "/callback",
@@ -119,7 +121,9 @@ async fn an_owner_allows_an_assistant_in_the_browser() {
         reqwest::StatusCode::OK
     );
 
-    c.goto(&format!("{}/oauth", w.base)).await.expect("apps page");
+    c.goto(&format!("{}/oauth", w.base))
+        .await
+        .expect("apps page");
     wait_text(&c, "Connected apps").await;
     shot(&c, "oauth-04-connected-apps").await;
     let page = c.source().await.expect("source");

@@ -28,10 +28,9 @@ async fn the_python_sdk_signs_in_and_lists_the_personas_tools() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
-    let answer: serde_json::Value = serde_json::from_str(
-        stdout.lines().last().expect("a JSON line"),
-    )
-    .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let answer: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line"))
+            .unwrap_or_else(|e| panic!("{e}: {stdout}"));
 
     let persona = w.hub.persona("reader").await.expect("persona");
     let mut expected: Vec<String> = w
@@ -51,7 +50,11 @@ async fn the_python_sdk_signs_in_and_lists_the_personas_tools() {
     assert_eq!(seen, expected, "exactly the persona's tools");
     assert_eq!(answer["refresh_status"], 200, "{answer}");
     assert_eq!(answer["rotated"], true, "{answer}");
-    let grants = w.hub.list_oauth_grants(Some("reader")).await.expect("grants");
+    let grants = w
+        .hub
+        .list_oauth_grants(Some("reader"))
+        .await
+        .expect("grants");
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0].client_name, "Python SDK cross-check");
     w.close().await;

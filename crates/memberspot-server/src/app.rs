@@ -68,7 +68,7 @@ impl App {
                 "  REST    http://{addr}/v1/tools        (OpenAPI: http://{addr}/openapi.json)"
             ),
             format!(
-                "  MCP     http://{addr}/mcp             (streamable HTTP, Authorization: Bearer <persona token>)"
+                "  MCP     http://{addr}/mcp             (streamable HTTP: a persona token, or OAuth sign-in)"
             ),
             format!("  health  http://{addr}/healthz  /readyz  /metrics"),
         ];
