@@ -314,18 +314,18 @@ fn write_sealed(
             .map(|e| format!("{}.", e.to_string_lossy()))
             .unwrap_or_default()
     ));
-    let written = create_private(&partial)
-        .and_then(|file| seal_entries(file, passphrase, manifest, entries, progress));
-    match written {
-        Ok(bytes) => {
-            std::fs::rename(&partial, out).map_err(BackupError::at(out))?;
-            Ok(bytes)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            Err(e)
-        }
-    }
+    // Another backup writing the same file holds the partial one: refused, left alone.
+    let file = create_private(&partial).map_err(|_| BackupError::Exists(partial.clone()))?;
+    let written = seal_entries(file, passphrase, manifest, entries, progress).and_then(|bytes| {
+        // A link, not a rename: it never replaces a file that appeared meanwhile.
+        std::fs::hard_link(&partial, out).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => BackupError::Exists(out.to_path_buf()),
+            _ => BackupError::at(out)(e),
+        })?;
+        Ok(bytes)
+    });
+    let _ = std::fs::remove_file(&partial);
+    written
 }
 
 /// Seals the manifest and the entries' contents into `file`; answers the bytes written.
@@ -594,10 +594,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
     f.write_all(bytes).map_err(BackupError::at(path))
 }
 
-/// A private directory that is removed, with what is in it, unless moved into place.
+/// A private directory that is removed, with what is left in it, when dropped.
 struct Workdir {
     path: PathBuf,
-    keep: bool,
 }
 
 impl Workdir {
@@ -614,36 +613,51 @@ impl Workdir {
             b.mode(0o700);
         }
         b.create(&path).map_err(BackupError::at(&path))?;
-        Ok(Workdir { path, keep: false })
+        Ok(Workdir { path })
     }
 
-    /// Moves the contents into `dir` (empty or absent, checked again here).
-    fn move_into(mut self, dir: &Path) -> Result<(), BackupError> {
-        check_empty(dir)?;
-        if !dir.exists() {
-            std::fs::rename(&self.path, dir).map_err(BackupError::at(dir))?;
-            self.keep = true;
-            return Ok(());
+    /// Moves the contents into `dir` (empty or absent, checked again here). A claim file
+    /// created first makes two restores into one directory exclusive: the second finds it
+    /// and is refused, so files of two backups never mix.
+    fn move_into(self, dir: &Path) -> Result<(), BackupError> {
+        match std::fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(BackupError::at(dir)(e)),
         }
-        for entry in std::fs::read_dir(&self.path).map_err(BackupError::at(&self.path))? {
-            let entry = entry.map_err(BackupError::at(&self.path))?;
-            let to = dir.join(entry.file_name());
-            std::fs::rename(entry.path(), &to).map_err(BackupError::at(&to))?;
-        }
+        let claim = dir.join(".memberspot-restore");
+        create_private(&claim).map_err(|_| BackupError::NotEmpty(dir.to_path_buf()))?;
+        let moved = move_entries(&self.path, dir, &claim);
+        let _ = std::fs::remove_file(&claim);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
-        Ok(())
+        moved
     }
+}
+
+/// Moves everything in `from` into `dir`, which holds nothing but `claim`.
+fn move_entries(from: &Path, dir: &Path, claim: &Path) -> Result<(), BackupError> {
+    let others = std::fs::read_dir(dir)
+        .map_err(BackupError::at(dir))?
+        .filter_map(Result::ok)
+        .any(|e| e.path() != claim);
+    if others {
+        return Err(BackupError::NotEmpty(dir.to_path_buf()));
+    }
+    for entry in std::fs::read_dir(from).map_err(BackupError::at(from))? {
+        let entry = entry.map_err(BackupError::at(from))?;
+        let to = dir.join(entry.file_name());
+        std::fs::rename(entry.path(), &to).map_err(BackupError::at(&to))?;
+    }
+    Ok(())
 }
 
 impl Drop for Workdir {
     fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -774,6 +788,44 @@ mod tests {
             restore(&file, &pass(PASS), &target, None, &quiet).await,
             Err(BackupError::NotEmpty(_))
         ));
+
+        // Two restores into one new directory at once: one wins, the other is refused,
+        // and the files are all the winner's.
+        let twice = tmp.path().join("twice");
+        let one = || {
+            let (file, twice) = (file.clone(), twice.clone());
+            tokio::spawn(async move { restore(&file, &pass(PASS), &twice, None, &quiet).await })
+        };
+        let (a, b) = (one(), one());
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert!(
+            matches!(
+                (&a, &b),
+                (Ok(_), Err(BackupError::NotEmpty(_))) | (Err(BackupError::NotEmpty(_)), Ok(_))
+            ),
+            "{a:?} {b:?}"
+        );
+        assert!(!twice.join(".memberspot-restore").exists());
+        // Two backups to one file at once: one is written, the other refused.
+        let same = tmp.path().join("same.backup");
+        let one = || {
+            let (req, same) = (req.clone(), same.clone());
+            tokio::spawn(async move { create(&req, &pass(PASS), &same, &quiet).await })
+        };
+        let (a, b) = (one(), one());
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert!(
+            matches!(
+                (&a, &b),
+                (Ok(_), Err(BackupError::Exists(_))) | (Err(BackupError::Exists(_)), Ok(_))
+            ),
+            "{a:?} {b:?}"
+        );
+        assert!(!tmp.path().join("same.backup.partial").exists());
+        let check = tmp.path().join("check");
+        restore(&same, &pass(PASS), &check, None, &quiet)
+            .await
+            .unwrap();
     }
 
     /// A sealed backup with any entries, also ones no backup holds.
