@@ -148,6 +148,14 @@ fn migrator(backend: Backend) -> &'static Migrator {
     }
 }
 
+/// Refuses a database migrated by a newer binary, changing nothing.
+pub(crate) async fn check_not_newer(
+    conn: &mut AnyConnection,
+    backend: Backend,
+) -> Result<(), StoreError> {
+    refuse_newer(&compare(backend, &applied(conn, backend).await?, true))
+}
+
 pub(crate) async fn run_migrations(
     conn: &mut AnyConnection,
     backend: Backend,

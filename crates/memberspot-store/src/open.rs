@@ -42,6 +42,17 @@ impl Store {
     /// or a `postgres://` / `postgresql://` URL. In SQLite URLs the path is taken literally;
     /// a `?query` is passed to sqlx (e.g. `?mode=ro`).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, true).await
+    }
+
+    /// Opens the database as it is, applying no migration (a database newer than this
+    /// binary is still refused). For copying a database that an older `memberspot` may
+    /// still be running on: a backup taken before an upgrade must not upgrade it.
+    pub async fn open_unmigrated(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, false).await
+    }
+
+    async fn open_with(url: &str, migrate: bool) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let target = resolve_target(url)?;
         let options = AnyConnectOptions::from_str(&target.url)
@@ -56,7 +67,11 @@ impl Store {
         if target.backend == Backend::Sqlite {
             enable_wal(&mut conn).await?;
         }
-        let migrated = run_migrations(&mut conn, target.backend).await;
+        let migrated = if migrate {
+            run_migrations(&mut conn, target.backend).await
+        } else {
+            crate::migrate::check_not_newer(&mut conn, target.backend).await
+        };
         // Best effort: the connection is done either way.
         let _ = conn.close().await;
         migrated?;

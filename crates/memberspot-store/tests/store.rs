@@ -2057,6 +2057,16 @@ async fn schema_story(url: String, raw: Raw, dump: &str) {
         old,
         "checking twice changes nothing"
     );
+    // Opened as it is (a backup's copy): readable, nothing migrated.
+    let as_is = Store::open_unmigrated(&url).await.unwrap();
+    assert_eq!(as_is.schema().await.unwrap(), old);
+    assert!(as_is.audit_head().await.unwrap().seq > 0);
+    as_is.close().await;
+    assert_eq!(
+        Store::schema_status(&url).await.unwrap(),
+        old,
+        "still as it was"
+    );
     let before = Store::migrate(&url).await.unwrap();
     assert_eq!(before.pending, old.pending);
     let now = Store::schema_status(&url).await.unwrap();
@@ -2091,6 +2101,10 @@ async fn schema_story(url: String, raw: Raw, dump: &str) {
         Err(StoreError::TooNew { .. }) => {}
         other => panic!("migrate on a newer database: {other:?}"),
     }
+    assert!(matches!(
+        Store::open_unmigrated(&url).await,
+        Err(StoreError::TooNew { .. })
+    ));
     raw.exec("DELETE FROM _sqlx_migrations WHERE version = 9999")
         .await;
 

@@ -188,7 +188,16 @@ pub async fn create(
         return Err(BackupError::Exists(out.to_path_buf()));
     }
     let settings = &req.settings;
-    let store = Store::open(&settings.database_url()).await?;
+    let url = settings.database_url();
+    if !Store::schema_status(&url).await?.exists {
+        return Err(BackupError::Io(format!(
+            "there is no hub database at {} yet: nothing to back up",
+            settings.data_dir.join(archive::DATABASE).display()
+        )));
+    }
+    // As it is: a backup taken before an upgrade, by the new binary, must not migrate the
+    // database the old one still runs on.
+    let store = Store::open_unmigrated(&url).await?;
     let result = async {
         let backend = store.backend();
         if backend == Backend::Postgres && !req.files_only {
@@ -729,6 +738,12 @@ mod tests {
             files_only: false,
         };
         let file = tmp.path().join("hub.backup");
+        // No hub there yet: nothing to back up, and no database is created for it.
+        let mut none = req.clone();
+        none.settings.data_dir = tmp.path().join("none");
+        let e = create(&none, &pass(PASS), &file, &quiet).await.unwrap_err();
+        assert!(e.to_string().contains("nothing to back up"), "{e}");
+        assert!(!none.settings.data_dir.join("hub.db").exists());
         assert!(matches!(
             create(&req, &pass("short"), &file, &quiet).await,
             Err(BackupError::WeakPassphrase)
