@@ -150,6 +150,16 @@ pub enum Command {
     /// Re-encrypt every stored API key under a new master key
     #[command(subcommand)]
     MasterKey(MasterKeyCommand),
+    /// Write an encrypted backup of the hub (database, master key, rules, flows, models,
+    /// config), also while `serve` runs
+    Backup(BackupArgs),
+    /// Restore a backup into a new or empty data directory
+    Restore(RestoreArgs),
+    /// Apply the database's pending migrations, or (`--check`) say which would run
+    Migrate(MigrateArgs),
+    /// The hub at a glance: version, store and schema, master key, pending events, dead
+    /// letters, last daily summary, last poll, audit head (exit 1 when something needs attention)
+    Status,
     /// Run the local Memberspot emulator
     #[command(subcommand)]
     Sandbox(SandboxCommand),
@@ -158,6 +168,45 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The backup file to write (must not exist)
+    pub file: PathBuf,
+    /// Read the passphrase from this environment variable [default: ask on the terminal]
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+    /// Leave the master key out of the backup (keep it separately, e.g. in a password manager)
+    #[arg(long)]
+    pub without_master_key: bool,
+    /// PostgreSQL store: back up only the hub's files; the database goes with pg_dump
+    #[arg(long)]
+    pub files_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file
+    pub file: PathBuf,
+    /// Read the passphrase from this environment variable [default: ask on the terminal]
+    #[arg(long, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+    /// The directory to restore into: new or empty [default: the data directory]
+    #[arg(long, value_name = "DIR")]
+    pub into: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes with --check: 0 nothing to apply; 3 migrations would run \
+    (or no database yet); 4 the database is newer than this binary; 1 the database cannot be \
+    read or an applied migration differs from this binary's."
+)]
+pub struct MigrateArgs {
+    /// Only say which migrations would run; change nothing
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +260,10 @@ pub struct ServeArgs {
     /// hub reach into its own network
     #[arg(long, env = "MEMBERSPOT_OAUTH_ALLOW_PRIVATE_CLIENT_METADATA")]
     pub oauth_allow_private_client_metadata: bool,
+    /// `/readyz` also checks that every school accepts its API key (one request per
+    /// school at most every 30 s)
+    #[arg(long, env = "MEMBERSPOT_READY_CHECKS_SCHOOLS")]
+    pub ready_checks_schools: bool,
     /// The school's time zone: the console shows every time in it
     #[arg(long, value_name = "TZ", default_value = "Europe/Berlin", env = "MEMBERSPOT_TIME_ZONE", value_parser = time_zone)]
     pub time_zone: chrono_tz::Tz,

@@ -116,9 +116,14 @@ pub fn report_error(err: &anyhow::Error, json: bool) -> ExitCode {
         let body = match (tool_err, hub_err) {
             (Some(e), _) => e.to_json(),
             (None, Some(e)) => e.to_json(),
-            (None, None) => flows_json(err).unwrap_or_else(
-                || serde_json::json!({ "code": "error", "message": describe(err) }),
-            ),
+            (None, None) => flows_json(err)
+                .or_else(|| {
+                    err.downcast_ref::<memberspot_hub::backup::BackupError>()
+                        .map(|e| serde_json::json!({ "code": e.code(), "message": e.to_string() }))
+                })
+                .unwrap_or_else(
+                    || serde_json::json!({ "code": "error", "message": describe(err) }),
+                ),
         };
         eprintln!("{}", serde_json::json!({ "error": body }));
     } else {

@@ -422,10 +422,37 @@ impl Hub {
         Ok(self.store().purge_audit_before(before).await?)
     }
 
-    /// The store answers (readiness).
+    /// The store answers, and its schema is not newer than this binary's (another
+    /// instance, upgraded, migrated it): readiness.
     pub async fn check_ready(&self) -> Result<(), HubError> {
         self.store().get_meta(CHECK_META_KEY).await?;
+        let schema = self.store().schema().await?;
+        if schema.is_newer_than_binary() {
+            return Err(memberspot_store::StoreError::TooNew {
+                database: schema.database_version.unwrap_or_default(),
+                binary: schema.binary_version,
+            }
+            .into());
+        }
         Ok(())
+    }
+
+    /// Checks the key of every school the hub acts on against Memberspot (one request
+    /// each): the stored connections, the embedded sandbox only when it is the only one.
+    pub async fn check_schools(&self) -> Result<Vec<(String, Result<(), HubError>)>, HubError> {
+        let connections = self.store().list_connections().await?;
+        let real: Vec<_> = connections
+            .iter()
+            .filter(|c| c.name != crate::SANDBOX_CONNECTION)
+            .collect();
+        let names: Vec<String> = if real.is_empty() {
+            connections.iter().map(|c| c.name.clone()).collect()
+        } else {
+            real.iter().map(|c| c.name.clone()).collect()
+        };
+        let checks = names.iter().map(|n| self.test_connection(n));
+        let results = futures::future::join_all(checks).await;
+        Ok(names.into_iter().zip(results).collect())
     }
 
     /// Closes the store's connections (after the last call).

@@ -108,6 +108,7 @@ impl HubError {
             HubError::NotFound(_) => "not_found",
             HubError::Unavailable(_) => "unavailable",
             HubError::WrongMasterKey | HubError::Secret(_) => "secret",
+            HubError::Store(StoreError::TooNew { .. }) => "schema_newer_than_binary",
             HubError::Store(_) => "store",
         }
     }

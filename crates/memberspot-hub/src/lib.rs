@@ -6,6 +6,7 @@
 pub mod admin;
 mod audit_export;
 mod audit_writer;
+pub mod backup;
 pub mod bootstrap;
 pub mod config_file;
 pub mod console;
@@ -19,6 +20,7 @@ pub mod offer_names;
 pub mod schools;
 pub mod scopes;
 pub mod secrets;
+pub mod status;
 mod streams;
 pub mod tokens;
 

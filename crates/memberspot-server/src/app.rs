@@ -53,6 +53,7 @@ impl App {
             .merge(crate::http::rest_app(
                 self.hub.clone(),
                 settings.request_timeout,
+                settings.ready_checks_schools,
                 documented,
             ))
             // A body that stops arriving fails its read instead of holding the request.

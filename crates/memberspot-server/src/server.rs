@@ -34,6 +34,8 @@ pub struct ServerSettings {
     pub public_url: Option<url::Url>,
     /// The OAuth endpoints are served, so a `401` from `/mcp` points to them.
     pub oauth: bool,
+    /// `/readyz` also checks that every school accepts its key (at most every 30 s).
+    pub ready_checks_schools: bool,
 }
 
 impl Default for ServerSettings {
@@ -48,6 +50,7 @@ impl Default for ServerSettings {
             mcp_sessions: SessionLimits::default(),
             public_url: None,
             oauth: false,
+            ready_checks_schools: false,
         }
     }
 }

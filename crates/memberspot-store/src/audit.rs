@@ -253,6 +253,14 @@ struct ChainPos {
     hash: String,
 }
 
+/// The chain head as the database `e` records it (a copy's, say).
+pub(crate) async fn head_in<'e, E>(e: E) -> Result<ChainHead, StoreError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    Ok(head_or_start(chain_pos(e, AUDIT_HEAD_KEY).await?))
+}
+
 async fn chain_pos<'e, E>(e: E, key: &str) -> Result<Option<ChainPos>, StoreError>
 where
     E: Executor<'e, Database = Any>,

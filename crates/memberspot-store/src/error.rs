@@ -27,6 +27,13 @@ pub enum StoreError {
     /// Applying the schema migrations failed.
     #[error("database migration failed: {0}")]
     Migration(String),
+    /// The database was migrated by a newer `memberspot`: this binary does not open it.
+    #[error(
+        "the database schema is at version {database}, newer than this binary's {binary}: \
+         a newer memberspot has upgraded it. Run that version (or newer), or restore a \
+         backup taken before the upgrade; migrations are forward-only"
+    )]
+    TooNew { database: i64, binary: i64 },
     /// The re-seal callback of a master-key rotation failed; nothing was changed.
     #[error("re-sealing the key of connection '{connection}' failed: {message}")]
     Reseal { connection: String, message: String },

@@ -15,6 +15,7 @@
 // Opening and the schema.
 mod migrate; // the migrations of each backend, applied on open
 mod open; // URLs and paths, opening, the pool, transactions
+mod snapshot; // consistent copies for backups, the schema's state
 // One module per resource.
 mod audit; // reading, verifying and purging the audit chain
 mod audit_append; // appending to it (group commit, pinned connections)
@@ -61,6 +62,7 @@ pub use oauth::{
 };
 
 pub use meta::RESERVED_META_PREFIX;
+pub use migrate::{MigrationInfo, SchemaStatus, binary_version};
 pub use open::SQLITE_SYNCHRONOUS_ENV;
 
 /// Handle to the database. Cheap to clone: clones share one connection pool.
@@ -68,6 +70,10 @@ pub use open::SQLITE_SYNCHRONOUS_ENV;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Where it is, for people: the SQLite file, or the PostgreSQL URL without password.
+    location: String,
+    /// The SQLite file, when the store is one.
+    sqlite_file: Option<std::path::PathBuf>,
     /// The audit chain head's hash as this process last saw it: appends chain onto it
     /// without reading it first (the database refuses a stale one, see migration 0005).
     audit_head: std::sync::Arc<std::sync::Mutex<Option<String>>>,

@@ -12,6 +12,23 @@ impl Store {
         meta_value(&self.pool, key).await
     }
 
+    /// Every setting whose key starts with `prefix`, by key.
+    pub async fn meta_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        // `_` and `%` are LIKE's wildcards: the pattern may match more, filtered below.
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT key, value FROM meta WHERE key LIKE $1 ORDER BY key")
+                .bind(format!("{prefix}%"))
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .collect())
+    }
+
     /// Sets (inserts or replaces) a setting. Keys starting with [`RESERVED_META_PREFIX`]
     /// belong to the store and are refused.
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {

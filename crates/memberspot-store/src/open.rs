@@ -22,14 +22,16 @@ const KEYS_LOCK_KEY: i64 = 0x6d73_6875_626b_6579;
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5000;
 
 /// Where `Store::open` connects, resolved from the user's string.
-struct Target {
-    backend: Backend,
+pub(crate) struct Target {
+    pub(crate) backend: Backend,
     /// URL handed to sqlx.
-    url: String,
+    pub(crate) url: String,
     /// For error messages: the file path, or the PostgreSQL URL without its password.
-    display: String,
+    pub(crate) display: String,
     /// The SQLite file, unless it is opened read-only.
     writable_file: Option<PathBuf>,
+    /// The SQLite file.
+    pub(crate) sqlite_file: Option<PathBuf>,
 }
 
 impl Store {
@@ -40,6 +42,17 @@ impl Store {
     /// or a `postgres://` / `postgresql://` URL. In SQLite URLs the path is taken literally;
     /// a `?query` is passed to sqlx (e.g. `?mode=ro`).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, true).await
+    }
+
+    /// Opens the database as it is, applying no migration (a database newer than this
+    /// binary is still refused). For copying a database that an older `memberspot` may
+    /// still be running on: a backup taken before an upgrade must not upgrade it.
+    pub async fn open_unmigrated(url: &str) -> Result<Store, StoreError> {
+        Store::open_with(url, false).await
+    }
+
+    async fn open_with(url: &str, migrate: bool) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let target = resolve_target(url)?;
         let options = AnyConnectOptions::from_str(&target.url)
@@ -54,7 +67,11 @@ impl Store {
         if target.backend == Backend::Sqlite {
             enable_wal(&mut conn).await?;
         }
-        let migrated = run_migrations(&mut conn, target.backend).await;
+        let migrated = if migrate {
+            run_migrations(&mut conn, target.backend).await
+        } else {
+            crate::migrate::check_not_newer(&mut conn, target.backend).await
+        };
         // Best effort: the connection is done either way.
         let _ = conn.close().await;
         migrated?;
@@ -97,6 +114,8 @@ impl Store {
         Ok(Store {
             pool,
             backend: target.backend,
+            location: target.display,
+            sqlite_file: target.sqlite_file,
             audit_head: Default::default(),
             lane,
         })
@@ -104,6 +123,12 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Where the store is, for people: the SQLite file, or the PostgreSQL URL without
+    /// its password.
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// Whether pinned connections run statements on their holder's thread (SQLite
@@ -218,12 +243,18 @@ fn url_scheme(url: &str) -> Option<&str> {
 }
 
 fn resolve_target(url: &str) -> Result<Target, StoreError> {
+    resolve_target_as(url, false)
+}
+
+/// Resolves `url`; `read_only` opens a SQLite file read-only (and creates nothing).
+pub(crate) fn resolve_target_as(url: &str, read_only: bool) -> Result<Target, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Target {
             backend: Backend::Postgres,
             url: url.to_owned(),
             display: redact_url(url),
             writable_file: None,
+            sqlite_file: None,
         });
     }
     let (path, query) = match url
@@ -255,6 +286,7 @@ fn resolve_target(url: &str) -> Result<Target, StoreError> {
         ));
     }
     let query = match query {
+        _ if read_only => "mode=ro".to_owned(),
         Some(q) if q.contains("mode=") => q.to_owned(),
         Some(q) if !q.is_empty() => format!("{q}&mode=rwc"),
         _ => "mode=rwc".to_owned(),
@@ -273,7 +305,8 @@ fn resolve_target(url: &str) -> Result<Target, StoreError> {
         backend: Backend::Sqlite,
         url: format!("sqlite://{}?{query}", percent_encode_path(path_str)),
         display,
-        writable_file: writable.then_some(path),
+        writable_file: writable.then_some(path.clone()),
+        sqlite_file: Some(path),
     })
 }
 

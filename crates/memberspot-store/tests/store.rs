@@ -2019,3 +2019,150 @@ async fn opens_a_postgres_database_of_the_old_runner() {
     })
     .await;
 }
+
+// ------------------------------------------------------------------ schema and upgrades
+
+/// Where a database stands against this binary, without opening it as a store; opening a
+/// database that a newer binary migrated is refused with both versions; checks change
+/// nothing.
+async fn schema_story(url: String, raw: Raw, dump: &str) {
+    let binary = memberspot_store::binary_version(match raw {
+        Raw::Sqlite(_) => Backend::Sqlite,
+        Raw::Postgres(_) => Backend::Postgres,
+    });
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .count();
+    assert_eq!(binary, files as i64);
+
+    // Nothing there yet: every migration would run, and checking creates nothing.
+    let fresh = Store::schema_status(&url).await.unwrap();
+    assert_eq!(fresh.pending.len(), files, "{fresh:?}");
+    assert_eq!(fresh.database_version, None);
+    assert!(!fresh.is_current());
+    if let Raw::Sqlite(path) = &raw {
+        assert!(!fresh.exists);
+        assert!(!path.exists(), "a check does not create the file");
+    }
+
+    // A database of release 0006: the newer migrations are pending, by number and name.
+    raw.restore(dump).await;
+    let old = Store::schema_status(&url).await.unwrap();
+    assert_eq!(old.database_version, Some(6));
+    assert_eq!(old.pending.first().map(|m| m.version), Some(7), "{old:?}");
+    assert_eq!(old.pending.len(), files - 6);
+    assert!(old.unknown.is_empty() && old.modified.is_empty());
+    assert_eq!(
+        Store::schema_status(&url).await.unwrap(),
+        old,
+        "checking twice changes nothing"
+    );
+    // Opened as it is (a backup's copy): readable, nothing migrated.
+    let as_is = Store::open_unmigrated(&url).await.unwrap();
+    assert_eq!(as_is.schema().await.unwrap(), old);
+    assert!(as_is.audit_head().await.unwrap().seq > 0);
+    as_is.close().await;
+    assert_eq!(
+        Store::schema_status(&url).await.unwrap(),
+        old,
+        "still as it was"
+    );
+    let before = Store::migrate(&url).await.unwrap();
+    assert_eq!(before.pending, old.pending);
+    let now = Store::schema_status(&url).await.unwrap();
+    assert!(now.is_current(), "{now:?}");
+    assert_eq!(now.database_version, Some(binary));
+
+    // A newer binary migrated it: refused on open, with both versions in the message.
+    let checksum = match raw {
+        Raw::Sqlite(_) => "X'00'",
+        Raw::Postgres(_) => "'\\x00'::bytea",
+    };
+    raw.exec(&format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from a newer release', TRUE, {checksum}, 1)"
+    ))
+    .await;
+    let newer = Store::schema_status(&url).await.unwrap();
+    assert!(newer.is_newer_than_binary(), "{newer:?}");
+    assert_eq!(newer.unknown, vec![9999]);
+    match Store::open(&url).await {
+        Err(e @ StoreError::TooNew { database: 9999, .. }) => {
+            let m = e.to_string();
+            assert!(
+                m.contains("version 9999") && m.contains(&format!("binary's {binary}")),
+                "{m}"
+            );
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a database newer than the binary was opened"),
+    }
+    match Store::migrate(&url).await {
+        Err(StoreError::TooNew { .. }) => {}
+        other => panic!("migrate on a newer database: {other:?}"),
+    }
+    assert!(matches!(
+        Store::open_unmigrated(&url).await,
+        Err(StoreError::TooNew { .. })
+    ));
+    raw.exec("DELETE FROM _sqlx_migrations WHERE version = 9999")
+        .await;
+
+    // An applied migration that differs from this binary's text is reported too.
+    raw.exec(&format!(
+        "UPDATE _sqlx_migrations SET checksum = {checksum} WHERE version = 1"
+    ))
+    .await;
+    let modified = Store::schema_status(&url).await.unwrap();
+    assert_eq!(modified.modified, vec![1]);
+    assert!(!modified.is_current());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_status_and_refusing_newer_databases_sqlite() {
+    let (_dir, path) = sqlite_db();
+    schema_story(sqlite_url(&path), Raw::Sqlite(path), OLD_SQLITE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_status_and_refusing_newer_databases_postgres() {
+    with_pg_db(|url| async move {
+        schema_story(url.clone(), Raw::Postgres(url), OLD_POSTGRES).await;
+    })
+    .await;
+}
+
+/// A copy taken while another task appends to the audit chain holds a chain that
+/// verifies on its own; PostgreSQL is copied with pg_dump, which the store says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_snapshot_while_writing_is_consistent() {
+    let (dir, path) = sqlite_db();
+    let store = Store::open(&sqlite_url(&path)).await.unwrap();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                store
+                    .append_audit(&record(i, "bot", "list_offers", AuditOutcome::Ok))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let copy = dir.path().join("copy.db");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let head = store.snapshot_into(&copy).await.unwrap();
+    assert!(matches!(
+        store.snapshot_into(&copy).await,
+        Err(StoreError::Conflict(_))
+    ));
+    writer.await.unwrap();
+    let copied = Store::open(copy.to_str().unwrap()).await.unwrap();
+    let v = copied.verify_audit().await.unwrap();
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.head, head, "the head the copy was taken with");
+    assert!(v.records < 200 || head.seq == 200, "{v:?}");
+    assert!(copied.schema().await.unwrap().is_current());
+    copied.close().await;
+    store.close().await;
+}

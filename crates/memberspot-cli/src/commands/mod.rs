@@ -3,6 +3,7 @@
 //! use, so every call is audited) or into hub admin operations, and render.
 
 pub(crate) mod audit;
+mod backup;
 pub mod chat;
 mod check;
 mod connections;
@@ -14,6 +15,7 @@ mod grant;
 mod login_link;
 mod mcp;
 mod oauth;
+mod ops;
 mod personas;
 mod progress;
 mod sandbox;
@@ -177,6 +179,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chat(args) => chat::run(args, g).await,
         Command::AdminToken => personas::admin_token(g).await,
         Command::MasterKey(cmd) => connections::master_key(cmd, g).await,
+        Command::Backup(args) => backup::backup(args, g).await,
+        Command::Restore(args) => backup::restore(args, g).await,
+        Command::Migrate(args) => ops::migrate(args, g).await,
+        Command::Status => ops::status(g).await,
         // Commands on a school: a session (connection, catalogue) around the command.
         Command::Tools(ToolsCommand::Call(call)) => {
             with_session(g, async |ctx| tools::call(ctx, call).await).await

@@ -125,5 +125,6 @@ fn server_settings(args: &ServeArgs) -> ServerSettings {
         },
         public_url: args.public_url.clone(),
         oauth: true,
+        ready_checks_schools: args.ready_checks_schools,
     }
 }

@@ -74,13 +74,15 @@ pub fn query_time(field: &str, v: Option<&str>) -> Result<Option<i64>, HttpError
 }
 
 /// The REST routes and their OpenAPI document, generated from the same handlers.
-fn rest(hub: Hub) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+fn rest(hub: Hub, ready_checks_schools: bool) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(tools::routes())
         .merge(admin::routes())
-        .merge(ops::routes())
         .split_for_parts();
-    (router.with_state(hub), api)
+    let (ops_router, ops_api) = ops::routes().split_for_parts();
+    api.merge(ops_api);
+    let ops_router = ops_router.with_state(ops::Ops::new(hub.clone(), ready_checks_schools));
+    (router.with_state(hub).merge(ops_router), api)
 }
 
 /// The REST API with the routes of the plug-ins (e.g. events), each with its OpenAPI
@@ -88,10 +90,11 @@ fn rest(hub: Hub) -> (Router, utoipa::openapi::OpenApi) {
 pub(crate) fn rest_app(
     hub: Hub,
     request_timeout: Duration,
+    ready_checks_schools: bool,
     extra: Vec<(Router, utoipa::openapi::OpenApi)>,
 ) -> Router {
     let tools_of = hub.clone();
-    let (mut router, mut api) = rest(hub);
+    let (mut router, mut api) = rest(hub, ready_checks_schools);
     for (r, doc) in extra {
         router = router.merge(r);
         api.merge(doc);
