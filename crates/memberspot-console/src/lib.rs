@@ -173,6 +173,10 @@ impl Plugin for ConsolePlugin {
         Some(self.router())
     }
 
+    fn needs_https(&self) -> Vec<String> {
+        vec!["the console's sign-in (/login, /setup) and session cookies".into()]
+    }
+
     fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
         let console = self.console.clone();
         // Ended sessions are refused when used; this only keeps the table small.

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::mcp_guard::SessionLimits;
+use crate::request::TrustedProxies;
 
 /// Limits and exposure of the HTTP server (`memberspot serve`'s flags).
 #[derive(Debug, Clone)]
@@ -29,6 +30,8 @@ pub struct ServerSettings {
     /// Browser origins `/mcp` accepts besides loopback (`https://app.example.com[:port|:*]`).
     pub allowed_origins: Vec<String>,
     pub mcp_sessions: SessionLimits,
+    /// Reverse proxies whose forwarding header names the client (rate limits, logs).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for ServerSettings {
@@ -41,6 +44,7 @@ impl Default for ServerSettings {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             mcp_sessions: SessionLimits::default(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -102,8 +106,8 @@ pub(crate) async fn serve(
         }
         let service = TowerToHyperService::new(
             app.clone()
-                // The peer address as axum's `ConnectInfo` (the console's per-address
-                // sign-in limit reads it).
+                // The peer address as axum's `ConnectInfo`: `request::request_context`
+                // resolves the client's address from it.
                 .map_request(move |req: axum::http::Request<Incoming>| {
                     let mut req = req.map(Body::new);
                     req.extensions_mut()
