@@ -93,7 +93,8 @@ pub struct Console {
     chat: std::sync::OnceLock<chat::ChatService>,
 }
 
-/// The console as a plug-in of the server.
+/// The console as a plug-in of the server (clones share one console).
+#[derive(Clone)]
 pub struct ConsolePlugin {
     console: Arc<Console>,
 }

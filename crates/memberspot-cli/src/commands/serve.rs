@@ -67,33 +67,23 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     .with_events(console_events)
     .with_flows(console_flows)
     .with_models(models);
+    // The console stays at hand for its setup link, which needs the address listened on.
+    plugins.push(Box::new(console.clone()));
+    let app = App::build(hub.clone(), server_settings(&args, &file)?, plugins);
     // Before anything listens: no credential-carrying route in clear over a network.
-    let sensitive: Vec<String> = plugins
-        .iter()
-        .flat_map(|p| p.needs_https())
-        .chain(console.needs_https())
-        .collect();
-    memberspot_server::exposure::check(
-        args.listen,
-        args.public_url.as_ref(),
-        args.insecure_http,
-        &sensitive,
-    )
-    .map_err(|e| crate::output::Usage(e.to_string()))?;
+    app.check_exposure(args.listen, args.public_url.as_ref(), args.insecure_http)
+        .map_err(|e| crate::output::Usage(e.to_string()))?;
     if args.insecure_http && !args.listen.ip().is_loopback() {
         tracing::warn!(
             listen = %args.listen,
             "--insecure-http: sign-in, cookies and webhook deliveries travel unencrypted"
         );
     }
-    let server = server_settings(&args, &file)?;
     // Bound before the setup link is made: the link names the address really listened on.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let setup_link = console.first_run_link(listener.local_addr()?).await?;
-    plugins.push(Box::new(console));
-    let app = App::build(hub.clone(), server, plugins);
 
     for line in app.summary(listener.local_addr()?) {
         eprintln!("{line}");
