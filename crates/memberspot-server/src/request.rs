@@ -245,7 +245,9 @@ pub async fn request_context(
     req.extensions_mut().insert(id.clone());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let span = tracing::info_span!(
+    // At error level, so that the span is on whenever any line is: a filter such as
+    // `warn` keeps the request id and client on the lines it lets through.
+    let span = tracing::error_span!(
         "request",
         request_id = %id.0,
         client = %client,
