@@ -224,7 +224,7 @@ struct Served {
     child: tokio::process::Child,
     addr: String,
     banner: String,
-    _lines: Lines,
+    lines: Lines,
 }
 
 /// Starts `memberspot ARGS` (with `envs`) and waits for the line saying where it listens.
@@ -253,7 +253,7 @@ async fn start(dir: &Path, args: &[String], envs: &[(String, String)]) -> Served
                 child,
                 addr: addr.clone(),
                 banner,
-                _lines: lines,
+                lines,
             };
         }
     }
@@ -1047,4 +1047,58 @@ async fn every_command_on_the_operations_page_is_run_or_marked() {
     for (flag, line) in serve_flags(&read("docs/operations.md")) {
         assert!(options.flags.contains(&flag), "{flag} in `{line}`");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_log_lines_name_the_client_behind_a_trusted_proxy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let rules = d.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[sources.ds24]\nprovider = \"digistore24\"\nsecret_env = \"DS24_IPN_PASSPHRASE\"\n",
+    )
+    .expect("rules");
+    let args: Vec<String> = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--rules",
+        rules.to_str().expect("path"),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let envs = [("DS24_IPN_PASSPHRASE".to_owned(), "a passphrase".to_owned())];
+    let mut served = start(d, &args, &envs).await;
+    // A delivery with a wrong signature, through the proxy on this machine.
+    let answer = reqwest::Client::new()
+        .post(format!("http://{}/hooks/ds24", served.addr))
+        .header("x-forwarded-for", "198.51.100.23, 203.0.113.7")
+        .header("x-request-id", "hook-77")
+        .form(&[("event", "payment"), ("sha_sign", "0000")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(answer.headers()["x-request-id"], "hook-77");
+    let mut refused = None;
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(10), served.lines.next_line()).await
+    {
+        if let Ok(v) = serde_json::from_str::<Value>(&line)
+            && v["message"] == "webhook refused"
+        {
+            refused = Some(v);
+            break;
+        }
+    }
+    let refused = refused.expect("a `webhook refused` line");
+    assert_eq!(refused["span"]["request_id"], "hook-77", "{refused}");
+    assert_eq!(refused["span"]["client"], "203.0.113.7", "{refused}");
+    assert_eq!(refused["source"], "ds24", "{refused}");
+    served.stop().await;
 }
