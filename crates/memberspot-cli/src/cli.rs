@@ -123,6 +123,9 @@ pub enum Command {
     /// The web console's users (the console is served at / by `memberspot serve`)
     #[command(subcommand)]
     Console(ConsoleCommand),
+    /// Sign-in of hosted AI assistants to /mcp (OAuth): their clients and grants
+    #[command(subcommand)]
+    Oauth(OauthCommand),
     /// The audit record of every tool call
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -204,6 +207,11 @@ pub struct ServeArgs {
     /// with `https://` its cookies are `Secure`
     #[arg(long, value_name = "URL", env = "MEMBERSPOT_PUBLIC_URL", value_parser = public_url)]
     pub public_url: Option<url::Url>,
+    /// Let OAuth clients identified by a metadata document URL (`client_id` = URL) be
+    /// fetched from private and loopback addresses too. Off: a client id must not make the
+    /// hub reach into its own network
+    #[arg(long, env = "MEMBERSPOT_OAUTH_ALLOW_PRIVATE_CLIENT_METADATA")]
+    pub oauth_allow_private_client_metadata: bool,
     /// The school's time zone: the console shows every time in it
     #[arg(long, value_name = "TZ", default_value = "Europe/Berlin", env = "MEMBERSPOT_TIME_ZONE", value_parser = time_zone)]
     pub time_zone: chrono_tz::Tz,
@@ -308,6 +316,46 @@ pub enum ConsoleCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OauthCommand {
+    /// The apps that registered or were added (`--json` for JSON)
+    #[command(subcommand)]
+    Clients(OauthClientsCommand),
+    /// The sign-ins: which app acts as which persona (`--json` for JSON)
+    #[command(subcommand)]
+    Grants(OauthGrantsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OauthClientsCommand {
+    /// Pre-register an app: prints its client id (for assistants without dynamic registration)
+    Add {
+        /// The name shown on the consent page
+        name: String,
+        /// Where the app receives its sign-in code; `https`, or `http` on localhost only.
+        /// Repeat for several (Claude uses https://claude.ai/api/mcp/auth_callback and
+        /// https://claude.com/api/mcp/auth_callback)
+        #[arg(long = "redirect-uri", value_name = "URI", required = true)]
+        redirect_uris: Vec<String>,
+    },
+    /// The registered apps
+    List,
+    /// Remove an app and revoke its sign-ins
+    Remove { client_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OauthGrantsCommand {
+    /// The sign-ins, newest first
+    List {
+        /// Only this persona's
+        #[arg(long)]
+        persona: Option<String>,
+    },
+    /// Revoke a sign-in: its tokens stop at their next use
+    Revoke { id: String },
 }
 
 /// A browser origin for `--allowed-origin`.

@@ -245,3 +245,102 @@ async fn serve_prints_a_setup_link_on_the_first_run_only() {
     }
     let _ = server.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_apps_and_sign_ins_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let bad = run(
+        d,
+        &[
+            "oauth",
+            "clients",
+            "add",
+            "Evil",
+            "--redirect-uri",
+            "http://evil.example/cb",
+        ],
+        "",
+    )
+    .await;
+    assert!(!bad.status.success());
+    let (_, err) = text(&bad);
+    assert!(
+        err.contains("redirect_uri `http://evil.example/cb`"),
+        "{err}"
+    );
+    assert!(err.contains("https"), "{err}");
+
+    let added = run(
+        d,
+        &[
+            "--json",
+            "oauth",
+            "clients",
+            "add",
+            "Claude",
+            "--redirect-uri",
+            "https://claude.ai/api/mcp/auth_callback",
+            "--redirect-uri",
+            "https://claude.com/api/mcp/auth_callback",
+        ],
+        "",
+    )
+    .await;
+    let (out, err) = text(&added);
+    assert!(added.status.success(), "{err}");
+    let client: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(client["kind"], "preregistered");
+    let id = client["client_id"].as_str().expect("client id").to_owned();
+
+    let listed = run(d, &["--json", "oauth", "clients", "list"], "").await;
+    let clients: serde_json::Value = serde_json::from_str(&text(&listed).0).expect("json list");
+    assert_eq!(clients[0]["client_id"], id);
+    assert_eq!(
+        clients[0]["redirect_uris"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    let grants = run(d, &["oauth", "grants", "list"], "").await;
+    assert_eq!(text(&grants).0.trim(), "no sign-ins yet");
+    let unknown = run(d, &["oauth", "grants", "revoke", "nope"], "").await;
+    assert!(!unknown.status.success());
+    assert!(text(&unknown).1.contains("no OAuth grant `nope`"));
+
+    let removed = run(d, &["oauth", "clients", "remove", &id], "").await;
+    assert!(removed.status.success(), "{}", text(&removed).1);
+    let audit = run(
+        d,
+        &[
+            "--json",
+            "audit",
+            "search",
+            "--tool",
+            "admin.oauth_add_client",
+        ],
+        "",
+    )
+    .await;
+    assert!(text(&audit).0.contains("Claude"), "{}", text(&audit).0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_oauth_on_a_plain_http_public_url() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run(
+        dir.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "http://hub.example.com",
+        ],
+        "",
+    )
+    .await;
+    assert!(!out.status.success());
+    let (_, err) = text(&out);
+    assert!(err.contains("plain http"), "{err}");
+    assert!(err.contains("--public-url https://"), "{err}");
+}

@@ -712,21 +712,15 @@ async fn serve_refuses_credentials_in_clear_off_loopback() {
         assert!(err.contains(says), "`{says}` in:\n{err}");
     }
     assert!(!err.contains("listening on"), "{err}");
-    // An http:// public URL is no HTTPS in front; the webhook receivers are named when
-    // the rules file has sources.
+    // OAuth is named always, the webhook receivers when the rules file has sources. (An
+    // http:// public URL off loopback is refused earlier, by OAuth's own check.)
     std::fs::write(
         d.join("rules.toml"),
         "[sources.ds24]\nprovider = \"digistore24\"\nsecret_env = \"DS24_IPN_PASSPHRASE\"\n",
     )
     .expect("rules");
     let out = command(BIN, d)
-        .args([
-            "serve",
-            "--listen",
-            "0.0.0.0:0",
-            "--public-url",
-            "http://hub.example.com",
-        ])
+        .args(["serve", "--listen", "0.0.0.0:0"])
         .args(["--rules", d.join("rules.toml").to_str().expect("path")])
         .env("DS24_IPN_PASSPHRASE", "a passphrase")
         .stdin(Stdio::null())
@@ -735,7 +729,10 @@ async fn serve_refuses_credentials_in_clear_off_loopback() {
         .expect("serve");
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("/hooks/*"), "{err}");
+    assert!(
+        err.contains("/hooks/*") && err.contains("/oauth/*"),
+        "{err}"
+    );
 
     // HTTPS in front, or loopback, or said on purpose: it starts.
     for args in [

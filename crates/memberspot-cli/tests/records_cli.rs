@@ -522,6 +522,7 @@ async fn audit_export_writes_every_record() {
             error: None,
             upstream_status: Some(200),
             latency_ms: 1,
+            oauth_client: None,
         })
         .collect();
     for chunk in records.chunks(500) {

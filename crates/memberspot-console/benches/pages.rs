@@ -251,6 +251,7 @@ fn audit_record(i: usize, at: i64) -> NewAuditRecord {
             404
         }),
         latency_ms: 40 + (i % 200) as u64,
+        oauth_client: None,
     }
 }
 

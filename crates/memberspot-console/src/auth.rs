@@ -23,7 +23,7 @@ use crate::session::{
 /// How long the CSRF cookie of the sign-in and setup forms lives.
 const PRE_CSRF_TTL: Duration = Duration::from_secs(3600);
 
-fn view<'a>(console: &'a Console, lang: Lang, path: &'a str) -> View<'a> {
+pub(crate) fn view<'a>(console: &'a Console, lang: Lang, path: &'a str) -> View<'a> {
     View {
         console,
         lang,
@@ -49,6 +49,24 @@ fn pre_csrf(console: &Console, jar: CookieJar) -> (CookieJar, String) {
 pub struct LoginQuery {
     #[serde(default)]
     bye: Option<String>,
+    /// Where to go after signing in (only an OAuth consent page; see [`after_login`]).
+    #[serde(default)]
+    next: Option<String>,
+}
+
+/// Where a sign-in goes: the OAuth consent page it came from, else the overview. Only
+/// that one local path is followed, so a crafted link cannot send a fresh sign-in
+/// anywhere else.
+fn after_login(next: Option<&str>) -> &str {
+    match next {
+        Some(n)
+            // The path is fixed by the prefix; what follows `?` cannot change the origin.
+            if n.starts_with("/oauth/authorize?") && !n.chars().any(char::is_control) =>
+        {
+            n
+        }
+        _ => "/",
+    }
 }
 
 pub async fn login_page(
@@ -62,7 +80,8 @@ pub async fn login_page(
     } else {
         None
     };
-    let page = login_form(&c, v.lang, StatusCode::OK, &csrf, "", first).await;
+    let next = after_login(q.next.as_deref());
+    let page = login_form(&c, v.lang, StatusCode::OK, &csrf, "", next, first).await;
     (jar, page).into_response()
 }
 
@@ -72,6 +91,7 @@ async fn login_form(
     status: StatusCode,
     csrf: &str,
     name: &str,
+    next: &str,
     message: Option<Markup>,
 ) -> Response {
     let v = view(c, lang, "/login");
@@ -84,6 +104,7 @@ async fn login_form(
             @if no_users { (notice("warning", &v.t("login-no-users"))) }
             form.card method="post" action="/login" {
                 input type="hidden" name="csrf" value=(csrf);
+                @if next != "/" { input type="hidden" name="next" value=(next); }
                 label for="name" { (v.t("login-name")) }
                 input #name type="text" name="name" value=(name) autocomplete="username" required autofocus;
                 label for="password" { (v.t("login-password")) }
@@ -102,6 +123,8 @@ pub struct LoginForm {
     name: String,
     #[serde(default)]
     password: SecretString,
+    #[serde(default)]
+    next: Option<String>,
 }
 
 pub async fn login(
@@ -114,6 +137,7 @@ pub async fn login(
         return refused(&c, v.lang, r);
     }
     let name = f.name.trim().to_owned();
+    let next = after_login(f.next.as_deref());
     let (jar, csrf) = pre_csrf(&c, v.jar);
     if let Err(wait) = c.limits.take(&name, v.address) {
         let secs = wait.as_secs().max(1);
@@ -126,6 +150,7 @@ pub async fn login(
             StatusCode::TOO_MANY_REQUESTS,
             &csrf,
             &name,
+            next,
             Some(notice("failed", &msg)),
         )
         .await;
@@ -136,7 +161,7 @@ pub async fn login(
         return (jar, page).into_response();
     }
     match c.hub.console_login(&name, &f.password).await {
-        Ok(user) => sign_in(&c, jar, &user.name).await,
+        Ok(user) => sign_in(&c, jar, &user.name, next).await,
         Err(HubError::Unauthenticated(_)) => {
             let msg = c.i18n.text(v.lang, "login-failed", &[]);
             let page = login_form(
@@ -145,6 +170,7 @@ pub async fn login(
                 StatusCode::UNAUTHORIZED,
                 &csrf,
                 &name,
+                next,
                 Some(notice("failed", &msg)),
             )
             .await;
@@ -154,8 +180,9 @@ pub async fn login(
     }
 }
 
-/// Opens a session for `user` and goes to the overview.
-async fn sign_in(c: &Console, jar: CookieJar, user: &str) -> Response {
+/// Opens a session for `user` and goes to `to` (the overview, or the consent page the
+/// sign-in was for).
+async fn sign_in(c: &Console, jar: CookieJar, user: &str, to: &str) -> Response {
     match c
         .hub
         .open_console_session(user, c.settings.absolute_timeout)
@@ -170,7 +197,7 @@ async fn sign_in(c: &Console, jar: CookieJar, user: &str) -> Response {
                     c.settings.absolute_timeout,
                 ))
                 .add(c.removal(PRE_CSRF_COOKIE));
-            (jar, Redirect::to("/")).into_response()
+            (jar, Redirect::to(to)).into_response()
         }
         Err(e) => failure(c, Lang::En, &e),
     }
@@ -282,7 +309,7 @@ pub async fn setup(
     match c.hub.finish_console_setup(&token, &name, &f.password).await {
         Ok(user) => {
             tracing::info!(user = %user.name, "console: first owner created with the setup link");
-            sign_in(&c, jar, &user.name).await
+            sign_in(&c, jar, &user.name, "/").await
         }
         Err(HubError::Invalid(m)) if m.starts_with("name:") || m.starts_with("password:") => {
             again(StatusCode::BAD_REQUEST, m)

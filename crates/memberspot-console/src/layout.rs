@@ -60,6 +60,7 @@ impl<'a> View<'a> {
             ("/events", "nav-events"),
             ("/flows", "nav-flows"),
             ("/chat", "nav-chat"),
+            ("/oauth", "nav-apps"),
             ("/audit", "nav-audit"),
             ("/settings", "nav-settings"),
         ];

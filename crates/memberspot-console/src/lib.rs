@@ -18,6 +18,7 @@ mod form;
 pub mod i18n;
 mod layout;
 mod members;
+mod oauth;
 mod overview;
 mod personas;
 pub mod session;
@@ -91,6 +92,9 @@ pub struct Console {
     flows: std::sync::OnceLock<memberspot_flows::Flows>,
     /// Persona chat, when `serve` gives it the models file.
     chat: std::sync::OnceLock<chat::ChatService>,
+    /// The OAuth authorization server, when `serve` runs it (the consent page checks
+    /// requests with it).
+    oauth: std::sync::OnceLock<Arc<memberspot_oauth::OAuth>>,
 }
 
 /// The console as a plug-in of the server (clones share one console).
@@ -114,6 +118,7 @@ impl ConsolePlugin {
                 events: std::sync::OnceLock::new(),
                 flows: std::sync::OnceLock::new(),
                 chat: std::sync::OnceLock::new(),
+                oauth: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -135,6 +140,13 @@ impl ConsolePlugin {
     /// Gives the console the models file (the Chat page talks to the personas it configures).
     pub fn with_models(self, models: memberspot_agent::ModelsConfig) -> ConsolePlugin {
         let _ = self.console.chat.set(chat::ChatService::new(models));
+        self
+    }
+
+    /// Gives the console the OAuth authorization server (its consent page at
+    /// `/oauth/authorize`, the connected apps at `/oauth`).
+    pub fn with_oauth(self, oauth: Arc<memberspot_oauth::OAuth>) -> ConsolePlugin {
+        let _ = self.console.oauth.set(oauth);
         self
     }
 
@@ -262,6 +274,12 @@ fn router(console: Arc<Console>) -> Router {
         .route("/chat", get(chat::list))
         .route("/chat/{persona}", get(chat::show).post(chat::send))
         .route("/chat/{persona}/confirm", post(chat::confirm))
+        .route(
+            "/oauth/authorize",
+            get(oauth::authorize_page).post(oauth::authorize_answer),
+        )
+        .route("/oauth", get(oauth::apps))
+        .route("/oauth/grants/{id}/revoke", post(oauth::revoke))
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .route("/audit/export", get(audit::export))
@@ -293,11 +311,15 @@ async fn protect(mut r: Response) -> Response {
         h.insert(k, HeaderValue::from_static(v));
     };
     set(h, header::CACHE_CONTROL, "no-store");
-    set(
-        h,
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    );
+    // A page may widen only `form-action` (the OAuth consent page, whose answer redirects
+    // to the client); it sets the whole policy itself then.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        set(
+            h,
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        );
+    }
     set(h, header::X_FRAME_OPTIONS, "DENY");
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     // `same-origin`, not `no-referrer`: with the latter browsers send `Origin: null` on

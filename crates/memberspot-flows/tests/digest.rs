@@ -239,6 +239,7 @@ async fn seed(store: &Store) {
         error: (outcome != "ok").then(|| "x".to_owned()),
         upstream_status: None,
         latency_ms: 5,
+        oauth_client: None,
     };
     for r in [
         call(

@@ -579,6 +579,10 @@ impl ActingAdmin<'_> {
         &self.actor
     }
 
+    pub(crate) fn hub(&self) -> &Hub {
+        self.hub
+    }
+
     async fn record<T>(
         &self,
         action: &str,

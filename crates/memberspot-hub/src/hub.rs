@@ -80,6 +80,8 @@ pub struct CallContext {
     pub prompt: Option<String>,
     /// The human on whose behalf the agent acts, when known.
     pub end_user: Option<String>,
+    /// The OAuth client the call came through (remote MCP), as `name (client id)`.
+    pub oauth_client: Option<String>,
 }
 
 impl CallContext {
@@ -89,6 +91,7 @@ impl CallContext {
             request_id: uuid::Uuid::now_v7().to_string(),
             prompt: None,
             end_user: None,
+            oauth_client: None,
         }
     }
 }
@@ -491,6 +494,7 @@ impl Hub {
                 error: Some(CANCELLED_ERROR.to_string()),
                 upstream_status: None,
                 latency_ms: 0,
+                oauth_client: ctx.oauth_client.as_deref().map(cap_text),
             }),
         };
         let (result, upstream_status) = self.dispatch(who, tool, entry, args, client).await;
@@ -665,6 +669,7 @@ impl Hub {
             error: Some(cap_text(reason)),
             upstream_status: None,
             latency_ms: 0,
+            oauth_client: ctx.oauth_client.as_deref().map(cap_text),
         });
         match self.inner.audit.append(&mut record).await {
             Ok(r) => Some(r),
@@ -707,6 +712,7 @@ impl Hub {
             error,
             upstream_status: None,
             latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            oauth_client: None,
         });
         match self.inner.audit.append(&mut record).await {
             Ok(r) => Some(r),

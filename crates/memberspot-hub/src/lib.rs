@@ -14,6 +14,7 @@ mod error;
 mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod oauth;
 pub mod offer_names;
 pub mod schools;
 pub mod scopes;

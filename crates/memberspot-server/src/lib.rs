@@ -12,6 +12,7 @@ pub mod http;
 pub mod mcp;
 pub mod mcp_guard;
 mod plugin;
+pub mod public_url;
 pub mod request;
 pub mod retention;
 mod server;

@@ -202,6 +202,11 @@ impl ServerHandler for McpServer {
         let mut call = crate::request::call_context(self.surface(), id);
         call.prompt = meta_text(&ctx, "prompt");
         call.end_user = meta_text(&ctx, "end_user");
+        call.oauth_client = ctx
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<OAuthClientLabel>())
+            .map(|c| c.0.clone());
         let args = request
             .arguments
             .map(Value::Object)
@@ -237,15 +242,45 @@ pub async fn serve_stdio(server: McpServer) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Authenticates the bearer token of each MCP HTTP request.
-async fn bearer_auth(State(hub): State<Hub>, mut req: Request, next: Next) -> Response {
+/// What `/mcp`'s authentication needs besides the hub.
+#[derive(Clone)]
+struct McpAuth {
+    hub: Hub,
+    public_url: Option<url::Url>,
+    /// The OAuth endpoints are served: a `401` points clients to them (RFC 9728).
+    oauth: bool,
+}
+
+/// The OAuth client a request's access token belongs to (`name (client id)`), for the
+/// audit record of its calls.
+#[derive(Clone, Debug)]
+pub struct OAuthClientLabel(pub String);
+
+/// Authenticates the bearer token of each MCP HTTP request: a persona token, or an OAuth
+/// access token bound to this hub's `/mcp` URL.
+async fn bearer_auth(State(auth): State<McpAuth>, mut req: Request, next: Next) -> Response {
+    let hub = &auth.hub;
+    let base = crate::public_url::base_url(auth.public_url.as_ref(), req.headers());
     let token = crate::http::auth::bearer(req.headers())
         .ok()
         .map(str::to_string);
     let result = match token {
+        Some(t) if memberspot_hub::oauth::is_access_token(&t) => match &base {
+            Some(base) => hub
+                .authenticate_oauth(&t, &crate::public_url::mcp_resource(base))
+                .await
+                .map(|caller| {
+                    req.extensions_mut()
+                        .insert(OAuthClientLabel(caller.client));
+                    caller.persona
+                }),
+            None => Err(HubError::Unauthenticated(
+                "this hub has no public URL (`--public-url`), so it cannot check which resource the access token is for".into(),
+            )),
+        },
         Some(t) => hub.identify(&t).await,
         None => Err(HubError::Unauthenticated(
-            "send `Authorization: Bearer <persona token>`".into(),
+            "send `Authorization: Bearer <persona token>`, or sign in with OAuth".into(),
         )),
     };
     let refusal = match result {
@@ -257,6 +292,7 @@ async fn bearer_auth(State(hub): State<Hub>, mut req: Request, next: Next) -> Re
             // Refused at the door like an unknown token, but a tool call is audited:
             // the hub refuses it and records who tried what.
             let id = req.extensions().get::<crate::request::RequestId>().cloned();
+            let client = req.extensions().get::<OAuthClientLabel>().cloned();
             let body = axum::body::to_bytes(req.into_body(), crate::http::BODY_LIMIT)
                 .await
                 .unwrap_or_default();
@@ -264,10 +300,13 @@ async fn bearer_auth(State(hub): State<Hub>, mut req: Request, next: Next) -> Re
             let mut calls = attempted_tool_calls(&body, id.as_ref()).into_iter();
             let refusal = match calls.next() {
                 // One record per request, however many calls a batch carries.
-                Some((tool, args, ctx)) => Some(
-                    hub.record_revoked_request(revoked, &ctx, &tool, args, calls.len())
-                        .await,
-                ),
+                Some((tool, args, mut ctx)) => {
+                    ctx.oauth_client = client.map(|c| c.0);
+                    Some(
+                        hub.record_revoked_request(revoked, &ctx, &tool, args, calls.len())
+                            .await,
+                    )
+                }
                 None => None,
             };
             refusal.unwrap_or_else(|| {
@@ -276,9 +315,19 @@ async fn bearer_auth(State(hub): State<Hub>, mut req: Request, next: Next) -> Re
         }
         Err(e) => e,
     };
+    // RFC 6750 §3 with RFC 9728 §5.1: where an OAuth client learns how to sign in.
+    let challenge = match (&base, auth.oauth) {
+        (Some(base), true) => format!(
+            "Bearer resource_metadata=\"{}\", error=\"invalid_token\"",
+            crate::public_url::resource_metadata_url(base)
+        ),
+        _ => "Bearer".to_string(),
+    };
+    let challenge = header::HeaderValue::from_str(&challenge)
+        .unwrap_or_else(|_| header::HeaderValue::from_static("Bearer"));
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
+        [(header::WWW_AUTHENTICATE, challenge)],
         Json(json!({ "error": { "code": "unauthenticated", "message": refusal.to_string() } })),
     )
         .into_response()
@@ -352,7 +401,14 @@ pub fn http_router(
     Router::new()
         .route_service("/mcp", service)
         .route_layer(middleware::from_fn_with_state(gate, crate::mcp_guard::gate))
-        .route_layer(middleware::from_fn_with_state(hub, bearer_auth))
+        .route_layer(middleware::from_fn_with_state(
+            McpAuth {
+                hub,
+                public_url: settings.public_url.clone(),
+                oauth: settings.oauth,
+            },
+            bearer_auth,
+        ))
         .route_layer(middleware::from_fn_with_state(
             Arc::new(origins),
             crate::mcp_guard::origin_guard,

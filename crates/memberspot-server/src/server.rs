@@ -30,6 +30,11 @@ pub struct ServerSettings {
     /// Browser origins `/mcp` accepts besides loopback (`https://app.example.com[:port|:*]`).
     pub allowed_origins: Vec<String>,
     pub mcp_sessions: SessionLimits,
+    /// Where clients reach the hub (`--public-url`): the OAuth issuer and the `/mcp`
+    /// resource URL tokens are bound to. Without it only loopback requests can use OAuth.
+    pub public_url: Option<url::Url>,
+    /// The OAuth endpoints are served, so a `401` from `/mcp` points to them.
+    pub oauth: bool,
     /// Reverse proxies whose forwarding header names the client (rate limits, logs).
     pub trusted_proxies: TrustedProxies,
 }
@@ -44,6 +49,8 @@ impl Default for ServerSettings {
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             mcp_sessions: SessionLimits::default(),
+            public_url: None,
+            oauth: false,
             trusted_proxies: TrustedProxies::default(),
         }
     }

@@ -20,7 +20,8 @@ const AUDIT_ANCHOR_KEY: &str = "store.audit_anchor";
 /// Records read per round trip while verifying the chain.
 const VERIFY_PAGE: i64 = 1000;
 const AUDIT_COLUMNS: &str = "seq, id, at, request_id, surface, connection, persona, end_user, \
-     prompt, tool, arguments, outcome, response, error, upstream_status, latency_ms, prev_hash, hash";
+     prompt, tool, arguments, outcome, response, error, upstream_status, latency_ms, prev_hash, hash, \
+     oauth_client";
 
 impl Store {
     /// Records matching every set condition of `f`, by seq ascending (descending with
@@ -415,6 +416,7 @@ struct StoredAudit {
     latency_ms: i64,
     prev_hash: String,
     hash: String,
+    oauth_client: Option<String>,
 }
 
 impl StoredAudit {
@@ -437,6 +439,7 @@ impl StoredAudit {
             latency_ms: row.try_get("latency_ms")?,
             prev_hash: row.try_get("prev_hash")?,
             hash: row.try_get("hash")?,
+            oauth_client: row.try_get("oauth_client")?,
         })
     }
 
@@ -458,6 +461,7 @@ impl StoredAudit {
             upstream_status: self.upstream_status,
             latency_ms: self.latency_ms,
             prev_hash: &self.prev_hash,
+            oauth_client: self.oauth_client.as_deref(),
         }
         .hash_after(&self.prev_hash)
     }
@@ -495,6 +499,7 @@ fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
         prompt: s.prompt,
         tool: s.tool,
         error: s.error,
+        oauth_client: s.oauth_client,
         prev_hash: s.prev_hash,
         hash: s.hash,
     })

@@ -28,7 +28,7 @@ const PINNED_IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Largest chunk (rows per INSERT); chunks are 1, 2, 4, … up to this.
 const MAX_CHUNK: usize = 64;
 /// Placeholders per row: 10 plain values and 7 optional ones as (flag, value).
-const PARAMS_PER_ROW: usize = 24;
+const PARAMS_PER_ROW: usize = 26;
 
 impl Store {
     /// Appends a record to the chain and returns it with its seq, id and hashes.
@@ -430,6 +430,7 @@ impl Stamp {
             error: r.error,
             upstream_status: r.upstream_status,
             latency_ms: r.latency_ms,
+            oauth_client: r.oauth_client,
             prev_hash: self.prev_hash,
             hash: self.hash,
         }
@@ -494,6 +495,7 @@ impl<'a> AuditRow<'a> {
         let [q0, q1] = opt(r.prompt.as_deref());
         let [s0, s1] = opt(self.response.as_deref());
         let [e0, e1] = opt(r.error.as_deref());
+        let [o0, o1] = opt(r.oauth_client.as_deref());
         [
             Param::Text(&self.id),
             Param::Int(r.at),
@@ -519,6 +521,8 @@ impl<'a> AuditRow<'a> {
             Param::Int(self.latency_ms),
             Param::Text(&self.prev_hash),
             Param::Text(&self.hash),
+            o0,
+            o1,
         ]
     }
 
@@ -554,12 +558,12 @@ fn build_insert(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO audit_log (id, at, request_id, surface, connection, persona, end_user, \
          prompt, tool, arguments, outcome, response, error, upstream_status, latency_ms, \
-         prev_hash, hash) VALUES ",
+         prev_hash, hash, oauth_client) VALUES ",
     );
     // Per column: a plain value (false) or an optional one (true), in column order.
-    const OPTIONAL: [bool; 17] = [
+    const OPTIONAL: [bool; 18] = [
         false, false, false, false, true, true, true, true, false, false, false, true, true, true,
-        false, false, false,
+        false, false, false, true,
     ];
     let mut n = 0;
     for row in 0..rows {
@@ -606,6 +610,7 @@ mod tests {
             error: None,
             upstream_status: Some(200),
             latency_ms: 3,
+            oauth_client: None,
         }
     }
 
@@ -696,11 +701,11 @@ mod tests {
             let sql = audit_insert_sql(rows);
             let last = format!("${}", rows * PARAMS_PER_ROW);
             assert!(
-                sql.contains(&format!("{last})")),
+                sql.contains(&format!("{last} END)")),
                 "{rows} rows end with {last}"
             );
             assert!(!sql.contains(&format!("${}", rows * PARAMS_PER_ROW + 1)));
-            assert_eq!(sql.matches("CASE WHEN").count(), rows * 7);
+            assert_eq!(sql.matches("CASE WHEN").count(), rows * 8);
         }
     }
 }

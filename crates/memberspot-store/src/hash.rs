@@ -4,7 +4,8 @@
 //! compact JSON object of the record's fields except `seq` and `hash`, in this order:
 //! `id, at, request_id, surface, connection, persona, end_user, prompt, tool, arguments,
 //! outcome, response, error, upstream_status, latency_ms, prev_hash` (absent values are
-//! `null`). JSON values inside (`arguments`, `response`) are written with object keys sorted
+//! `null`), then `oauth_client` only when the record has one (records from before it
+//! existed hash as they always did). JSON values inside (`arguments`, `response`) are written with object keys sorted
 //! bytewise at every level, so the hash does not depend on serde_json's `preserve_order`.
 //! This is what `serde_json::to_string` of a struct with those fields in that order produces.
 
@@ -80,6 +81,7 @@ pub(crate) struct HashInput<'a> {
     pub upstream_status: Option<i64>,
     pub latency_ms: i64,
     pub prev_hash: &'a str,
+    pub oauth_client: Option<&'a str>,
 }
 
 impl HashInput<'_> {
@@ -132,6 +134,10 @@ impl HashInput<'_> {
         out.push_str(&self.latency_ms.to_string());
         key(&mut out, "prev_hash");
         push_json_str(&mut out, self.prev_hash);
+        if let Some(client) = self.oauth_client {
+            key(&mut out, "oauth_client");
+            push_json_str(&mut out, client);
+        }
         out.push('}');
         out
     }
@@ -169,6 +175,7 @@ pub fn audit_hash(prev_hash: &str, r: &AuditRecord) -> String {
         error: r.error.clone(),
         upstream_status: r.upstream_status,
         latency_ms: r.latency_ms,
+        oauth_client: r.oauth_client.clone(),
     };
     let arguments = canonical_json(&r.arguments);
     let response = r.response.as_ref().map(canonical_json);
@@ -212,6 +219,7 @@ pub(crate) fn record_hash(
         upstream_status: r.upstream_status.map(i64::from),
         latency_ms,
         prev_hash,
+        oauth_client: r.oauth_client.as_deref(),
     }
     .hash_after(prev_hash)
 }
@@ -222,6 +230,40 @@ mod tests {
     use super::*;
     use serde::Serialize;
     use serde_json::json;
+
+    #[test]
+    fn the_oauth_client_is_hashed_only_when_present() {
+        let mut input = HashInput {
+            id: "0190-id",
+            at: 1,
+            request_id: "req",
+            surface: "mcp-http",
+            connection: None,
+            persona: Some("claude"),
+            end_user: None,
+            prompt: None,
+            tool: "list_offers",
+            arguments: "{}",
+            outcome: "ok",
+            response: None,
+            error: None,
+            upstream_status: None,
+            latency_ms: 1,
+            prev_hash: ZERO_HASH,
+            oauth_client: None,
+        };
+        let without = input.canonical_json();
+        assert!(without.ends_with(&format!("\"prev_hash\":\"{ZERO_HASH}\"}}")));
+        let before = input.hash_after(ZERO_HASH);
+        input.oauth_client = Some("Claude (c1)");
+        assert!(
+            input
+                .canonical_json()
+                .ends_with(",\"oauth_client\":\"Claude (c1)\"}")
+        );
+        // A record that names its client cannot be passed off as one that does not.
+        assert_ne!(input.hash_after(ZERO_HASH), before);
+    }
 
     #[test]
     fn canonical_json_sorts_keys_at_every_level() {
@@ -272,6 +314,7 @@ mod tests {
             upstream_status: Some(200),
             latency_ms: 12,
             prev_hash: ZERO_HASH,
+            oauth_client: None,
         };
         let via_serde = serde_json::to_string(&Canon {
             id: "0190-id",

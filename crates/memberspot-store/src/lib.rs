@@ -25,6 +25,7 @@ mod directory; // the directory version and versioned look-ups for the hub's cac
 mod events; // deliveries, the event queue, order access state, poller snapshots
 mod flows; // flow runs and steps, leases, the digest's grouped reads
 mod meta; // settings
+mod oauth; // remote MCP sign-in: clients, grants, codes, tokens
 mod personas; // agent identities
 // Shared parts.
 mod args;
@@ -53,6 +54,10 @@ pub use kinds::{AuditOutcome, RunStatus, StoredText, Surface, Verification};
 pub use model::{
     AuditFilter, AuditRecord, AuditVerification, Backend, ChainHead, Connection, ConnectionUpdate,
     NewAuditRecord, NewConnection, NewPersona, Persona,
+};
+pub use oauth::{
+    NewOAuthCode, OAuthClient, OAuthClientKind, OAuthGrant, OAuthTokenKind, RedeemedCode,
+    Redemption, TokenGrant,
 };
 
 pub use meta::RESERVED_META_PREFIX;

@@ -186,6 +186,9 @@ pub struct NewAuditRecord {
     pub error: Option<String>,
     pub upstream_status: Option<u16>,
     pub latency_ms: u64,
+    /// The OAuth client a remote MCP call came through (its name and id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_client: Option<String>,
 }
 
 /// A recorded tool call, linked to its predecessor by `prev_hash`.
@@ -209,6 +212,9 @@ pub struct AuditRecord {
     pub error: Option<String>,
     pub upstream_status: Option<u16>,
     pub latency_ms: u64,
+    /// The OAuth client a remote MCP call came through (its name and id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth_client: Option<String>,
     pub prev_hash: String,
     pub hash: String,
 }

@@ -76,6 +76,7 @@ fn public_futures_are_send() {
             error: None,
             upstream_status: None,
             latency_ms: 0,
+            oauth_client: None,
         };
         let _ = s.append_audit(&r).await;
         let _ = s.query_audit(&AuditFilter::default()).await;

@@ -99,6 +99,7 @@ fn record(i: i64) -> NewAuditRecord {
         error: None,
         upstream_status: Some(200),
         latency_ms: 12,
+        oauth_client: None,
     }
 }
 

@@ -165,6 +165,7 @@ fn record(i: i64, persona: &str, tool: &str, outcome: AuditOutcome) -> NewAuditR
             403
         }),
         latency_ms: 10 + i as u64,
+        oauth_client: None,
     }
 }
 

@@ -13,6 +13,7 @@ mod flows;
 mod grant;
 mod login_link;
 mod mcp;
+mod oauth;
 mod personas;
 mod progress;
 mod sandbox;
@@ -166,6 +167,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Connections(cmd) => connections::run(cmd, g).await,
         Command::Personas(cmd) => personas::run(cmd, g).await,
         Command::Console(cmd) => console::run(cmd, g).await,
+        Command::Oauth(cmd) => oauth::run(cmd, g).await,
         Command::Audit(cmd) => audit::run(cmd, g).await,
         Command::Events(cmd) => events::run(cmd, g).await,
         Command::Rules(cmd) => events::rules(cmd, g).await,

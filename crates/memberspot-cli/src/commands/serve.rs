@@ -55,6 +55,14 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
         hub.clone(),
         models.clone(),
     )));
+    // OAuth for hosted assistants: refuses to start on a plain-http public URL.
+    let oauth = memberspot_oauth::OAuthPlugin::new(
+        hub.clone(),
+        memberspot_oauth::OAuthSettings {
+            public_url: args.public_url.clone(),
+            allow_private_client_metadata: args.oauth_allow_private_client_metadata,
+        },
+    )?;
     let console = memberspot_console::ConsolePlugin::new(
         hub.clone(),
         memberspot_console::ConsoleSettings {
@@ -66,7 +74,9 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     )?
     .with_events(console_events)
     .with_flows(console_flows)
-    .with_models(models);
+    .with_models(models)
+    .with_oauth(oauth.oauth());
+    plugins.push(Box::new(oauth));
     // The console stays at hand for its setup link, which needs the address listened on.
     plugins.push(Box::new(console.clone()));
     let app = App::build(hub.clone(), server_settings(&args, &file)?, plugins);
@@ -143,6 +153,8 @@ fn server_settings(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<Server
             max_per_persona: args.mcp_max_sessions_per_persona as usize,
             idle_timeout: Duration::from_secs(args.mcp_session_idle_timeout),
         },
+        public_url: args.public_url.clone(),
+        oauth: true,
         trusted_proxies,
     })
 }
