@@ -225,7 +225,8 @@ pub struct ServeArgs {
         env = "MEMBERSPOT_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
-    /// Also accept these Host headers on /mcp (needed when not bound to loopback)
+    /// Also accept these Host headers on /mcp (needed when not bound to loopback; the host
+    /// of --public-url is always accepted)
     #[arg(long = "allowed-host", value_name = "HOST")]
     pub allowed_hosts: Vec<String>,
     /// Also accept requests to /mcp from browser pages of this origin
@@ -267,6 +268,57 @@ pub struct ServeArgs {
     /// The school's time zone: the console shows every time in it
     #[arg(long, value_name = "TZ", default_value = "Europe/Berlin", env = "MEMBERSPOT_TIME_ZONE", value_parser = time_zone)]
     pub time_zone: chrono_tz::Tz,
+    /// A reverse proxy (address or CIDR range, repeatable) whose forwarding header names the
+    /// client for sign-in limits and logs; from any other peer the header is ignored
+    /// [default: `trusted_proxies` in the config file, else none]
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "CIDR",
+        env = "MEMBERSPOT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = proxy_range
+    )]
+    pub trusted_proxies: Vec<String>,
+    /// The header trusted proxies name the client in [default: `trusted_proxy_header` in
+    /// the config file, else x-forwarded-for]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "HEADER",
+        env = "MEMBERSPOT_TRUSTED_PROXY_HEADER"
+    )]
+    pub trusted_proxy_header: Option<ProxyHeaderArg>,
+    /// Serve the console's sign-in and the webhook receivers over plain HTTP on a
+    /// non-loopback address (only on a private, trusted network: without it, `serve`
+    /// refuses unless --public-url is https://)
+    #[arg(long)]
+    pub insecure_http: bool,
+}
+
+/// `--trusted-proxy-header`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProxyHeaderArg {
+    /// `X-Forwarded-For: client, proxy, …` (Caddy, nginx)
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy`
+    Forwarded,
+}
+
+impl From<ProxyHeaderArg> for memberspot_server::ProxyHeader {
+    fn from(h: ProxyHeaderArg) -> Self {
+        match h {
+            ProxyHeaderArg::XForwardedFor => memberspot_server::ProxyHeader::XForwardedFor,
+            ProxyHeaderArg::Forwarded => memberspot_server::ProxyHeader::Forwarded,
+        }
+    }
+}
+
+/// `--trusted-proxy`: an IP address or CIDR range.
+pub fn proxy_range(s: &str) -> Result<String, String> {
+    memberspot_server::TrustedProxies::parse(&[s], Default::default())
+        .map(|_| s.trim().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// `--public-url`: an absolute http(s) URL without query or fragment.
@@ -700,6 +752,10 @@ pub struct AuditFilterArgs {
     pub persona: Option<String>,
     #[arg(long)]
     pub tool: Option<String>,
+    /// The calls of one request: an HTTP request's `X-Request-Id` (REST, MCP), an event's
+    /// tool call or a chat conversation
+    #[arg(long, value_name = "ID")]
+    pub request_id: Option<String>,
     /// ok, tool_error, denied, invalid or cancelled
     #[arg(long, value_parser = ["ok", "tool_error", "denied", "invalid", "cancelled"])]
     pub outcome: Option<String>,

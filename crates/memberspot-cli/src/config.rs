@@ -39,6 +39,13 @@ pub struct ConfigFile {
     /// The embedded sandbox school (see docs/sandbox.md).
     #[serde(default)]
     pub sandbox: SandboxSection,
+    /// `serve`: reverse proxies (addresses or CIDR ranges) whose forwarding header names
+    /// the client; `--trusted-proxy` / `MEMBERSPOT_TRUSTED_PROXIES` replace the list.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// `serve`: `x-forwarded-for` (default) or `forwarded`.
+    #[serde(default)]
+    pub trusted_proxy_header: Option<crate::cli::ProxyHeaderArg>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +108,11 @@ impl ConfigFile {
     fn check(&self) -> anyhow::Result<()> {
         if self.audit_retention_days == Some(0) {
             bail!("`audit_retention_days` must be at least 1 (leave it out to keep records)");
+        }
+        for r in &self.trusted_proxies {
+            if let Err(e) = crate::cli::proxy_range(r) {
+                bail!("`trusted_proxies`: {e}");
+            }
         }
         let m = &self.memberspot;
         if m.api_key.is_some() && m.api_key_file.is_some() {

@@ -74,7 +74,13 @@ fn init_tracing(default: &str, json: bool) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let _ = if json {
-        builder.json().try_init()
+        // One object per line; a request's id and client address come with its span.
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
     } else {
         builder.try_init()
     };

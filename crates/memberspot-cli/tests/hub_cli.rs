@@ -13,22 +13,13 @@ use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
+mod common;
+
 const SCHOOL_KEY: &str = "sk_live_cli_school_key_71c4e0a9b3d2f58e";
 
 fn cmd(dir: &Path) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_memberspot"));
-    for var in [
-        "MEMBERSPOT_API_KEY",
-        "MEMBERSPOT_BASE_URL",
-        "MEMBERSPOT_CONFIG",
-        "MEMBERSPOT_RATE_LIMIT",
-        "MEMBERSPOT_CONNECTION",
-        "MEMBERSPOT_PERSONA",
-        "MEMBERSPOT_TOKEN",
-        "MEMBERSPOT_MASTER_KEY",
-        "DATABASE_URL",
-        "MEMBERSPOT_LOG",
-    ] {
+    for var in common::HUB_ENV {
         c.env_remove(var);
     }
     c.env("MEMBERSPOT_DATA_DIR", dir)

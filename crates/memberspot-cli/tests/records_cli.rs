@@ -14,23 +14,13 @@ use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
+mod common;
+
 const SCHOOL_KEY: &str = "sk_live_cli_records_key_5e8a1c3f7b90";
 
 fn cmd(dir: &Path) -> tokio::process::Command {
     let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_memberspot"));
-    for var in [
-        "MEMBERSPOT_API_KEY",
-        "MEMBERSPOT_BASE_URL",
-        "MEMBERSPOT_CONFIG",
-        "MEMBERSPOT_RATE_LIMIT",
-        "MEMBERSPOT_CONNECTION",
-        "MEMBERSPOT_PERSONA",
-        "MEMBERSPOT_TOKEN",
-        "MEMBERSPOT_MASTER_KEY",
-        "MEMBERSPOT_FLOWS",
-        "DATABASE_URL",
-        "MEMBERSPOT_LOG",
-    ] {
+    for var in common::HUB_ENV {
         c.env_remove(var);
     }
     c.env("MEMBERSPOT_DATA_DIR", dir)

@@ -97,7 +97,8 @@ pub struct Console {
     oauth: std::sync::OnceLock<Arc<memberspot_oauth::OAuth>>,
 }
 
-/// The console as a plug-in of the server.
+/// The console as a plug-in of the server (clones share one console).
+#[derive(Clone)]
 pub struct ConsolePlugin {
     console: Arc<Console>,
 }
@@ -183,6 +184,10 @@ impl Plugin for ConsolePlugin {
 
     fn raw_routes(&self) -> Option<Router> {
         Some(self.router())
+    }
+
+    fn needs_https(&self) -> Vec<String> {
+        vec!["the console's sign-in (/login, /setup) and session cookies".into()]
     }
 
     fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {

@@ -2,12 +2,12 @@
 //! the hub's database), and the checks every state-changing form passes — same origin,
 //! CSRF token, role — plus the sign-in rate limits.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -15,6 +15,7 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use memberspot_hub::console::ConsoleRole;
+use memberspot_server::ClientAddr;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -54,11 +55,12 @@ impl FromRequestParts<Arc<Console>> for Visitor {
                     .unwrap_or("");
                 Lang::negotiate(accept)
             });
-        // In-process callers (tests) have no peer address: they share one key.
+        // The server resolved the client's address (through trusted proxies only). In-process
+        // callers (tests) without the server's middleware share one key.
         let address = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
+            .get::<ClientAddr>()
+            .map(|c| c.0)
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         Ok(Visitor { lang, jar, address })
     }

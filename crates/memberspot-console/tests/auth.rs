@@ -632,3 +632,115 @@ async fn public_https_url_makes_cookies_secure_and_fixes_the_origin() {
     assert!(link.is_none(), "users exist");
     t.close().await;
 }
+
+/// One sign-in attempt over a real socket, as a browser behind `forwarded_for` (or a
+/// client forging it): the sign-in page for its CSRF cookie and token, then the form.
+async fn sign_in_over_tcp(addr: &str, name: &str, forwarded_for: &str) -> StatusCode {
+    let http = reqwest::Client::new();
+    let page = http
+        .get(format!("http://{addr}/login"))
+        .header("x-forwarded-for", forwarded_for)
+        .send()
+        .await
+        .expect("login page");
+    let cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("msh_csrf="))
+        .and_then(|c| c.split(';').next())
+        .expect("a CSRF cookie")
+        .to_owned();
+    let body = page.text().await.expect("page");
+    let at = body.find("name=\"csrf\" value=\"").expect("csrf field") + 19;
+    let csrf = &body[at..at + body[at..].find('"').expect("end")];
+    let status = http
+        .post(format!("http://{addr}/login"))
+        .header("x-forwarded-for", forwarded_for)
+        .header("cookie", cookie)
+        .header("origin", format!("http://{addr}"))
+        .form(&[("csrf", csrf), ("name", name), ("password", "wrong")])
+        .send()
+        .await
+        .expect("login")
+        .status();
+    StatusCode::from_u16(status.as_u16()).expect("status")
+}
+
+/// Serves the console alone in the real app on a free port; its address and the token
+/// that stops it.
+async fn serve_console(
+    t: &TestHub,
+    proxies: &[&str],
+) -> (String, tokio_util::sync::CancellationToken) {
+    let plugin = console(
+        t,
+        ConsoleSettings {
+            login_per_user_per_minute: 100,
+            login_per_address_per_minute: 2,
+            ..ConsoleSettings::default()
+        },
+    );
+    let settings = memberspot_server::ServerSettings {
+        trusted_proxies: memberspot_server::TrustedProxies::parse(proxies, Default::default())
+            .expect("ranges"),
+        ..Default::default()
+    };
+    let app = memberspot_server::App::build(t.hub.clone(), settings, vec![Box::new(plugin)]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(app.serve(listener, cancel.clone()));
+    (addr, cancel)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_limits_count_forwarded_clients_only_behind_trusted_proxies() {
+    let t = TestHub::open(Backend::Sqlite).await;
+    add(&t, "anna", ConsoleRole::Owner).await;
+
+    // No trusted proxy: a client that forges a new X-Forwarded-For each time is still
+    // one address (two attempts a minute), whatever names it tries.
+    let (addr, stop) = serve_console(&t, &[]).await;
+    assert_eq!(
+        sign_in_over_tcp(&addr, "a1", "203.0.113.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        sign_in_over_tcp(&addr, "a2", "203.0.113.2").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        sign_in_over_tcp(&addr, "a3", "203.0.113.3").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a forged header does not buy new attempts"
+    );
+    stop.cancel();
+
+    // Behind a trusted proxy (this peer), each forwarded client has its own limit.
+    let (addr, stop) = serve_console(&t, &["127.0.0.1"]).await;
+    for (i, client) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            sign_in_over_tcp(&addr, &format!("b{i}"), client).await,
+            StatusCode::UNAUTHORIZED,
+            "{client}"
+        );
+    }
+    assert_eq!(
+        sign_in_over_tcp(&addr, "b9", "203.0.113.1").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        sign_in_over_tcp(&addr, "b9", "203.0.113.1").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the same client behind the proxy is limited"
+    );
+    stop.cancel();
+    t.close().await;
+}

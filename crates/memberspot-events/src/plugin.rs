@@ -37,6 +37,13 @@ impl Plugin for EventsPlugin {
         Some(crate::receiver::router(self.events.clone()))
     }
 
+    fn needs_https(&self) -> Vec<String> {
+        if self.events.config().sources.is_empty() {
+            return Vec::new();
+        }
+        vec!["the webhook receivers (/hooks/*)".into()]
+    }
+
     fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
         self.events.spawn(cancel)
     }

@@ -148,6 +148,10 @@ impl Plugin for OAuthPlugin {
         Some(self.router())
     }
 
+    fn needs_https(&self) -> Vec<String> {
+        vec!["OAuth sign-in and tokens (/oauth/*, /.well-known/oauth-*)".into()]
+    }
+
     fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
         let hub = self.oauth.hub.clone();
         // Ended codes and tokens are refused when used; this keeps the tables small.

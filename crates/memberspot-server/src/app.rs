@@ -3,6 +3,7 @@
 //! together and stopped together.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -58,6 +59,25 @@ impl App {
             ))
             // A body that stops arriving fails its read instead of holding the request.
             .layer(RequestBodyTimeoutLayer::new(settings.body_read_timeout))
+            // Outermost: every route sees the client's address and the request id, and
+            // every answer (errors from the layers above too) carries the id.
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(settings.trusted_proxies.clone()),
+                crate::request::request_context,
+            ))
+    }
+
+    /// Refuses to serve the plug-ins' credential-carrying routes (sign-in, OAuth, webhook
+    /// receivers) over plain HTTP on a non-loopback `listen`, unless `public_url` is
+    /// `https://` (a proxy terminates TLS in front) or `insecure_http` is set.
+    pub fn check_exposure(
+        &self,
+        listen: SocketAddr,
+        public_url: Option<&url::Url>,
+        insecure_http: bool,
+    ) -> Result<(), crate::exposure::InsecureExposure> {
+        let sensitive: Vec<String> = self.plugins.iter().flat_map(|p| p.needs_https()).collect();
+        crate::exposure::check(listen, public_url, insecure_http, &sensitive)
     }
 
     /// What `serve` prints when it starts: where each surface answers, then each
@@ -73,6 +93,14 @@ impl App {
             ),
             format!("  health  http://{addr}/healthz  /readyz  /metrics"),
         ];
+        let proxies = &self.settings.trusted_proxies;
+        if !proxies.is_empty() {
+            lines.push(format!(
+                "  proxies {} trusted to name the client ({})",
+                proxies.ranges().join(", "),
+                proxies.header().name()
+            ));
+        }
         for p in &self.plugins {
             lines.extend(p.summary(addr));
         }

@@ -7,14 +7,17 @@
 //! times, the error shape).
 
 mod app;
+pub mod exposure;
 pub mod http;
 pub mod mcp;
 pub mod mcp_guard;
 mod plugin;
 pub mod public_url;
+pub mod request;
 pub mod retention;
 mod server;
 
 pub use app::App;
 pub use plugin::Plugin;
+pub use request::{ClientAddr, ProxyHeader, RequestId, TrustedProxies};
 pub use server::ServerSettings;

@@ -194,7 +194,12 @@ impl ServerHandler for McpServer {
             Ok(w) => w,
             Err(e) => return Ok(error_result(&e).into()),
         };
-        let mut call = CallContext::new(self.surface());
+        // Over HTTP, the call is audited under the HTTP request's id.
+        let id = ctx
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<crate::request::RequestId>());
+        let mut call = crate::request::call_context(self.surface(), id);
         call.prompt = meta_text(&ctx, "prompt");
         call.end_user = meta_text(&ctx, "end_user");
         call.oauth_client = ctx
@@ -286,12 +291,13 @@ async fn bearer_auth(State(auth): State<McpAuth>, mut req: Request, next: Next) 
         Ok(revoked) => {
             // Refused at the door like an unknown token, but a tool call is audited:
             // the hub refuses it and records who tried what.
+            let id = req.extensions().get::<crate::request::RequestId>().cloned();
             let client = req.extensions().get::<OAuthClientLabel>().cloned();
             let body = axum::body::to_bytes(req.into_body(), crate::http::BODY_LIMIT)
                 .await
                 .unwrap_or_default();
             let name = revoked.name.clone();
-            let mut calls = attempted_tool_calls(&body).into_iter();
+            let mut calls = attempted_tool_calls(&body, id.as_ref()).into_iter();
             let refusal = match calls.next() {
                 // One record per request, however many calls a batch carries.
                 Some((tool, args, mut ctx)) => {
@@ -329,7 +335,10 @@ async fn bearer_auth(State(auth): State<McpAuth>, mut req: Request, next: Next) 
 
 /// The `tools/call` requests in a JSON-RPC body (one message or a batch): tool name,
 /// arguments and the call context from `_meta`.
-fn attempted_tool_calls(body: &[u8]) -> Vec<(String, Value, CallContext)> {
+fn attempted_tool_calls(
+    body: &[u8],
+    id: Option<&crate::request::RequestId>,
+) -> Vec<(String, Value, CallContext)> {
     let messages = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(batch)) => batch,
         Ok(one) => vec![one],
@@ -341,7 +350,7 @@ fn attempted_tool_calls(body: &[u8]) -> Vec<(String, Value, CallContext)> {
         .filter_map(|m| {
             let params = &m["params"];
             let tool = params["name"].as_str()?.to_string();
-            let mut ctx = CallContext::new(Surface::McpHttp);
+            let mut ctx = crate::request::call_context(Surface::McpHttp, id);
             ctx.prompt = as_text(&params["_meta"]["prompt"]);
             ctx.end_user = as_text(&params["_meta"]["end_user"]);
             Some((tool, params["arguments"].clone(), ctx))

@@ -29,6 +29,13 @@ pub trait Plugin: Send + Sync {
         None
     }
 
+    /// Routes that carry credentials from browsers or providers (sign-in forms, OAuth,
+    /// signed webhook deliveries), as shown to people (`/hooks/*`): `serve` refuses to
+    /// answer them over plain HTTP off loopback (see [`crate::exposure`]).
+    fn needs_https(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Starts the background tasks. Each must end soon after `cancel` is cancelled: the
     /// app waits for every one on shutdown.
     fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::mcp_guard::SessionLimits;
+use crate::request::TrustedProxies;
 
 /// Limits and exposure of the HTTP server (`memberspot serve`'s flags).
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct ServerSettings {
     pub oauth: bool,
     /// `/readyz` also checks that every school accepts its key (at most every 30 s).
     pub ready_checks_schools: bool,
+    /// Reverse proxies whose forwarding header names the client (rate limits, logs).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for ServerSettings {
@@ -51,6 +54,7 @@ impl Default for ServerSettings {
             public_url: None,
             oauth: false,
             ready_checks_schools: false,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -112,8 +116,8 @@ pub(crate) async fn serve(
         }
         let service = TowerToHyperService::new(
             app.clone()
-                // The peer address as axum's `ConnectInfo` (the console's per-address
-                // sign-in limit reads it).
+                // The peer address as axum's `ConnectInfo`: `request::request_context`
+                // resolves the client's address from it.
                 .map_request(move |req: axum::http::Request<Incoming>| {
                     let mut req = req.map(Body::new);
                     req.extensions_mut()

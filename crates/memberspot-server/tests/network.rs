@@ -1,6 +1,7 @@
 //! The HTTP server's network boundary, over real TCP: Origin checks on `/mcp`, malformed
 //! JSON-RPC, MCP session limits (per persona, in total, idle expiry, `initialize` against
-//! the persona's limit), header and body read time-outs and the connection cap.
+//! the persona's limit), header and body read time-outs and the connection cap; the client's
+//! address through trusted proxies only, and one request id in answers and audit records.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,9 @@ use memberspot_hub::store::Store;
 use memberspot_hub::{EmbeddedSandbox, Hub};
 use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
 use memberspot_server::mcp_guard::SessionLimits;
-use memberspot_server::{App, Plugin, ServerSettings};
+use memberspot_server::{
+    App, ClientAddr, Plugin, ProxyHeader, RequestId, ServerSettings, TrustedProxies,
+};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,6 +49,27 @@ impl Plugin for Hooks {
     }
 }
 
+/// A route that answers what the server resolved: the client's address and the request id.
+struct WhoAmI;
+
+impl Plugin for WhoAmI {
+    fn name(&self) -> &str {
+        "whoami"
+    }
+
+    fn raw_routes(&self) -> Option<axum::Router> {
+        Some(axum::Router::new().route(
+            "/whoami",
+            axum::routing::get(
+                |axum::Extension(client): axum::Extension<ClientAddr>,
+                 axum::Extension(id): axum::Extension<RequestId>| async move {
+                    axum::Json(json!({ "client": client.0.to_string(), "request_id": id.0 }))
+                },
+            ),
+        ))
+    }
+}
+
 async fn world(backend: Backend, settings: ServerSettings) -> World {
     let sandbox = Sandbox::start_local(SandboxConfig {
         api_key: "sk_net_school_key".into(),
@@ -73,7 +97,11 @@ async fn world(backend: Backend, settings: ServerSettings) -> World {
         .await
         .expect("hub");
     let cancel = CancellationToken::new();
-    let app = App::build(hub.clone(), settings, vec![Box::new(Hooks)]);
+    let app = App::build(
+        hub.clone(),
+        settings,
+        vec![Box::new(Hooks), Box::new(WhoAmI)],
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -532,4 +560,206 @@ async fn an_mcp_client_works_through_the_server_loop() {
     }
     let _ = client.cancel().await;
     w.close().await;
+}
+
+impl World {
+    /// `GET /whoami` with `headers`: the client address and request id the server resolved.
+    async fn whoami(&self, headers: &[(&str, &str)]) -> (Value, Option<String>) {
+        let mut req = reqwest::Client::new().get(format!("http://{}/whoami", self.addr));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("get");
+        let header = resp
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (resp.json().await.expect("json"), header)
+    }
+}
+
+fn proxies(ranges: &[&str], header: ProxyHeader) -> ServerSettings {
+    ServerSettings {
+        trusted_proxies: TrustedProxies::parse(ranges, header).expect("ranges"),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_forwarding_header_from_an_untrusted_peer_is_ignored() {
+    let forged = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("forwarded", "for=198.51.100.1"),
+    ];
+    // No trusted proxies, or ones that do not include this peer (127.0.0.1): the peer.
+    for settings in [
+        ServerSettings::default(),
+        proxies(&["10.0.0.0/8", "::1"], ProxyHeader::XForwardedFor),
+        proxies(&["192.0.2.0/24"], ProxyHeader::Forwarded),
+    ] {
+        let w = world(Backend::Sqlite, settings).await;
+        let (seen, _) = w.whoami(&forged).await;
+        assert_eq!(seen["client"], "127.0.0.1", "{seen}");
+        w.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_names_the_client_in_its_one_header() {
+    let w = world(
+        Backend::Sqlite,
+        proxies(&["127.0.0.0/8"], ProxyHeader::XForwardedFor),
+    )
+    .await;
+    // The client wrote the first entry; the proxy appended the address it saw.
+    let (seen, _) = w
+        .whoami(&[
+            ("x-forwarded-for", "1.1.1.1, 203.0.113.9"),
+            ("forwarded", "for=198.51.100.1"),
+        ])
+        .await;
+    assert_eq!(seen["client"], "203.0.113.9", "{seen}");
+    // Nothing forwarded: the proxy itself; garbage: the proxy, never the garbage.
+    let (seen, _) = w.whoami(&[]).await;
+    assert_eq!(seen["client"], "127.0.0.1");
+    let (seen, _) = w
+        .whoami(&[("x-forwarded-for", "203.0.113.9, <script>")])
+        .await;
+    assert_eq!(seen["client"], "127.0.0.1");
+    w.close().await;
+
+    let w = world(
+        Backend::Sqlite,
+        proxies(&["127.0.0.1"], ProxyHeader::Forwarded),
+    )
+    .await;
+    let (seen, _) = w
+        .whoami(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("forwarded", "for=\"[2001:db8::5]:443\";proto=https"),
+        ])
+        .await;
+    assert_eq!(seen["client"], "2001:db8::5", "{seen}");
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_id_in_the_answer_its_error_and_its_audit_records() {
+    let w = world(Backend::Sqlite, ServerSettings::default()).await;
+    // A short, safe id is kept and answered; anything else is replaced by a fresh one.
+    let (seen, header) = w.whoami(&[("x-request-id", "support-4711")]).await;
+    assert_eq!(seen["request_id"], "support-4711");
+    assert_eq!(header.as_deref(), Some("support-4711"));
+    for bad in [
+        "two words",
+        "a\"quote",
+        "{\"level\":\"error\"}",
+        &"x".repeat(65),
+    ] {
+        let (seen, header) = w.whoami(&[("x-request-id", bad)]).await;
+        let id = seen["request_id"].as_str().expect("id");
+        assert_ne!(id, bad);
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+        assert_eq!(header.as_deref(), Some(id));
+    }
+
+    // REST: the error answer and the audit record of the refused call carry the id.
+    let token = w.persona("support", None).await;
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/tools/find_user_by_email/call",
+            w.addr
+        ))
+        .bearer_auth(&token)
+        .header("x-request-id", "rest-err-1")
+        .json(&json!({ "arguments": {} }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["x-request-id"], "rest-err-1");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["request_id"], "rest-err-1", "{body}");
+    assert_eq!(body["error"]["field"], "email", "{body}");
+    let records = audit_of(&w, "rest-err-1").await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].tool, "find_user_by_email");
+
+    // A successful REST call answers the same id it was audited under.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/tools/list_offers/call", w.addr))
+        .bearer_auth(&token)
+        .header("x-request-id", "rest-ok-1")
+        .json(&json!({ "arguments": {} }))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["request_id"], "rest-ok-1", "{body}");
+    assert_eq!(audit_of(&w, "rest-ok-1").await.len(), 1);
+
+    // An error answer outside the tools (no route) carries it too.
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/v1/nowhere", w.addr))
+        .header("x-request-id", "lost-1")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["error"]["request_id"], "lost-1", "{body}");
+
+    // MCP over HTTP: a tool call in a session is audited under the HTTP request's id.
+    let (status, session, body) = w.initialize(&token).await;
+    assert_eq!(status, 200, "{body}");
+    let session = session.expect("session");
+    let initialized = json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+    let (status, _, body) = w
+        .mcp(
+            &token,
+            &initialized.to_string(),
+            &[("mcp-session-id", &session)],
+        )
+        .await;
+    assert!((200..300).contains(&status), "{status}: {body}");
+    let (status, _, body) = w
+        .mcp(
+            &token,
+            &tools_call(2),
+            &[("mcp-session-id", &session), ("x-request-id", "mcp-call-9")],
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let records = audit_of(&w, "mcp-call-9").await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].tool, "list_offers");
+
+    // A revoked persona's attempt, refused at the door, is recorded under the id as well.
+    w.hub.revoke_persona("support").await.expect("revoke");
+    let (status, _, body) = w
+        .mcp(&token, &tools_call(3), &[("x-request-id", "mcp-revoked-2")])
+        .await;
+    assert_eq!(status, 401, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["error"]["request_id"], "mcp-revoked-2", "{v}");
+    assert_eq!(audit_of(&w, "mcp-revoked-2").await.len(), 1);
+    w.close().await;
+}
+
+/// The audit records of one request id, once the writer has stored them.
+async fn audit_of(w: &World, id: &str) -> Vec<memberspot_hub::store::AuditRecord> {
+    let filter = memberspot_hub::store::AuditFilter {
+        request_id: Some(id.into()),
+        ..Default::default()
+    };
+    for _ in 0..100 {
+        let records = w.hub.audit(&filter).await.expect("audit");
+        if !records.is_empty() {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Vec::new()
 }

@@ -41,7 +41,7 @@ fn since_at(v: &str, now_ms: i64) -> anyhow::Result<i64> {
 fn filter(a: &AuditFilterArgs) -> anyhow::Result<AuditFilter> {
     Ok(AuditFilter {
         persona: a.persona.clone(),
-        request_id: None,
+        request_id: a.request_id.clone(),
         tool: a.tool.clone(),
         outcome: a.outcome.clone(),
         surface: a.surface.clone(),

@@ -6,10 +6,11 @@ use std::time::Duration;
 use anyhow::Context;
 use memberspot_server::mcp_guard::SessionLimits;
 use memberspot_server::retention::AuditRetention;
-use memberspot_server::{App, Plugin, ServerSettings};
+use memberspot_server::{App, Plugin, ServerSettings, TrustedProxies};
 use secrecy::ExposeSecret;
 
 use crate::cli::{Global, ServeArgs};
+use crate::config::ConfigFile;
 use crate::connection::{close_hub, hub_settings, open_hub_as};
 use crate::local_school::Role;
 
@@ -76,13 +77,23 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     .with_models(models)
     .with_oauth(oauth.oauth());
     plugins.push(Box::new(oauth));
+    // The console stays at hand for its setup link, which needs the address listened on.
+    plugins.push(Box::new(console.clone()));
+    let app = App::build(hub.clone(), server_settings(&args, &file)?, plugins);
+    // Before anything listens: no credential-carrying route in clear over a network.
+    app.check_exposure(args.listen, args.public_url.as_ref(), args.insecure_http)
+        .map_err(|e| crate::output::Usage(e.to_string()))?;
+    if args.insecure_http && !args.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %args.listen,
+            "--insecure-http: sign-in, cookies and webhook deliveries travel unencrypted"
+        );
+    }
     // Bound before the setup link is made: the link names the address really listened on.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let setup_link = console.first_run_link(listener.local_addr()?).await?;
-    plugins.push(Box::new(console));
-    let app = App::build(hub.clone(), server_settings(&args), plugins);
 
     for line in app.summary(listener.local_addr()?) {
         eprintln!("{line}");
@@ -110,13 +121,32 @@ pub async fn run(args: ServeArgs, global: &Global) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn server_settings(args: &ServeArgs) -> ServerSettings {
-    ServerSettings {
+/// The server's settings from the flags; the trusted proxies from the flag or environment,
+/// else the config file.
+fn server_settings(args: &ServeArgs, file: &ConfigFile) -> anyhow::Result<ServerSettings> {
+    let ranges = if args.trusted_proxies.is_empty() {
+        &file.trusted_proxies
+    } else {
+        &args.trusted_proxies
+    };
+    let header = args
+        .trusted_proxy_header
+        .or(file.trusted_proxy_header)
+        .map(Into::into)
+        .unwrap_or_default();
+    // Behind a proxy, clients reach /mcp under the public URL's host.
+    let mut allowed_hosts = args.allowed_hosts.clone();
+    if let Some(host) = args.public_url.as_ref().and_then(|u| u.host_str()) {
+        allowed_hosts.push(host.to_owned());
+    }
+    let trusted_proxies = TrustedProxies::parse(ranges, header)
+        .map_err(|e| crate::output::Usage(format!("trusted proxies: {e}")))?;
+    Ok(ServerSettings {
         request_timeout: Duration::from_secs(args.request_timeout),
         header_read_timeout: Duration::from_secs(args.header_read_timeout),
         body_read_timeout: Duration::from_secs(args.body_read_timeout),
         max_connections: args.max_connections as usize,
-        allowed_hosts: args.allowed_hosts.clone(),
+        allowed_hosts,
         allowed_origins: args.allowed_origins.clone(),
         mcp_sessions: SessionLimits {
             max_total: args.mcp_max_sessions as usize,
@@ -126,5 +156,6 @@ fn server_settings(args: &ServeArgs) -> ServerSettings {
         public_url: args.public_url.clone(),
         oauth: true,
         ready_checks_schools: args.ready_checks_schools,
-    }
+        trusted_proxies,
+    })
 }

@@ -7,6 +7,28 @@ use std::sync::{Arc, Mutex};
 use memberspot_sandbox::Sandbox;
 use serde_json::Value;
 
+/// Variables of the developer's shell that would change what `memberspot` does.
+pub const HUB_ENV: &[&str] = &[
+    "MEMBERSPOT_API_KEY",
+    "MEMBERSPOT_BASE_URL",
+    "MEMBERSPOT_CONFIG",
+    "MEMBERSPOT_RATE_LIMIT",
+    "MEMBERSPOT_CONNECTION",
+    "MEMBERSPOT_PERSONA",
+    "MEMBERSPOT_TOKEN",
+    "MEMBERSPOT_MASTER_KEY",
+    "MEMBERSPOT_LISTEN",
+    "MEMBERSPOT_PUBLIC_URL",
+    "MEMBERSPOT_TRUSTED_PROXIES",
+    "MEMBERSPOT_TRUSTED_PROXY_HEADER",
+    "MEMBERSPOT_LOG_FORMAT",
+    "MEMBERSPOT_RULES",
+    "MEMBERSPOT_FLOWS",
+    "MEMBERSPOT_MODELS",
+    "DATABASE_URL",
+    "MEMBERSPOT_LOG",
+];
+
 /// A Digistore24 IPN of `event` for order `ORD-i` (its transaction differs per event),
 /// signed with `passphrase`.
 pub fn ipn(passphrase: &str, event: &str, i: usize) -> String {

@@ -1,7 +1,7 @@
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use memberspot_hub::{CallContext, Hub, Principal, Surface};
+use axum::{Extension, Json};
+use memberspot_hub::{Hub, Principal, Surface};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 
 use super::auth::{Caller, PersonaAuth};
 use super::{HttpError, body::ApiJson};
+use crate::request::{RequestId, call_context};
 
 pub fn routes() -> OpenApiRouter<Hub> {
     OpenApiRouter::new()
@@ -134,9 +135,10 @@ async fn call_tool(
     State(hub): State<Hub>,
     Caller(p): Caller,
     Path(name): Path<String>,
+    id: Option<Extension<RequestId>>,
     ApiJson(req): ApiJson<CallRequest>,
 ) -> Result<Json<CallResponse>, HttpError> {
-    let mut ctx = CallContext::new(Surface::Rest);
+    let mut ctx = call_context(Surface::Rest, id.as_deref());
     ctx.prompt = req.prompt;
     ctx.end_user = req.end_user;
     let outcome = hub
