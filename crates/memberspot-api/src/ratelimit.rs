@@ -38,12 +38,19 @@ impl Pacer {
         loop {
             let pause = self.paused_until.lock().ok().and_then(|p| *p);
             match pause {
-                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                Some(until) if until > Instant::now() => {
+                    report_wait(until - Instant::now());
+                    tokio::time::sleep_until(until).await
+                }
                 _ => break,
             }
         }
         if let Some(gcra) = &self.gcra {
-            gcra.until_ready().await;
+            // `check` takes the turn when it is free; otherwise it says how long to wait.
+            if let Err(not_yet) = gcra.check() {
+                report_wait(not_yet.wait_time_from(governor::clock::Clock::now(gcra.clock())));
+                gcra.until_ready().await;
+            }
         }
     }
 
@@ -55,5 +62,11 @@ impl Pacer {
         {
             *p = Some(until);
         }
+    }
+}
+
+fn report_wait(d: Duration) {
+    if d >= crate::progress::WAIT_WORTH_REPORTING {
+        crate::progress::report(crate::progress::Progress::Waiting(d));
     }
 }

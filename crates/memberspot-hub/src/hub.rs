@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use memberspot_api::progress::ProgressSink;
 use memberspot_api::{ApiKey, Client};
 use memberspot_store::{
     AuditOutcome, AuditRecord, Connection, EventStore, FlowStore, NewAuditRecord, NewConnection,
@@ -80,6 +81,9 @@ pub struct CallContext {
     pub prompt: Option<String>,
     /// The human on whose behalf the agent acts, when known.
     pub end_user: Option<String>,
+    /// Receives the call's progress (items of a bulk tool, waits for the school's rate
+    /// limit), for surfaces that show it; not recorded.
+    pub progress: Option<ProgressSink>,
 }
 
 impl CallContext {
@@ -89,6 +93,7 @@ impl CallContext {
             request_id: uuid::Uuid::now_v7().to_string(),
             prompt: None,
             end_user: None,
+            progress: None,
         }
     }
 }
@@ -493,7 +498,11 @@ impl Hub {
                 latency_ms: 0,
             }),
         };
-        let (result, upstream_status) = self.dispatch(who, tool, entry, args, client).await;
+        let (result, upstream_status) = memberspot_api::progress::scope(
+            ctx.progress.clone(),
+            self.dispatch(who, tool, entry, args, client),
+        )
+        .await;
         let outcome = match &result {
             Ok(_) => AuditOutcome::Ok,
             Err(e) => e.outcome(),
