@@ -70,3 +70,32 @@ fn report_wait(d: Duration) {
         crate::progress::report(crate::progress::Progress::Waiting(d));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::progress::{self, Progress, ProgressSink};
+
+    #[tokio::test]
+    async fn a_long_wait_for_the_pacer_is_reported_to_the_calls_sink() {
+        let pacer = Pacer::new(1.0).expect("pacer");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let sink = ProgressSink::new(move |p| s.lock().expect("lock").push(p));
+        progress::scope(Some(sink), async {
+            pacer.acquire().await; // free
+            pacer.acquire().await; // about a second later
+        })
+        .await;
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(
+            matches!(seen[0], Progress::Waiting(d) if d >= WAIT && d <= Duration::from_secs(1)),
+            "{seen:?}"
+        );
+    }
+
+    const WAIT: Duration = crate::progress::WAIT_WORTH_REPORTING;
+}

@@ -468,4 +468,55 @@ mod tests {
         assert!(err.to_string().contains("`reed`"), "{err}");
         assert_eq!(Scopes::parse::<&str>(&[], &c), Err(ScopeError::Empty));
     }
+
+    #[test]
+    fn confirmation_policy_and_connector_words() {
+        let c = Catalogue::standard();
+        let parse = |items: &[&str]| Scopes::parse(items, &c).expect("valid");
+        // Stored before the policy existed: never asks.
+        let old = parse(&["all"]);
+        assert!(!old.needs_confirmation(ToolClass::Destructive));
+        // New personas that can delete ask for destructive calls, and keep saying so.
+        let new = parse(&["all"]).with_default_confirmation(&c);
+        assert!(new.needs_confirmation(ToolClass::Destructive));
+        assert!(!new.needs_confirmation(ToolClass::Write));
+        assert!(
+            new.to_strings()
+                .contains(&"confirm:destructive".to_string())
+        );
+        let stored = new.to_strings();
+        assert_eq!(
+            Scopes::parse(&stored, &c),
+            Ok(new.clone()),
+            "the stored form reads back"
+        );
+        let by_name = parse(&["read", "delete_users"]).with_default_confirmation(&c);
+        assert!(by_name.needs_confirmation(ToolClass::Destructive));
+        let reader = parse(&["read", "write"]).with_default_confirmation(&c);
+        assert!(
+            !reader
+                .to_strings()
+                .iter()
+                .any(|s| s.starts_with("confirm:"))
+        );
+        // An explicit policy is kept; `confirm:none` wins, so adding it turns asking off.
+        let off = parse(&["all", "confirm:none"]).with_default_confirmation(&c);
+        assert!(!off.needs_confirmation(ToolClass::Destructive));
+        assert_eq!(
+            off.to_strings(),
+            vec!["read", "write", "destructive", "confirm:none"]
+        );
+        let both = parse(&["all", "confirm:destructive", "confirm:none"]);
+        assert!(!both.needs_confirmation(ToolClass::Destructive));
+        let writes = parse(&["write", "confirm:write"]);
+        assert!(writes.needs_confirmation(ToolClass::Write));
+        // Policy words alone allow nothing; unknown classes are unknown scopes.
+        assert_eq!(Scopes::parse(&["confirm:none"], &c), Err(ScopeError::Empty));
+        assert_eq!(
+            Scopes::parse(&["read", "confirm:everything"], &c),
+            Err(ScopeError::Unknown("confirm:everything".into()))
+        );
+        assert!(parse(&["read", "connector"]).connector());
+        assert!(!parse(&["read"]).connector());
+    }
 }

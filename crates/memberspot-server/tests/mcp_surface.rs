@@ -828,5 +828,66 @@ async fn search_and_fetch_are_offered_to_connector_personas_only() {
         assert_eq!(r.is_error, Some(true));
         let _ = c.cancel().await;
     }
+    let refused = w.audit("reader").await;
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|r| r.tool == "search" && r.outcome.as_str() == "denied")
+            .count(),
+        2,
+        "refused on each transport, and recorded"
+    );
+    w.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_for_the_schools_rate_limit_says_so() {
+    let w = world().await;
+    w.hub
+        .add_connection(
+            "slow",
+            &w.sandbox.base_url(),
+            &SecretString::from(SCHOOL_KEY.to_string()),
+            1.5,
+        )
+        .await
+        .expect("connection");
+    w.hub
+        .create_persona(PersonaSpec {
+            name: "slow".into(),
+            connection: Some("slow".into()),
+            scopes: vec!["write".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("persona");
+    let probe = Probe::default();
+    let c = w.connect(Transport::Stdio, "slow", probe.clone()).await;
+    let mut params = CallToolRequestParams::new("grant_offer_bulk").with_arguments(args(json!({
+        "emails": ["slow.a@example.com", "slow.b@example.com"],
+        "offer_id": w.offers[0].0,
+    })));
+    params.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(
+        NumberOrString::String("slow".into()),
+    )));
+    let r = c.call_tool(params).await.expect("bulk");
+    assert_ne!(r.is_error, Some(true), "{:?}", r.content);
+    probe
+        .until(|p| p.progress.lock().expect("lock").len() >= 3)
+        .await;
+    let messages: Vec<String> = probe
+        .progress
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|p| p.message.clone())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("for the school's rate limit")),
+        "{messages:?}"
+    );
+    let _ = c.cancel().await;
     w.close().await;
 }

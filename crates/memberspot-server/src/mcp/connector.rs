@@ -85,9 +85,22 @@ pub(super) async fn call(
     args: &Value,
 ) -> CallToolResult {
     if !offered(hub, who) {
-        return error_result(&HubError::Denied(format!(
+        let reason = format!(
             "`{name}` is offered to personas with the `connector` scope (and read access) only"
-        )));
+        );
+        // Recorded like any call outside the scopes.
+        if let Principal::Persona(p) = who {
+            hub.record_refused_call(
+                &p.name,
+                Some(p.connection.clone()),
+                call,
+                name,
+                args,
+                &reason,
+            )
+            .await;
+        }
+        return error_result(&HubError::Denied(reason));
     }
     let result = match name {
         SEARCH => match args["query"].as_str() {
