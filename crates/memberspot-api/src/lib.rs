@@ -23,6 +23,7 @@ pub mod doctor;
 mod error;
 mod paginate;
 mod probe;
+pub mod progress;
 mod ratelimit;
 pub mod retry;
 mod secret;

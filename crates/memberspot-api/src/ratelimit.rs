@@ -38,12 +38,19 @@ impl Pacer {
         loop {
             let pause = self.paused_until.lock().ok().and_then(|p| *p);
             match pause {
-                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                Some(until) if until > Instant::now() => {
+                    report_wait(until - Instant::now());
+                    tokio::time::sleep_until(until).await
+                }
                 _ => break,
             }
         }
         if let Some(gcra) = &self.gcra {
-            gcra.until_ready().await;
+            // `check` takes the turn when it is free; otherwise it says how long to wait.
+            if let Err(not_yet) = gcra.check() {
+                report_wait(not_yet.wait_time_from(governor::clock::Clock::now(gcra.clock())));
+                gcra.until_ready().await;
+            }
         }
     }
 
@@ -56,4 +63,39 @@ impl Pacer {
             *p = Some(until);
         }
     }
+}
+
+fn report_wait(d: Duration) {
+    if d >= crate::progress::WAIT_WORTH_REPORTING {
+        crate::progress::report(crate::progress::Progress::Waiting(d));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::progress::{self, Progress, ProgressSink};
+
+    #[tokio::test]
+    async fn a_long_wait_for_the_pacer_is_reported_to_the_calls_sink() {
+        let pacer = Pacer::new(1.0).expect("pacer");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let sink = ProgressSink::new(move |p| s.lock().expect("lock").push(p));
+        progress::scope(Some(sink), async {
+            pacer.acquire().await; // free
+            pacer.acquire().await; // about a second later
+        })
+        .await;
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(
+            matches!(seen[0], Progress::Waiting(d) if d >= WAIT && d <= Duration::from_secs(1)),
+            "{seen:?}"
+        );
+    }
+
+    const WAIT: Duration = crate::progress::WAIT_WORTH_REPORTING;
 }

@@ -499,7 +499,7 @@ pub enum PersonasCommand {
     /// Create a persona and print its token (shown once); `--connection C` picks the school [default: sandbox]
     Create {
         name: String,
-        /// read, write, destructive, all, or tool names (comma-separated)
+        /// read, write, destructive, all, or tool names (comma-separated); also confirm:CLASS or confirm:none (MCP confirmations; a persona that can delete gets confirm:destructive unless it names one) and connector (MCP search and fetch)
         #[arg(long, value_delimiter = ',', default_value = "read")]
         scopes: Vec<String>,
         /// Restrict changes to these offers (ids checked against the school): only calls shown to stay within them are allowed (see docs/hub.md)

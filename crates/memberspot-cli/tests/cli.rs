@@ -105,13 +105,13 @@ async fn reqwest_get(url: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tools_list_json_has_all_sixteen_tools() {
+async fn tools_list_json_has_all_seventeen_tools() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = run(None, dir.path(), &["tools", "list", "--json"]).await;
     assert_ok(&out, "tools list");
     let tools = stdout_json(&out);
     let tools = tools.as_array().expect("array");
-    assert_eq!(tools.len(), 16);
+    assert_eq!(tools.len(), 17);
     for t in tools {
         for key in ["name", "description", "input_schema", "annotations"] {
             assert!(t.get(key).is_some(), "{key} missing in {t}");

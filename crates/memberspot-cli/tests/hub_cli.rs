@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use memberspot_sandbox::{Faults, Sandbox, SandboxConfig, SeedSize};
 use rmcp::ServiceExt;
-use rmcp::model::{CallToolRequestParams, RequestMetaObject};
+use rmcp::model::{
+    ArgumentInfo, CallToolRequestParams, CompleteRequestParams, ReadResourceRequestParams,
+    Reference, RequestMetaObject, ResourceContents,
+};
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
@@ -169,6 +172,29 @@ async fn personas_mcp_stdio_and_audit_through_the_cli() {
         .await
         .expect("result");
     assert_eq!(refused.is_error, Some(true));
+    // Resources, prompts and completion over the real binary's stdio.
+    let offers = client
+        .read_resource(ReadResourceRequestParams::new("memberspot://offers"))
+        .await
+        .expect("resource");
+    let ResourceContents::TextResourceContents { text, .. } = &offers.contents[0] else {
+        panic!("a JSON text resource");
+    };
+    let first_offer = serde_json::from_str::<Value>(text).expect("json")["offers"][0]["name"]
+        .as_str()
+        .expect("offer name")
+        .to_string();
+    let prompts = client.list_all_prompts().await.expect("prompts");
+    assert!(prompts.iter().any(|p| p.name == "daily_summary"));
+    let completed = client
+        .peer()
+        .complete(CompleteRequestParams::new(
+            Reference::for_prompt("grant_access"),
+            ArgumentInfo::new("offer", first_offer.chars().take(2).collect::<String>()),
+        ))
+        .await
+        .expect("complete");
+    assert!(completed.completion.values.contains(&first_offer));
     let _ = client.cancel().await;
 
     // CLI calls are audited too, with the reason.
@@ -226,17 +252,20 @@ async fn personas_mcp_stdio_and_audit_through_the_cli() {
         vec![
             ("mcp-stdio", "list_offers", "ok"),
             ("mcp-stdio", "delete_users", "denied"),
+            // Reading memberspot://offers, and completing an offer name.
+            ("mcp-stdio", "list_offers", "ok"),
+            ("mcp-stdio", "list_offers", "ok"),
             ("cli", "list_offers", "ok")
         ]
     );
     assert_eq!(records[0]["prompt"], "what can I sell?");
     assert_eq!(records[0]["persona"], "helper");
-    assert_eq!(records[2]["prompt"], "weekly check");
+    assert_eq!(records[4]["prompt"], "weekly check");
     let newest = json_of(
         &run(d, &["audit", "search", "--json", "--limit", "1"]).await,
         "audit --limit 1",
     );
-    assert_eq!(newest[0]["seq"], records[2]["seq"], "the newest match");
+    assert_eq!(newest[0]["seq"], records[4]["seq"], "the newest match");
     let denied = json_of(
         &run(d, &["audit", "search", "--outcome", "denied", "--json"]).await,
         "search",
@@ -248,8 +277,8 @@ async fn personas_mcp_stdio_and_audit_through_the_cli() {
     );
     assert_eq!(
         export.lines().count(),
-        6,
-        "header + 2 persona changes + 3 calls"
+        8,
+        "header + 2 persona changes + 5 calls"
     );
 
     // Revoked: the next MCP session is refused.

@@ -133,7 +133,8 @@ impl Hub {
             Scopes::read_only()
         } else {
             Scopes::parse(&spec.scopes, self.catalogue()).map_err(invalid_scopes)?
-        };
+        }
+        .with_default_confirmation(self.catalogue());
         if let Some(n) = spec.calls_per_minute
             && n == 0
         {

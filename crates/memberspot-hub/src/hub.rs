@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use memberspot_api::progress::ProgressSink;
 use memberspot_api::{ApiKey, Client};
 use memberspot_store::{
     AuditOutcome, AuditRecord, Connection, EventStore, FlowStore, NewAuditRecord, NewConnection,
@@ -82,6 +83,9 @@ pub struct CallContext {
     pub end_user: Option<String>,
     /// The OAuth client the call came through (remote MCP), as `name (client id)`.
     pub oauth_client: Option<String>,
+    /// Receives the call's progress (items of a bulk tool, waits for the school's rate
+    /// limit), for surfaces that show it; not recorded.
+    pub progress: Option<ProgressSink>,
 }
 
 impl CallContext {
@@ -92,6 +96,7 @@ impl CallContext {
             prompt: None,
             end_user: None,
             oauth_client: None,
+            progress: None,
         }
     }
 }
@@ -497,7 +502,11 @@ impl Hub {
                 oauth_client: ctx.oauth_client.as_deref().map(cap_text),
             }),
         };
-        let (result, upstream_status) = self.dispatch(who, tool, entry, args, client).await;
+        let (result, upstream_status) = memberspot_api::progress::scope(
+            ctx.progress.clone(),
+            self.dispatch(who, tool, entry, args, client),
+        )
+        .await;
         let outcome = match &result {
             Ok(_) => AuditOutcome::Ok,
             Err(e) => e.outcome(),

@@ -53,7 +53,7 @@ impl std::fmt::Display for MemberRef {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
     #[error(
-        "unknown scope `{0}`: use read, write, destructive, all, or a tool name (see `memberspot tools list`)"
+        "unknown scope `{0}`: use read, write, destructive, all, a tool name (see `memberspot tools list`), confirm:CLASS, confirm:none or connector"
     )]
     Unknown(String),
     #[error("at least one scope is needed (e.g. read)")]
@@ -90,6 +90,11 @@ pub struct Scopes {
     classes: BTreeSet<ToolClass>,
     tools: BTreeSet<String>,
     offer_ids: Option<BTreeSet<String>>,
+    /// Tool classes an interactive surface (MCP) asks the user to confirm before a call;
+    /// `None` when the persona names no policy (personas stored before there was one).
+    confirm: Option<BTreeSet<ToolClass>>,
+    /// Offers the read-only `search` and `fetch` tools of chat connectors.
+    connector: bool,
 }
 
 impl Scopes {
@@ -105,6 +110,8 @@ impl Scopes {
     /// unknown word is an error that names it.
     pub fn parse<S: AsRef<str>>(items: &[S], catalogue: &Catalogue) -> Result<Self, ScopeError> {
         let mut s = Scopes::default();
+        // `confirm:none` wins over confirm classes, so adding it turns confirmation off.
+        let mut confirm_none = false;
         for item in items {
             let item = item.as_ref().trim();
             match item {
@@ -125,8 +132,18 @@ impl Scopes {
                 name if catalogue.get(name).is_some() => {
                     s.tools.insert(name.to_string());
                 }
-                other => return Err(ScopeError::Unknown(other.to_owned())),
+                "connector" => s.connector = true,
+                "confirm:none" => confirm_none = true,
+                other => match other.strip_prefix("confirm:").and_then(class_of_word) {
+                    Some(class) => {
+                        s.confirm.get_or_insert_with(BTreeSet::new).insert(class);
+                    }
+                    None => return Err(ScopeError::Unknown(other.to_owned())),
+                },
             }
+        }
+        if confirm_none {
+            s.confirm = Some(BTreeSet::new());
         }
         if s.classes.is_empty() && s.tools.is_empty() {
             return Err(ScopeError::Empty);
@@ -156,7 +173,42 @@ impl Scopes {
             })
             .collect();
         out.extend(self.tools.iter().cloned());
+        match &self.confirm {
+            Some(classes) if classes.is_empty() => out.push("confirm:none".to_string()),
+            Some(classes) => out.extend(
+                classes
+                    .iter()
+                    .map(|c| format!("confirm:{}", class_word(*c))),
+            ),
+            None => {}
+        }
+        if self.connector {
+            out.push("connector".to_string());
+        }
         out
+    }
+
+    /// A new persona that can reach a destructive tool and names no confirmation policy
+    /// gets `confirm:destructive`. Personas stored before the policy existed keep none,
+    /// so their clients keep working after an upgrade.
+    pub fn with_default_confirmation(mut self, catalogue: &Catalogue) -> Self {
+        let reaches_destructive = catalogue
+            .descriptors()
+            .any(|d| d.class == ToolClass::Destructive && self.allows(d));
+        if self.confirm.is_none() && reaches_destructive {
+            self.confirm = Some([ToolClass::Destructive].into());
+        }
+        self
+    }
+
+    /// Whether an interactive surface must ask the user before calling a tool of `class`.
+    pub fn needs_confirmation(&self, class: ToolClass) -> bool {
+        self.confirm.as_ref().is_some_and(|c| c.contains(&class))
+    }
+
+    /// Whether the persona opted into the `search` and `fetch` connector tools.
+    pub fn connector(&self) -> bool {
+        self.connector
     }
 
     /// Whether the tool is visible and callable at all.
@@ -310,6 +362,15 @@ fn lookup_failed(e: ApiError) -> HubError {
     HubError::Tool(ToolError::Api(e))
 }
 
+fn class_of_word(word: &str) -> Option<ToolClass> {
+    match word {
+        "read" => Some(ToolClass::Read),
+        "write" => Some(ToolClass::Write),
+        "destructive" => Some(ToolClass::Destructive),
+        _ => None,
+    }
+}
+
 fn class_word(c: ToolClass) -> &'static str {
     match c {
         ToolClass::Read => "read",
@@ -406,5 +467,56 @@ mod tests {
         assert_eq!(err, ScopeError::Unknown("reed".into()));
         assert!(err.to_string().contains("`reed`"), "{err}");
         assert_eq!(Scopes::parse::<&str>(&[], &c), Err(ScopeError::Empty));
+    }
+
+    #[test]
+    fn confirmation_policy_and_connector_words() {
+        let c = Catalogue::standard();
+        let parse = |items: &[&str]| Scopes::parse(items, &c).expect("valid");
+        // Stored before the policy existed: never asks.
+        let old = parse(&["all"]);
+        assert!(!old.needs_confirmation(ToolClass::Destructive));
+        // New personas that can delete ask for destructive calls, and keep saying so.
+        let new = parse(&["all"]).with_default_confirmation(&c);
+        assert!(new.needs_confirmation(ToolClass::Destructive));
+        assert!(!new.needs_confirmation(ToolClass::Write));
+        assert!(
+            new.to_strings()
+                .contains(&"confirm:destructive".to_string())
+        );
+        let stored = new.to_strings();
+        assert_eq!(
+            Scopes::parse(&stored, &c),
+            Ok(new.clone()),
+            "the stored form reads back"
+        );
+        let by_name = parse(&["read", "delete_users"]).with_default_confirmation(&c);
+        assert!(by_name.needs_confirmation(ToolClass::Destructive));
+        let reader = parse(&["read", "write"]).with_default_confirmation(&c);
+        assert!(
+            !reader
+                .to_strings()
+                .iter()
+                .any(|s| s.starts_with("confirm:"))
+        );
+        // An explicit policy is kept; `confirm:none` wins, so adding it turns asking off.
+        let off = parse(&["all", "confirm:none"]).with_default_confirmation(&c);
+        assert!(!off.needs_confirmation(ToolClass::Destructive));
+        assert_eq!(
+            off.to_strings(),
+            vec!["read", "write", "destructive", "confirm:none"]
+        );
+        let both = parse(&["all", "confirm:destructive", "confirm:none"]);
+        assert!(!both.needs_confirmation(ToolClass::Destructive));
+        let writes = parse(&["write", "confirm:write"]);
+        assert!(writes.needs_confirmation(ToolClass::Write));
+        // Policy words alone allow nothing; unknown classes are unknown scopes.
+        assert_eq!(Scopes::parse(&["confirm:none"], &c), Err(ScopeError::Empty));
+        assert_eq!(
+            Scopes::parse(&["read", "confirm:everything"], &c),
+            Err(ScopeError::Unknown("confirm:everything".into()))
+        );
+        assert!(parse(&["read", "connector"]).connector());
+        assert!(!parse(&["read"]).connector());
     }
 }

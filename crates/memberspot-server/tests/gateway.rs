@@ -441,7 +441,8 @@ async fn offer_restriction_story(backend: Backend) {
     let token = w
         .persona(PersonaSpec {
             name: "trial-desk".into(),
-            scopes: vec!["all".into()],
+            // The MCP client below cannot confirm destructive calls (no elicitation).
+            scopes: vec!["all".into(), "confirm:none".into()],
             offer_ids: Some(vec![o.trial.clone()]),
             ..Default::default()
         })
@@ -492,7 +493,7 @@ async fn offer_restriction_story(backend: Backend) {
     let listed = client.list_all_tools().await.expect("tools");
     assert_eq!(
         listed.len(),
-        16,
+        17,
         "scopes decide what is listed; offers decide calls"
     );
     for (tool, args, refusal) in offer_cases(&o, "new.mcp@example.com") {

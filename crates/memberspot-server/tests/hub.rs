@@ -627,7 +627,7 @@ async fn mcp_stdio_persona_is_reread_on_every_call() {
     });
     let client = ().serve(client_io).await.expect("client");
     let tools = client.list_all_tools().await.expect("tools");
-    assert_eq!(tools.len(), 7 + 5, "read and write tools");
+    assert_eq!(tools.len(), 7 + 6, "read and write tools");
     let ok = client
         .call_tool(CallToolRequestParams::new("list_offers"))
         .await
@@ -873,6 +873,10 @@ async fn every_tool_call(w: &World, email: &str) -> Vec<(&'static str, Value)> {
             json!({"email": email, "offer_id": offer, "order_id": format!("O-{email}")}),
         ),
         ("list_users", json!({"page_length": 5})),
+        (
+            "grant_offer_bulk",
+            json!({"emails": [format!("bulk.{email}")], "offer_id": offer}),
+        ),
         ("find_user_by_email", json!({"email": email})),
         ("list_offers", json!({})),
         ("list_custom_user_properties", json!({})),
@@ -921,7 +925,9 @@ async fn a_persona_with_every_scope_can_call_every_tool_over_rest_and_mcp() {
         .create_persona(PersonaSpec {
             name: "all".into(),
             connection: Some("school".into()),
-            scopes: vec!["all".into()],
+            // This client cannot confirm destructive calls (no elicitation): the
+            // persona opts out of confirmations, as such callers must.
+            scopes: vec!["all".into(), "confirm:none".into()],
             ..Default::default()
         })
         .await
@@ -952,7 +958,7 @@ async fn a_persona_with_every_scope_can_call_every_tool_over_rest_and_mcp() {
         ))
         .await
         .expect("connect");
-    assert_eq!(client.list_all_tools().await.expect("tools").len(), 16);
+    assert_eq!(client.list_all_tools().await.expect("tools").len(), 17);
     let mut uid = String::new();
     for (tool, mut args) in every_tool_call(&w, "mcp.every@example.com").await {
         if tool == "create_login_token" {
@@ -982,7 +988,7 @@ async fn a_persona_with_every_scope_can_call_every_tool_over_rest_and_mcp() {
             .iter()
             .filter(|r| r["persona"] == "all" && r["outcome"] == "ok")
             .count(),
-        32
+        34
     );
     w.close().await;
 }

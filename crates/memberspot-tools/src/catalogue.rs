@@ -148,6 +148,7 @@ impl Catalogue {
             ToolEntry::of::<EnableChapterAccessTool>(),
             ToolEntry::of::<FindUserByEmailTool>(),
             ToolEntry::of::<GetUserCourseProgressTool>(),
+            ToolEntry::of::<GrantOfferBulkTool>(),
             ToolEntry::of::<GrantUserOfferByEmailTool>(),
             ToolEntry::of::<ListCustomUserPropertiesTool>(),
             ToolEntry::of::<ListExamResultsTool>(),

@@ -5,13 +5,14 @@
 use memberspot_tools::{ALLOWED_SCHEMA_KEYWORDS, Catalogue, MemberKey, OfferScope, ToolClass};
 use serde_json::{Value, json};
 
-const NAMES: [&str; 16] = [
+const NAMES: [&str; 17] = [
     "create_login_token",
     "delete_users",
     "delete_users_post",
     "enable_chapter_access",
     "find_user_by_email",
     "get_user_course_progress",
+    "grant_offer_bulk",
     "grant_user_offer_by_email",
     "list_custom_user_properties",
     "list_exam_results",
@@ -161,6 +162,12 @@ fn every_tool_declares_how_it_stays_within_a_personas_offers() {
         ),
         ("find_user_by_email", NotApplicable),
         ("get_user_course_progress", NotApplicable),
+        (
+            "grant_offer_bulk",
+            NamesOffer {
+                argument: "offer_id",
+            },
+        ),
         (
             "grant_user_offer_by_email",
             NamesOffer {

@@ -16,6 +16,7 @@ macro_rules! rate_note {
     };
 }
 
+mod bulk_grant;
 mod chapters;
 mod exams;
 mod offers;
@@ -23,6 +24,9 @@ mod progress;
 mod properties;
 mod users;
 
+pub use bulk_grant::{
+    BULK_GRANT_MAX, BulkGrantInput, BulkGrantOutput, BulkItem, BulkItemStatus, GrantOfferBulkTool,
+};
 pub use chapters::{ChapterInput, EnableChapterAccessTool};
 pub use exams::{ExamInput, ExamResultsOutput, ListExamResultsTool};
 pub use offers::{ListOffersTool, NoInput, OffersOutput};

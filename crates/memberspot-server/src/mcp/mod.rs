@@ -1,5 +1,7 @@
 //! The MCP server (official Rust SDK, `rmcp`): the catalogue's tools,
-//! filtered by the persona's scopes, over stdio and streamable HTTP.
+//! filtered by the persona's scopes, over stdio and streamable HTTP; resources,
+//! prompts, completion, logging, progress and confirmations (elicitation) in the
+//! modules below.
 //!
 //! Identity is resolved on every request: over HTTP from the bearer token
 //! (checked by [`bearer_auth`] before rmcp sees the request), over stdio by
@@ -18,10 +20,15 @@ use memberspot_hub::store::Persona;
 use memberspot_hub::{CallContext, Hub, HubError, Principal, Surface};
 use memberspot_tools::ToolDescriptor;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    ContentBlock, GetPromptRequestParams, GetPromptResponse, Implementation, JsonObject,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig, Tool, ToolAnnotations,
 };
+// MCP marks logging deprecated in its newest revision; the revisions we negotiate have it.
+#[allow(deprecated)]
+use rmcp::model::SetLevelRequestParams;
 use rmcp::service::RequestContext;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -30,6 +37,13 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::mcp_guard::{AllowedOrigins, BoundedSessions, Gate, SessionBook};
+
+mod completion;
+mod confirm;
+mod connector;
+mod logging;
+mod prompts;
+mod resources;
 
 /// Text content longer than this is shortened (the full result is in structuredContent).
 const TEXT_LIMIT: usize = 4000;
@@ -55,6 +69,8 @@ pub enum StdioIdentity {
 pub struct McpServer {
     hub: Hub,
     stdio: Option<StdioIdentity>,
+    /// The level this session's client asked for (`logging/setLevel`); none until it asks.
+    log: logging::LogLevel,
 }
 
 impl McpServer {
@@ -62,11 +78,31 @@ impl McpServer {
         McpServer {
             hub,
             stdio: Some(identity),
+            log: Default::default(),
         }
     }
 
     fn http(hub: Hub) -> Self {
-        McpServer { hub, stdio: None }
+        McpServer {
+            hub,
+            stdio: None,
+            log: Default::default(),
+        }
+    }
+
+    /// The call context of an MCP request: surface, and the caller's `_meta` text.
+    /// The context of a call of this request: over HTTP under the HTTP request's id, with
+    /// the OAuth client its token belongs to.
+    fn call_context(&self, ctx: &RequestContext<RoleServer>) -> CallContext {
+        let parts = ctx.extensions.get::<axum::http::request::Parts>();
+        let id = parts.and_then(|p| p.extensions.get::<crate::request::RequestId>());
+        let mut call = crate::request::call_context(self.surface(), id);
+        call.prompt = meta_text(ctx, "prompt");
+        call.end_user = meta_text(ctx, "end_user");
+        call.oauth_client = parts
+            .and_then(|p| p.extensions.get::<OAuthClientLabel>())
+            .map(|c| c.0.clone());
+        call
     }
 
     async fn principal(&self, ctx: &RequestContext<RoleServer>) -> Result<Principal, HubError> {
@@ -150,13 +186,22 @@ fn short_text(v: &Value) -> String {
 }
 
 impl ServerHandler for McpServer {
+    #[allow(deprecated)] // logging: see the import above
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(
-                Implementation::new("memberspot-hub", env!("CARGO_PKG_VERSION"))
-                    .with_title("Memberspot Hub"),
-            )
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_prompts()
+                .enable_completions()
+                .enable_logging()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new("memberspot-hub", env!("CARGO_PKG_VERSION"))
+                .with_title("Memberspot Hub"),
+        )
+        .with_instructions(INSTRUCTIONS)
     }
 
     async fn list_tools(
@@ -172,10 +217,99 @@ impl ServerHandler for McpServer {
             .hub
             .tools_for(&who)
             .map_err(|e| McpError::invalid_request(e.to_string(), None))?;
-        // Sixteen tools fit one page: no cursor is needed.
-        Ok(ListToolsResult::with_all_items(
-            tools.into_iter().map(to_tool).collect(),
+        let mut tools: Vec<Tool> = tools.into_iter().map(to_tool).collect();
+        if connector::offered(&self.hub, &who) {
+            tools.extend(connector::tools());
+        }
+        // Under twenty tools fit one page: no cursor is needed.
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        self.principal(&ctx).await.map_err(resources::hub_error)?;
+        Ok(ListResourcesResult::with_all_items(resources::list()))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        self.principal(&ctx).await.map_err(resources::hub_error)?;
+        Ok(ListResourceTemplatesResult::with_all_items(
+            resources::templates(),
         ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let who = self.caller(&ctx).await.map_err(resources::hub_error)?;
+        let call = self.call_context(&ctx);
+        let uri = request.uri.as_str();
+        let read = logging::with_progress(&ctx, call, |call| async move {
+            resources::read(&self.hub, &who, &call, uri).await
+        })
+        .await;
+        read.map(Into::into)
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let who = self.principal(&ctx).await.map_err(resources::hub_error)?;
+        Ok(ListPromptsResult::with_all_items(prompts::list(
+            &self.hub, &who,
+        )))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let who = self.caller(&ctx).await.map_err(resources::hub_error)?;
+        let call = self.call_context(&ctx);
+        prompts::get(
+            &self.hub,
+            &who,
+            &call,
+            &request.name,
+            request.arguments.as_ref(),
+        )
+        .await
+        .map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        let who = self.caller(&ctx).await.map_err(resources::hub_error)?;
+        let call = self.call_context(&ctx);
+        completion::complete(&self.hub, &who, &call, &request)
+            .await
+            .map(CompleteResult::new)
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.principal(&ctx).await.map_err(resources::hub_error)?;
+        self.log.set(request.level);
+        Ok(())
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -194,27 +328,32 @@ impl ServerHandler for McpServer {
             Ok(w) => w,
             Err(e) => return Ok(error_result(&e).into()),
         };
-        // Over HTTP, the call is audited under the HTTP request's id.
-        let id = ctx
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|p| p.extensions.get::<crate::request::RequestId>());
-        let mut call = crate::request::call_context(self.surface(), id);
-        call.prompt = meta_text(&ctx, "prompt");
-        call.end_user = meta_text(&ctx, "end_user");
-        call.oauth_client = ctx
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|p| p.extensions.get::<OAuthClientLabel>())
-            .map(|c| c.0.clone());
+        let mut call = self.call_context(&ctx);
         let args = request
             .arguments
             .map(Value::Object)
             .unwrap_or(Value::Object(Default::default()));
-        let outcome = self
-            .hub
-            .call(&who, &call, request.name.as_ref(), args)
-            .await;
+        let name = request.name.as_ref();
+        if connector::is_connector_tool(name) && self.hub.catalogue().get(name).is_none() {
+            return Ok(connector::call(&self.hub, &who, &call, name, &args)
+                .await
+                .into());
+        }
+        match confirm::ask(&self.hub, &who, &call, &ctx, name, &args).await {
+            Ok(confirm::Answer::NotNeeded) => {}
+            Ok(confirm::Answer::Confirmed(note)) => {
+                call.prompt = Some(match call.prompt.take() {
+                    Some(p) => format!("{p}\n{note}"),
+                    None => note,
+                });
+            }
+            Err(refusal) => return Ok(error_result(&refusal).into()),
+        }
+        let outcome = logging::with_progress(&ctx, call, |call| async move {
+            self.hub.call(&who, &call, name, args).await
+        })
+        .await;
+        self.log.after_call(&ctx.peer, name, &outcome).await;
         Ok(match outcome.result {
             Ok(v) => {
                 let text = short_text(&v);
