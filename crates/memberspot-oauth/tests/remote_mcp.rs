@@ -110,7 +110,24 @@ async fn an_assistant_signs_in_through_the_consent_page_and_calls_tools() {
         .await
         .expect("code exchange");
     let (client_id, creds) = state.get_credentials().await.expect("credentials");
-    assert!(creds.is_some(), "tokens are held");
+    let first = creds.expect("tokens are held");
+    // The SDK's own refresh: a new access token and a rotated refresh token.
+    state
+        .refresh_token()
+        .await
+        .expect("refresh through the SDK");
+    let (_, creds) = state.get_credentials().await.expect("credentials");
+    let second = creds.expect("tokens after the refresh");
+    let (first, second) = (
+        serde_json::to_value(&first).expect("json"),
+        serde_json::to_value(&second).expect("json"),
+    );
+    assert!(first["access_token"].is_string() && first["refresh_token"].is_string());
+    assert_ne!(first["access_token"], second["access_token"]);
+    assert_ne!(
+        first["refresh_token"], second["refresh_token"],
+        "the refresh token rotates"
+    );
     let manager = state.into_authorization_manager().expect("authorized");
     let transport = StreamableHttpClientTransport::with_client(
         AuthClient::new(reqwest013::Client::default(), manager),
