@@ -926,8 +926,61 @@ fn path_with_the_binary(dir: &Path) -> String {
     )
 }
 
-/// Commands of the page run by other tests of this file (by name).
+/// Commands of the page run by other tests (by name): of this file, or of `ops_cli.rs`
+/// for backups, restores and migrations (there with their own files and directories).
 const RUN_ELSEWHERE: &[(&str, &str)] = &[
+    (
+        "memberspot backup /backups/hub-$(date +%F).msbackup            # asks for a passphrase (twice)",
+        "ops_cli::a_backup_taken_under_load_restores_a_working_hub (without a terminal it must refuse)",
+    ),
+    (
+        "BACKUP_PASSPHRASE=… memberspot backup FILE --passphrase-env BACKUP_PASSPHRASE   # from cron",
+        "ops_cli::a_backup_taken_under_load_restores_a_working_hub",
+    ),
+    (
+        "pg_dump --format=custom --file=/backups/hub-$(date +%F).pgdump \"$DATABASE_URL\"",
+        "ops_cli::migrate_check_status_and_newer_databases_on_postgres",
+    ),
+    (
+        "memberspot backup /backups/hub-files-$(date +%F).msbackup --files-only --passphrase-env BACKUP_PASSPHRASE",
+        "ops_cli::migrate_check_status_and_newer_databases_on_postgres",
+    ),
+    (
+        "memberspot restore /backups/hub-2026-12-04.msbackup --into /var/lib/memberspot-new",
+        "ops_cli::a_backup_taken_under_load_restores_a_working_hub",
+    ),
+    (
+        "memberspot --data-dir /var/lib/memberspot-new status",
+        "ops_cli::a_backup_taken_under_load_restores_a_working_hub",
+    ),
+    (
+        "memberspot restore LATEST.msbackup --into /tmp/restore-test --passphrase-env BACKUP_PASSPHRASE",
+        "ops_cli::a_backup_taken_under_load_restores_a_working_hub",
+    ),
+    (
+        "memberspot --data-dir /tmp/restore-test audit verify          # ok: N audit records, hash chain intact",
+        "ops_cli::a_backup_taken_under_load_restores_a_working_hub",
+    ),
+    (
+        "memberspot --data-dir /tmp/restore-test status                # schema, master key matches, events, audit head",
+        "ops_cli::a_backup_taken_under_load_restores_a_working_hub",
+    ),
+    (
+        "memberspot --data-dir /tmp/restore-test connections test NAME # the API key opens and Memberspot accepts it",
+        "ops_cli::a_backup_taken_under_load_restores_a_working_hub",
+    ),
+    (
+        "memberspot --data-dir /tmp/restore-test events list --limit 5",
+        "ops_cli::a_backup_taken_under_load_restores_a_working_hub",
+    ),
+    (
+        "memberspot migrate --check     # which migrations would run; changes nothing",
+        "ops_cli::migrate_check_status_and_newer_databases_on_sqlite",
+    ),
+    (
+        "memberspot migrate             # apply them now (what the next start would do)",
+        "ops_cli::migrate_check_status_and_newer_databases_on_sqlite",
+    ),
     (
         "systemd-analyze verify /etc/systemd/system/memberspot.service",
         "the_systemd_unit_passes_systemd_analyze",

@@ -689,6 +689,25 @@ async fn migrate_check_status_and_newer_databases_on_postgres() {
         assert!(human.status.success(), "{}", stderr(&human));
         assert!(stdout(&human).contains("pg_restore"), "{}", stdout(&human));
         assert!(d.join("r/master.key").exists());
+        // The database half, as docs/operations.md has it: PostgreSQL's own pg_dump.
+        let dump = d.join("hub.pgdump");
+        let pg = tokio::process::Command::new("pg_dump")
+            .arg("--format=custom")
+            .arg(format!("--file={}", dump.display()))
+            .arg(&url)
+            .output()
+            .await
+            .expect("pg_dump runs (PostgreSQL's client tools)");
+        assert!(
+            pg.status.success(),
+            "{}",
+            String::from_utf8_lossy(&pg.stderr)
+        );
+        assert!(
+            std::fs::metadata(&dump)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
+        );
     };
     files_only.await;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
