@@ -191,8 +191,8 @@ offer = "{{ row.offer }}"
         err.to_string(),
         "persona `seat-sync` is revoked; re-create it with `memberspot --connection sandbox \
          personas create seat-sync --scopes grant_user_offer_by_email,list_offers,list_users,\
-         set_custom_user_properties,set_offer_expiration,set_user_offer_state \
-         --replace-revoked`"
+         set_custom_user_properties,set_offer_expiration,set_user_offer_state,\
+         confirm:destructive --replace-revoked`"
     );
     assert_denied_as(&newest_audit(&hub).await, "seat-sync", "list_offers");
 

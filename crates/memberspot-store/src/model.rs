@@ -213,7 +213,7 @@ pub struct AuditRecord {
     pub upstream_status: Option<u16>,
     pub latency_ms: u64,
     /// The OAuth client a remote MCP call came through (its name and id).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub oauth_client: Option<String>,
     pub prev_hash: String,
     pub hash: String,
