@@ -633,7 +633,7 @@ async fn the_proxy_examples_pass_what_the_hub_needs() {
         "proxy_set_header X-Forwarded-For $remote_addr;".into(),
         "proxy_set_header Forwarded \"\";".into(),
         "proxy_buffering off;".into(),
-        "listen 443 ssl;".into(),
+        "listen 443 ssl http2;".into(),
     ] {
         assert!(lines.contains(&want.as_str()), "nginx.conf: {want}");
     }
@@ -791,28 +791,11 @@ async fn serve_refuses_credentials_in_clear_off_loopback() {
 
 /// The `sh` code blocks of docs/operations.md: each command line, in order.
 fn page_commands() -> Vec<String> {
-    let page = read("docs/operations.md");
-    let mut commands = Vec::new();
-    let mut in_block = false;
-    for line in page.lines() {
-        if line.starts_with("```") {
-            in_block = !in_block && line.trim() == "```sh";
-            continue;
-        }
-        let line = line.trim();
-        if in_block && !line.is_empty() && !line.starts_with('#') {
-            commands.push(line.to_owned());
-        }
-    }
-    commands
+    common::sh_blocks(&read("docs/operations.md"))
 }
 
 /// What keeps a command on the page from running in the tests, when it is marked.
-const MARKS: &[&str] = &[
-    "# needs the internet",
-    "# needs a container daemon",
-    "# needs systemd running",
-];
+const MARKS: &[&str] = &["# needs the internet", "# needs a container daemon"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_logs_walkthrough_ties_one_request_id() {
@@ -926,9 +909,30 @@ fn path_with_the_binary(dir: &Path) -> String {
     )
 }
 
-/// Commands of the page run by other tests (by name): of this file, or of `ops_cli.rs`
-/// for backups, restores and migrations (there with their own files and directories).
+/// Commands of the page run by other tests (by name): of this file, of `ops_cli.rs` for
+/// backups, restores and migrations (there with their own files and directories), or of
+/// `service.rs` for those that need systemd.
 const RUN_ELSEWHERE: &[(&str, &str)] = &[
+    (
+        "cargo install --locked --path crates/memberspot-cli",
+        "scripts/test, its release build step (installed into target/install)",
+    ),
+    (
+        "systemctl daemon-reload",
+        "service::the_service_section_runs_under_systemd",
+    ),
+    (
+        "systemctl enable --now memberspot",
+        "service::the_service_section_runs_under_systemd",
+    ),
+    (
+        "journalctl -u memberspot -o cat",
+        "service::the_service_section_runs_under_systemd",
+    ),
+    (
+        "systemctl reload caddy",
+        "service::the_service_section_runs_under_systemd",
+    ),
     (
         "memberspot backup /backups/hub-$(date +%F).msbackup            # asks for a passphrase (twice)",
         "ops_cli::a_backup_taken_under_load_restores_a_working_hub (without a terminal it must refuse)",
@@ -1151,4 +1155,25 @@ async fn webhook_log_lines_name_the_client_behind_a_trusted_proxy() {
     assert_eq!(refused["span"]["client"], "203.0.113.7", "{refused}");
     assert_eq!(refused["source"], "ds24", "{refused}");
     served.stop().await;
+}
+
+/// The release profile builds the workspace's own crates at `opt-level = 1` (see the root
+/// Cargo.toml): a crate added without its section would be built at full optimisation,
+/// slowing the cold build for nothing.
+#[test]
+fn every_workspace_crate_has_its_release_opt_level() {
+    let manifest = read("Cargo.toml");
+    let crates = std::fs::read_dir(repo().join("crates")).expect("crates/");
+    for entry in crates {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let section = format!("[profile.release.package.{name}]\nopt-level = 1\n");
+        assert!(
+            manifest.contains(&section),
+            "Cargo.toml: add\n{section}for the new crate `{name}`"
+        );
+    }
 }

@@ -34,7 +34,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use memberspot_hub::Hub;
-use memberspot_server::Plugin;
+use memberspot_server::{Plugin, spawn_periodic};
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -193,19 +193,18 @@ impl Plugin for ConsolePlugin {
     fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
         let console = self.console.clone();
         // Ended sessions are refused when used; this only keeps the table small.
-        vec![tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(3600));
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = every.tick() => {
-                        if let Err(e) = console.hub.purge_console_sessions(console.settings.idle_timeout).await {
-                            tracing::warn!(error = %e, "console: purging ended sessions failed");
-                        }
-                    }
+        vec![spawn_periodic(
+            "console: purging ended sessions",
+            Duration::from_secs(3600),
+            cancel,
+            move || {
+                let console = console.clone();
+                async move {
+                    let idle = console.settings.idle_timeout;
+                    console.hub.purge_console_sessions(idle).await.map(|_| ())
                 }
-            }
-        })]
+            },
+        )]
     }
 
     fn summary(&self, addr: SocketAddr) -> Vec<String> {

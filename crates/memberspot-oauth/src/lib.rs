@@ -31,8 +31,8 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use memberspot_hub::Hub;
-use memberspot_server::Plugin;
 use memberspot_server::public_url;
+use memberspot_server::{Plugin, spawn_periodic};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -155,19 +155,15 @@ impl Plugin for OAuthPlugin {
     fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
         let hub = self.oauth.hub.clone();
         // Ended codes and tokens are refused when used; this keeps the tables small.
-        vec![tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(3600));
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = every.tick() => {
-                        if let Err(e) = hub.purge_oauth().await {
-                            tracing::warn!(error = %e, "oauth: purging ended tokens failed");
-                        }
-                    }
-                }
-            }
-        })]
+        vec![spawn_periodic(
+            "oauth: purging ended tokens",
+            Duration::from_secs(3600),
+            cancel,
+            move || {
+                let hub = hub.clone();
+                async move { hub.purge_oauth().await.map(|_| ()) }
+            },
+        )]
     }
 
     fn summary(&self, addr: SocketAddr) -> Vec<String> {

@@ -18,6 +18,6 @@ pub mod retention;
 mod server;
 
 pub use app::App;
-pub use plugin::Plugin;
+pub use plugin::{Plugin, spawn_periodic};
 pub use request::{ClientAddr, ProxyHeader, RequestId, TrustedProxies};
 pub use server::ServerSettings;

@@ -49,3 +49,33 @@ pub trait Plugin: Send + Sync {
         Vec::new()
     }
 }
+
+/// A background task that runs `job` now and then every `period` until `cancel`, for a
+/// plug-in's housekeeping (purging ended sessions, tokens, old records). A failed round
+/// is logged and tried again next period.
+pub fn spawn_periodic<F, Fut, E>(
+    what: &'static str,
+    period: std::time::Duration,
+    cancel: CancellationToken,
+    job: F,
+) -> JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = every.tick() => {
+                    if let Err(e) = job().await {
+                        tracing::warn!(error = %e, "{what} failed; will retry");
+                    }
+                }
+            }
+        }
+    })
+}

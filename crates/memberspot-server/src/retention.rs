@@ -8,7 +8,7 @@ use memberspot_hub::Hub;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::plugin::Plugin;
+use crate::plugin::{Plugin, spawn_periodic};
 
 const EVERY: Duration = Duration::from_secs(3600);
 
@@ -29,11 +29,22 @@ impl Plugin for AuditRetention {
     }
 
     fn spawn(&self, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
-        vec![tokio::spawn(purge_hourly(
-            self.hub.clone(),
-            self.days,
+        let (hub, days) = (self.hub.clone(), self.days);
+        vec![spawn_periodic(
+            "audit retention",
+            EVERY,
             cancel,
-        ))]
+            move || {
+                let hub = hub.clone();
+                async move {
+                    let n = hub.purge_audit_older_than(days).await?;
+                    if n > 0 {
+                        tracing::info!(purged = n, days, "audit retention");
+                    }
+                    Ok::<_, memberspot_hub::HubError>(())
+                }
+            },
+        )]
     }
 
     fn summary(&self, _addr: SocketAddr) -> Vec<String> {
@@ -41,19 +52,5 @@ impl Plugin for AuditRetention {
             "  audit records are kept {} days (purged hourly)",
             self.days
         )]
-    }
-}
-
-async fn purge_hourly(hub: Hub, days: u32, cancel: CancellationToken) {
-    loop {
-        match hub.purge_audit_older_than(days).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, days, "audit retention"),
-            Err(e) => tracing::warn!(error = %e, "audit retention failed; will retry"),
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(EVERY) => {}
-        }
     }
 }

@@ -91,3 +91,21 @@ pub async fn sandbox_state(s: &Sandbox) -> Value {
         .await
         .unwrap()
 }
+
+/// The command lines of the ```` ```sh ```` blocks of a Markdown text, in order (blank
+/// lines and comment lines left out).
+pub fn sh_blocks(markdown: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut in_block = false;
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            in_block = !in_block && line.trim() == "```sh";
+            continue;
+        }
+        let line = line.trim();
+        if in_block && !line.is_empty() && !line.starts_with('#') {
+            commands.push(line.to_owned());
+        }
+    }
+    commands
+}
