@@ -482,21 +482,17 @@ fn check_the_proxy(name: &str, dir: &Path, http: u16, https: u16, token: &str) {
 
     // A client naming another address in both forwarding headers.
     let id = format!("through-{name}");
-    let (code, body) = curl(&[
-        "--resolve",
+    let call = format!("{base}/v1/tools/list_offers/call");
+    let (code, body) = post_json(
         &resolve,
-        "-H",
-        "X-Forwarded-For: 203.0.113.66",
-        "-H",
-        "Forwarded: for=203.0.113.77",
-        "-H",
-        &format!("X-Request-Id: {id}"),
-        "-H",
-        "Content-Type: application/json",
-        "-d",
+        &[
+            "X-Forwarded-For: 203.0.113.66",
+            "Forwarded: for=203.0.113.77",
+            &format!("X-Request-Id: {id}"),
+        ],
         "{\"arguments\":{}}",
-        &format!("{base}/v1/tools/list_offers/call"),
-    ]);
+        &call,
+    );
     assert_eq!(code, "401", "{name}: {body}");
     assert!(
         body.contains(&id),
@@ -507,35 +503,28 @@ fn check_the_proxy(name: &str, dir: &Path, http: u16, https: u16, token: &str) {
 
     // A tool call and an MCP session, with the persona's token, for the public host.
     let bearer = format!("Authorization: Bearer {token}");
-    let (code, body) = curl(&[
-        "--resolve",
-        &resolve,
-        "-H",
-        &bearer,
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        "{\"arguments\":{}}",
-        &format!("{base}/v1/tools/list_offers/call"),
-    ]);
+    let (code, body) = post_json(&resolve, &[&bearer], "{\"arguments\":{}}", &call);
     assert_eq!(code, "200", "{name}: {body}");
     assert!(body.contains("\"offers\""), "{name}: {body}");
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"proxy-test","version":"1"}}}"#;
-    let (code, body) = curl(&[
-        "--resolve",
+    let (code, body) = post_json(
         &resolve,
-        "-H",
-        &bearer,
-        "-H",
-        "Content-Type: application/json",
-        "-H",
-        "Accept: application/json, text/event-stream",
-        "-d",
+        &[&bearer, "Accept: application/json, text/event-stream"],
         init,
         &format!("{base}/mcp"),
-    ]);
+    );
     assert_eq!(code, "200", "{name}: /mcp {body}");
     assert!(body.contains("\"serverInfo\""), "{name}: {body}");
+}
+
+/// `curl` POSTing the JSON `body` to `url` (resolved to this machine) with `headers`.
+fn post_json(resolve: &str, headers: &[&str], body: &str, url: &str) -> (String, String) {
+    let mut args = vec!["--resolve", resolve, "-H", "Content-Type: application/json"];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    args.extend(["-d", body, url]);
+    curl(&args)
 }
 
 /// A self-signed certificate for hub.example.com: (certificate, key).
