@@ -519,7 +519,7 @@ async fn idle_rss() -> Result<(), BoxError> {
         .and_then(|v| v.parse().ok())
         .ok_or("no VmRSS")?;
     println!(
-        "idle RSS of `memberspot serve` (SQLite, embedded sandbox running, console served): {:.1} MB",
+        "idle RSS of `memberspot serve` (SQLite, embedded sandbox running, console served): {:.1} MiB",
         kb / 1024.0
     );
     child.kill().await?;

@@ -126,6 +126,8 @@ struct Inner {
     metrics: Metrics,
     audit: AuditWriter,
     directory: Directory,
+    /// Offers read for views, reused by the next views for a minute.
+    recent_offers: crate::offer_names::RecentOffers,
 }
 
 impl Hub {
@@ -200,8 +202,13 @@ impl Hub {
                 metrics,
                 audit,
                 directory,
+                recent_offers: Default::default(),
             }),
         })
+    }
+
+    pub(crate) fn recent_offers(&self) -> &crate::offer_names::RecentOffers {
+        &self.inner.recent_offers
     }
 
     /// The whole store, for the hub's own operations. Subsystems use their own views

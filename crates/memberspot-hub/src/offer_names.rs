@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use memberspot_api::Client;
 use memberspot_api::wire::Offer;
@@ -194,6 +195,31 @@ pub struct OfferNames {
     ctx: CallContext,
     client: Option<Client>,
     cache: Mutex<Cache>,
+    /// For a view: the connection whose recent read it may reuse and leaves for the next.
+    view_of: Option<String>,
+}
+
+/// How long views reuse a connection's offers read by an earlier view. Each read is an
+/// audited call under the school's rate limit (4 a second): read on every view, a console
+/// page clicked through waited for the limit, and the log filled with reads.
+const VIEW_REUSE: Duration = Duration::from_secs(60);
+
+/// The offers each connection's views read last, and when (kept by the hub).
+#[derive(Default)]
+pub(crate) struct RecentOffers(std::sync::Mutex<HashMap<String, (Instant, Arc<OfferIndex>)>>);
+
+impl RecentOffers {
+    fn get(&self, connection: &str) -> Option<Arc<OfferIndex>> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(connection)
+            .filter(|(at, _)| at.elapsed() < VIEW_REUSE)
+            .map(|(_, index)| index.clone())
+    }
+
+    fn put(&self, connection: &str, index: Arc<OfferIndex>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(connection.to_owned(), (Instant::now(), index));
+    }
 }
 
 #[derive(Default)]
@@ -215,7 +241,16 @@ impl OfferNames {
             ctx,
             client: None,
             cache: Mutex::new(Cache::default()),
+            view_of: None,
         }
+    }
+
+    /// For showing names only (never for resolving what a call acts on): reuses what a
+    /// view of `connection` read in the last minute, and leaves its own read for the next.
+    /// Within that minute an offer unknown to the reused read shows its id alone.
+    fn for_views(mut self, connection: &str) -> OfferNames {
+        self.view_of = Some(connection.to_owned());
+        self
     }
 
     /// Reads on `client` instead of the principal's stored connection (as
@@ -291,6 +326,7 @@ impl OfferNames {
             Ok(new) => {
                 let new = Arc::new(new);
                 cache.index = Some(new.clone());
+                self.remember(&new);
                 Ok((found(&new), new))
             }
             Err(e) => {
@@ -309,16 +345,33 @@ impl OfferNames {
         if let Some(why) = &cache.failed {
             return Err(HubError::Unavailable(why.clone()));
         }
+        if let Some(recent) = self
+            .view_of
+            .as_deref()
+            .and_then(|c| self.hub.recent_offers().get(c))
+        {
+            // Read by an earlier view just now: its one re-read is spent too.
+            cache.index = Some(recent.clone());
+            cache.refreshed = true;
+            return Ok((recent, false));
+        }
         match self.read().await {
             Ok(index) => {
                 let index = Arc::new(index);
                 cache.index = Some(index.clone());
+                self.remember(&index);
                 Ok((index, true))
             }
             Err(e) => {
                 cache.failed = Some(e.to_string());
                 Err(e)
             }
+        }
+    }
+
+    fn remember(&self, index: &Arc<OfferIndex>) {
+        if let Some(connection) = &self.view_of {
+            self.hub.recent_offers().put(connection, index.clone());
         }
     }
 
@@ -352,7 +405,8 @@ pub fn offer_ids_in(arguments: &Value) -> Vec<String> {
 }
 
 /// The offer names of every connection a view spans (the audit log holds the calls of
-/// every school): one [`OfferNames`] per connection, as its operator, made on first use.
+/// every school): one [`OfferNames`] per connection, as its operator, made on first use,
+/// reusing what another view read in the last minute (see `VIEW_REUSE`).
 pub struct OfferNamesByConnection {
     hub: Hub,
     ctx: CallContext,
@@ -377,13 +431,16 @@ impl OfferNamesByConnection {
         }
         // A removed school is not asked (the call would only fail and be recorded).
         let names = match self.hub.client_for(connection).await {
-            Ok(_) => Some(Arc::new(OfferNames::new(
-                &self.hub,
-                Principal::Operator {
-                    connection: connection.to_owned(),
-                },
-                self.ctx.clone(),
-            ))),
+            Ok(_) => Some(Arc::new(
+                OfferNames::new(
+                    &self.hub,
+                    Principal::Operator {
+                        connection: connection.to_owned(),
+                    },
+                    self.ctx.clone(),
+                )
+                .for_views(connection),
+            )),
             Err(e) => {
                 tracing::debug!(connection, error = %e, "no offer names for this connection");
                 None

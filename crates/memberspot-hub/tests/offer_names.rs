@@ -274,6 +274,12 @@ async fn audit_records_get_their_offer_names_with_one_read_per_school() {
     }
     assert_eq!(w.offer_reads().await, 1, "one read for the whole page");
 
+    // The next view within a minute (the next page, a second click) reuses that read:
+    // each read is an audited call under the school's rate limit.
+    let next = OfferNamesByConnection::new(&w.hub, CallContext::new(Surface::Console));
+    assert_eq!(next.in_records(&records).await, named);
+    assert_eq!(w.offer_reads().await, 1, "the next view reads nothing");
+
     // A removed school is not asked; its records keep their ids alone.
     let mut elsewhere = records[0].clone();
     elsewhere.connection = Some("removed-school".into());
