@@ -15,16 +15,7 @@ use tokio::io::AsyncBufReadExt;
 
 mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
+use common::{read, repo, text};
 
 const BIN: &str = env!("CARGO_BIN_EXE_memberspot");
 
@@ -48,10 +39,6 @@ async fn run(dir: &Path, args: &[&str]) -> Output {
         .output()
         .await
         .expect("runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -20,18 +20,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use common::{read, repo, text};
+
 const BIN: &str = env!("CARGO_BIN_EXE_memberspot");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("repository root")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// A directory of this test's own under the target directory: unlike `/tmp`, it is the
 /// same path inside the namespace.
@@ -232,7 +223,7 @@ impl Drop for Booted {
 /// The commands of the `sh` block that follows `heading` on docs/operations.md, without
 /// those marked as needing the internet.
 fn section_commands(heading: &str) -> Vec<String> {
-    let page = std::fs::read_to_string(repo().join("docs/operations.md")).expect("page");
+    let page = read("docs/operations.md");
     let after = page
         .split_once(&format!("\n{heading}\n"))
         .unwrap_or_else(|| panic!("no `{heading}` on the page"))
@@ -409,12 +400,10 @@ fn memberspot(dir: &Path) -> Command {
 /// The page's `memberspot serve` line behind a proxy, on `port`, with `public_url`, JSON
 /// logs into `dir/hub.log`.
 fn serve_behind_a_proxy(dir: &Path, port: u16, public_url: &str) -> Running {
-    let line = common::sh_blocks(
-        &std::fs::read_to_string(repo().join("docs/operations.md")).expect("page"),
-    )
-    .into_iter()
-    .find(|l| l.starts_with("memberspot serve --listen 127.0.0.1:8787 --public-url"))
-    .expect("the page starts the hub behind a proxy");
+    let line = common::sh_blocks(&read("docs/operations.md"))
+        .into_iter()
+        .find(|l| l.starts_with("memberspot serve --listen 127.0.0.1:8787 --public-url"))
+        .expect("the page starts the hub behind a proxy");
     let line = line
         .replace("127.0.0.1:8787", &format!("127.0.0.1:{port}"))
         .replace("https://hub.example.com", public_url);
@@ -572,8 +561,7 @@ fn nginx_example_in_front_of_the_hub() {
     // nginx's `$host` has no port: the public URL as on the page.
     let _hub = serve_behind_a_proxy(&dir, hub_port, "https://hub.example.com");
     let (cert, key) = certificate(&dir);
-    let site = std::fs::read_to_string(repo().join("deploy/nginx.conf"))
-        .expect("nginx.conf")
+    let site = read("deploy/nginx.conf")
         .replace("listen 80;", &format!("listen 127.0.0.1:{http};"))
         .replace("listen 443 ssl", &format!("listen 127.0.0.1:{https} ssl"))
         .replace(
@@ -639,8 +627,7 @@ fn caddy_example_in_front_of_the_hub() {
     // Caddy passes the Host header on with its port.
     let _hub = serve_behind_a_proxy(&dir, hub_port, &format!("https://hub.example.com:{https}"));
     // The page's file with a certificate from Caddy's own CA instead of Let's Encrypt.
-    let site = std::fs::read_to_string(repo().join("deploy/Caddyfile"))
-        .expect("Caddyfile")
+    let site = read("deploy/Caddyfile")
         .replace(
             "hub.example.com {",
             &format!("hub.example.com:{https} {{\n\ttls internal"),
