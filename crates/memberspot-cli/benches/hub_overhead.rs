@@ -512,15 +512,23 @@ async fn idle_rss() -> Result<(), BoxError> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = child.id().ok_or("no pid")?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or("no VmRSS")?;
+    // The kernel's "kB" are KiB.
+    let kib = |field: &str| -> Result<f64, BoxError> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("no {field} in /proc/{pid}/status").into())
+    };
+    let (rss, anon, file) = (kib("VmRSS:")?, kib("RssAnon:")?, kib("RssFile:")?);
     println!(
-        "idle RSS of `memberspot serve` (SQLite, embedded sandbox running, console served): {:.1} MiB",
-        kb / 1024.0
+        "idle RSS of `memberspot serve` (SQLite, embedded sandbox running, console served): \
+         {:.1} MiB = {:.1} MB (heap and stacks {:.1} MiB, the binary's pages and libraries {:.1} MiB)",
+        rss / 1024.0,
+        rss * 1024.0 / 1e6,
+        anon / 1024.0,
+        file / 1024.0
     );
     child.kill().await?;
     Ok(())

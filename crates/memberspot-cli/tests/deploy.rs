@@ -642,16 +642,7 @@ fn directives(conf: &str) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_links_only_the_c_runtime() {
     // The debug binary links the same libraries as the release one.
-    let mut binaries = vec![PathBuf::from(BIN)];
-    let release = Path::new(BIN)
-        .parent()
-        .and_then(Path::parent)
-        .map(|target| target.join("release").join("memberspot"));
-    match release {
-        Some(r) if r.is_file() => binaries.push(r),
-        _ => println!("release binary not checked: not built (cargo build --release)"),
-    }
-    for bin in binaries {
+    for bin in built_binaries() {
         let out = tokio::process::Command::new("ldd")
             .arg(&bin)
             .output()
@@ -674,6 +665,79 @@ async fn the_binary_links_only_the_c_runtime() {
                     .any(|ok| lib.starts_with(ok));
             assert!(c_runtime, "{} needs {lib}: {libs:?}", bin.display());
         }
+    }
+}
+
+/// The binaries this test run can see: the debug one, and the release one when built.
+fn built_binaries() -> Vec<PathBuf> {
+    let mut binaries = vec![PathBuf::from(BIN)];
+    let release = Path::new(BIN)
+        .parent()
+        .and_then(Path::parent)
+        .map(|target| target.join("release").join("memberspot"));
+    match release {
+        Some(r) if r.is_file() => binaries.push(r),
+        _ => println!("release binary not checked: not built (cargo build --release)"),
+    }
+    binaries
+}
+
+/// What build.rs decides: packed relocations unless turned off or the glibc is older.
+async fn relr_expected() -> bool {
+    if std::env::var("MEMBERSPOT_LINK_RELR").is_ok_and(|v| v == "0") {
+        return false;
+    }
+    let out = tokio::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .await
+        .expect("getconf");
+    let version = text(&out.stdout);
+    let minor = version
+        .trim()
+        .strip_prefix("glibc 2.")
+        .and_then(|m| m.split('.').next()?.parse::<u32>().ok());
+    minor.is_some_and(|m| m >= 36)
+}
+
+/// operations.md promises "glibc 2.36 or newer": no symbol asks for more, and the packed
+/// relocations (build.rs) are there, which is what needs 2.36 and saves 2 MB of memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_packs_its_relocations_and_needs_glibc_2_36() {
+    for bin in built_binaries() {
+        let readelf = |flag: &'static str| {
+            let bin = bin.clone();
+            async move {
+                let out = tokio::process::Command::new("readelf")
+                    .args([flag, "-W"])
+                    .arg(&bin)
+                    .output()
+                    .await
+                    .expect("readelf (binutils)");
+                assert!(out.status.success(), "readelf {flag} {}", bin.display());
+                text(&out.stdout)
+            }
+        };
+        // build.rs packs them when the glibc linked against is 2.36 or newer.
+        let packed = readelf("-d").await.contains("(RELR)");
+        let versions = readelf("-V").await;
+        assert_eq!(packed, relr_expected().await, "{}: DT_RELR", bin.display());
+        assert_eq!(
+            packed,
+            versions.contains("GLIBC_ABI_DT_RELR"),
+            "{}",
+            bin.display()
+        );
+        let newest = versions
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("GLIBC_2."))
+            .filter_map(|v| v.split('.').next()?.parse::<u32>().ok())
+            .max();
+        assert!(
+            newest.is_some_and(|minor| minor <= 36),
+            "{} needs glibc 2.{newest:?}",
+            bin.display()
+        );
     }
 }
 
