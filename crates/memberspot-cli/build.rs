@@ -13,10 +13,13 @@ fn main() {
     println!("cargo:rerun-if-env-changed=MEMBERSPOT_LINK_RELR");
     let env = |name: &str| std::env::var(name).unwrap_or_default();
     let wanted = env("MEMBERSPOT_LINK_RELR") != "0";
-    let gnu_linux = env("CARGO_CFG_TARGET_OS") == "linux" && env("CARGO_CFG_TARGET_ENV") == "gnu";
+    // x86-64 only: GNU ld (2.38 and newer) and lld both pack them there.
+    let supported_target = env("CARGO_CFG_TARGET_OS") == "linux"
+        && env("CARGO_CFG_TARGET_ENV") == "gnu"
+        && env("CARGO_CFG_TARGET_ARCH") == "x86_64";
     // The host's glibc says nothing about a cross target's.
     let native = env("HOST") == env("TARGET");
-    if wanted && gnu_linux && native && host_glibc_at_least(2, 36) {
+    if wanted && supported_target && native && host_glibc_at_least(2, 36) {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
     }
 }

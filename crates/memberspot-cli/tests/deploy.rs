@@ -682,9 +682,12 @@ fn built_binaries() -> Vec<PathBuf> {
     binaries
 }
 
-/// What build.rs decides: packed relocations unless turned off or the glibc is older.
+/// What build.rs decides: packed relocations on x86-64 unless turned off or the glibc is
+/// older.
 async fn relr_expected() -> bool {
-    if std::env::var("MEMBERSPOT_LINK_RELR").is_ok_and(|v| v == "0") {
+    if !cfg!(target_arch = "x86_64")
+        || std::env::var("MEMBERSPOT_LINK_RELR").is_ok_and(|v| v == "0")
+    {
         return false;
     }
     let out = tokio::process::Command::new("getconf")
