@@ -393,7 +393,8 @@ pub struct ExportQuery {
 }
 
 /// The filtered view as CSV (neutralised for spreadsheets) or JSON lines, oldest first,
-/// at most 10 000 records: the same exports as `audit export` and `/v1/audit/export`.
+/// every matching record (read and sent 10,000 at a time): the same files as `audit
+/// export` and `/v1/audit/export`.
 pub async fn export(
     State(c): State<Arc<Console>>,
     s: Signed,
@@ -401,43 +402,36 @@ pub async fn export(
 ) -> Response {
     use axum::http::header;
     use axum::response::IntoResponse;
+    use futures::TryStreamExt;
+    use memberspot_hub::admin::{AuditExportFormat, audit_export_pages};
     let v = View::signed(&c, &s, "/audit");
     let mut filter = match parse_filter(&c, &q.filter) {
         Ok(f) => f,
         Err(msg) => return v.message(StatusCode::BAD_REQUEST, "error-title", &msg),
     };
-    filter.limit = Some(10_000);
-    filter.newest_first = false;
+    let name = if q.format.is_empty() {
+        "jsonl"
+    } else {
+        q.format.as_str()
+    };
+    let Some(format) = AuditExportFormat::parse(name) else {
+        let msg = format!("format: `{name}`: use csv or jsonl");
+        return v.message(StatusCode::BAD_REQUEST, "error-title", &msg);
+    };
+    // The whole filtered view, not the page on screen.
     filter.before_seq = None;
-    let records = match c.hub.audit(&filter).await {
-        Ok(r) => r,
+    filter.after_seq = None;
+    let pages = match audit_export_pages(c.hub.clone(), filter, None, format).await {
+        Ok(pages) => pages.inspect_err(|e| tracing::warn!(error = %e, "audit export stopped")),
         Err(e) => return failure(&c, s.lang, &e),
     };
-    let (body, kind, name) = match q.format.as_str() {
-        "csv" => (
-            memberspot_hub::admin::audit_csv(&records),
-            "text/csv; charset=utf-8",
-            "attachment; filename=\"audit.csv\"",
-        ),
-        "jsonl" | "" => (
-            memberspot_hub::admin::audit_jsonl(&records),
-            "application/x-ndjson",
-            "attachment; filename=\"audit.jsonl\"",
-        ),
-        other => {
-            let msg = format!("format: `{other}`: use csv or jsonl");
-            return v.message(StatusCode::BAD_REQUEST, "error-title", &msg);
-        }
-    };
-    match body {
-        Ok(b) => (
-            [
-                (header::CONTENT_TYPE, kind),
-                (header::CONTENT_DISPOSITION, name),
-            ],
-            b,
-        )
-            .into_response(),
-        Err(e) => failure(&c, s.lang, &e),
-    }
+    let disposition = format!("attachment; filename=\"{}\"", format.file_name());
+    (
+        [
+            (header::CONTENT_TYPE, format.content_type().to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        axum::body::Body::from_stream(pages),
+    )
+        .into_response()
 }

@@ -610,6 +610,157 @@ async fn audit_pages_by_keyset_and_exports_postgres() {
     audit_pages_by_keyset_and_exports(Backend::Postgres).await;
 }
 
+/// The export is the whole filtered view, beyond the store's 10,000 records a query and
+/// newest included; each filter (persona, outcome, surface, time) returns exactly its
+/// records.
+async fn audit_export_and_filters_cover_the_whole_view(backend: Backend) {
+    use chrono::TimeZone;
+    use memberspot_hub::Surface;
+    use memberspot_hub::store::{AuditOutcome, NewAuditRecord};
+    const TOTAL: i64 = 10_050;
+    let t = TestHub::open(backend).await;
+    add(&t, "anna", ConsoleRole::Owner).await;
+    // A minute apart from 2026-06-01 00:00 UTC: personas p0..p2, every tenth denied,
+    // REST and flows taking turns.
+    let base = 1_780_272_000_000_i64;
+    let record = |i: i64| NewAuditRecord {
+        at: base + i * 60_000,
+        request_id: format!("req-{i}"),
+        surface: if i % 2 == 0 {
+            Surface::Rest
+        } else {
+            Surface::Flow
+        },
+        connection: Some("sandbox".into()),
+        persona: Some(format!("p{}", i % 3)),
+        end_user: None,
+        prompt: None,
+        tool: "bulk.check".into(),
+        arguments: serde_json::json!({ "i": i }),
+        outcome: if i % 10 == 0 {
+            AuditOutcome::Denied
+        } else {
+            AuditOutcome::Ok
+        },
+        response: None,
+        error: None,
+        upstream_status: None,
+        latency_ms: 1,
+        oauth_client: None,
+    };
+    let mut i = 0;
+    while i < TOTAL {
+        let batch: Vec<NewAuditRecord> = (i..(i + 500).min(TOTAL)).map(record).collect();
+        t.hub
+            .store()
+            .append_audit_batch(&batch)
+            .await
+            .expect("append");
+        i += 500;
+    }
+    let plugin = console(&t, ConsoleSettings::default());
+    let mut c = Client::new(plugin.router());
+    c.login("anna", PASSWORD).await;
+    let lines = |body: &str| -> Vec<serde_json::Value> {
+        body.lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    };
+
+    let csv = c.get("/audit/export?format=csv&tool=bulk.check").await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert_eq!(
+        csv.body.lines().count() as i64,
+        TOTAL + 1,
+        "a header and every record"
+    );
+    let all = lines(
+        &c.get("/audit/export?format=jsonl&tool=bulk.check")
+            .await
+            .body,
+    );
+    assert_eq!(all.len() as i64, TOTAL);
+    let seqs: Vec<i64> = all.iter().filter_map(|r| r["seq"].as_i64()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "oldest first, no record twice"
+    );
+    let head = t.hub.audit_head().await.expect("head");
+    assert_eq!(
+        seqs.last(),
+        Some(&head.seq),
+        "the newest record is in the export"
+    );
+    let arg = |r: &serde_json::Value| r["arguments"]["i"].as_i64().expect("i");
+
+    // Each filter, through the export of its view.
+    let denied_p1 = lines(
+        &c.get("/audit/export?format=jsonl&tool=bulk.check&persona=p1&outcome=denied")
+            .await
+            .body,
+    );
+    let expected = (0..TOTAL).filter(|i| i % 3 == 1 && i % 10 == 0).count();
+    assert_eq!(denied_p1.len(), expected);
+    assert!(
+        denied_p1
+            .iter()
+            .all(|r| { r["persona"] == "p1" && r["outcome"] == "denied" && arg(r) % 30 == 10 })
+    );
+    let flows = lines(
+        &c.get("/audit/export?format=jsonl&tool=bulk.check&surface=flow")
+            .await
+            .body,
+    );
+    assert_eq!(flows.len() as i64, TOTAL / 2);
+    assert!(
+        flows
+            .iter()
+            .all(|r| r["surface"] == "flow" && arg(r) % 2 == 1)
+    );
+    // The console's time zone: an hour from 01:00 UTC, written in local time.
+    let tz = ConsoleSettings::default().time_zone;
+    let local = |ms: i64| {
+        tz.timestamp_millis_opt(ms)
+            .single()
+            .expect("a local time")
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    let (since, until) = (local(base + 60 * 60_000), local(base + 120 * 60_000));
+    let hour = lines(
+        &c.get(&format!(
+            "/audit/export?format=jsonl&tool=bulk.check&since={since}&until={until}"
+        ))
+        .await
+        .body,
+    );
+    let is: Vec<i64> = hour.iter().map(arg).collect();
+    assert_eq!(
+        is,
+        (60..120).collect::<Vec<_>>(),
+        "since inclusive, until exclusive"
+    );
+    // The page shows the same filter: every row is p1's, and no other persona appears.
+    let page = c.get("/audit?tool=bulk.check&persona=p1").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(">p1<"), "{}", page.body);
+    assert!(!page.body.contains(">p0<") && !page.body.contains(">p2<"));
+    let bad = c.get("/audit/export?format=xml").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("format: `xml`"), "{}", bad.body);
+    t.close().await;
+}
+
+#[tokio::test]
+async fn audit_export_and_filters_cover_the_whole_view_sqlite() {
+    audit_export_and_filters_cover_the_whole_view(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn audit_export_and_filters_cover_the_whole_view_postgres() {
+    audit_export_and_filters_cover_the_whole_view(Backend::Postgres).await;
+}
+
 /// Behind an HTTPS proxy (`--public-url https://…`): cookies are `Secure`, and forms must
 /// come from exactly that origin.
 #[tokio::test]

@@ -501,7 +501,9 @@ fn check_base_url(base_url: &str) -> Result<(), HubError> {
         .map_err(|e| HubError::Invalid(e.to_string()))
 }
 
-pub use crate::audit_export::{audit_csv, audit_csv_rows, audit_jsonl};
+pub use crate::audit_export::{
+    AuditExportFormat, audit_csv, audit_csv_rows, audit_export_pages, audit_jsonl,
+};
 
 /// Meta key of the admin token's hash.
 const ADMIN_TOKEN_META: &str = "admin_token_hash";

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use memberspot_store::{AuditRecord, canonical_json};
+use memberspot_store::{AuditFilter, AuditRecord, canonical_json};
 
 use crate::HubError;
 
@@ -104,6 +104,106 @@ pub fn audit_jsonl(records: &[AuditRecord]) -> Result<String, HubError> {
         out.push('\n');
     }
     Ok(out)
+}
+
+/// The two export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditExportFormat {
+    Jsonl,
+    Csv,
+}
+
+impl AuditExportFormat {
+    /// `jsonl` or `csv`; anything else is `None` (the caller names the field).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "jsonl" => Some(Self::Jsonl),
+            "csv" => Some(Self::Csv),
+            _ => None,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Jsonl => "application/x-ndjson",
+            Self::Csv => "text/csv; charset=utf-8",
+        }
+    }
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Jsonl => "audit.jsonl",
+            Self::Csv => "audit.csv",
+        }
+    }
+}
+
+/// Records one query of an export asks for (the store's most).
+const EXPORT_PAGE: u32 = 10_000;
+
+/// Every record `filter` matches, oldest first, at most `limit` (all when `None`), as the
+/// export's text one page of up to 10,000 records at a time, so an export of millions of
+/// records neither stops at the store's page size nor holds them all in memory. The CSV
+/// header comes once, with the first page (also when nothing matches).
+///
+/// The first page is read before this returns, so a store that cannot answer is an error
+/// the caller can still report; a later page's failure ends the stream with it.
+pub async fn audit_export_pages(
+    hub: crate::Hub,
+    filter: AuditFilter,
+    limit: Option<u64>,
+    format: AuditExportFormat,
+) -> Result<impl futures::Stream<Item = Result<String, HubError>> + Send + 'static, HubError> {
+    use futures::{StreamExt, TryStreamExt};
+    let mut pages = Box::pin(pages(hub, filter, limit, format));
+    let first = pages.try_next().await?.unwrap_or_default();
+    Ok(futures::stream::once(async move { Ok(first) }).chain(pages))
+}
+
+fn pages(
+    hub: crate::Hub,
+    filter: AuditFilter,
+    limit: Option<u64>,
+    format: AuditExportFormat,
+) -> impl futures::Stream<Item = Result<String, HubError>> + Send + 'static {
+    struct Next {
+        hub: crate::Hub,
+        filter: AuditFilter,
+        left: u64,
+        first: bool,
+    }
+    let mut filter = filter;
+    filter.newest_first = false;
+    let start = Next {
+        hub,
+        filter,
+        left: limit.unwrap_or(u64::MAX),
+        first: true,
+    };
+    futures::stream::try_unfold(Some(start), move |state| async move {
+        let Some(mut next) = state else {
+            return Ok(None);
+        };
+        let page = u32::try_from(next.left).map_or(EXPORT_PAGE, |l| l.min(EXPORT_PAGE));
+        next.filter.limit = Some(page);
+        let records = if page == 0 {
+            Vec::new()
+        } else {
+            next.hub.audit(&next.filter).await?
+        };
+        let text = match format {
+            AuditExportFormat::Jsonl => audit_jsonl(&records)?,
+            AuditExportFormat::Csv => audit_csv_rows(&records, next.first)?,
+        };
+        next.first = false;
+        next.left = next.left.saturating_sub(records.len() as u64);
+        // A short page was the last one.
+        let more = next.left > 0 && records.len() == page as usize;
+        if let Some(last) = records.last() {
+            next.filter.after_seq = Some(last.seq);
+        }
+        Ok(Some((text, more.then_some(next))))
+    })
 }
 
 #[cfg(test)]

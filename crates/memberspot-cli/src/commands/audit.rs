@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use memberspot_hub::admin::{audit_csv_rows, audit_jsonl};
+use memberspot_hub::admin::{AuditExportFormat, audit_export_pages};
 use memberspot_hub::offer_names::{self, OfferNamesByConnection, offer_ids_in};
 use memberspot_hub::store::{AuditFilter, AuditRecord};
 use serde_json::Value;
@@ -156,29 +156,21 @@ pub async fn run(cmd: AuditCommand, global: &Global) -> anyhow::Result<ExitCode>
                 Ok(ExitCode::SUCCESS)
             }
             AuditCommand::Export { filter: args, format } => {
-                // Page by page (the store returns at most 10,000 records per query), so an
-                // export of millions of records neither stops early nor holds them all.
-                const PAGE: u32 = 10_000;
-                let mut f = filter(&args)?;
-                let mut left = args.limit.map_or(u64::MAX, u64::from);
-                let mut first = true;
+                let format = match format {
+                    ExportFormat::Jsonl => AuditExportFormat::Jsonl,
+                    ExportFormat::Csv => AuditExportFormat::Csv,
+                };
+                let pages = audit_export_pages(
+                    hub.clone(),
+                    filter(&args)?,
+                    args.limit.map(u64::from),
+                    format,
+                )
+                .await?;
+                let mut pages = std::pin::pin!(pages);
                 let mut out = std::io::stdout().lock();
-                while left > 0 {
-                    f.limit = Some(PAGE.min(u32::try_from(left).unwrap_or(PAGE)));
-                    let records = hub.audit(&f).await?;
-                    let text = match format {
-                        ExportFormat::Jsonl => audit_jsonl(&records)?,
-                        ExportFormat::Csv => audit_csv_rows(&records, first)?,
-                    };
+                while let Some(text) = futures::TryStreamExt::try_next(&mut pages).await? {
                     std::io::Write::write_all(&mut out, text.as_bytes())?;
-                    first = false;
-                    left = left.saturating_sub(records.len() as u64);
-                    match records.last() {
-                        Some(last) if records.len() as u32 == f.limit.unwrap_or(PAGE) => {
-                            f.after_seq = Some(last.seq);
-                        }
-                        _ => break,
-                    }
                 }
                 Ok(ExitCode::SUCCESS)
             }

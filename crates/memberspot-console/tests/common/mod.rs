@@ -170,7 +170,7 @@ impl Client {
                 self.cookies.insert(k.to_owned(), v.to_owned());
             }
         }
-        let bytes = axum::body::to_bytes(res.into_body(), 4 << 20)
+        let bytes = axum::body::to_bytes(res.into_body(), 64 << 20)
             .await
             .expect("body");
         Answer {

@@ -5,7 +5,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use memberspot_hub::Hub;
-use memberspot_hub::admin::{ConnectionView, PersonaSpec, PersonaView, audit_csv, audit_jsonl};
+use memberspot_hub::admin::{
+    AuditExportFormat, ConnectionView, PersonaSpec, PersonaView, audit_export_pages,
+};
 use memberspot_hub::store::AuditFilter;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -387,25 +389,25 @@ async fn export_audit(
     _: AdminAuth,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, HttpError> {
-    let mut f = filter(&q)?;
-    f.limit = Some(f.limit.unwrap_or(10_000));
-    let records = hub.audit(&f).await?;
-    match q.format.as_deref().unwrap_or("jsonl") {
-        "jsonl" => Ok((
-            [(header::CONTENT_TYPE, "application/x-ndjson")],
-            audit_jsonl(&records)?,
-        )
-            .into_response()),
-        "csv" => Ok((
-            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            audit_csv(&records)?,
-        )
-            .into_response()),
-        other => Err(HttpError::field(
+    let name = q.format.as_deref().unwrap_or("jsonl");
+    let format = AuditExportFormat::parse(name).ok_or_else(|| {
+        HttpError::field(
             StatusCode::BAD_REQUEST,
             "invalid_query",
             "format",
-            format!("`{other}`: use jsonl or csv"),
-        )),
-    }
+            format!("`{name}`: use jsonl or csv"),
+        )
+    })?;
+    let mut f = filter(&q)?;
+    // `limit` caps the export; without it every matching record is sent, page by page.
+    let limit = f.limit.take().map(u64::from);
+    let pages = audit_export_pages(hub, f, limit, format).await?;
+    let pages = futures::TryStreamExt::inspect_err(pages, |e| {
+        tracing::warn!(error = %e, "audit export stopped");
+    });
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        axum::body::Body::from_stream(pages),
+    )
+        .into_response())
 }
