@@ -233,7 +233,10 @@ fn router(console: Arc<Console>) -> Router {
             "/personas/{name}/revoke",
             get(personas::confirm_revoke).post(personas::revoke),
         )
-        .route("/personas/{name}/rotate", post(personas::rotate))
+        .route(
+            "/personas/{name}/rotate",
+            get(personas::confirm_rotate).post(personas::rotate),
+        )
         .route("/members", get(members::page))
         .route("/members/revoke", get(members::confirm_revoke))
         .route("/members/grant", post(members::grant))
@@ -278,7 +281,10 @@ fn router(console: Arc<Console>) -> Router {
             get(oauth::authorize_page).post(oauth::authorize_answer),
         )
         .route("/oauth", get(oauth::apps))
-        .route("/oauth/grants/{id}/revoke", post(oauth::revoke))
+        .route(
+            "/oauth/grants/{id}/revoke",
+            get(oauth::confirm_revoke).post(oauth::revoke),
+        )
         .route("/audit", get(audit::list))
         .route("/audit/verify", get(audit::verify))
         .route("/audit/export", get(audit::export))

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use crate::Console;
 use crate::auth::{CsrfForm, failure};
-use crate::form::Change;
+use crate::form::{Change, Owner};
 use crate::layout::{View, badge, empty, notice};
 use crate::personas::{actor, urlencode};
 use crate::session::Signed;
@@ -375,10 +375,7 @@ pub async fn apps(
                         }
                         @if s.is_owner() { td {
                             @if g.revoked_at.is_none() {
-                                form method="post" action={ "/oauth/grants/" (g.id) "/revoke" } {
-                                    input type="hidden" name="csrf" value=(s.csrf);
-                                    button.danger type="submit" aria-label=(v.ta("oauth-revoke-label", &[("client", g.client_name.clone().into()), ("persona", g.persona.clone().into())])) { (v.t("personas-revoke")) }
-                                }
+                                a.button.danger href={ "/oauth/grants/" (g.id) "/revoke" } aria-label=(v.ta("oauth-revoke-label", &[("client", g.client_name.clone().into()), ("persona", g.persona.clone().into())])) { (v.t("personas-revoke")) }
                             }
                         } }
                     } } }
@@ -403,6 +400,41 @@ pub async fn apps(
                     } } }
                 } }
             }
+        },
+    )
+}
+
+/// `GET /oauth/grants/{id}/revoke`: asks first, as for a persona.
+pub async fn confirm_revoke(
+    State(c): State<Arc<Console>>,
+    Owner(s): Owner,
+    Path(id): Path<String>,
+) -> Response {
+    let grant = match c.hub.list_oauth_grants(None).await {
+        Ok(grants) => grants
+            .into_iter()
+            .find(|g| g.id == id && g.revoked_at.is_none()),
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let Some(g) = grant else {
+        let missing = HubError::NotFound(format!("no active sign-in with id `{id}`"));
+        return failure(&c, s.lang, &missing);
+    };
+    let v = View::signed(&c, &s, "/oauth");
+    let who = [
+        ("client", g.client_name.clone().into()),
+        ("persona", g.persona.clone().into()),
+    ];
+    v.page(
+        StatusCode::OK,
+        &v.ta("oauth-revoke-title", &who),
+        html! {
+            p { (v.t("oauth-revoke-explain")) }
+            form method="post" action={ "/oauth/grants/" (urlencode(&g.id)) "/revoke" } {
+                input type="hidden" name="csrf" value=(s.csrf);
+                button.danger type="submit" { (v.ta("oauth-revoke-label", &who)) }
+            }
+            p { a href="/oauth" { (v.t("back")) } }
         },
     )
 }

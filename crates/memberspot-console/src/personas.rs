@@ -142,10 +142,7 @@ async fn render(
                                     @if s.is_owner() {
                                         td.actions {
                                             @if p.revoked_at.is_none() {
-                                                form method="post" action={ "/personas/" (urlencode(&p.name)) "/rotate" } {
-                                                    input type="hidden" name="csrf" value=(s.csrf);
-                                                    button.secondary type="submit" { (v.t("personas-rotate")) }
-                                                }
+                                                a.button.secondary href={ "/personas/" (urlencode(&p.name)) "/rotate" } { (v.t("personas-rotate")) }
                                                 a.button.danger href={ "/personas/" (urlencode(&p.name)) "/revoke" } { (v.t("personas-revoke")) }
                                             }
                                         }
@@ -381,6 +378,31 @@ pub async fn revoke(
         Ok(_) => Redirect::to(&format!("/personas?revoked={}", urlencode(&name))).into_response(),
         Err(e) => failure(&c, s.lang, &e),
     }
+}
+
+/// A new token ends the current one at once, and the agent that holds it stops working
+/// until it gets the new one: asked first, like a revocation.
+pub async fn confirm_rotate(
+    State(c): State<Arc<Console>>,
+    Owner(s): Owner,
+    Path(name): Path<String>,
+) -> Response {
+    if let Err(e) = c.hub.persona_any(&name).await {
+        return failure(&c, s.lang, &e);
+    }
+    let v = View::signed(&c, &s, "/personas");
+    v.page(
+        StatusCode::OK,
+        &v.ta("personas-rotate-title", &[("name", name.clone().into())]),
+        html! {
+            p { (v.t("personas-rotate-explain")) }
+            form method="post" action={ "/personas/" (urlencode(&name)) "/rotate" } {
+                input type="hidden" name="csrf" value=(s.csrf);
+                button.danger type="submit" { (v.ta("personas-rotate-confirm", &[("name", name.clone().into())])) }
+            }
+            p { a href="/personas" { (v.t("back")) } }
+        },
+    )
 }
 
 pub async fn rotate(

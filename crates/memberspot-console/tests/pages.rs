@@ -807,6 +807,48 @@ async fn personas_offer_restriction(backend: Backend) {
             .contains(&format!("{} ({})", offer.name, offer.id))
     );
 
+    // A new token is asked for first; then the old one is refused and the new one works.
+    let token_of = |body: &str| -> String {
+        let at = body.find("id=\"token\"").expect("the token field");
+        let rest = &body[at..];
+        let start = rest.find("value=\"").expect("its value") + 7;
+        rest[start..start + rest[start..].find('"').expect("end")].to_owned()
+    };
+    let old_token = token_of(&created.body);
+    assert!(t.hub.authenticate(&old_token).await.is_ok());
+    assert!(list.body.contains("href=\"/personas/shop-bot/rotate\""));
+    let ask = c.get("/personas/shop-bot/rotate").await;
+    assert_eq!(ask.status, StatusCode::OK);
+    assert!(
+        ask.body.contains("A new token for shop-bot?"),
+        "{}",
+        ask.body
+    );
+    assert!(
+        t.hub.authenticate(&old_token).await.is_ok(),
+        "asking changes nothing"
+    );
+    let rotated = c
+        .post("/personas/shop-bot/rotate", &[("csrf", &ask.csrf())])
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let new_token = token_of(&rotated.body);
+    assert_ne!(new_token, old_token);
+    assert!(
+        t.hub.authenticate(&old_token).await.is_err(),
+        "the old token ends"
+    );
+    assert_eq!(
+        t.hub
+            .authenticate(&new_token)
+            .await
+            .expect("new token")
+            .name,
+        "shop-bot"
+    );
+    let unknown = c.get("/personas/nobody/rotate").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
     // The script is served with its type, and the policy allows only the console's own.
     let js = c.get("/assets/console.js").await;
     assert_eq!(js.status, StatusCode::OK);

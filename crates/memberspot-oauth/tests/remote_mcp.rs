@@ -280,10 +280,24 @@ async fn a_grant_revoked_in_the_console_stops_the_token() {
         .expect("grants")[0]
         .id
         .clone();
+    // The list links to a confirmation; asking changes nothing.
+    assert!(
+        apps.body
+            .contains(&format!("href=\"/oauth/grants/{grant}/revoke\""))
+    );
+    let ask = b.get(&format!("/oauth/grants/{grant}/revoke")).await;
+    assert_eq!(ask.status, StatusCode::OK);
+    assert!(
+        ask.body
+            .contains("Revoke the sign-in of Console Revoked as reader?"),
+        "{}",
+        ask.body
+    );
+    assert_eq!(mcp_status(&w, &s.access).await, StatusCode::OK);
     let revoked = b
         .post(
             &format!("/oauth/grants/{grant}/revoke"),
-            &[("csrf".into(), apps.csrf())],
+            &[("csrf".into(), ask.csrf())],
         )
         .await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
@@ -298,5 +312,8 @@ async fn a_grant_revoked_in_the_console_stops_the_token() {
         .expect("audit");
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].end_user.as_deref(), Some("console:anna"));
+    // A revoked (or unknown) sign-in has nothing left to confirm.
+    let again = b.get(&format!("/oauth/grants/{grant}/revoke")).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
     w.close().await;
 }
