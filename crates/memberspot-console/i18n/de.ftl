@@ -196,6 +196,16 @@ members-done-restore = Zugang wiederhergestellt.
 overview-show = Anzeigen
 overview-school = Schule: { $connection }
 overview-quiet = Heute und gestern ist nichts passiert: keine Zahlungen, keine Mitgliederänderungen, keine Tool-Aufrufe. Verbinde einen Zahlungsanbieter (docs/events.md) oder lege eine Persona an.
+overview-payments = Zahlungen heute
+overview-payment-provider = Anbieter
+overview-payment-kind = Art
+overview-payment-count = Anzahl
+overview-payment-amount = Betrag
+overview-payment-tests = { $count ->
+    [one] (davon ein Test, nicht im Betrag)
+   *[other] (davon { $count } Tests, nicht im Betrag)
+}
+digest-ended-terms = Beendete Laufzeiten
 digest-purchases = Käufe
 digest-renewals = Verlängerungen
 digest-refunds = Erstattungen

@@ -196,6 +196,16 @@ members-done-restore = Access restored.
 overview-show = Show
 overview-school = School: { $connection }
 overview-quiet = Nothing happened today or yesterday: no payments, member changes or tool calls. Connect a payment provider (docs/events.md) or create a persona to get started.
+overview-payments = Payments today
+overview-payment-provider = Provider
+overview-payment-kind = Kind
+overview-payment-count = Number
+overview-payment-amount = Amount
+overview-payment-tests = { $count ->
+    [one] (of which one test, not in the amount)
+   *[other] (of which { $count } tests, not in the amount)
+}
+digest-ended-terms = Ended terms
 digest-purchases = Purchases
 digest-renewals = Renewals
 digest-refunds = Refunds

@@ -15,6 +15,7 @@ mod connections;
 mod events;
 mod flows;
 mod form;
+mod format;
 pub mod i18n;
 mod layout;
 mod members;

@@ -14,6 +14,7 @@ use memberspot_hub::store::{AuditOutcome, EventFilter, EventStatus, RunStatus};
 
 use crate::Console;
 use crate::auth::failure;
+use crate::format::{money, number};
 use crate::layout::{View, badge, empty};
 use crate::session::Signed;
 
@@ -137,10 +138,10 @@ fn numbers(v: &View<'_>, title: &str, d: &Day) -> Markup {
         section.stat {
             h2 { (title) }
             dl {
-                div { dt { (v.t("overview-calls")) } dd { (d.total) } }
-                div.ok { dt { (v.t("overview-calls-ok")) } dd { (d.ok) } }
-                div.warning { dt { (v.t("overview-calls-denied")) } dd { (d.denied) } }
-                div.failed { dt { (v.t("overview-calls-failed")) } dd { (d.failed) } }
+                div { dt { (v.t("overview-calls")) } dd { (number(v.lang, d.total)) } }
+                div.ok { dt { (v.t("overview-calls-ok")) } dd { (number(v.lang, d.ok)) } }
+                div.warning { dt { (v.t("overview-calls-denied")) } dd { (number(v.lang, d.denied)) } }
+                div.failed { dt { (v.t("overview-calls-failed")) } dd { (number(v.lang, d.failed)) } }
             }
         }
     }
@@ -179,6 +180,22 @@ fn headline(d: &Digest) -> Vec<(&'static str, i64, i64)> {
         ("digest-tool-calls", n.tool_calls, p.tool_calls),
         ("digest-problems", n.problems, p.problems),
     ]
+}
+
+/// A payment kind in words; a kind the catalogue does not know stays as the provider
+/// named it.
+fn payment_kind(v: &View<'_>, kind: &str) -> String {
+    let id = match kind {
+        "purchase" => "digest-purchases",
+        "recurring_payment" => "digest-renewals",
+        "refund" => "digest-refunds",
+        "chargeback" => "digest-chargebacks",
+        "cancellation" => "digest-cancellations",
+        "payment_missed" => "digest-missed-payments",
+        "end_of_term" => "digest-ended-terms",
+        other => return other.to_owned(),
+    };
+    v.t(id)
 }
 
 /// The school the overview is about: the one asked for, else the first that is not the
@@ -264,11 +281,36 @@ pub async fn page(
                         @if *now != 0 || *before != 0 {
                             tr class=[(*id == "digest-problems" && *now > 0).then_some("failed")] {
                                 th scope="row" { (v.t(id)) }
-                                td.num { (now) }
-                                td.num { (before) }
+                                td.num { (number(v.lang, *now)) }
+                                td.num { (number(v.lang, *before)) }
                             }
                         }
                     } }
+                } }
+            }
+            @if !digest.payments.is_empty() {
+                h2 { (v.t("overview-payments")) }
+                div.scroll { table {
+                    thead { tr {
+                        th scope="col" { (v.t("overview-payment-provider")) }
+                        th scope="col" { (v.t("overview-payment-kind")) }
+                        th scope="col" { (v.t("overview-payment-count")) }
+                        th scope="col" { (v.t("overview-payment-amount")) }
+                    } }
+                    tbody { @for p in &digest.payments { tr {
+                        td { (p.provider) }
+                        td { (payment_kind(&v, &p.kind)) }
+                        td.num {
+                            (number(v.lang, p.count))
+                            @if p.test > 0 { " " small { (v.ta("overview-payment-tests", &[("count", p.test.into())])) } }
+                        }
+                        td.num {
+                            @for (i, (currency, minor)) in p.amounts.iter().enumerate() {
+                                @if i > 0 { br; }
+                                (money(v.lang, *minor, currency))
+                            }
+                        }
+                    } } }
                 } }
             }
             h2 { (v.t("overview-calls")) }

@@ -550,8 +550,44 @@ async fn overview_page(backend: Backend) {
         .await
         .expect("finish");
 
+    // Two live purchases and a provider test, in euros: counted, summed, written in the
+    // language's format; the test payment is counted but not summed.
+    let purchase = |key: &str, minor: i64, test: bool| memberspot_hub::store::NewEvent {
+        dedupe_key: key.into(),
+        source: "digistore24".into(),
+        provider: "digistore24".into(),
+        kind: "purchase".into(),
+        name: "on_payment".into(),
+        order_id: Some(key.into()),
+        product_id: Some("p1".into()),
+        email: Some(format!("{key}@example.de")),
+        test,
+        amount_minor: Some(minor),
+        currency: Some("EUR".into()),
+        data: serde_json::json!({}),
+        status: memberspot_hub::store::EventStatus::Done,
+        connection: Some("sandbox".into()),
+        verified: true,
+    };
+    t.hub
+        .events_store()
+        .insert_events(&[
+            purchase("o1", 123_450, false),
+            purchase("o2", 100_000, false),
+            purchase("o3", 4_700, true),
+        ])
+        .await
+        .expect("events");
+
     let busy = c.get("/").await;
     assert!(busy.body.contains("School: sandbox"));
+    assert!(
+        busy.body.contains("<h2>Payments today</h2>"),
+        "{}",
+        busy.body
+    );
+    assert!(busy.body.contains("€2,234.50"), "{}", busy.body);
+    assert!(busy.body.contains("(of which one test, not in the amount)"));
     assert!(
         busy.body.contains("<th scope=\"row\">Tool calls</th>"),
         "{}",
@@ -569,6 +605,11 @@ async fn overview_page(backend: Backend) {
     assert!(
         de.body.contains("<h1>Übersicht</h1>")
             && de.body.contains("Lauf von welcome-mail fehlgeschlagen")
+    );
+    assert!(
+        de.body.contains("2.234,50 €") && de.body.contains("<h2>Zahlungen heute</h2>"),
+        "{}",
+        de.body
     );
     t.close().await;
 }
