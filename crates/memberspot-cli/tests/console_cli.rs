@@ -162,6 +162,28 @@ async fn console_users_from_the_command_line() {
     )
     .await;
     assert!(reset.status.success(), "{:?}", text(&reset));
+    // The stored hash now takes the new password and no longer the old one.
+    let store =
+        memberspot_hub::store::Store::open(&format!("sqlite://{}", d.join("hub.db").display()))
+            .await
+            .expect("the data directory's store");
+    let vera = store
+        .console_user("vera")
+        .await
+        .expect("read")
+        .expect("vera");
+    store.close().await;
+    let hash = argon2::PasswordHash::new(&vera.password_hash).expect("a PHC string");
+    let takes = |password: &str| {
+        argon2::PasswordVerifier::verify_password(
+            &argon2::Argon2::default(),
+            password.as_bytes(),
+            &hash,
+        )
+        .is_ok()
+    };
+    assert!(takes("a brand new password"));
+    assert!(!takes("another long password"));
     let removed = run(d, &["console", "remove-user", "vera"], "").await;
     assert!(removed.status.success());
     let again = run(d, &["console", "remove-user", "vera"], "").await;

@@ -46,6 +46,40 @@ async fn setup_link_is_single_use(backend: Backend) {
     assert_eq!(home.location(), Some("/login"));
     assert!(c.get("/login").await.body.contains("console add-user"));
 
+    // A link past its hour is refused like a used one (links are made valid for one hour).
+    assert_eq!(
+        memberspot_hub::console::SETUP_LINK_VALIDITY,
+        Duration::from_secs(3600)
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    let expired = "expired-setup-token-0123456789abcdef";
+    t.hub
+        .store()
+        .insert_console_setup_token(
+            &memberspot_hub::tokens::hash(expired),
+            now - 3_700_000,
+            now - 100_000,
+        )
+        .await
+        .expect("an old link");
+    let old = c.get(&format!("/setup?token={expired}")).await;
+    assert_eq!(old.status, StatusCode::NOT_FOUND, "{}", old.body);
+    let login = c.get("/login").await;
+    let late = c
+        .post(
+            "/setup",
+            &[
+                ("csrf", &login.csrf()),
+                ("token", expired),
+                ("name", "late"),
+                ("password", PASSWORD),
+                ("password2", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::GONE, "{}", late.body);
+    assert!(t.hub.list_console_users().await.expect("users").is_empty());
+
     let page = c.get(path).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let csrf = page.csrf();
@@ -438,9 +472,17 @@ async fn sessions_expire_and_end(backend: Backend) {
     b_elsewhere.cookies = b.cookies.clone();
     assert_eq!(b_elsewhere.get("/").await.status, StatusCode::OK);
     let home = a.get("/").await;
+    let stolen = a.cookies.clone();
     let out = a.post("/logout", &[("csrf", &home.csrf())]).await;
     assert_eq!(out.location(), Some("/login?bye=1"));
     assert!(!a.cookies.contains_key("msh_session"));
+    // Ended on the server, not only forgotten by the browser: a copy of the old cookie
+    // (a stolen one) no longer signs in, on either instance.
+    for router in [one.router(), two.router()] {
+        let mut replay = Client::new(router);
+        replay.cookies = stolen.clone();
+        assert_eq!(replay.get("/").await.location(), Some("/login"));
+    }
     assert_eq!(b.get("/").await.status, StatusCode::OK);
     let mut c = Client::new(one.router());
     c.login("anna", PASSWORD).await;

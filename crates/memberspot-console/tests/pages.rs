@@ -598,6 +598,19 @@ async fn overview_page(backend: Backend) {
         "{}",
         busy.body
     );
+    // The browser's language decides until the switch is used; the switch then wins.
+    c.accept_language = Some("de-DE,de;q=0.9,en;q=0.5".into());
+    let by_browser = c.get("/").await;
+    assert!(
+        by_browser.body.contains("<html lang=\"de\">"),
+        "{}",
+        by_browser.body
+    );
+    assert!(by_browser.body.contains("<h1>Übersicht</h1>"));
+    let switched = c.get("/lang?to=en&back=/").await;
+    assert_eq!(switched.location(), Some("/"));
+    assert_eq!(c.cookies.get("msh_lang").map(String::as_str), Some("en"));
+    assert!(c.get("/").await.body.contains("<h1>Overview</h1>"));
     let de = {
         c.cookies.insert("msh_lang".into(), "de".into());
         c.get("/").await

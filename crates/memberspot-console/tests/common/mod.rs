@@ -137,6 +137,8 @@ pub struct Client {
     pub router: Router,
     pub cookies: HashMap<String, String>,
     pub origin: Option<String>,
+    /// Sent as `Accept-Language` when set, as a browser does.
+    pub accept_language: Option<String>,
 }
 
 impl Client {
@@ -145,6 +147,7 @@ impl Client {
             router,
             cookies: HashMap::new(),
             origin: Some(ORIGIN.into()),
+            accept_language: None,
         }
     }
 
@@ -181,12 +184,13 @@ impl Client {
     }
 
     pub async fn get(&mut self, path: &str) -> Answer {
-        let req = Request::get(path)
+        let mut req = Request::get(path)
             .header(header::HOST, HOST)
-            .header(header::COOKIE, self.cookie_header())
-            .body(Body::empty())
-            .expect("request");
-        self.send(req).await
+            .header(header::COOKIE, self.cookie_header());
+        if let Some(l) = &self.accept_language {
+            req = req.header(header::ACCEPT_LANGUAGE, l);
+        }
+        self.send(req.body(Body::empty()).expect("request")).await
     }
 
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
@@ -199,6 +203,9 @@ impl Client {
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         if let Some(o) = &self.origin {
             req = req.header(header::ORIGIN, o);
+        }
+        if let Some(l) = &self.accept_language {
+            req = req.header(header::ACCEPT_LANGUAGE, l);
         }
         self.send(req.body(Body::from(body)).expect("request"))
             .await
