@@ -47,8 +47,12 @@ async fn holding(t: &TestHub, email: &str, offer: &str) -> Value {
 }
 
 async fn send(c: &mut Client, form: &[(&str, String)]) -> common::Answer {
+    post_to(c, "/members/expiration", form).await
+}
+
+async fn post_to(c: &mut Client, path: &str, form: &[(&str, String)]) -> common::Answer {
     let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    c.post("/members/expiration", &pairs).await
+    c.post(path, &pairs).await
 }
 
 fn encode(s: &str) -> String {
@@ -254,6 +258,53 @@ async fn members_page(backend: Backend) {
         holding(&t, &email, &offer_id).await["expiresAt"].is_null(),
         "the end date is removed"
     );
+
+    // Revoke, after its confirmation page: access ends, the progress stays; restore gives
+    // the same holding back.
+    let ask = c
+        .get(&format!(
+            "/members/revoke?connection=sandbox&email={}&offer_id={}",
+            encode(&email),
+            encode(&offer_id)
+        ))
+        .await;
+    assert_eq!(ask.status, StatusCode::OK);
+    assert!(ask.body.contains("name=\"state\" value=\"inactive\""));
+    assert_eq!(
+        holding(&t, &email, &offer_id).await["active"],
+        true,
+        "asking changes nothing"
+    );
+    let state = |to: &str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("connection", "sandbox".to_owned()),
+            ("email", email.clone()),
+            ("offer_id", offer_id.clone()),
+            ("state", to.to_owned()),
+        ]
+    };
+    let revoked = post_to(&mut c, "/members/state", &state("inactive")).await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
+    assert_eq!(holding(&t, &email, &offer_id).await["active"], false);
+    let progress_now = t
+        .hub
+        .call(
+            &who,
+            &cli,
+            "list_user_course_progress",
+            json!({ "email": email }),
+        )
+        .await
+        .result
+        .expect("progress");
+    assert_eq!(progress_now, api, "revoking keeps the progress");
+    let restored = post_to(&mut c, "/members/state", &state("active")).await;
+    assert_eq!(restored.status, StatusCode::SEE_OTHER, "{}", restored.body);
+    assert_eq!(holding(&t, &email, &offer_id).await["active"], true);
+    let odd = post_to(&mut c, "/members/state", &state("deleted")).await;
+    assert_eq!(odd.status, StatusCode::BAD_REQUEST);
+    assert!(odd.body.contains("state: `deleted`"), "{}", odd.body);
 
     // A login link: shown once on its page, in the audit log only as its fingerprint.
     let uid = member["uid"].as_str().expect("uid");
