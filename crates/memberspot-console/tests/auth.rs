@@ -639,6 +639,20 @@ async fn audit_pages_by_keyset_and_exports(backend: Backend) {
     let bad = c.get("/audit/verify?anchor=nonsense").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.body.contains("anchor:"), "{}", bad.body);
+    // A record edited in the database: the page names that record.
+    let edited = seqs[60];
+    t.tamper(&format!(
+        "UPDATE audit_log SET prompt = 'nothing happened' WHERE seq = {edited}"
+    ))
+    .await;
+    let broken = c.get("/audit/verify").await;
+    assert!(
+        broken
+            .body
+            .contains(&format!("The chain is broken at record {edited}:")),
+        "{}",
+        broken.body
+    );
     t.close().await;
 }
 

@@ -30,6 +30,8 @@ pub fn pg_admin_url() -> String {
 pub struct TestHub {
     pub hub: Hub,
     pub sandbox: Sandbox,
+    /// The store's database, for tests that change it behind the hub's back.
+    pub url: String,
     _dir: tempfile::TempDir,
     pg: Option<String>,
 }
@@ -86,8 +88,25 @@ impl TestHub {
         TestHub {
             hub,
             sandbox,
+            url,
             _dir: dir,
             pg,
+        }
+    }
+
+    /// Runs `sql` on the store's database directly, as someone with access to it could.
+    pub async fn tamper(&self, sql: &str) {
+        use sqlx::Connection;
+        if self.url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url)
+                .await
+                .expect("the SQLite file");
+            sqlx::query(sql).execute(&mut conn).await.expect("tamper");
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("the database");
+            sqlx::query(sql).execute(&mut conn).await.expect("tamper");
         }
     }
 
