@@ -1,7 +1,9 @@
 //! The Flows page, in process on SQLite and PostgreSQL: the flows with their trigger, a dry
 //! run from the page shows its steps (and records no change), a run appears in the history
 //! with its steps, the daily summary's preview; a viewer sees no run buttons and a forged
-//! run from a viewer is refused, as is a run posted without its CSRF token.
+//! run from a viewer is refused, as is a run posted without its CSRF token. "Send now"
+//! delivers the summary to a Slack webhook on loopback, a real rerun makes a new run, and
+//! scheduled flows show their next run.
 
 use axum::http::StatusCode;
 use memberspot_agent::config::ModelsConfig;
@@ -206,4 +208,157 @@ async fn flows_page_sqlite() {
 #[tokio::test]
 async fn flows_page_postgres() {
     flows_page(Backend::Postgres).await;
+}
+
+/// A Slack incoming webhook on loopback that keeps what it is sent.
+async fn slack_catcher() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let keep = seen.clone();
+    let app = axum::Router::new().route(
+        "/services/T000/B000/XXXX",
+        axum::routing::post(move |body: String| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().expect("lock").push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), seen)
+}
+
+/// "Send now" delivers the summary to the configured target and is recorded; a real
+/// rerun makes a new run and is recorded; a scheduled flow and the summary show their
+/// next run, a manual flow none.
+async fn flows_send_rerun_and_next_runs(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    let (slack, seen) = slack_catcher().await;
+    let file = format!(
+        "{FLOWS}
+[[flows]]
+name = \"weekly-report\"
+persona = \"reporter\"
+trigger.cron = \"0 8 * * 1\"
+
+[[flows.steps]]
+name = \"offers\"
+tool = \"list_offers\"
+
+[delivery.slack]
+webhook_url = \"{slack}/services/T000/B000/XXXX\"
+"
+    );
+    let cfg = FlowsConfig::parse(&file, "flows.toml", None).expect("flows file");
+    let flows = Flows::start(t.hub.clone(), cfg, ModelsConfig::default())
+        .await
+        .expect("flows");
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default())
+        .expect("console")
+        .with_flows(flows);
+    let mut anna = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+    let page = anna.get("/flows").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let row = |name: &str| -> String {
+        let at = page
+            .body
+            .find(&format!(">{name}<"))
+            .expect("the flow's row");
+        let end = at + page.body[at..].find("</tr>").expect("row end");
+        page.body[at..end].to_owned()
+    };
+    // Mondays 08:00 and every day 07:00 in the school's time zone; manual: no next run.
+    assert!(
+        row("weekly-report").contains(" 08:00:00"),
+        "{}",
+        row("weekly-report")
+    );
+    assert!(
+        row("offers-report").contains("—"),
+        "{}",
+        row("offers-report")
+    );
+    assert!(
+        page.body.contains(" 07:00:00"),
+        "the summary's next run: {}",
+        page.body
+    );
+    let csrf = page.csrf();
+
+    let sent = anna
+        .post(
+            "/flows/digest",
+            &[("csrf", &csrf), ("date", "2026-03-29"), ("action", "send")],
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::OK, "{}", sent.body);
+    assert!(!sent.body.contains("nothing was sent"), "{}", sent.body);
+    let got = seen.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "one message to Slack: {got:?}");
+    assert!(got[0].contains("2026"), "{}", got[0]);
+
+    let real = anna
+        .post("/flows/offers-report/run", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(real.status, StatusCode::OK, "{}", real.body);
+    let runs_before = t
+        .hub
+        .flows_store()
+        .list_runs(None, 100)
+        .await
+        .expect("runs")
+        .len();
+    let history = anna.get("/flows").await;
+    let at = history.body.find("href=\"/flows/runs/").expect("a run");
+    let rest = &history.body[at + "href=\"/flows/runs/".len()..];
+    let run_id = &rest[..rest.find('"').expect("end")];
+    let again = anna
+        .post(&format!("/flows/runs/{run_id}/rerun"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    let runs_after = t
+        .hub
+        .flows_store()
+        .list_runs(None, 100)
+        .await
+        .expect("runs")
+        .len();
+    assert_eq!(runs_after, runs_before + 1, "a rerun is a new run");
+
+    let recorded = |tool: &'static str| {
+        let hub = t.hub.clone();
+        async move {
+            hub.audit(&AuditFilter {
+                tool: Some(tool.into()),
+                ..AuditFilter::default()
+            })
+            .await
+            .expect("audit")
+        }
+    };
+    for tool in ["admin.send_digest", "admin.rerun_flow"] {
+        let records = recorded(tool).await;
+        assert_eq!(records.len(), 1, "{tool}");
+        assert_eq!(
+            records[0].end_user.as_deref(),
+            Some("console:anna"),
+            "{tool}"
+        );
+    }
+    t.close().await;
+}
+
+#[tokio::test]
+async fn flows_send_rerun_and_next_runs_sqlite() {
+    flows_send_rerun_and_next_runs(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn flows_send_rerun_and_next_runs_postgres() {
+    flows_send_rerun_and_next_runs(Backend::Postgres).await;
 }
