@@ -77,9 +77,62 @@ async fn events_page(backend: Backend) {
     assert!(quiet.body.contains("No sources configured"));
 
     let id = dead_event(&t).await;
+    // And an event no rule matched (an unknown product).
+    let unmatched = t
+        .hub
+        .events_store()
+        .record_delivery(
+            &delivery(
+                "d-78",
+                Some("event=on_payment&order_id=order-78"),
+                Verification::Verified,
+            ),
+            &[NewEvent {
+                dedupe_key: "ds24:order-78:payment".into(),
+                source: "ds24".into(),
+                provider: "digistore24".into(),
+                kind: "purchase".into(),
+                name: "on_payment".into(),
+                order_id: Some("order-78".into()),
+                product_id: Some("9999".into()),
+                email: Some("lou@example.com".into()),
+                test: false,
+                amount_minor: Some(4900),
+                currency: Some("EUR".into()),
+                data: serde_json::json!({ "order_id": "order-78" }),
+                status: EventStatus::Unmatched,
+                connection: Some("sandbox".into()),
+                verified: true,
+            }],
+        )
+        .await
+        .expect("insert")[0]
+        .id()
+        .to_owned();
+    // The overview's "needs attention" links each to where it is dealt with.
     let overview = anna.get("/").await;
+    let linked = |href: &str, text: &str| {
+        overview
+            .body
+            .contains(&format!("<a href=\"{href}\">{text}</a>"))
+    };
     assert!(
-        overview.body.contains(&format!("href=\"/events/{id}\"")),
+        linked(&format!("/events/{id}"), "Dead event on_payment from ds24"),
+        "{}",
+        overview.body
+    );
+    assert!(
+        linked(
+            &format!("/events/{unmatched}"),
+            "Unmatched event on_payment from ds24"
+        ),
+        "{}",
+        overview.body
+    );
+    assert!(
+        overview
+            .body
+            .contains("<a href=\"/events\">1 refused deliver"),
         "{}",
         overview.body
     );

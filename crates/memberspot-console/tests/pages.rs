@@ -594,8 +594,11 @@ async fn overview_page(backend: Backend) {
         busy.body
     );
     assert!(
-        busy.body.contains("Flow run of welcome-mail failed"),
-        "{}",
+        busy.body.contains(&format!(
+            "<a href=\"/flows/runs/{}\">Flow run of welcome-mail failed</a>",
+            run.id
+        )),
+        "the failed run, linked to its page: {}",
         busy.body
     );
     // The browser's language decides until the switch is used; the switch then wins.
