@@ -12,11 +12,14 @@ use chrono::{NaiveDateTime, TimeZone};
 use maud::{Markup, html};
 use memberspot_hub::CallContext;
 use memberspot_hub::offer_names::{self, OfferNamesByConnection, offer_ids_in};
-use memberspot_hub::store::{AuditFilter, AuditOutcome, AuditRecord, ChainHead, Surface};
+use memberspot_hub::store::{
+    AuditFilter, AuditOutcome, AuditRecord, ChainHead, StoredText, Surface,
+};
 use serde::Deserialize;
 
 use crate::Console;
 use crate::auth::failure;
+use crate::i18n::Lang;
 use crate::layout::{View, badge, empty, notice};
 use crate::session::Signed;
 
@@ -56,17 +59,16 @@ fn some(s: &str) -> Option<String> {
 }
 
 /// A `datetime-local` value (`2026-12-04T10:30`) in the console's time zone.
-fn local_time(console: &Console, field: &str, v: &str) -> Result<Option<i64>, String> {
+fn local_time(console: &Console, lang: Lang, field: &str, v: &str) -> Result<Option<i64>, String> {
     let v = v.trim();
     if v.is_empty() {
         return Ok(None);
     }
     let parsed = NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M")
         .or_else(|_| NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S"));
+    let args = [("field", field.into()), ("value", v.into())];
     let Ok(naive) = parsed else {
-        return Err(format!(
-            "{field}: `{v}` is not a date and time (2026-12-04T10:30)"
-        ));
+        return Err(console.i18n.text(lang, "error-not-date-time", &args));
     };
     console
         .settings
@@ -74,7 +76,7 @@ fn local_time(console: &Console, field: &str, v: &str) -> Result<Option<i64>, St
         .from_local_datetime(&naive)
         .earliest()
         .map(|t| Some(t.timestamp_millis()))
-        .ok_or_else(|| format!("{field}: `{v}` does not exist in the time zone"))
+        .ok_or_else(|| console.i18n.text(lang, "error-not-in-time-zone", &args))
 }
 
 /// Who a record is about: the persona, or the actor of an admin action (`console:anna`).
@@ -131,14 +133,14 @@ fn filters(v: &View<'_>, q: &AuditQuery) -> Markup {
                 label for="f-outcome" { (v.t("audit-outcome")) }
                 select #f-outcome name="outcome" {
                     option value="" { (v.t("audit-any")) }
-                    @for o in AuditOutcome::ALL { option value=(o.as_str()) selected[q.outcome == o.as_str()] { (o.as_str()) } }
+                    @for o in AuditOutcome::ALL { option value=(o.as_str()) selected[q.outcome == o.as_str()] { (v.label("outcome", o.as_str())) } }
                 }
             }
             div {
                 label for="f-surface" { (v.t("audit-surface")) }
                 select #f-surface name="surface" {
                     option value="" { (v.t("audit-any")) }
-                    @for su in Surface::ALL { option value=(su.as_str()) selected[q.surface == su.as_str()] { (su.as_str()) } }
+                    @for su in Surface::ALL { option value=(su.as_str()) selected[q.surface == su.as_str()] { (v.label("surface", su.as_str())) } }
                 }
             }
             div { label for="f-since" { (v.t("audit-since")) } input #f-since type="datetime-local" name="since" value=(q.since); }
@@ -149,20 +151,24 @@ fn filters(v: &View<'_>, q: &AuditQuery) -> Markup {
 }
 
 /// The filter of the query, or what is wrong with it (naming the field).
-fn parse_filter(c: &Console, q: &AuditQuery) -> Result<AuditFilter, String> {
-    let since_ms = local_time(c, "since", &q.since)?;
-    let until_ms = local_time(c, "until", &q.until)?;
+fn parse_filter(c: &Console, lang: Lang, q: &AuditQuery) -> Result<AuditFilter, String> {
+    let since_ms = local_time(c, lang, "since", &q.since)?;
+    let until_ms = local_time(c, lang, "until", &q.until)?;
+    let use_one_of = |field: &str, choices: String| {
+        c.i18n.text(
+            lang,
+            "error-use-choices",
+            &[("field", field.into()), ("choices", choices.into())],
+        )
+    };
     if !q.outcome.is_empty() && AuditOutcome::parse(&q.outcome).is_none() {
-        return Err(format!(
-            "outcome: use {}",
-            <AuditOutcome as memberspot_hub::store::StoredText>::choices()
+        return Err(use_one_of(
+            "outcome",
+            <AuditOutcome as StoredText>::choices(),
         ));
     }
     if !q.surface.is_empty() && Surface::parse(&q.surface).is_none() {
-        return Err(format!(
-            "surface: use {}",
-            <Surface as memberspot_hub::store::StoredText>::choices()
-        ));
+        return Err(use_one_of("surface", <Surface as StoredText>::choices()));
     }
     Ok(AuditFilter {
         persona: some(&q.persona),
@@ -185,7 +191,7 @@ pub async fn list(
     Query(q): Query<AuditQuery>,
 ) -> Response {
     let v = View::signed(&c, &s, "/audit");
-    let filter = match parse_filter(&c, &q) {
+    let filter = match parse_filter(&c, s.lang, &q) {
         Ok(f) => f,
         Err(msg) => {
             return v.page(
@@ -235,12 +241,12 @@ pub async fn list(
                                 tr {
                                     td { a href={ "/audit/" (r.seq) } { (r.seq) } }
                                     td { (v.when(r.at)) }
-                                    td { (r.surface) }
+                                    td { (v.label("surface", r.surface.as_str())) }
                                     td { (who(r)) }
                                     td { code { (r.tool) } }
                                     td { @for (i, offer) in offers_of(r, names).iter().enumerate() { @if i > 0 { br; } (offer) } }
-                                    td { (badge(outcome_kind(r.outcome), r.outcome.as_str())) }
-                                    td.num { (r.latency_ms) " ms" }
+                                    td { (badge(outcome_kind(r.outcome), &v.label("outcome", r.outcome.as_str()))) }
+                                    td.num { (v.ms(r.latency_ms)) }
                                 }
                             }
                         }
@@ -285,12 +291,12 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(seq): Path<St
         html! {
             dl.record {
                 (row(v.t("audit-time"), html! { (v.when(r.at)) }))
-                (row(v.t("audit-surface"), html! { (r.surface) }))
+                (row(v.t("audit-surface"), html! { (v.label("surface", r.surface.as_str())) }))
                 (row(v.t("audit-who"), html! { (who(&r)) }))
                 (row(v.t("audit-tool"), html! { code { (r.tool) } }))
                 @if !offers.is_empty() { (row(v.t("audit-offer"), html! { (offers.join(", ")) })) }
-                (row(v.t("audit-outcome"), badge(outcome_kind(r.outcome), r.outcome.as_str())))
-                (row(v.t("audit-latency"), html! { (r.latency_ms) " ms" }))
+                (row(v.t("audit-outcome"), badge(outcome_kind(r.outcome), &v.label("outcome", r.outcome.as_str()))))
+                (row(v.t("audit-latency"), html! { (v.ms(r.latency_ms)) }))
                 (row(v.t("audit-connection"), html! { (r.connection.as_deref().unwrap_or("—")) }))
                 (row(v.t("audit-end-user"), html! { (r.end_user.as_deref().unwrap_or("—")) }))
                 @if let Some(client) = &r.oauth_client {
@@ -405,7 +411,7 @@ pub async fn export(
     use futures::TryStreamExt;
     use memberspot_hub::admin::{AuditExportFormat, audit_export_pages};
     let v = View::signed(&c, &s, "/audit");
-    let mut filter = match parse_filter(&c, &q.filter) {
+    let mut filter = match parse_filter(&c, s.lang, &q.filter) {
         Ok(f) => f,
         Err(msg) => return v.message(StatusCode::BAD_REQUEST, "error-title", &msg),
     };
@@ -415,7 +421,15 @@ pub async fn export(
         q.format.as_str()
     };
     let Some(format) = AuditExportFormat::parse(name) else {
-        let msg = format!("format: `{name}`: use csv or jsonl");
+        let msg = v.ta(
+            "error-use-either",
+            &[
+                ("field", "format".into()),
+                ("value", name.into()),
+                ("first", "csv".into()),
+                ("second", "jsonl".into()),
+            ],
+        );
         return v.message(StatusCode::BAD_REQUEST, "error-title", &msg);
     };
     // The whole filtered view, not the page on screen.

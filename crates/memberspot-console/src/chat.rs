@@ -99,7 +99,7 @@ impl ChatService {
         let mut map = self
             .conversations
             .lock()
-            .map_err(|_| "the conversations are unavailable".to_owned())?;
+            .map_err(|_| c.i18n.text(s.lang, "chat-unavailable", &[]))?;
         // Dropping the idle and the oldest: `try_lock` skips conversations in use.
         let now = Instant::now();
         map.retain(|_, v| match v.try_lock() {
@@ -278,7 +278,7 @@ fn entry(v: &View<'_>, e: &Entry) -> Markup {
                         @if call.outcome == CallStatus::Ok {
                             (badge("ok", &v.t("chat-call-ok")))
                         } @else {
-                            (badge("failed", &outcome_name(call.outcome)))
+                            (badge("failed", &v.label("call-status", &outcome_name(call.outcome))))
                         }
                         details open {
                             summary { (v.t("chat-arguments")) }

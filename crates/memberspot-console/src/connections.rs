@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::Console;
 use crate::auth::{CsrfForm, failure};
 use crate::form::{Change, Owner};
+use crate::i18n::Lang;
 use crate::layout::{View, empty, notice};
 use crate::personas::{actor, urlencode};
 use crate::session::Signed;
@@ -46,13 +47,13 @@ pub struct NewConnectionForm {
 }
 
 /// A rate limit in requests per second; an error names the field.
-fn rate(v: &str) -> Result<f64, String> {
+fn rate(c: &Console, lang: Lang, v: &str) -> Result<f64, String> {
     let v = v.trim().replace(',', ".");
     match v.parse::<f64>() {
         Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
-        _ => Err(format!(
-            "rate_limit: `{v}` is not a number of requests per second (0 or more)"
-        )),
+        _ => Err(c
+            .i18n
+            .text(lang, "connections-rate-invalid", &[("value", v.into())])),
     }
 }
 
@@ -258,11 +259,15 @@ pub async fn add(
         };
         async move { render(&c, s, status, Some(notice("failed", &text)), &f).await }
     };
-    let limit = match rate(if f.rate_limit.trim().is_empty() {
-        "4"
-    } else {
-        &f.rate_limit
-    }) {
+    let limit = match rate(
+        &c,
+        s.lang,
+        if f.rate_limit.trim().is_empty() {
+            "4"
+        } else {
+            &f.rate_limit
+        },
+    ) {
         Ok(r) => r,
         Err(m) => return again(StatusCode::BAD_REQUEST, m).await,
     };
@@ -380,7 +385,7 @@ pub async fn set_rate(
     Path(name): Path<String>,
     Change(s, f): Change<RateForm>,
 ) -> Response {
-    let limit = match rate(&f.rate_limit) {
+    let limit = match rate(&c, s.lang, &f.rate_limit) {
         Ok(r) => r,
         Err(m) => {
             return edit(

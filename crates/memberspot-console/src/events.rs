@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::Console;
 use crate::auth::{CsrfForm, failure};
 use crate::form::{Change, Owner};
+use crate::i18n::Lang;
 use crate::layout::{View, badge, copy_field, empty, notice};
 use crate::personas::actor;
 use crate::session::Signed;
@@ -112,7 +113,7 @@ pub async fn list(
                     select id="status" name="status" {
                         option value="" selected[status.is_none()] { (v.t("audit-any")) }
                         @for st in EventStatus::ALL {
-                            option value=(st.as_str()) selected[status == Some(st)] { (st.as_str()) }
+                            option value=(st.as_str()) selected[status == Some(st)] { (v.label("event-status", st.as_str())) }
                         }
                     }
                 }
@@ -197,22 +198,20 @@ fn row(v: &View<'_>, e: &StoredEvent) -> maud::Markup {
             td { (e.source) }
             td { a href={ "/events/" (urlencode(&e.id)) } { (e.name) } }
             td { (e.order_id.clone().unwrap_or_default()) }
-            td { (badge(status_kind(e.status), e.status.as_str())) }
+            td { (badge(status_kind(e.status), &v.label("event-status", e.status.as_str()))) }
         }
     }
 }
 
-async fn load(c: &Console, id: &str) -> Result<StoredEvent, HubError> {
-    c.hub
-        .events_store()
-        .get_event(id)
-        .await?
-        .ok_or_else(|| HubError::NotFound(format!("no event with id `{id}`")))
+async fn load(c: &Console, lang: Lang, id: &str) -> Result<StoredEvent, HubError> {
+    c.hub.events_store().get_event(id).await?.ok_or_else(|| {
+        HubError::NotFound(c.i18n.text(lang, "events-unknown", &[("id", id.into())]))
+    })
 }
 
 pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<String>) -> Response {
     let store = c.hub.events_store();
-    let event = match load(&c, &id).await {
+    let event = match load(&c, s.lang, &id).await {
         Ok(e) => e,
         Err(e) => return failure(&c, s.lang, &e),
     };
@@ -250,8 +249,8 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<Str
         &v.ta("events-detail-title", &[("name", event.name.clone().into())]),
         html! {
             dl.record {
-                div { dt { "id" } dd { code { (event.id) } } }
-                div { dt { (v.t("events-status")) } dd { (badge(status_kind(event.status), event.status.as_str())) } }
+                div { dt { (v.t("field-id")) } dd { code { (event.id) } } }
+                div { dt { (v.t("events-status")) } dd { (badge(status_kind(event.status), &v.label("event-status", event.status.as_str()))) } }
                 div { dt { (v.t("events-source")) } dd { (event.source) " (" (event.provider) ")" } }
                 div { dt { (v.t("audit-time")) } dd { (v.when(event.received_at)) } }
                 div { dt { (v.t("events-order")) } dd { (event.order_id.clone().unwrap_or_default()) } }
@@ -275,7 +274,7 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<Str
             pre.payload { (payload) }
             @if let Some(d) = &delivery {
                 h2 { (v.t("events-delivery")) }
-                p { (v.when(d.received_at)) " · " (d.body_bytes) " " (v.t("events-bytes")) " · " (d.verification.as_str()) }
+                p { (v.when(d.received_at)) " · " (d.body_bytes) " " (v.t("events-bytes")) " · " (v.label("verification", d.verification.as_str())) }
                 @if let Some(b) = &body { pre.payload { (b) } }
             }
             h2 { (v.t("events-history")) }
@@ -291,7 +290,7 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<Str
                         th scope="col" { (v.t("events-detail")) }
                     } }
                     tbody { @for h in &history {
-                        tr { td { (v.when(h.at)) } td { (h.worker) } td { (h.attempt) } td { (h.outcome) } td { (h.detail) } }
+                        tr { td { (v.when(h.at)) } td { (h.worker) } td { (h.attempt) } td { (v.label("event-status", &h.outcome)) } td { (h.detail) } }
                     } }
                 } }
             }
@@ -311,7 +310,7 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<Str
                         tr {
                             td { (a.step) }
                             td { code { (a.tool) } }
-                            td { (a.state) }
+                            td { (v.label("action-state", &a.state)) }
                             td { (a.detail.clone().unwrap_or_default()) }
                             td { @for seq in seqs { a href={ "/audit/" (seq) } { (seq) } " " } }
                         }
@@ -328,7 +327,7 @@ pub async fn confirm_replay(
     Owner(s): Owner,
     Path(id): Path<String>,
 ) -> Response {
-    let event = match load(&c, &id).await {
+    let event = match load(&c, s.lang, &id).await {
         Ok(e) => e,
         Err(e) => return failure(&c, s.lang, &e),
     };
@@ -376,10 +375,10 @@ pub async fn dry_run(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<St
         return failure(
             &c,
             s.lang,
-            &HubError::NotFound("the events service is not running in this process".into()),
+            &HubError::NotFound(c.i18n.text(s.lang, "events-not-running", &[])),
         );
     };
-    let event = match load(&c, &id).await {
+    let event = match load(&c, s.lang, &id).await {
         Ok(e) => e,
         Err(e) => return failure(&c, s.lang, &e),
     };
@@ -407,7 +406,7 @@ pub async fn dry_run(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<St
                 } }
                 div { dt { (v.t("events-outcome")) } dd {
                     @match p.final_status {
-                        Some(st) => (badge(status_kind(st), st.as_str())),
+                        Some(st) => (badge(status_kind(st), &v.label("event-status", st.as_str()))),
                         None => (v.ta("events-would-call", &[("count", p.calls.len().into())])),
                     }
                 } }
@@ -435,7 +434,7 @@ pub async fn dry_run(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<St
                             td { (i) }
                             td { code { (call.tool) } }
                             td { code { (json(&call.args)) } }
-                            @if p.resumes_plan { td { (call.state.clone().unwrap_or_default()) } }
+                            @if p.resumes_plan { td { (call.state.as_deref().map(|st| v.label("action-state", st)).unwrap_or_default()) } }
                         }
                     } }
                 } }

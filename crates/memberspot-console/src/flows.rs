@@ -35,8 +35,14 @@ fn run_kind(s: RunStatus) -> &'static str {
     }
 }
 
-/// A flow's name, its trigger in words and its next run (epoch ms), for the list.
-fn flow_rows(c: &Console) -> Vec<(String, String, Option<i64>, bool)> {
+/// A flow's trigger: the word (a message id) and what it names (a schedule, an event).
+struct TriggerText {
+    id: &'static str,
+    detail: Option<String>,
+}
+
+/// A flow's name, its trigger and its next run (epoch ms), for the list.
+fn flow_rows(c: &Console) -> Vec<(String, TriggerText, Option<i64>, bool)> {
     let Some(flows) = c.flows.get() else {
         return Vec::new();
     };
@@ -45,11 +51,14 @@ fn flow_rows(c: &Console) -> Vec<(String, String, Option<i64>, bool)> {
     if let Some(d) = &flows.config().digest {
         rows.push((
             "digest".to_owned(),
-            format!(
-                "cron {} {}",
-                d.schedule.expr(),
-                d.schedule.timezone().name()
-            ),
+            TriggerText {
+                id: "flows-trigger-cron",
+                detail: Some(format!(
+                    "{} {}",
+                    d.schedule.expr(),
+                    d.schedule.timezone().name()
+                )),
+            },
             d.enabled
                 .then(|| d.schedule.next_after(now).map(|t| t.timestamp_millis()))
                 .flatten(),
@@ -59,20 +68,36 @@ fn flow_rows(c: &Console) -> Vec<(String, String, Option<i64>, bool)> {
     for f in &flows.config().flows {
         let (trigger, next) = match &f.trigger {
             Trigger::Cron { schedule, .. } => (
-                format!("cron {} {}", schedule.expr(), schedule.timezone().name()),
+                TriggerText {
+                    id: "flows-trigger-cron",
+                    detail: Some(format!(
+                        "{} {}",
+                        schedule.expr(),
+                        schedule.timezone().name()
+                    )),
+                },
                 schedule.next_after(now).map(|t| t.timestamp_millis()),
             ),
             Trigger::Event { kind, source } => (
-                format!(
-                    "event {kind}{}",
-                    source
-                        .as_deref()
-                        .map(|s| format!(" ({s})"))
-                        .unwrap_or_default()
-                ),
+                TriggerText {
+                    id: "flows-trigger-event",
+                    detail: Some(format!(
+                        "{kind}{}",
+                        source
+                            .as_deref()
+                            .map(|s| format!(" ({s})"))
+                            .unwrap_or_default()
+                    )),
+                },
                 None,
             ),
-            Trigger::Manual => ("manual".to_owned(), None),
+            Trigger::Manual => (
+                TriggerText {
+                    id: "flows-trigger-manual",
+                    detail: None,
+                },
+                None,
+            ),
         };
         rows.push((f.name.clone(), trigger, next, true));
     }
@@ -104,7 +129,7 @@ pub async fn list(State(c): State<Arc<Console>>, s: Signed) -> Response {
                     tbody { @for (name, trigger, next, runnable) in &rows {
                         tr {
                             td { (name) }
-                            td { code { (trigger) } }
+                            td { (v.t(trigger.id)) @if let Some(d) = &trigger.detail { " " code { (d) } } }
                             td { @match next { Some(t) => (v.when(*t)), None => "—" } }
                             @if s.is_owner() {
                                 td { @if *runnable {
@@ -175,8 +200,8 @@ pub async fn list(State(c): State<Arc<Console>>, s: Signed) -> Response {
                         tr {
                             td { a href={ "/flows/runs/" (urlencode(&r.id)) } { (v.when(r.started_at)) } }
                             td { (r.flow) }
-                            td { (r.trigger) @if r.dry_run { " (" (v.t("flows-dry")) ")" } }
-                            td { (badge(run_kind(r.status), r.status.as_str())) }
+                            td { (v.label("run-trigger", &r.trigger)) @if r.dry_run { " (" (v.t("flows-dry")) ")" } }
+                            td { (badge(run_kind(r.status), &v.label("run-status", r.status.as_str()))) }
                             td { (r.error.clone().unwrap_or_default()) }
                         }
                     } }
@@ -198,7 +223,11 @@ pub async fn run_detail(
             return failure(
                 &c,
                 s.lang,
-                &HubError::NotFound(format!("no run with id `{id}`")),
+                &HubError::NotFound(c.i18n.text(
+                    s.lang,
+                    "flows-run-unknown",
+                    &[("id", id.clone().into())],
+                )),
             );
         }
         Err(e) => return failure(&c, s.lang, &HubError::from(e)),
@@ -214,9 +243,9 @@ pub async fn run_detail(
         &v.ta("flows-run-title", &[("flow", run.flow.clone().into())]),
         html! {
             dl.record {
-                div { dt { "id" } dd { code { (run.id) } } }
-                div { dt { (v.t("events-status")) } dd { (badge(run_kind(run.status), run.status.as_str())) } }
-                div { dt { (v.t("flows-trigger")) } dd { (run.trigger) @if run.dry_run { " (" (v.t("flows-dry")) ")" } } }
+                div { dt { (v.t("field-id")) } dd { code { (run.id) } } }
+                div { dt { (v.t("events-status")) } dd { (badge(run_kind(run.status), &v.label("run-status", run.status.as_str()))) } }
+                div { dt { (v.t("flows-trigger")) } dd { (v.label("run-trigger", &run.trigger)) @if run.dry_run { " (" (v.t("flows-dry")) ")" } } }
                 div { dt { (v.t("audit-time")) } dd { (v.when(run.started_at)) } }
                 @if let Some(e) = &run.error { div { dt { (v.t("events-error")) } dd { (e) } } }
                 div { dt { (v.t("flows-input")) } dd { code { (run.input.to_string()) } } }
@@ -227,7 +256,7 @@ pub async fn run_detail(
             } @else {
                 @for st in &steps {
                     section.card {
-                        h3 { (st.name) " " small { "(" (st.kind) ", " (st.duration_ms) " ms, " (v.ta("flows-attempts", &[("count", st.attempts.into())])) ")" } }
+                        h3 { (st.name) " " small { "(" (v.label("step-kind", &st.kind)) ", " (v.ms(st.duration_ms)) ", " (v.ta("flows-attempts", &[("count", st.attempts.into())])) ")" } }
                         @if let Some(i) = &st.input { p { (v.t("flows-input")) } pre.payload { (json(i)) } }
                         @if let Some(o) = &st.output { p { (v.t("flows-output")) } pre.payload { (json(o)) } }
                         @if let Some(e) = &st.error { (notice("failed", e)) }
@@ -291,7 +320,7 @@ pub async fn rerun(
         return failure(
             &c,
             s.lang,
-            &HubError::NotFound("flows are not running in this process".into()),
+            &HubError::NotFound(c.i18n.text(s.lang, "flows-not-running", &[])),
         );
     };
     let dry_run = f.dry_run.is_some();
@@ -322,7 +351,7 @@ async fn run_named(c: Arc<Console>, s: Signed, name: String, f: RunForm) -> Resp
         return failure(
             &c,
             s.lang,
-            &HubError::NotFound("flows are not running in this process".into()),
+            &HubError::NotFound(c.i18n.text(s.lang, "flows-not-running", &[])),
         );
     };
     let input = match f.input.as_deref().map(str::trim).filter(|x| !x.is_empty()) {
@@ -333,7 +362,11 @@ async fn run_named(c: Arc<Console>, s: Signed, name: String, f: RunForm) -> Resp
                 return failure(
                     &c,
                     s.lang,
-                    &HubError::Invalid(format!("input must be JSON: {e}")),
+                    &HubError::Invalid(c.i18n.text(
+                        s.lang,
+                        "flows-input-not-json",
+                        &[("error", e.to_string().into())],
+                    )),
                 );
             }
         },
@@ -400,8 +433,8 @@ fn report_page(c: &Console, s: &Signed, r: &RunReport) -> Response {
                 tbody { @for st in &r.steps {
                     tr {
                         td { (st.name) }
-                        td { (st.kind) }
-                        td { (st.duration_ms) " ms" }
+                        td { (v.label("step-kind", &st.kind)) }
+                        td { (v.ms(st.duration_ms)) }
                         td { (st.attempts) }
                         td {
                             @if let Some(e) = &st.error { (badge("failed", e)) }
@@ -433,7 +466,7 @@ pub async fn digest(State(c): State<Arc<Console>>, Change(s, f): Change<DigestFo
         return failure(
             &c,
             s.lang,
-            &HubError::NotFound("flows are not running in this process".into()),
+            &HubError::NotFound(c.i18n.text(s.lang, "flows-not-running", &[])),
         );
     };
     let date = match f.date.trim() {
@@ -444,7 +477,11 @@ pub async fn digest(State(c): State<Arc<Console>>, Change(s, f): Change<DigestFo
                 return failure(
                     &c,
                     s.lang,
-                    &HubError::Invalid(format!("date: `{d}` is not YYYY-MM-DD")),
+                    &HubError::Invalid(c.i18n.text(
+                        s.lang,
+                        "error-not-yyyy-mm-dd",
+                        &[("field", "date".into()), ("value", d.into())],
+                    )),
                 );
             }
         },
@@ -476,7 +513,7 @@ pub async fn digest(State(c): State<Arc<Console>>, Change(s, f): Change<DigestFo
             return failure(
                 &c,
                 s.lang,
-                &HubError::Invalid("the daily summary was not produced".into()),
+                &HubError::Invalid(c.i18n.text(s.lang, "flows-digest-not-produced", &[])),
             );
         }
         Err(e) => return failure(&c, s.lang, &e),

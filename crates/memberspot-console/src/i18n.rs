@@ -92,19 +92,20 @@ impl I18n {
     /// The message `id` in `lang` with `args`; the id itself if it is missing (a test
     /// keeps both catalogues complete).
     pub fn text(&self, lang: Lang, id: &str, args: &[(&str, FluentValue<'_>)]) -> String {
-        let Some(bundle) = self.bundles.get(&lang) else {
-            return id.to_owned();
-        };
-        let Some(pattern) = bundle.get_message(id).and_then(|m| m.value()) else {
-            return id.to_owned();
-        };
+        self.lookup(lang, id, args).unwrap_or_else(|| id.to_owned())
+    }
+
+    /// The message `id` in `lang` with `args`, if the catalogue has it.
+    pub fn lookup(&self, lang: Lang, id: &str, args: &[(&str, FluentValue<'_>)]) -> Option<String> {
+        let bundle = self.bundles.get(&lang)?;
+        let pattern = bundle.get_message(id).and_then(|m| m.value())?;
         let mut fargs = FluentArgs::new();
         for (k, v) in args {
             fargs.set(*k, v.clone());
         }
         let mut errors = Vec::new();
         let out = bundle.format_pattern(pattern, (!args.is_empty()).then_some(&fargs), &mut errors);
-        out.into_owned()
+        Some(out.into_owned())
     }
 
     /// The message ids of `lang`'s catalogue.
@@ -144,19 +145,32 @@ mod tests {
         let sources = [
             include_str!("audit.rs"),
             include_str!("auth.rs"),
+            include_str!("chat.rs"),
             include_str!("connections.rs"),
             include_str!("events.rs"),
             include_str!("flows.rs"),
             include_str!("layout.rs"),
             include_str!("members.rs"),
+            include_str!("oauth.rs"),
             include_str!("overview.rs"),
             include_str!("personas.rs"),
             include_str!("settings.rs"),
         ];
         let known = I18n::ids(Lang::En);
         let mut missing = Vec::new();
-        for text in sources {
-            for opener in ["t(\"", "ta(\"", "s.lang, \"", "v.lang, \""] {
+        for source in sources {
+            // One space for any run of white space: a call rustfmt split over lines
+            // (`text(\n    s.lang,\n    "id",`) reads as one.
+            let text = source.split_whitespace().collect::<Vec<_>>().join(" ");
+            let text = text.as_str();
+            for opener in [
+                "t(\"",
+                "ta(\"",
+                "s.lang, \"",
+                "v.lang, \"",
+                "text(lang, \"",
+                "text( lang, \"",
+            ] {
                 for (at, _) in text.match_indices(opener) {
                     let rest = &text[at + opener.len()..];
                     let id = &rest[..rest.find('"').unwrap_or(0)];
@@ -177,6 +191,122 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "ids without a message: {missing:?}");
+    }
+
+    /// Every value of every stored word the pages show through `View::label` has its
+    /// message in both languages: a missing one would show the raw word.
+    #[test]
+    fn every_stored_word_has_a_label_in_both_languages() {
+        use memberspot_hub::store::{AuditOutcome, EventStatus, RunStatus, Surface, Verification};
+        let mut ids: Vec<String> = Vec::new();
+        ids.extend(
+            AuditOutcome::ALL
+                .iter()
+                .map(|v| format!("outcome-{}", v.as_str())),
+        );
+        ids.extend(
+            Surface::ALL
+                .iter()
+                .map(|v| format!("surface-{}", v.as_str())),
+        );
+        ids.extend(
+            EventStatus::ALL
+                .iter()
+                .map(|v| format!("event-status-{}", v.as_str())),
+        );
+        ids.extend(
+            RunStatus::ALL
+                .iter()
+                .map(|v| format!("run-status-{}", v.as_str())),
+        );
+        ids.extend(
+            Verification::ALL
+                .iter()
+                .map(|v| format!("verification-{}", v.as_str())),
+        );
+        // A chat call's outcome (no `ALL`: the match fails to compile on a new variant).
+        use memberspot_agent::CallStatus;
+        for status in [
+            CallStatus::Ok,
+            CallStatus::ToolError,
+            CallStatus::Invalid,
+            CallStatus::OutOfScope,
+            CallStatus::Denied,
+            CallStatus::Declined,
+            CallStatus::DestructiveDisabled,
+            CallStatus::LimitReached,
+        ] {
+            match status {
+                CallStatus::Ok
+                | CallStatus::ToolError
+                | CallStatus::Invalid
+                | CallStatus::OutOfScope
+                | CallStatus::Denied
+                | CallStatus::Declined
+                | CallStatus::DestructiveDisabled
+                | CallStatus::LimitReached => {}
+            }
+            let word = serde_json::to_value(status).unwrap_or_default();
+            ids.push(format!("call-status-{}", word.as_str().unwrap_or_default()));
+        }
+        // The tools' titles in the persona form.
+        ids.extend(
+            memberspot_tools::Catalogue::standard()
+                .descriptors()
+                .map(|d| format!("tool-title-{}", d.name)),
+        );
+        for lang in Lang::ALL {
+            let known = I18n::ids(lang);
+            let missing: Vec<&String> = ids.iter().filter(|id| !known.contains(id)).collect();
+            assert!(
+                missing.is_empty(),
+                "{}: no message for {missing:?}",
+                lang.code()
+            );
+        }
+        // The lookup the pages use: German words, English keeps the stored word.
+        let i = I18n::load().expect("catalogues parse");
+        let de = i.lookup(Lang::De, "outcome-denied", &[]);
+        assert_eq!(de.as_deref(), Some("abgelehnt"));
+        let en = i.lookup(Lang::En, "event-status-refused_amount", &[]);
+        assert_eq!(en.as_deref(), Some("refused_amount"));
+        assert_eq!(i.lookup(Lang::De, "outcome-nonsense", &[]), None);
+    }
+
+    /// The field errors keep the field's name first in both languages, and English reads
+    /// as it did before the messages moved to the catalogue.
+    #[test]
+    fn field_errors_name_the_field_first() {
+        let i = I18n::load().expect("catalogues parse");
+        let args = |field: &'static str, value: &'static str| {
+            [("field", FluentValue::from(field)), ("value", value.into())]
+        };
+        assert_eq!(
+            i.text(Lang::En, "error-not-date-time", &args("since", "yesterday")),
+            "since: `yesterday` is not a date and time (2026-12-04T10:30)"
+        );
+        let choices = [
+            ("field", FluentValue::from("outcome")),
+            ("choices", "ok, denied".into()),
+        ];
+        assert_eq!(
+            i.text(Lang::En, "error-use-choices", &choices),
+            "outcome: use ok, denied"
+        );
+        for lang in Lang::ALL {
+            for id in [
+                "error-not-date-time",
+                "error-not-in-time-zone",
+                "error-not-a-date",
+            ] {
+                let text = i.text(lang, id, &args("until", "x"));
+                assert!(text.starts_with("until: `x`"), "{id}: {text}");
+            }
+            assert!(
+                i.text(lang, "error-use-choices", &choices)
+                    .starts_with("outcome: ")
+            );
+        }
     }
 
     #[test]

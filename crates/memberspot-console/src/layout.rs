@@ -38,6 +38,21 @@ impl<'a> View<'a> {
         self.console.i18n.text(self.lang, id, args)
     }
 
+    /// A stored word (an outcome, a status, a surface) as the language says it: the
+    /// message `{kind}-{value}` (`outcome-denied`, `surface-mcp-http`), else the word itself.
+    /// Links and form values keep the word; only what is read changes.
+    pub fn label(&self, kind: &str, value: &str) -> String {
+        self.console
+            .i18n
+            .lookup(self.lang, &format!("{kind}-{value}"), &[])
+            .unwrap_or_else(|| value.to_owned())
+    }
+
+    /// A duration in milliseconds with its unit (`12 ms`).
+    pub fn ms(&self, ms: impl std::fmt::Display) -> String {
+        self.ta("duration-ms", &[("ms", ms.to_string().into())])
+    }
+
     /// An epoch-milliseconds time in the console's time zone, as the language writes it.
     pub fn when(&self, ms: i64) -> String {
         let tz = self.console.settings.time_zone;

@@ -319,7 +319,7 @@ async fn member(
             @for w in &warnings { (notice("warning", w)) }
             h2 { (if name.is_empty() { member.email.clone() } else { format!("{name} <{}>", member.email) }) }
             dl.record {
-                div { dt { "uid" } dd { code { (member.uid) } } }
+                div { dt { (v.t("members-uid")) } dd { code { (member.uid) } } }
                 @if let Some(t) = &member.created_at { div { dt { (v.t("personas-created")) } dd { (v.when(t.0.timestamp_millis())) } } }
             }
             h2 { (v.t("members-holdings")) }
@@ -634,7 +634,15 @@ pub async fn set_state(
         "active" => "restore",
         other => {
             let v = View::signed(&c, &s, "/members");
-            let m = format!("state: `{other}`: use active or inactive");
+            let m = v.ta(
+                "error-use-either",
+                &[
+                    ("field", "state".into()),
+                    ("value", other.into()),
+                    ("first", "active".into()),
+                    ("second", "inactive".into()),
+                ],
+            );
             return v.message(StatusCode::BAD_REQUEST, "error-title", &m);
         }
     };
@@ -680,7 +688,11 @@ pub async fn set_expiration(
                 .ok()
                 .and_then(|d| end_of_day(c.settings.time_zone, d));
             let Some(end) = end else {
-                return again(format!("expires_on: `{text}` is not a date (YYYY-MM-DD)"));
+                return again(c.i18n.text(
+                    s.lang,
+                    "error-not-a-date",
+                    &[("field", "expires_on".into()), ("value", text.into())],
+                ));
             };
             // A date that has passed ends access at once: as destructive as a revocation,
             // so it needs the ticked confirmation.

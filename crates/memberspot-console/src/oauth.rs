@@ -388,7 +388,7 @@ pub async fn apps(
                 div.scroll { table {
                     thead { tr {
                         th scope="col" { (v.t("oauth-client")) }
-                        th scope="col" { "client_id" }
+                        th scope="col" { (v.t("oauth-client-id")) }
                         th scope="col" { (v.t("oauth-redirect-host")) }
                         th scope="col" { (v.t("personas-created")) }
                     } }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::Console;
 use crate::auth::{CsrfForm, failure};
 use crate::form::{Change, Owner};
+use crate::i18n::Lang;
 use crate::layout::{View, badge, copy_field, empty, notice};
 use crate::session::Signed;
 
@@ -92,7 +93,12 @@ async fn render(
     };
     // The offers to pick a restriction from, per school (only for the form).
     let offers = if s.is_owner() {
-        futures::future::join_all(connections.iter().map(|conn| offers_of(c, &conn.name))).await
+        futures::future::join_all(
+            connections
+                .iter()
+                .map(|conn| offers_of(c, s.lang, &conn.name)),
+        )
+        .await
     } else {
         Vec::new()
     };
@@ -186,7 +192,7 @@ async fn render(
                                 @let id = format!("tool-{}", tool.name);
                                 div.check {
                                     input id=(id) type="checkbox" name="scope" value=(tool.name) checked[form.scope.iter().any(|x| x == tool.name)];
-                                    label for=(id) { code { (tool.name) } " — " (tool.title) }
+                                    label for=(id) { code { (tool.name) } " — " (tool_title(&v, tool)) }
                                 }
                             }
                         }
@@ -222,14 +228,25 @@ async fn render(
 }
 
 /// The per-minute limit of the form: empty for none.
-fn per_minute(text: &str) -> Result<Option<u32>, String> {
+fn per_minute(c: &Console, lang: Lang, text: &str) -> Result<Option<u32>, String> {
     match text.trim() {
         "" => Ok(None),
         n => match n.parse::<u32>() {
             Ok(n) if n > 0 => Ok(Some(n)),
-            _ => Err(format!("per_minute: `{n}` is not a whole number above 0")),
+            _ => Err(c
+                .i18n
+                .text(lang, "personas-per-minute-invalid", &[("value", n.into())])),
         },
     }
+}
+
+/// A tool's title in the page's language: the message `tool-title-NAME`, else the
+/// catalogue's (English) title.
+fn tool_title(v: &View<'_>, tool: &memberspot_tools::ToolDescriptor) -> String {
+    v.console
+        .i18n
+        .lookup(v.lang, &format!("tool-title-{}", tool.name), &[])
+        .unwrap_or_else(|| tool.title.to_owned())
 }
 
 /// Offer ids as "Name (id)" where the name is known.
@@ -248,27 +265,40 @@ const OFFERS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A school's offers for the restriction picker (a configuration read, not audited), or
 /// why they could not be read.
-async fn offers_of(c: &Console, connection: &str) -> Result<Vec<Offer>, String> {
+async fn offers_of(c: &Console, lang: Lang, connection: &str) -> Result<Vec<Offer>, String> {
     match tokio::time::timeout(OFFERS_WAIT, c.hub.offers_of(connection)).await {
         Ok(Ok(list)) => Ok(list),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", OFFERS_WAIT.as_secs())),
+        Err(_) => Err(c.i18n.text(
+            lang,
+            "personas-offers-timeout",
+            &[("seconds", OFFERS_WAIT.as_secs().to_string().into())],
+        )),
     }
 }
 
 /// The offer restriction of the form: the offers picked by name (they must belong to the
 /// persona's connection) and any ids typed by hand (comma- or space-separated). None
 /// means no restriction; the hub checks the ids against the school.
-fn offer_ids(f: &NewPersonaForm) -> Result<Option<Vec<String>>, String> {
+fn offer_ids(c: &Console, lang: Lang, f: &NewPersonaForm) -> Result<Option<Vec<String>>, String> {
     let mut ids: Vec<String> = Vec::new();
     for picked in &f.offer {
         let Some((conn, id)) = picked.split_once('/') else {
-            return Err(format!("offer: `{picked}` is not CONNECTION/OFFER_ID"));
+            return Err(c.i18n.text(
+                lang,
+                "personas-offer-malformed",
+                &[("value", picked.as_str().into())],
+            ));
         };
         if conn != f.connection {
-            return Err(format!(
-                "offer: `{id}` is an offer of connection `{conn}`, but the persona acts on `{}`",
-                f.connection
+            return Err(c.i18n.text(
+                lang,
+                "personas-offer-other-connection",
+                &[
+                    ("offer", id.into()),
+                    ("connection", conn.into()),
+                    ("acts_on", f.connection.as_str().into()),
+                ],
             ));
         }
         ids.push(id.to_owned());
@@ -308,7 +338,8 @@ pub async fn create(
     State(c): State<Arc<Console>>,
     Change(s, f): Change<NewPersonaForm>,
 ) -> Response {
-    let parsed = per_minute(&f.per_minute).and_then(|n| Ok((n, offer_ids(&f)?)));
+    let parsed =
+        per_minute(&c, s.lang, &f.per_minute).and_then(|n| Ok((n, offer_ids(&c, s.lang, &f)?)));
     let (per_minute, offers) = match parsed {
         Ok(p) => p,
         Err(msg) => {
@@ -434,7 +465,9 @@ pub async fn show(State(c): State<Arc<Console>>, s: Signed, Path(name): Path<Str
     };
     // Names for the offer restriction; ids alone when the school does not answer.
     let offers = match &p.offer_ids {
-        Some(_) => offers_of(&c, &p.connection).await.unwrap_or_default(),
+        Some(_) => offers_of(&c, s.lang, &p.connection)
+            .await
+            .unwrap_or_default(),
         None => Vec::new(),
     };
     let signed_in_apps = match c.hub.list_oauth_grants(Some(&p.name)).await {
@@ -487,9 +520,9 @@ pub async fn show(State(c): State<Arc<Console>>, s: Signed, Path(name): Path<Str
                         tr {
                             td { a href={ "/audit/" (r.seq) } { (r.seq) } }
                             td { (v.when(r.at)) }
-                            td { (r.surface) }
+                            td { (v.label("surface", r.surface.as_str())) }
                             td { code { (r.tool) } }
-                            td { (badge(crate::audit::outcome_kind(r.outcome), r.outcome.as_str())) }
+                            td { (badge(crate::audit::outcome_kind(r.outcome), &v.label("outcome", r.outcome.as_str()))) }
                         }
                     } }
                 } }

@@ -185,7 +185,16 @@ pub async fn add_user(
         "owner" => ConsoleRole::Owner,
         "viewer" => ConsoleRole::Viewer,
         other => {
-            let m = format!("role: `{other}`: use owner or viewer");
+            let m = c.i18n.text(
+                s.lang,
+                "error-use-either",
+                &[
+                    ("field", "role".into()),
+                    ("value", other.into()),
+                    ("first", "owner".into()),
+                    ("second", "viewer".into()),
+                ],
+            );
             return render(&c, &s, StatusCode::BAD_REQUEST, Some(fail(m)), &keep).await;
         }
     };

@@ -640,6 +640,101 @@ async fn overview_page_postgres() {
     overview_page(Backend::Postgres).await;
 }
 
+/// The audit log in German: an outcome, a surface and a latency are German words (the
+/// filter's values and links keep the stored words), and a wrong filter is explained in
+/// German, naming the field first. English keeps the stored word.
+#[tokio::test]
+async fn audit_page_in_german() {
+    use memberspot_hub::Surface;
+    use memberspot_hub::store::{AuditOutcome, NewAuditRecord};
+    let t = TestHub::open(Backend::Sqlite).await;
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let record = NewAuditRecord {
+        at: 1_780_272_000_000,
+        request_id: "req-german".into(),
+        surface: Surface::McpHttp,
+        connection: Some("sandbox".into()),
+        persona: Some("support-bot".into()),
+        end_user: None,
+        prompt: None,
+        tool: "list_offers".into(),
+        arguments: serde_json::json!({}),
+        outcome: AuditOutcome::Denied,
+        response: None,
+        error: Some("revoked".into()),
+        upstream_status: None,
+        latency_ms: 7,
+        oauth_client: None,
+    };
+    t.hub
+        .store()
+        .append_audit_batch(&[record])
+        .await
+        .expect("append");
+    let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+
+    let en = c.get("/audit?persona=support-bot").await;
+    assert!(
+        en.body
+            .contains("<span class=\"badge warning\">denied</span>"),
+        "{}",
+        en.body
+    );
+
+    c.cookies.insert("msh_lang".into(), "de".into());
+    let de = c.get("/audit?persona=support-bot").await;
+    assert_eq!(de.status, StatusCode::OK);
+    assert!(de.body.contains("<h1>Protokoll</h1>"), "{}", de.body);
+    assert!(
+        de.body
+            .contains("<span class=\"badge warning\">abgelehnt</span>"),
+        "{}",
+        de.body
+    );
+    assert!(!de.body.contains(">denied<"), "{}", de.body);
+    assert!(de.body.contains("<td>MCP (HTTP)</td>"), "{}", de.body);
+    assert!(de.body.contains("7 ms"));
+    // The filter offers German words for the stored values.
+    assert!(
+        de.body
+            .contains("<option value=\"denied\">abgelehnt</option>"),
+        "{}",
+        de.body
+    );
+    assert!(
+        de.body
+            .contains("<option value=\"mcp-http\">MCP (HTTP)</option>")
+    );
+
+    let seq = t.hub.audit_head().await.expect("head").seq;
+    let detail = c.get(&format!("/audit/{seq}")).await;
+    assert!(detail.body.contains(">abgelehnt<") && !detail.body.contains(">denied<"));
+
+    let bad = c.get("/audit?outcome=maybe").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.body
+            .contains("outcome: Erlaubt sind ok, tool_error, denied"),
+        "{}",
+        bad.body
+    );
+    let bad = c.get("/audit?since=gestern").await;
+    assert!(
+        bad.body
+            .contains("since: `gestern` ist kein Datum mit Uhrzeit"),
+        "{}",
+        bad.body
+    );
+    let bad = c.get("/audit/export?format=xml").await;
+    assert!(
+        bad.body
+            .contains("format: `xml`: Erlaubt sind csv oder jsonl"),
+        "{}",
+        bad.body
+    );
+    t.close().await;
+}
+
 /// The audit log shows the offer's name next to an offer id in a record's arguments, on the
 /// list and on a record's page: one read of the school's offers (an audited `list_offers`
 /// under the console user) for the page, never one per row, reused by the next views for a
