@@ -46,7 +46,10 @@ overview-attention = Braucht Aufmerksamkeit
 overview-attention-empty = Nichts braucht Aufmerksamkeit. Tote Ereignisse, abgelehnte Zustellungen und fehlgeschlagene Flow-Läufe erscheinen hier.
 overview-dead-event = Totes Ereignis { $name } von { $source }
 overview-unmatched-event = Nicht zugeordnetes Ereignis { $name } von { $source }
-overview-refused-deliveries = { $count } abgelehnte Zustellungen an { $source } in den letzten 24 Stunden
+overview-refused-deliveries = { $count ->
+    [one] Eine abgelehnte Zustellung an { $source } in den letzten 24 Stunden
+   *[other] { $count } abgelehnte Zustellungen an { $source } in den letzten 24 Stunden
+}
 overview-failed-run = Lauf von { $flow } fehlgeschlagen
 overview-no-calls = Noch keine Tool-Aufrufe. Lege eine Persona an und gib ihr Token einem Agenten oder einer Automation.
 
@@ -242,7 +245,7 @@ events-empty = Keine passenden Ereignisse. Sobald ein Zahlungsanbieter Webhooks 
 events-refused = An der Tür abgewiesene Zustellungen
 events-refused-empty = Keine Zustellung wurde abgewiesen. Zustellungen mit falscher Signatur, zu großem Inhalt oder für einen anderen Shop erschienen hier mit dem Grund.
 events-sources = Quellen und Empfänger-URLs
-events-sources-empty = Keine Quellen eingerichtet. Tragen Sie eine Quelle in die Regeldatei ein (siehe docs/events.md) und starten Sie den Hub neu; ihre Empfänger-URL erscheint dann hier für die Einstellungen des Zahlungsanbieters.
+events-sources-empty = Keine Quellen eingerichtet. Trage eine Quelle in die Regeldatei ein (siehe docs/events.md) und starte den Hub neu; ihre Empfänger-URL erscheint dann hier für die Einstellungen des Zahlungsanbieters.
 events-detail-title = Ereignis { $name }
 events-payload = Inhalt
 events-history = Verarbeitungsverlauf
@@ -266,7 +269,7 @@ flows-actions = Aktionen
 flows-dry-run = Probelauf
 flows-run-now = Jetzt ausführen
 flows-dry = Probelauf
-flows-empty = Keine Abläufe eingerichtet. Beschreiben Sie geplante Arbeit und die Tageszusammenfassung in flows.toml (siehe docs/flows.md) und starten Sie den Hub neu.
+flows-empty = Keine Abläufe eingerichtet. Beschreibe geplante Arbeit und die Tageszusammenfassung in flows.toml (siehe docs/flows.md) und starte den Hub neu.
 flows-digest = Tageszusammenfassung
 flows-digest-off = Die Tageszusammenfassung ist verfügbar, solange der Hub mit seiner Ablaufdatei läuft.
 flows-digest-date = Datum (leer: gestern)
@@ -362,20 +365,20 @@ events-dry-run-no-calls = Kein Werkzeug würde aufgerufen.
 # Chat
 nav-chat = Chat
 chat-title = Chat
-chat-intro = Mit einer Persona sprechen: ihr Modell (aus models.toml) ruft die Werkzeuge der Persona an ihrer Schule auf. Jeder Aufruf steht im Audit-Log unter der Persona, mit Ihnen als Endnutzer. Änderungen, die laut den Einstellungen der Persona bestätigt werden müssen, warten auf Ihr Bestätigen.
-chat-empty = Noch keine Persona kann chatten: Geben Sie einer in models.toml ein Modell ([personas.NAME] model = "…").
+chat-intro = Mit einer Persona sprechen: ihr Modell (aus models.toml) ruft die Werkzeuge der Persona an ihrer Schule auf. Jeder Aufruf steht im Audit-Log unter der Persona, mit dir als Endnutzer. Änderungen, die laut den Einstellungen der Persona bestätigt werden müssen, warten auf deine Bestätigung.
+chat-empty = Noch keine Persona kann chatten: Gib einer in models.toml ein Modell ([personas.NAME] model = "…").
 chat-not-configured = Die Persona { $name } hat kein Chat-Modell in models.toml (oder die Konsole wurde ohne gestartet).
 chat-with = Chat mit { $name }
-chat-start = Noch keine Nachrichten. Schreiben Sie unten die erste.
-chat-message = Ihre Nachricht
+chat-start = Noch keine Nachrichten. Schreib unten die erste.
+chat-message = Deine Nachricht
 chat-send = Senden
-chat-you = Sie
+chat-you = Du
 chat-assistant = Antwort
 chat-tool-call = Werkzeugaufruf
 chat-call-ok = ok
 chat-arguments = Argumente
 chat-result = Ergebnis
-chat-pending-title = Wartet auf Ihre Bestätigung
+chat-pending-title = Wartet auf deine Bestätigung
 chat-pending-text = Die Persona möchte { $tool } ausführen. Noch ist nichts gelaufen.
 chat-confirm = Bestätigen
 chat-deny = Ablehnen
@@ -470,7 +473,7 @@ call-status-tool_error = Tool-Fehler
 call-status-invalid = ungültig
 call-status-out_of_scope = außerhalb der Berechtigungen
 call-status-denied = abgelehnt
-call-status-declined = von Ihnen abgelehnt
+call-status-declined = von dir abgelehnt
 call-status-destructive_disabled = zerstörende Tools gesperrt
 call-status-limit_reached = Grenze erreicht
 flows-trigger-cron = Zeitplan
@@ -500,7 +503,7 @@ flows-not-running = In diesem Prozess laufen keine Abläufe.
 flows-run-unknown = Es gibt keinen Lauf mit der ID `{ $id }`.
 events-unknown = Es gibt kein Ereignis mit der ID `{ $id }`.
 events-not-running = Der Ereignisdienst läuft in diesem Prozess nicht.
-chat-unavailable = Die Unterhaltungen sind gerade nicht verfügbar. Bitte versuchen Sie es erneut.
+chat-unavailable = Die Unterhaltungen sind gerade nicht verfügbar. Bitte versuche es erneut.
 
 ## Titel der Tools im Persona-Formular (die Namen der Tools bleiben, wie sie sind)
 tool-title-grant_offer_bulk = Ein Angebot an viele Personen freischalten

@@ -46,7 +46,10 @@ overview-attention = Needs attention
 overview-attention-empty = Nothing needs attention. Dead events, refused deliveries and failed flow runs appear here.
 overview-dead-event = Dead event { $name } from { $source }
 overview-unmatched-event = Unmatched event { $name } from { $source }
-overview-refused-deliveries = { $count } refused deliveries to { $source } in the last 24 hours
+overview-refused-deliveries = { $count ->
+    [one] One refused delivery to { $source } in the last 24 hours
+   *[other] { $count } refused deliveries to { $source } in the last 24 hours
+}
 overview-failed-run = Flow run of { $flow } failed
 overview-no-calls = No tool calls yet. Create a persona and give its token to an agent or automation.
 

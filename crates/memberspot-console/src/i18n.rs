@@ -309,6 +309,25 @@ mod tests {
         }
     }
 
+    /// The German pages speak to the reader one way, with "du" (as the platform does),
+    /// never with the formal "Sie": a formal word inside a sentence is a slip.
+    #[test]
+    fn german_says_du_throughout() {
+        let formal = ["Sie", "Ihnen", "Ihr", "Ihre", "Ihren", "Ihrem", "Ihrer", "Ihres"];
+        let mut slips = Vec::new();
+        for line in Lang::De.source().lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            for pair in words.windows(2) {
+                let word = pair[1].trim_matches(|c: char| !c.is_alphabetic());
+                let starts_sentence = pair[0].ends_with(['.', ':', '!', '?', '=']);
+                if formal.contains(&word) && !starts_sentence {
+                    slips.push(line.to_owned());
+                }
+            }
+        }
+        assert!(slips.is_empty(), "formal address in de.ftl: {slips:#?}");
+    }
+
     #[test]
     fn accept_language_picks_german_or_english() {
         assert_eq!(Lang::negotiate("de-DE,de;q=0.9,en;q=0.8"), Lang::De);

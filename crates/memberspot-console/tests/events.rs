@@ -132,7 +132,7 @@ async fn events_page(backend: Backend) {
     assert!(
         overview
             .body
-            .contains("<a href=\"/events\">1 refused deliver"),
+            .contains("<a href=\"/events\">One refused delivery to ds24"),
         "{}",
         overview.body
     );
