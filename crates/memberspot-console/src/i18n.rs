@@ -313,7 +313,9 @@ mod tests {
     /// never with the formal "Sie": a formal word inside a sentence is a slip.
     #[test]
     fn german_says_du_throughout() {
-        let formal = ["Sie", "Ihnen", "Ihr", "Ihre", "Ihren", "Ihrem", "Ihrer", "Ihres"];
+        let formal = [
+            "Sie", "Ihnen", "Ihr", "Ihre", "Ihren", "Ihrem", "Ihrer", "Ihres",
+        ];
         let mut slips = Vec::new();
         for line in Lang::De.source().lines() {
             let words: Vec<&str> = line.split_whitespace().collect();

@@ -2,10 +2,12 @@
 //! fantoccini) through the console served by the whole app on a TCP port: first-run
 //! setup → sign-out → sign-in with the keyboard → create a persona → its token shown once
 //! → the persona listed → revoke it → the audit page shows both actions under the console
-//! user → a dead event replayed from the Events page → the Flows page → the German pages;
-//! and a viewer who finds no state-changing form anywhere and whose forged post is refused,
-//! like an owner's post without its CSRF token. Screenshots go to `target/screenshots/`;
-//! every page is checked for one `h1` and a label for every form field.
+//! user → a dead event replayed from the Events page → the Flows page → the German pages
+//! → the read-only pages on a phone-sized screen; a viewer who finds no state-changing form
+//! anywhere and whose forged post is refused; an owner's post without its CSRF token
+//! refused; signing out (and out everywhere) ending the session on the server.
+//! Screenshots go to `target/screenshots/`; every page is checked for one `h1` and a label
+//! for every form field.
 //!
 //! Needs `chromium` and `chromium-driver` (`.ci/run` installs them): without them this
 //! test fails and says so.
@@ -215,6 +217,30 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         .expect("value")
         .expect("a token");
     assert!(token.starts_with("msh_"), "{token}");
+    // The copy button: shown by the script, it selects the whole token and says so.
+    click(&c, "button[data-copy=\"token\"]").await;
+    let mut copied = String::new();
+    for _ in 0..50 {
+        copied = text_of(&c, Locator::Css("button[data-copy=\"token\"]")).await;
+        if copied == "Copied" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(copied, "Copied");
+    let selected = c
+        .execute(
+            "const f = document.getElementById('token'); \
+             return f.value.substring(f.selectionStart, f.selectionEnd);",
+            vec![],
+        )
+        .await
+        .expect("script");
+    assert_eq!(
+        selected.as_str(),
+        Some(token.as_str()),
+        "the whole token is selected"
+    );
     shot(&c, "05-token-shown-once").await;
     let persona = t.hub.authenticate(&token).await.expect("the token works");
     assert_eq!(
@@ -346,6 +372,7 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         .expect("verify");
     let verdict = text_of(&c, Locator::Css(".notice")).await;
     assert!(verdict.contains("intact"), "{verdict}");
+    check_page(&c, "verify").await;
 
     // Members: find one by e-mail and see what they hold.
     let users = t
@@ -413,6 +440,11 @@ async fn first_run_to_revoked_persona_in_a_browser() {
     wait_h1(&c, "Settings").await;
     check_page(&c, "settings").await;
     shot(&c, "12-settings").await;
+    c.goto(&format!("{base}/oauth"))
+        .await
+        .expect("connected apps");
+    wait_h1(&c, "Connected apps").await;
+    check_page(&c, "connected apps").await;
 
     // Events: a dead purchase event, linked from the overview, replayed by the owner.
     let dead = t
@@ -491,16 +523,45 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         .expect("click");
     wait_h1(&c, "Protokoll").await;
     assert_eq!(path(&c).await, "/audit");
+    check_page(&c, "audit (German)").await;
+    let table = text_of(&c, Locator::Css("table")).await;
+    assert!(
+        table.contains("abgelehnt") && !table.contains("denied"),
+        "{table}"
+    );
     shot(&c, "13-audit-de").await;
     c.goto(&format!("{base}/")).await.expect("overview");
     wait_h1(&c, "Übersicht").await;
+    check_page(&c, "overview (German)").await;
+    c.goto(&format!("{base}/personas")).await.expect("personas");
+    wait_h1(&c, "Personas").await;
+    check_page(&c, "personas (German)").await;
 
     // A phone-sized screen: the read-only pages still fit.
     c.set_window_size(390, 844).await.expect("resize");
-    c.goto(&format!("{base}/audit")).await.expect("audit");
-    shot(&c, "14-audit-phone").await;
-    c.goto(&format!("{base}/events")).await.expect("events");
-    shot(&c, "15-events-phone").await;
+    for (page, name) in [
+        ("/audit", "14-audit-phone"),
+        ("/events", "15-events-phone"),
+        ("/", "16-overview-phone"),
+        ("/members", "17-members-phone"),
+    ] {
+        c.goto(&format!("{base}{page}")).await.expect("page");
+        h1(&c).await;
+        // Wide tables scroll inside their own box; the page itself never sideways.
+        let fits = c
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                vec![],
+            )
+            .await
+            .expect("script");
+        assert_eq!(
+            fits,
+            serde_json::json!(true),
+            "{page} is wider than a phone"
+        );
+        shot(&c, name).await;
+    }
 
     c.close().await.expect("close the browser");
     cancel.cancel();
@@ -939,8 +1000,7 @@ async fn post_from_page(c: &Client, with_csrf: bool) -> String {
 
 /// A viewer in a real browser: no page offers a form that changes something (signing out
 /// is the only post), and a change posted from the viewer's own session, with the page's
-/// valid CSRF token, is refused. An owner's change posted without its token is refused
-/// too. Nothing is created by either.
+/// valid CSRF token, is refused and creates nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_and_forged_posts_are_refused_in_a_browser() {
     use memberspot_hub::console::ConsoleRole;
@@ -975,6 +1035,8 @@ async fn viewers_and_forged_posts_are_refused_in_a_browser() {
         "/audit",
         "/events",
         "/flows",
+        "/chat",
+        "/oauth",
         "/settings",
     ] {
         c.goto(&format!("{base}{page}")).await.expect("page");
@@ -1004,28 +1066,38 @@ async fn viewers_and_forged_posts_are_refused_in_a_browser() {
         "the page says why"
     );
 
-    // An owner's session: a change without the page's token is refused; with it, it works.
-    c.delete_all_cookies().await.expect("sign out");
-    sign_in(&c, &base, "anna").await;
+    c.close().await.expect("close the browser");
+    cancel.cancel();
+    let _ = serving.await;
+    t.close().await;
+}
+
+/// An owner's change posted from the page without its CSRF token is refused and creates
+/// nothing; the same post with the token is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_without_its_token_is_refused_in_a_browser() {
+    let _one = ONE_BROWSER.lock().await;
+    let t = TestHub::open(Backend::Sqlite).await;
+    let console = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let app = serve_signed_in(&t, console, Vec::new()).await;
+    let (c, base) = (&app.browser, app.base.clone());
     c.goto(&format!("{base}/personas")).await.expect("personas");
-    assert_eq!(post_from_page(&c, false).await, "Refused", "no CSRF token");
+    wait_h1(c, "Personas").await;
+    assert_eq!(post_from_page(c, false).await, "Refused", "no CSRF token");
     assert!(
-        text_of(&c, Locator::Css("main"))
+        text_of(c, Locator::Css("main"))
             .await
             .contains("without a valid security token"),
         "the page says why"
     );
+    check_page(c, "refused").await;
+    shot(c, "31-refused-without-token").await;
+    assert!(
+        t.hub.persona_any("forged").await.is_err(),
+        "nothing created"
+    );
     c.goto(&format!("{base}/personas")).await.expect("personas");
-    let names: Vec<String> = t
-        .hub
-        .list_personas()
-        .await
-        .expect("personas")
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
-    assert!(!names.contains(&"forged".to_owned()), "{names:?}");
-    let answer = post_from_page(&c, true).await;
+    let answer = post_from_page(c, true).await;
     assert_ne!(
         answer, "Refused",
         "the same post with the owner's token is accepted"
@@ -1034,9 +1106,98 @@ async fn viewers_and_forged_posts_are_refused_in_a_browser() {
         t.hub.persona_any("forged").await.is_ok(),
         "and creates the persona"
     );
+    app.stop().await;
+    t.close().await;
+}
 
-    c.close().await.expect("close the browser");
-    cancel.cancel();
-    let _ = serving.await;
+/// Signing out ends the session on the server: the old cookie, put back, signs nobody
+/// in. Signing out everywhere ends the user's other sessions too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_ends_the_session_in_a_browser() {
+    let _one = ONE_BROWSER.lock().await;
+    let t = TestHub::open(Backend::Sqlite).await;
+    let console = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let app = serve_signed_in(&t, console, Vec::new()).await;
+    let (c, base) = (&app.browser, app.base.clone());
+    let session = c
+        .get_named_cookie("msh_session")
+        .await
+        .expect("the session cookie");
+    click(c, "form[action=\"/logout\"] button").await;
+    wait_h1(c, "Sign in").await;
+    assert!(
+        text_of(c, Locator::Css("main"))
+            .await
+            .contains("You are signed out."),
+        "the page says so"
+    );
+    c.goto(&format!("{base}/personas")).await.expect("personas");
+    wait_h1(c, "Sign in").await;
+    c.add_cookie(session).await.expect("the old cookie back");
+    c.goto(&format!("{base}/personas")).await.expect("personas");
+    wait_h1(c, "Sign in").await;
+    assert_eq!(path(c).await, "/login", "the old cookie signs nobody in");
+
+    // A second session (another device), then "sign out everywhere" in the browser.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let login = http
+        .get(format!("{base}/login"))
+        .send()
+        .await
+        .expect("login page");
+    let pre = login
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let page = login.text().await.expect("page");
+    let marker = "name=\"csrf\" value=\"";
+    let at = page.find(marker).expect("csrf") + marker.len();
+    let csrf = &page[at..at + page[at..].find('"').expect("end")];
+    let signed = http
+        .post(format!("{base}/login"))
+        .header(reqwest::header::ORIGIN, &base)
+        .header(reqwest::header::COOKIE, pre)
+        .form(&[("csrf", csrf), ("name", "anna"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(signed.status(), reqwest::StatusCode::SEE_OTHER);
+    let other = signed
+        .headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("msh_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("a session")
+        .to_owned();
+    let home = |cookie: String| {
+        let http = http.clone();
+        let url = format!("{base}/");
+        async move {
+            http.get(url)
+                .header(reqwest::header::COOKIE, cookie)
+                .send()
+                .await
+                .expect("overview")
+                .status()
+        }
+    };
+    assert_eq!(home(other.clone()).await, reqwest::StatusCode::OK);
+    sign_in(c, &base, "anna").await;
+    click(c, "form[action=\"/logout-everywhere\"] button").await;
+    wait_h1(c, "Sign in").await;
+    assert_eq!(
+        home(other).await,
+        reqwest::StatusCode::SEE_OTHER,
+        "the other device is signed out too"
+    );
+    app.stop().await;
     t.close().await;
 }

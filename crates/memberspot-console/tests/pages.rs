@@ -1041,3 +1041,40 @@ async fn personas_offer_restriction_sqlite() {
 async fn personas_offer_restriction_postgres() {
     personas_offer_restriction(Backend::Postgres).await;
 }
+
+/// The screenshots in the docs are ones the browser journeys take (`shot(…, "NAME")`), so
+/// `scripts/console-screenshots` can refresh every one of them after a run.
+#[test]
+fn docs_screenshots_are_taken_by_the_journeys() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut taken = String::new();
+    for dir in ["crates/memberspot-console/tests", "crates/memberspot-oauth/tests"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("tests").flatten() {
+            if entry.path().extension().is_some_and(|e| e == "rs") {
+                taken.push_str(&std::fs::read_to_string(entry.path()).expect("read"));
+            }
+        }
+    }
+    let mut shown = Vec::new();
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs").flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for (at, _) in text.match_indices("img/console/") {
+            let rest = &text[at + "img/console/".len()..];
+            if let Some(name) = rest.split(".png").next() {
+                shown.push(name.to_owned());
+            }
+        }
+    }
+    assert!(shown.len() > 10, "{shown:?}");
+    for name in shown {
+        assert!(
+            taken.contains(&format!("\"{name}\"")),
+            "docs show img/console/{name}.png, which no journey takes"
+        );
+        assert!(
+            root.join(format!("docs/img/console/{name}.png")).is_file(),
+            "docs/img/console/{name}.png is missing"
+        );
+    }
+}
+
