@@ -24,33 +24,12 @@ mod common;
 use common::{Backend, TestHub};
 
 mod browser_support;
-use browser_support::{Driver, browser, shot, start_driver};
+use browser_support::{Driver, browser, check_page, shot, start_driver};
 
 const PASSWORD: &str = "a long enough password";
 
 /// One browser at a time: the journeys share a small machine, and their waits are timed.
 static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Accessibility basics of the page on screen: exactly one `h1`, and every visible form
-/// field has a `<label for=…>`.
-async fn check_page(c: &Client, what: &str) {
-    let h1 = c.find_all(Locator::Css("h1")).await.expect("h1");
-    assert_eq!(h1.len(), 1, "{what}: one h1");
-    let fields = c
-        .find_all(Locator::Css("input:not([type=hidden]), select, textarea"))
-        .await
-        .expect("fields");
-    for f in fields {
-        let id = f.attr("id").await.expect("id attribute");
-        let name = f.attr("name").await.ok().flatten().unwrap_or_default();
-        let id = id.unwrap_or_else(|| panic!("{what}: field `{name}` has no id for a label"));
-        let labels = c
-            .find_all(Locator::Css(&format!("label[for=\"{id}\"]")))
-            .await
-            .expect("labels");
-        assert!(!labels.is_empty(), "{what}: field `{id}` has no label");
-    }
-}
 
 /// The page's `h1`, read again while a navigation is still under way (an element of the
 /// page before is stale).

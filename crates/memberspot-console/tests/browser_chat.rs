@@ -23,7 +23,7 @@ mod common;
 use common::{Backend, TestHub};
 
 mod browser_support;
-use browser_support::{browser, shot, start_driver};
+use browser_support::{browser, check_page, shot, start_driver};
 
 // The agent tests' local scripted model server, shared rather than copied.
 #[path = "../../memberspot-agent/tests/common/mod.rs"]
@@ -164,6 +164,7 @@ async fn chat_turn_with_a_destructive_call_confirmed_by_clicking() {
 
     click(&c, "nav a[href=\"/chat\"]").await;
     wait_text(&c, "href=\"/chat/helper\"").await;
+    check_page(&c, "chat personas").await;
     shot(&c, "chat-01-personas").await;
     click(&c, "a[href=\"/chat/helper\"]").await;
     wait_text(&c, "Chat with helper").await;
@@ -175,6 +176,7 @@ async fn chat_turn_with_a_destructive_call_confirmed_by_clicking() {
         .expect("type");
     click(&c, "form.card button[type=submit]").await;
     wait_text(&c, "Waiting for your confirmation").await;
+    check_page(&c, "chat pending").await;
     shot(&c, "chat-02-pending").await;
     assert!(
         member_exists(&t, &email).await,
@@ -183,6 +185,7 @@ async fn chat_turn_with_a_destructive_call_confirmed_by_clicking() {
 
     click(&c, "button[name=approve][value=yes]").await;
     wait_text(&c, "Done: the member is deleted.").await;
+    check_page(&c, "chat confirmed").await;
     shot(&c, "chat-03-confirmed").await;
     let page = c.source().await.expect("page");
     assert!(page.contains("delete_users"), "the call is shown inline");

@@ -1048,7 +1048,10 @@ async fn personas_offer_restriction_postgres() {
 fn docs_screenshots_are_taken_by_the_journeys() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut taken = String::new();
-    for dir in ["crates/memberspot-console/tests", "crates/memberspot-oauth/tests"] {
+    for dir in [
+        "crates/memberspot-console/tests",
+        "crates/memberspot-oauth/tests",
+    ] {
         for entry in std::fs::read_dir(root.join(dir)).expect("tests").flatten() {
             if entry.path().extension().is_some_and(|e| e == "rs") {
                 taken.push_str(&std::fs::read_to_string(entry.path()).expect("read"));
@@ -1056,7 +1059,10 @@ fn docs_screenshots_are_taken_by_the_journeys() {
         }
     }
     let mut shown = Vec::new();
-    for entry in std::fs::read_dir(root.join("docs")).expect("docs").flatten() {
+    for entry in std::fs::read_dir(root.join("docs"))
+        .expect("docs")
+        .flatten()
+    {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         for (at, _) in text.match_indices("img/console/") {
             let rest = &text[at + "img/console/".len()..];
@@ -1077,4 +1083,3 @@ fn docs_screenshots_are_taken_by_the_journeys() {
         );
     }
 }
-

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 
 /// chromedriver: `MEMBERSPOT_CHROMEDRIVER`, or on the `PATH` (Debian installs it as
 /// `/usr/bin/chromedriver`).
@@ -96,4 +96,25 @@ pub fn screenshot_dir() -> PathBuf {
 pub async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+/// Accessibility basics of the page on screen: exactly one `h1`, and every visible form
+/// field has a `<label for=…>`.
+pub async fn check_page(c: &Client, what: &str) {
+    let h1 = c.find_all(Locator::Css("h1")).await.expect("h1");
+    assert_eq!(h1.len(), 1, "{what}: one h1");
+    let fields = c
+        .find_all(Locator::Css("input:not([type=hidden]), select, textarea"))
+        .await
+        .expect("fields");
+    for f in fields {
+        let id = f.attr("id").await.expect("id attribute");
+        let name = f.attr("name").await.ok().flatten().unwrap_or_default();
+        let id = id.unwrap_or_else(|| panic!("{what}: field `{name}` has no id for a label"));
+        let labels = c
+            .find_all(Locator::Css(&format!("label[for=\"{id}\"]")))
+            .await
+            .expect("labels");
+        assert!(!labels.is_empty(), "{what}: field `{id}` has no label");
+    }
 }
