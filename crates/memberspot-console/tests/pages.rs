@@ -1001,6 +1001,33 @@ async fn personas_offer_restriction(backend: Backend) {
     let unknown = c.get("/personas/nobody/rotate").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 
+    // Scopes by class and by single tool: the form offers a box per tool, and a persona
+    // made with the read class plus one write tool has exactly those.
+    assert!(
+        list.body
+            .contains("type=\"checkbox\" name=\"scope\" value=\"grant_user_offer_by_email\""),
+        "a box per tool: {}",
+        list.body
+    );
+    let made = c
+        .post(
+            "/personas",
+            &[
+                ("csrf", &csrf),
+                ("name", "lookup-bot"),
+                ("connection", "sandbox"),
+                ("scope", "read"),
+                ("scope", "grant_user_offer_by_email"),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::OK, "{}", made.body);
+    let lookup = t.hub.persona_any("lookup-bot").await.expect("created");
+    assert_eq!(
+        lookup.scopes,
+        vec!["read".to_owned(), "grant_user_offer_by_email".to_owned()]
+    );
+
     // The script is served with its type, and the policy allows only the console's own.
     let js = c.get("/assets/console.js").await;
     assert_eq!(js.status, StatusCode::OK);
