@@ -274,8 +274,8 @@ pub async fn page(
                 div.scroll { table.digest {
                     thead { tr {
                         th scope="col" { }
-                        th scope="col" { (v.t("overview-today")) }
-                        th scope="col" { (v.t("overview-yesterday")) }
+                        th.num scope="col" { (v.t("overview-today")) }
+                        th.num scope="col" { (v.t("overview-yesterday")) }
                     } }
                     tbody { @for (id, now, before) in &rows {
                         @if *now != 0 || *before != 0 {
@@ -294,8 +294,8 @@ pub async fn page(
                     thead { tr {
                         th scope="col" { (v.t("overview-payment-provider")) }
                         th scope="col" { (v.t("overview-payment-kind")) }
-                        th scope="col" { (v.t("overview-payment-count")) }
-                        th scope="col" { (v.t("overview-payment-amount")) }
+                        th.num scope="col" { (v.t("overview-payment-count")) }
+                        th.num scope="col" { (v.t("overview-payment-amount")) }
                     } }
                     tbody { @for p in &digest.payments { tr {
                         td { (p.provider) }
