@@ -305,6 +305,9 @@ pub async fn setup(
             c.i18n.text(v.lang, "setup-mismatch", &[]),
         );
     }
+    if let Some(problem) = credentials_problem(&c, v.lang, &name, &f.password) {
+        return again(StatusCode::BAD_REQUEST, problem);
+    }
     let token = SecretString::from(f.token.clone());
     match c.hub.finish_console_setup(&token, &name, &f.password).await {
         Ok(user) => {
@@ -425,6 +428,43 @@ pub fn refused(c: &Console, lang: Lang, r: Refusal) -> Response {
 }
 
 /// An unexpected failure (the database, the hub): logged, shown without details.
+/// What is wrong with a new console user's name or password, in `lang`, by the hub's
+/// rules (which check again, in English, for every other way in).
+pub fn credentials_problem(
+    c: &Console,
+    lang: Lang,
+    name: &str,
+    password: &SecretString,
+) -> Option<String> {
+    use memberspot_hub::console::{
+        MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, check_password, check_user_name,
+    };
+    use secrecy::ExposeSecret;
+    if check_user_name(name).is_err() {
+        let shown: String = name.chars().take(64).collect();
+        return Some(
+            c.i18n
+                .text(lang, "error-user-name", &[("value", shown.into())]),
+        );
+    }
+    check_password(password).err()?;
+    Some(
+        if password.expose_secret().chars().count() < MIN_PASSWORD_CHARS {
+            c.i18n.text(
+                lang,
+                "error-password-short",
+                &[("min", MIN_PASSWORD_CHARS.into())],
+            )
+        } else {
+            c.i18n.text(
+                lang,
+                "error-password-long",
+                &[("max", MAX_PASSWORD_BYTES.into())],
+            )
+        },
+    )
+}
+
 pub fn failure(c: &Console, lang: Lang, e: &HubError) -> Response {
     tracing::error!(error = %e, "console: request failed");
     let status = match e {

@@ -203,6 +203,9 @@ pub async fn add_user(
         return render(&c, &s, StatusCode::BAD_REQUEST, Some(fail(m)), &keep).await;
     }
     let name = f.name.trim().to_owned();
+    if let Some(problem) = crate::auth::credentials_problem(&c, s.lang, &name, &f.password) {
+        return render(&c, &s, StatusCode::BAD_REQUEST, Some(fail(problem)), &keep).await;
+    }
     match c
         .hub
         .acting_as(actor(&s))

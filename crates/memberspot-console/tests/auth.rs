@@ -115,6 +115,46 @@ async fn setup_link_is_single_use(backend: Backend) {
         "{}",
         short.body
     );
+    // The same, asked in German, answers in German; so does a name the console refuses.
+    c.cookies.insert("msh_lang".into(), "de".into());
+    let kurz = c
+        .post(
+            "/setup",
+            &[
+                ("csrf", &csrf),
+                ("token", &token),
+                ("name", "anna"),
+                ("password", "short"),
+                ("password2", "short"),
+            ],
+        )
+        .await;
+    assert!(
+        kurz.body.contains("password: mindestens 10 Zeichen"),
+        "{}",
+        kurz.body
+    );
+    let bad_name = c
+        .post(
+            "/setup",
+            &[
+                ("csrf", &csrf),
+                ("token", &token),
+                ("name", "an na"),
+                ("password", PASSWORD),
+                ("password2", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(bad_name.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad_name
+            .body
+            .contains("name: `an na` ist kein Name für die Konsole"),
+        "{}",
+        bad_name.body
+    );
+    c.cookies.remove("msh_lang");
     let done = c
         .post(
             "/setup",
