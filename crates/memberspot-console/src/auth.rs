@@ -429,7 +429,7 @@ pub fn refused(c: &Console, lang: Lang, r: Refusal) -> Response {
 
 /// An unexpected failure (the database, the hub): logged, shown without details.
 /// What is wrong with a new console user's name or password, in `lang`, by the hub's
-/// rules (which check again, in English, for every other way in).
+/// rules (the hub's own refusal is in English, for the CLI and REST).
 pub fn credentials_problem(
     c: &Console,
     lang: Lang,

@@ -203,9 +203,6 @@ pub async fn add_user(
         return render(&c, &s, StatusCode::BAD_REQUEST, Some(fail(m)), &keep).await;
     }
     let name = f.name.trim().to_owned();
-    if let Some(problem) = crate::auth::credentials_problem(&c, s.lang, &name, &f.password) {
-        return render(&c, &s, StatusCode::BAD_REQUEST, Some(fail(problem)), &keep).await;
-    }
     match c
         .hub
         .acting_as(actor(&s))
@@ -219,14 +216,10 @@ pub async fn add_user(
                 StoreError::Conflict(_) | StoreError::Invalid(_) | StoreError::NotFound(_),
             )),
         ) => {
-            render(
-                &c,
-                &s,
-                StatusCode::BAD_REQUEST,
-                Some(fail(e.to_string())),
-                &keep,
-            )
-            .await
+            // The hub refused (and recorded) it; its field errors in the page's language.
+            let text = crate::auth::credentials_problem(&c, s.lang, &name, &f.password)
+                .unwrap_or_else(|| e.to_string());
+            render(&c, &s, StatusCode::BAD_REQUEST, Some(fail(text)), &keep).await
         }
         Err(e) => failure(&c, s.lang, &e),
     }
