@@ -368,7 +368,7 @@ async fn members_page(backend: Backend) {
         .await;
     assert_eq!(confirm.status, StatusCode::OK);
     assert!(
-        confirm.body.contains("progress is kept") || confirm.body.contains("progress is kept"),
+        confirm.body.contains("Their progress is kept"),
         "{}",
         confirm.body
     );
