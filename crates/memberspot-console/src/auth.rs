@@ -465,6 +465,24 @@ pub fn credentials_problem(
     )
 }
 
+/// The hub's refusal of a new persona's or connection's `name`, in `lang` where the
+/// console knows the rule (the name's form, a name taken); anything else as the hub says it.
+pub fn name_refusal(c: &Console, lang: Lang, name: &str, e: &HubError) -> String {
+    use memberspot_hub::store::StoreError;
+    if memberspot_hub::admin::valid_name("", name).is_err() {
+        return c
+            .i18n
+            .text(lang, "error-entity-name", &[("value", name.into())]);
+    }
+    match e {
+        HubError::Store(StoreError::Conflict(_)) => {
+            c.i18n
+                .text(lang, "error-name-taken", &[("value", name.into())])
+        }
+        _ => e.to_string(),
+    }
+}
+
 pub fn failure(c: &Console, lang: Lang, e: &HubError) -> Response {
     tracing::error!(error = %e, "console: request failed");
     let status = match e {

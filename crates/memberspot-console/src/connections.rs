@@ -286,7 +286,10 @@ pub async fn add(
             | HubError::Store(
                 StoreError::Conflict(_) | StoreError::Invalid(_) | StoreError::NotFound(_),
             )),
-        ) => again(StatusCode::BAD_REQUEST, e.to_string()).await,
+        ) => {
+            let text = crate::auth::name_refusal(&c, s.lang, &name, &e);
+            again(StatusCode::BAD_REQUEST, text).await
+        }
         Err(e) => failure(&c, s.lang, &e),
     }
 }

@@ -371,7 +371,8 @@ pub async fn create(
                 }
                 _ => StatusCode::BAD_REQUEST,
             };
-            render(&c, &s, status, Some(notice("failed", &e.to_string())), &f).await
+            let text = crate::auth::name_refusal(&c, s.lang, f.name.trim(), &e);
+            render(&c, &s, status, Some(notice("failed", &text)), &f).await
         }
         Err(e) => failure(&c, s.lang, &e),
     }

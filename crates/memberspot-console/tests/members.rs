@@ -47,12 +47,7 @@ async fn holding(t: &TestHub, email: &str, offer: &str) -> Value {
 }
 
 async fn send(c: &mut Client, form: &[(&str, String)]) -> common::Answer {
-    post_to(c, "/members/expiration", form).await
-}
-
-async fn post_to(c: &mut Client, path: &str, form: &[(&str, String)]) -> common::Answer {
-    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    c.post(path, &pairs).await
+    c.post_owned("/members/expiration", form).await
 }
 
 fn encode(s: &str) -> String {
@@ -284,7 +279,7 @@ async fn members_page(backend: Backend) {
             ("state", to.to_owned()),
         ]
     };
-    let revoked = post_to(&mut c, "/members/state", &state("inactive")).await;
+    let revoked = c.post_owned("/members/state", &state("inactive")).await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
     assert_eq!(holding(&t, &email, &offer_id).await["active"], false);
     let progress_now = t
@@ -299,10 +294,10 @@ async fn members_page(backend: Backend) {
         .result
         .expect("progress");
     assert_eq!(progress_now, api, "revoking keeps the progress");
-    let restored = post_to(&mut c, "/members/state", &state("active")).await;
+    let restored = c.post_owned("/members/state", &state("active")).await;
     assert_eq!(restored.status, StatusCode::SEE_OTHER, "{}", restored.body);
     assert_eq!(holding(&t, &email, &offer_id).await["active"], true);
-    let odd = post_to(&mut c, "/members/state", &state("deleted")).await;
+    let odd = c.post_owned("/members/state", &state("deleted")).await;
     assert_eq!(odd.status, StatusCode::BAD_REQUEST);
     assert!(odd.body.contains("state: `deleted`"), "{}", odd.body);
 

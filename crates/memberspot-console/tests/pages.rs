@@ -1027,6 +1027,41 @@ async fn personas_offer_restriction(backend: Backend) {
         lookup.scopes,
         vec!["read".to_owned(), "grant_user_offer_by_email".to_owned()]
     );
+    // A taken name and a malformed one, refused naming the field, in the page's language.
+    let again = |name: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("name", name.to_owned()),
+            ("connection", "sandbox".to_owned()),
+            ("scope", "read".to_owned()),
+        ]
+    };
+    let taken = c.post_owned("/personas", &again("lookup-bot")).await;
+    assert_eq!(taken.status, StatusCode::CONFLICT);
+    assert!(
+        taken.body.contains("name: `lookup-bot` is taken already"),
+        "{}",
+        taken.body
+    );
+    c.cookies.insert("msh_lang".into(), "de".into());
+    let vergeben = c.post_owned("/personas", &again("lookup-bot")).await;
+    assert!(
+        vergeben
+            .body
+            .contains("name: `lookup-bot` ist schon vergeben"),
+        "{}",
+        vergeben.body
+    );
+    let falsch = c.post_owned("/personas", &again("no spaces")).await;
+    assert_eq!(falsch.status, StatusCode::BAD_REQUEST);
+    assert!(
+        falsch
+            .body
+            .contains("name: `no spaces` muss aus 1–64 Buchstaben"),
+        "{}",
+        falsch.body
+    );
+    c.cookies.remove("msh_lang");
 
     // The script is served with its type, and the policy allows only the console's own.
     let js = c.get("/assets/console.js").await;

@@ -85,7 +85,8 @@ pub struct PersonaSpec {
     pub calls_per_minute: Option<u32>,
 }
 
-fn valid_name(kind: &str, name: &str) -> Result<(), HubError> {
+/// A persona's or connection's name: 1–64 ASCII letters, digits, `-`, `_` or `.`.
+pub fn valid_name(kind: &str, name: &str) -> Result<(), HubError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name

@@ -230,6 +230,12 @@ impl Client {
             .await
     }
 
+    /// As [`Client::post`], for a form built with owned values.
+    pub async fn post_owned(&mut self, path: &str, form: &[(&str, String)]) -> Answer {
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.post(path, &pairs).await
+    }
+
     /// Signs in through the login form.
     pub async fn login(&mut self, name: &str, password: &str) -> Answer {
         let page = self.get("/login").await;
