@@ -99,14 +99,18 @@ pub(crate) fn rest_app(
         router = router.merge(r);
         api.merge(doc);
     }
-    let api_json = serde_json::to_string_pretty(&openapi::complete(&api, tools_of.catalogue()))
-        .unwrap_or_else(|_| "{}".to_string());
+    // Written when asked for, not kept: the document is about 280 KB of text that a
+    // running hub is rarely asked for.
+    let api = std::sync::Arc::new(api);
     router
         .route(
             "/openapi.json",
             axum::routing::get(move || {
-                let body = api_json.clone();
+                let (api, hub) = (api.clone(), tools_of.clone());
                 async move {
+                    let body =
+                        serde_json::to_string_pretty(&openapi::complete(&api, hub.catalogue()))
+                            .unwrap_or_else(|_| "{}".to_string());
                     (
                         [(axum::http::header::CONTENT_TYPE, "application/json")],
                         body,
