@@ -190,6 +190,15 @@ mod tests {
                 }
             }
         }
+        // Ids the pages put together: a persona's confirmation pages.
+        for action in ["revoke", "rotate"] {
+            for part in ["title", "explain", "confirm"] {
+                let id = format!("personas-{action}-{part}");
+                if !known.contains(&id) {
+                    missing.push(id);
+                }
+            }
+        }
         assert!(missing.is_empty(), "ids without a message: {missing:?}");
     }
 

@@ -383,18 +383,26 @@ pub async fn confirm_revoke(
     Owner(s): Owner,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(e) = c.hub.persona_any(&name).await {
-        return failure(&c, s.lang, &e);
+    confirm(&c, &s, &name, "revoke").await
+}
+
+/// The confirmation page of `action` (`revoke`, `rotate`) on persona `name`: its
+/// `personas-{action}-title`, `-explain` and `-confirm` messages, and a form posting to
+/// `/personas/{name}/{action}`.
+async fn confirm(c: &Console, s: &Signed, name: &str, action: &str) -> Response {
+    if let Err(e) = c.hub.persona_any(name).await {
+        return failure(c, s.lang, &e);
     }
-    let v = View::signed(&c, &s, "/personas");
+    let v = View::signed(c, s, "/personas");
+    let who = [("name", name.to_owned().into())];
     v.page(
         StatusCode::OK,
-        &v.ta("personas-revoke-title", &[("name", name.clone().into())]),
+        &v.ta(&format!("personas-{action}-title"), &who),
         html! {
-            p { (v.t("personas-revoke-explain")) }
-            form method="post" action={ "/personas/" (urlencode(&name)) "/revoke" } {
+            p { (v.t(&format!("personas-{action}-explain"))) }
+            form method="post" action={ "/personas/" (urlencode(name)) "/" (action) } {
                 input type="hidden" name="csrf" value=(s.csrf);
-                button.danger type="submit" { (v.ta("personas-revoke-confirm", &[("name", name.clone().into())])) }
+                button.danger type="submit" { (v.ta(&format!("personas-{action}-confirm"), &who)) }
             }
             p { a href="/personas" { (v.t("back")) } }
         },
@@ -419,22 +427,7 @@ pub async fn confirm_rotate(
     Owner(s): Owner,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(e) = c.hub.persona_any(&name).await {
-        return failure(&c, s.lang, &e);
-    }
-    let v = View::signed(&c, &s, "/personas");
-    v.page(
-        StatusCode::OK,
-        &v.ta("personas-rotate-title", &[("name", name.clone().into())]),
-        html! {
-            p { (v.t("personas-rotate-explain")) }
-            form method="post" action={ "/personas/" (urlencode(&name)) "/rotate" } {
-                input type="hidden" name="csrf" value=(s.csrf);
-                button.danger type="submit" { (v.ta("personas-rotate-confirm", &[("name", name.clone().into())])) }
-            }
-            p { a href="/personas" { (v.t("back")) } }
-        },
-    )
+    confirm(&c, &s, &name, "rotate").await
 }
 
 pub async fn rotate(

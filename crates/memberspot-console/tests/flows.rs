@@ -306,13 +306,15 @@ webhook_url = \"{slack}/services/T000/B000/XXXX\"
         .post("/flows/offers-report/run", &[("csrf", &csrf)])
         .await;
     assert_eq!(real.status, StatusCode::OK, "{}", real.body);
-    let runs_before = t
-        .hub
-        .flows_store()
-        .list_runs(None, 100)
-        .await
-        .expect("runs")
-        .len();
+    let count_runs = || async {
+        t.hub
+            .flows_store()
+            .list_runs(None, 100)
+            .await
+            .expect("runs")
+            .len()
+    };
+    let runs_before = count_runs().await;
     let history = anna.get("/flows").await;
     let at = history.body.find("href=\"/flows/runs/").expect("a run");
     let rest = &history.body[at + "href=\"/flows/runs/".len()..];
@@ -321,14 +323,7 @@ webhook_url = \"{slack}/services/T000/B000/XXXX\"
         .post(&format!("/flows/runs/{run_id}/rerun"), &[("csrf", &csrf)])
         .await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
-    let runs_after = t
-        .hub
-        .flows_store()
-        .list_runs(None, 100)
-        .await
-        .expect("runs")
-        .len();
-    assert_eq!(runs_after, runs_before + 1, "a rerun is a new run");
+    assert_eq!(count_runs().await, runs_before + 1, "a rerun is a new run");
 
     let recorded = |tool: &'static str| {
         let hub = t.hub.clone();

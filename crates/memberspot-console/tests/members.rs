@@ -159,17 +159,19 @@ async fn members_page(backend: Backend) {
         page.body
     );
     // The counts the API gives for that course (the seed has progress of its own).
-    let api = t
-        .hub
-        .call(
-            &who,
-            &cli,
-            "list_user_course_progress",
-            json!({ "email": email }),
-        )
-        .await
-        .result
-        .expect("progress");
+    let progress = || async {
+        t.hub
+            .call(
+                &who,
+                &cli,
+                "list_user_course_progress",
+                json!({ "email": email }),
+            )
+            .await
+            .result
+            .expect("progress")
+    };
+    let api = progress().await;
     let mine = api["progress"]
         .as_array()
         .expect("progress")
@@ -282,18 +284,7 @@ async fn members_page(backend: Backend) {
     let revoked = c.post_owned("/members/state", &state("inactive")).await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
     assert_eq!(holding(&t, &email, &offer_id).await["active"], false);
-    let progress_now = t
-        .hub
-        .call(
-            &who,
-            &cli,
-            "list_user_course_progress",
-            json!({ "email": email }),
-        )
-        .await
-        .result
-        .expect("progress");
-    assert_eq!(progress_now, api, "revoking keeps the progress");
+    assert_eq!(progress().await, api, "revoking keeps the progress");
     let restored = c.post_owned("/members/state", &state("active")).await;
     assert_eq!(restored.status, StatusCode::SEE_OTHER, "{}", restored.body);
     assert_eq!(holding(&t, &email, &offer_id).await["active"], true);
