@@ -27,6 +27,26 @@ async fn add(t: &TestHub, name: &str, role: ConsoleRole) {
         .expect("add user");
 }
 
+/// Posts the setup form: the page's CSRF token, the link's token, a name and the password
+/// twice.
+async fn setup(
+    c: &mut Client,
+    csrf: &str,
+    token: &str,
+    name: &str,
+    password: &str,
+    password2: &str,
+) -> common::Answer {
+    let form = [
+        ("csrf", csrf),
+        ("token", token),
+        ("name", name),
+        ("password", password),
+        ("password2", password2),
+    ];
+    c.post("/setup", &form).await
+}
+
 async fn setup_link_is_single_use(backend: Backend) {
     let t = TestHub::open(backend).await;
     let plugin = console(&t, ConsoleSettings::default());
@@ -84,31 +104,9 @@ async fn setup_link_is_single_use(backend: Backend) {
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let csrf = page.csrf();
     // Different passwords: asked again, nothing stored.
-    let again = c
-        .post(
-            "/setup",
-            &[
-                ("csrf", &csrf),
-                ("token", &token),
-                ("name", "anna"),
-                ("password", PASSWORD),
-                ("password2", "something else"),
-            ],
-        )
-        .await;
+    let again = setup(&mut c, &csrf, &token, "anna", PASSWORD, "something else").await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
-    let short = c
-        .post(
-            "/setup",
-            &[
-                ("csrf", &csrf),
-                ("token", &token),
-                ("name", "anna"),
-                ("password", "short"),
-                ("password2", "short"),
-            ],
-        )
-        .await;
+    let short = setup(&mut c, &csrf, &token, "anna", "short", "short").await;
     assert_eq!(short.status, StatusCode::BAD_REQUEST);
     assert!(
         short.body.contains("password: use at least 10 characters"),
@@ -117,35 +115,13 @@ async fn setup_link_is_single_use(backend: Backend) {
     );
     // The same, asked in German, answers in German; so does a name the console refuses.
     c.cookies.insert("msh_lang".into(), "de".into());
-    let kurz = c
-        .post(
-            "/setup",
-            &[
-                ("csrf", &csrf),
-                ("token", &token),
-                ("name", "anna"),
-                ("password", "short"),
-                ("password2", "short"),
-            ],
-        )
-        .await;
+    let kurz = setup(&mut c, &csrf, &token, "anna", "short", "short").await;
     assert!(
         kurz.body.contains("password: mindestens 10 Zeichen"),
         "{}",
         kurz.body
     );
-    let bad_name = c
-        .post(
-            "/setup",
-            &[
-                ("csrf", &csrf),
-                ("token", &token),
-                ("name", "an na"),
-                ("password", PASSWORD),
-                ("password2", PASSWORD),
-            ],
-        )
-        .await;
+    let bad_name = setup(&mut c, &csrf, &token, "an na", PASSWORD, PASSWORD).await;
     assert_eq!(bad_name.status, StatusCode::BAD_REQUEST);
     assert!(
         bad_name
