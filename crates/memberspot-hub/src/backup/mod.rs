@@ -658,10 +658,29 @@ fn move_entries(from: &Path, dir: &Path, claim: &Path) -> Result<(), BackupError
     }
     for entry in std::fs::read_dir(from).map_err(BackupError::at(from))? {
         let entry = entry.map_err(BackupError::at(from))?;
-        let to = dir.join(entry.file_name());
-        std::fs::rename(entry.path(), &to).map_err(BackupError::at(&to))?;
+        move_entry(&entry.path(), &dir.join(entry.file_name()))?;
     }
     Ok(())
+}
+
+/// Renames `from` to `to`. SQLite's side files of the checked database (`-wal`, `-shm`,
+/// `-journal`) may vanish between the listing and the rename: the last connection of the
+/// check deletes them as it finishes closing, after checkpointing them into the database.
+/// A side file moved before that is harmless (the frames it holds are in the database
+/// already); one that is gone has nothing left to move.
+fn move_entry(from: &Path, to: &Path) -> Result<(), BackupError> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && is_sqlite_side_file(from) => Ok(()),
+        Err(e) => Err(BackupError::at(to)(e)),
+    }
+}
+
+fn is_sqlite_side_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix(archive::DATABASE))
+        .is_some_and(|rest| matches!(rest, "-wal" | "-shm" | "-journal"))
 }
 
 impl Drop for Workdir {
@@ -676,6 +695,35 @@ mod tests {
     use super::*;
 
     const PASS: &str = "a long enough passphrase";
+
+    #[test]
+    fn a_database_side_file_that_vanished_before_its_move_is_not_an_error() {
+        let from = tempfile::tempdir().unwrap();
+        let to = tempfile::tempdir().unwrap();
+        let db = archive::DATABASE;
+        for side in ["-wal", "-shm", "-journal"] {
+            let name = format!("{db}{side}");
+            move_entry(&from.path().join(&name), &to.path().join(&name)).unwrap();
+        }
+        // Anything else that goes missing is still an error, named by its path.
+        let target = to.path().join(db);
+        let err = move_entry(&from.path().join(db), &target)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&target.display().to_string()), "{err}");
+        for other in ["master.key", "hub.db-walrus", "other.db-wal"] {
+            let path = from.path().join(other);
+            assert!(
+                move_entry(&path, &to.path().join(other)).is_err(),
+                "{other}"
+            );
+        }
+        // A side file that is there is moved like any other.
+        let wal = format!("{db}-wal");
+        std::fs::write(from.path().join(&wal), b"frames").unwrap();
+        move_entry(&from.path().join(&wal), &to.path().join(&wal)).unwrap();
+        assert_eq!(std::fs::read(to.path().join(&wal)).unwrap(), b"frames");
+    }
 
     fn pass(p: &str) -> SecretString {
         SecretString::from(p)
