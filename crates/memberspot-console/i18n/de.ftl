@@ -16,6 +16,7 @@ login-password = Passwort
 login-submit = Anmelden
 login-failed = Name oder Passwort ist falsch.
 login-limited = Zu viele Anmeldeversuche. Bitte in { $seconds } Sekunden erneut versuchen.
+login-busy = Der Hub prüft gerade sehr viele Anmeldungen. Bitte versuch es in { $seconds } Sekunden erneut.
 login-no-users = Es gibt noch keinen Konsolen-Nutzer. Öffne den Einrichtungslink, den `memberspot serve` ausgegeben hat, oder lege einen an mit `memberspot console add-user NAME --role owner --password-stdin`.
 logged-out = Du bist abgemeldet.
 
@@ -33,6 +34,7 @@ refused-origin = Diese Anfrage kam von einer anderen Website und wurde abgelehnt
 refused-viewer = Betrachter können nichts ändern. Frag eine Inhaberin oder einen Inhaber.
 not-found = Nicht gefunden.
 error-title = Etwas ist schiefgegangen
+error-internal = Der Hub konnte das nicht abschließen. Was genau schiefging, steht im Log des Hubs. Versuch es erneut oder wende dich an die Person, die den Hub betreibt.
 back = Zurück
 
 overview-title = Übersicht

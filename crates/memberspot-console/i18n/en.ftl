@@ -16,6 +16,7 @@ login-password = Password
 login-submit = Sign in
 login-failed = Wrong name or password.
 login-limited = Too many sign-in attempts. Try again in { $seconds } seconds.
+login-busy = The hub is checking many sign-ins right now. Try again in { $seconds } seconds.
 login-no-users = No console user exists yet. Open the setup link that `memberspot serve` printed, or add one with `memberspot console add-user NAME --role owner --password-stdin`.
 logged-out = You are signed out.
 
@@ -33,6 +34,7 @@ refused-origin = This request came from another site and was refused.
 refused-viewer = Viewers cannot change anything. Ask an owner.
 not-found = Not found.
 error-title = Something went wrong
+error-internal = The hub could not finish this. The hub's log says what went wrong. Try again, or ask whoever runs the hub.
 back = Back
 
 overview-title = Overview

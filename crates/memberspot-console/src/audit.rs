@@ -271,7 +271,7 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(seq): Path<St
         return v.message(StatusCode::NOT_FOUND, "error-title", &v.t("not-found"));
     };
     let filter = AuditFilter {
-        after_seq: Some(seq - 1),
+        after_seq: Some(seq.saturating_sub(1)),
         limit: Some(1),
         ..AuditFilter::default()
     };

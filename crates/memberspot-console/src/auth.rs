@@ -139,50 +139,74 @@ pub async fn login(
     let name = f.name.trim().to_owned();
     let next = after_login(f.next.as_deref());
     let (jar, csrf) = pre_csrf(&c, v.jar);
-    if let Err(wait) = c.limits.take(&name, v.address) {
-        let secs = wait.as_secs().max(1);
-        let msg = c
-            .i18n
-            .text(v.lang, "login-limited", &[("seconds", secs.into())]);
-        let mut page = login_form(
-            &c,
-            v.lang,
+    // Refused without a word about whether the name exists: over a limit, or the
+    // password checks are full (the hub answers busy instead of queueing without end).
+    let (status, message, secs) = match c.limits.take(&name, v.address) {
+        Err(wait) => (
             StatusCode::TOO_MANY_REQUESTS,
-            &csrf,
-            &name,
-            next,
-            Some(notice("failed", &msg)),
-        )
-        .await;
-        if let Ok(h) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-            page.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, h);
-        }
-        return (jar, page).into_response();
-    }
-    match c.hub.console_login(&name, &f.password).await {
-        Ok(user) => sign_in(&c, jar, &user.name, next).await,
-        Err(HubError::Unauthenticated(_)) => {
-            let msg = c.i18n.text(v.lang, "login-failed", &[]);
-            let page = login_form(
-                &c,
-                v.lang,
-                StatusCode::UNAUTHORIZED,
-                &csrf,
-                &name,
-                next,
-                Some(notice("failed", &msg)),
-            )
-            .await;
-            (jar, page).into_response()
-        }
-        Err(e) => failure(&c, v.lang, &e),
+            "login-limited",
+            wait.as_secs(),
+        ),
+        Ok(()) => match c.hub.console_login(&name, &f.password).await {
+            Ok(user) => return sign_in(&c, jar, &user.name, next).await,
+            Err(HubError::Unauthenticated(_)) => {
+                c.limits.failed(&name);
+                let msg = c.i18n.text(v.lang, "login-failed", &[]);
+                let page = login_form(
+                    &c,
+                    v.lang,
+                    StatusCode::UNAUTHORIZED,
+                    &csrf,
+                    &name,
+                    next,
+                    Some(notice("failed", &msg)),
+                )
+                .await;
+                return (jar, page).into_response();
+            }
+            Err(HubError::Limited {
+                retry_after_secs, ..
+            }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "login-busy",
+                retry_after_secs,
+            ),
+            Err(e) => return failure(&c, v.lang, &e),
+        },
+    };
+    let secs = secs.max(1);
+    let msg = c.i18n.text(v.lang, message, &[("seconds", secs.into())]);
+    let mut page = login_form(
+        &c,
+        v.lang,
+        status,
+        &csrf,
+        &name,
+        next,
+        Some(notice("failed", &msg)),
+    )
+    .await;
+    with_retry_after(&mut page, secs);
+    (jar, page).into_response()
+}
+
+fn with_retry_after(page: &mut Response, secs: u64) {
+    if let Ok(h) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+        page.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, h);
     }
 }
 
 /// Opens a session for `user` and goes to `to` (the overview, or the consent page the
 /// sign-in was for).
 async fn sign_in(c: &Console, jar: CookieJar, user: &str, to: &str) -> Response {
+    // A session this browser already had ends: one browser, one session.
+    if let Some(old) = jar.get(SESSION_COOKIE) {
+        let old = SecretString::from(old.value().to_owned());
+        if let Err(e) = c.hub.end_console_session(&old).await {
+            return failure(c, Lang::En, &e);
+        }
+    }
     match c
         .hub
         .open_console_session(user, c.settings.absolute_timeout)
@@ -317,6 +341,17 @@ pub async fn setup(
         Err(HubError::Invalid(m)) if m.starts_with("name:") || m.starts_with("password:") => {
             again(StatusCode::BAD_REQUEST, m)
         }
+        Err(HubError::Limited {
+            retry_after_secs, ..
+        }) => {
+            let secs = retry_after_secs.max(1);
+            let text = c
+                .i18n
+                .text(v.lang, "login-busy", &[("seconds", secs.into())]);
+            let mut page = again(StatusCode::SERVICE_UNAVAILABLE, text);
+            with_retry_after(&mut page, secs);
+            page
+        }
         Err(
             HubError::Invalid(_) | HubError::Store(memberspot_hub::store::StoreError::Invalid(_)),
         ) => view(&c, v.lang, "/setup").message(
@@ -402,7 +437,7 @@ pub async fn switch_language(
     jar: CookieJar,
     Query(q): Query<LangQuery>,
 ) -> Response {
-    let back = if q.back.starts_with('/') && !q.back.starts_with("//") && !q.back.contains('\\') {
+    let back = if is_local_path(&q.back) {
         q.back
     } else {
         "/".to_owned()
@@ -418,6 +453,17 @@ pub async fn switch_language(
     (jar, Redirect::to(&back)).into_response()
 }
 
+/// A path on this site that no browser can read as another origin: it starts with one
+/// `/`, and has no backslash, control character or whitespace (browsers drop tabs and
+/// newlines from URLs, so `/<TAB>/evil.example` would become `//evil.example`).
+fn is_local_path(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.starts_with("//")
+        && !path
+            .chars()
+            .any(|ch| ch == '\\' || ch.is_control() || ch.is_whitespace())
+}
+
 /// 403 with the reason.
 pub fn refused(c: &Console, lang: Lang, r: Refusal) -> Response {
     view(c, lang, "/").message(
@@ -427,7 +473,6 @@ pub fn refused(c: &Console, lang: Lang, r: Refusal) -> Response {
     )
 }
 
-/// An unexpected failure (the database, the hub): logged, shown without details.
 /// What is wrong with a new console user's name or password, in `lang`, by the hub's
 /// rules (the hub's own refusal is in English, for the CLI and REST).
 pub fn credentials_problem(
@@ -483,14 +528,38 @@ pub fn name_refusal(c: &Console, lang: Lang, name: &str, e: &HubError) -> String
     }
 }
 
+/// What a page says about `e`: the error itself where the user can act on it (not found,
+/// bad input, a name taken, the school's answer, the hub's own explanations); for a
+/// database or key failure, which only the operator can act on (and which is logged), a
+/// general sentence, so that no
+/// signed-in user, viewers included, reads table names or driver text.
+pub fn error_text(c: &Console, lang: Lang, e: &HubError) -> String {
+    use memberspot_hub::store::StoreError;
+    let internal = match e {
+        HubError::Store(
+            StoreError::NotFound(_) | StoreError::Conflict(_) | StoreError::Invalid(_),
+        ) => false,
+        HubError::Store(_) | HubError::Secret(_) | HubError::WrongMasterKey => true,
+        _ => false,
+    };
+    if internal {
+        c.i18n.text(lang, "error-internal", &[])
+    } else {
+        e.to_string()
+    }
+}
+
+/// An error page for `e` (logged; shown as [`error_text`] says).
 pub fn failure(c: &Console, lang: Lang, e: &HubError) -> Response {
     tracing::error!(error = %e, "console: request failed");
     let status = match e {
         HubError::NotFound(_) => StatusCode::NOT_FOUND,
         HubError::Invalid(_) => StatusCode::BAD_REQUEST,
+        HubError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    view(c, lang, "/").message(status, "error-title", &e.to_string())
+    let text = error_text(c, lang, e);
+    view(c, lang, "/").message(status, "error-title", &text)
 }
 
 crate::form::csrf_forms!(CsrfForm);

@@ -316,7 +316,7 @@ pub async fn test(
                 "connections-test-failed",
                 &[
                     ("name", name.clone().into()),
-                    ("error", e.to_string().into()),
+                    ("error", crate::auth::error_text(&c, s.lang, &e).into()),
                 ],
             ),
         ),

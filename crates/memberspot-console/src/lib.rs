@@ -18,6 +18,7 @@ mod form;
 mod format;
 pub mod i18n;
 mod layout;
+mod login_limits;
 mod members;
 mod oauth;
 mod overview;
@@ -41,7 +42,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::i18n::I18n;
-use crate::session::LoginLimits;
+use crate::login_limits::LoginLimits;
 
 /// Form bodies are small; anything larger is refused before it is read.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -58,10 +59,13 @@ pub struct ConsoleSettings {
     pub idle_timeout: Duration,
     /// A session ends this long after sign-in, whatever happens.
     pub absolute_timeout: Duration,
-    /// Sign-in attempts per name and minute (per instance).
+    /// Sign-in attempts per name from one network (an IPv4 address, an IPv6 /64) and
+    /// minute (per instance).
     pub login_per_user_per_minute: u32,
-    /// Sign-in attempts per address and minute (per instance).
+    /// Sign-in attempts per network and minute, whatever the names (per instance).
     pub login_per_address_per_minute: u32,
+    /// Failed sign-ins per name and minute from all networks together (per instance).
+    pub login_failures_per_user_per_minute: u32,
     /// The hub's data directory (shown on the settings page).
     pub data_dir: Option<std::path::PathBuf>,
 }
@@ -75,6 +79,7 @@ impl Default for ConsoleSettings {
             absolute_timeout: Duration::from_secs(12 * 3600),
             login_per_user_per_minute: 5,
             login_per_address_per_minute: 20,
+            login_failures_per_user_per_minute: 20,
             data_dir: None,
         }
     }
@@ -109,6 +114,7 @@ impl ConsolePlugin {
         let limits = LoginLimits::new(
             settings.login_per_user_per_minute,
             settings.login_per_address_per_minute,
+            settings.login_failures_per_user_per_minute,
         );
         Ok(ConsolePlugin {
             console: Arc::new(Console {

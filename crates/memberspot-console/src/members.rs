@@ -180,7 +180,7 @@ async fn by_name(
                 return v.page(
                     StatusCode::BAD_GATEWAY,
                     &v.t("members-title"),
-                    html! { (search) (notice("failed", &e.to_string())) },
+                    html! { (search) (notice("failed", &crate::auth::error_text(c, s.lang, &e))) },
                 );
             }
         };
@@ -265,7 +265,7 @@ async fn member(
                 html! { (search) (notice("failed", &e.to_string())) },
             );
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(crate::auth::error_text(c, s.lang, &e)),
     };
     let member = match member {
         Ok(m) => m,
@@ -286,14 +286,14 @@ async fn member(
             .and_then(|o| serde_json::from_value(o).ok())
             .unwrap_or_default(),
         Err(e) => {
-            warnings.push(e.to_string());
+            warnings.push(crate::auth::error_text(c, s.lang, &e));
             Vec::new()
         }
     };
     let progress = match progress(c, s, connection, &member.email).await {
         Ok(p) => p,
         Err(e) => {
-            warnings.push(e.to_string());
+            warnings.push(crate::auth::error_text(c, s.lang, &e));
             Vec::new()
         }
     };
@@ -604,7 +604,7 @@ fn change_failed(c: &Console, s: &Signed, connection: &str, email: &str, e: &Hub
         status,
         &v.t("members-title"),
         html! {
-            (notice("failed", &e.to_string()))
+            (notice("failed", &crate::auth::error_text(c, s.lang, e)))
             p { a href=(members_url(connection, email)) { (v.t("back")) } }
         },
     )

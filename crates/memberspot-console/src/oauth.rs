@@ -109,6 +109,15 @@ pub async fn authorize_page(
             return Redirect::to(&format!("/login?next={}", urlencode(&back))).into_response();
         }
     };
+    // Before the request is checked: checking fetches (and keeps) the client's metadata
+    // document, which a viewer, who cannot allow anything, must not make the hub do.
+    if !s.is_owner() {
+        return crate::auth::view(&c, s.lang, "/oauth/authorize").message(
+            StatusCode::FORBIDDEN,
+            "oauth-error-title",
+            &c.i18n.text(s.lang, "oauth-owners-only", &[]),
+        );
+    }
     let req = match checked(&c, s.lang, &headers, &q).await {
         Ok(r) => r,
         Err(answer) => return answer,
@@ -133,13 +142,6 @@ async fn consent_page(
         "oauth-consent-title",
         &[("client", req.client.name.clone().into())],
     );
-    if !s.is_owner() {
-        return v.page(
-            StatusCode::FORBIDDEN,
-            &title,
-            html! { (notice("failed", &v.t("oauth-owners-only"))) },
-        );
-    }
     let personas = match c.hub.list_personas().await {
         Ok(p) => p
             .into_iter()
@@ -293,7 +295,7 @@ pub async fn authorize_answer(
         match admin.create_persona(spec).await {
             Ok(issued) => issued.persona.name,
             Err(e) => {
-                let m = notice("failed", &e.to_string());
+                let m = notice("failed", &crate::auth::error_text(&c, s.lang, &e));
                 return consent_page(&c, &s, &f.request, &req, StatusCode::BAD_REQUEST, Some(m))
                     .await;
             }

@@ -268,7 +268,7 @@ const OFFERS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 async fn offers_of(c: &Console, lang: Lang, connection: &str) -> Result<Vec<Offer>, String> {
     match tokio::time::timeout(OFFERS_WAIT, c.hub.offers_of(connection)).await {
         Ok(Ok(list)) => Ok(list),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(crate::auth::error_text(c, lang, &e)),
         Err(_) => Err(c.i18n.text(
             lang,
             "personas-offers-timeout",

@@ -1,9 +1,8 @@
 //! Who is asking: the language, the signed-in console user (session cookie, looked up in
 //! the hub's database), and the checks every state-changing form passes — same origin,
-//! CSRF token, role — plus the sign-in rate limits.
+//! CSRF token, role.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +11,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use memberspot_hub::console::ConsoleRole;
 use memberspot_server::ClientAddr;
 use rand::RngCore;
@@ -244,41 +241,5 @@ impl Console {
             return Err(Refusal::Csrf);
         }
         Ok(())
-    }
-}
-
-/// Sign-in attempts, limited per name and per address (in memory, per instance; every
-/// attempt counts, so the limit reads the same for names that exist and names that do
-/// not).
-pub struct LoginLimits {
-    per_user: DefaultKeyedRateLimiter<String>,
-    per_address: DefaultKeyedRateLimiter<IpAddr>,
-}
-
-impl LoginLimits {
-    pub fn new(per_user_per_minute: u32, per_address_per_minute: u32) -> LoginLimits {
-        let q = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
-        LoginLimits {
-            per_user: RateLimiter::keyed(q(per_user_per_minute)),
-            per_address: RateLimiter::keyed(q(per_address_per_minute)),
-        }
-    }
-
-    /// Takes one attempt for `name` from `address`, or says how long to wait.
-    pub fn take(&self, name: &str, address: IpAddr) -> Result<(), Duration> {
-        // Forget idle keys now and then, so that guessed names do not pile up in memory.
-        if self.per_user.len() > 10_000 {
-            self.per_user.retain_recent();
-        }
-        if self.per_address.len() > 10_000 {
-            self.per_address.retain_recent();
-        }
-        let now = DefaultClock::default().now();
-        self.per_address
-            .check_key(&address)
-            .map_err(|n| n.wait_time_from(now))?;
-        self.per_user
-            .check_key(&name.to_lowercase())
-            .map_err(|n| n.wait_time_from(now))
     }
 }

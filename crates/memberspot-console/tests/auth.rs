@@ -508,6 +508,19 @@ async fn sessions_expire_and_end(backend: Backend) {
     assert_eq!(b.get("/").await.location(), Some("/login"));
     assert_eq!(b_elsewhere.get("/").await.location(), Some("/login"));
 
+    // Signing in again in the same browser ends the session it had: one browser, one
+    // session, and a copy of the old cookie is worth nothing.
+    let mut e = Client::new(one.router());
+    e.login("anna", PASSWORD).await;
+    let first = e.cookies.clone();
+    let again = e.login("anna", PASSWORD).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    assert_ne!(e.cookies.get("msh_session"), first.get("msh_session"));
+    assert_eq!(e.get("/").await.status, StatusCode::OK);
+    let mut old = Client::new(one.router());
+    old.cookies = first;
+    assert_eq!(old.get("/").await.location(), Some("/login"));
+
     // A reset password and a removed user end sessions too.
     let mut d = Client::new(one.router());
     d.login("anna", PASSWORD).await;
@@ -875,7 +888,21 @@ async fn public_https_url_makes_cookies_secure_and_fixes_the_origin() {
 /// One sign-in attempt over a real socket, as a browser behind `forwarded_for` (or a
 /// client forging it): the sign-in page for its CSRF cookie and token, then the form.
 async fn sign_in_over_tcp(addr: &str, name: &str, forwarded_for: &str) -> StatusCode {
-    let http = reqwest::Client::new();
+    sign_in_over_tcp_with(addr, name, "wrong", forwarded_for).await
+}
+
+/// As [`sign_in_over_tcp`], with a password.
+async fn sign_in_over_tcp_with(
+    addr: &str,
+    name: &str,
+    password: &str,
+    forwarded_for: &str,
+) -> StatusCode {
+    // A signed-in answer is a redirect: seen as such, not followed.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
     let page = http
         .get(format!("http://{addr}/login"))
         .header("x-forwarded-for", forwarded_for)
@@ -899,7 +926,7 @@ async fn sign_in_over_tcp(addr: &str, name: &str, forwarded_for: &str) -> Status
         .header("x-forwarded-for", forwarded_for)
         .header("cookie", cookie)
         .header("origin", format!("http://{addr}"))
-        .form(&[("csrf", csrf), ("name", name), ("password", "wrong")])
+        .form(&[("csrf", csrf), ("name", name), ("password", password)])
         .send()
         .await
         .expect("login")
@@ -913,14 +940,21 @@ async fn serve_console(
     t: &TestHub,
     proxies: &[&str],
 ) -> (String, tokio_util::sync::CancellationToken) {
-    let plugin = console(
-        t,
-        ConsoleSettings {
-            login_per_user_per_minute: 100,
-            login_per_address_per_minute: 2,
-            ..ConsoleSettings::default()
-        },
-    );
+    let settings = ConsoleSettings {
+        login_per_user_per_minute: 100,
+        login_per_address_per_minute: 2,
+        ..ConsoleSettings::default()
+    };
+    serve_console_with(t, proxies, settings).await
+}
+
+/// As [`serve_console`], with these console settings.
+async fn serve_console_with(
+    t: &TestHub,
+    proxies: &[&str],
+    settings: ConsoleSettings,
+) -> (String, tokio_util::sync::CancellationToken) {
+    let plugin = console(t, settings);
     let settings = memberspot_server::ServerSettings {
         trusted_proxies: memberspot_server::TrustedProxies::parse(proxies, Default::default())
             .expect("ranges"),
@@ -982,4 +1016,218 @@ async fn sign_in_limits_count_forwarded_clients_only_behind_trusted_proxies() {
     );
     stop.cancel();
     t.close().await;
+}
+
+/// A guesser cannot lock a user out from their own network: attempts for a name are
+/// counted per network, and only failures count across networks (where many of them are
+/// needed). IPv6 clients are counted by their /64, so one host cannot take a fresh
+/// address for each try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_a_name_does_not_lock_its_owner_out() {
+    let t = TestHub::open(Backend::Sqlite).await;
+    add(&t, "anna", ConsoleRole::Owner).await;
+    add(&t, "bert", ConsoleRole::Owner).await;
+    let settings = ConsoleSettings {
+        login_per_user_per_minute: 3,
+        login_per_address_per_minute: 4,
+        login_failures_per_user_per_minute: 6,
+        ..ConsoleSettings::default()
+    };
+    // Behind a trusted proxy (this peer), so that each test client has its own address.
+    let (addr, stop) = serve_console_with(&t, &["127.0.0.1"], settings).await;
+
+    // One network guesses anna's password until it is refused...
+    let attacker = "198.51.100.7";
+    for _ in 0..3 {
+        assert_eq!(
+            sign_in_over_tcp(&addr, "anna", attacker).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        sign_in_over_tcp(&addr, "anna", attacker).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...and anna, elsewhere, signs in all the same.
+    assert_eq!(
+        sign_in_over_tcp_with(&addr, "anna", PASSWORD, "192.0.2.10").await,
+        StatusCode::SEE_OTHER
+    );
+
+    // IPv6: other addresses of the same /64 are the same network (4 attempts a minute).
+    for i in 1..=4 {
+        let from = format!("2001:db8:aa:bb::{i}");
+        assert_eq!(
+            sign_in_over_tcp(&addr, &format!("guess{i}"), &from).await,
+            StatusCode::UNAUTHORIZED,
+            "{from}"
+        );
+    }
+    assert_eq!(
+        sign_in_over_tcp(&addr, "guess5", "2001:db8:aa:bb:ffff::5").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a fresh address in the same /64 buys no attempts"
+    );
+    assert_eq!(
+        sign_in_over_tcp(&addr, "guess6", "2001:db8:aa:cc::1").await,
+        StatusCode::UNAUTHORIZED,
+        "another /64 is another network"
+    );
+
+    // Many networks guessing one name: after 6 failures in all, the name rests for the
+    // minute, from everywhere (the price of stopping a spread-out guesser; documented).
+    for i in 1..=6 {
+        assert_eq!(
+            sign_in_over_tcp(&addr, "bert", &format!("203.0.113.{i}")).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        sign_in_over_tcp_with(&addr, "bert", PASSWORD, "192.0.2.20").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Successful sign-ins are not failures: anna is not held back by hers.
+    assert_eq!(
+        sign_in_over_tcp_with(&addr, "anna", PASSWORD, "192.0.2.11").await,
+        StatusCode::SEE_OTHER
+    );
+    stop.cancel();
+    t.close().await;
+}
+
+/// A flood of sign-ins with made-up names (each dodges the per-name limits) is checked a
+/// few at a time; the rest are turned away at once as busy (503 with `Retry-After`) instead
+/// of queueing 19 MiB password checks without end. Nothing is reported as a wrong
+/// password that was not checked, and a real user signs in afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_sign_ins_is_turned_away_not_queued() {
+    let t = TestHub::open(Backend::Sqlite).await;
+    add(&t, "anna", ConsoleRole::Owner).await;
+    let plugin = console(
+        &t,
+        ConsoleSettings {
+            login_per_user_per_minute: 10_000,
+            login_per_address_per_minute: 10_000,
+            login_failures_per_user_per_minute: 10_000,
+            ..ConsoleSettings::default()
+        },
+    );
+    let mut c = Client::new(plugin.router());
+    let csrf = c.get("/login").await.csrf();
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..150 {
+        let mut c = Client {
+            router: plugin.router(),
+            cookies: c.cookies.clone(),
+            origin: c.origin.clone(),
+            accept_language: None,
+        };
+        let csrf = csrf.clone();
+        flood.spawn(async move {
+            let name = format!("nobody{i}");
+            c.post(
+                "/login",
+                &[("csrf", &csrf), ("name", &name), ("password", "guess")],
+            )
+            .await
+        });
+    }
+    let (mut wrong, mut busy) = (0, 0);
+    while let Some(answer) = flood.join_next().await {
+        let a = answer.expect("joined");
+        match a.status {
+            StatusCode::UNAUTHORIZED => wrong += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(a.headers.contains_key("retry-after"));
+                assert!(a.body.contains("checking many sign-ins"), "{}", a.body);
+                busy += 1;
+            }
+            other => panic!("unexpected {other}: {}", a.body),
+        }
+    }
+    assert!(busy > 0, "150 at once fill the line: {wrong} checked");
+    assert!(wrong > 0, "the first ones are checked");
+    let ok = c.login("anna", PASSWORD).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    t.close().await;
+}
+
+/// The language switch goes back only to a page of this console: nothing a browser
+/// could read as another site, whatever it hides in the path.
+#[tokio::test]
+async fn the_language_switch_stays_on_this_site() {
+    let t = TestHub::open(Backend::Sqlite).await;
+    let plugin = console(&t, ConsoleSettings::default());
+    let mut c = Client::new(plugin.router());
+    for back in [
+        "%2F%09%2Fevil.example",
+        "/%09/evil.example",
+        "/%0d%0a/evil.example",
+        "/%0a/evil.example",
+        "/%20/evil.example",
+        "%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "%5C%5Cevil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "evil.example",
+        "/%E2%80%A8/evil.example",
+    ] {
+        let a = c.get(&format!("/lang?to=de&back={back}")).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{back}");
+        assert_eq!(a.location(), Some("/"), "{back}");
+    }
+    let a = c.get("/lang?to=en&back=%2Fmembers%3Fq%3Danna").await;
+    assert_eq!(a.location(), Some("/members?q=anna"));
+    assert_eq!(c.cookies.get("msh_lang").map(String::as_str), Some("en"));
+    t.close().await;
+}
+
+/// A database failure is logged, and shown to the user without its details: no table
+/// names, SQL or driver text on a page, viewers included.
+async fn store_failures_show_no_database_details(backend: Backend) {
+    let t = TestHub::open(backend).await;
+    let plugin = console(&t, ConsoleSettings::default());
+    let mut c = common::signed_in(&t, &plugin, "vera", ConsoleRole::Viewer).await;
+    // Record numbers at the ends of the range are not found, not an overflow.
+    for seq in [i64::MIN, i64::MAX] {
+        let a = c.get(&format!("/audit/{seq}")).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{seq}");
+    }
+    t.tamper("ALTER TABLE audit_log RENAME TO audit_log_hidden")
+        .await;
+    let page = c.get("/audit").await;
+    t.tamper("ALTER TABLE audit_log_hidden RENAME TO audit_log")
+        .await;
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("log says what went wrong"),
+        "{}",
+        page.body
+    );
+    for detail in [
+        "audit_log",
+        "no such table",
+        "relation",
+        "database error",
+        "SELECT",
+    ] {
+        assert!(!page.body.contains(detail), "{detail}: {}", page.body);
+    }
+    t.close().await;
+}
+
+#[tokio::test]
+async fn store_failures_show_no_database_details_sqlite() {
+    store_failures_show_no_database_details(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn store_failures_show_no_database_details_postgres() {
+    store_failures_show_no_database_details(Backend::Postgres).await;
 }

@@ -14,6 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
 
 use crate::{Hub, HubError};
 pub use memberspot_store::{ConsoleRole, ConsoleSession, ConsoleUser};
@@ -64,11 +65,67 @@ pub fn check_password(password: &SecretString) -> Result<(), HubError> {
     Ok(())
 }
 
+/// Password checks and hashes that may run at once, and how many more may wait.
+///
+/// Argon2id takes 19 MiB and a core for tens of milliseconds per password, and anyone can
+/// post a sign-in form. Unbounded, a flood of sign-ins (random names dodge the per-name
+/// limit) would queue work and memory without end; so at most one check per core runs, a
+/// few more wait their turn, and beyond that the hub answers "busy" at once
+/// ([`HubError::Limited`]) without hashing anything.
+pub struct PasswordWork {
+    running: Semaphore,
+    admitted: Semaphore,
+}
+
+/// How long a caller turned away as busy is told to wait.
+const PASSWORD_BUSY_RETRY_SECS: u64 = 2;
+
+impl PasswordWork {
+    /// `running` at once (at least 1), `waiting` more in line.
+    pub fn new(running: usize, waiting: usize) -> PasswordWork {
+        let running = running.max(1);
+        PasswordWork {
+            running: Semaphore::new(running),
+            admitted: Semaphore::new(running + waiting),
+        }
+    }
+
+    /// One check per core (at most 8: each holds 19 MiB), four times as many waiting.
+    pub fn for_this_machine() -> PasswordWork {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let running = cores.clamp(1, 8);
+        PasswordWork::new(running, 4 * running)
+    }
+
+    /// Runs `job` on a blocking thread when its turn comes, or refuses at once when the
+    /// line is full.
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HubError> {
+        let Ok(_in_line) = self.admitted.try_acquire() else {
+            return Err(HubError::Limited {
+                message: "too many passwords are being checked right now; try again in a moment"
+                    .into(),
+                retry_after_secs: PASSWORD_BUSY_RETRY_SECS,
+            });
+        };
+        let _turn = self
+            .running
+            .acquire()
+            .await
+            .map_err(|_| HubError::Unavailable("password checks have stopped".into()))?;
+        tokio::task::spawn_blocking(job)
+            .await
+            .map_err(|e| HubError::Unavailable(format!("password hashing stopped: {e}")))
+    }
+}
+
 /// Argon2id with the crate's defaults (19 MiB, 2 passes, 1 lane: OWASP's baseline), off
-/// the async threads.
-async fn hash_password(password: &SecretString) -> Result<String, HubError> {
+/// the async threads and in line with every other password check ([`PasswordWork`]).
+async fn hash_password(work: &PasswordWork, password: &SecretString) -> Result<String, HubError> {
     let password = password.clone();
-    tokio::task::spawn_blocking(move || {
+    work.run(move || {
         let mut salt = [0u8; 16];
         rand::rng().fill_bytes(&mut salt);
         let salt = SaltString::encode_b64(&salt)
@@ -78,8 +135,7 @@ async fn hash_password(password: &SecretString) -> Result<String, HubError> {
             .map(|h| h.to_string())
             .map_err(|e| HubError::Unavailable(format!("password hashing failed: {e}")))
     })
-    .await
-    .map_err(|e| HubError::Unavailable(format!("password hashing stopped: {e}")))?
+    .await?
 }
 
 /// A hash of a password nobody knows, verified against when the user does not exist so
@@ -101,9 +157,15 @@ fn decoy_hash() -> &'static str {
     })
 }
 
-async fn verify_password(password: &SecretString, stored: Option<String>) -> bool {
+/// True when `password` matches `stored`; an unknown user (`None`) is checked against a
+/// decoy and fails. Busy ([`PasswordWork`]) is an error, never a "wrong password".
+async fn verify_password(
+    work: &PasswordWork,
+    password: &SecretString,
+    stored: Option<String>,
+) -> Result<bool, HubError> {
     let password = password.clone();
-    tokio::task::spawn_blocking(move || {
+    work.run(move || {
         let known = stored.is_some();
         let stored = stored.unwrap_or_else(|| decoy_hash().to_owned());
         let Ok(parsed) = PasswordHash::new(&stored) else {
@@ -115,7 +177,6 @@ async fn verify_password(password: &SecretString, stored: Option<String>) -> boo
         ok && known
     })
     .await
-    .unwrap_or(false)
 }
 
 /// 256 random bits, URL-safe.
@@ -147,7 +208,7 @@ impl Hub {
     ) -> Result<ConsoleUser, HubError> {
         check_user_name(name)?;
         check_password(password)?;
-        let hash = hash_password(password).await?;
+        let hash = hash_password(self.password_work(), password).await?;
         Ok(self
             .store()
             .insert_console_user(name, &hash, role, now_ms())
@@ -180,7 +241,7 @@ impl Hub {
         password: &SecretString,
     ) -> Result<(), HubError> {
         check_password(password)?;
-        let hash = hash_password(password).await?;
+        let hash = hash_password(self.password_work(), password).await?;
         Ok(self
             .store()
             .set_console_password(name, &hash, now_ms())
@@ -201,7 +262,7 @@ impl Hub {
             self.store().console_user(name).await?
         };
         let stored = user.as_ref().map(|u| u.password_hash.clone());
-        if verify_password(password, stored).await
+        if verify_password(self.password_work(), password, stored).await?
             && let Some(u) = user
         {
             return Ok(u);
@@ -300,10 +361,71 @@ impl Hub {
                 "this setup link is unknown, used or expired".into(),
             ));
         }
-        let hash = hash_password(password).await?;
+        let hash = hash_password(self.password_work(), password).await?;
         Ok(self
             .store()
             .use_console_setup_token(&secret_hash(token), name, &hash, now_ms())
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A flood of checks: never more than `running` at once, `waiting` more in line, and
+    /// every one beyond that refused at once as busy, not queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_work_runs_a_bounded_number_and_turns_the_rest_away() {
+        let work = Arc::new(PasswordWork::new(2, 3));
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(std::sync::Mutex::new(gate));
+        let mut calls = Vec::new();
+        for _ in 0..20 {
+            let (work, now, most, gate) = (work.clone(), now.clone(), most.clone(), gate.clone());
+            calls.push(tokio::spawn(async move {
+                work.run(move || {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    // Held until the test lets one job go.
+                    let _ = gate.lock().map(|g| g.recv());
+                    now.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await
+            }));
+        }
+        // Every call beyond the 5 admitted answers at once, while the first ones still run.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let finished = calls.iter().filter(|c| c.is_finished()).count();
+        assert_eq!(
+            finished, 15,
+            "the calls beyond running + waiting answer at once"
+        );
+        for _ in 0..5 {
+            release.send(()).expect("a job waits");
+        }
+        let (mut ran, mut busy) = (0, 0);
+        for c in calls {
+            match c.await.expect("joined") {
+                Ok(()) => ran += 1,
+                Err(HubError::Limited {
+                    retry_after_secs, ..
+                }) => {
+                    assert!(retry_after_secs >= 1);
+                    busy += 1;
+                }
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        }
+        assert_eq!((ran, busy), (5, 15));
+        assert_eq!(most.load(Ordering::SeqCst), 2, "at most two at once");
+        // The line is free again afterwards.
+        let after = work.run(|| 7).await.expect("room again");
+        assert_eq!(after, 7);
     }
 }

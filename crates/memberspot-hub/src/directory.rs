@@ -128,9 +128,7 @@ impl Directory {
         let stopped = || HubError::Unavailable("the directory check has stopped".into());
         let (tx, rx) = oneshot::channel();
         self.check.send(tx).await.map_err(|_| stopped())?;
-        rx.await
-            .map_err(|_| stopped())?
-            .map_err(|e| HubError::Unavailable(format!("store: {e}")))
+        rx.await.map_err(|_| stopped())?.map_err(HubError::Store)
     }
 
     /// `pick` from the cache once it is at least at the version `freshness` asks for.

@@ -128,6 +128,8 @@ struct Inner {
     directory: Directory,
     /// Offers read for views, reused by the next views for a minute.
     recent_offers: crate::offer_names::RecentOffers,
+    /// Console password checks, in line (anyone can post a sign-in).
+    password_work: crate::console::PasswordWork,
 }
 
 impl Hub {
@@ -203,8 +205,13 @@ impl Hub {
                 audit,
                 directory,
                 recent_offers: Default::default(),
+                password_work: crate::console::PasswordWork::for_this_machine(),
             }),
         })
+    }
+
+    pub(crate) fn password_work(&self) -> &crate::console::PasswordWork {
+        &self.inner.password_work
     }
 
     pub(crate) fn recent_offers(&self) -> &crate::offer_names::RecentOffers {

@@ -540,6 +540,8 @@ async fn clients_identified_by_a_metadata_document_are_fetched_and_checked() {
     let good = format!("{docs}/good.json");
     let liar = format!("{docs}/liar.json");
     let huge = format!("{docs}/huge.json");
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let fetched = counter.clone();
     let good_doc =
         json!({"client_id": good, "client_name": "Le Chat Test", "redirect_uris": [REDIRECT]});
     let app = axum::Router::new()
@@ -549,8 +551,23 @@ async fn clients_identified_by_a_metadata_document_are_fetched_and_checked() {
             get(|| async { axum::Json(json!({"client_id": "https://someone.else/c.json", "redirect_uris": [REDIRECT]})) }),
         )
         .route("/huge.json", get(|| async { "x".repeat(200 * 1024) }))
-        .route("/moved.json", get(|| async { axum::response::Redirect::to("/good.json") }));
+        .route("/moved.json", get(|| async { axum::response::Redirect::to("/good.json") }))
+        .route(
+            "/counted.json",
+            get(move || {
+                fetched.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async { axum::Json(json!({"client_id": "unused", "redirect_uris": [REDIRECT]})) }
+            }),
+        );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // A viewer, who cannot allow anything, does not make the hub fetch (or keep) a
+    // client's document: refused before the request is looked at.
+    let mut viewer = Browser::new(&w.base);
+    let s = start(&w, &format!("{docs}/counted.json"), &[]);
+    let refused = viewer.open_authorize(&s.url, "vera").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 0);
 
     let mut b = Browser::new(&w.base);
     let s = start(&w, &good, &[]);

@@ -320,7 +320,7 @@ impl Store {
         now: i64,
     ) -> Result<ConsoleUser, StoreError> {
         check_name("console user", name)?;
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_console_setup_write().await?;
         let used = sqlx::query(
             "UPDATE console_setup_tokens SET used_at = $1 WHERE token_hash = $2 \
              AND used_at IS NULL AND expires_at > $1 \

@@ -18,6 +18,8 @@ use crate::{Backend, Store, StoreError, sqlite_lane};
 const AUDIT_LOCK_KEY: i64 = 0x6d73_6875_6261_7564;
 /// PostgreSQL advisory lock key serializing changes to sealed keys ("mshubkey").
 const KEYS_LOCK_KEY: i64 = 0x6d73_6875_626b_6579;
+/// PostgreSQL advisory lock key serializing uses of console setup links ("mshsetup").
+const CONSOLE_SETUP_LOCK_KEY: i64 = 0x6d73_6873_6574_7570;
 /// How long SQLite waits for another writer (other connection or process) to finish.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5000;
 
@@ -165,25 +167,37 @@ impl Store {
     /// A write transaction in which purges of the audit chain, from any number of
     /// processes, run one at a time (appends are kept in line by the head trigger).
     pub(crate) async fn begin_audit_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        if self.backend == Backend::Postgres {
-            // Transaction-scoped: released by COMMIT/ROLLBACK, also if the process dies.
-            // (Selected via FROM because the function returns `void`, which Any cannot decode.)
-            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
-                .bind(AUDIT_LOCK_KEY)
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(tx)
+        self.begin_serialized_write(AUDIT_LOCK_KEY).await
     }
 
     /// A write transaction in which changes to sealed keys that read them first (master-key
     /// rotation, re-binding, a rename), from any number of processes, run one at a time.
     pub(crate) async fn begin_keys_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        self.begin_serialized_write(KEYS_LOCK_KEY).await
+    }
+
+    /// A write transaction in which uses of first-run setup links run one at a time: two
+    /// different links used at once must not both find "no console user yet".
+    pub(crate) async fn begin_console_setup_write(
+        &self,
+    ) -> Result<Transaction<'static, Any>, StoreError> {
+        self.begin_serialized_write(CONSOLE_SETUP_LOCK_KEY).await
+    }
+
+    /// A write transaction that, on PostgreSQL, first takes the advisory lock `key`, so
+    /// that transactions taking the same key run one at a time across processes (READ
+    /// COMMITTED alone lets two of them read the same "before"). SQLite's `BEGIN
+    /// IMMEDIATE` already serializes every writer.
+    async fn begin_serialized_write(
+        &self,
+        key: i64,
+    ) -> Result<Transaction<'static, Any>, StoreError> {
         let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
+            // Transaction-scoped: released by COMMIT/ROLLBACK, also if the process dies.
+            // (Selected via FROM because the function returns `void`, which Any cannot decode.)
             sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
-                .bind(KEYS_LOCK_KEY)
+                .bind(key)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -2166,3 +2166,72 @@ async fn sqlite_snapshot_while_writing_is_consistent() {
     copied.close().await;
     store.close().await;
 }
+
+// ------------------------------------------------------------------ console setup links
+
+/// Two different unused setup links used at the same moment, from `a` and `b` (one store
+/// twice, or two stores as two processes have): exactly one first owner, every round.
+async fn setup_links_race(a: Store, b: Store) {
+    for round in 0..25 {
+        let now = chrono::Utc::now().timestamp_millis();
+        let (ta, tb) = (format!("link-a-{round}"), format!("link-b-{round}"));
+        for t in [&ta, &tb] {
+            a.insert_console_setup_token(t, now, now + 3_600_000)
+                .await
+                .unwrap();
+        }
+        let (ra, rb) = tokio::join!(
+            a.use_console_setup_token(&ta, "anna", "hash-a", now),
+            b.use_console_setup_token(&tb, "bert", "hash-b", now),
+        );
+        let won = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+        let users = a.list_console_users().await.unwrap();
+        assert_eq!(users.len(), 1, "round {round}: {users:?} ({ra:?}, {rb:?})");
+        assert_eq!(won, 1, "round {round}");
+        let loser = if ra.is_ok() { &rb } else { &ra };
+        assert!(
+            matches!(loser, Err(StoreError::Invalid(_))),
+            "round {round}: {loser:?}"
+        );
+        a.remove_console_user(&users[0].name).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_links_race_one_sqlite_store() {
+    let (_dir, path) = sqlite_db();
+    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+    setup_links_race(store.clone(), store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_links_race_two_sqlite_stores() {
+    let (_dir, path) = sqlite_db();
+    let url = sqlite_url(&path);
+    let (a, b) = (
+        Store::open(&url).await.unwrap(),
+        Store::open(&url).await.unwrap(),
+    );
+    setup_links_race(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_links_race_one_postgres_store() {
+    with_pg_db(|url| async move {
+        let store = Store::open(&url).await.unwrap();
+        setup_links_race(store.clone(), store).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_links_race_two_postgres_stores() {
+    with_pg_db(|url| async move {
+        let (a, b) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
+        setup_links_race(a, b).await;
+    })
+    .await;
+}
