@@ -25,6 +25,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 const NAME_KEY_CHARS: usize = 65;
 /// Keys kept before idle ones are dropped.
 const KEYS_BEFORE_CLEANUP: usize = 10_000;
+/// At most one sweep of the limiters' keys this often: during a flood every key is recent,
+/// and sweeping on every attempt would cost as much as the keys.
+const CLEANUP_EVERY: Duration = Duration::from_secs(5);
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// The sign-in limits of one console instance.
@@ -32,6 +35,7 @@ pub struct LoginLimits {
     per_network: DefaultKeyedRateLimiter<IpAddr>,
     per_name_and_network: DefaultKeyedRateLimiter<(String, IpAddr)>,
     failures_per_name: RecentFailures,
+    next_cleanup: Mutex<Instant>,
 }
 
 impl LoginLimits {
@@ -45,18 +49,13 @@ impl LoginLimits {
             per_network: RateLimiter::keyed(q(per_network_per_minute)),
             per_name_and_network: RateLimiter::keyed(q(per_name_and_network_per_minute)),
             failures_per_name: RecentFailures::new(failures_per_name_per_minute.max(1), MINUTE),
+            next_cleanup: Mutex::new(Instant::now()),
         }
     }
 
     /// Takes one attempt for `name` from `address`, or says how long to wait.
     pub fn take(&self, name: &str, address: IpAddr) -> Result<(), Duration> {
-        // Forget idle keys now and then, so that guessed names do not pile up in memory.
-        if self.per_network.len() > KEYS_BEFORE_CLEANUP {
-            self.per_network.retain_recent();
-        }
-        if self.per_name_and_network.len() > KEYS_BEFORE_CLEANUP {
-            self.per_name_and_network.retain_recent();
-        }
+        self.forget_idle_keys();
         let network = network_of(address);
         let name = name_key(name);
         self.failures_per_name.wait(&name)?;
@@ -67,6 +66,26 @@ impl LoginLimits {
         self.per_name_and_network
             .check_key(&(name, network))
             .map_err(|n| n.wait_time_from(now))
+    }
+
+    /// Forgets keys whose limit is full again, now and then, so that guessed names and
+    /// addresses do not pile up in memory.
+    fn forget_idle_keys(&self) {
+        let many = self.per_network.len() > KEYS_BEFORE_CLEANUP
+            || self.per_name_and_network.len() > KEYS_BEFORE_CLEANUP;
+        if !many {
+            return;
+        }
+        let now = Instant::now();
+        {
+            let mut next = self.next_cleanup.lock().unwrap_or_else(|p| p.into_inner());
+            if now < *next {
+                return;
+            }
+            *next = now + CLEANUP_EVERY;
+        }
+        self.per_network.retain_recent();
+        self.per_name_and_network.retain_recent();
     }
 
     /// Records a failed attempt for `name` (a wrong password or an unknown name).
@@ -217,5 +236,31 @@ mod tests {
         assert!(limits.take(&long, ip("192.0.2.1")).is_ok());
         assert!(limits.take(&format!("{long}b"), ip("192.0.2.1")).is_err());
         assert_eq!(name_key(&long).chars().count(), NAME_KEY_CHARS);
+    }
+
+    #[test]
+    fn keys_of_past_attempts_are_forgotten() {
+        let limits = LoginLimits::new(100, 100, 100);
+        for i in 0..=KEYS_BEFORE_CLEANUP {
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32));
+            assert!(limits.take("x", addr).is_ok());
+        }
+        // Over the mark: a sweep runs, but they are all recent, so none is forgotten.
+        assert!(limits.take("x", ip("192.0.2.1")).is_ok());
+        assert!(limits.per_network.len() > KEYS_BEFORE_CLEANUP);
+        // Later, the next sweep waits its turn.
+        std::thread::sleep(Duration::from_millis(1300));
+        assert!(limits.take("x", ip("192.0.2.1")).is_ok());
+        assert!(limits.per_network.len() > KEYS_BEFORE_CLEANUP);
+        // One attempt of 100 a minute is back after 0.6 s (governor keeps a key for twice
+        // that): the next sweep forgets them.
+        *limits.next_cleanup.lock().expect("lock") = Instant::now();
+        assert!(limits.take("x", ip("192.0.2.1")).is_ok());
+        assert!(
+            limits.per_network.len() < 10,
+            "{}",
+            limits.per_network.len()
+        );
+        assert!(limits.per_name_and_network.len() < 10);
     }
 }
