@@ -148,7 +148,7 @@ pub async fn login(
             wait.as_secs(),
         ),
         Ok(()) => match c.hub.console_login(&name, &f.password).await {
-            Ok(user) => return sign_in(&c, jar, &user.name, next).await,
+            Ok(user) => return sign_in(&c, v.lang, jar, &user.name, next).await,
             Err(HubError::Unauthenticated(_)) => {
                 c.limits.failed(&name);
                 let msg = c.i18n.text(v.lang, "login-failed", &[]);
@@ -199,12 +199,18 @@ fn with_retry_after(page: &mut Response, secs: u64) {
 
 /// Opens a session for `user` and goes to `to` (the overview, or the consent page the
 /// sign-in was for).
-async fn sign_in(c: &Console, jar: CookieJar, user: &str, to: &str) -> Response {
+pub(crate) async fn sign_in(
+    c: &Console,
+    lang: Lang,
+    jar: CookieJar,
+    user: &str,
+    to: &str,
+) -> Response {
     // A session this browser already had ends: one browser, one session.
     if let Some(old) = jar.get(SESSION_COOKIE) {
         let old = SecretString::from(old.value().to_owned());
         if let Err(e) = c.hub.end_console_session(&old).await {
-            return failure(c, Lang::En, &e);
+            return failure(c, lang, &e);
         }
     }
     match c
@@ -223,7 +229,7 @@ async fn sign_in(c: &Console, jar: CookieJar, user: &str, to: &str) -> Response 
                 .add(c.removal(PRE_CSRF_COOKIE));
             (jar, Redirect::to(to)).into_response()
         }
-        Err(e) => failure(c, Lang::En, &e),
+        Err(e) => failure(c, lang, &e),
     }
 }
 
@@ -336,7 +342,7 @@ pub async fn setup(
     match c.hub.finish_console_setup(&token, &name, &f.password).await {
         Ok(user) => {
             tracing::info!(user = %user.name, "console: first owner created with the setup link");
-            sign_in(&c, jar, &user.name, "/").await
+            sign_in(&c, v.lang, jar, &user.name, "/").await
         }
         Err(HubError::Invalid(m)) if m.starts_with("name:") || m.starts_with("password:") => {
             again(StatusCode::BAD_REQUEST, m)

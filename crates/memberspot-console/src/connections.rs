@@ -1,6 +1,7 @@
 //! Connections (schools): the list with the personas using each, adding one (the API key
-//! entered once, never shown again), testing, a new rate limit, a new key. Changes go
-//! through [`memberspot_hub::admin::ActingAdmin`] as the signed-in user.
+//! entered once, never shown again), testing, a new rate limit, a new key, removing one
+//! (after a confirmation page that says what uses it). Changes go through
+//! [`memberspot_hub::admin::ActingAdmin`] as the signed-in user.
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub struct ListQuery {
     added: Option<String>,
     #[serde(default)]
     changed: Option<String>,
+    #[serde(default)]
+    removed: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -62,21 +65,18 @@ pub async fn list(
     s: Signed,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let message = if let Some(name) = q.added {
+    let done = [
+        ("connections-added", q.added),
+        ("connections-changed", q.changed),
+        ("connections-removed", q.removed),
+    ];
+    let message = done.into_iter().find_map(|(id, name)| {
+        let name = name?;
         Some(notice(
             "ok",
-            &c.i18n
-                .text(s.lang, "connections-added", &[("name", name.into())]),
+            &c.i18n.text(s.lang, id, &[("name", name.into())]),
         ))
-    } else {
-        q.changed.map(|name| {
-            notice(
-                "ok",
-                &c.i18n
-                    .text(s.lang, "connections-changed", &[("name", name.into())]),
-            )
-        })
-    };
+    });
     render(
         &c,
         &s,
@@ -136,7 +136,7 @@ async fn render(
                             td { (conn.name) }
                             td { code { (conn.base_url) } }
                             td { code { (conn.key_hint) } }
-                            td.num { (conn.rate_limit) }
+                            td.num { (v.decimal(conn.rate_limit)) }
                             td { @if users.is_empty() { "—" } @else { (users.join(", ")) } }
                             td {
                                 @let uses = file_users(c, &v, &conn.name);
@@ -336,15 +336,18 @@ pub async fn edit_page(
     Owner(s): Owner,
     Path(name): Path<String>,
 ) -> Response {
-    edit(&c, &s, &name, StatusCode::OK, None).await
+    edit(&c, &s, &name, StatusCode::OK, None, None).await
 }
 
+/// The change page of connection `name`; `typed_rate`: a refused rate limit to show again
+/// as it was typed.
 async fn edit(
     c: &Console,
     s: &Signed,
     name: &str,
     status: StatusCode,
     message: Option<Markup>,
+    typed_rate: Option<&str>,
 ) -> Response {
     let conn = match c.hub.connection(name).await {
         Ok(conn) => conn,
@@ -359,7 +362,7 @@ async fn edit(
             form.card method="post" action={ "/connections/" (urlencode(name)) "/rate" } {
                 input type="hidden" name="csrf" value=(s.csrf);
                 label for="rate_limit" { (v.t("connections-rate")) }
-                input #rate_limit type="text" name="rate_limit" value=(conn.rate_limit) inputmode="decimal" required;
+                input #rate_limit type="text" name="rate_limit" value=(typed_rate.map(str::to_owned).unwrap_or_else(|| v.decimal(conn.rate_limit))) inputmode="decimal" required;
                 button type="submit" { (v.t("connections-save-rate")) }
             }
             h2 { (v.t("connections-rotate")) }
@@ -369,6 +372,11 @@ async fn edit(
                 input #api_key type="password" name="api_key" required autocomplete="off" aria-describedby="api-key-hint";
                 small #api-key-hint { (v.t("connections-key-hint")) }
                 button type="submit" { (v.t("connections-rotate")) }
+            }
+            h2 { (v.t("connections-remove")) }
+            p {
+                (v.t("connections-remove-hint")) " "
+                a.button.danger href={ "/connections/" (urlencode(name)) "/remove" } { (v.t("connections-remove")) }
             }
             p { a href="/connections" { (v.t("back")) } }
         },
@@ -397,6 +405,7 @@ pub async fn set_rate(
                 &name,
                 StatusCode::BAD_REQUEST,
                 Some(notice("failed", &m)),
+                Some(&f.rate_limit),
             )
             .await;
         }
@@ -422,6 +431,7 @@ pub async fn set_rate(
                 &name,
                 StatusCode::BAD_REQUEST,
                 Some(notice("failed", &m)),
+                Some(&f.rate_limit),
             )
             .await
         }
@@ -458,6 +468,86 @@ pub async fn rotate_key(
                 &s,
                 &name,
                 StatusCode::BAD_REQUEST,
+                Some(notice("failed", &m)),
+                None,
+            )
+            .await
+        }
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}
+
+pub async fn confirm_remove(
+    State(c): State<Arc<Console>>,
+    Owner(s): Owner,
+    Path(name): Path<String>,
+) -> Response {
+    remove_page(&c, &s, &name, StatusCode::OK, None).await
+}
+
+/// What removing `name` means: the personas acting on it (they must be revoked first; the
+/// hub refuses otherwise) and what the rules and flows files name it for (they fail until
+/// they name another connection). No button while a persona is active.
+async fn remove_page(
+    c: &Console,
+    s: &Signed,
+    name: &str,
+    status: StatusCode,
+    message: Option<Markup>,
+) -> Response {
+    let (conn, personas) = match (c.hub.connection(name).await, c.hub.list_personas().await) {
+        (Ok(conn), Ok(ps)) => (conn, ps),
+        (Err(e), _) | (_, Err(e)) => return failure(c, s.lang, &e),
+    };
+    let active: Vec<&str> = personas
+        .iter()
+        .filter(|p| p.connection == conn.name && p.revoked_at.is_none())
+        .map(|p| p.name.as_str())
+        .collect();
+    let v = View::signed(c, s, "/connections");
+    let files = file_users(c, &v, &conn.name);
+    let who = [("name", conn.name.clone().into())];
+    v.page(
+        status,
+        &v.ta("connections-remove-title", &who),
+        html! {
+            @if let Some(m) = message { (m) }
+            p { (v.t("connections-remove-explain")) }
+            @if !files.is_empty() {
+                (notice("warning", &v.t("connections-remove-files")))
+                ul { @for f in &files { li { (f) } } }
+            }
+            @if active.is_empty() {
+                form method="post" action={ "/connections/" (urlencode(&conn.name)) "/remove" } {
+                    input type="hidden" name="csrf" value=(s.csrf);
+                    button.danger type="submit" { (v.ta("connections-remove-confirm", &who)) }
+                }
+            } @else {
+                (notice("failed", &v.t("connections-remove-personas")))
+                ul { @for p in &active { li { a href={ "/personas/" (urlencode(p)) } { (p) } } } }
+            }
+            p { a href={ "/connections/" (urlencode(&conn.name)) } { (v.t("back")) } }
+        },
+    )
+}
+
+pub async fn remove(
+    State(c): State<Arc<Console>>,
+    Path(name): Path<String>,
+    Change(s, _f): Change<CsrfForm>,
+) -> Response {
+    match c.hub.acting_as(actor(&s)).remove_connection(&name).await {
+        Ok(()) => {
+            Redirect::to(&format!("/connections?removed={}", urlencode(&name))).into_response()
+        }
+        // A persona was created on it since the page was shown: the page says which.
+        Err(HubError::Store(StoreError::Conflict(_))) => {
+            let m = c.i18n.text(s.lang, "connections-remove-personas", &[]);
+            remove_page(
+                &c,
+                &s,
+                &name,
+                StatusCode::CONFLICT,
                 Some(notice("failed", &m)),
             )
             .await

@@ -142,7 +142,7 @@ pub async fn list(
                     }
                 }
             }
-            h2 { (v.t("events-refused")) }
+            h2 #refused { (v.t("events-refused")) }
             @if refused_list.is_empty() {
                 (empty(&v.t("events-refused-empty")))
             } @else {

@@ -184,7 +184,7 @@ pub async fn list(State(c): State<Arc<Console>>, s: Signed) -> Response {
             } @else {
                 p { (v.t("flows-digest-viewer")) }
             }
-            h2 { (v.t("flows-history")) }
+            h2 #runs { (v.t("flows-history")) }
             @if runs.is_empty() {
                 (empty(&v.t("flows-history-empty")))
             } @else {

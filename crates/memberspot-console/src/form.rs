@@ -42,16 +42,43 @@ where
     type Rejection = Response;
 
     async fn from_request(req: Request, c: &Arc<Console>) -> Result<Self, Self::Rejection> {
-        let (mut parts, body) = req.into_parts();
-        let s = Signed::from_request_parts(&mut parts, c).await?;
-        let headers = parts.headers.clone();
-        let Form(form) = Form::<F>::from_request(Request::from_parts(parts, body), c)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        c.check_change(&s, &headers, form.csrf())
-            .map_err(|r| refused(c, s.lang, r))?;
+        let (s, form) = signed_form(req, c, Console::check_change).await?;
         Ok(Change(s, form))
     }
+}
+
+/// A checked change of the signed-in user's own things (their password): like [`Change`],
+/// but viewers pass too.
+pub struct OwnChange<F>(pub Signed, pub F);
+
+impl<F> FromRequest<Arc<Console>> for OwnChange<F>
+where
+    F: DeserializeOwned + CsrfField + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, c: &Arc<Console>) -> Result<Self, Self::Rejection> {
+        let (s, form) = signed_form(req, c, Console::check_own_change).await?;
+        Ok(OwnChange(s, form))
+    }
+}
+
+type Check = fn(&Console, &Signed, &axum::http::HeaderMap, &str) -> Result<(), Refusal>;
+
+/// The session and the form of `req`, once `check` passes (else the 403 page).
+async fn signed_form<F: DeserializeOwned + CsrfField + Send>(
+    req: Request,
+    c: &Arc<Console>,
+    check: Check,
+) -> Result<(Signed, F), Response> {
+    let (mut parts, body) = req.into_parts();
+    let s = Signed::from_request_parts(&mut parts, c).await?;
+    let headers = parts.headers.clone();
+    let Form(form) = Form::<F>::from_request(Request::from_parts(parts, body), c)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    check(c, &s, &headers, form.csrf()).map_err(|r| refused(c, s.lang, r))?;
+    Ok((s, form))
 }
 
 /// A signed-in owner: a viewer is refused (403) before the page is built.

@@ -35,6 +35,17 @@ pub fn money(lang: Lang, minor: i64, currency: &str) -> String {
     }
 }
 
+/// A decimal number (a rate limit) with up to three decimals and the language's decimal
+/// mark, not grouped, so that it reads back as typed (`0,5` in German, `0.5` in English).
+pub fn decimal(lang: Lang, x: f64) -> String {
+    let text = format!("{x:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    match lang {
+        Lang::En => text.to_owned(),
+        Lang::De => text.replace('.', ","),
+    }
+}
+
 fn group(lang: Lang, n: u64) -> String {
     let separator = match lang {
         Lang::En => ',',
@@ -80,6 +91,15 @@ mod tests {
         assert_eq!(number(Lang::De, 999), "999");
         assert_eq!(number(Lang::En, -1000), "-1,000");
         assert_eq!(number(Lang::En, 0), "0");
+    }
+
+    #[test]
+    fn decimals_read_back_as_typed() {
+        assert_eq!(decimal(Lang::En, 4.0), "4");
+        assert_eq!(decimal(Lang::De, 0.5), "0,5");
+        assert_eq!(decimal(Lang::En, 1000.25), "1000.25");
+        assert_eq!(decimal(Lang::De, 1000.0), "1000");
+        assert_eq!(decimal(Lang::En, 0.0), "0");
     }
 
     #[test]

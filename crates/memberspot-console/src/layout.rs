@@ -48,6 +48,11 @@ impl<'a> View<'a> {
             .unwrap_or_else(|| value.to_owned())
     }
 
+    /// A decimal number as the language writes it (see [`crate::format::decimal`]).
+    pub fn decimal(&self, x: f64) -> String {
+        crate::format::decimal(self.lang, x)
+    }
+
     /// A duration in milliseconds with its unit (`12 ms`).
     pub fn ms(&self, ms: impl std::fmt::Display) -> String {
         self.ta("duration-ms", &[("ms", ms.to_string().into())])

@@ -237,6 +237,10 @@ fn router(console: Arc<Console>) -> Router {
         .route("/personas", get(personas::list).post(personas::create))
         .route("/personas/{name}", get(personas::show))
         .route(
+            "/personas/{name}/edit",
+            get(personas::edit_page).post(personas::edit),
+        )
+        .route(
             "/personas/{name}/revoke",
             get(personas::confirm_revoke).post(personas::revoke),
         )
@@ -261,8 +265,21 @@ fn router(console: Arc<Console>) -> Router {
         .route("/connections/{name}/test", post(connections::test))
         .route("/connections/{name}/rate", post(connections::set_rate))
         .route("/connections/{name}/key", post(connections::rotate_key))
+        .route(
+            "/connections/{name}/remove",
+            get(connections::confirm_remove).post(connections::remove),
+        )
         .route("/settings", get(settings::page))
         .route("/settings/users", post(settings::add_user))
+        .route(
+            "/settings/password",
+            get(settings::own_password_page).post(settings::change_own_password),
+        )
+        .route(
+            "/settings/users/{name}/password",
+            get(settings::user_password_page).post(settings::set_user_password),
+        )
+        .route("/settings/users/{name}/role", post(settings::set_role))
         .route(
             "/settings/users/{name}/remove",
             get(settings::confirm_remove).post(settings::remove),

@@ -68,6 +68,12 @@ impl LoginLimits {
             .map_err(|n| n.wait_time_from(now))
     }
 
+    /// Whether `name` may try its password again (the failures limit alone): for checks
+    /// of the current password by a signed-in user, where the address limits do not fit.
+    pub fn failures_wait(&self, name: &str) -> Result<(), Duration> {
+        self.failures_per_name.wait(&name_key(name))
+    }
+
     /// Forgets keys whose limit is full again, now and then, so that guessed names and
     /// addresses do not pile up in memory.
     fn forget_idle_keys(&self) {

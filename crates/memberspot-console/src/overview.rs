@@ -10,7 +10,7 @@ use axum::response::Response;
 use chrono::{Days, TimeZone, Utc};
 use maud::{Markup, html};
 use memberspot_flows::digest::{Digest, Names};
-use memberspot_hub::store::{AuditOutcome, EventFilter, EventStatus, RunStatus};
+use memberspot_hub::store::{AuditOutcome, EventFilter, EventStatus};
 
 use crate::Console;
 use crate::auth::failure;
@@ -65,72 +65,98 @@ async fn day(console: &Console, since: i64, until: i64) -> Result<Day, memberspo
     Ok(d)
 }
 
+/// Items of each kind shown; when there are more, a link leads to the full list.
+const ATTENTION_PER_KIND: usize = 10;
+
+/// What needs attention, newest first: dead and unmatched events and failed flow runs of
+/// the last week, and refused deliveries of the last day. Each kind is read on its own
+/// (at most [`ATTENTION_PER_KIND`]), so that many of one kind cannot hide another; a kind
+/// with more ends in a link to all of them.
 async fn attention(
     console: &Console,
     v: &View<'_>,
-) -> Result<Vec<Attention>, memberspot_hub::HubError> {
+) -> Result<(Vec<Attention>, Vec<Attention>), memberspot_hub::HubError> {
     let now = Utc::now().timestamp_millis();
     let week = now - 7 * 24 * 3600 * 1000;
+    let store = console.hub.flows_store();
+    let fetch = u32::try_from(ATTENTION_PER_KIND + 1).unwrap_or(u32::MAX);
     let mut out = Vec::new();
-    let events = console
-        .hub
-        .flows_store()
-        .list_events(&EventFilter {
-            statuses: vec![EventStatus::Dead, EventStatus::Unmatched],
-            since: Some(week),
-            limit: Some(20),
-            ..EventFilter::default()
-        })
-        .await?;
-    for e in events {
-        let (id, kind) = if e.status == EventStatus::Dead {
-            ("overview-dead-event", "failed")
-        } else {
-            ("overview-unmatched-event", "warning")
-        };
-        out.push(Attention {
-            text: v.ta(
-                id,
-                &[
-                    ("name", e.name.clone().into()),
-                    ("source", e.source.clone().into()),
-                ],
-            ),
-            at: e.received_at,
-            href: format!("/events/{}", e.id),
-            kind,
-        });
+    let mut more = Vec::new();
+    for (status, id, kind) in [
+        (EventStatus::Dead, "overview-dead-event", "failed"),
+        (
+            EventStatus::Unmatched,
+            "overview-unmatched-event",
+            "warning",
+        ),
+    ] {
+        let events = store
+            .list_events(&EventFilter {
+                statuses: vec![status],
+                since: Some(week),
+                limit: Some(fetch),
+                ..EventFilter::default()
+            })
+            .await?;
+        if events.len() > ATTENTION_PER_KIND {
+            more.push(Attention {
+                text: v.t(&format!("{id}-more")),
+                at: now,
+                href: format!("/events?status={}", status.as_str()),
+                kind,
+            });
+        }
+        out.extend(
+            events
+                .into_iter()
+                .take(ATTENTION_PER_KIND)
+                .map(|e| Attention {
+                    text: v.ta(
+                        id,
+                        &[
+                            ("name", e.name.clone().into()),
+                            ("source", e.source.clone().into()),
+                        ],
+                    ),
+                    at: e.received_at,
+                    href: format!("/events/{}", e.id),
+                    kind,
+                }),
+        );
     }
-    let refused = console
-        .hub
-        .flows_store()
+    let refused = store
         .rejected_deliveries(now - 24 * 3600 * 1000, now)
         .await?;
-    for (source, count) in refused {
-        out.push(Attention {
-            text: v.ta(
-                "overview-refused-deliveries",
-                &[("count", count.into()), ("source", source.into())],
-            ),
+    out.extend(refused.into_iter().map(|(source, count)| Attention {
+        text: v.ta(
+            "overview-refused-deliveries",
+            &[("count", count.into()), ("source", source.into())],
+        ),
+        at: now,
+        href: "/events#refused".into(),
+        kind: "warning",
+    }));
+    let runs = store.failed_runs_since(week, fetch).await?;
+    if runs.len() > ATTENTION_PER_KIND {
+        more.push(Attention {
+            text: v.t("overview-failed-run-more"),
             at: now,
-            href: "/events".into(),
-            kind: "warning",
-        });
-    }
-    let runs = console.hub.flows_store().list_runs(None, 50).await?;
-    for r in runs
-        .into_iter()
-        .filter(|r| r.status == RunStatus::Failed && r.started_at >= week)
-    {
-        out.push(Attention {
-            text: v.ta("overview-failed-run", &[("flow", r.flow.clone().into())]),
-            at: r.started_at,
-            href: format!("/flows/runs/{}", r.id),
+            href: "/flows#runs".into(),
             kind: "failed",
         });
     }
+    out.extend(
+        runs.into_iter()
+            .take(ATTENTION_PER_KIND)
+            .map(|r| Attention {
+                text: v.ta("overview-failed-run", &[("flow", r.flow.clone().into())]),
+                at: r.started_at,
+                href: format!("/flows/runs/{}", r.id),
+                kind: "failed",
+            }),
+    );
     out.sort_by_key(|a| std::cmp::Reverse(a.at));
-    Ok(out)
+    Ok((out, more))
 }
 
 fn numbers(v: &View<'_>, title: &str, d: &Day) -> Markup {
@@ -236,12 +262,12 @@ pub async fn page(
     .await
     .map_err(memberspot_hub::HubError::from);
     let (yesterday, today_ms, tomorrow) = day_starts(&c);
-    let (t, y, a) = match (
+    let (t, y, (a, more)) = match (
         day(&c, today_ms, tomorrow).await,
         day(&c, yesterday, today_ms).await,
         attention(&c, &v).await,
     ) {
-        (Ok(t), Ok(y), Ok(a)) => (t, y, a),
+        (Ok(t), Ok(y), Ok((a, more))) => (t, y, (a, more)),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return failure(&c, s.lang, &e),
     };
     let digest = match digest {
@@ -330,6 +356,9 @@ pub async fn page(
                             " "
                             a href=(item.href) { (item.text) }
                         }
+                    }
+                    @for item in &more {
+                        li { a href=(item.href) { (item.text) } }
                     }
                 }
             }

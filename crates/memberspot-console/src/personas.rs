@@ -58,6 +58,72 @@ pub struct NewPersonaForm {
     /// Offers picked by name: `CONNECTION/OFFER_ID`.
     #[serde(default)]
     offer: Vec<String>,
+    /// The classes whose calls wait for a click in chat (`write`, `destructive`).
+    #[serde(default)]
+    confirm: Vec<String>,
+    /// Present when the form showed the confirmation choices: then none ticked means
+    /// none asked (`confirm:none`); without it the hub's default applies.
+    #[serde(default)]
+    confirm_set: String,
+}
+
+impl NewPersonaForm {
+    /// Whether this form came back from the browser (an error shown with what was
+    /// sent) rather than being shown for the first time.
+    fn sent(&self) -> bool {
+        !self.csrf.is_empty()
+    }
+
+    /// The scopes to ask the hub for: the ticked classes and tools (and `connector`) and
+    /// the confirmation choice.
+    fn scopes(&self) -> Vec<String> {
+        let mut scopes = self.scope.clone();
+        if !self.confirm_set.is_empty() {
+            if self.confirm.is_empty() {
+                scopes.push("confirm:none".to_owned());
+            }
+            scopes.extend(self.confirm.iter().map(|c| format!("confirm:{c}")));
+        }
+        scopes
+    }
+
+    /// The form showing persona `p` as it is (`offers`: the school's, to tell picked
+    /// offers from ids typed by hand).
+    fn of(p: &memberspot_hub::store::Persona, offers: &[Offer]) -> NewPersonaForm {
+        let (confirm, scope): (Vec<String>, Vec<String>) = p
+            .scopes
+            .iter()
+            .cloned()
+            .partition(|x| x.starts_with("confirm:"));
+        let confirm = confirm
+            .iter()
+            .filter_map(|x| x.strip_prefix("confirm:"))
+            .filter(|x| *x != "none")
+            .map(str::to_owned)
+            .collect();
+        let ids = p.offer_ids.clone().unwrap_or_default();
+        let (listed, typed): (Vec<String>, Vec<String>) = ids
+            .into_iter()
+            .partition(|id| offers.iter().any(|o| &o.id == id));
+        NewPersonaForm {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            connection: p.connection.clone(),
+            scope,
+            per_minute: p
+                .calls_per_minute
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            offers: typed.join(", "),
+            offer: listed
+                .iter()
+                .map(|id| format!("{}/{id}", p.connection))
+                .collect(),
+            confirm,
+            confirm_set: "1".to_owned(),
+            ..NewPersonaForm::default()
+        }
+    }
 }
 
 pub async fn list(
@@ -102,7 +168,11 @@ async fn render(
     } else {
         Vec::new()
     };
-    let unlisted = offers.iter().any(Result::is_err) || !form.offers.trim().is_empty();
+    let schools: Vec<(&str, &Result<Vec<Offer>, String>)> = connections
+        .iter()
+        .map(|conn| conn.name.as_str())
+        .zip(&offers)
+        .collect();
     let mut names = std::collections::BTreeMap::new();
     for (conn, list) in connections.iter().zip(&offers) {
         for o in list.iter().flatten() {
@@ -148,6 +218,7 @@ async fn render(
                                     @if s.is_owner() {
                                         td.actions {
                                             @if p.revoked_at.is_none() {
+                                                a.button.secondary href={ "/personas/" (urlencode(&p.name)) "/edit" } { (v.t("personas-edit")) }
                                                 a.button.secondary href={ "/personas/" (urlencode(&p.name)) "/rotate" } { (v.t("personas-rotate")) }
                                                 a.button.danger href={ "/personas/" (urlencode(&p.name)) "/revoke" } { (v.t("personas-revoke")) }
                                             }
@@ -173,51 +244,7 @@ async fn render(
                             option value=(conn.name) selected[form.connection == conn.name] { (conn.name) }
                         }
                     }
-                    fieldset {
-                        legend { (v.t("personas-scope-classes")) }
-                        @for class in CLASSES {
-                            @let id = format!("scope-{class}");
-                            @let checked = form.scope.iter().any(|x| x == class) || (form.scope.is_empty() && class == "read");
-                            div.check {
-                                input id=(id) type="checkbox" name="scope" value=(class) checked[checked];
-                                label for=(id) { (v.t(&format!("scope-{class}"))) }
-                            }
-                        }
-                    }
-                    details {
-                        summary { (v.t("personas-scope-tools")) }
-                        fieldset {
-                            legend { (v.t("personas-scope-tools")) }
-                            @for tool in c.hub.catalogue().descriptors() {
-                                @let id = format!("tool-{}", tool.name);
-                                div.check {
-                                    input id=(id) type="checkbox" name="scope" value=(tool.name) checked[form.scope.iter().any(|x| x == tool.name)];
-                                    label for=(id) { code { (tool.name) } " — " (tool_title(&v, tool)) }
-                                }
-                            }
-                        }
-                    }
-                    label for="offer" { (v.t("personas-offers")) }
-                    select #offer name="offer" multiple size="6" aria-describedby="offers-hint" {
-                        @for (conn, list) in connections.iter().zip(&offers) {
-                            @match list {
-                                Ok(list) => optgroup label=(conn.name) {
-                                    @for o in list {
-                                        @let value = format!("{}/{}", conn.name, o.id);
-                                        option value=(value) selected[form.offer.contains(&value)] { (o.name) " (" (o.id) ")" }
-                                    }
-                                },
-                                Err(e) => optgroup label={ (conn.name) ": " (e) } disabled {},
-                            }
-                        }
-                    }
-                    small #offers-hint { (v.t("personas-offers-hint")) }
-                    @if unlisted {
-                        label for="offers" { (v.t("personas-offer-ids")) }
-                        input #offers type="text" name="offers" value=(form.offers);
-                    }
-                    label for="per_minute" { (v.t("personas-limit")) }
-                    input #per_minute type="number" name="per_minute" min="1" max="100000" value=(form.per_minute) inputmode="numeric";
+                    (persona_fields(&v, form, &schools))
                     button type="submit" { (v.t("personas-create")) }
                 }
             } @else {
@@ -225,6 +252,93 @@ async fn render(
             }
         },
     )
+}
+
+/// What a persona may do, as form fields (shared by the create and the change form):
+/// tool classes and single tools, chat confirmations, the offer restriction picked by
+/// name from `schools` (a connection's offers, or why they could not be read), and the
+/// per-minute limit.
+fn persona_fields(
+    v: &View<'_>,
+    form: &NewPersonaForm,
+    schools: &[(&str, &Result<Vec<Offer>, String>)],
+) -> Markup {
+    let unlisted = schools.iter().any(|(_, o)| o.is_err()) || !form.offers.trim().is_empty();
+    let fresh = !form.sent() && form.confirm_set.is_empty();
+    html! {
+        fieldset {
+            legend { (v.t("personas-scope-classes")) }
+            @for class in CLASSES {
+                @let id = format!("scope-{class}");
+                // A new form starts with read; one sent back shows exactly what was sent.
+                @let checked = form.scope.iter().any(|x| x == class) || (fresh && form.scope.is_empty() && class == "read");
+                div.check {
+                    input id=(id) type="checkbox" name="scope" value=(class) checked[checked];
+                    label for=(id) { (v.t(&format!("scope-{class}"))) }
+                }
+            }
+        }
+        details open[form.scope.iter().any(|x| !CLASSES.contains(&x.as_str()) && x != "connector")] {
+            summary { (v.t("personas-scope-tools")) }
+            fieldset {
+                legend { (v.t("personas-scope-tools")) }
+                @for tool in v.console.hub.catalogue().descriptors() {
+                    @let id = format!("tool-{}", tool.name);
+                    div.check {
+                        input id=(id) type="checkbox" name="scope" value=(tool.name) checked[form.scope.iter().any(|x| x == tool.name)];
+                        label for=(id) { code { (tool.name) } " — " (tool_title(v, tool)) }
+                    }
+                }
+                div.check {
+                    input #scope-connector type="checkbox" name="scope" value="connector" checked[form.scope.iter().any(|x| x == "connector")];
+                    label for="scope-connector" { (v.t("personas-connector")) }
+                }
+            }
+        }
+        fieldset {
+            legend { (v.t("personas-confirm")) }
+            input type="hidden" name="confirm_set" value="1";
+            @for class in ["write", "destructive"] {
+                @let id = format!("confirm-{class}");
+                @let checked = form.confirm.iter().any(|x| x == class) || (fresh && class == "destructive");
+                div.check {
+                    input id=(id) type="checkbox" name="confirm" value=(class) checked[checked];
+                    label for=(id) { (v.t(&format!("personas-confirm-{class}"))) }
+                }
+            }
+        }
+        label for="offer" { (v.t("personas-offers")) }
+        select #offer name="offer" multiple size="6" aria-describedby="offers-hint" {
+            @for (conn, list) in schools {
+                @match list {
+                    Ok(list) => optgroup label=(conn) {
+                        @for o in list {
+                            @let value = format!("{conn}/{}", o.id);
+                            option value=(value) selected[form.offer.contains(&value)] { (o.name) " (" (o.id) ")" }
+                        }
+                    },
+                    Err(e) => optgroup label={ (conn) ": " (e) } disabled {},
+                }
+            }
+        }
+        small #offers-hint { (v.t("personas-offers-hint")) }
+        @if unlisted {
+            label for="offers" { (v.t("personas-offer-ids")) }
+            input #offers type="text" name="offers" value=(form.offers);
+        }
+        label for="per_minute" { (v.t("personas-limit")) }
+        input #per_minute type="number" name="per_minute" min="1" max="100000" value=(form.per_minute) inputmode="numeric" aria-describedby="per-minute-hint";
+        small #per-minute-hint { (v.t("personas-limit-hint")) }
+    }
+}
+
+/// At least one class or tool must be ticked (`connector` alone reaches nothing).
+fn some_scope(c: &Console, lang: Lang, f: &NewPersonaForm) -> Result<(), String> {
+    if f.scope.iter().any(|x| x != "connector") {
+        Ok(())
+    } else {
+        Err(c.i18n.text(lang, "personas-scope-empty", &[]))
+    }
 }
 
 /// The per-minute limit of the form: empty for none.
@@ -338,8 +452,9 @@ pub async fn create(
     State(c): State<Arc<Console>>,
     Change(s, f): Change<NewPersonaForm>,
 ) -> Response {
-    let parsed =
-        per_minute(&c, s.lang, &f.per_minute).and_then(|n| Ok((n, offer_ids(&c, s.lang, &f)?)));
+    let parsed = some_scope(&c, s.lang, &f)
+        .and_then(|()| per_minute(&c, s.lang, &f.per_minute))
+        .and_then(|n| Ok((n, offer_ids(&c, s.lang, &f)?)));
     let (per_minute, offers) = match parsed {
         Ok(p) => p,
         Err(msg) => {
@@ -351,7 +466,7 @@ pub async fn create(
         name: f.name.trim().to_owned(),
         description: f.description.trim().to_owned(),
         connection: Some(f.connection.clone()).filter(|c| !c.is_empty()),
-        scopes: f.scope.clone(),
+        scopes: f.scopes(),
         offer_ids: offers,
         calls_per_minute: per_minute,
     };
@@ -441,8 +556,19 @@ pub async fn rotate(
     }
 }
 
+#[derive(Deserialize, Default)]
+pub struct ShowQuery {
+    #[serde(default)]
+    changed: Option<String>,
+}
+
 /// One persona: its settings and its 20 most recent calls.
-pub async fn show(State(c): State<Arc<Console>>, s: Signed, Path(name): Path<String>) -> Response {
+pub async fn show(
+    State(c): State<Arc<Console>>,
+    s: Signed,
+    Path(name): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> Response {
     let p = match c.hub.persona_any(&name).await {
         Ok(p) => p,
         Err(e) => return failure(&c, s.lang, &e),
@@ -473,6 +599,7 @@ pub async fn show(State(c): State<Arc<Console>>, s: Signed, Path(name): Path<Str
         StatusCode::OK,
         &p.name,
         html! {
+            @if q.changed.is_some() { (notice("ok", &v.t("personas-changed"))) }
             dl.record {
                 div { dt { (v.t("personas-status")) } dd {
                     @if p.revoked_at.is_some() { (badge("failed", &v.t("personas-revoked"))) } @else { (badge("ok", &v.t("personas-active"))) }
@@ -521,9 +648,120 @@ pub async fn show(State(c): State<Arc<Console>>, s: Signed, Path(name): Path<Str
                     } }
                 } }
             }
+            @if s.is_owner() && p.revoked_at.is_none() {
+                p { a.button.secondary href={ "/personas/" (urlencode(&p.name)) "/edit" } { (v.t("personas-edit")) } }
+            }
             p { a href={ "/audit?persona=" (urlencode(&p.name)) } { (v.t("personas-all-calls")) } " · " a href="/personas" { (v.t("back")) } }
         },
     )
+}
+
+/// The form that changes what an active persona may do (owners).
+pub async fn edit_page(
+    State(c): State<Arc<Console>>,
+    Owner(s): Owner,
+    Path(name): Path<String>,
+) -> Response {
+    let p = match c.hub.persona_any(&name).await {
+        Ok(p) => p,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    let offers = offers_of(&c, s.lang, &p.connection).await;
+    let form = NewPersonaForm::of(&p, offers.as_deref().unwrap_or_default());
+    edit_form(&c, &s, StatusCode::OK, &p, &offers, &form, None)
+}
+
+fn edit_form(
+    c: &Console,
+    s: &Signed,
+    status: StatusCode,
+    p: &memberspot_hub::store::Persona,
+    offers: &Result<Vec<Offer>, String>,
+    form: &NewPersonaForm,
+    message: Option<Markup>,
+) -> Response {
+    let v = View::signed(c, s, "/personas");
+    let who = [("name", p.name.clone().into())];
+    if p.revoked_at.is_some() {
+        return v.message(
+            StatusCode::CONFLICT,
+            "refused-title",
+            &v.ta("personas-edit-revoked", &who),
+        );
+    }
+    v.page(
+        status,
+        &v.ta("personas-edit-title", &who),
+        html! {
+            @if let Some(m) = message { (m) }
+            p { (v.t("personas-edit-explain")) }
+            form.card method="post" action={ "/personas/" (urlencode(&p.name)) "/edit" } {
+                input type="hidden" name="csrf" value=(s.csrf);
+                p { strong { (v.t("personas-connection")) } ": " (p.connection) }
+                (persona_fields(&v, form, &[(p.connection.as_str(), offers)]))
+                button type="submit" { (v.t("personas-save")) }
+            }
+            p { a href={ "/personas/" (urlencode(&p.name)) } { (v.t("back")) } }
+        },
+    )
+}
+
+/// Saves what a persona may do: all of it, as the form shows it (an empty limit is no
+/// limit, no offer picked is every offer). The token stays the same.
+pub async fn edit(
+    State(c): State<Arc<Console>>,
+    Path(name): Path<String>,
+    Change(s, mut f): Change<NewPersonaForm>,
+) -> Response {
+    let p = match c.hub.persona_any(&name).await {
+        Ok(p) => p,
+        Err(e) => return failure(&c, s.lang, &e),
+    };
+    f.connection = p.connection.clone();
+    f.name = p.name.clone();
+    let parsed = some_scope(&c, s.lang, &f)
+        .and_then(|()| per_minute(&c, s.lang, &f.per_minute))
+        .and_then(|n| Ok((n, offer_ids(&c, s.lang, &f)?)));
+
+    let (calls_per_minute, offer_ids) = match parsed {
+        Ok(x) => x,
+        Err(text) => return edit_refused(&c, &s, StatusCode::BAD_REQUEST, &text, &f, &p).await,
+    };
+    let change = memberspot_hub::admin::PersonaChange {
+        scopes: f.scopes(),
+        offer_ids,
+        calls_per_minute,
+    };
+    match c.hub.acting_as(actor(&s)).edit_persona(&name, change).await {
+        Ok(p) => {
+            Redirect::to(&format!("/personas/{}?changed=1", urlencode(&p.name))).into_response()
+        }
+        Err(
+            e @ (HubError::Invalid(_)
+            | HubError::Store(StoreError::Conflict(_) | StoreError::Invalid(_))),
+        ) => {
+            let status = match &e {
+                HubError::Store(StoreError::Conflict(_)) => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            let text = crate::auth::error_text(&c, s.lang, &e);
+            edit_refused(&c, &s, status, &text, &f, &p).await
+        }
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}
+
+/// The change form again, with what was sent and why it was refused.
+async fn edit_refused(
+    c: &Console,
+    s: &Signed,
+    status: StatusCode,
+    text: &str,
+    f: &NewPersonaForm,
+    p: &memberspot_hub::store::Persona,
+) -> Response {
+    let offers = offers_of(c, s.lang, &p.connection).await;
+    edit_form(c, s, status, p, &offers, f, Some(notice("failed", text)))
 }
 
 crate::form::csrf_forms!(NewPersonaForm);

@@ -1,6 +1,7 @@
-//! Settings: the language, this hub (version, store, time zone, sessions) and, for owners,
-//! the console users (add; remove after a confirmation page). User changes go through
-//! [`memberspot_hub::admin::ActingAdmin`] as the signed-in user.
+//! Settings: the language, this hub (version, store, time zone, sessions), your own
+//! password (viewers too: it is the one thing of theirs they change) and, for owners, the
+//! console users (add, change a role, set a password, remove after a confirmation page).
+//! Every change goes through [`memberspot_hub::admin::ActingAdmin`] as the signed-in user.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use serde::Deserialize;
 
 use crate::Console;
 use crate::auth::{CsrfForm, failure};
-use crate::form::{Change, Owner};
+use crate::form::{Change, OwnChange, Owner};
 use crate::i18n::Lang;
 use crate::layout::{View, badge, notice};
 use crate::personas::{actor, urlencode};
@@ -29,6 +30,36 @@ pub struct PageQuery {
     added: Option<String>,
     #[serde(default)]
     removed: Option<String>,
+    /// A user whose role or password an owner just changed.
+    #[serde(default)]
+    changed: Option<String>,
+    /// A user whose password an owner just set.
+    #[serde(default)]
+    reset: Option<String>,
+    /// Set after you changed your own password.
+    #[serde(default)]
+    password: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct RoleForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    role: String,
+}
+
+/// A new password, and for your own the current one.
+#[derive(Deserialize, Default)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current: SecretString,
+    #[serde(default)]
+    password: SecretString,
+    #[serde(default)]
+    password2: SecretString,
 }
 
 #[derive(Deserialize, Default)]
@@ -54,21 +85,20 @@ pub async fn page(
     s: Signed,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let message = if let Some(n) = q.added {
+    let done = [
+        ("settings-user-added", q.added),
+        ("settings-user-removed", q.removed),
+        ("settings-user-changed", q.changed),
+        ("settings-user-password-reset", q.reset),
+        ("settings-password-changed", q.password),
+    ];
+    let message = done.into_iter().find_map(|(id, name)| {
+        let name = name?;
         Some(notice(
             "ok",
-            &c.i18n
-                .text(s.lang, "settings-user-added", &[("name", n.into())]),
+            &c.i18n.text(s.lang, id, &[("name", name.into())]),
         ))
-    } else {
-        q.removed.map(|n| {
-            notice(
-                "ok",
-                &c.i18n
-                    .text(s.lang, "settings-user-removed", &[("name", n.into())]),
-            )
-        })
-    };
+    });
     render(&c, &s, StatusCode::OK, message, &NewUserForm::default()).await
 }
 
@@ -120,6 +150,12 @@ async fn render(
                     ]))
                 } }
             }
+            h2 { (v.t("settings-you")) }
+            p {
+                (v.ta("settings-you-are", &[("name", s.name.clone().into()), ("role", v.t(&format!("role-{}", s.role)).into())]))
+                " "
+                a href="/settings/password" { (v.t("settings-password-own")) }
+            }
             @if s.is_owner() {
                 h2 { (v.t("settings-users")) }
                 div.scroll { table {
@@ -129,13 +165,27 @@ async fn render(
                         th scope="col" { (v.t("personas-created")) }
                         th scope="col" { (v.t("personas-actions")) }
                     } }
-                    tbody { @for u in &users {
+                    tbody { @for (i, u) in users.iter().enumerate() {
                         tr {
                             td { (u.name) }
                             td { (badge(if u.role == ConsoleRole::Owner { "ok" } else { "warning" }, &v.t(&format!("role-{}", u.role)))) }
                             td { (v.when(u.created_at)) }
                             td.actions {
-                                @if u.name != s.name {
+                                @if u.name == s.name {
+                                    a href="/settings/password" { (v.t("settings-password-own")) }
+                                } @else {
+                                    @let id = format!("role-of-{i}");
+                                    form.inline method="post" action={ "/settings/users/" (urlencode(&u.name)) "/role" } {
+                                        input type="hidden" name="csrf" value=(s.csrf);
+                                        label.sr-only for=(id) { (v.ta("settings-role-of", &[("name", u.name.clone().into())])) }
+                                        select id=(id) name="role" {
+                                            option value="viewer" selected[u.role == ConsoleRole::Viewer] { (v.t("role-viewer")) }
+                                            option value="owner" selected[u.role == ConsoleRole::Owner] { (v.t("role-owner")) }
+                                        }
+                                        " "
+                                        button.secondary type="submit" { (v.t("settings-role-save")) }
+                                    }
+                                    a.button.secondary href={ "/settings/users/" (urlencode(&u.name)) "/password" } { (v.t("settings-password-set")) }
                                     a.button.danger href={ "/settings/users/" (urlencode(&u.name)) "/remove" } { (v.t("settings-remove")) }
                                 }
                             }
@@ -185,16 +235,7 @@ pub async fn add_user(
         "owner" => ConsoleRole::Owner,
         "viewer" => ConsoleRole::Viewer,
         other => {
-            let m = c.i18n.text(
-                s.lang,
-                "error-use-either",
-                &[
-                    ("field", "role".into()),
-                    ("value", other.into()),
-                    ("first", "owner".into()),
-                    ("second", "viewer".into()),
-                ],
-            );
+            let m = use_either_role(&c, &s, other);
             return render(&c, &s, StatusCode::BAD_REQUEST, Some(fail(m)), &keep).await;
         }
     };
@@ -268,8 +309,226 @@ pub async fn remove(
     }
     match c.hub.acting_as(actor(&s)).remove_console_user(&name).await {
         Ok(()) => Redirect::to(&format!("/settings?removed={}", urlencode(&name))).into_response(),
+        Err(HubError::Store(StoreError::Conflict(_))) => last_owner(&c, &s, name).await,
         Err(e) => failure(&c, s.lang, &e),
     }
 }
 
-crate::form::csrf_forms!(NewUserForm);
+/// An owner gives another user another role.
+pub async fn set_role(
+    State(c): State<Arc<Console>>,
+    Path(name): Path<String>,
+    Change(s, f): Change<RoleForm>,
+) -> Response {
+    if name == s.name {
+        return not_yourself(&c, &s, "settings-role-not-yourself");
+    }
+    let role = match f.role.as_str() {
+        "owner" => ConsoleRole::Owner,
+        "viewer" => ConsoleRole::Viewer,
+        other => {
+            let m = use_either_role(&c, &s, other);
+            return render(
+                &c,
+                &s,
+                StatusCode::BAD_REQUEST,
+                Some(notice("failed", &m)),
+                &NewUserForm::default(),
+            )
+            .await;
+        }
+    };
+    match c
+        .hub
+        .acting_as(actor(&s))
+        .set_console_role(&name, role)
+        .await
+    {
+        Ok(u) => Redirect::to(&format!("/settings?changed={}", urlencode(&u.name))).into_response(),
+        Err(HubError::Store(StoreError::Conflict(_))) => last_owner(&c, &s, name).await,
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}
+
+/// The settings page saying that `name` is the last owner (the store refused the change).
+async fn last_owner(c: &Console, s: &Signed, name: String) -> Response {
+    let m = c
+        .i18n
+        .text(s.lang, "settings-last-owner", &[("name", name.into())]);
+    let message = Some(notice("failed", &m));
+    render(c, s, StatusCode::CONFLICT, message, &NewUserForm::default()).await
+}
+
+fn use_either_role(c: &Console, s: &Signed, other: &str) -> String {
+    c.i18n.text(
+        s.lang,
+        "error-use-either",
+        &[
+            ("field", "role".into()),
+            ("value", other.to_owned().into()),
+            ("first", "owner".into()),
+            ("second", "viewer".into()),
+        ],
+    )
+}
+
+fn not_yourself(c: &Console, s: &Signed, message: &str) -> Response {
+    let v = View::signed(c, s, "/settings");
+    v.message(StatusCode::BAD_REQUEST, "refused-title", &v.t(message))
+}
+
+/// The password form: your own (with the current password) when `of` is None, else
+/// another user's (owners only).
+fn password_page(
+    c: &Console,
+    s: &Signed,
+    status: StatusCode,
+    of: Option<&str>,
+    message: Option<Markup>,
+) -> Response {
+    let v = View::signed(c, s, "/settings");
+    let (title, action) = match of {
+        None => (
+            v.t("settings-password-own-title"),
+            "/settings/password".to_owned(),
+        ),
+        Some(name) => (
+            v.ta(
+                "settings-password-of-title",
+                &[("name", name.to_owned().into())],
+            ),
+            format!("/settings/users/{}/password", urlencode(name)),
+        ),
+    };
+    v.page(
+        status,
+        &title,
+        html! {
+            @if let Some(m) = message { (m) }
+            p { (v.t(if of.is_some() { "settings-password-of-explain" } else { "settings-password-own-explain" })) }
+            form.card method="post" action=(action) autocomplete="off" {
+                input type="hidden" name="csrf" value=(s.csrf);
+                @if of.is_none() {
+                    label for="current" { (v.t("settings-password-current")) }
+                    input #current type="password" name="current" autocomplete="current-password" required;
+                }
+                label for="password" { (v.t("settings-password-new")) }
+                input #password type="password" name="password" autocomplete="new-password" required minlength="10" aria-describedby="password-hint";
+                small #password-hint { (v.t("password-hint")) }
+                label for="password2" { (v.t("setup-password-repeat")) }
+                input #password2 type="password" name="password2" autocomplete="new-password" required minlength="10";
+                button type="submit" { (v.t("settings-password-submit")) }
+            }
+            p { a href="/settings" { (v.t("back")) } }
+        },
+    )
+}
+
+/// The new password of `f`, or the page's words for what is wrong with it.
+fn new_password<'f>(
+    c: &Console,
+    s: &Signed,
+    name: &str,
+    f: &'f PasswordForm,
+) -> Result<&'f SecretString, String> {
+    if f.password.expose_secret() != f.password2.expose_secret() {
+        return Err(c.i18n.text(s.lang, "setup-mismatch", &[]));
+    }
+    match crate::auth::credentials_problem(c, s.lang, name, &f.password) {
+        Some(problem) => Err(problem),
+        None => Ok(&f.password),
+    }
+}
+
+pub async fn own_password_page(State(c): State<Arc<Console>>, s: Signed) -> Response {
+    password_page(&c, &s, StatusCode::OK, None, None)
+}
+
+/// You change your own password: the current one must be right. All your sessions end,
+/// this one is opened again, so you stay signed in here only.
+pub async fn change_own_password(
+    State(c): State<Arc<Console>>,
+    jar: axum_extra::extract::CookieJar,
+    OwnChange(s, f): OwnChange<PasswordForm>,
+) -> Response {
+    let again =
+        |status, text: String| password_page(&c, &s, status, None, Some(notice("failed", &text)));
+    let new = match new_password(&c, &s, &s.name, &f) {
+        Ok(p) => p,
+        Err(text) => return again(StatusCode::BAD_REQUEST, text),
+    };
+    // A wrong current password counts as a failed sign-in for this name.
+    if let Err(wait) = c.limits.failures_wait(&s.name) {
+        let secs = wait.as_secs().max(1);
+        return again(
+            StatusCode::TOO_MANY_REQUESTS,
+            c.i18n
+                .text(s.lang, "login-limited", &[("seconds", secs.into())]),
+        );
+    }
+    match c
+        .hub
+        .acting_as(actor(&s))
+        .change_own_console_password(&f.current, new)
+        .await
+    {
+        Ok(()) => crate::auth::sign_in(&c, s.lang, jar, &s.name, "/settings?password=1").await,
+        Err(HubError::Unauthenticated(_)) => {
+            c.limits.failed(&s.name);
+            again(
+                StatusCode::UNAUTHORIZED,
+                c.i18n.text(s.lang, "settings-password-current-wrong", &[]),
+            )
+        }
+        Err(HubError::Limited { .. }) => again(
+            StatusCode::SERVICE_UNAVAILABLE,
+            c.i18n.text(s.lang, "login-busy", &[("seconds", 1.into())]),
+        ),
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}
+
+pub async fn user_password_page(
+    State(c): State<Arc<Console>>,
+    Owner(s): Owner,
+    Path(name): Path<String>,
+) -> Response {
+    if name == s.name {
+        return Redirect::to("/settings/password").into_response();
+    }
+    password_page(&c, &s, StatusCode::OK, Some(&name), None)
+}
+
+/// An owner sets another user's password (they forgot theirs); that user's sessions end.
+pub async fn set_user_password(
+    State(c): State<Arc<Console>>,
+    Path(name): Path<String>,
+    Change(s, f): Change<PasswordForm>,
+) -> Response {
+    if name == s.name {
+        return Redirect::to("/settings/password").into_response();
+    }
+    let new = match new_password(&c, &s, &name, &f) {
+        Ok(p) => p,
+        Err(text) => {
+            return password_page(
+                &c,
+                &s,
+                StatusCode::BAD_REQUEST,
+                Some(&name),
+                Some(notice("failed", &text)),
+            );
+        }
+    };
+    match c
+        .hub
+        .acting_as(actor(&s))
+        .reset_console_password(&name, new)
+        .await
+    {
+        Ok(()) => Redirect::to(&format!("/settings?reset={}", urlencode(&name))).into_response(),
+        Err(e) => failure(&c, s.lang, &e),
+    }
+}
+
+crate::form::csrf_forms!(NewUserForm, RoleForm, PasswordForm);

@@ -224,7 +224,8 @@ async fn first_run_to_revoked_persona_in_a_browser() {
     let persona = t.hub.authenticate(&token).await.expect("the token works");
     assert_eq!(
         persona.scopes,
-        vec!["read".to_string(), "write".to_string()]
+        ["read", "write", "confirm:destructive"],
+        "as ticked, with the form's default: ask before destructive calls in chat"
     );
     assert_eq!(persona.calls_per_minute, Some(30));
     // The token calls a tool over REST on the same listener.
@@ -977,8 +978,8 @@ async fn post_from_page(c: &Client, with_csrf: bool) -> String {
     panic!("no page came back after the post");
 }
 
-/// A viewer in a real browser: no page offers a form that changes something (signing out
-/// is the only post), and a change posted from the viewer's own session, with the page's
+/// A viewer in a real browser: no page offers a form that changes something in the hub
+/// (the posts are signing out and their own password), and a change posted from the viewer's own session, with the page's
 /// valid CSRF token, is refused and creates nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_and_forged_posts_are_refused_in_a_browser() {
@@ -1017,6 +1018,7 @@ async fn viewers_and_forged_posts_are_refused_in_a_browser() {
         "/chat",
         "/oauth",
         "/settings",
+        "/settings/password",
     ] {
         c.goto(&format!("{base}{page}")).await.expect("page");
         let forms = c
@@ -1025,8 +1027,12 @@ async fn viewers_and_forged_posts_are_refused_in_a_browser() {
             .expect("forms");
         for f in forms {
             let action = f.attr("action").await.expect("action");
+            // Signing out, and their own password: the one thing of theirs a viewer changes.
             assert!(
-                matches!(action.as_deref(), Some("/logout" | "/logout-everywhere")),
+                matches!(
+                    action.as_deref(),
+                    Some("/logout" | "/logout-everywhere" | "/settings/password")
+                ),
                 "a viewer sees a form posting to {action:?} on {page}"
             );
         }

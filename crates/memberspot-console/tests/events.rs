@@ -132,7 +132,7 @@ async fn events_page(backend: Backend) {
     assert!(
         overview
             .body
-            .contains("<a href=\"/events\">One refused delivery to ds24"),
+            .contains("<a href=\"/events#refused\">One refused delivery to ds24"),
         "{}",
         overview.body
     );

@@ -630,6 +630,140 @@ async fn overview_page(backend: Backend) {
     t.close().await;
 }
 
+/// The overview's days end at midnight in the school's time zone (Berlin, not UTC), and
+/// *needs attention* shows every kind: a dozen dead events neither push the unmatched
+/// ones nor a failed run off the page (each kind ends in a link to the rest), and a failed
+/// run older than the last 50 runs is still there.
+#[tokio::test]
+async fn overview_days_and_attention() {
+    use chrono::{Days, TimeZone, Utc};
+    use memberspot_hub::store::{EventStatus, NewEvent, NewRun, RunStatus};
+    let t = TestHub::open(Backend::Sqlite).await;
+    let plugin = ConsolePlugin::new(t.hub.clone(), ConsoleSettings::default()).expect("console");
+    let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
+
+    let berlin = chrono_tz::Europe::Berlin;
+    let today = Utc::now().with_timezone(&berlin).date_naive();
+    let at = |day: chrono::NaiveDate, h: u32, m: u32| {
+        berlin
+            .from_local_datetime(&day.and_hms_opt(h, m, 0).expect("time"))
+            .earliest()
+            .expect("a local time")
+            .timestamp_millis()
+    };
+    let yesterday = today.checked_sub_days(Days::new(1)).expect("yesterday");
+    let event = |key: &str, status: EventStatus| NewEvent {
+        dedupe_key: key.into(),
+        source: "digistore24".into(),
+        provider: "digistore24".into(),
+        kind: "purchase".into(),
+        name: "on_payment".into(),
+        order_id: Some(key.into()),
+        product_id: Some("p1".into()),
+        email: Some(format!("{key}@example.de")),
+        test: false,
+        amount_minor: Some(1_000),
+        currency: Some("EUR".into()),
+        data: serde_json::json!({}),
+        status,
+        connection: Some("sandbox".into()),
+        verified: true,
+    };
+    let events = t.hub.events_store();
+    // 23:30 yesterday and 00:30 today in Berlin: one hour apart, on two days. (In UTC
+    // both can fall on one day.)
+    events
+        .insert_events_at(&[event("late", EventStatus::Done)], at(yesterday, 23, 30))
+        .await
+        .expect("late");
+    events
+        .insert_events_at(&[event("early", EventStatus::Done)], at(today, 0, 30))
+        .await
+        .expect("early");
+    events
+        .insert_events_at(
+            &[event("two-days-ago", EventStatus::Done)],
+            at(yesterday, 0, 0) - 60_000,
+        )
+        .await
+        .expect("older");
+
+    // A failed run, then 60 good ones after it.
+    let flows = t.hub.flows_store();
+    let mut runs = Vec::new();
+    for i in 0..61 {
+        let run = flows
+            .insert_run(&NewRun {
+                flow: if i == 0 {
+                    "welcome-mail".into()
+                } else {
+                    "nightly".into()
+                },
+                trigger: "manual".into(),
+                fire_key: None,
+                dry_run: false,
+                input: serde_json::json!({}),
+                worker: "test".into(),
+            })
+            .await
+            .expect("run")
+            .expect("inserted");
+        let status = if i == 0 {
+            RunStatus::Failed
+        } else {
+            RunStatus::Ok
+        };
+        flows
+            .finish_run(&run.id, status, None)
+            .await
+            .expect("finish");
+        runs.push(run);
+    }
+    let dead: Vec<NewEvent> = (0..12)
+        .map(|i| event(&format!("dead-{i}"), EventStatus::Dead))
+        .collect();
+    events.insert_events(&dead).await.expect("dead");
+    events
+        .insert_events(&[event("stray", EventStatus::Unmatched)])
+        .await
+        .expect("unmatched");
+
+    let page = c.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains(
+            "<th scope=\"row\">Offers granted</th><td class=\"num\">1</td><td class=\"num\">1</td>"
+        ),
+        "one purchase done today, one yesterday (the older one on neither): {}",
+        page.body
+    );
+    assert!(
+        page.body.contains(&format!(
+            "<a href=\"/flows/runs/{}\">Flow run of welcome-mail failed</a>",
+            runs[0].id
+        )),
+        "the failed run, older than the last 50 runs: {}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("Unmatched event on_payment from digistore24")
+    );
+    assert_eq!(
+        page.body.matches("Dead event on_payment").count(),
+        10,
+        "ten of twelve dead events"
+    );
+    assert!(
+        page.body
+            .contains("<a href=\"/events?status=dead\">More dead events"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("More unmatched events"));
+    t.close().await;
+}
+
 #[tokio::test]
 async fn overview_page_sqlite() {
     overview_page(Backend::Sqlite).await;

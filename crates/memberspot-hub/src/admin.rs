@@ -85,6 +85,16 @@ pub struct PersonaSpec {
     pub calls_per_minute: Option<u32>,
 }
 
+/// The whole of what a persona may do, as [`Hub::edit_persona`] sets it.
+#[derive(Debug, Clone, Default)]
+pub struct PersonaChange {
+    /// Classes, tool names and `confirm:…`/`connector` settings, as in [`PersonaSpec`]
+    /// (at least one class or tool).
+    pub scopes: Vec<String>,
+    pub offer_ids: Option<Vec<String>>,
+    pub calls_per_minute: Option<u32>,
+}
+
 /// A persona's or connection's name: 1–64 ASCII letters, digits, `-`, `_` or `.`.
 pub fn valid_name(kind: &str, name: &str) -> Result<(), HubError> {
     let ok = !name.is_empty()
@@ -207,6 +217,44 @@ impl Hub {
         Ok(self
             .store()
             .update_persona_scopes(name, &parsed.to_strings(), offers.as_deref(), limit)
+            .await?)
+    }
+
+    /// Replaces what an active persona may do: its scopes, offer restriction (`None`:
+    /// every offer) and per-minute limit (`None`: none), as one change. Unlike
+    /// [`Hub::set_persona_scopes`], nothing is kept from before. A revoked persona is
+    /// refused (conflict): it comes back through [`Hub::recreate_persona`].
+    pub async fn edit_persona(
+        &self,
+        name: &str,
+        change: PersonaChange,
+    ) -> Result<Persona, HubError> {
+        let current = self.persona_any(name).await?;
+        if current.revoked_at.is_some() {
+            return Err(HubError::Store(crate::store::StoreError::Conflict(
+                format!("persona `{name}` is revoked; create it again to use it"),
+            )));
+        }
+        let scopes = Scopes::parse(&change.scopes, self.catalogue())
+            .map_err(invalid_scopes)?
+            .with_default_confirmation(self.catalogue());
+        if change.calls_per_minute == Some(0) {
+            return Err(HubError::Invalid(
+                "calls per minute must be at least 1".into(),
+            ));
+        }
+        let offer_ids = match &change.offer_ids {
+            Some(ids) => Some(self.check_offer_ids(&current.connection, ids).await?),
+            None => None,
+        };
+        Ok(self
+            .store()
+            .update_persona_scopes(
+                name,
+                &scopes.to_strings(),
+                offer_ids.as_deref(),
+                change.calls_per_minute,
+            )
             .await?)
     }
 
@@ -614,7 +662,7 @@ impl ActingAdmin<'_> {
         self.hub
     }
 
-    async fn record<T>(
+    pub(crate) async fn record<T>(
         &self,
         action: &str,
         arguments: serde_json::Value,
@@ -699,6 +747,24 @@ impl ActingAdmin<'_> {
             started,
         )
         .await;
+        r
+    }
+
+    /// [`Hub::edit_persona`], recorded as `admin.edit_persona`.
+    pub async fn edit_persona(
+        &self,
+        name: &str,
+        change: PersonaChange,
+    ) -> Result<Persona, HubError> {
+        let started = std::time::Instant::now();
+        let args = serde_json::json!({
+            "name": name, "scopes": change.scopes, "offer_ids": change.offer_ids,
+            "calls_per_minute": change.calls_per_minute,
+        });
+        let r = self.hub.edit_persona(name, change).await;
+        let conn = r.as_ref().ok().map(|p| p.connection.clone());
+        self.record("admin.edit_persona", args, conn, &r, persona_value, started)
+            .await;
         r
     }
 
@@ -851,44 +917,6 @@ impl ActingAdmin<'_> {
             Some(name.to_string()),
             &r,
             |_| serde_json::json!({ "name": name, "ok": true }),
-            started,
-        )
-        .await;
-        r
-    }
-
-    /// [`Hub::add_console_user`], recorded as `admin.add_console_user` (the password is
-    /// not).
-    pub async fn add_console_user(
-        &self,
-        name: &str,
-        password: &SecretString,
-        role: crate::console::ConsoleRole,
-    ) -> Result<crate::console::ConsoleUser, HubError> {
-        let started = std::time::Instant::now();
-        let r = self.hub.add_console_user(name, password, role).await;
-        self.record(
-            "admin.add_console_user",
-            serde_json::json!({ "name": name, "role": role }),
-            None,
-            &r,
-            |u| serde_json::json!({ "name": u.name, "role": u.role }),
-            started,
-        )
-        .await;
-        r
-    }
-
-    /// [`Hub::remove_console_user`], recorded as `admin.remove_console_user`.
-    pub async fn remove_console_user(&self, name: &str) -> Result<(), HubError> {
-        let started = std::time::Instant::now();
-        let r = self.hub.remove_console_user(name).await;
-        self.record(
-            "admin.remove_console_user",
-            serde_json::json!({ "name": name }),
-            None,
-            &r,
-            |_| serde_json::json!({ "name": name, "removed": true }),
             started,
         )
         .await;

@@ -16,6 +16,7 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
+use crate::admin::ActingAdmin;
 use crate::{Hub, HubError};
 pub use memberspot_store::{ConsoleRole, ConsoleSession, ConsoleUser};
 
@@ -234,6 +235,28 @@ impl Hub {
         }
     }
 
+    /// Gives a console user another role (refused for the last owner).
+    pub async fn set_console_role(
+        &self,
+        name: &str,
+        role: ConsoleRole,
+    ) -> Result<ConsoleUser, HubError> {
+        Ok(self.store().set_console_role(name, role, now_ms()).await?)
+    }
+
+    /// A user changes their own password: the current one must be right (else
+    /// [`HubError::Unauthenticated`]). Ends all their sessions, like a reset.
+    pub async fn change_console_password(
+        &self,
+        name: &str,
+        current: &SecretString,
+        new: &SecretString,
+    ) -> Result<(), HubError> {
+        check_password(new)?;
+        self.console_login(name, current).await?;
+        self.reset_console_password(name, new).await
+    }
+
     /// Sets a new password and ends the user's sessions.
     pub async fn reset_console_password(
         &self,
@@ -367,6 +390,117 @@ impl Hub {
             .use_console_setup_token(&secret_hash(token), name, &hash, now_ms())
             .await?)
     }
+}
+
+impl ActingAdmin<'_> {
+    /// [`Hub::add_console_user`], recorded as `admin.add_console_user` (the password is
+    /// not).
+    pub async fn add_console_user(
+        &self,
+        name: &str,
+        password: &SecretString,
+        role: ConsoleRole,
+    ) -> Result<ConsoleUser, HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub().add_console_user(name, password, role).await;
+        let args = serde_json::json!({ "name": name, "role": role });
+        self.record(
+            "admin.add_console_user",
+            args,
+            None,
+            &r,
+            user_value,
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::remove_console_user`], recorded as `admin.remove_console_user`.
+    pub async fn remove_console_user(&self, name: &str) -> Result<(), HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub().remove_console_user(name).await;
+        let done = |_: &()| serde_json::json!({ "name": name, "removed": true });
+        let args = serde_json::json!({ "name": name });
+        self.record("admin.remove_console_user", args, None, &r, done, started)
+            .await;
+        r
+    }
+
+    /// [`Hub::set_console_role`], recorded as `admin.set_console_role`.
+    pub async fn set_console_role(
+        &self,
+        name: &str,
+        role: ConsoleRole,
+    ) -> Result<ConsoleUser, HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub().set_console_role(name, role).await;
+        let args = serde_json::json!({ "name": name, "role": role });
+        self.record(
+            "admin.set_console_role",
+            args,
+            None,
+            &r,
+            user_value,
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::reset_console_password`] of another user, recorded as
+    /// `admin.reset_console_password` (the password is not).
+    pub async fn reset_console_password(
+        &self,
+        name: &str,
+        password: &SecretString,
+    ) -> Result<(), HubError> {
+        let started = std::time::Instant::now();
+        let r = self.hub().reset_console_password(name, password).await;
+        let done = |_: &()| serde_json::json!({ "name": name, "password_reset": true });
+        let args = serde_json::json!({ "name": name });
+        self.record(
+            "admin.reset_console_password",
+            args,
+            None,
+            &r,
+            done,
+            started,
+        )
+        .await;
+        r
+    }
+
+    /// [`Hub::change_console_password`] of the acting user, recorded as
+    /// `admin.change_console_password` (neither password is).
+    pub async fn change_own_console_password(
+        &self,
+        current: &SecretString,
+        new: &SecretString,
+    ) -> Result<(), HubError> {
+        let started = std::time::Instant::now();
+        let name = self.actor().name.clone();
+        let r = self
+            .hub()
+            .change_console_password(&name, current, new)
+            .await;
+        let done = |_: &()| serde_json::json!({ "name": name, "password_changed": true });
+        let args = serde_json::json!({ "name": name });
+        self.record(
+            "admin.change_console_password",
+            args,
+            None,
+            &r,
+            done,
+            started,
+        )
+        .await;
+        r
+    }
+}
+
+fn user_value(u: &ConsoleUser) -> serde_json::Value {
+    serde_json::json!({ "name": u.name, "role": u.role })
 }
 
 #[cfg(test)]

@@ -74,6 +74,39 @@ fn user_not_found(name: &str) -> StoreError {
     StoreError::NotFound(format!("console user '{name}' not found"))
 }
 
+fn last_owner(name: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "console user '{name}' is the last owner; make another user owner first"
+    ))
+}
+
+/// A user's role, read inside the console-users transaction.
+async fn role_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    name: &str,
+) -> Result<Option<ConsoleRole>, StoreError> {
+    let role: Option<String> = sqlx::query_scalar("SELECT role FROM console_users WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?;
+    role.map(|r| parse_stored(&r, &format!("console user '{name}'")))
+        .transpose()
+}
+
+/// How many owners there are other than `name`.
+async fn owners_besides(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    name: &str,
+) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM console_users WHERE role = $1 AND name <> $2")
+            .bind(ConsoleRole::Owner.as_str())
+            .bind(name)
+            .fetch_one(&mut **tx)
+            .await?,
+    )
+}
+
 impl Store {
     /// Adds a console user; a taken name is a [`StoreError::Conflict`].
     pub async fn insert_console_user(
@@ -131,8 +164,23 @@ impl Store {
     }
 
     /// Removes a console user and, with it, their sessions. False if there was none.
+    /// Refused ([`StoreError::Conflict`]) when it would leave users but no owner; removing
+    /// the very last user returns the hub to its first run (a setup link).
     pub async fn remove_console_user(&self, name: &str) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_console_users_write().await?;
+        let Some(role) = role_in(&mut tx, name).await? else {
+            return Ok(false);
+        };
+        if role == ConsoleRole::Owner {
+            let others: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM console_users WHERE name <> $1")
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if others > 0 && owners_besides(&mut tx, name).await? == 0 {
+                return Err(last_owner(name));
+            }
+        }
         sqlx::query("DELETE FROM console_sessions WHERE user_name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -143,6 +191,40 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    /// Gives a console user another role; the change applies to their open sessions at
+    /// once (a session reads the role on every request). [`StoreError::NotFound`] if there
+    /// is no such user, [`StoreError::Conflict`] if it would demote the last owner.
+    pub async fn set_console_role(
+        &self,
+        name: &str,
+        role: ConsoleRole,
+        now: i64,
+    ) -> Result<ConsoleUser, StoreError> {
+        let mut tx = self.begin_console_users_write().await?;
+        let Some(current) = role_in(&mut tx, name).await? else {
+            return Err(user_not_found(name));
+        };
+        if current == ConsoleRole::Owner
+            && role != ConsoleRole::Owner
+            && owners_besides(&mut tx, name).await? == 0
+        {
+            return Err(last_owner(name));
+        }
+        sqlx::query("UPDATE console_users SET role = $1, updated_at = $2 WHERE name = $3")
+            .bind(role.as_str())
+            .bind(now)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(&format!("{USER_SELECT} WHERE name = $1"))
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        let user = user_from_row(&row)?;
+        tx.commit().await?;
+        Ok(user)
     }
 
     /// Replaces a user's password hash and ends all their sessions (a reset password
@@ -320,7 +402,7 @@ impl Store {
         now: i64,
     ) -> Result<ConsoleUser, StoreError> {
         check_name("console user", name)?;
-        let mut tx = self.begin_console_setup_write().await?;
+        let mut tx = self.begin_console_users_write().await?;
         let used = sqlx::query(
             "UPDATE console_setup_tokens SET used_at = $1 WHERE token_hash = $2 \
              AND used_at IS NULL AND expires_at > $1 \

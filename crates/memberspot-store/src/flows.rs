@@ -376,6 +376,25 @@ impl FlowStore<'_> {
         rows.iter().map(run_from_row).collect()
     }
 
+    /// Failed runs that started at or after `since`, newest first, at most `limit`.
+    pub async fn failed_runs_since(
+        &self,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<FlowRun>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM flow_runs WHERE status = $1 AND started_at >= $2 \
+             ORDER BY seq DESC LIMIT {}",
+            limit.clamp(1, 10_000)
+        );
+        let rows = sqlx::query(&sql)
+            .bind(crate::RunStatus::Failed.as_str())
+            .bind(since)
+            .fetch_all(&self.store.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
     pub async fn get_run(&self, id: &str) -> Result<Option<FlowRun>, StoreError> {
         let row = sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM flow_runs WHERE id = $1"

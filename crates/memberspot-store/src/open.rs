@@ -19,7 +19,7 @@ const AUDIT_LOCK_KEY: i64 = 0x6d73_6875_6261_7564;
 /// PostgreSQL advisory lock key serializing changes to sealed keys ("mshubkey").
 const KEYS_LOCK_KEY: i64 = 0x6d73_6875_626b_6579;
 /// PostgreSQL advisory lock key serializing uses of console setup links ("mshsetup").
-const CONSOLE_SETUP_LOCK_KEY: i64 = 0x6d73_6873_6574_7570;
+const CONSOLE_USERS_LOCK_KEY: i64 = 0x6d73_6873_6574_7570;
 /// How long SQLite waits for another writer (other connection or process) to finish.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5000;
 
@@ -176,12 +176,14 @@ impl Store {
         self.begin_serialized_write(KEYS_LOCK_KEY).await
     }
 
-    /// A write transaction in which uses of first-run setup links run one at a time: two
-    /// different links used at once must not both find "no console user yet".
-    pub(crate) async fn begin_console_setup_write(
+    /// A write transaction in which changes to who the console users are and what they may
+    /// do run one at a time: two setup links used at once must not both find "no console
+    /// user yet", and two owners demoting or removing each other at once must not both
+    /// find "another owner is left".
+    pub(crate) async fn begin_console_users_write(
         &self,
     ) -> Result<Transaction<'static, Any>, StoreError> {
-        self.begin_serialized_write(CONSOLE_SETUP_LOCK_KEY).await
+        self.begin_serialized_write(CONSOLE_USERS_LOCK_KEY).await
     }
 
     /// A write transaction that, on PostgreSQL, first takes the advisory lock `key`, so

@@ -2197,6 +2197,101 @@ async fn setup_links_race(a: Store, b: Store) {
     }
 }
 
+/// Two owners demote each other, then remove each other, at the same moment from `a` and
+/// `b`: each change alone is allowed (another owner is left), both together would leave no
+/// owner. Exactly one wins each round.
+async fn last_owner_race(a: Store, b: Store) {
+    use memberspot_store::ConsoleRole;
+    let now = chrono::Utc::now().timestamp_millis();
+    for round in 0..20 {
+        a.insert_console_user("vera", "hash-v", ConsoleRole::Viewer, now)
+            .await
+            .unwrap();
+        for name in ["anna", "bert"] {
+            a.insert_console_user(name, "hash", ConsoleRole::Owner, now)
+                .await
+                .unwrap();
+        }
+        let (ra, rb) = tokio::join!(
+            a.set_console_role("bert", ConsoleRole::Viewer, now),
+            b.set_console_role("anna", ConsoleRole::Viewer, now),
+        );
+        let owners = |users: Vec<memberspot_store::ConsoleUser>| {
+            users
+                .into_iter()
+                .filter(|u| u.role == ConsoleRole::Owner)
+                .count()
+        };
+        assert_eq!(
+            owners(a.list_console_users().await.unwrap()),
+            1,
+            "round {round}: {ra:?} {rb:?}"
+        );
+        assert_eq!([&ra, &rb].iter().filter(|r| r.is_ok()).count(), 1);
+        for name in ["anna", "bert"] {
+            a.set_console_role(name, ConsoleRole::Owner, now)
+                .await
+                .unwrap();
+        }
+        let (ra, rb) = tokio::join!(a.remove_console_user("anna"), b.remove_console_user("bert"));
+        assert_eq!(
+            owners(a.list_console_users().await.unwrap()),
+            1,
+            "round {round}: {ra:?} {rb:?}"
+        );
+        assert!(
+            matches!(
+                (&ra, &rb),
+                (Ok(true), Err(StoreError::Conflict(_))) | (Err(StoreError::Conflict(_)), Ok(true))
+            ),
+            "round {round}: {ra:?} {rb:?}"
+        );
+        // The survivor is the last owner: kept while vera is there, removable once alone
+        // (back to the first run).
+        let survivor = if ra.is_ok() { "bert" } else { "anna" };
+        a.set_console_role(survivor, ConsoleRole::Viewer, now)
+            .await
+            .expect_err("the last owner is not demoted");
+        a.remove_console_user(survivor)
+            .await
+            .expect_err("nor removed while vera is left");
+        assert!(a.remove_console_user("vera").await.unwrap());
+        assert!(a.remove_console_user(survivor).await.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_owner_race_two_sqlite_stores() {
+    let (_dir, path) = sqlite_db();
+    let url = sqlite_url(&path);
+    let (a, b) = (
+        Store::open(&url).await.unwrap(),
+        Store::open(&url).await.unwrap(),
+    );
+    last_owner_race(a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_owner_race_one_postgres_store() {
+    with_pg_db(|url| async move {
+        let store = Store::open(&url).await.unwrap();
+        last_owner_race(store.clone(), store).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_owner_race_two_postgres_stores() {
+    with_pg_db(|url| async move {
+        let (a, b) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
+        last_owner_race(a, b).await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_links_race_one_sqlite_store() {
     let (_dir, path) = sqlite_db();
