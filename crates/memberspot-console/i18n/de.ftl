@@ -15,7 +15,7 @@ login-name = Name
 login-password = Passwort
 login-submit = Anmelden
 login-failed = Name oder Passwort ist falsch.
-login-limited = Zu viele Anmeldeversuche. Bitte in { $seconds } Sekunden erneut versuchen.
+login-limited = Zu viele Anmeldeversuche. Bitte versuch es in { $seconds } Sekunden erneut.
 login-busy = Der Hub prüft gerade sehr viele Anmeldungen. Bitte versuch es in { $seconds } Sekunden erneut.
 login-no-users = Es gibt noch keinen Konsolen-Nutzer. Öffne den Einrichtungslink, den `memberspot serve` ausgegeben hat, oder lege einen an mit `memberspot console add-user NAME --role owner --password-stdin`.
 logged-out = Du bist abgemeldet.
@@ -294,12 +294,12 @@ events-detail-title = Ereignis { $name }
 events-payload = Inhalt
 events-history = Verarbeitungsverlauf
 events-history-empty = Noch nicht verarbeitet.
-events-calls = Werkzeugaufrufe
-events-calls-empty = Dieses Ereignis hat kein Werkzeug aufgerufen.
+events-calls = Tool-Aufrufe
+events-calls-empty = Dieses Ereignis hat kein Tool aufgerufen.
 events-replay = Ereignis erneut verarbeiten
 events-dead-viewer = Dieses Ereignis ist gescheitert. Eine Inhaberin oder ein Inhaber kann es erneut verarbeiten.
 events-replay-title = { $name } erneut verarbeiten?
-events-replay-explain = Das Ereignis kommt wieder in die Warteschlange: bereits erfolgreiche Werkzeugaufrufe werden nicht wiederholt; ein Ereignis ohne geplante Aufrufe wird nach den aktuellen Regeln neu entschieden.
+events-replay-explain = Das Ereignis kommt wieder in die Warteschlange: bereits erfolgreiche Tool-Aufrufe werden nicht wiederholt; ein Ereignis ohne geplante Aufrufe wird nach den aktuellen Regeln neu entschieden.
 events-replay-confirm = Ja, erneut verarbeiten
 events-replayed = Ereignis { $id } ist wieder in der Warteschlange.
 
@@ -393,23 +393,23 @@ events-receiver = Empfangs-URL
 events-receiver-of = Empfangs-URL von { $name }
 events-dry-run = Probelauf gegen die Regeln
 events-dry-run-title = Probelauf von { $name }
-events-dry-run-note = Ein Probelauf ändert nichts: Kein Werkzeug wird aufgerufen, nichts wird geschrieben. Er entscheidet wie die Worker jetzt, ausgehend vom gespeicherten Stand der Bestellung.
+events-dry-run-note = Ein Probelauf ändert nichts: Kein Tool wird aufgerufen, nichts wird geschrieben. Er entscheidet wie die Worker jetzt, ausgehend vom gespeicherten Stand der Bestellung.
 events-rule = Regel
 events-rule-line = Regel { $index } (Zeile { $line }): Produkt { $product } → Angebot { $offer }
 events-rule-none = keine
 events-outcome = Ergebnis
 events-would-call = { $count ->
-    [one] würde 1 Werkzeug aufrufen
-   *[other] würde { $count } Werkzeuge aufrufen
+    [one] würde 1 Tool aufrufen
+   *[other] würde { $count } Tools aufrufen
 }
 events-order-state = Stand der Bestellung
 events-dry-run-resumes = Dieses Ereignis hat schon einen Plan: Eine Wiederholung setzt diese Aufrufe fort (erfolgreiche werden nicht wiederholt), statt neu zu entscheiden.
-events-dry-run-no-calls = Kein Werkzeug würde aufgerufen.
+events-dry-run-no-calls = Kein Tool würde aufgerufen.
 
 # Chat
 nav-chat = Chat
 chat-title = Chat
-chat-intro = Mit einer Persona sprechen: ihr Modell (aus models.toml) ruft die Werkzeuge der Persona an ihrer Schule auf. Jeder Aufruf steht im Audit-Log unter der Persona, mit dir als Endnutzer. Änderungen, die laut den Einstellungen der Persona bestätigt werden müssen, warten auf deine Bestätigung.
+chat-intro = Mit einer Persona sprechen: ihr Modell (aus models.toml) ruft die Tools der Persona an ihrer Schule auf. Jeder Aufruf steht im Protokoll unter der Persona, mit dir als Endnutzer. Änderungen, die laut den Einstellungen der Persona bestätigt werden müssen, warten auf deine Bestätigung.
 chat-empty = Noch keine Persona kann chatten: Gib einer in models.toml ein Modell ([personas.NAME] model = "…").
 chat-not-configured = Die Persona { $name } hat kein Chat-Modell in models.toml (oder die Konsole wurde ohne gestartet).
 chat-with = Chat mit { $name }
@@ -418,7 +418,7 @@ chat-message = Deine Nachricht
 chat-send = Senden
 chat-you = Du
 chat-assistant = Antwort
-chat-tool-call = Werkzeugaufruf
+chat-tool-call = Tool-Aufruf
 chat-call-ok = ok
 chat-arguments = Argumente
 chat-result = Ergebnis
@@ -426,6 +426,8 @@ chat-pending-title = Wartet auf deine Bestätigung
 chat-pending-text = Die Persona möchte { $tool } ausführen. Noch ist nichts gelaufen.
 chat-confirm = Bestätigen
 chat-deny = Ablehnen
+chat-gone-title = Dieses Gespräch ist beendet
+chat-gone = Nichts wurde ausgeführt: Der Aufruf, den du beantwortet hast, gehört zu einem Gespräch, das dieser Hub nicht mehr hat. Gespräche bleiben eine Stunde ohne Nutzung im Speicher der Instanz, die sie begonnen hat, und enden mit einem Neustart; hinter einem Load Balancer muss ein Browser immer dieselbe Instanz erreichen (Sticky Sessions). Fang unten neu an.
 
 # Anmeldung über MCP (OAuth)
 nav-apps = Verbundene Apps
@@ -433,7 +435,7 @@ oauth-error-title = Diese Anmeldung kann nicht fortgesetzt werden
 oauth-off = Die Anmeldung für KI-Assistenten (OAuth) ist auf diesem Hub nicht eingeschaltet.
 oauth-no-public-url = Dieser Hub hat keine öffentliche Adresse. Starte ihn mit --public-url https://…, damit sich Assistenten anmelden können.
 oauth-consent-title = { $client } Zugriff auf diesen Hub erlauben?
-oauth-consent-explain = Der Assistent handelt als die Persona, die du unten wählst: Er kann genau deren Werkzeuge aufrufen, innerhalb ihrer Grenzen, und jeder Aufruf wird im Protokoll festgehalten. Unter „Verbundene Apps“ kannst du das jederzeit widerrufen.
+oauth-consent-explain = Der Assistent handelt als die Persona, die du unten wählst: Er kann genau deren Tools aufrufen, innerhalb ihrer Grenzen, und jeder Aufruf wird im Protokoll festgehalten. Unter „Verbundene Apps“ kannst du das jederzeit widerrufen.
 oauth-owners-only = Nur eine Inhaberin oder ein Inhaber kann einem Assistenten die Anmeldung erlauben. Bitte wende dich an sie.
 oauth-client = App
 oauth-redirect-host = Kehrt zurück zu

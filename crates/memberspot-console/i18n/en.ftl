@@ -426,6 +426,8 @@ chat-pending-title = Waiting for your confirmation
 chat-pending-text = The persona wants to run { $tool }. Nothing has run yet.
 chat-confirm = Confirm
 chat-deny = Deny
+chat-gone-title = This conversation has ended
+chat-gone = Nothing ran: the call you answered belongs to a conversation this hub no longer holds. Conversations are kept in memory for an hour without use, on the instance that started them, and a restart ends them; behind a load balancer, send a browser to one instance (sticky sessions). Start again below.
 
 # Remote MCP sign-in (OAuth)
 nav-apps = Connected apps

@@ -319,7 +319,9 @@ pub async fn send(
     Change(s, f): Change<MessageForm>,
 ) -> Response {
     let Some(chat) = service(&c).filter(|ch| ch.configured(&persona)) else {
-        return StatusCode::NOT_FOUND.into_response();
+        let v = View::signed(&c, &s, "/chat");
+        let text = v.ta("chat-not-configured", &[("name", persona.clone().into())]);
+        return v.message(StatusCode::NOT_FOUND, "error-title", &text);
     };
     let conv = match chat.open(&c, &s, &persona) {
         Ok(conv) => conv,
@@ -348,8 +350,18 @@ pub async fn confirm(
     Path(persona): Path<String>,
     Change(s, f): Change<ConfirmForm>,
 ) -> Response {
+    // Gone: idle for an hour, the hub restarted, or (behind a load balancer without
+    // sticky sessions) another instance holds it. Nothing ran; the page says so.
     let Some(conv) = service(&c).and_then(|ch| ch.existing(&s, &persona)) else {
-        return StatusCode::NOT_FOUND.into_response();
+        let v = View::signed(&c, &s, "/chat");
+        return v.page(
+            StatusCode::NOT_FOUND,
+            &v.t("chat-gone-title"),
+            maud::html! {
+                p.notice.warning role="alert" { (v.t("chat-gone")) }
+                p { a href={ "/chat/" (urlencode(&persona)) } { (v.ta("chat-with", &[("name", persona.clone().into())])) } }
+            },
+        );
     };
     let mut g = conv.lock().await;
     g.used = Instant::now();

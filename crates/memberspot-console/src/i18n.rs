@@ -319,19 +319,29 @@ mod tests {
     }
 
     /// The German pages speak to the reader one way, with "du" (as the platform does),
-    /// never with the formal "Sie": a formal word inside a sentence is a slip.
+    /// never with the formal "Sie". Inside a sentence a capitalised "Sie"/"Ihr…" is formal;
+    /// at a sentence's start it may mean "they"/"its", so there only the forms that cannot
+    /// are slips: "Ihnen", and a verb followed by "Sie" ("Geben Sie", "können Sie").
     #[test]
     fn german_says_du_throughout() {
         let formal = [
             "Sie", "Ihnen", "Ihr", "Ihre", "Ihren", "Ihrem", "Ihrer", "Ihres",
         ];
+        let is_verb_before_sie = |w: &str| {
+            let w = w.trim_matches(|c: char| !c.is_alphabetic());
+            w.ends_with("en") || w.ends_with("ern") || w.ends_with("eln")
+        };
         let mut slips = Vec::new();
         for line in Lang::De.source().lines() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            for pair in words.windows(2) {
-                let word = pair[1].trim_matches(|c: char| !c.is_alphabetic());
-                let starts_sentence = pair[0].ends_with(['.', ':', '!', '?', '=']);
-                if formal.contains(&word) && !starts_sentence {
+            let text = line.split_once(" = ").map_or(line, |(_, t)| t);
+            let words: Vec<&str> = text.split_whitespace().collect();
+            for (i, w) in words.iter().enumerate() {
+                let word = w.trim_matches(|c: char| !c.is_alphabetic());
+                let starts_sentence = i == 0 || words[i - 1].ends_with(['.', ':', '!', '?', ';']);
+                let slip = (formal.contains(&word) && !starts_sentence)
+                    || word == "Ihnen"
+                    || (word == "Sie" && i > 0 && is_verb_before_sie(words[i - 1]));
+                if slip {
                     slips.push(line.to_owned());
                 }
             }

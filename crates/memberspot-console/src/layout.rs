@@ -16,7 +16,8 @@ pub struct View<'a> {
     pub console: &'a Console,
     pub lang: Lang,
     pub user: Option<&'a Signed>,
-    /// The path, for the language switch to come back to.
+    /// The page's section (for the navigation), and where the language switch comes back
+    /// to when the page has no address of its own (a form's answer).
     pub path: &'a str,
 }
 
@@ -125,7 +126,8 @@ impl<'a> View<'a> {
                                 }
                             }
                         }
-                        a.lang href={ "/lang?to=" (self.lang.other().code()) "&back=" (urlencode(self.path)) }
+                        @let back = self.user.map(|u| u.here.as_str()).filter(|h| !h.is_empty()).unwrap_or(self.path);
+                        a.lang href={ "/lang?to=" (self.lang.other().code()) "&back=" (urlencode(back)) }
                             hreflang=(self.lang.other().code()) { (self.t("lang-switch")) }
                     }
                     main {

@@ -72,6 +72,9 @@ pub struct Signed {
     pub session: SecretString,
     /// The CSRF token of this session's forms.
     pub csrf: String,
+    /// The page asked for, path and query, when it was a `GET` (the language switch comes
+    /// back to it); empty for a form's answer, which has no address to come back to.
+    pub here: String,
 }
 
 impl Signed {
@@ -103,6 +106,7 @@ impl FromRequestParts<Arc<Console>> for Signed {
             .await
         {
             Ok(Some(s)) => Ok(Signed {
+                here: here(parts),
                 csrf: csrf_of(&id),
                 name: s.user,
                 role: s.role,
@@ -116,6 +120,20 @@ impl FromRequestParts<Arc<Console>> for Signed {
             }
         }
     }
+}
+
+/// Path and query of a `GET` as the browser asked for it (before any nesting of routers).
+fn here(parts: &Parts) -> String {
+    if parts.method != axum::http::Method::GET {
+        return String::new();
+    }
+    let uri = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(&parts.uri, |o| &o.0);
+    uri.path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default()
 }
 
 /// A session's CSRF token: derived from the session id (which only the browser and, as a

@@ -233,6 +233,31 @@ async fn chat_confirm(backend: Backend) {
     assert!(page.body.contains("Understood, nothing deleted."));
     assert!(page.body.contains("declined"), "{}", page.body);
 
+    // A browser without this conversation (another owner; another instance without sticky
+    // sessions, or after a restart, is the same): its Confirm runs nothing and the page
+    // says why; a persona without a chat model is a page too, not a bare 404.
+    let mut b = signed_in(&t, &plugin, "bert", ConsoleRole::Owner).await;
+    let b_csrf = b.get("/chat").await.csrf();
+    let gone = b
+        .post(
+            "/chat/helper/confirm",
+            &[("csrf", &b_csrf), ("id", &id), ("approve", "yes")],
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert!(
+        gone.body.contains("<h1>This conversation has ended</h1>")
+            && gone.body.contains("Nothing ran"),
+        "{}",
+        gone.body
+    );
+    assert!(member_exists(&t, &second).await);
+    let unknown = b
+        .post("/chat/nobody", &[("csrf", &b_csrf), ("message", "hi")])
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.body.contains("Persona nobody has no chat model"));
+
     let audit = t
         .hub
         .audit(&AuditFilter {

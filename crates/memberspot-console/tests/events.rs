@@ -425,9 +425,7 @@ async fn dry_run_and_sources(backend: Backend) {
     anna.cookies.insert("msh_lang".into(), "de".into());
     let de = anna.get(&format!("/events/{matched}/dry-run")).await;
     assert!(de.body.contains("Probelauf von on_payment"), "{}", de.body);
-    assert!(
-        de.body.contains("würde 1 Werkzeug aufrufen") || de.body.contains("Werkzeuge aufrufen")
-    );
+    assert!(de.body.contains("würde 1 Tool aufrufen") || de.body.contains("Tools aufrufen"));
     t.close().await;
 }
 

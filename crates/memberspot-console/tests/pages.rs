@@ -610,6 +610,15 @@ async fn overview_page(backend: Backend) {
         by_browser.body
     );
     assert!(by_browser.body.contains("<h1>Übersicht</h1>"));
+    // The switch comes back to the page as it was asked for, query included.
+    let filtered = c.get("/?connection=sandbox").await;
+    assert!(
+        filtered
+            .body
+            .contains("href=\"/lang?to=en&amp;back=%2F%3Fconnection%3Dsandbox\""),
+        "{}",
+        filtered.body
+    );
     let switched = c.get("/lang?to=en&back=/").await;
     assert_eq!(switched.location(), Some("/"));
     assert_eq!(c.cookies.get("msh_lang").map(String::as_str), Some("en"));
