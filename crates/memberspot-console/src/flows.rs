@@ -104,18 +104,44 @@ fn flow_rows(c: &Console) -> Vec<(String, TriggerText, Option<i64>, bool)> {
     rows
 }
 
+/// What the page's forms held when one was refused, to show it again as typed.
+#[derive(Default)]
+struct Typed<'a> {
+    /// The flow picked in "run with input".
+    name: &'a str,
+    input: &'a str,
+    date: &'a str,
+}
+
 pub async fn list(State(c): State<Arc<Console>>, s: Signed) -> Response {
+    render(&c, &s, StatusCode::OK, None, &Typed::default()).await
+}
+
+/// The flows page again, answering a refused form with `problem` and what was typed.
+async fn refused(c: &Console, s: &Signed, problem: &str, typed: &Typed<'_>) -> Response {
+    let message = Some(notice("failed", problem));
+    render(c, s, StatusCode::BAD_REQUEST, message, typed).await
+}
+
+async fn render(
+    c: &Console,
+    s: &Signed,
+    status: StatusCode,
+    message: Option<maud::Markup>,
+    typed: &Typed<'_>,
+) -> Response {
     let runs = match c.hub.flows_store().list_runs(None, 50).await {
         Ok(r) => r,
-        Err(e) => return failure(&c, s.lang, &HubError::from(e)),
+        Err(e) => return failure(c, s.lang, &HubError::from(e)),
     };
-    let rows = flow_rows(&c);
+    let rows = flow_rows(c);
     let has_digest = c.flows.get().is_some();
-    let v = View::signed(&c, &s, "/flows");
+    let v = View::signed(c, s, "/flows");
     v.page(
-        StatusCode::OK,
+        status,
         &v.t("flows-title"),
         html! {
+            @if let Some(m) = message { (m) }
             @if rows.is_empty() {
                 (empty(&v.t("flows-empty")))
             } @else {
@@ -155,11 +181,11 @@ pub async fn list(State(c): State<Arc<Console>>, s: Signed) -> Response {
                         label for="flow-name" { (v.t("flows-name")) }
                         select id="flow-name" name="name" {
                             @for (name, _, _, runnable) in &rows {
-                                @if *runnable { option value=(name) { (name) } }
+                                @if *runnable { option value=(name) selected[typed.name == name.as_str()] { (name) } }
                             }
                         }
                         label for="flow-input" { (v.t("flows-input-json")) }
-                        textarea id="flow-input" name="input" rows="4" placeholder="{}" {}
+                        textarea id="flow-input" name="input" rows="4" placeholder="{}" { (typed.input) }
                         div {
                             button.secondary type="submit" name="dry_run" value="1" { (v.t("flows-dry-run")) }
                             " "
@@ -176,7 +202,7 @@ pub async fn list(State(c): State<Arc<Console>>, s: Signed) -> Response {
                     input type="hidden" name="csrf" value=(s.csrf);
                     div {
                         label for="date" { (v.t("flows-digest-date")) }
-                        input id="date" name="date" type="date";
+                        input id="date" name="date" type="date" value=(typed.date);
                     }
                     div { button.secondary type="submit" name="action" value="preview" { (v.t("flows-digest-preview")) } }
                     div { button type="submit" name="action" value="send" { (v.t("flows-digest-send")) } }
@@ -359,15 +385,17 @@ async fn run_named(c: Arc<Console>, s: Signed, name: String, f: RunForm) -> Resp
         Some(text) => match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                return failure(
-                    &c,
+                let problem = c.i18n.text(
                     s.lang,
-                    &HubError::Invalid(c.i18n.text(
-                        s.lang,
-                        "flows-input-not-json",
-                        &[("error", e.to_string().into())],
-                    )),
+                    "flows-input-not-json",
+                    &[("error", e.to_string().into())],
                 );
+                let typed = Typed {
+                    name: &name,
+                    input: text,
+                    ..Typed::default()
+                };
+                return refused(&c, &s, &problem, &typed).await;
             }
         },
     };
@@ -474,15 +502,16 @@ pub async fn digest(State(c): State<Arc<Console>>, Change(s, f): Change<DigestFo
         d => match NaiveDate::parse_from_str(d, "%Y-%m-%d") {
             Ok(d) => Some(d),
             Err(_) => {
-                return failure(
-                    &c,
+                let problem = c.i18n.text(
                     s.lang,
-                    &HubError::Invalid(c.i18n.text(
-                        s.lang,
-                        "error-not-yyyy-mm-dd",
-                        &[("field", "date".into()), ("value", d.into())],
-                    )),
+                    "error-not-yyyy-mm-dd",
+                    &[("field", "date".into()), ("value", d.into())],
                 );
+                let typed = Typed {
+                    date: d,
+                    ..Typed::default()
+                };
+                return refused(&c, &s, &problem, &typed).await;
             }
         },
     };
@@ -526,8 +555,8 @@ pub async fn digest(State(c): State<Arc<Console>>, Change(s, f): Change<DigestFo
             @if send {
                 @for (target, d) in &run.deliveries {
                     @match d {
-                        Ok(detail) => (notice("ok", &format!("{target:?}: {detail}"))),
-                        Err(e) => (notice("failed", &format!("{target:?}: {e}"))),
+                        Ok(detail) => (notice("ok", &format!("{}: {detail}", target_name(&v, *target)))),
+                        Err(e) => (notice("failed", &format!("{}: {e}", target_name(&v, *target)))),
                     }
                 }
                 @if run.deliveries.is_empty() { (notice("warning", &v.t("flows-digest-no-targets"))) }
@@ -538,6 +567,16 @@ pub async fn digest(State(c): State<Arc<Console>>, Change(s, f): Change<DigestFo
             p { a href="/flows" { (v.t("back")) } }
         },
     )
+}
+
+/// A delivery target as the page's language names it.
+fn target_name(v: &View<'_>, t: memberspot_flows::config::Target) -> String {
+    use memberspot_flows::config::Target;
+    v.t(match t {
+        Target::Slack => "flows-target-slack",
+        Target::Email => "flows-target-email",
+        Target::Stdout => "flows-target-stdout",
+    })
 }
 
 crate::form::csrf_forms!(RunForm, DigestForm);

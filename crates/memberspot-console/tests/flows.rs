@@ -30,6 +30,10 @@ trigger.manual = true
 [[flows.steps]]
 name = "offers"
 tool = "list_offers"
+
+[[flows.steps]]
+name = "note"
+transform = "{{ input.note | default('none') }}"
 "#;
 
 async fn flows_page(backend: Backend) {
@@ -107,6 +111,11 @@ async fn flows_page(backend: Backend) {
         .await;
     assert_eq!(with_input.status, StatusCode::OK, "{}", with_input.body);
     assert!(with_input.body.contains("Dry run of offers-report"));
+    assert!(
+        with_input.body.contains("from the console"),
+        "the input reached the steps: {}",
+        with_input.body
+    );
     let bad_input = anna
         .post(
             "/flows/run",
@@ -118,6 +127,15 @@ async fn flows_page(backend: Backend) {
         )
         .await;
     assert_eq!(bad_input.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad_input.body.contains("input must be JSON")
+            && bad_input.body.contains(">{oops</textarea>")
+            && bad_input
+                .body
+                .contains("<option value=\"offers-report\" selected>"),
+        "refused on the flows page with what was typed: {}",
+        bad_input.body
+    );
     let unknown = anna
         .post(
             "/flows/no-such-flow/run",
@@ -151,6 +169,21 @@ async fn flows_page(backend: Backend) {
         preview.body.contains("nothing was sent"),
         "{}",
         preview.body
+    );
+    let bad_date = anna
+        .post(
+            "/flows/digest",
+            &[("csrf", &csrf), ("date", "29.03.2026"), ("action", "send")],
+        )
+        .await;
+    assert_eq!(bad_date.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad_date
+            .body
+            .contains("date: `29.03.2026` is not YYYY-MM-DD")
+            && bad_date.body.contains("value=\"29.03.2026\""),
+        "{}",
+        bad_date.body
     );
 
     let runs: Vec<_> = t
