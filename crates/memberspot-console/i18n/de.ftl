@@ -226,6 +226,7 @@ members-empty = Suche ein Mitglied per E-Mail oder Name, um seine Angebote und s
 members-not-found = Kein Mitglied hat die Adresse { $email }.
 members-holdings = Angebote
 members-no-holdings = Dieses Mitglied hat noch keine Angebote. Schalte unten eines frei.
+members-no-holdings-plain = Dieses Mitglied hat noch keine Angebote.
 members-offer = Angebot
 members-order = Bestellung
 members-expires = Läuft ab

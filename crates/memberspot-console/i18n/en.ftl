@@ -226,6 +226,7 @@ members-empty = Find a member by e-mail or name to see what they hold and their 
 members-not-found = No member has the address { $email }.
 members-holdings = Offers held
 members-no-holdings = This member holds no offers yet. Grant one below.
+members-no-holdings-plain = This member holds no offers yet.
 members-offer = Offer
 members-order = Order
 members-expires = Expires

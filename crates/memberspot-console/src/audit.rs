@@ -89,7 +89,7 @@ fn who(r: &AuditRecord) -> String {
 
 /// The offer names of the schools a page shows, read as their operator under the signed-in
 /// console user.
-fn offer_names(c: &Console, s: &Signed) -> OfferNamesByConnection {
+pub(crate) fn offer_names(c: &Console, s: &Signed) -> OfferNamesByConnection {
     let mut ctx = CallContext::new(Surface::Console);
     ctx.end_user = Some(format!("console:{}", s.name));
     OfferNamesByConnection::new(&c.hub, ctx)

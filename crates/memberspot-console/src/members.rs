@@ -324,7 +324,7 @@ async fn member(
             }
             h2 { (v.t("members-holdings")) }
             @if member.offers.is_empty() {
-                (empty(&v.t("members-no-holdings")))
+                (empty(&v.t(if s.is_owner() && !offers.is_empty() { "members-no-holdings" } else { "members-no-holdings-plain" })))
             } @else {
                 div.scroll { table {
                     thead { tr {
@@ -466,6 +466,16 @@ fn holding_fields(s: &Signed, connection: &str, email: &str, offer_id: &str) -> 
     }
 }
 
+/// An offer as the confirmation pages name it: `Name (id)` when the school (read at most
+/// once a minute, shared with the audit log's views) knows it, else the id.
+async fn offer_label(c: &Console, s: &Signed, connection: &str, offer_id: &str) -> String {
+    let name = match crate::audit::offer_names(c, s).of(connection).await {
+        Some(names) => names.name_of(offer_id).await,
+        None => None,
+    };
+    memberspot_hub::offer_names::label(offer_id, name.as_deref())
+}
+
 pub async fn confirm_revoke(
     State(c): State<Arc<Console>>,
     Owner(s): Owner,
@@ -473,14 +483,12 @@ pub async fn confirm_revoke(
 ) -> Response {
     let v = View::signed(&c, &s, "/members");
     let connection = connection_of(&q.connection);
+    let offer = offer_label(&c, &s, &connection, &q.offer_id).await;
     v.page(
         StatusCode::OK,
         &v.ta(
             "members-revoke-title",
-            &[
-                ("offer", q.offer_id.clone().into()),
-                ("email", q.email.clone().into()),
-            ],
+            &[("offer", offer.into()), ("email", q.email.clone().into())],
         ),
         html! {
             p { (v.t("members-revoke-explain")) }
@@ -504,7 +512,8 @@ pub async fn expiration_page(
         connection: connection_of(&q.connection),
         ..q
     };
-    expiration_form(&c, &s, &h, "", None)
+    let offer = offer_label(&c, &s, &h.connection, &h.offer_id).await;
+    expiration_form(&c, &s, &h, &offer, "", None)
 }
 
 /// The end-date form of the holding `h`, with the date typed and what was wrong with it.
@@ -512,6 +521,7 @@ fn expiration_form(
     c: &Console,
     s: &Signed,
     h: &HoldingQuery,
+    offer: &str,
     date: &str,
     failed: Option<String>,
 ) -> Response {
@@ -527,7 +537,7 @@ fn expiration_form(
         &v.ta(
             "members-expiration-title",
             &[
-                ("offer", offer_id.to_owned().into()),
+                ("offer", offer.to_owned().into()),
                 ("email", email.to_owned().into()),
             ],
         ),
@@ -676,7 +686,10 @@ pub async fn set_expiration(
         email: f.email.clone(),
         offer_id: f.offer_id.clone(),
     };
-    let again = |text: String| expiration_form(&c, &s, &holding, &f.expires_on, Some(text));
+    let again = |text: String| async {
+        let offer = offer_label(&c, &s, &holding.connection, &holding.offer_id).await;
+        expiration_form(&c, &s, &holding, &offer, &f.expires_on, Some(text))
+    };
     let (args, done) = match f.action.as_str() {
         "clear" => (
             json!({ "email": f.email, "offer_id": f.offer_id }),
@@ -692,7 +705,8 @@ pub async fn set_expiration(
                     s.lang,
                     "error-not-a-date",
                     &[("field", "expires_on".into()), ("value", text.into())],
-                ));
+                ))
+                .await;
             };
             // A date that has passed ends access at once: as destructive as a revocation,
             // so it needs the ticked confirmation.
@@ -701,7 +715,8 @@ pub async fn set_expiration(
                     s.lang,
                     "members-expires-needs-confirm",
                     &[("date", text.to_owned().into())],
-                ));
+                ))
+                .await;
             }
             (
                 json!({

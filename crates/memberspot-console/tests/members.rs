@@ -201,6 +201,11 @@ async fn members_page(backend: Backend) {
         .await;
     assert_eq!(confirm.status, StatusCode::OK);
     assert!(confirm.body.contains("Europe/Berlin"));
+    assert!(
+        confirm.body.contains(&format!("({offer_id})")),
+        "the end-date page names the offer with its id: {}",
+        confirm.body
+    );
     let change = |date: &'static str, action: &'static str, tick: bool| {
         let mut form = vec![
             ("csrf", csrf.clone()),
@@ -267,6 +272,20 @@ async fn members_page(backend: Backend) {
         .await;
     assert_eq!(ask.status, StatusCode::OK);
     assert!(ask.body.contains("name=\"state\" value=\"inactive\""));
+    let offer_name = t
+        .hub
+        .offers_of("sandbox")
+        .await
+        .expect("offers")
+        .into_iter()
+        .find(|o| o.id == offer_id)
+        .expect("the held offer")
+        .name;
+    assert!(
+        ask.body.contains(&format!("{offer_name} ({offer_id})")),
+        "the confirmation names the offer: {}",
+        ask.body
+    );
     assert_eq!(
         holding(&t, &email, &offer_id).await["active"],
         true,
