@@ -341,8 +341,8 @@ pub async fn verify(
         "" => None,
         a => match a.parse::<ChainHead>() {
             Ok(h) => Some(h),
-            Err(e) => {
-                let msg = format!("anchor: {e}");
+            Err(_) => {
+                let msg = v.ta("audit-anchor-invalid", &[("value", a.to_owned().into())]);
                 return v.page(
                     StatusCode::BAD_REQUEST,
                     &v.t("audit-verify"),

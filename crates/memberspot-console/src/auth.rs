@@ -530,7 +530,7 @@ pub fn name_refusal(c: &Console, lang: Lang, name: &str, e: &HubError) -> String
             c.i18n
                 .text(lang, "error-name-taken", &[("value", name.into())])
         }
-        _ => e.to_string(),
+        _ => error_text(c, lang, e),
     }
 }
 

@@ -49,6 +49,30 @@ pub struct NewConnectionForm {
     rate_limit: String,
 }
 
+/// A school's API address: `http(s)://host…`; an error names the field.
+fn base_url(c: &Console, lang: Lang, v: &str) -> Result<(), String> {
+    let v = v.trim();
+    match url::Url::parse(v) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
+        _ => Err(c.i18n.text(
+            lang,
+            "connections-url-invalid",
+            &[("value", v.to_owned().into())],
+        )),
+    }
+}
+
+/// An API key must be given (it is never shown again, so an empty one cannot be fixed by
+/// looking); an error names the field.
+fn key_given(c: &Console, lang: Lang, key: &SecretString) -> Result<(), String> {
+    use secrecy::ExposeSecret;
+    if key.expose_secret().trim().is_empty() {
+        Err(c.i18n.text(lang, "connections-key-empty", &[]))
+    } else {
+        Ok(())
+    }
+}
+
 /// A rate limit in requests per second; an error names the field.
 fn rate(c: &Console, lang: Lang, v: &str) -> Result<f64, String> {
     let v = v.trim().replace(',', ".");
@@ -267,7 +291,12 @@ pub async fn add(
         } else {
             &f.rate_limit
         },
-    ) {
+    )
+    .and_then(|r| {
+        base_url(&c, s.lang, &f.base_url)?;
+        key_given(&c, s.lang, &f.api_key)?;
+        Ok(r)
+    }) {
         Ok(r) => r,
         Err(m) => return again(StatusCode::BAD_REQUEST, m).await,
     };
@@ -452,6 +481,10 @@ pub async fn rotate_key(
     Path(name): Path<String>,
     Change(s, f): Change<KeyForm>,
 ) -> Response {
+    if let Err(m) = key_given(&c, s.lang, &f.api_key) {
+        let message = Some(notice("failed", &m));
+        return edit(&c, &s, &name, StatusCode::BAD_REQUEST, message, None).await;
+    }
     match c
         .hub
         .acting_as(actor(&s))

@@ -259,7 +259,14 @@ pub async fn add_user(
         ) => {
             // The hub refused (and recorded) it; its field errors in the page's language.
             let text = crate::auth::credentials_problem(&c, s.lang, &name, &f.password)
-                .unwrap_or_else(|| e.to_string());
+                .unwrap_or_else(|| match &e {
+                    HubError::Store(StoreError::Conflict(_)) => c.i18n.text(
+                        s.lang,
+                        "error-name-taken",
+                        &[("value", name.clone().into())],
+                    ),
+                    _ => crate::auth::error_text(&c, s.lang, &e),
+                });
             render(&c, &s, StatusCode::BAD_REQUEST, Some(fail(text)), &keep).await
         }
         Err(e) => failure(&c, s.lang, &e),

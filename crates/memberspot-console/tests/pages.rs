@@ -38,6 +38,47 @@ async fn connections_page(backend: Backend) {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.body.contains("rate_limit: `fast`"), "{}", bad.body);
     assert!(!bad.body.contains(SCHOOL_KEY), "the key is not echoed");
+    // A wrong address or no key, in German: named by field, what was typed kept.
+    c.accept_language = Some("de".into());
+    for (base_url, key, expected) in [
+        (
+            "api.memberspot.de/v1",
+            SCHOOL_KEY,
+            "base_url: `api.memberspot.de/v1` ist keine Webadresse",
+        ),
+        (
+            "ftp://example.com",
+            SCHOOL_KEY,
+            "base_url: `ftp://example.com`",
+        ),
+        (
+            url.as_str(),
+            "  ",
+            "api_key: Gib den API-Schlüssel der Schule ein",
+        ),
+    ] {
+        let refused = c
+            .post(
+                "/connections",
+                &[
+                    ("csrf", &csrf),
+                    ("name", "school"),
+                    ("base_url", base_url),
+                    ("api_key", key),
+                    ("rate_limit", "2"),
+                ],
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert!(
+            refused.body.contains(expected),
+            "{expected}: {}",
+            refused.body
+        );
+        assert!(refused.body.contains(&format!("value=\"{base_url}\"")));
+    }
+    c.accept_language = None;
+    assert!(t.hub.connection("school").await.is_err(), "nothing added");
 
     let added = c
         .post(

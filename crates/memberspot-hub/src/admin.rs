@@ -307,7 +307,9 @@ impl Hub {
     ) -> Result<(), HubError> {
         let key = api_key.expose_secret().trim();
         if key.is_empty() {
-            return Err(HubError::Invalid("the new API key is empty".into()));
+            return Err(HubError::Invalid(
+                "api_key: the new API key is empty".into(),
+            ));
         }
         let conn = self.connection(name).await?;
         if conn.base_url == EMBEDDED_BASE_URL {
@@ -521,21 +523,22 @@ fn check_connection_settings(
     rate_limit: f64,
 ) -> Result<(), HubError> {
     if api_key.expose_secret().trim().is_empty() {
-        return Err(HubError::Invalid("the API key is empty".into()));
+        return Err(HubError::Invalid("api_key: the API key is empty".into()));
     }
     check_rate_limit(rate_limit)?;
     // Building a client validates the URL and the key's header syntax.
+    check_base_url(base_url.trim())?;
     Client::builder(base_url.trim())
         .api_key(ApiKey::new(api_key.expose_secret().trim()))
         .build()
         .map(|_| ())
-        .map_err(|e| HubError::Invalid(e.to_string()))
+        .map_err(|e| HubError::Invalid(format!("api_key: {e}")))
 }
 
 fn check_rate_limit(rate_limit: f64) -> Result<(), HubError> {
     if !(rate_limit >= 0.0 && rate_limit.is_finite()) {
         return Err(HubError::Invalid(format!(
-            "rate limit must be a number >= 0, got {rate_limit}"
+            "rate_limit: must be a number >= 0, got {rate_limit}"
         )));
     }
     Ok(())
@@ -547,7 +550,7 @@ fn check_base_url(base_url: &str) -> Result<(), HubError> {
         .api_key(ApiKey::new("placeholder"))
         .build()
         .map(|_| ())
-        .map_err(|e| HubError::Invalid(e.to_string()))
+        .map_err(|e| HubError::Invalid(format!("base_url: {e}")))
 }
 
 pub use crate::audit_export::{
