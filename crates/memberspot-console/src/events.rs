@@ -32,6 +32,23 @@ pub struct ListQuery {
     before: Option<i64>,
     #[serde(default)]
     replayed: Option<String>,
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    order: String,
+    #[serde(default)]
+    email: String,
+    /// Refused deliveries older than this `seq` (their own paging).
+    #[serde(default)]
+    refused_before: Option<i64>,
+}
+
+/// Refused deliveries shown a page.
+const REFUSED_PAGE: u32 = 20;
+
+/// A text filter: `None` when empty.
+fn given(text: &str) -> Option<String> {
+    Some(text.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
 pub(crate) fn status_kind(s: EventStatus) -> &'static str {
@@ -70,6 +87,9 @@ pub async fn list(
         .and_then(EventStatus::parse);
     let filter = EventFilter {
         statuses: status.into_iter().collect(),
+        source: given(&q.source),
+        order_id: given(&q.order),
+        email: given(&q.email),
         before_seq: q.before,
         limit: Some(PAGE),
         ..EventFilter::default()
@@ -79,7 +99,10 @@ pub async fn list(
         Ok(e) => e,
         Err(e) => return failure(&c, s.lang, &HubError::from(e)),
     };
-    let refused_list = match store.refused_deliveries(None, 20).await {
+    let refused_list = match store
+        .refused_deliveries_before(None, q.refused_before, REFUSED_PAGE)
+        .await
+    {
         Ok(r) => r,
         Err(e) => return failure(&c, s.lang, &HubError::from(e)),
     };
@@ -96,7 +119,24 @@ pub async fn list(
                 .collect()
         })
         .unwrap_or_default();
-    let status_q = status.map(|x| x.as_str()).unwrap_or("");
+    // The filters as a query string, for the paging links.
+    let filters = {
+        let mut f = url::form_urlencoded::Serializer::new(String::new());
+        f.append_pair("status", status.map(|x| x.as_str()).unwrap_or(""));
+        for (k, val) in [
+            ("source", &q.source),
+            ("order", &q.order),
+            ("email", &q.email),
+        ] {
+            if !val.trim().is_empty() {
+                f.append_pair(k, val.trim());
+            }
+        }
+        f.finish()
+    };
+    let older_refused = (refused_list.len() as u32 == REFUSED_PAGE)
+        .then(|| refused_list.last().map(|(seq, _)| *seq))
+        .flatten();
     let older = (events.len() as u32 == PAGE)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
@@ -117,6 +157,18 @@ pub async fn list(
                         }
                     }
                 }
+                div {
+                    label for="source" { (v.t("events-source")) }
+                    input #source type="text" name="source" value=(q.source);
+                }
+                div {
+                    label for="order" { (v.t("events-order")) }
+                    input #order type="text" name="order" value=(q.order);
+                }
+                div {
+                    label for="email" { (v.t("events-email")) }
+                    input #email type="email" name="email" value=(q.email);
+                }
                 div { button type="submit" { (v.t("audit-filter")) } }
             }
             @if events.is_empty() {
@@ -135,10 +187,10 @@ pub async fn list(
                 } }
                 p {
                     @if let Some(seq) = older {
-                        a href={ "/events?status=" (status_q) "&before=" (seq) } { (v.t("events-older")) }
+                        a href={ "/events?" (filters) "&before=" (seq) } { (v.t("events-older")) }
                     }
                     @if q.before.is_some() {
-                        " " a href={ "/events?status=" (status_q) } { (v.t("events-newest")) }
+                        " " a href={ "/events?" (filters) } { (v.t("events-newest")) }
                     }
                 }
             }
@@ -153,15 +205,23 @@ pub async fn list(
                         th scope="col" { (v.t("events-bytes")) }
                         th scope="col" { (v.t("events-reason")) }
                     } }
-                    tbody { @for d in &refused_list {
+                    tbody { @for (_, d) in &refused_list {
                         tr {
                             td { (v.when(d.received_at)) }
                             td { (d.source) " (" (d.provider) ")" }
-                            td { (d.body_bytes) }
+                            td.num { (crate::format::number(v.lang, d.body_bytes)) }
                             td { (d.error.clone().unwrap_or_default()) }
                         }
                     } }
                 } }
+                p {
+                    @if let Some(seq) = older_refused {
+                        a href={ "/events?" (filters) "&refused_before=" (seq) "#refused" } { (v.t("events-refused-older")) }
+                    }
+                    @if q.refused_before.is_some() {
+                        " " a href={ "/events?" (filters) "#refused" } { (v.t("events-newest")) }
+                    }
+                }
             }
             h2 { (v.t("events-sources")) }
             @if sources.is_empty() {
@@ -243,6 +303,16 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<Str
         .and_then(|d| d.body.as_ref())
         .map(|b| String::from_utf8_lossy(b).into_owned());
     let payload = serde_json::to_string_pretty(&event.data).unwrap_or_default();
+    // The decision: what the last entry that ended the event says (which rule, what it
+    // planned, or why nothing); retries and hand-overs decide nothing.
+    let decision = history.iter().rev().find_map(|h| {
+        let status = EventStatus::parse(&h.outcome)?;
+        let decided = !matches!(
+            status,
+            EventStatus::Pending | EventStatus::Processing | EventStatus::Retry
+        );
+        decided.then_some(h.detail.as_str())
+    });
     let v = View::signed(&c, &s, "/events");
     v.page(
         StatusCode::OK,
@@ -258,6 +328,14 @@ pub async fn detail(State(c): State<Arc<Console>>, s: Signed, Path(id): Path<Str
                 div { dt { (v.t("events-attempts")) } dd { (event.attempts) } }
                 @if let Some(err) = &event.last_error { div { dt { (v.t("events-error")) } dd { (err) } } }
                 @if let Some(r) = &event.refusal { div { dt { (v.t("events-reason")) } dd { (r) } } }
+                @match decision {
+                    Some(d) => div { dt { (v.t("events-decision")) } dd { (d) } },
+                    // Final without a word in its history (stored so, or imported): the
+                    // status and its error say it.
+                    None => @if matches!(event.status, EventStatus::Pending | EventStatus::Processing | EventStatus::Retry) {
+                        div { dt { (v.t("events-decision")) } dd { (v.t("events-decision-none")) } }
+                    },
+                }
             }
             p {
                 @if event.status == EventStatus::Dead && s.is_owner() {

@@ -800,6 +800,21 @@ async fn signed_purchase_to_replayed_dead_event_in_a_browser() {
         .await
         .expect("history");
     assert!(history.iter().any(|h| h.worker == "console:anna"));
+    // The event's page says what was decided: the worker's note of the grant.
+    let decided = history
+        .iter()
+        .rev()
+        .find(|h| h.outcome == "done")
+        .expect("a done entry");
+    c.goto(&format!("{base}/events/{}", dead.id))
+        .await
+        .expect("event page");
+    wait_h1(c, "Event on_payment").await;
+    let record = text_of(c, Locator::Css("dl.record")).await;
+    assert!(
+        record.contains("Decision") && record.contains(&decided.detail),
+        "{record}"
+    );
     let members = t
         .hub
         .call(

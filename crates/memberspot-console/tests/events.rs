@@ -256,6 +256,53 @@ async fn events_page(backend: Backend) {
     assert!(!second.body.contains("user-54"), "{}", second.body);
     assert!(second.body.contains("Newest events"));
 
+    // Filters by source, order and e-mail, kept on the paging links.
+    let by_source = anna.get("/events?source=poll%3Asandbox").await;
+    assert!(by_source.body.contains("user-54") && !by_source.body.contains("order-77"));
+    assert!(
+        by_source
+            .body
+            .contains("href=\"/events?status=&amp;source=poll%3Asandbox&amp;before="),
+        "{}",
+        by_source.body
+    );
+    let by_order = anna.get("/events?order=order-77").await;
+    assert!(by_order.body.contains("order-77") && !by_order.body.contains("user-54"));
+    assert!(
+        by_order.body.contains("value=\"order-77\""),
+        "the filter stays filled in"
+    );
+    let by_email = anna.get("/events?email=LOU%40example.com").await;
+    assert!(by_email.body.contains("order-78") && !by_email.body.contains("order-77"));
+
+    // Refused deliveries page by themselves, 20 at a time.
+    for i in 0..24 {
+        t.hub
+            .events_store()
+            .record_delivery(
+                &delivery(&format!("d-forged-{i}"), None, Verification::Rejected),
+                &[],
+            )
+            .await
+            .expect("refused");
+    }
+    let refused = anna.get("/events").await;
+    let rows = |body: &str| {
+        let at = body.find("<h2 id=\"refused\">").expect("refused section");
+        let section = &body[at..];
+        let end = section.find("</table>").unwrap_or(section.len());
+        section[..end].matches("signature does not match").count()
+    };
+    assert_eq!(rows(&refused.body), 20);
+    let at = refused
+        .body
+        .find("href=\"/events?status=&amp;refused_before=")
+        .expect("a link to older refused deliveries");
+    let rest = &refused.body[at + "href=\"".len()..];
+    let older = rest[..rest.find('"').expect("end")].replace("&amp;", "&");
+    let second = anna.get(&older).await;
+    assert_eq!(rows(&second.body), 5, "24 forged and the first one");
+
     // German.
     anna.cookies.insert("msh_lang".into(), "de".into());
     let de = anna.get("/events").await;

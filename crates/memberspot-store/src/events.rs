@@ -497,16 +497,36 @@ impl EventStore<'_> {
         source: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Delivery>, StoreError> {
+        Ok(self
+            .refused_deliveries_before(source, None, limit)
+            .await?
+            .into_iter()
+            .map(|(_, d)| d)
+            .collect())
+    }
+
+    /// One page of refused deliveries, newest first, each with its `seq`: those before
+    /// `before_seq` when given (keyset paging).
+    pub async fn refused_deliveries_before(
+        &self,
+        source: Option<&str>,
+        before_seq: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<(i64, Delivery)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, source, provider, received_at, headers, body, body_base64, body_bytes, \
-             verification, error FROM deliveries WHERE verification = 'rejected' \
-             AND ($1 IS NULL OR source = $1) ORDER BY seq DESC LIMIT $2",
+            "SELECT seq, id, source, provider, received_at, headers, body, body_base64, \
+             body_bytes, verification, error FROM deliveries WHERE verification = 'rejected' \
+             AND ($1 IS NULL OR source = $1) AND ($2 IS NULL OR seq < $2) \
+             ORDER BY seq DESC LIMIT $3",
         )
         .bind(source)
+        .bind(before_seq)
         .bind(i64::from(limit.clamp(1, MAX_EVENT_LIMIT)))
         .fetch_all(&self.store.pool)
         .await?;
-        rows.iter().map(delivery_from_row).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("seq")?, delivery_from_row(r)?)))
+            .collect()
     }
 
     // ---------------------------------------------------------------- queue
