@@ -1,5 +1,6 @@
-// The console's only script: copy buttons. Without JavaScript they stay hidden and the
-// read-only field beside each can be selected and copied by hand.
+// The console's only script: copy buttons, and on a phone the current page's entry
+// scrolled into the sideways navigation. Without JavaScript the copy buttons stay hidden
+// and the read-only field beside each can be selected and copied by hand.
 document.querySelectorAll("button[data-copy]").forEach(function (button) {
   button.hidden = false;
   button.addEventListener("click", function () {
@@ -19,3 +20,11 @@ document.querySelectorAll("button[data-copy]").forEach(function (button) {
     }
   });
 });
+
+// The navigation scrolls sideways on a narrow screen: keep the current entry in view
+// (only the navigation moves, never the page).
+var nav = document.querySelector("header.top nav");
+var current = nav && nav.querySelector("a[aria-current=page]");
+if (nav && current && nav.scrollWidth > nav.clientWidth) {
+  nav.scrollLeft = current.offsetLeft - (nav.clientWidth - current.offsetWidth) / 2;
+}

@@ -272,6 +272,29 @@ async fn first_run_to_revoked_persona_in_a_browser() {
         .expect("type and send");
     wait_h1(&c, "Token of keyboard-bot").await;
 
+    // Changed from its row: ask before writes in chat, a lower limit; the token stays.
+    c.goto(&format!("{base}/personas")).await.expect("personas");
+    click(&c, "a[href=\"/personas/support-bot/edit\"]").await;
+    wait_h1(&c, "Change support-bot").await;
+    check_page(&c, "persona change").await;
+    click(&c, "#confirm-write").await;
+    let limit = c.find(Locator::Id("per_minute")).await.expect("limit");
+    limit.clear().await.expect("clear");
+    limit.send_keys("10").await.expect("type");
+    shot(&c, "06b-persona-change").await;
+    click(&c, "form.card button[type=submit]").await;
+    wait_h1(&c, "support-bot").await;
+    let changed = t
+        .hub
+        .authenticate(&token)
+        .await
+        .expect("the same token works");
+    assert_eq!(changed.calls_per_minute, Some(10));
+    assert_eq!(
+        changed.scopes,
+        ["read", "write", "confirm:write", "confirm:destructive"]
+    );
+
     // Listed, then revoked after the confirmation page.
     c.goto(&format!("{base}/personas")).await.expect("personas");
     let row = c
@@ -517,13 +540,18 @@ async fn first_run_to_revoked_persona_in_a_browser() {
     wait_h1(&c, "Personas").await;
     check_page(&c, "personas (German)").await;
 
-    // A phone-sized screen: the read-only pages still fit.
+    // A phone-sized screen: the read-only pages still fit, and the header leaves most of
+    // the screen to the page.
     c.set_window_size(390, 844).await.expect("resize");
     for (page, name) in [
         ("/audit", "14-audit-phone"),
         ("/events", "15-events-phone"),
         ("/", "16-overview-phone"),
         ("/members", "17-members-phone"),
+        ("/personas", "17b-personas-phone"),
+        ("/connections", "17c-connections-phone"),
+        ("/flows", "17d-flows-phone"),
+        ("/settings", "17e-settings-phone"),
     ] {
         c.goto(&format!("{base}{page}")).await.expect("page");
         h1(&c).await;
@@ -539,6 +567,34 @@ async fn first_run_to_revoked_persona_in_a_browser() {
             fits,
             serde_json::json!(true),
             "{page} is wider than a phone"
+        );
+        let header = c
+            .execute(
+                "return document.querySelector('header.top').getBoundingClientRect().height \
+                 / window.innerHeight;",
+                vec![],
+            )
+            .await
+            .expect("script");
+        let share = header.as_f64().expect("a number");
+        // The current page's entry is in view in the sideways navigation.
+        let visible = c
+            .execute(
+                "const a = document.querySelector('header.top nav a[aria-current=page]'); \
+                 if (!a) return true; const r = a.getBoundingClientRect(); \
+                 return r.left >= 0 && r.right <= window.innerWidth;",
+                vec![],
+            )
+            .await
+            .expect("script");
+        assert_eq!(
+            visible,
+            serde_json::json!(true),
+            "{page}: the current entry is off screen"
+        );
+        assert!(
+            share < 0.18,
+            "the header takes {share:.2} of the screen on {page}"
         );
         shot(&c, name).await;
     }
