@@ -64,6 +64,29 @@ impl Lang {
     }
 }
 
+/// A whole-number argument with the language's thousands separator; anything else (and
+/// numbers with fraction digits) as Fluent writes it.
+fn grouped(lang: Lang, v: &FluentValue<'_>) -> Option<String> {
+    match v {
+        FluentValue::Number(n)
+            if n.value.fract() == 0.0
+                && n.value.abs() < 1e15
+                && n.options.minimum_fraction_digits.unwrap_or(0) == 0 =>
+        {
+            Some(crate::format::number(lang, n.value as i64))
+        }
+        _ => None,
+    }
+}
+
+fn grouped_en<M>(v: &FluentValue<'_>, _: &M) -> Option<String> {
+    grouped(Lang::En, v)
+}
+
+fn grouped_de<M>(v: &FluentValue<'_>, _: &M) -> Option<String> {
+    grouped(Lang::De, v)
+}
+
 /// The compiled catalogues.
 pub struct I18n {
     bundles: HashMap<Lang, FluentBundle<FluentResource>>,
@@ -81,6 +104,11 @@ impl I18n {
             let mut bundle = FluentBundle::new_concurrent(vec![id]);
             // Plain text into HTML: no Unicode isolation marks around arguments.
             bundle.set_use_isolating(false);
+            // Whole numbers grouped as the language writes them (`1,234`, `1.234`).
+            bundle.set_formatter(Some(match lang {
+                Lang::En => grouped_en,
+                Lang::De => grouped_de,
+            }));
             bundle
                 .add_resource(resource)
                 .map_err(|e| anyhow::anyhow!("i18n/{}.ftl: {e:?}", lang.code()))?;
@@ -356,6 +384,20 @@ mod tests {
         assert_eq!(Lang::negotiate("fr-FR, de;q=0.5"), Lang::De);
         assert_eq!(Lang::negotiate("fr"), Lang::En);
         assert_eq!(Lang::negotiate(""), Lang::En);
+    }
+
+    #[test]
+    fn whole_numbers_are_grouped_as_the_language_writes_them() {
+        let i = I18n::load().expect("catalogues parse");
+        let args = |n: i64| [("records", n.into()), ("head", "7:abc".into())];
+        let en = i.text(Lang::En, "audit-verify-ok", &args(1_234_567));
+        let de = i.text(Lang::De, "audit-verify-ok", &args(1_234_567));
+        assert!(en.contains("1,234,567"), "{en}");
+        assert!(de.contains("1.234.567"), "{de}");
+        // Plural selection still sees the number.
+        let one = [("count", 1.into()), ("source", "ds24".into())];
+        let one = i.text(Lang::En, "overview-refused-deliveries", &one);
+        assert!(one.starts_with("One refused delivery"), "{one}");
     }
 
     #[test]

@@ -116,7 +116,7 @@ async fn members_page(backend: Backend) {
     let mut c = signed_in(&t, &plugin, "anna", ConsoleRole::Owner).await;
     let start = c.get("/members").await;
     assert!(
-        start.body.contains("among the first 1000 members"),
+        start.body.contains("among the first 1,000 members"),
         "the page says how far a name search reaches: {}",
         start.body
     );
