@@ -317,6 +317,42 @@ pub struct RunForm {
     dry_run: Option<String>,
     #[serde(default)]
     input: Option<String>,
+    /// Set by the confirmation page: a real run happens only with it.
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
+/// A real run (or sending the summary) changes the school or reaches people: the first
+/// post answers this page, which posts the same form again with `confirm=1`, and offers
+/// the dry run instead where there is one.
+fn ask_first(
+    c: &Console,
+    s: &Signed,
+    title: &str,
+    explain: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+    dry_run: bool,
+) -> Response {
+    let v = View::signed(c, s, "/flows");
+    v.page(
+        StatusCode::OK,
+        title,
+        html! {
+            p { (explain) }
+            form method="post" action=(action) {
+                input type="hidden" name="csrf" value=(s.csrf);
+                @for (k, val) in fields { input type="hidden" name=(k) value=(val); }
+                input type="hidden" name="confirm" value="1";
+                button.danger type="submit" { (v.t("flows-confirm-run")) }
+                @if dry_run {
+                    " "
+                    button.secondary type="submit" name="dry_run" value="1" { (v.t("flows-dry-run")) }
+                }
+            }
+            p { a href="/flows" { (v.t("back")) } }
+        },
+    )
 }
 
 pub async fn run(
@@ -350,6 +386,18 @@ pub async fn rerun(
         );
     };
     let dry_run = f.dry_run.is_some();
+    if !dry_run && f.confirm.is_none() {
+        let v = View::signed(&c, &s, "/flows");
+        return ask_first(
+            &c,
+            &s,
+            &v.t("flows-rerun-title"),
+            &v.t("flows-run-explain"),
+            &format!("/flows/runs/{}/rerun", urlencode(&id)),
+            &[],
+            true,
+        );
+    }
     let started = std::time::Instant::now();
     let result = flows.rerun(&id, dry_run).await.map_err(run_error);
     if !dry_run {
@@ -400,9 +448,25 @@ async fn run_named(c: Arc<Console>, s: Signed, name: String, f: RunForm) -> Resp
         },
     };
     let dry_run = f.dry_run.is_some();
+    if !dry_run && f.confirm.is_none() {
+        let v = View::signed(&c, &s, "/flows");
+        let input_text = input.to_string();
+        return ask_first(
+            &c,
+            &s,
+            &v.ta("flows-run-confirm-title", &[("flow", name.clone().into())]),
+            &v.t("flows-run-explain"),
+            "/flows/run",
+            &[("name", &name), ("input", &input_text)],
+            true,
+        );
+    }
     let started = std::time::Instant::now();
+    // The run's own record names who started it, also if the hub stops before this
+    // request records the action.
+    let trigger = format!("console:{}", s.name);
     let result = flows
-        .run_flow(&name, "console", input.clone(), None, dry_run)
+        .run_flow(&name, &trigger, input.clone(), None, dry_run)
         .await
         .map_err(run_error);
     if !dry_run {
@@ -487,6 +551,8 @@ pub struct DigestForm {
     date: String,
     #[serde(default)]
     action: String,
+    #[serde(default)]
+    confirm: Option<String>,
 }
 
 pub async fn digest(State(c): State<Arc<Console>>, Change(s, f): Change<DigestForm>) -> Response {
@@ -516,6 +582,19 @@ pub async fn digest(State(c): State<Arc<Console>>, Change(s, f): Change<DigestFo
         },
     };
     let send = f.action == "send";
+    if send && f.confirm.is_none() {
+        let v = View::signed(&c, &s, "/flows");
+        let day = date.map(|d| d.to_string()).unwrap_or_default();
+        return ask_first(
+            &c,
+            &s,
+            &v.t("flows-digest-confirm-title"),
+            &v.t("flows-digest-confirm-explain"),
+            "/flows/digest",
+            &[("date", &day), ("action", "send")],
+            false,
+        );
+    }
     let started = std::time::Instant::now();
     // A preview delivers nowhere; sending goes to the configured targets.
     let result = flows.run_digest(date, &[], !send, None).await;

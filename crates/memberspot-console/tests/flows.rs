@@ -82,10 +82,45 @@ async fn flows_page(backend: Backend) {
     );
     assert!(dry.body.contains("<td>offers</td>"), "{}", dry.body);
 
-    let real = anna
+    // A real run asks first (with the dry run offered), then runs.
+    let ask = anna
         .post("/flows/offers-report/run", &[("csrf", &csrf)])
         .await;
+    assert_eq!(ask.status, StatusCode::OK);
+    assert!(
+        ask.body.contains("Run offers-report now?")
+            && ask.body.contains("Yes, run it now")
+            && ask.body.contains("name=\"confirm\" value=\"1\""),
+        "{}",
+        ask.body
+    );
+    let runs = t
+        .hub
+        .flows_store()
+        .list_runs(None, 100)
+        .await
+        .expect("runs");
+    assert!(
+        runs.iter().all(|r| r.dry_run),
+        "asking ran nothing: {runs:?}"
+    );
+    let real = anna
+        .post(
+            "/flows/run",
+            &[
+                ("csrf", &csrf),
+                ("name", "offers-report"),
+                ("input", "{}"),
+                ("confirm", "1"),
+            ],
+        )
+        .await;
     assert_eq!(real.status, StatusCode::OK, "{}", real.body);
+    let started = t.hub.flows_store().list_runs(None, 1).await.expect("runs");
+    assert_eq!(
+        started[0].trigger, "console:anna",
+        "the run names who started it"
+    );
     let history = anna.get("/flows").await;
     let at = history
         .body
@@ -323,10 +358,32 @@ webhook_url = \"{slack}/services/T000/B000/XXXX\"
     );
     let csrf = page.csrf();
 
-    let sent = anna
+    // Sending asks first; the confirmation posts the same date again.
+    let ask = anna
         .post(
             "/flows/digest",
             &[("csrf", &csrf), ("date", "2026-03-29"), ("action", "send")],
+        )
+        .await;
+    assert!(
+        ask.body.contains("Send the daily summary now?"),
+        "{}",
+        ask.body
+    );
+    assert!(ask.body.contains("name=\"date\" value=\"2026-03-29\""));
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "nothing sent on asking"
+    );
+    let sent = anna
+        .post(
+            "/flows/digest",
+            &[
+                ("csrf", &csrf),
+                ("date", "2026-03-29"),
+                ("action", "send"),
+                ("confirm", "1"),
+            ],
         )
         .await;
     assert_eq!(sent.status, StatusCode::OK, "{}", sent.body);
@@ -336,7 +393,10 @@ webhook_url = \"{slack}/services/T000/B000/XXXX\"
     assert!(got[0].contains("2026"), "{}", got[0]);
 
     let real = anna
-        .post("/flows/offers-report/run", &[("csrf", &csrf)])
+        .post(
+            "/flows/run",
+            &[("csrf", &csrf), ("name", "offers-report"), ("confirm", "1")],
+        )
         .await;
     assert_eq!(real.status, StatusCode::OK, "{}", real.body);
     let count_runs = || async {
@@ -352,8 +412,16 @@ webhook_url = \"{slack}/services/T000/B000/XXXX\"
     let at = history.body.find("href=\"/flows/runs/").expect("a run");
     let rest = &history.body[at + "href=\"/flows/runs/".len()..];
     let run_id = &rest[..rest.find('"').expect("end")];
-    let again = anna
+    let ask = anna
         .post(&format!("/flows/runs/{run_id}/rerun"), &[("csrf", &csrf)])
+        .await;
+    assert!(ask.body.contains("Run this again now?"), "{}", ask.body);
+    assert_eq!(count_runs().await, runs_before, "asking runs nothing");
+    let again = anna
+        .post(
+            &format!("/flows/runs/{run_id}/rerun"),
+            &[("csrf", &csrf), ("confirm", "1")],
+        )
         .await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
     assert_eq!(count_runs().await, runs_before + 1, "a rerun is a new run");
