@@ -1076,22 +1076,79 @@ async fn viewers_and_forged_posts_are_refused_in_a_browser() {
     let serving = tokio::spawn(app.serve(listener, cancel.clone()));
     let base = format!("http://{addr}");
 
+    // Something on every page, so that the forms an owner would see next to it (a
+    // persona's change and revoke, a dead event's replay, a member's grant and revoke)
+    // are there to be missing.
+    t.hub
+        .create_persona(memberspot_hub::admin::PersonaSpec {
+            name: "helper".into(),
+            scopes: vec!["read".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("persona");
+    let dead = t
+        .hub
+        .events_store()
+        .insert_events(&[memberspot_hub::store::NewEvent {
+            dedupe_key: "viewer:dead".into(),
+            source: "ds24".into(),
+            provider: "digistore24".into(),
+            kind: "purchase".into(),
+            name: "on_payment".into(),
+            order_id: Some("DS-9".into()),
+            product_id: Some("1".into()),
+            email: Some("kim@example.com".into()),
+            test: false,
+            amount_minor: Some(1_000),
+            currency: Some("EUR".into()),
+            data: serde_json::json!({}),
+            status: memberspot_hub::store::EventStatus::Dead,
+            connection: Some("sandbox".into()),
+            verified: true,
+        }])
+        .await
+        .expect("event")[0]
+        .id()
+        .to_owned();
+    let member = t
+        .hub
+        .call(
+            &memberspot_hub::Principal::Operator {
+                connection: "sandbox".into(),
+            },
+            &memberspot_hub::CallContext::new(memberspot_hub::Surface::Cli),
+            "list_users",
+            serde_json::json!({ "page_length": 1 }),
+        )
+        .await
+        .result
+        .expect("members")["users"][0]["email"]
+        .as_str()
+        .expect("an e-mail")
+        .to_owned();
+    let pages = [
+        "/".to_owned(),
+        "/members".to_owned(),
+        format!("/members?connection=sandbox&email={member}"),
+        "/personas".to_owned(),
+        "/personas/helper".to_owned(),
+        "/connections".to_owned(),
+        "/audit".to_owned(),
+        "/events".to_owned(),
+        format!("/events/{dead}"),
+        "/flows".to_owned(),
+        "/chat".to_owned(),
+        "/oauth".to_owned(),
+        "/settings".to_owned(),
+        "/settings/password".to_owned(),
+    ];
+
     let c = browser(&driver_url).await;
     sign_in(&c, &base, "vera").await;
-    for page in [
-        "/",
-        "/members",
-        "/personas",
-        "/connections",
-        "/audit",
-        "/events",
-        "/flows",
-        "/chat",
-        "/oauth",
-        "/settings",
-        "/settings/password",
-    ] {
+    for page in &pages {
         c.goto(&format!("{base}{page}")).await.expect("page");
+        h1(&c).await;
         let forms = c
             .find_all(Locator::Css("form[method=post]"))
             .await
@@ -1107,6 +1164,16 @@ async fn viewers_and_forged_posts_are_refused_in_a_browser() {
                 "a viewer sees a form posting to {action:?} on {page}"
             );
         }
+    }
+    // The pages above had their content, not an empty state or an error.
+    for (page, expected) in [
+        (&pages[2], member.as_str()),
+        (&pages[8], "DS-9"),
+        (&pages[4], "helper"),
+    ] {
+        c.goto(&format!("{base}{page}")).await.expect("page");
+        let main = text_of(&c, Locator::Css("main")).await;
+        assert!(main.contains(expected), "{page}: {main}");
     }
     c.goto(&format!("{base}/personas")).await.expect("personas");
     shot(&c, "30-viewer-personas").await;
