@@ -12,7 +12,9 @@
 //! process: the time measured is the server's (routing, session, queries, rendering), not
 //! the network's. Pages: the first page and a deep page (by keyset, `before=`) of the
 //! audit log and of the events, the audit log filtered by persona and by tool, the events
-//! filtered by status, and the members page (one `list_users` read of the sandbox school).
+//! filtered by status, by order id and by e-mail, and the members page: one member looked
+//! up by e-mail, and a name search (the first 1,000 members of the sandbox school read
+//! and matched).
 //!
 //! Figures are printed, never asserted; a page that does not answer 200 fails the run.
 
@@ -101,7 +103,7 @@ async fn run(label: &str, url: &str, audit: usize, events: usize) -> Result<(), 
         api_key: "sk_bench_school".into(),
         seed: 5,
         size: SeedSize {
-            users: 200,
+            users: 1_000,
             offers: 8,
             courses: 12,
         },
@@ -115,7 +117,7 @@ async fn run(label: &str, url: &str, audit: usize, events: usize) -> Result<(), 
         base_url: sandbox.base_url(),
         api_key: ApiKey::new(sandbox.api_key()),
     };
-    let member = first_member(&sandbox).await?;
+    let (member, last_name) = first_member(&sandbox).await?;
     let hub = Hub::open(store, MasterKey::generate(), Some(embedded)).await?;
     hub.add_console_user("anna", &SecretString::from(PASSWORD), ConsoleRole::Owner)
         .await?;
@@ -156,7 +158,22 @@ async fn run(label: &str, url: &str, audit: usize, events: usize) -> Result<(), 
             format!("/events?before={deep_event}"),
         ),
         ("events, dead ones", "/events?status=dead".to_owned()),
+        (
+            "events, one order",
+            format!("/events?order=order-{:08}", events / 3),
+        ),
+        (
+            "events, one e-mail",
+            "/events?email=member42%40example.de".to_owned(),
+        ),
         ("members, one member", format!("/members?email={member}")),
+        (
+            "members, name search",
+            format!(
+                "/members?q={}",
+                url::form_urlencoded::byte_serialize(last_name.as_bytes()).collect::<String>()
+            ),
+        ),
     ];
     println!(
         "{:<28} {:>10} {:>10} {:>10}",
@@ -191,8 +208,9 @@ async fn run(label: &str, url: &str, audit: usize, events: usize) -> Result<(), 
     Ok(())
 }
 
-/// The e-mail of the school's first member, for the members page to look up.
-async fn first_member(sandbox: &Sandbox) -> Result<String, BoxError> {
+/// The e-mail and last name of the school's first member, for the members page to look up
+/// and to search.
+async fn first_member(sandbox: &Sandbox) -> Result<(String, String), BoxError> {
     let client = memberspot_api::Client::builder(sandbox.base_url())
         .api_key(ApiKey::new(sandbox.api_key()))
         .rate_limit(0.0)
@@ -204,7 +222,8 @@ async fn first_member(sandbox: &Sandbox) -> Result<String, BoxError> {
         .users
         .first()
         .ok_or("the sandbox school has no members")?;
-    Ok(user.email.clone())
+    let name = user.name.clone().unwrap_or_else(|| "a".to_owned());
+    Ok((user.email.clone(), name))
 }
 
 fn ms(d: Duration) -> f64 {
