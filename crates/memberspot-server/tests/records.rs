@@ -539,7 +539,7 @@ async fn sealed_keys_are_bound_to_their_connection(backend: Backend) {
         (json!({}), "nothing to change"),
         (json!({"base_url": "ftp://x"}), "http"),
         (json!({"name": "no spaces"}), "name"),
-        (json!({"rate_limit": -1}), "rate limit"),
+        (json!({"rate_limit": -1}), "rate_limit"),
     ] {
         let (s, v, _) = w
             .rest(
