@@ -30,7 +30,7 @@ pub struct PageQuery {
     added: Option<String>,
     #[serde(default)]
     removed: Option<String>,
-    /// A user whose role or password an owner just changed.
+    /// A user an owner just gave another role.
     #[serde(default)]
     changed: Option<String>,
     /// A user whose password an owner just set.
